@@ -1,0 +1,49 @@
+//! A sorted, de-duplicated set of capability names.
+
+use std::sync::Arc;
+
+/// What an agent can do, or what a task needs: a set of names compared by exact
+/// string match. Cloning is cheap.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct Capabilities(Arc<[String]>);
+
+impl Capabilities {
+    /// The set of the given names (sorted, duplicates and empty names dropped).
+    pub fn new<I, S>(names: I) -> Capabilities
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut names: Vec<String> = names
+            .into_iter()
+            .map(Into::into)
+            .filter(|n| !n.is_empty())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        Capabilities(names.into())
+    }
+
+    /// Wraps a list that is already sorted and free of duplicates (as
+    /// [`queue_core::Task::needed_capabilities`] is) without copying it.
+    pub fn from_sorted(names: Arc<[String]>) -> Capabilities {
+        debug_assert!(names.windows(2).all(|w| w[0] < w[1]));
+        Capabilities(names)
+    }
+
+    /// The names, sorted.
+    pub fn names(&self) -> &[String] {
+        &self.0
+    }
+
+    /// True when the set is empty (any agent qualifies for such a task).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// True when every name of `self` is in `other`.
+    pub fn is_subset_of(&self, other: &Capabilities) -> bool {
+        let mut theirs = other.0.iter();
+        self.0.iter().all(|mine| theirs.by_ref().any(|t| t == mine))
+    }
+}

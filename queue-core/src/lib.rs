@@ -1,0 +1,57 @@
+//! The durable-queue state machine of Coordinator: tasks, priority lanes,
+//! generation fencing, retries, the dead letter and deadlines.
+//!
+//! This crate performs no I/O: no sockets, files, threads, clocks or randomness.
+//! Time comes in as `now_ms` (milliseconds since the Unix epoch), ids come from the
+//! caller, and every change that must be made durable comes out as a [`Change`]
+//! value. Persist those, then acknowledge: that is the whole contract.
+//!
+//! Only live work stays in memory: a task that reaches a final state (completed,
+//! dead letter, cancelled) comes out as [`Change::Finalized`] and leaves the queue.
+//!
+//! # Example
+//!
+//! ```
+//! use queue_core::{AgentId, Change, Completion, NewTask, Priority, Queue, QueueConfig};
+//!
+//! let mut queue = Queue::new(QueueConfig::default());
+//! let now_ms = 1_700_000_000_000;
+//! queue.submit(now_ms, NewTask::new("t1", "build the docs").with_priority(Priority::High))?;
+//!
+//! let agent = AgentId::from("agent-1");
+//! let generation = queue.assign(now_ms + 1, "t1", &agent)?;
+//! queue.accept(now_ms + 2, "t1", &agent)?;
+//! queue.complete(now_ms + 3, "t1", &agent, generation, Completion {
+//!     result: r#"{"ok":true}"#.into(),
+//!     tokens_used: Some(42),
+//! })?;
+//!
+//! // Everything to persist, in order; the last record is final.
+//! let changes = queue.drain_changes();
+//! assert_eq!(changes.len(), 4);
+//! assert!(matches!(changes.last(), Some(Change::Finalized(t)) if t.id.as_str() == "t1"));
+//! assert!(queue.is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod change;
+mod error;
+mod ids;
+mod queue;
+mod task;
+
+pub use change::Change;
+pub use error::{RestoreError, SubmitError, TaskError};
+pub use ids::{AgentId, TaskId};
+pub use queue::{
+    Completion, FailOutcome, ListQuery, Queue, QueueConfig, QueueKey, Recovery, Stats,
+};
+pub use task::{
+    HistoryEntry, HistoryEvent, NewTask, Priority, ReclaimReason, Status, Task, UnknownPriority,
+    UnknownStatus, HISTORY_CAP,
+};
+
+#[cfg(test)]
+mod tests;

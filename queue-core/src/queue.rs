@@ -1,0 +1,603 @@
+//! The queue state machine: live tasks, lanes, fencing, retries and sweeps.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use crate::{
+    AgentId, Change, HistoryEvent, NewTask, Priority, ReclaimReason, RestoreError, Status,
+    SubmitError, Task, TaskError, TaskId,
+};
+
+/// Settings of a [`Queue`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// `max_retries` of a task submitted without one.
+    pub default_max_retries: u32,
+    /// A held task with no sign of life for this long is reclaimed by [`Queue::sweep`].
+    pub stuck_after_ms: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            default_max_retries: 3,
+            stuck_after_ms: 300_000,
+        }
+    }
+}
+
+/// A task's place among the queued tasks: lane first, then arrival order.
+///
+/// Ordering keys compare the way tasks are served: the smallest key runs first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueKey {
+    /// The lane's rank (0 = urgent).
+    pub rank: u8,
+    /// Arrival order inside the lane.
+    pub seq: u64,
+}
+
+impl QueueKey {
+    /// The key of a task.
+    pub fn of(task: &Task) -> QueueKey {
+        QueueKey {
+            rank: task.priority.rank(),
+            seq: task.queue_seq,
+        }
+    }
+}
+
+/// What a completion reports.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Completion {
+    /// The result as JSON text.
+    pub result: String,
+    /// Tokens used, if the agent said.
+    pub tokens_used: Option<u64>,
+}
+
+/// Where a failed task went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum FailOutcome {
+    /// Back to its place in the queue (`retry_count <= max_retries`).
+    Retried,
+    /// To the dead letter; the task left the core.
+    DeadLettered,
+}
+
+/// The answer to an agent that restarted holding a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Recovery {
+    /// The task is still this agent's: go on with this generation.
+    Continue {
+        /// The task's current generation.
+        generation: u64,
+    },
+    /// The task is no longer this agent's: drop it.
+    Reassign,
+}
+
+/// Filters of [`Queue::list`]. Empty fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only tasks in this status.
+    pub status: Option<Status>,
+    /// Only tasks in this lane.
+    pub priority: Option<Priority>,
+    /// Only tasks held by this agent.
+    pub assigned_to: Option<AgentId>,
+    /// Only tasks whose `queue_seq` is greater than this (the cursor of the previous page).
+    pub after_seq: Option<u64>,
+    /// At most this many tasks.
+    pub limit: usize,
+}
+
+/// Counts of the live tasks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Live tasks by status, indexed like [`Status::ALL`] (final statuses are always 0).
+    pub by_status: [usize; 6],
+    /// Live tasks by lane, indexed by [`Priority::rank`].
+    pub by_priority: [usize; 4],
+}
+
+impl Stats {
+    /// Live tasks in `status`.
+    pub fn status(&self, status: Status) -> usize {
+        self.by_status[status as usize]
+    }
+
+    /// Live tasks in `priority`'s lane.
+    pub fn priority(&self, priority: Priority) -> usize {
+        self.by_priority[priority.rank() as usize]
+    }
+}
+
+/// The fenced task queue, as a state machine without I/O.
+///
+/// # Driving it
+///
+/// 1. Build it empty with [`Queue::new`] or from persisted records with [`Queue::restore`].
+/// 2. Feed it inputs (`submit`, `assign`, `accept`, `progress`, `complete`, `fail`,
+///    `reject`, `reclaim`, `recover`, `cancel`, `retry_dead_letter`, `sweep`), each
+///    with the current time in milliseconds since the Unix epoch.
+/// 3. After every input, drain [`Queue::poll_change`] until it returns `None`, persist
+///    those records, and only then acknowledge the input to whoever asked.
+///
+/// An operation that returns an error changed nothing and emitted nothing.
+/// A task that reaches a final state leaves the queue: its last record comes out as
+/// [`Change::Finalized`] and later reads must go to storage.
+#[derive(Debug, Default)]
+pub struct Queue {
+    config: QueueConfig,
+    tasks: HashMap<TaskId, Task>,
+    queued: BTreeMap<QueueKey, TaskId>,
+    held: HashSet<TaskId>,
+    next_seq: u64,
+    changes: VecDeque<Change>,
+}
+
+impl Queue {
+    /// An empty queue.
+    pub fn new(config: QueueConfig) -> Queue {
+        Queue {
+            config,
+            ..Queue::default()
+        }
+    }
+
+    /// Rebuilds the queue from the records persisted from its [`Change`]s.
+    ///
+    /// Final records are skipped (they live in storage only). The result is in
+    /// exactly the state the queue was in when those records were emitted.
+    pub fn restore(
+        config: QueueConfig,
+        records: impl IntoIterator<Item = Task>,
+    ) -> Result<Queue, RestoreError> {
+        let mut queue = Queue::new(config);
+        for task in records {
+            if task.status.is_final() {
+                continue;
+            }
+            if task.status.is_held() != task.assigned_to.is_some() {
+                return Err(RestoreError::Inconsistent(task.id));
+            }
+            if queue.tasks.contains_key(&task.id) {
+                return Err(RestoreError::DuplicateId(task.id));
+            }
+            queue.next_seq = queue.next_seq.max(task.queue_seq + 1);
+            match task.status {
+                Status::Queued => {
+                    queue.queued.insert(QueueKey::of(&task), task.id.clone());
+                }
+                _ => {
+                    queue.held.insert(task.id.clone());
+                }
+            }
+            queue.tasks.insert(task.id.clone(), task);
+        }
+        Ok(queue)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    /// Adds a task at the back of its lane.
+    pub fn submit(&mut self, now_ms: u64, new: NewTask) -> Result<&Task, SubmitError> {
+        if new.id.as_str().is_empty() {
+            return Err(SubmitError::EmptyId);
+        }
+        if new.description.trim().is_empty() {
+            return Err(SubmitError::EmptyDescription);
+        }
+        if new.needed_capabilities.iter().any(|c| c.is_empty()) {
+            return Err(SubmitError::EmptyCapability);
+        }
+        if self.tasks.contains_key(&new.id) {
+            return Err(SubmitError::DuplicateId(new.id));
+        }
+        let mut capabilities = new.needed_capabilities;
+        capabilities.sort_unstable();
+        capabilities.dedup();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut task = Task {
+            id: new.id.clone(),
+            description: Arc::from(new.description),
+            metadata: Arc::from(new.metadata),
+            priority: new.priority,
+            status: Status::Queued,
+            assigned_to: None,
+            assigned_at_ms: None,
+            generation: 0,
+            retry_count: 0,
+            max_retries: new.max_retries.unwrap_or(self.config.default_max_retries),
+            complete_by_ms: new.complete_by_ms,
+            needed_capabilities: Arc::from(capabilities),
+            result: None,
+            tokens_used: None,
+            last_error: None,
+            submitted_by: new.submitted_by,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            last_alive_at_ms: None,
+            queue_seq: seq,
+            history: VecDeque::with_capacity(4),
+        };
+        task.record(now_ms, HistoryEvent::Submitted, String::new());
+        self.queued.insert(QueueKey::of(&task), new.id.clone());
+        self.changes.push_back(Change::Updated(task.clone()));
+        Ok(self.tasks.entry(new.id).or_insert(task))
+    }
+
+    /// A live task.
+    pub fn get(&self, id: &str) -> Option<&Task> {
+        self.tasks.get(id)
+    }
+
+    /// Number of live (non-final) tasks.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// True when no task is live.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Number of queued tasks.
+    pub fn queued_len(&self) -> usize {
+        self.queued.len()
+    }
+
+    /// The task that would be served next if capabilities did not matter.
+    pub fn next_queued(&self) -> Option<&Task> {
+        self.queued.values().next().map(|id| &self.tasks[id])
+    }
+
+    /// Queued tasks in serving order.
+    pub fn queued_in_order(&self) -> impl Iterator<Item = &Task> + '_ {
+        self.queued.values().map(|id| &self.tasks[id])
+    }
+
+    /// Held (assigned or working) tasks, in no particular order.
+    pub fn held(&self) -> impl Iterator<Item = &Task> + '_ {
+        self.held.iter().map(|id| &self.tasks[id])
+    }
+
+    /// Live tasks matching `query`, in `queue_seq` order.
+    pub fn list(&self, query: &ListQuery) -> Vec<&Task> {
+        let mut found: Vec<&Task> = self
+            .tasks
+            .values()
+            .filter(|t| query.status.is_none_or(|s| t.status == s))
+            .filter(|t| query.priority.is_none_or(|p| t.priority == p))
+            .filter(|t| {
+                query
+                    .assigned_to
+                    .as_ref()
+                    .is_none_or(|a| t.assigned_to.as_ref() == Some(a))
+            })
+            .filter(|t| query.after_seq.is_none_or(|after| t.queue_seq > after))
+            .collect();
+        found.sort_unstable_by_key(|t| t.queue_seq);
+        found.truncate(query.limit);
+        found
+    }
+
+    /// Counts of the live tasks.
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats::default();
+        for task in self.tasks.values() {
+            stats.by_status[task.status as usize] += 1;
+            stats.by_priority[task.priority.rank() as usize] += 1;
+        }
+        stats
+    }
+
+    /// The next record to persist, oldest first.
+    #[must_use]
+    pub fn poll_change(&mut self) -> Option<Change> {
+        self.changes.pop_front()
+    }
+
+    /// All records to persist, oldest first.
+    #[must_use]
+    pub fn drain_changes(&mut self) -> Vec<Change> {
+        self.changes.drain(..).collect()
+    }
+
+    /// Hands a queued task to `agent`; returns the new generation.
+    pub fn assign(&mut self, now_ms: u64, id: &str, agent: &AgentId) -> Result<u64, TaskError> {
+        let task = self.live_mut(id)?;
+        if task.status != Status::Queued {
+            return Err(wrong_status(task));
+        }
+        let key = QueueKey::of(task);
+        task.status = Status::Assigned;
+        task.generation += 1;
+        task.assigned_to = Some(agent.clone());
+        task.assigned_at_ms = Some(now_ms);
+        task.last_alive_at_ms = Some(now_ms);
+        let details = format!("agent={agent} generation={}", task.generation);
+        task.record(now_ms, HistoryEvent::Assigned, details);
+        let generation = task.generation;
+        let task_id = task.id.clone();
+        self.queued.remove(&key);
+        self.held.insert(task_id.clone());
+        self.emit(&task_id);
+        Ok(generation)
+    }
+
+    /// The holder accepted its assigned task.
+    pub fn accept(&mut self, now_ms: u64, id: &str, agent: &AgentId) -> Result<(), TaskError> {
+        let task = self.held_by_mut(id, agent)?;
+        if task.status != Status::Assigned {
+            return Err(wrong_status(task));
+        }
+        task.status = Status::Working;
+        task.last_alive_at_ms = Some(now_ms);
+        let details = format!("agent={agent} generation={}", task.generation);
+        task.record(now_ms, HistoryEvent::Accepted, details);
+        let task_id = task.id.clone();
+        self.emit(&task_id);
+        Ok(())
+    }
+
+    /// The holder showed a sign of life (progress report).
+    pub fn progress(&mut self, now_ms: u64, id: &str, agent: &AgentId) -> Result<(), TaskError> {
+        let task = self.held_by_mut(id, agent)?;
+        task.last_alive_at_ms = Some(now_ms);
+        task.updated_at_ms = now_ms;
+        let task_id = task.id.clone();
+        self.emit(&task_id);
+        Ok(())
+    }
+
+    /// The holder finished the task, fenced by `generation`.
+    pub fn complete(
+        &mut self,
+        now_ms: u64,
+        id: &str,
+        agent: &AgentId,
+        generation: u64,
+        completion: Completion,
+    ) -> Result<(), TaskError> {
+        let task = self.fenced_mut(id, agent, generation)?;
+        task.status = Status::Completed;
+        task.result = Some(completion.result);
+        task.tokens_used = completion.tokens_used;
+        task.record(
+            now_ms,
+            HistoryEvent::Completed,
+            format!("agent={agent} generation={generation}"),
+        );
+        self.finalize(id);
+        Ok(())
+    }
+
+    /// The holder failed the task, fenced by `generation`: retried or dead-lettered.
+    pub fn fail(
+        &mut self,
+        now_ms: u64,
+        id: &str,
+        agent: &AgentId,
+        generation: u64,
+        error: &str,
+    ) -> Result<FailOutcome, TaskError> {
+        let task = self.fenced_mut(id, agent, generation)?;
+        task.retry_count += 1;
+        task.last_error = Some(error.to_owned());
+        let details = format!(
+            "agent={agent} generation={generation} retry_count={} error={error}",
+            task.retry_count
+        );
+        if task.retry_count <= task.max_retries {
+            task.record(now_ms, HistoryEvent::Retried, details);
+            let task_id = task.id.clone();
+            self.requeue(&task_id);
+            Ok(FailOutcome::Retried)
+        } else {
+            task.status = Status::DeadLetter;
+            task.record(now_ms, HistoryEvent::DeadLettered, details);
+            self.finalize(id);
+            Ok(FailOutcome::DeadLettered)
+        }
+    }
+
+    /// The holder declined the task: back to its place, generation bumped, no retry counted.
+    pub fn reject(
+        &mut self,
+        now_ms: u64,
+        id: &str,
+        agent: &AgentId,
+        reason: &str,
+    ) -> Result<(), TaskError> {
+        let task = self.held_by_mut(id, agent)?;
+        task.generation += 1;
+        let details = format!("agent={agent} reason={reason}");
+        task.record(now_ms, HistoryEvent::Rejected, details);
+        let task_id = task.id.clone();
+        self.requeue(&task_id);
+        Ok(())
+    }
+
+    /// Takes a held task back from its agent: back to its place, generation bumped,
+    /// no retry counted. Returns the agent that held it.
+    pub fn reclaim(
+        &mut self,
+        now_ms: u64,
+        id: &str,
+        reason: ReclaimReason,
+    ) -> Result<AgentId, TaskError> {
+        let task = self.live_mut(id)?;
+        let Some(agent) = task.assigned_to.clone().filter(|_| task.status.is_held()) else {
+            return Err(wrong_status(task));
+        };
+        task.generation += 1;
+        let details = format!("agent={agent} reason={}", reason.as_str());
+        task.record(now_ms, HistoryEvent::Reclaimed, details);
+        let task_id = task.id.clone();
+        self.requeue(&task_id);
+        Ok(agent)
+    }
+
+    /// An agent restarted holding task `id`: continue if it is still the holder.
+    pub fn recover(&mut self, now_ms: u64, id: &str, agent: &AgentId) -> Recovery {
+        let Ok(task) = self.held_by_mut(id, agent) else {
+            return Recovery::Reassign;
+        };
+        task.last_alive_at_ms = Some(now_ms);
+        let generation = task.generation;
+        task.record(
+            now_ms,
+            HistoryEvent::Recovered,
+            format!("agent={agent} generation={generation}"),
+        );
+        let task_id = task.id.clone();
+        self.emit(&task_id);
+        Recovery::Continue { generation }
+    }
+
+    /// Cancels a live task. Returns the agent that held it, which must be told.
+    /// Final records keep their last assignee, for the record.
+    pub fn cancel(&mut self, now_ms: u64, id: &str) -> Result<Option<AgentId>, TaskError> {
+        let task = self.live_mut(id)?;
+        let holder = task.assigned_to.clone().filter(|_| task.status.is_held());
+        let was_queued = task.status == Status::Queued;
+        let key = QueueKey::of(task);
+        task.status = Status::Cancelled;
+        let details = holder
+            .as_ref()
+            .map(|a| format!("agent={a}"))
+            .unwrap_or_default();
+        task.record(now_ms, HistoryEvent::Cancelled, details);
+        if was_queued {
+            self.queued.remove(&key);
+        }
+        self.finalize(id);
+        Ok(holder)
+    }
+
+    /// Puts a dead-letter record (read back from storage) into the queue again,
+    /// at the back of its lane, with its retry count reset.
+    pub fn retry_dead_letter(&mut self, now_ms: u64, mut task: Task) -> Result<(), TaskError> {
+        if let Some(live) = self.tasks.get(&task.id) {
+            return Err(wrong_status(live));
+        }
+        if task.status != Status::DeadLetter {
+            return Err(wrong_status(&task));
+        }
+        task.status = Status::Queued;
+        task.retry_count = 0;
+        task.assigned_to = None;
+        task.queue_seq = self.next_seq;
+        self.next_seq += 1;
+        task.record(now_ms, HistoryEvent::Requeued, String::new());
+        let task_id = task.id.clone();
+        self.queued.insert(QueueKey::of(&task), task_id.clone());
+        self.tasks.insert(task_id.clone(), task);
+        self.emit(&task_id);
+        Ok(())
+    }
+
+    /// Reclaims every held task that is past its `complete_by` (overdue) or has shown
+    /// no sign of life for `stuck_after_ms` (stuck). Returns what was reclaimed.
+    pub fn sweep(&mut self, now_ms: u64) -> Vec<(TaskId, AgentId, ReclaimReason)> {
+        let stuck_after_ms = self.config.stuck_after_ms;
+        let mut due: Vec<(TaskId, ReclaimReason)> = self
+            .held
+            .iter()
+            .filter_map(|id| {
+                let task = &self.tasks[id];
+                if task.complete_by_ms.is_some_and(|by| now_ms > by) {
+                    Some((id.clone(), ReclaimReason::Overdue))
+                } else if task
+                    .last_alive_at_ms
+                    .is_some_and(|alive| now_ms.saturating_sub(alive) >= stuck_after_ms)
+                {
+                    Some((id.clone(), ReclaimReason::Stuck))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        due.sort_unstable_by_key(|(id, _)| self.tasks[id].queue_seq);
+        due.into_iter()
+            .filter_map(|(id, reason)| {
+                let agent = self.reclaim(now_ms, id.as_str(), reason).ok()?;
+                Some((id, agent, reason))
+            })
+            .collect()
+    }
+
+    fn live_mut(&mut self, id: &str) -> Result<&mut Task, TaskError> {
+        self.tasks
+            .get_mut(id)
+            .ok_or_else(|| TaskError::NotFound(TaskId::from(id)))
+    }
+
+    fn held_by_mut(&mut self, id: &str, agent: &AgentId) -> Result<&mut Task, TaskError> {
+        let task = self.live_mut(id)?;
+        if !task.is_held_by(agent) {
+            return Err(TaskError::NotAssigned(task.id.clone()));
+        }
+        Ok(task)
+    }
+
+    /// The task, if `generation` is current and `agent` holds it.
+    fn fenced_mut(
+        &mut self,
+        id: &str,
+        agent: &AgentId,
+        generation: u64,
+    ) -> Result<&mut Task, TaskError> {
+        let task = self.live_mut(id)?;
+        if task.generation != generation {
+            return Err(TaskError::StaleGeneration {
+                task_id: task.id.clone(),
+                given: generation,
+                current: task.generation,
+            });
+        }
+        if !task.is_held_by(agent) {
+            return Err(TaskError::NotAssigned(task.id.clone()));
+        }
+        Ok(task)
+    }
+
+    /// Puts a held task back at its original place in its lane.
+    fn requeue(&mut self, id: &TaskId) {
+        let task = self.tasks.get_mut(id).expect("requeue of a live task");
+        task.status = Status::Queued;
+        task.assigned_to = None;
+        task.last_alive_at_ms = None;
+        self.held.remove(id);
+        self.queued.insert(QueueKey::of(task), id.clone());
+        self.emit(id);
+    }
+
+    fn emit(&mut self, id: &TaskId) {
+        let task = &self.tasks[id];
+        self.changes.push_back(Change::Updated(task.clone()));
+    }
+
+    /// Moves a task that just reached a final state out of the core.
+    fn finalize(&mut self, id: &str) {
+        let task = self.tasks.remove(id).expect("finalize of a live task");
+        debug_assert!(task.status.is_final());
+        self.held.remove(id);
+        self.changes.push_back(Change::Finalized(task));
+    }
+}
+
+fn wrong_status(task: &Task) -> TaskError {
+    TaskError::WrongStatus {
+        task_id: task.id.clone(),
+        status: task.status,
+    }
+}

@@ -1,0 +1,390 @@
+//! The task record and its parts: priority lanes, statuses and history.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::{AgentId, TaskId};
+
+/// How many history entries a task keeps; older ones are dropped first.
+pub const HISTORY_CAP: usize = 50;
+
+/// A priority lane. Higher lanes are served first; FIFO inside a lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Priority {
+    /// Served before everything else.
+    Urgent,
+    /// Served after `Urgent`.
+    High,
+    /// The default lane.
+    #[default]
+    Normal,
+    /// Served when no higher lane has a task some agent can take.
+    Low,
+}
+
+impl Priority {
+    /// Every lane, highest first.
+    pub const ALL: [Priority; 4] = [
+        Priority::Urgent,
+        Priority::High,
+        Priority::Normal,
+        Priority::Low,
+    ];
+
+    /// The wire name (`urgent`, `high`, `normal`, `low`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Urgent => "urgent",
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+
+    /// The lane's rank: 0 for the highest lane.
+    pub fn rank(self) -> u8 {
+        self as u8
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The text was not the name of a priority lane.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown priority `{0}` (expected urgent, high, normal or low)")]
+pub struct UnknownPriority(pub String);
+
+impl FromStr for Priority {
+    type Err = UnknownPriority;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Priority::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| UnknownPriority(s.to_owned()))
+    }
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Status {
+    /// Waiting in its lane for an agent.
+    Queued,
+    /// Pushed to an agent that has not accepted it yet.
+    Assigned,
+    /// Accepted by its agent.
+    Working,
+    /// Final: completed by its agent.
+    Completed,
+    /// Final (until an explicit retry): failed more often than `max_retries` allows.
+    DeadLetter,
+    /// Final: cancelled by an operator.
+    Cancelled,
+}
+
+impl Status {
+    /// Every status, in life order.
+    pub const ALL: [Status; 6] = [
+        Status::Queued,
+        Status::Assigned,
+        Status::Working,
+        Status::Completed,
+        Status::DeadLetter,
+        Status::Cancelled,
+    ];
+
+    /// The wire name (`queued`, `assigned`, `working`, `completed`, `dead_letter`, `cancelled`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Assigned => "assigned",
+            Status::Working => "working",
+            Status::Completed => "completed",
+            Status::DeadLetter => "dead_letter",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// True for `completed`, `dead_letter` and `cancelled`: the task has left the core.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Status::Completed | Status::DeadLetter | Status::Cancelled
+        )
+    }
+
+    /// True while an agent holds the task (`assigned` or `working`).
+    pub fn is_held(self) -> bool {
+        matches!(self, Status::Assigned | Status::Working)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The text was not the name of a status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown status `{0}`")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for Status {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
+/// Why a held task went back to the queue without counting as a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReclaimReason {
+    /// The agent's connection closed or stopped answering pings.
+    Disconnected,
+    /// The agent did not accept within the acceptance deadline.
+    AcceptTimeout,
+    /// No sign of life (accept, progress) for too long.
+    Stuck,
+    /// The task passed its `complete_by`.
+    Overdue,
+    /// The coordinator restarted and the agent did not come back to recover it in time.
+    RecoveryExpired,
+    /// The agent's outbound queue overflowed and its connection was dropped.
+    SlowConsumer,
+}
+
+impl ReclaimReason {
+    /// A stable snake_case name for logs, history and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReclaimReason::Disconnected => "disconnected",
+            ReclaimReason::AcceptTimeout => "accept_timeout",
+            ReclaimReason::Stuck => "stuck",
+            ReclaimReason::Overdue => "overdue",
+            ReclaimReason::RecoveryExpired => "recovery_expired",
+            ReclaimReason::SlowConsumer => "slow_consumer",
+        }
+    }
+}
+
+/// What happened to a task, as recorded in its history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HistoryEvent {
+    /// Entered the queue.
+    Submitted,
+    /// Pushed to an agent.
+    Assigned,
+    /// The agent accepted it.
+    Accepted,
+    /// The agent reported it done.
+    Completed,
+    /// The agent reported a failure; it went back to the queue.
+    Retried,
+    /// The agent reported a failure past `max_retries`.
+    DeadLettered,
+    /// The agent declined it; it went back to the queue.
+    Rejected,
+    /// Taken back from its agent (see the details for the reason).
+    Reclaimed,
+    /// The agent restarted holding it and was told to continue.
+    Recovered,
+    /// Cancelled by an operator.
+    Cancelled,
+    /// Put back to the queue from the dead letter by an operator.
+    Requeued,
+}
+
+impl HistoryEvent {
+    /// Every event.
+    pub const ALL: [HistoryEvent; 11] = [
+        HistoryEvent::Submitted,
+        HistoryEvent::Assigned,
+        HistoryEvent::Accepted,
+        HistoryEvent::Completed,
+        HistoryEvent::Retried,
+        HistoryEvent::DeadLettered,
+        HistoryEvent::Rejected,
+        HistoryEvent::Reclaimed,
+        HistoryEvent::Recovered,
+        HistoryEvent::Cancelled,
+        HistoryEvent::Requeued,
+    ];
+
+    /// The stable snake_case name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistoryEvent::Submitted => "submitted",
+            HistoryEvent::Assigned => "assigned",
+            HistoryEvent::Accepted => "accepted",
+            HistoryEvent::Completed => "completed",
+            HistoryEvent::Retried => "retried",
+            HistoryEvent::DeadLettered => "dead_lettered",
+            HistoryEvent::Rejected => "rejected",
+            HistoryEvent::Reclaimed => "reclaimed",
+            HistoryEvent::Recovered => "recovered",
+            HistoryEvent::Cancelled => "cancelled",
+            HistoryEvent::Requeued => "requeued",
+        }
+    }
+
+    /// Parses a name given by [`HistoryEvent::as_str`].
+    pub fn parse(s: &str) -> Option<HistoryEvent> {
+        HistoryEvent::ALL.into_iter().find(|e| e.as_str() == s)
+    }
+}
+
+/// One line of a task's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// What happened.
+    pub event: HistoryEvent,
+    /// When, in milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// Free text: the agent, the generation, the reason.
+    pub details: String,
+}
+
+/// A task as submitted: what the caller decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask {
+    /// The caller-chosen unique id.
+    pub id: TaskId,
+    /// What to do; must not be empty.
+    pub description: String,
+    /// Opaque JSON object text, carried as-is (`{}` when empty).
+    pub metadata: String,
+    /// The lane.
+    pub priority: Priority,
+    /// How many failures are retried; `None` takes the queue's default.
+    pub max_retries: Option<u32>,
+    /// Deadline in milliseconds since the Unix epoch, if any.
+    pub complete_by_ms: Option<u64>,
+    /// Capabilities an agent must have to take the task.
+    pub needed_capabilities: Vec<String>,
+    /// Who submitted it (the token's name), for the record.
+    pub submitted_by: Option<String>,
+}
+
+impl NewTask {
+    /// A normal-priority task with no metadata, capabilities or deadline.
+    pub fn new(id: impl Into<TaskId>, description: impl Into<String>) -> Self {
+        NewTask {
+            id: id.into(),
+            description: description.into(),
+            metadata: "{}".to_owned(),
+            priority: Priority::Normal,
+            max_retries: None,
+            complete_by_ms: None,
+            needed_capabilities: Vec::new(),
+            submitted_by: None,
+        }
+    }
+
+    /// Sets the lane.
+    pub fn with_priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Sets the needed capabilities.
+    pub fn with_capabilities<I, S>(mut self, capabilities: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.needed_capabilities = capabilities.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets `max_retries`.
+    pub fn with_max_retries(mut self, max_retries: u32) -> Self {
+        self.max_retries = Some(max_retries);
+        self
+    }
+
+    /// Sets the `complete_by` deadline.
+    pub fn with_complete_by(mut self, complete_by_ms: u64) -> Self {
+        self.complete_by_ms = Some(complete_by_ms);
+        self
+    }
+}
+
+/// The whole record of a task: what is persisted and what the API shows.
+///
+/// The core hands these out in [`Change`](crate::Change)s and takes them back in
+/// [`Queue::restore`](crate::Queue::restore).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    /// Unique id.
+    pub id: TaskId,
+    /// What to do.
+    pub description: Arc<str>,
+    /// Opaque JSON object text.
+    pub metadata: Arc<str>,
+    /// The lane.
+    pub priority: Priority,
+    /// Where it is in its life.
+    pub status: Status,
+    /// The agent holding it, while `assigned` or `working`.
+    pub assigned_to: Option<AgentId>,
+    /// When it was last assigned.
+    pub assigned_at_ms: Option<u64>,
+    /// The fencing token: bumped by every assignment and every reclaim.
+    pub generation: u64,
+    /// Failures counted so far.
+    pub retry_count: u32,
+    /// Failures retried before the dead letter.
+    pub max_retries: u32,
+    /// Deadline, if any.
+    pub complete_by_ms: Option<u64>,
+    /// Capabilities an agent must have, sorted and without duplicates.
+    pub needed_capabilities: Arc<[String]>,
+    /// The agent's result (JSON text), once completed.
+    pub result: Option<String>,
+    /// Tokens the agent reported using.
+    pub tokens_used: Option<u64>,
+    /// The most recent failure reason.
+    pub last_error: Option<String>,
+    /// Who submitted it.
+    pub submitted_by: Option<String>,
+    /// Submission time.
+    pub created_at_ms: u64,
+    /// Time of the last change.
+    pub updated_at_ms: u64,
+    /// Last sign of life from the holder (assign, accept, progress, recover).
+    pub last_alive_at_ms: Option<u64>,
+    /// The task's place in its lane: smaller runs first. Kept across requeues.
+    pub queue_seq: u64,
+    /// What happened, oldest first, at most [`HISTORY_CAP`] entries.
+    pub history: VecDeque<HistoryEntry>,
+}
+
+impl Task {
+    pub(crate) fn record(&mut self, now_ms: u64, event: HistoryEvent, details: String) {
+        if self.history.len() >= HISTORY_CAP {
+            self.history.pop_front();
+        }
+        self.history.push_back(HistoryEntry {
+            event,
+            timestamp_ms: now_ms,
+            details,
+        });
+        self.updated_at_ms = now_ms;
+    }
+
+    /// True if `agent` holds this task at generation `generation`.
+    pub fn is_held_by(&self, agent: &AgentId) -> bool {
+        self.status.is_held() && self.assigned_to.as_ref() == Some(agent)
+    }
+}

@@ -1,0 +1,528 @@
+//! Unit tests of every queue rule, and a model-based property test.
+
+use super::*;
+
+const T0: u64 = 1_000_000;
+
+fn agent(name: &str) -> AgentId {
+    AgentId::from(name)
+}
+
+fn queue() -> Queue {
+    Queue::new(QueueConfig::default())
+}
+
+fn done(result: &str) -> Completion {
+    Completion {
+        result: result.to_owned(),
+        tokens_used: None,
+    }
+}
+
+fn statuses(changes: &[Change]) -> Vec<(String, Status)> {
+    changes
+        .iter()
+        .map(|c| (c.task().id.to_string(), c.task().status))
+        .collect()
+}
+
+#[test]
+fn submit_emits_a_queued_record_with_defaults() {
+    let mut q = queue();
+    let task = q.submit(T0, NewTask::new("t1", "do it")).unwrap().clone();
+    assert_eq!(task.status, Status::Queued);
+    assert_eq!(task.generation, 0);
+    assert_eq!(task.max_retries, 3);
+    assert_eq!(task.created_at_ms, T0);
+    assert_eq!(&*task.metadata, "{}");
+    assert_eq!(task.history.len(), 1);
+    assert_eq!(task.history[0].event, HistoryEvent::Submitted);
+    assert_eq!(q.drain_changes(), vec![Change::Updated(task)]);
+}
+
+#[test]
+fn submit_refuses_bad_input_and_changes_nothing() {
+    let mut q = queue();
+    assert_eq!(
+        q.submit(T0, NewTask::new("t1", "  ")).unwrap_err(),
+        SubmitError::EmptyDescription
+    );
+    assert_eq!(
+        q.submit(T0, NewTask::new("", "x")).unwrap_err(),
+        SubmitError::EmptyId
+    );
+    assert_eq!(
+        q.submit(T0, NewTask::new("t1", "x").with_capabilities([""]))
+            .unwrap_err(),
+        SubmitError::EmptyCapability
+    );
+    assert!(q.is_empty());
+    assert!(q.drain_changes().is_empty());
+    q.submit(T0, NewTask::new("t1", "x")).unwrap();
+    let _ = q.drain_changes();
+    assert_eq!(
+        q.submit(T0, NewTask::new("t1", "y")).unwrap_err(),
+        SubmitError::DuplicateId(TaskId::from("t1"))
+    );
+    assert!(q.drain_changes().is_empty());
+    assert_eq!(&*q.get("t1").unwrap().description, "x");
+}
+
+#[test]
+fn capabilities_are_sorted_and_deduplicated() {
+    let mut q = queue();
+    let t = q
+        .submit(
+            T0,
+            NewTask::new("t", "x").with_capabilities(["gpu", "arm", "gpu"]),
+        )
+        .unwrap();
+    assert_eq!(
+        &*t.needed_capabilities,
+        &["arm".to_owned(), "gpu".to_owned()]
+    );
+}
+
+#[test]
+fn lanes_are_served_highest_first_and_fifo_inside() {
+    let mut q = queue();
+    let order = [
+        ("l1", Priority::Low),
+        ("n1", Priority::Normal),
+        ("u1", Priority::Urgent),
+        ("h1", Priority::High),
+        ("n2", Priority::Normal),
+        ("u2", Priority::Urgent),
+    ];
+    for (id, p) in order {
+        q.submit(T0, NewTask::new(id, "x").with_priority(p))
+            .unwrap();
+    }
+    let ids: Vec<&str> = q.queued_in_order().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["u1", "u2", "h1", "n1", "n2", "l1"]);
+    assert_eq!(q.next_queued().unwrap().id.as_str(), "u1");
+}
+
+#[test]
+fn requeued_task_keeps_its_original_place() {
+    let mut q = queue();
+    for id in ["a", "b", "c"] {
+        q.submit(T0, NewTask::new(id, "x")).unwrap();
+    }
+    let a1 = agent("a1");
+    q.assign(T0, "a", &a1).unwrap();
+    q.reclaim(T0 + 1, "a", ReclaimReason::Disconnected).unwrap();
+    let ids: Vec<&str> = q.queued_in_order().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+}
+
+#[test]
+fn assignment_and_reclaim_bump_the_generation() {
+    let mut q = queue();
+    q.submit(T0, NewTask::new("t", "x")).unwrap();
+    let a1 = agent("a1");
+    assert_eq!(q.assign(T0 + 1, "t", &a1).unwrap(), 1);
+    let t = q.get("t").unwrap();
+    assert_eq!(t.status, Status::Assigned);
+    assert_eq!(t.assigned_to, Some(a1.clone()));
+    assert_eq!(t.assigned_at_ms, Some(T0 + 1));
+    assert_eq!(
+        q.reclaim(T0 + 2, "t", ReclaimReason::AcceptTimeout)
+            .unwrap(),
+        a1
+    );
+    let t = q.get("t").unwrap();
+    assert_eq!(
+        (t.status, t.generation, t.retry_count),
+        (Status::Queued, 2, 0)
+    );
+    assert_eq!(t.assigned_to, None);
+    assert_eq!(q.assign(T0 + 3, "t", &a1).unwrap(), 3);
+}
+
+#[test]
+fn assign_of_a_task_that_is_not_queued_is_refused() {
+    let mut q = queue();
+    q.submit(T0, NewTask::new("t", "x")).unwrap();
+    q.assign(T0, "t", &agent("a1")).unwrap();
+    let _ = q.drain_changes();
+    assert_eq!(
+        q.assign(T0, "t", &agent("a2")).unwrap_err(),
+        TaskError::WrongStatus {
+            task_id: "t".into(),
+            status: Status::Assigned
+        }
+    );
+    assert_eq!(
+        q.assign(T0, "nope", &agent("a2")).unwrap_err(),
+        TaskError::NotFound("nope".into())
+    );
+    assert!(q.drain_changes().is_empty());
+}
+
+#[test]
+fn full_lifecycle_finalizes_and_leaves_the_core() {
+    let mut q = queue();
+    q.submit(T0, NewTask::new("t", "x")).unwrap();
+    let a1 = agent("a1");
+    let g = q.assign(T0 + 1, "t", &a1).unwrap();
+    q.accept(T0 + 2, "t", &a1).unwrap();
+    q.progress(T0 + 3, "t", &a1).unwrap();
+    q.complete(
+        T0 + 4,
+        "t",
+        &a1,
+        g,
+        Completion {
+            result: "{\"x\":1}".into(),
+            tokens_used: Some(7),
+        },
+    )
+    .unwrap();
+    let changes = q.drain_changes();
+    assert_eq!(
+        statuses(&changes),
+        [
+            ("t".into(), Status::Queued),
+            ("t".into(), Status::Assigned),
+            ("t".into(), Status::Working),
+            ("t".into(), Status::Working),
+            ("t".into(), Status::Completed),
+        ]
+    );
+    let Some(Change::Finalized(last)) = changes.last() else {
+        panic!("the last change must be final");
+    };
+    assert_eq!(last.result.as_deref(), Some("{\"x\":1}"));
+    assert_eq!(last.tokens_used, Some(7));
+    assert_eq!(last.last_alive_at_ms, Some(T0 + 3));
+    let events: Vec<HistoryEvent> = last.history.iter().map(|h| h.event).collect();
+    assert_eq!(
+        events,
+        [
+            HistoryEvent::Submitted,
+            HistoryEvent::Assigned,
+            HistoryEvent::Accepted,
+            HistoryEvent::Completed
+        ]
+    );
+    assert!(q.is_empty());
+    assert!(q.get("t").is_none());
+}
+
+#[test]
+fn stale_generation_changes_nothing() {
+    let mut q = queue();
+    q.submit(T0, NewTask::new("t", "x")).unwrap();
+    let (a1, a2) = (agent("a1"), agent("a2"));
+    let old = q.assign(T0, "t", &a1).unwrap();
+    q.reclaim(T0 + 1, "t", ReclaimReason::Disconnected).unwrap();
+    let new = q.assign(T0 + 2, "t", &a2).unwrap();
+    let _ = q.drain_changes();
+    let before = q.get("t").unwrap().clone();
+    let stale = TaskError::StaleGeneration {
+        task_id: "t".into(),
+        given: old,
+        current: new,
+    };
+    assert_eq!(
+        q.complete(T0 + 3, "t", &a1, old, done("{}")).unwrap_err(),
+        stale
+    );
+    assert_eq!(q.fail(T0 + 3, "t", &a1, old, "boom").unwrap_err(), stale);
+    assert_eq!(q.get("t").unwrap(), &before);
+    assert!(q.drain_changes().is_empty());
+    q.complete(T0 + 4, "t", &a2, new, done("{\"by\":\"a2\"}"))
+        .unwrap();
+}
+
+#[test]
+fn right_generation_from_the_wrong_agent_is_not_assigned() {
+    let mut q = queue();
+    q.submit(T0, NewTask::new("t", "x")).unwrap();
+    let g = q.assign(T0, "t", &agent("a1")).unwrap();
+    assert_eq!(
+        q.complete(T0, "t", &agent("a2"), g, done("{}"))
+            .unwrap_err(),
+        TaskError::NotAssigned("t".into())
+    );
+    assert_eq!(
+        q.accept(T0, "t", &agent("a2")).unwrap_err(),
+        TaskError::NotAssigned("t".into())
+    );
+    assert_eq!(
+        q.progress(T0, "t", &agent("a2")).unwrap_err(),
+        TaskError::NotAssigned("t".into())
+    );
+}
+
+#[test]
+fn accept_twice_is_an_error() {
+    let mut q = queue();
+    q.submit(T0, NewTask::new("t", "x")).unwrap();
+    let a1 = agent("a1");
+    q.assign(T0, "t", &a1).unwrap();
+    q.accept(T0, "t", &a1).unwrap();
+    assert_eq!(
+        q.accept(T0, "t", &a1).unwrap_err(),
+        TaskError::WrongStatus {
+            task_id: "t".into(),
+            status: Status::Working
+        }
+    );
+}
+
+#[test]
+fn failures_retry_then_dead_letter_exactly_as_max_retries_says() {
+    for max_retries in [0u32, 1, 3] {
+        let mut q = queue();
+        q.submit(T0, NewTask::new("t", "x").with_max_retries(max_retries))
+            .unwrap();
+        let a1 = agent("a1");
+        let mut attempts = 0;
+        loop {
+            let g = q.assign(T0, "t", &a1).unwrap();
+            attempts += 1;
+            match q.fail(T0, "t", &a1, g, &format!("err{attempts}")).unwrap() {
+                FailOutcome::Retried => {
+                    let t = q.get("t").unwrap();
+                    assert_eq!(t.status, Status::Queued);
+                    assert_eq!(t.retry_count, attempts);
+                }
+                FailOutcome::DeadLettered => break,
+            }
+        }
+        assert_eq!(attempts, max_retries + 1, "max_retries={max_retries}");
+        let last = q.drain_changes().pop().unwrap();
+        let Change::Finalized(dead) = last else {
+            panic!("dead letter must be final")
+        };
+        assert_eq!(dead.status, Status::DeadLetter);
+        assert_eq!(dead.retry_count, max_retries + 1);
+        assert_eq!(dead.last_error.as_deref(), Some(&*format!("err{attempts}")));
+        assert!(q.is_empty());
+    }
+}
+
+#[test]
+fn reject_requeues_without_counting_a_retry() {
+    let mut q = queue();
+    q.submit(T0, NewTask::new("t", "x")).unwrap();
+    let a1 = agent("a1");
+    q.assign(T0, "t", &a1).unwrap();
+    q.reject(T0 + 1, "t", &a1, "busy").unwrap();
+    let t = q.get("t").unwrap();
+    assert_eq!(
+        (t.status, t.retry_count, t.generation),
+        (Status::Queued, 0, 2)
+    );
+    assert_eq!(t.history.back().unwrap().event, HistoryEvent::Rejected);
+    assert!(t.history.back().unwrap().details.contains("busy"));
+}
+
+#[test]
+fn retry_from_the_dead_letter_requeues_with_history() {
+    let mut q = queue();
+    q.submit(T0, NewTask::new("t", "x").with_max_retries(0))
+        .unwrap();
+    let a1 = agent("a1");
+    let g = q.assign(T0, "t", &a1).unwrap();
+    assert_eq!(
+        q.fail(T0, "t", &a1, g, "boom").unwrap(),
+        FailOutcome::DeadLettered
+    );
+    let dead = q.drain_changes().pop().unwrap().into_task();
+    q.retry_dead_letter(T0 + 5, dead.clone()).unwrap();
+    let t = q.get("t").unwrap();
+    assert_eq!((t.status, t.retry_count), (Status::Queued, 0));
+    assert_eq!(t.last_error.as_deref(), Some("boom"));
+    assert_eq!(t.history.back().unwrap().event, HistoryEvent::Requeued);
+    assert!(matches!(
+        q.retry_dead_letter(T0 + 6, dead).unwrap_err(),
+        TaskError::WrongStatus { .. }
+    ));
+}
+
+#[test]
+fn retry_of_a_record_that_is_not_dead_letter_is_refused() {
+    let mut q = queue();
+    q.submit(T0, NewTask::new("t", "x")).unwrap();
+    let a1 = agent("a1");
+    let g = q.assign(T0, "t", &a1).unwrap();
+    q.complete(T0, "t", &a1, g, done("{}")).unwrap();
+    let completed = q.drain_changes().pop().unwrap().into_task();
+    assert_eq!(
+        q.retry_dead_letter(T0, completed).unwrap_err(),
+        TaskError::WrongStatus {
+            task_id: "t".into(),
+            status: Status::Completed
+        }
+    );
+    assert!(q.is_empty());
+}
+
+#[test]
+fn cancel_reports_the_holder_and_removes_the_task() {
+    let mut q = queue();
+    q.submit(T0, NewTask::new("q", "x")).unwrap();
+    q.submit(T0, NewTask::new("h", "x")).unwrap();
+    let a1 = agent("a1");
+    q.assign(T0, "h", &a1).unwrap();
+    assert_eq!(q.cancel(T0, "q").unwrap(), None);
+    assert_eq!(q.cancel(T0, "h").unwrap(), Some(a1));
+    assert!(q.is_empty());
+    assert_eq!(q.queued_len(), 0);
+    assert_eq!(
+        q.cancel(T0, "h").unwrap_err(),
+        TaskError::NotFound("h".into())
+    );
+}
+
+#[test]
+fn recover_continues_only_for_the_holder() {
+    let mut q = queue();
+    q.submit(T0, NewTask::new("t", "x")).unwrap();
+    let a1 = agent("a1");
+    let g = q.assign(T0, "t", &a1).unwrap();
+    assert_eq!(
+        q.recover(T0 + 1, "t", &a1),
+        Recovery::Continue { generation: g }
+    );
+    assert_eq!(q.recover(T0 + 1, "t", &agent("a2")), Recovery::Reassign);
+    assert_eq!(q.recover(T0 + 1, "gone", &a1), Recovery::Reassign);
+    q.reclaim(T0 + 2, "t", ReclaimReason::RecoveryExpired)
+        .unwrap();
+    assert_eq!(q.recover(T0 + 3, "t", &a1), Recovery::Reassign);
+}
+
+#[test]
+fn sweep_reclaims_overdue_and_stuck_tasks_only() {
+    let mut q = Queue::new(QueueConfig {
+        default_max_retries: 3,
+        stuck_after_ms: 1_000,
+    });
+    q.submit(T0, NewTask::new("overdue", "x").with_complete_by(T0 + 500))
+        .unwrap();
+    q.submit(T0, NewTask::new("stuck", "x")).unwrap();
+    q.submit(T0, NewTask::new("alive", "x")).unwrap();
+    q.submit(T0, NewTask::new("queued", "x").with_complete_by(T0))
+        .unwrap();
+    let (a1, a2, a3) = (agent("a1"), agent("a2"), agent("a3"));
+    q.assign(T0, "overdue", &a1).unwrap();
+    q.assign(T0, "stuck", &a2).unwrap();
+    q.assign(T0, "alive", &a3).unwrap();
+    assert!(q.sweep(T0 + 400).is_empty());
+    q.progress(T0 + 900, "alive", &a3).unwrap();
+    let mut reclaimed = q.sweep(T0 + 1_000);
+    reclaimed.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        reclaimed,
+        vec![
+            ("overdue".into(), a1, ReclaimReason::Overdue),
+            ("stuck".into(), a2, ReclaimReason::Stuck),
+        ]
+    );
+    assert_eq!(q.get("alive").unwrap().status, Status::Assigned);
+    assert_eq!(q.get("queued").unwrap().status, Status::Queued);
+}
+
+#[test]
+fn history_keeps_the_newest_fifty_entries() {
+    let mut q = queue();
+    q.submit(T0, NewTask::new("t", "x")).unwrap();
+    let a1 = agent("a1");
+    for i in 0..40 {
+        q.assign(T0 + i, "t", &a1).unwrap();
+        q.reject(T0 + i, "t", &a1, "busy").unwrap();
+    }
+    let t = q.get("t").unwrap();
+    assert_eq!(t.history.len(), HISTORY_CAP);
+    assert_eq!(t.history.back().unwrap().event, HistoryEvent::Rejected);
+    assert_eq!(t.history.front().unwrap().event, HistoryEvent::Assigned);
+}
+
+#[test]
+fn list_filters_and_paginates_by_seq() {
+    let mut q = queue();
+    for i in 0..6 {
+        let p = if i % 2 == 0 {
+            Priority::High
+        } else {
+            Priority::Low
+        };
+        q.submit(T0, NewTask::new(format!("t{i}"), "x").with_priority(p))
+            .unwrap();
+    }
+    q.assign(T0, "t0", &agent("a1")).unwrap();
+    let high = q.list(&ListQuery {
+        priority: Some(Priority::High),
+        limit: 10,
+        ..ListQuery::default()
+    });
+    let ids: Vec<&str> = high.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["t0", "t2", "t4"]);
+    let page = q.list(&ListQuery {
+        after_seq: Some(high[0].queue_seq),
+        limit: 2,
+        ..ListQuery::default()
+    });
+    let ids: Vec<&str> = page.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["t1", "t2"]);
+    let held = q.list(&ListQuery {
+        assigned_to: Some(agent("a1")),
+        status: Some(Status::Assigned),
+        limit: 10,
+        ..ListQuery::default()
+    });
+    assert_eq!(held.len(), 1);
+    let stats = q.stats();
+    assert_eq!(stats.status(Status::Queued), 5);
+    assert_eq!(stats.status(Status::Assigned), 1);
+    assert_eq!(stats.priority(Priority::Low), 3);
+}
+
+#[test]
+fn restore_from_the_changes_gives_the_same_queue() {
+    let mut q = queue();
+    for i in 0..5 {
+        q.submit(T0, NewTask::new(format!("t{i}"), "x")).unwrap();
+    }
+    let a1 = agent("a1");
+    let g = q.assign(T0, "t0", &a1).unwrap();
+    q.accept(T0, "t0", &a1).unwrap();
+    q.complete(T0, "t0", &a1, g, done("{}")).unwrap();
+    q.assign(T0, "t3", &a1).unwrap();
+    // Storage keeps the newest record of each task.
+    let store: std::collections::HashMap<TaskId, Task> = q
+        .drain_changes()
+        .into_iter()
+        .map(|c| (c.task().id.clone(), c.into_task()))
+        .collect();
+    let mut restored = Queue::restore(QueueConfig::default(), store.into_values()).unwrap();
+    assert_eq!(restored.len(), 4);
+    let order =
+        |q: &Queue| -> Vec<String> { q.queued_in_order().map(|t| t.id.to_string()).collect() };
+    assert_eq!(order(&restored), order(&q));
+    assert_eq!(restored.get("t3"), q.get("t3"));
+    // New submissions go behind the restored ones.
+    restored.submit(T0, NewTask::new("t9", "x")).unwrap();
+    assert_eq!(order(&restored).last().map(String::as_str), Some("t9"));
+}
+
+#[test]
+fn restore_refuses_inconsistent_records() {
+    let mut q = queue();
+    q.submit(T0, NewTask::new("t", "x")).unwrap();
+    let mut t = q.drain_changes().pop().unwrap().into_task();
+    assert_eq!(
+        Queue::restore(QueueConfig::default(), [t.clone(), t.clone()]).unwrap_err(),
+        RestoreError::DuplicateId("t".into())
+    );
+    t.status = Status::Working;
+    assert_eq!(
+        Queue::restore(QueueConfig::default(), [t]).unwrap_err(),
+        RestoreError::Inconsistent("t".into())
+    );
+}
+
+mod model;

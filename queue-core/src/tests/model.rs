@@ -1,0 +1,522 @@
+//! Model-based property test: random operation sequences against a tiny reference model.
+
+use std::collections::{BTreeMap, HashMap};
+
+use proptest::prelude::*;
+
+use crate::*;
+
+const AGENTS: [&str; 3] = ["a0", "a1", "a2"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Submit {
+        priority: u8,
+        max_retries: u8,
+    },
+    AssignNext {
+        agent: usize,
+    },
+    Accept {
+        task: usize,
+        agent: usize,
+    },
+    Progress {
+        task: usize,
+        agent: usize,
+    },
+    Complete {
+        task: usize,
+        agent: usize,
+        stale: bool,
+    },
+    Fail {
+        task: usize,
+        agent: usize,
+        stale: bool,
+    },
+    Reject {
+        task: usize,
+        agent: usize,
+    },
+    Reclaim {
+        task: usize,
+    },
+    Recover {
+        task: usize,
+        agent: usize,
+    },
+    Cancel {
+        task: usize,
+    },
+    RetryDeadLetter {
+        task: usize,
+    },
+    Sweep {
+        advance_ms: u64,
+    },
+    Restore,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let t = 0usize..12;
+    let a = 0usize..AGENTS.len();
+    prop_oneof![
+        3 => (0u8..4, 0u8..3).prop_map(|(priority, max_retries)| Op::Submit { priority, max_retries }),
+        3 => a.clone().prop_map(|agent| Op::AssignNext { agent }),
+        2 => (t.clone(), a.clone()).prop_map(|(task, agent)| Op::Accept { task, agent }),
+        1 => (t.clone(), a.clone()).prop_map(|(task, agent)| Op::Progress { task, agent }),
+        2 => (t.clone(), a.clone(), any::<bool>()).prop_map(|(task, agent, stale)| Op::Complete { task, agent, stale }),
+        2 => (t.clone(), a.clone(), any::<bool>()).prop_map(|(task, agent, stale)| Op::Fail { task, agent, stale }),
+        1 => (t.clone(), a.clone()).prop_map(|(task, agent)| Op::Reject { task, agent }),
+        1 => t.clone().prop_map(|task| Op::Reclaim { task }),
+        1 => (t.clone(), a.clone()).prop_map(|(task, agent)| Op::Recover { task, agent }),
+        1 => t.clone().prop_map(|task| Op::Cancel { task }),
+        1 => t.prop_map(|task| Op::RetryDeadLetter { task }),
+        1 => (0u64..400).prop_map(|advance_ms| Op::Sweep { advance_ms }),
+        1 => Just(Op::Restore),
+    ]
+}
+
+/// The reference model: just enough to predict every observable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ModelTask {
+    status: Status,
+    generation: u64,
+    retry_count: u32,
+    max_retries: u32,
+    holder: Option<usize>,
+    priority: Priority,
+    seq: u64,
+    last_alive_ms: Option<u64>,
+    complete_by_ms: Option<u64>,
+}
+
+struct Harness {
+    queue: Queue,
+    /// Everything persisted so far, as the shell would keep it.
+    store: HashMap<TaskId, Task>,
+    model: BTreeMap<usize, ModelTask>,
+    ids: Vec<TaskId>,
+    now_ms: u64,
+    next_seq: u64,
+}
+
+const STUCK_MS: u64 = 1_000;
+
+fn config() -> QueueConfig {
+    QueueConfig {
+        default_max_retries: 3,
+        stuck_after_ms: STUCK_MS,
+    }
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness {
+            queue: Queue::new(config()),
+            store: HashMap::new(),
+            model: BTreeMap::new(),
+            ids: Vec::new(),
+            now_ms: 1_000_000,
+            next_seq: 0,
+        }
+    }
+
+    fn pick(&self, task: usize) -> Option<(usize, TaskId)> {
+        if self.ids.is_empty() {
+            return None;
+        }
+        let idx = task % self.ids.len();
+        Some((idx, self.ids[idx].clone()))
+    }
+
+    fn persist(&mut self) -> Vec<Change> {
+        let changes = self.queue.drain_changes();
+        for c in &changes {
+            self.store.insert(c.task().id.clone(), c.task().clone());
+        }
+        changes
+    }
+
+    fn requeue(m: &mut ModelTask) {
+        m.status = Status::Queued;
+        m.holder = None;
+        m.last_alive_ms = None;
+    }
+
+    fn apply(&mut self, op: &Op) {
+        self.now_ms += 1;
+        let now = self.now_ms;
+        let before: Vec<Task> = self
+            .ids
+            .iter()
+            .filter_map(|id| self.queue.get(id).cloned())
+            .collect();
+        let ok = match *op {
+            Op::Submit {
+                priority,
+                max_retries,
+            } => {
+                let idx = self.ids.len();
+                let id = TaskId::from(format!("t{idx}"));
+                let priority = Priority::ALL[priority as usize];
+                let complete_by_ms = (idx % 4 == 0).then_some(now + 300);
+                let mut new = NewTask::new(id.clone(), "work")
+                    .with_priority(priority)
+                    .with_max_retries(max_retries as u32);
+                new.complete_by_ms = complete_by_ms;
+                self.queue.submit(now, new).expect("fresh id");
+                self.ids.push(id);
+                self.model.insert(
+                    idx,
+                    ModelTask {
+                        status: Status::Queued,
+                        generation: 0,
+                        retry_count: 0,
+                        max_retries: max_retries as u32,
+                        holder: None,
+                        priority,
+                        seq: self.next_seq,
+                        last_alive_ms: None,
+                        complete_by_ms,
+                    },
+                );
+                self.next_seq += 1;
+                true
+            }
+            Op::AssignNext { agent } => {
+                let expected = self
+                    .model
+                    .iter()
+                    .filter(|(_, m)| m.status == Status::Queued)
+                    .min_by_key(|(_, m)| (m.priority.rank(), m.seq))
+                    .map(|(idx, _)| *idx);
+                let head = self.queue.next_queued().map(|t| t.id.clone());
+                assert_eq!(
+                    head,
+                    expected.map(|i| self.ids[i].clone()),
+                    "lane/FIFO order"
+                );
+                match expected {
+                    None => false,
+                    Some(idx) => {
+                        let g = self
+                            .queue
+                            .assign(now, self.ids[idx].as_str(), &AgentId::from(AGENTS[agent]))
+                            .expect("head is queued");
+                        let m = self.model.get_mut(&idx).unwrap();
+                        m.generation += 1;
+                        assert_eq!(g, m.generation);
+                        m.status = Status::Assigned;
+                        m.holder = Some(agent);
+                        m.last_alive_ms = Some(now);
+                        true
+                    }
+                }
+            }
+            Op::Accept { task, agent } => self.held_op(
+                task,
+                agent,
+                |q, id, a| q.accept(now, id, a),
+                |m| {
+                    if m.status != Status::Assigned {
+                        return false;
+                    }
+                    m.status = Status::Working;
+                    m.last_alive_ms = Some(now);
+                    true
+                },
+            ),
+            Op::Progress { task, agent } => self.held_op(
+                task,
+                agent,
+                |q, id, a| q.progress(now, id, a),
+                |m| {
+                    m.last_alive_ms = Some(now);
+                    true
+                },
+            ),
+            Op::Reject { task, agent } => self.held_op(
+                task,
+                agent,
+                |q, id, a| q.reject(now, id, a, "busy"),
+                |m| {
+                    m.generation += 1;
+                    Harness::requeue(m);
+                    true
+                },
+            ),
+            Op::Complete { task, agent, stale } => {
+                let Some((idx, id)) = self.pick(task) else {
+                    return;
+                };
+                let m = self.model.get(&idx).unwrap().clone();
+                let gen = if stale {
+                    m.generation.wrapping_sub(1)
+                } else {
+                    m.generation
+                };
+                let res = self.queue.complete(
+                    now,
+                    id.as_str(),
+                    &AgentId::from(AGENTS[agent]),
+                    gen,
+                    Completion::default(),
+                );
+                let legal = !m.status.is_final() && !stale && m.holder == Some(agent);
+                assert_eq!(res.is_ok(), legal, "complete {op:?} on {m:?}: {res:?}");
+                if !m.status.is_final() && stale {
+                    assert!(matches!(res, Err(TaskError::StaleGeneration { .. })));
+                }
+                if legal {
+                    let m = self.model.get_mut(&idx).unwrap();
+                    m.status = Status::Completed;
+                }
+                legal
+            }
+            Op::Fail { task, agent, stale } => {
+                let Some((idx, id)) = self.pick(task) else {
+                    return;
+                };
+                let m = self.model.get(&idx).unwrap().clone();
+                let gen = if stale {
+                    m.generation + 1
+                } else {
+                    m.generation
+                };
+                let res =
+                    self.queue
+                        .fail(now, id.as_str(), &AgentId::from(AGENTS[agent]), gen, "boom");
+                let legal = !m.status.is_final() && !stale && m.holder == Some(agent);
+                assert_eq!(res.is_ok(), legal, "fail {op:?} on {m:?}: {res:?}");
+                if legal {
+                    let m = self.model.get_mut(&idx).unwrap();
+                    m.retry_count += 1;
+                    if m.retry_count <= m.max_retries {
+                        assert_eq!(res.unwrap(), FailOutcome::Retried);
+                        Harness::requeue(m);
+                    } else {
+                        assert_eq!(res.unwrap(), FailOutcome::DeadLettered);
+                        m.status = Status::DeadLetter;
+                    }
+                }
+                legal
+            }
+            Op::Reclaim { task } => {
+                let Some((idx, id)) = self.pick(task) else {
+                    return;
+                };
+                let res = self
+                    .queue
+                    .reclaim(now, id.as_str(), ReclaimReason::Disconnected);
+                let m = self.model.get_mut(&idx).unwrap();
+                let legal = m.status.is_held();
+                assert_eq!(res.is_ok(), legal);
+                if legal {
+                    assert_eq!(res.unwrap().as_str(), AGENTS[m.holder.unwrap()]);
+                    m.generation += 1;
+                    Harness::requeue(m);
+                }
+                legal
+            }
+            Op::Recover { task, agent } => {
+                let Some((idx, id)) = self.pick(task) else {
+                    return;
+                };
+                let res = self
+                    .queue
+                    .recover(now, id.as_str(), &AgentId::from(AGENTS[agent]));
+                let m = self.model.get_mut(&idx).unwrap();
+                if m.status.is_held() && m.holder == Some(agent) {
+                    assert_eq!(
+                        res,
+                        Recovery::Continue {
+                            generation: m.generation
+                        }
+                    );
+                    m.last_alive_ms = Some(now);
+                    true
+                } else {
+                    assert_eq!(res, Recovery::Reassign);
+                    false
+                }
+            }
+            Op::Cancel { task } => {
+                let Some((idx, id)) = self.pick(task) else {
+                    return;
+                };
+                let res = self.queue.cancel(now, id.as_str());
+                let m = self.model.get_mut(&idx).unwrap();
+                let legal = !m.status.is_final();
+                assert_eq!(res.is_ok(), legal);
+                if legal {
+                    assert_eq!(
+                        res.unwrap().map(|a| a.to_string()),
+                        m.holder.map(|h| AGENTS[h].to_owned())
+                    );
+                    m.status = Status::Cancelled;
+                }
+                legal
+            }
+            Op::RetryDeadLetter { task } => {
+                let Some((idx, id)) = self.pick(task) else {
+                    return;
+                };
+                let record = self
+                    .store
+                    .get(&id)
+                    .cloned()
+                    .expect("submitted tasks are persisted");
+                let res = self.queue.retry_dead_letter(now, record);
+                let m = self.model.get_mut(&idx).unwrap();
+                let legal = m.status == Status::DeadLetter;
+                assert_eq!(res.is_ok(), legal, "{res:?}");
+                if legal {
+                    m.status = Status::Queued;
+                    m.holder = None;
+                    m.retry_count = 0;
+                    m.seq = self.next_seq;
+                    self.next_seq = self.next_seq.max(m.seq) + 1;
+                }
+                legal
+            }
+            Op::Sweep { advance_ms } => {
+                self.now_ms += advance_ms;
+                let now = self.now_ms;
+                let reclaimed = self.queue.sweep(now);
+                let mut expected = Vec::new();
+                for (idx, m) in self.model.iter_mut() {
+                    if !m.status.is_held() {
+                        continue;
+                    }
+                    let reason = if m.complete_by_ms.is_some_and(|by| now > by) {
+                        ReclaimReason::Overdue
+                    } else if m.last_alive_ms.is_some_and(|a| now - a >= STUCK_MS) {
+                        ReclaimReason::Stuck
+                    } else {
+                        continue;
+                    };
+                    expected.push((
+                        self.ids[*idx].clone(),
+                        AgentId::from(AGENTS[m.holder.unwrap()]),
+                        reason,
+                    ));
+                    m.generation += 1;
+                    Harness::requeue(m);
+                }
+                let mut got = reclaimed;
+                got.sort_by(|a, b| a.0.cmp(&b.0));
+                expected.sort_by(|a, b| a.0.cmp(&b.0));
+                assert_eq!(got, expected);
+                !expected.is_empty()
+            }
+            Op::Restore => {
+                self.persist();
+                let restored = Queue::restore(config(), self.store.values().cloned())
+                    .expect("own records restore");
+                let order = |q: &Queue| -> Vec<TaskId> {
+                    q.queued_in_order().map(|t| t.id.clone()).collect()
+                };
+                assert_eq!(order(&restored), order(&self.queue));
+                for id in &self.ids {
+                    assert_eq!(restored.get(id), self.queue.get(id), "restored {id}");
+                }
+                assert_eq!(restored.len(), self.queue.len());
+                self.queue = restored;
+                false
+            }
+        };
+        let changes = self.persist();
+        if !ok {
+            assert!(
+                changes.is_empty(),
+                "a refused operation emitted {changes:?}"
+            );
+            let after: Vec<Task> = self
+                .ids
+                .iter()
+                .filter_map(|id| self.queue.get(id).cloned())
+                .collect();
+            assert_eq!(before, after, "a refused operation changed the queue");
+        }
+        self.check();
+    }
+
+    /// Runs an operation that needs `agent` to hold `task`; `model` applies the change.
+    fn held_op(
+        &mut self,
+        task: usize,
+        agent: usize,
+        real: impl FnOnce(&mut Queue, &str, &AgentId) -> Result<(), TaskError>,
+        model: impl FnOnce(&mut ModelTask) -> bool,
+    ) -> bool {
+        let Some((idx, id)) = self.pick(task) else {
+            return false;
+        };
+        let res = real(&mut self.queue, id.as_str(), &AgentId::from(AGENTS[agent]));
+        let m = self.model.get_mut(&idx).unwrap();
+        let legal = m.status.is_held() && m.holder == Some(agent) && model(m);
+        assert_eq!(res.is_ok(), legal, "{res:?} on {m:?}");
+        legal
+    }
+
+    fn check(&self) {
+        for (idx, m) in &self.model {
+            let id = &self.ids[*idx];
+            let stored = self
+                .store
+                .get(id)
+                .expect("no task is ever lost from storage");
+            assert_eq!(stored.status, m.status, "{id} stored status");
+            assert_eq!(stored.generation, m.generation, "{id} generation");
+            assert_eq!(stored.retry_count, m.retry_count, "{id} retry_count");
+            assert_eq!(
+                stored.assigned_to.as_ref().map(|a| a.to_string()),
+                m.holder.map(|h| AGENTS[h].to_owned())
+            );
+            match self.queue.get(id) {
+                Some(live) => {
+                    assert!(!m.status.is_final(), "{id} final but live");
+                    assert_eq!(live, stored, "{id}: memory and storage agree");
+                }
+                None => assert!(m.status.is_final(), "{id} live but missing"),
+            }
+            assert!(stored.history.len() <= HISTORY_CAP);
+        }
+        let live = self.model.values().filter(|m| !m.status.is_final()).count();
+        assert_eq!(self.queue.len(), live);
+        let queued: Vec<TaskId> = self.queue.queued_in_order().map(|t| t.id.clone()).collect();
+        let mut expected: Vec<(u8, u64, TaskId)> = self
+            .model
+            .iter()
+            .filter(|(_, m)| m.status == Status::Queued)
+            .map(|(i, m)| (m.priority.rank(), m.seq, self.ids[*i].clone()))
+            .collect();
+        expected.sort();
+        assert_eq!(
+            queued,
+            expected.into_iter().map(|e| e.2).collect::<Vec<_>>()
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000)
+    ))]
+
+    #[test]
+    fn queue_matches_the_reference_model(ops in proptest::collection::vec(op(), 1..120)) {
+        let mut h = Harness::new();
+        let mut generations: HashMap<TaskId, u64> = HashMap::new();
+        for op in &ops {
+            h.apply(op);
+            for (id, task) in &h.store {
+                let last = generations.entry(id.clone()).or_insert(0);
+                prop_assert!(task.generation >= *last, "generation of {} went down", id);
+                *last = task.generation;
+            }
+        }
+    }
+}
