@@ -1,1 +1,68 @@
-//! placeholder
+//! Matching of queued tasks to idle, capable agents, and the one pure core the
+//! coordinator drives: it owns the [`queue_core::Queue`] and one
+//! [`agent_fsm::Agent`] per known agent, and turns every input into records to
+//! persist and messages to send.
+//!
+//! This crate performs no I/O: no sockets, files, clocks, timers or threads.
+//! Time comes in as `now_ms`.
+//!
+//! # The contract
+//!
+//! After every `handle_*` call the shell must:
+//! 1. drain [`Scheduler::poll_change`] and persist those records;
+//! 2. drain [`Scheduler::poll_action`] and send those messages **only after** the
+//!    records of step 1 are committed (persist before acknowledge);
+//! 3. arm one timer for [`Scheduler::poll_timeout`] and call
+//!    [`Scheduler::handle_timeout`] when it fires, and call
+//!    [`Scheduler::handle_sweep`] periodically as a safety net.
+//!
+//! # Matching rules
+//!
+//! - A task goes only to an agent whose capabilities include all of the task's.
+//! - Queued tasks are indexed by their capability set, so a task no idle agent can
+//!   take never blocks later tasks that some idle agent can take, and one match
+//!   costs about O(distinct capability sets + log n).
+//! - Among capable idle agents the one idle longest wins; agents flagged
+//!   `unresponsive` come last.
+//! - Matching is event-driven: on submit, requeue, retry, connect and whenever an
+//!   agent becomes idle.
+//!
+//! # Example
+//!
+//! ```
+//! use agent_fsm::Capabilities;
+//! use queue_core::{AgentId, Completion, NewTask};
+//! use scheduler::{Action, Scheduler, SchedulerConfig};
+//!
+//! let mut scheduler = Scheduler::new(SchedulerConfig::default());
+//! let now_ms = 1_700_000_000_000;
+//! let agent = AgentId::from("builder-1");
+//! scheduler.handle_connect(now_ms, agent.clone(), Capabilities::new(["linux"]), 1);
+//! scheduler.handle_submit(now_ms, NewTask::new("t1", "cargo build").with_capabilities(["linux"]))?;
+//!
+//! // Persist first ...
+//! let changes: Vec<_> = std::iter::from_fn(|| scheduler.poll_change()).collect();
+//! assert_eq!(changes.len(), 2); // submitted, assigned
+//! // ... then send.
+//! let Some(Action::Assign(assignment)) = scheduler.poll_action() else { panic!() };
+//! assert_eq!(assignment.agent_id, agent);
+//!
+//! scheduler.handle_accepted(now_ms + 1, &agent, "t1")?;
+//! scheduler.handle_complete(now_ms + 2, &agent, "t1", assignment.generation, Completion::default())?;
+//! assert!(scheduler.queue().is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod action;
+mod error;
+mod index;
+mod scheduler;
+
+pub use action::{Action, Assignment};
+pub use error::SchedulerError;
+pub use scheduler::{AgentView, Scheduler, SchedulerConfig};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,45 @@
+//! Messages the shell must send once the records they depend on are committed.
+
+use std::sync::Arc;
+
+use queue_core::{AgentId, ReclaimReason, TaskId};
+
+/// A task pushed to an agent (`task_assign` on the wire).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// Who gets it.
+    pub agent_id: AgentId,
+    /// The task.
+    pub task_id: TaskId,
+    /// The fencing token the agent must echo.
+    pub generation: u64,
+    /// When it was assigned.
+    pub assigned_at_ms: u64,
+    /// What to do.
+    pub description: Arc<str>,
+    /// Opaque JSON object text.
+    pub metadata: Arc<str>,
+}
+
+/// Something the shell must carry out after the current changes are committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Push this task to its agent.
+    Assign(Assignment),
+    /// Tell the agent to stop working on a cancelled task (`task_cancel`).
+    Cancel {
+        /// The agent holding the task.
+        agent_id: AgentId,
+        /// The cancelled task.
+        task_id: TaskId,
+    },
+    /// A task was taken back from its agent (for logs and metrics; nothing to send).
+    Reclaimed {
+        /// The task, now queued again.
+        task_id: TaskId,
+        /// The agent that held it.
+        agent_id: AgentId,
+        /// Why.
+        reason: ReclaimReason,
+    },
+}

@@ -1,0 +1,719 @@
+//! The scheduler: queue + agents + matching index, driven by `handle_*` inputs.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use agent_fsm::{Agent, AgentState, Capabilities};
+use queue_core::{
+    AgentId, Change, Completion, FailOutcome, NewTask, Queue, QueueConfig, QueueKey, ReclaimReason,
+    Recovery, RestoreError, Task, TaskError, TaskId,
+};
+
+use crate::index::GroupedIndex;
+use crate::{Action, Assignment, SchedulerError};
+
+/// Settings of a [`Scheduler`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    /// Settings of the queue (default retries, stuck threshold).
+    pub queue: QueueConfig,
+    /// An assigned task not accepted within this is reclaimed, and its agent flagged.
+    pub accept_timeout_ms: u64,
+    /// A task still held by an agent that is gone (after a coordinator restart or a
+    /// replaced connection) waits this long for the agent to recover it.
+    pub recovery_grace_ms: u64,
+    /// An agent that rejected a task is offered no work for this long.
+    pub reject_backoff_ms: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            queue: QueueConfig::default(),
+            accept_timeout_ms: 60_000,
+            recovery_grace_ms: 30_000,
+            reject_backoff_ms: 1_000,
+        }
+    }
+}
+
+/// Ordering of idle agents: responsive before unresponsive, then idle longest first.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct IdleKey {
+    unresponsive: bool,
+    idle_since_ms: u64,
+    seq: u64,
+}
+
+#[derive(Debug)]
+struct AgentSlot {
+    fsm: Agent,
+    /// The shell's id of the connection currently speaking for this agent.
+    connection: Option<u64>,
+    /// Arrival order, the tie-break between agents idle since the same instant.
+    seq: u64,
+    /// The agent's key in the idle index while it is in there.
+    idle_key: Option<IdleKey>,
+    /// No work is offered before this time (after a reject).
+    cooldown_until_ms: Option<u64>,
+}
+
+/// A read-only view of one agent.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentView<'a> {
+    /// The state machine (state, task, flags, capabilities).
+    pub agent: &'a Agent,
+    /// True while a connection speaks for the agent.
+    pub connected: bool,
+    /// Tasks the agent still holds from before a restart or reconnect and has not
+    /// recovered yet.
+    pub awaiting_recovery: usize,
+    /// Set after a reject: no work is offered before this time.
+    pub cooldown_until_ms: Option<u64>,
+}
+
+/// The coordinator's pure core. See the [crate documentation](crate) for the
+/// order in which its outputs must be drained.
+#[derive(Debug)]
+pub struct Scheduler {
+    config: SchedulerConfig,
+    queue: Queue,
+    agents: HashMap<AgentId, AgentSlot>,
+    next_agent_seq: u64,
+    queued: GroupedIndex<QueueKey, TaskId>,
+    idle: GroupedIndex<IdleKey, AgentId>,
+    accept_deadlines: BTreeSet<(u64, AgentId)>,
+    cooldowns: BTreeSet<(u64, AgentId)>,
+    /// Held tasks whose agent has not come back to recover them, with their deadline.
+    awaiting_recovery: HashMap<TaskId, (AgentId, u64)>,
+    recovery_deadlines: BTreeSet<(u64, TaskId)>,
+    actions: VecDeque<Action>,
+}
+
+impl Scheduler {
+    /// A scheduler with an empty queue and no agents.
+    pub fn new(config: SchedulerConfig) -> Scheduler {
+        let queue = Queue::new(config.queue.clone());
+        Scheduler::with_queue(config, queue)
+    }
+
+    /// Rebuilds the scheduler from persisted task records after a restart.
+    ///
+    /// Tasks that were held stay with their agents for `recovery_grace_ms` from
+    /// `now_ms`, so that the agents can reconnect and recover them; after that they
+    /// are reclaimed.
+    pub fn restore(
+        config: SchedulerConfig,
+        now_ms: u64,
+        records: impl IntoIterator<Item = Task>,
+    ) -> Result<Scheduler, RestoreError> {
+        let queue = Queue::restore(config.queue.clone(), records)?;
+        let mut scheduler = Scheduler::with_queue(config, queue);
+        let queued: Vec<(Capabilities, QueueKey, TaskId)> = scheduler
+            .queue
+            .queued_in_order()
+            .map(|t| (task_capabilities(t), QueueKey::of(t), t.id.clone()))
+            .collect();
+        for (caps, key, id) in queued {
+            scheduler.queued.insert(&caps, key, id);
+        }
+        let held: Vec<(TaskId, AgentId)> = scheduler
+            .queue
+            .held()
+            .filter_map(|t| Some((t.id.clone(), t.assigned_to.clone()?)))
+            .collect();
+        let deadline = now_ms.saturating_add(scheduler.config.recovery_grace_ms);
+        for (task_id, agent_id) in held {
+            scheduler.await_recovery(task_id, agent_id, deadline);
+        }
+        Ok(scheduler)
+    }
+
+    fn with_queue(config: SchedulerConfig, queue: Queue) -> Scheduler {
+        Scheduler {
+            config,
+            queue,
+            agents: HashMap::new(),
+            next_agent_seq: 0,
+            queued: GroupedIndex::default(),
+            idle: GroupedIndex::default(),
+            accept_deadlines: BTreeSet::new(),
+            cooldowns: BTreeSet::new(),
+            awaiting_recovery: HashMap::new(),
+            recovery_deadlines: BTreeSet::new(),
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    /// The queue, for reads.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// One agent, if it ever connected.
+    pub fn agent(&self, id: &str) -> Option<AgentView<'_>> {
+        let slot = self.agents.get(id)?;
+        Some(self.view(slot))
+    }
+
+    /// Every agent that ever connected since start, in no particular order.
+    pub fn agents(&self) -> impl Iterator<Item = AgentView<'_>> + '_ {
+        self.agents.values().map(|slot| self.view(slot))
+    }
+
+    fn view<'a>(&'a self, slot: &'a AgentSlot) -> AgentView<'a> {
+        AgentView {
+            agent: &slot.fsm,
+            connected: slot.connection.is_some(),
+            awaiting_recovery: self.recovery_count(slot.fsm.id()),
+            cooldown_until_ms: slot.cooldown_until_ms,
+        }
+    }
+
+    /// Number of idle agents that can be offered work now.
+    pub fn available_agents(&self) -> usize {
+        self.idle.len()
+    }
+
+    /// The next record to persist.
+    #[must_use]
+    pub fn poll_change(&mut self) -> Option<Change> {
+        self.queue.poll_change()
+    }
+
+    /// The next message to send once the changes drained so far are committed.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Scheduler::handle_timeout`] must be called next, if ever.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        [
+            self.accept_deadlines.first().map(|d| d.0),
+            self.cooldowns.first().map(|d| d.0),
+            self.recovery_deadlines.first().map(|d| d.0),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// A task was submitted: queue it and match it at once if an agent can take it.
+    pub fn handle_submit(&mut self, now_ms: u64, task: NewTask) -> Result<(), SchedulerError> {
+        let task_id = self.queue.submit(now_ms, task)?.id.clone();
+        self.enqueue(now_ms, &task_id);
+        Ok(())
+    }
+
+    /// A dead-letter record (read back from storage) is retried by an operator.
+    pub fn handle_retry(&mut self, now_ms: u64, record: Task) -> Result<(), SchedulerError> {
+        let task_id = record.id.clone();
+        self.queue.retry_dead_letter(now_ms, record)?;
+        self.enqueue(now_ms, &task_id);
+        Ok(())
+    }
+
+    /// An agent identified on connection `connection` (an id chosen by the shell).
+    ///
+    /// A connection that replaces a live one takes over the agent; a task the agent
+    /// held waits `recovery_grace_ms` for `task_recovering` before it is reclaimed.
+    pub fn handle_connect(
+        &mut self,
+        now_ms: u64,
+        agent_id: AgentId,
+        capabilities: Capabilities,
+        connection: u64,
+    ) {
+        let seq = self.next_agent_seq;
+        let slot = self
+            .agents
+            .entry(agent_id.clone())
+            .or_insert_with(|| AgentSlot {
+                fsm: Agent::new(agent_id.clone(), capabilities.clone()),
+                connection: None,
+                seq,
+                idle_key: None,
+                cooldown_until_ms: None,
+            });
+        if slot.seq == seq {
+            self.next_agent_seq += 1;
+        }
+        self.make_unavailable(&agent_id);
+        let slot = self.agents.get_mut(&agent_id).expect("just inserted");
+        let accept_deadline = slot.fsm.poll_timeout();
+        let held = slot.fsm.disconnect(now_ms);
+        slot.fsm.set_capabilities(capabilities);
+        slot.connection = Some(connection);
+        slot.fsm
+            .connect(now_ms)
+            .expect("offline agents can connect");
+        if let Some(deadline) = accept_deadline {
+            self.accept_deadlines.remove(&(deadline, agent_id.clone()));
+        }
+        if let Some(held) = held {
+            let deadline = now_ms.saturating_add(self.config.recovery_grace_ms);
+            self.await_recovery(held.task_id, agent_id.clone(), deadline);
+        }
+        self.refresh_availability(now_ms, &agent_id);
+    }
+
+    /// Connection `connection` of an agent closed or stopped answering: the agent goes
+    /// offline and its task is reclaimed and matched again at once. A connection
+    /// that was already replaced by a newer one changes nothing.
+    pub fn handle_disconnect(&mut self, now_ms: u64, agent_id: &AgentId, connection: u64) {
+        self.drop_agent(now_ms, agent_id, connection, ReclaimReason::Disconnected);
+    }
+
+    /// The agent's outbound queue overflowed and the shell dropped its connection.
+    pub fn handle_slow_consumer(&mut self, now_ms: u64, agent_id: &AgentId, connection: u64) {
+        self.drop_agent(now_ms, agent_id, connection, ReclaimReason::SlowConsumer);
+    }
+
+    fn drop_agent(
+        &mut self,
+        now_ms: u64,
+        agent_id: &AgentId,
+        connection: u64,
+        reason: ReclaimReason,
+    ) {
+        let Some(slot) = self.agents.get_mut(agent_id) else {
+            return;
+        };
+        if slot.connection != Some(connection) {
+            return;
+        }
+        slot.connection = None;
+        let accept_deadline = slot.fsm.poll_timeout();
+        let held = slot.fsm.disconnect(now_ms);
+        if let Some(deadline) = accept_deadline {
+            self.accept_deadlines.remove(&(deadline, agent_id.clone()));
+        }
+        self.make_unavailable(agent_id);
+        if let Some(held) = held {
+            self.reclaim(now_ms, &held.task_id, reason);
+        }
+    }
+
+    /// The agent accepted its task.
+    pub fn handle_accepted(
+        &mut self,
+        now_ms: u64,
+        agent_id: &AgentId,
+        task_id: &str,
+    ) -> Result<(), SchedulerError> {
+        let slot = self.slot(agent_id)?;
+        let holds_it = slot
+            .fsm
+            .task()
+            .is_some_and(|h| h.task_id.as_str() == task_id);
+        if holds_it && slot.fsm.state() != AgentState::Assigned {
+            return Err(TaskError::WrongStatus {
+                task_id: TaskId::from(task_id),
+                status: self
+                    .queue
+                    .get(task_id)
+                    .map_or(queue_core::Status::Working, |t| t.status),
+            }
+            .into());
+        }
+        self.queue.accept(now_ms, task_id, agent_id)?;
+        if holds_it {
+            let slot = self.agents.get_mut(agent_id).expect("checked above");
+            let deadline = slot.fsm.poll_timeout();
+            slot.fsm.accept(now_ms).expect("assigned agents can accept");
+            if let Some(deadline) = deadline {
+                self.accept_deadlines.remove(&(deadline, agent_id.clone()));
+            }
+        } else {
+            self.reattach(now_ms, agent_id, task_id);
+        }
+        Ok(())
+    }
+
+    /// The agent reported progress: a sign of life for the stuck sweep.
+    pub fn handle_progress(
+        &mut self,
+        now_ms: u64,
+        agent_id: &AgentId,
+        task_id: &str,
+    ) -> Result<(), SchedulerError> {
+        self.slot(agent_id)?;
+        self.queue.progress(now_ms, task_id, agent_id)?;
+        self.reattach(now_ms, agent_id, task_id);
+        Ok(())
+    }
+
+    /// The agent completed its task, fenced by `generation`.
+    pub fn handle_complete(
+        &mut self,
+        now_ms: u64,
+        agent_id: &AgentId,
+        task_id: &str,
+        generation: u64,
+        completion: Completion,
+    ) -> Result<(), SchedulerError> {
+        self.slot(agent_id)?;
+        self.queue
+            .complete(now_ms, task_id, agent_id, generation, completion)?;
+        self.task_left_agent(now_ms, agent_id, task_id);
+        Ok(())
+    }
+
+    /// The agent failed its task, fenced by `generation`: retried or dead-lettered.
+    pub fn handle_failed(
+        &mut self,
+        now_ms: u64,
+        agent_id: &AgentId,
+        task_id: &str,
+        generation: u64,
+        error: &str,
+    ) -> Result<FailOutcome, SchedulerError> {
+        self.slot(agent_id)?;
+        let outcome = self
+            .queue
+            .fail(now_ms, task_id, agent_id, generation, error)?;
+        self.task_left_agent(now_ms, agent_id, task_id);
+        if outcome == FailOutcome::Retried {
+            self.enqueue(now_ms, &TaskId::from(task_id));
+        }
+        Ok(outcome)
+    }
+
+    /// The agent declined its task: the task is queued again (no retry counted) and
+    /// the agent is offered no work for `reject_backoff_ms`.
+    pub fn handle_rejected(
+        &mut self,
+        now_ms: u64,
+        agent_id: &AgentId,
+        task_id: &str,
+        reason: &str,
+    ) -> Result<(), SchedulerError> {
+        self.slot(agent_id)?;
+        self.queue.reject(now_ms, task_id, agent_id, reason)?;
+        let until = now_ms.saturating_add(self.config.reject_backoff_ms);
+        let slot = self.agents.get_mut(agent_id).expect("checked above");
+        if let Some(old) = slot.cooldown_until_ms.replace(until) {
+            self.cooldowns.remove(&(old, agent_id.clone()));
+        }
+        self.cooldowns.insert((until, agent_id.clone()));
+        self.task_left_agent(now_ms, agent_id, task_id);
+        self.enqueue(now_ms, &TaskId::from(task_id));
+        Ok(())
+    }
+
+    /// The agent restarted holding `task_id`: continue if it is still its own.
+    pub fn handle_recovering(
+        &mut self,
+        now_ms: u64,
+        agent_id: &AgentId,
+        task_id: &str,
+    ) -> Result<Recovery, SchedulerError> {
+        let slot = self.slot(agent_id)?;
+        let holds_other = slot
+            .fsm
+            .task()
+            .is_some_and(|h| h.task_id.as_str() != task_id);
+        if holds_other {
+            return Ok(Recovery::Reassign);
+        }
+        let recovery = self.queue.recover(now_ms, task_id, agent_id);
+        if let Recovery::Continue { .. } = recovery {
+            self.reattach(now_ms, agent_id, task_id);
+        }
+        Ok(recovery)
+    }
+
+    /// An operator cancelled a live task; its holder, if any, is told to stop.
+    pub fn handle_cancel(&mut self, now_ms: u64, task_id: &str) -> Result<(), SchedulerError> {
+        let (caps, key) = {
+            let task = self
+                .queue
+                .get(task_id)
+                .ok_or_else(|| TaskError::NotFound(TaskId::from(task_id)))?;
+            (task_capabilities(task), QueueKey::of(task))
+        };
+        let holder = self.queue.cancel(now_ms, task_id)?;
+        self.queued.remove(&caps, &key);
+        if let Some(agent_id) = holder {
+            self.actions.push_back(Action::Cancel {
+                agent_id: agent_id.clone(),
+                task_id: TaskId::from(task_id),
+            });
+            self.task_left_agent(now_ms, &agent_id, task_id);
+        }
+        Ok(())
+    }
+
+    /// Deadlines: acceptance timeouts (reclaim and flag), recovery grace (reclaim),
+    /// reject back-offs (offer work again).
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        while let Some((deadline, agent_id)) = self.accept_deadlines.first().cloned() {
+            if deadline > now_ms {
+                break;
+            }
+            self.accept_deadlines.remove(&(deadline, agent_id.clone()));
+            let Some(slot) = self.agents.get_mut(&agent_id) else {
+                continue;
+            };
+            if let Some(held) = slot.fsm.handle_timeout(now_ms) {
+                self.reclaim(now_ms, &held.task_id, ReclaimReason::AcceptTimeout);
+                self.refresh_availability(now_ms, &agent_id);
+            }
+        }
+        while let Some((deadline, task_id)) = self.recovery_deadlines.first().cloned() {
+            if deadline > now_ms {
+                break;
+            }
+            self.recovery_deadlines.remove(&(deadline, task_id.clone()));
+            if let Some((agent_id, _)) = self.awaiting_recovery.remove(&task_id) {
+                self.reclaim(now_ms, &task_id, ReclaimReason::RecoveryExpired);
+                self.refresh_availability(now_ms, &agent_id);
+            }
+        }
+        while let Some((until, agent_id)) = self.cooldowns.first().cloned() {
+            if until > now_ms {
+                break;
+            }
+            self.cooldowns.remove(&(until, agent_id.clone()));
+            if let Some(slot) = self.agents.get_mut(&agent_id) {
+                slot.cooldown_until_ms = None;
+            }
+            self.refresh_availability(now_ms, &agent_id);
+        }
+    }
+
+    /// The periodic safety net: reclaims overdue and stuck tasks, then matches
+    /// whatever can be matched.
+    pub fn handle_sweep(&mut self, now_ms: u64) {
+        for (task_id, agent_id, reason) in self.queue.sweep(now_ms) {
+            self.after_reclaim(now_ms, &task_id, &agent_id, reason);
+        }
+        let idle: Vec<AgentId> = self.idle.iter().map(|(_, _, a)| a.clone()).collect();
+        for agent_id in idle {
+            self.match_agent(now_ms, &agent_id);
+        }
+    }
+
+    fn slot(&self, agent_id: &AgentId) -> Result<&AgentSlot, SchedulerError> {
+        self.agents
+            .get(agent_id)
+            .filter(|s| s.connection.is_some())
+            .ok_or_else(|| SchedulerError::UnknownAgent(agent_id.clone()))
+    }
+
+    fn recovery_count(&self, agent_id: &AgentId) -> usize {
+        self.awaiting_recovery
+            .values()
+            .filter(|(a, _)| a == agent_id)
+            .count()
+    }
+
+    fn await_recovery(&mut self, task_id: TaskId, agent_id: AgentId, deadline: u64) {
+        self.recovery_deadlines.insert((deadline, task_id.clone()));
+        self.awaiting_recovery.insert(task_id, (agent_id, deadline));
+    }
+
+    /// If `task_id` was waiting for `agent_id` to come back, the agent has it again.
+    fn reattach(&mut self, now_ms: u64, agent_id: &AgentId, task_id: &str) {
+        let Some((owner, deadline)) = self.awaiting_recovery.get(task_id).cloned() else {
+            return;
+        };
+        if &owner != agent_id {
+            return;
+        }
+        let task_id = TaskId::from(task_id);
+        self.awaiting_recovery.remove(&task_id);
+        self.recovery_deadlines.remove(&(deadline, task_id.clone()));
+        let generation = self.queue.get(&task_id).map_or(0, |t| t.generation);
+        self.make_unavailable(agent_id);
+        let slot = self.agents.get_mut(agent_id).expect("connected agent");
+        if slot
+            .fsm
+            .resume(now_ms, task_id.clone(), generation)
+            .is_err()
+        {
+            // The agent is busy with other work: the old task cannot be its own again.
+            self.reclaim(now_ms, &task_id, ReclaimReason::RecoveryExpired);
+        }
+        self.refresh_availability(now_ms, agent_id);
+    }
+
+    /// `task_id` reached an end with `agent_id` (completed, failed, rejected,
+    /// cancelled): the agent is free again.
+    fn task_left_agent(&mut self, now_ms: u64, agent_id: &AgentId, task_id: &str) {
+        if let Some((_, deadline)) = self.awaiting_recovery.remove(task_id) {
+            self.recovery_deadlines
+                .remove(&(deadline, TaskId::from(task_id)));
+        }
+        let Some(slot) = self.agents.get_mut(agent_id) else {
+            return;
+        };
+        if slot
+            .fsm
+            .task()
+            .is_some_and(|h| h.task_id.as_str() == task_id)
+        {
+            let deadline = slot.fsm.poll_timeout();
+            slot.fsm
+                .release(now_ms)
+                .expect("a busy agent can be released");
+            if let Some(deadline) = deadline {
+                self.accept_deadlines.remove(&(deadline, agent_id.clone()));
+            }
+        }
+        self.refresh_availability(now_ms, agent_id);
+    }
+
+    /// Reclaims a held task from whoever holds it, and queues it again.
+    fn reclaim(&mut self, now_ms: u64, task_id: &TaskId, reason: ReclaimReason) {
+        if let Ok(agent_id) = self.queue.reclaim(now_ms, task_id, reason) {
+            self.after_reclaim(now_ms, task_id, &agent_id, reason);
+        }
+    }
+
+    fn after_reclaim(
+        &mut self,
+        now_ms: u64,
+        task_id: &TaskId,
+        agent_id: &AgentId,
+        reason: ReclaimReason,
+    ) {
+        self.actions.push_back(Action::Reclaimed {
+            task_id: task_id.clone(),
+            agent_id: agent_id.clone(),
+            reason,
+        });
+        if let Some((_, deadline)) = self.awaiting_recovery.remove(task_id) {
+            self.recovery_deadlines.remove(&(deadline, task_id.clone()));
+        }
+        if let Some(slot) = self.agents.get_mut(agent_id) {
+            if slot.fsm.task().is_some_and(|h| &h.task_id == task_id) {
+                let deadline = slot.fsm.poll_timeout();
+                let _ = slot.fsm.release(now_ms);
+                if let Some(deadline) = deadline {
+                    self.accept_deadlines.remove(&(deadline, agent_id.clone()));
+                }
+                self.refresh_availability(now_ms, agent_id);
+            }
+        }
+        self.enqueue(now_ms, task_id);
+    }
+
+    /// A task entered the queue: index it and offer it to the best idle agent.
+    fn enqueue(&mut self, now_ms: u64, task_id: &TaskId) {
+        let Some(task) = self.queue.get(task_id) else {
+            return;
+        };
+        let caps = task_capabilities(task);
+        let key = QueueKey::of(task);
+        self.queued.insert(&caps, key, task_id.clone());
+        let agent = self
+            .idle
+            .best(|agent_caps| caps.is_subset_of(agent_caps))
+            .map(|(_, _, agent_id)| agent_id.clone());
+        if let Some(agent_id) = agent {
+            self.assign(now_ms, &caps, key, task_id, &agent_id);
+        }
+    }
+
+    /// Puts the agent in or out of the idle index to match its state; an agent that
+    /// became available is offered the best task it can take.
+    fn refresh_availability(&mut self, now_ms: u64, agent_id: &AgentId) {
+        let waiting = self.recovery_count(agent_id) > 0;
+        let Some(slot) = self.agents.get_mut(agent_id) else {
+            return;
+        };
+        let available = slot.connection.is_some()
+            && slot.fsm.state() == AgentState::Idle
+            && slot.cooldown_until_ms.is_none()
+            && !waiting;
+        if !available {
+            self.make_unavailable(agent_id);
+            return;
+        }
+        if slot.idle_key.is_some() {
+            return;
+        }
+        let key = IdleKey {
+            unresponsive: slot.fsm.is_unresponsive(),
+            idle_since_ms: slot.fsm.state_since_ms(),
+            seq: slot.seq,
+        };
+        slot.idle_key = Some(key.clone());
+        let caps = slot.fsm.capabilities().clone();
+        self.idle.insert(&caps, key, agent_id.clone());
+        self.match_agent(now_ms, agent_id);
+    }
+
+    fn make_unavailable(&mut self, agent_id: &AgentId) {
+        let Some(slot) = self.agents.get_mut(agent_id) else {
+            return;
+        };
+        if let Some(key) = slot.idle_key.take() {
+            let caps = slot.fsm.capabilities().clone();
+            self.idle.remove(&caps, &key);
+        }
+    }
+
+    /// Offers an idle agent the best queued task it can take.
+    fn match_agent(&mut self, now_ms: u64, agent_id: &AgentId) {
+        let Some(slot) = self.agents.get(agent_id) else {
+            return;
+        };
+        if slot.idle_key.is_none() {
+            return;
+        }
+        let agent_caps = slot.fsm.capabilities();
+        let best = self
+            .queued
+            .best(|task_caps| task_caps.is_subset_of(agent_caps))
+            .map(|(caps, key, task_id)| (caps.clone(), *key, task_id.clone()));
+        if let Some((caps, key, task_id)) = best {
+            self.assign(now_ms, &caps, key, &task_id, agent_id);
+        }
+    }
+
+    fn assign(
+        &mut self,
+        now_ms: u64,
+        caps: &Capabilities,
+        key: QueueKey,
+        task_id: &TaskId,
+        agent_id: &AgentId,
+    ) {
+        let generation = self
+            .queue
+            .assign(now_ms, task_id, agent_id)
+            .expect("indexed tasks are queued");
+        self.queued.remove(caps, &key);
+        self.make_unavailable(agent_id);
+        let accept_timeout_ms = self.config.accept_timeout_ms;
+        let slot = self.agents.get_mut(agent_id).expect("indexed agents exist");
+        slot.fsm
+            .assign(now_ms, task_id.clone(), generation, accept_timeout_ms)
+            .expect("indexed agents are idle");
+        let deadline = slot
+            .fsm
+            .poll_timeout()
+            .expect("assigned agents have a deadline");
+        self.accept_deadlines.insert((deadline, agent_id.clone()));
+        let task = self.queue.get(task_id).expect("assigned task is live");
+        self.actions.push_back(Action::Assign(Assignment {
+            agent_id: agent_id.clone(),
+            task_id: task_id.clone(),
+            generation,
+            assigned_at_ms: now_ms,
+            description: task.description.clone(),
+            metadata: task.metadata.clone(),
+        }));
+    }
+}
+
+fn task_capabilities(task: &Task) -> Capabilities {
+    Capabilities::from_sorted(task.needed_capabilities.clone())
+}

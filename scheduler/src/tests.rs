@@ -1,0 +1,501 @@
+//! Unit tests of the matching rules and the drive contract, and property tests.
+
+use agent_fsm::{AgentState, Capabilities};
+use proptest::prelude::*;
+use queue_core::{
+    AgentId, Change, Completion, FailOutcome, NewTask, Priority, ReclaimReason, Recovery, Status,
+    Task,
+};
+
+use crate::*;
+
+const T0: u64 = 1_000_000;
+
+fn config() -> SchedulerConfig {
+    SchedulerConfig {
+        accept_timeout_ms: 100,
+        recovery_grace_ms: 500,
+        reject_backoff_ms: 50,
+        ..SchedulerConfig::default()
+    }
+}
+
+fn id(s: &str) -> AgentId {
+    AgentId::from(s)
+}
+
+fn caps(names: &[&str]) -> Capabilities {
+    Capabilities::new(names.iter().copied())
+}
+
+/// Drains everything and returns the assignments as (task, agent, generation).
+fn assignments(s: &mut Scheduler) -> Vec<(String, String, u64)> {
+    while s.poll_change().is_some() {}
+    std::iter::from_fn(|| s.poll_action())
+        .filter_map(|a| match a {
+            Action::Assign(a) => {
+                Some((a.task_id.to_string(), a.agent_id.to_string(), a.generation))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn submit(s: &mut Scheduler, now: u64, task: &str, needs: &[&str]) {
+    s.handle_submit(
+        now,
+        NewTask::new(task, "x").with_capabilities(needs.iter().copied()),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_submitted_task_goes_to_an_idle_capable_agent_at_once() {
+    let mut s = Scheduler::new(config());
+    s.handle_connect(T0, id("cpu"), caps(&["linux"]), 1);
+    s.handle_connect(T0, id("gpu"), caps(&["linux", "gpu"]), 2);
+    submit(&mut s, T0 + 1, "t", &["gpu"]);
+    assert_eq!(assignments(&mut s), [("t".into(), "gpu".into(), 1)]);
+    assert_eq!(s.agent("gpu").unwrap().agent.state(), AgentState::Assigned);
+}
+
+#[test]
+fn changes_come_out_in_order_with_the_assignment() {
+    let mut s = Scheduler::new(config());
+    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    submit(&mut s, T0, "t", &[]);
+    let statuses: Vec<Status> = std::iter::from_fn(|| s.poll_change())
+        .map(|c| c.task().status)
+        .collect();
+    assert_eq!(statuses, [Status::Queued, Status::Assigned]);
+}
+
+#[test]
+fn an_unmatchable_task_does_not_block_later_ones() {
+    let mut s = Scheduler::new(config());
+    submit(&mut s, T0, "needs-gpu", &["gpu"]);
+    submit(&mut s, T0, "any", &[]);
+    s.handle_connect(T0 + 1, id("cpu"), caps(&["linux"]), 1);
+    assert_eq!(assignments(&mut s), [("any".into(), "cpu".into(), 1)]);
+    assert_eq!(s.queue().get("needs-gpu").unwrap().status, Status::Queued);
+}
+
+#[test]
+fn higher_lanes_go_first_when_an_agent_becomes_idle() {
+    let mut s = Scheduler::new(config());
+    s.handle_submit(T0, NewTask::new("low", "x").with_priority(Priority::Low))
+        .unwrap();
+    s.handle_submit(
+        T0,
+        NewTask::new("urgent", "x").with_priority(Priority::Urgent),
+    )
+    .unwrap();
+    s.handle_submit(T0, NewTask::new("normal", "x")).unwrap();
+    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    let got = assignments(&mut s);
+    assert_eq!(got[0].0, "urgent");
+    let a = id("a");
+    s.handle_complete(T0 + 1, &a, "urgent", 1, Completion::default())
+        .unwrap();
+    assert_eq!(assignments(&mut s)[0].0, "normal");
+}
+
+#[test]
+fn the_longest_idle_agent_wins_and_unresponsive_ones_come_last() {
+    let mut s = Scheduler::new(config());
+    s.handle_connect(T0, id("slow"), caps(&[]), 1);
+    s.handle_connect(T0 + 1, id("b"), caps(&[]), 2);
+    s.handle_connect(T0 + 2, id("c"), caps(&[]), 3);
+    submit(&mut s, T0 + 3, "t1", &[]);
+    assert_eq!(assignments(&mut s)[0].1, "slow");
+    // `slow` never accepts: reclaimed, flagged, and the task goes to `b` at once.
+    s.handle_timeout(T0 + 103);
+    assert!(s.agent("slow").unwrap().agent.is_unresponsive());
+    let got = assignments(&mut s);
+    assert_eq!(got, [("t1".into(), "b".into(), 3)]);
+    // `slow` has been idle since before `c`'s connect? No: it went idle at T0+103,
+    // but flagged agents come last anyway; `c` gets the next task.
+    submit(&mut s, T0 + 104, "t2", &[]);
+    assert_eq!(assignments(&mut s)[0].1, "c");
+    submit(&mut s, T0 + 105, "t3", &[]);
+    assert_eq!(assignments(&mut s)[0].1, "slow");
+}
+
+#[test]
+fn disconnect_reclaims_and_rematches_at_once() {
+    let mut s = Scheduler::new(config());
+    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    submit(&mut s, T0, "t", &[]);
+    assert_eq!(assignments(&mut s)[0].1, "a");
+    s.handle_connect(T0 + 1, id("b"), caps(&[]), 2);
+    s.handle_disconnect(T0 + 2, &id("a"), 1);
+    let actions: Vec<Action> = {
+        while s.poll_change().is_some() {}
+        std::iter::from_fn(|| s.poll_action()).collect()
+    };
+    assert!(matches!(
+        &actions[0],
+        Action::Reclaimed {
+            reason: ReclaimReason::Disconnected,
+            ..
+        }
+    ));
+    assert!(
+        matches!(&actions[1], Action::Assign(a) if a.agent_id.as_str() == "b" && a.generation == 3)
+    );
+    assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Offline);
+    let stale = s.handle_complete(T0 + 3, &id("b"), "t", 1, Completion::default());
+    assert!(matches!(
+        stale,
+        Err(SchedulerError::Task(
+            queue_core::TaskError::StaleGeneration { .. }
+        ))
+    ));
+}
+
+#[test]
+fn a_replaced_connection_closing_late_changes_nothing() {
+    let mut s = Scheduler::new(config());
+    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_connect(T0 + 1, id("a"), caps(&[]), 2);
+    s.handle_disconnect(T0 + 2, &id("a"), 1);
+    assert!(s.agent("a").unwrap().connected);
+    assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Idle);
+}
+
+#[test]
+fn a_reconnecting_agent_recovers_its_task() {
+    let mut s = Scheduler::new(config());
+    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    submit(&mut s, T0, "t", &[]);
+    submit(&mut s, T0, "u", &[]);
+    assignments(&mut s);
+    s.handle_accepted(T0 + 1, &id("a"), "t").unwrap();
+    // A new connection replaces the old one before it closed.
+    s.handle_connect(T0 + 2, id("a"), caps(&[]), 2);
+    assert_eq!(s.agent("a").unwrap().awaiting_recovery, 1);
+    assert!(
+        assignments(&mut s).is_empty(),
+        "no new work while a recovery is pending"
+    );
+    let r = s.handle_recovering(T0 + 3, &id("a"), "t").unwrap();
+    assert_eq!(r, Recovery::Continue { generation: 1 });
+    assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Working);
+    s.handle_complete(T0 + 4, &id("a"), "t", 1, Completion::default())
+        .unwrap();
+    assert_eq!(assignments(&mut s)[0].0, "u");
+}
+
+#[test]
+fn restore_waits_for_recovery_then_reclaims() {
+    let mut s = Scheduler::new(config());
+    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_connect(T0, id("b"), caps(&[]), 2);
+    submit(&mut s, T0, "t1", &[]);
+    submit(&mut s, T0, "t2", &[]);
+    submit(&mut s, T0, "t3", &[]);
+    let mut store = std::collections::HashMap::<String, Task>::new();
+    while let Some(c) = s.poll_change() {
+        store.insert(c.task().id.to_string(), c.into_task());
+    }
+    let mut s = Scheduler::restore(config(), T0 + 10, store.into_values()).unwrap();
+    assert_eq!(s.poll_timeout(), Some(T0 + 510));
+    s.handle_connect(T0 + 20, id("a"), caps(&[]), 7);
+    assert_eq!(
+        s.handle_recovering(T0 + 21, &id("a"), "t1").unwrap(),
+        Recovery::Continue { generation: 1 }
+    );
+    assert_eq!(
+        s.handle_recovering(T0 + 21, &id("a"), "t2").unwrap(),
+        Recovery::Reassign
+    );
+    s.handle_connect(T0 + 20, id("c"), caps(&[]), 8);
+    assert_eq!(assignments(&mut s), [("t3".into(), "c".into(), 1)]);
+    s.handle_accepted(T0 + 21, &id("c"), "t3").unwrap();
+    // b never comes back: after the grace its task is reclaimed and goes to c when free.
+    s.handle_timeout(T0 + 510);
+    assert_eq!(s.queue().get("t2").unwrap().status, Status::Queued);
+    assert_eq!(s.queue().get("t2").unwrap().generation, 2);
+    s.handle_complete(T0 + 600, &id("c"), "t3", 1, Completion::default())
+        .unwrap();
+    assert_eq!(assignments(&mut s), [("t2".into(), "c".into(), 3)]);
+}
+
+#[test]
+fn a_rejecting_agent_cools_down() {
+    let mut s = Scheduler::new(config());
+    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    submit(&mut s, T0, "t", &[]);
+    assignments(&mut s);
+    s.handle_rejected(T0 + 1, &id("a"), "t", "busy").unwrap();
+    assert!(assignments(&mut s).is_empty());
+    assert_eq!(s.queue().get("t").unwrap().retry_count, 0);
+    assert_eq!(s.poll_timeout(), Some(T0 + 51));
+    s.handle_timeout(T0 + 51);
+    assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 3)]);
+}
+
+#[test]
+fn failures_retry_and_rematch() {
+    let mut s = Scheduler::new(config());
+    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_submit(T0, NewTask::new("t", "x").with_max_retries(1))
+        .unwrap();
+    assignments(&mut s);
+    assert_eq!(
+        s.handle_failed(T0, &id("a"), "t", 1, "e1").unwrap(),
+        FailOutcome::Retried
+    );
+    assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 2)]);
+    assert_eq!(
+        s.handle_failed(T0, &id("a"), "t", 2, "e2").unwrap(),
+        FailOutcome::DeadLettered
+    );
+    assert!(s.queue().is_empty());
+    assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Idle);
+}
+
+#[test]
+fn cancel_of_a_held_task_tells_the_agent() {
+    let mut s = Scheduler::new(config());
+    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    submit(&mut s, T0, "t", &[]);
+    submit(&mut s, T0, "q", &["gpu"]);
+    assignments(&mut s);
+    s.handle_cancel(T0 + 1, "t").unwrap();
+    s.handle_cancel(T0 + 1, "q").unwrap();
+    while s.poll_change().is_some() {}
+    let actions: Vec<Action> = std::iter::from_fn(|| s.poll_action()).collect();
+    assert_eq!(
+        actions,
+        [Action::Cancel {
+            agent_id: id("a"),
+            task_id: "t".into()
+        }]
+    );
+    assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Idle);
+    assert!(s.queue().is_empty());
+    assert!(s.handle_cancel(T0, "t").is_err());
+}
+
+#[test]
+fn messages_from_unknown_agents_are_refused() {
+    let mut s = Scheduler::new(config());
+    assert_eq!(
+        s.handle_accepted(T0, &id("ghost"), "t").unwrap_err(),
+        SchedulerError::UnknownAgent(id("ghost"))
+    );
+}
+
+#[test]
+fn sweep_reclaims_stuck_tasks_and_rematches() {
+    let mut cfg = config();
+    cfg.queue.stuck_after_ms = 1_000;
+    cfg.accept_timeout_ms = 10_000;
+    let mut s = Scheduler::new(cfg);
+    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    submit(&mut s, T0, "t", &[]);
+    assignments(&mut s);
+    s.handle_accepted(T0, &id("a"), "t").unwrap();
+    s.handle_sweep(T0 + 1_000);
+    // The agent is idle again and takes the task back with a new generation.
+    assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 3)]);
+}
+
+#[test]
+fn equal_work_spreads_evenly_over_four_agents() {
+    let mut s = Scheduler::new(config());
+    for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
+        s.handle_connect(T0 + i as u64, id(name), caps(&[]), i as u64);
+    }
+    let mut now = T0 + 10;
+    for i in 0..20 {
+        submit(&mut s, now, &format!("t{i}"), &[]);
+    }
+    let mut counts = std::collections::HashMap::<String, usize>::new();
+    let mut in_flight: std::collections::VecDeque<(String, String, u64)> =
+        assignments(&mut s).into();
+    while let Some((task, agent, gen)) = in_flight.pop_front() {
+        now += 1;
+        *counts.entry(agent.clone()).or_default() += 1;
+        s.handle_complete(now, &id(&agent), &task, gen, Completion::default())
+            .unwrap();
+        in_flight.extend(assignments(&mut s));
+    }
+    assert_eq!(counts.values().sum::<usize>(), 20);
+    for (agent, n) in counts {
+        assert!((3..=7).contains(&n), "{agent} did {n}");
+    }
+}
+
+// ---- property test ----
+
+const CAPS: [&[&str]; 4] = [&[], &["gpu"], &["linux"], &["gpu", "linux"]];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Connect { agent: usize, caps: usize },
+    Disconnect { agent: usize },
+    Submit { caps: usize, priority: usize },
+    Accept { agent: usize },
+    Complete { agent: usize },
+    Fail { agent: usize },
+    Reject { agent: usize },
+    Cancel { task: usize },
+    Tick { ms: u64 },
+    Sweep,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let agent = 0usize..4;
+    prop_oneof![
+        2 => (agent.clone(), 0usize..4).prop_map(|(agent, caps)| Op::Connect { agent, caps }),
+        1 => agent.clone().prop_map(|agent| Op::Disconnect { agent }),
+        4 => (0usize..4, 0usize..4).prop_map(|(caps, priority)| Op::Submit { caps, priority }),
+        2 => agent.clone().prop_map(|agent| Op::Accept { agent }),
+        3 => agent.clone().prop_map(|agent| Op::Complete { agent }),
+        1 => agent.clone().prop_map(|agent| Op::Fail { agent }),
+        1 => agent.prop_map(|agent| Op::Reject { agent }),
+        1 => (0usize..30).prop_map(|task| Op::Cancel { task }),
+        1 => (0u64..200).prop_map(|ms| Op::Tick { ms }),
+        1 => Just(Op::Sweep),
+    ]
+}
+
+fn check_invariants(s: &Scheduler) -> Result<(), TestCaseError> {
+    // Every held task is held by exactly the agent the queue names, or awaits recovery.
+    for task in s.queue().held() {
+        let holder = task.assigned_to.as_ref().unwrap();
+        let view = s.agent(holder).unwrap();
+        let holds = view
+            .agent
+            .task()
+            .is_some_and(|h| h.task_id == task.id && h.generation == task.generation);
+        prop_assert!(
+            holds || view.awaiting_recovery > 0,
+            "{} held by {} but the agent disagrees",
+            task.id,
+            holder
+        );
+    }
+    // No agent holds a task the queue does not give it.
+    for view in s.agents() {
+        if let Some(h) = view.agent.task() {
+            let task = s.queue().get(&h.task_id).unwrap();
+            prop_assert_eq!(task.assigned_to.as_ref(), Some(view.agent.id()));
+        }
+    }
+    // No matchable pair is left unmatched.
+    for view in s.agents() {
+        let available = view.connected
+            && view.agent.state() == AgentState::Idle
+            && view.awaiting_recovery == 0
+            && view.cooldown_until_ms.is_none();
+        if !available {
+            continue;
+        }
+        for task in s.queue().queued_in_order() {
+            let needs = Capabilities::from_sorted(task.needed_capabilities.clone());
+            prop_assert!(
+                !needs.is_subset_of(view.agent.capabilities()),
+                "{} could take {}",
+                view.agent.id(),
+                task.id
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000)
+    ))]
+
+    #[test]
+    fn scheduler_keeps_its_matching_invariants(ops in proptest::collection::vec(op(), 1..80)) {
+        let mut s = Scheduler::new(config());
+        let mut now = T0;
+        let mut conn = 0u64;
+        let mut connections = std::collections::HashMap::<usize, u64>::new();
+        let mut agent_caps = std::collections::HashMap::<String, Capabilities>::new();
+        let mut n_tasks = 0usize;
+        for op in ops {
+            now += 1;
+            match op {
+                Op::Connect { agent, caps: c } => {
+                    conn += 1;
+                    connections.insert(agent, conn);
+                    let capabilities = caps(CAPS[c]);
+                    agent_caps.insert(format!("a{agent}"), capabilities.clone());
+                    s.handle_connect(now, id(&format!("a{agent}")), capabilities, conn);
+                }
+                Op::Disconnect { agent } => {
+                    if let Some(c) = connections.remove(&agent) {
+                        s.handle_disconnect(now, &id(&format!("a{agent}")), c);
+                    }
+                }
+                Op::Submit { caps: c, priority } => {
+                    let t = NewTask::new(format!("t{n_tasks}"), "x")
+                        .with_capabilities(CAPS[c].iter().copied())
+                        .with_priority(Priority::ALL[priority]);
+                    n_tasks += 1;
+                    s.handle_submit(now, t).unwrap();
+                }
+                Op::Accept { agent } | Op::Complete { agent } | Op::Fail { agent } | Op::Reject { agent } => {
+                    let a = id(&format!("a{agent}"));
+                    let Some(held) = s.agent(&a).and_then(|v| v.agent.task().cloned()) else { continue };
+                    let r = match op {
+                        Op::Accept { .. } => s.handle_accepted(now, &a, &held.task_id),
+                        Op::Complete { .. } => s.handle_complete(now, &a, &held.task_id, held.generation, Completion::default()),
+                        Op::Fail { .. } => s.handle_failed(now, &a, &held.task_id, held.generation, "e").map(|_| ()),
+                        _ => s.handle_rejected(now, &a, &held.task_id, "busy"),
+                    };
+                    if !matches!(op, Op::Accept { .. }) {
+                        prop_assert!(r.is_ok(), "{:?}: {:?}", op, r);
+                    }
+                }
+                Op::Cancel { task } => { let _ = s.handle_cancel(now, &format!("t{task}")); }
+                Op::Tick { ms } => { now += ms; s.handle_timeout(now); }
+                Op::Sweep => s.handle_sweep(now),
+            }
+            while let Some(change) = s.poll_change() {
+                if let Change::Finalized(t) = change { prop_assert!(t.status.is_final()); }
+            }
+            while let Some(action) = s.poll_action() {
+                if let Action::Assign(a) = action {
+                    let task = s.queue().get(&a.task_id).unwrap();
+                    let needs = Capabilities::from_sorted(task.needed_capabilities.clone());
+                    prop_assert!(needs.is_subset_of(&agent_caps[a.agent_id.as_str()]), "assigned to a non-capable agent");
+                    prop_assert_eq!(task.generation, a.generation);
+                }
+            }
+            check_invariants(&s)?;
+        }
+    }
+
+    #[test]
+    fn equal_work_spreads_evenly(n_agents in 2usize..6, per_agent in 2usize..8) {
+        let mut s = Scheduler::new(config());
+        for i in 0..n_agents {
+            s.handle_connect(T0 + i as u64, id(&format!("a{i}")), caps(&[]), i as u64);
+        }
+        let n_tasks = n_agents * per_agent;
+        let mut now = T0 + 100;
+        for i in 0..n_tasks {
+            submit(&mut s, now, &format!("t{i}"), &[]);
+        }
+        let mut counts = std::collections::HashMap::<String, usize>::new();
+        let mut in_flight: std::collections::VecDeque<_> = assignments(&mut s).into();
+        while let Some((task, agent, gen)) = in_flight.pop_front() {
+            now += 1;
+            *counts.entry(agent.clone()).or_default() += 1;
+            s.handle_complete(now, &id(&agent), &task, gen, Completion::default()).unwrap();
+            in_flight.extend(assignments(&mut s));
+        }
+        prop_assert_eq!(counts.len(), n_agents);
+        for n in counts.values() {
+            prop_assert!(n.abs_diff(per_agent) <= 1, "{:?}", counts);
+        }
+    }
+}
