@@ -1,0 +1,345 @@
+//! The agent side: connect, identify, send and receive, reconnect with backoff.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::{Frame, OpCode, Payload, WebSocketError};
+use http_body_util::Empty;
+use hyper::header::{CONNECTION, HOST, UPGRADE};
+use hyper::Request;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::protocol::{
+    decode_coordinator_message, AgentMessage, CapabilityEntry, CoordinatorMessage, ErrorCode,
+};
+
+/// Who the agent is and where the coordinator listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// `ws://HOST:PORT/ws`.
+    pub url: String,
+    /// The agent id the token was created for.
+    pub agent_id: String,
+    /// The agent's token.
+    pub token: String,
+    /// What the agent can do.
+    pub capabilities: Vec<String>,
+    /// A display name.
+    pub name: Option<String>,
+    /// Sent as `client_type` in `identify`.
+    pub client_type: String,
+    /// How often a JSON `ping` is sent while connected (None: never).
+    pub ping_interval: Option<Duration>,
+}
+
+impl ClientConfig {
+    /// A configuration with no capabilities and a 30 s JSON heartbeat.
+    pub fn new(
+        url: impl Into<String>,
+        agent_id: impl Into<String>,
+        token: impl Into<String>,
+    ) -> Self {
+        ClientConfig {
+            url: url.into(),
+            agent_id: agent_id.into(),
+            token: token.into(),
+            capabilities: Vec::new(),
+            name: None,
+            client_type: "transport-ws".to_owned(),
+            ping_interval: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// Why a connection could not be made or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The URL is not `ws://host:port/path`.
+    #[error("invalid coordinator URL `{0}` (expected ws://HOST:PORT/PATH)")]
+    InvalidUrl(String),
+    /// TCP connect failed.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// Where.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The WebSocket handshake failed.
+    #[error("WebSocket handshake failed: {0}")]
+    Handshake(#[from] WebSocketError),
+    /// The coordinator refused the identify.
+    #[error("the coordinator refused identify: {code:?} {detail}")]
+    Refused {
+        /// `invalid_token` or `token_agent_mismatch`.
+        code: ErrorCode,
+        /// Its explanation.
+        detail: String,
+    },
+    /// The connection closed.
+    #[error("the connection closed")]
+    Closed,
+}
+
+/// Sends messages on a connection; cheap to clone and usable from any task.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    outgoing: mpsc::Sender<Vec<u8>>,
+}
+
+impl Sender {
+    /// Sends one message; fails once the connection is closed.
+    pub async fn send(&self, message: &AgentMessage) -> Result<(), ClientError> {
+        let text = serde_json::to_vec(message).expect("agent messages always serialize");
+        self.send_raw(text).await
+    }
+
+    /// Sends raw text as one frame (for tests that speak the protocol by hand).
+    pub async fn send_raw(&self, text: Vec<u8>) -> Result<(), ClientError> {
+        self.outgoing
+            .send(text)
+            .await
+            .map_err(|_| ClientError::Closed)
+    }
+}
+
+/// One identified connection to the coordinator.
+///
+/// A background task reads frames (answering WebSocket pings) and another writes
+/// them, so the connection stays alive while the agent is busy.
+#[derive(Debug)]
+pub struct Connection {
+    sender: Sender,
+    incoming: mpsc::Receiver<CoordinatorMessage>,
+}
+
+impl Connection {
+    /// Connects, identifies and waits for `identified`.
+    pub async fn connect(config: &ClientConfig) -> Result<Connection, ClientError> {
+        let mut connection = Connection::open(&config.url).await?;
+        let identify = AgentMessage::Identify {
+            agent_id: config.agent_id.clone(),
+            token: config.token.clone(),
+            name: config.name.clone(),
+            capabilities: config
+                .capabilities
+                .iter()
+                .cloned()
+                .map(CapabilityEntry::Name)
+                .collect(),
+            status: Some("idle".to_owned()),
+            client_type: Some(config.client_type.clone()),
+        };
+        connection.sender.send(&identify).await?;
+        loop {
+            match connection.recv().await {
+                Some(CoordinatorMessage::Identified { .. }) => break,
+                Some(CoordinatorMessage::Error { error, detail, .. }) => {
+                    return Err(ClientError::Refused {
+                        code: error,
+                        detail: detail.unwrap_or_default(),
+                    })
+                }
+                Some(_) => continue,
+                None => return Err(ClientError::Closed),
+            }
+        }
+        if let Some(every) = config.ping_interval {
+            let sender = connection.sender.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                loop {
+                    tick.tick().await;
+                    if sender.send(&AgentMessage::Ping {}).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Ok(connection)
+    }
+
+    /// Opens the WebSocket without identifying (for tests of the protocol itself).
+    pub async fn open(url: &str) -> Result<Connection, ClientError> {
+        let (addr, path) = parse_url(url)?;
+        let tcp = TcpStream::connect(&addr)
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: addr.clone(),
+                source,
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let request = Request::builder()
+            .method("GET")
+            .uri(path)
+            .header(HOST, &addr)
+            .header(UPGRADE, "websocket")
+            .header(CONNECTION, "upgrade")
+            .header(
+                "Sec-WebSocket-Key",
+                fastwebsockets::handshake::generate_key(),
+            )
+            .header("Sec-WebSocket-Version", "13")
+            .body(Empty::<Bytes>::new())
+            .map_err(|_| ClientError::InvalidUrl(url.to_owned()))?;
+        let (ws, _) =
+            fastwebsockets::handshake::client(&TokioExecutor::new(), request, tcp).await?;
+        let (mut read, mut write) = ws.split(tokio::io::split);
+        let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
+        let (control_tx, mut control_rx) = mpsc::channel::<Frame<'static>>(16);
+        let (in_tx, in_rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            loop {
+                let result = tokio::select! {
+                    text = out_rx.recv() => match text {
+                        Some(text) => write.write_frame(Frame::text(Payload::Owned(text))).await,
+                        None => {
+                            let _ = write.write_frame(Frame::close(1000, b"bye")).await;
+                            return;
+                        }
+                    },
+                    frame = control_rx.recv() => match frame {
+                        Some(frame) => {
+                            let close = frame.opcode == OpCode::Close;
+                            let result = write.write_frame(frame).await;
+                            if close { return; }
+                            result
+                        }
+                        None => return,
+                    },
+                };
+                if result.is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let mut obligated = |frame: Frame<'_>| {
+                let owned = Frame::new(
+                    true,
+                    frame.opcode,
+                    None,
+                    Payload::Owned(frame.payload.to_vec()),
+                );
+                let control_tx = control_tx.clone();
+                async move {
+                    let _ = control_tx.send(owned).await;
+                    Ok::<(), std::convert::Infallible>(())
+                }
+            };
+            while let Ok(frame) = read.read_frame(&mut obligated).await {
+                match frame.opcode {
+                    OpCode::Text => {
+                        if let Ok(message) = decode_coordinator_message(&frame.payload) {
+                            if in_tx.send(message).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    OpCode::Close => return,
+                    _ => {}
+                }
+            }
+        });
+        Ok(Connection {
+            sender: Sender { outgoing: out_tx },
+            incoming: in_rx,
+        })
+    }
+
+    /// A handle to send with from other tasks.
+    pub fn sender(&self) -> Sender {
+        self.sender.clone()
+    }
+
+    /// Sends one message.
+    pub async fn send(&self, message: &AgentMessage) -> Result<(), ClientError> {
+        self.sender.send(message).await
+    }
+
+    /// The next message from the coordinator; `None` once the connection is closed.
+    pub async fn recv(&mut self) -> Option<CoordinatorMessage> {
+        self.incoming.recv().await
+    }
+}
+
+fn parse_url(url: &str) -> Result<(String, String), ClientError> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| ClientError::InvalidUrl(url.to_owned()))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/ws"),
+    };
+    if authority.is_empty() || !authority.contains(':') {
+        return Err(ClientError::InvalidUrl(url.to_owned()));
+    }
+    Ok((authority.to_owned(), path.to_owned()))
+}
+
+/// Exponential backoff with jitter: `initial`, doubling up to `max`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new(Duration::from_secs(1), Duration::from_secs(60))
+    }
+}
+
+impl Backoff {
+    /// Starts at `initial`, doubles after every failure, never exceeds `max`.
+    pub fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff {
+            initial,
+            max,
+            next: initial,
+        }
+    }
+
+    /// The delay before the next attempt: the current step, randomly shortened by
+    /// up to 20 % so that many agents do not reconnect in lockstep.
+    pub fn next_delay(&mut self) -> Duration {
+        let step = self.next;
+        self.next = (self.next * 2).min(self.max);
+        step.mul_f64(1.0 - rand::random::<f64>() * 0.2)
+    }
+
+    /// The current step, without jitter.
+    pub fn current_step(&self) -> Duration {
+        self.next
+    }
+
+    /// Back to `initial` (call once a connection has been stable for a while).
+    pub fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+/// Connects, retrying with `backoff` until it works or the coordinator refuses the
+/// token (a refusal is final: retrying would not help).
+pub async fn connect_with_retry(
+    config: &ClientConfig,
+    backoff: &mut Backoff,
+) -> Result<Connection, ClientError> {
+    loop {
+        match Connection::connect(config).await {
+            Ok(connection) => return Ok(connection),
+            Err(err @ ClientError::Refused { .. }) | Err(err @ ClientError::InvalidUrl(_)) => {
+                return Err(err)
+            }
+            Err(err) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "cannot reach the coordinator");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}

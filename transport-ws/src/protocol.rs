@@ -1,0 +1,353 @@
+//! The wire protocol, version 1: one JSON text object per frame, tagged by `type`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A capability as sent in `identify`: a plain string or an object with a `name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CapabilityEntry {
+    /// `"gpu"`.
+    Name(String),
+    /// `{"name": "gpu", ...}`; other fields are ignored.
+    Object {
+        /// The capability's name.
+        name: String,
+    },
+}
+
+impl CapabilityEntry {
+    /// The capability's name.
+    pub fn name(&self) -> &str {
+        match self {
+            CapabilityEntry::Name(name) | CapabilityEntry::Object { name } => name,
+        }
+    }
+}
+
+/// A message from an agent to the coordinator.
+///
+/// Unknown fields (such as `protocol_version`) are ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentMessage {
+    /// Must be the first message of a connection.
+    Identify {
+        /// Who the agent is.
+        agent_id: String,
+        /// The agent's secret token.
+        token: String,
+        /// A display name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// What the agent can do.
+        #[serde(default)]
+        capabilities: Vec<CapabilityEntry>,
+        /// The agent's own idea of its state (informational).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<String>,
+        /// What kind of client this is (informational).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_type: Option<String>,
+    },
+    /// Application-level heartbeat; answered with `pong`.
+    Ping {},
+    /// The agent took its assigned task.
+    TaskAccepted {
+        /// The task.
+        task_id: String,
+    },
+    /// A sign of life while working.
+    TaskProgress {
+        /// The task.
+        task_id: String,
+        /// Free-form progress (a number or anything else).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        progress: Option<Value>,
+    },
+    /// The task is done.
+    TaskComplete {
+        /// The task.
+        task_id: String,
+        /// The generation given in `task_assign`.
+        generation: u64,
+        /// The result, any JSON.
+        #[serde(default)]
+        result: Value,
+        /// Tokens used; also read from `result.tokens_used`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tokens_used: Option<u64>,
+    },
+    /// The task failed.
+    TaskFailed {
+        /// The task.
+        task_id: String,
+        /// The generation given in `task_assign`.
+        generation: u64,
+        /// What went wrong.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// Accepted in place of `error`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// The agent declines the task (for example because it is busy).
+    TaskRejected {
+        /// The task.
+        task_id: String,
+        /// Why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// The agent restarted holding this task.
+    TaskRecovering {
+        /// The task.
+        task_id: String,
+    },
+}
+
+impl AgentMessage {
+    /// `tokens_used` of a `task_complete`, from the message or from `result.tokens_used`.
+    pub fn tokens_used(&self) -> Option<u64> {
+        match self {
+            AgentMessage::TaskComplete {
+                tokens_used,
+                result,
+                ..
+            } => tokens_used.or_else(|| result.get("tokens_used").and_then(Value::as_u64)),
+            _ => None,
+        }
+    }
+
+    /// The failure text of a `task_failed`: `error`, else `reason`, else a placeholder.
+    pub fn failure_text(&self) -> Option<&str> {
+        match self {
+            AgentMessage::TaskFailed { error, reason, .. } => Some(
+                error
+                    .as_deref()
+                    .or(reason.as_deref())
+                    .unwrap_or("no reason given"),
+            ),
+            _ => None,
+        }
+    }
+
+    /// The wire name of the message's type.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            AgentMessage::Identify { .. } => "identify",
+            AgentMessage::Ping {} => "ping",
+            AgentMessage::TaskAccepted { .. } => "task_accepted",
+            AgentMessage::TaskProgress { .. } => "task_progress",
+            AgentMessage::TaskComplete { .. } => "task_complete",
+            AgentMessage::TaskFailed { .. } => "task_failed",
+            AgentMessage::TaskRejected { .. } => "task_rejected",
+            AgentMessage::TaskRecovering { .. } => "task_recovering",
+        }
+    }
+}
+
+/// A stable error code sent in `error` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame is not valid JSON (or not a JSON object).
+    InvalidJson,
+    /// The `type` is missing or unknown.
+    UnknownType,
+    /// The type is known but a field is missing or of the wrong kind.
+    InvalidMessage,
+    /// Binary frames are not part of the protocol.
+    UnsupportedFrame,
+    /// A message other than `identify` came before a successful `identify`.
+    NotIdentified,
+    /// The token is not valid.
+    InvalidToken,
+    /// The token is valid but belongs to another agent id.
+    TokenAgentMismatch,
+    /// The generation is not the task's current one; nothing changed.
+    StaleGeneration,
+    /// The task is not assigned to this agent.
+    NotAssigned,
+    /// The task is not in a state that allows this message.
+    InvalidState,
+    /// The coordinator could not handle the message.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The snake_case wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::InvalidMessage => "invalid_message",
+            ErrorCode::UnsupportedFrame => "unsupported_frame",
+            ErrorCode::NotIdentified => "not_identified",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::TokenAgentMismatch => "token_agent_mismatch",
+            ErrorCode::StaleGeneration => "stale_generation",
+            ErrorCode::NotAssigned => "not_assigned",
+            ErrorCode::InvalidState => "invalid_state",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// A message from the coordinator to an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CoordinatorMessage {
+    /// `identify` succeeded.
+    Identified {
+        /// The agent's id.
+        agent_id: String,
+    },
+    /// Answer to `ping`.
+    Pong {
+        /// Coordinator time, ms since the Unix epoch.
+        timestamp: u64,
+    },
+    /// A lifecycle message was recorded.
+    TaskAck {
+        /// The task.
+        task_id: String,
+        /// `accepted`, `complete`, `retried`, `dead_letter` or `rejected`.
+        status: String,
+    },
+    /// A task for the agent.
+    TaskAssign {
+        /// The task.
+        task_id: String,
+        /// What to do.
+        description: String,
+        /// The submitter's metadata object.
+        metadata: Value,
+        /// Echo this in `task_complete` / `task_failed`.
+        generation: u64,
+        /// When it was assigned, ms since the Unix epoch.
+        assigned_at: u64,
+    },
+    /// Stop working on this task: it was cancelled.
+    TaskCancel {
+        /// The task.
+        task_id: String,
+    },
+    /// Answer to `task_recovering`: go on.
+    TaskContinue {
+        /// The task.
+        task_id: String,
+        /// Its current generation.
+        generation: u64,
+    },
+    /// Answer to `task_recovering`: drop it.
+    TaskReassign {
+        /// The task.
+        task_id: String,
+    },
+    /// Something was wrong with the agent's message.
+    Error {
+        /// The stable code.
+        error: ErrorCode,
+        /// The task concerned, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task_id: Option<String>,
+        /// Human-readable detail.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+}
+
+impl CoordinatorMessage {
+    /// An `error` frame.
+    pub fn error(error: ErrorCode, task_id: Option<&str>, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        CoordinatorMessage::Error {
+            error,
+            task_id: task_id.map(str::to_owned),
+            detail: (!detail.is_empty()).then_some(detail),
+        }
+    }
+
+    /// The JSON text of the message.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("coordinator messages always serialize")
+    }
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {detail}")]
+pub struct DecodeError {
+    /// The code to send back.
+    pub code: ErrorCode,
+    /// What was wrong.
+    pub detail: String,
+}
+
+impl DecodeError {
+    /// The `error` frame that answers this.
+    pub fn to_message(&self) -> CoordinatorMessage {
+        CoordinatorMessage::error(self.code, None, self.detail.clone())
+    }
+}
+
+const AGENT_TYPES: [&str; 8] = [
+    "identify",
+    "ping",
+    "task_accepted",
+    "task_progress",
+    "task_complete",
+    "task_failed",
+    "task_rejected",
+    "task_recovering",
+];
+
+/// Decodes one text frame from an agent. Never panics, whatever the bytes.
+pub fn decode_agent_message(bytes: &[u8]) -> Result<AgentMessage, DecodeError> {
+    match serde_json::from_slice::<AgentMessage>(bytes) {
+        Ok(message) => Ok(message),
+        Err(err) => Err(classify(bytes, err)),
+    }
+}
+
+/// Decodes one text frame from the coordinator (for clients).
+pub fn decode_coordinator_message(bytes: &[u8]) -> Result<CoordinatorMessage, DecodeError> {
+    serde_json::from_slice(bytes).map_err(|err| DecodeError {
+        code: ErrorCode::InvalidMessage,
+        detail: err.to_string(),
+    })
+}
+
+fn classify(bytes: &[u8], err: serde_json::Error) -> DecodeError {
+    let value: Value = match serde_json::from_slice(bytes) {
+        Ok(value) => value,
+        Err(parse) => {
+            return DecodeError {
+                code: ErrorCode::InvalidJson,
+                detail: parse.to_string(),
+            }
+        }
+    };
+    let Some(object) = value.as_object() else {
+        return DecodeError {
+            code: ErrorCode::InvalidJson,
+            detail: "a message must be a JSON object".to_owned(),
+        };
+    };
+    match object.get("type").and_then(Value::as_str) {
+        Some(t) if AGENT_TYPES.contains(&t) => DecodeError {
+            code: ErrorCode::InvalidMessage,
+            detail: err.to_string(),
+        },
+        Some(t) => DecodeError {
+            code: ErrorCode::UnknownType,
+            detail: format!("unknown message type `{t}`"),
+        },
+        None => DecodeError {
+            code: ErrorCode::UnknownType,
+            detail: "the message has no string `type` field".to_owned(),
+        },
+    }
+}

@@ -1,0 +1,281 @@
+//! Protocol tests: decoding of every message, error classification, proptests.
+
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+use crate::client::Backoff;
+use crate::protocol::*;
+
+#[test]
+fn identify_accepts_string_and_object_capabilities_and_extra_fields() {
+    let m = decode_agent_message(
+        br#"{"type":"identify","agent_id":"a","token":"t","capabilities":["gpu",{"name":"arm","version":2}],"client_type":"x","protocol_version":1}"#,
+    )
+    .unwrap();
+    let AgentMessage::Identify { capabilities, .. } = m else {
+        panic!()
+    };
+    let names: Vec<&str> = capabilities.iter().map(CapabilityEntry::name).collect();
+    assert_eq!(names, ["gpu", "arm"]);
+}
+
+#[test]
+fn failed_reads_error_or_reason() {
+    let e =
+        decode_agent_message(br#"{"type":"task_failed","task_id":"t","generation":1,"error":"x"}"#)
+            .unwrap();
+    assert_eq!(e.failure_text(), Some("x"));
+    let r = decode_agent_message(
+        br#"{"type":"task_failed","task_id":"t","generation":1,"reason":"y"}"#,
+    )
+    .unwrap();
+    assert_eq!(r.failure_text(), Some("y"));
+}
+
+#[test]
+fn tokens_used_comes_from_the_message_or_the_result() {
+    let a = decode_agent_message(
+        br#"{"type":"task_complete","task_id":"t","generation":1,"result":{},"tokens_used":5}"#,
+    )
+    .unwrap();
+    assert_eq!(a.tokens_used(), Some(5));
+    let b = decode_agent_message(
+        br#"{"type":"task_complete","task_id":"t","generation":1,"result":{"tokens_used":9}}"#,
+    )
+    .unwrap();
+    assert_eq!(b.tokens_used(), Some(9));
+}
+
+#[test]
+fn errors_are_classified() {
+    assert_eq!(
+        decode_agent_message(b"{nope").unwrap_err().code,
+        ErrorCode::InvalidJson
+    );
+    assert_eq!(
+        decode_agent_message(b"[1,2]").unwrap_err().code,
+        ErrorCode::InvalidJson
+    );
+    assert_eq!(
+        decode_agent_message(br#"{"type":"dance"}"#)
+            .unwrap_err()
+            .code,
+        ErrorCode::UnknownType
+    );
+    assert_eq!(
+        decode_agent_message(br#"{"task_id":"t"}"#)
+            .unwrap_err()
+            .code,
+        ErrorCode::UnknownType
+    );
+    assert_eq!(
+        decode_agent_message(br#"{"type":"task_complete","task_id":"t"}"#)
+            .unwrap_err()
+            .code,
+        ErrorCode::InvalidMessage
+    );
+}
+
+#[test]
+fn coordinator_messages_use_the_wire_names() {
+    let m = CoordinatorMessage::TaskAssign {
+        task_id: "t".into(),
+        description: "d".into(),
+        metadata: json!({"k": 1}),
+        generation: 2,
+        assigned_at: 3,
+    };
+    let v: Value = serde_json::from_slice(&m.encode()).unwrap();
+    assert_eq!(
+        v,
+        json!({"type":"task_assign","task_id":"t","description":"d","metadata":{"k":1},"generation":2,"assigned_at":3})
+    );
+    let e = CoordinatorMessage::error(ErrorCode::StaleGeneration, Some("t"), "");
+    let v: Value = serde_json::from_slice(&e.encode()).unwrap();
+    assert_eq!(
+        v,
+        json!({"type":"error","error":"stale_generation","task_id":"t"})
+    );
+    let ack = CoordinatorMessage::TaskAck {
+        task_id: "t".into(),
+        status: "accepted".into(),
+    };
+    assert_eq!(
+        serde_json::to_value(&ack).unwrap(),
+        json!({"type":"task_ack","task_id":"t","status":"accepted"})
+    );
+}
+
+#[test]
+fn backoff_doubles_to_the_cap_with_jitter_and_resets() {
+    let mut b = Backoff::new(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
+    );
+    let steps: Vec<u64> = (0..8)
+        .map(|_| {
+            let s = b.current_step().as_secs();
+            let d = b.next_delay();
+            assert!(d.as_secs_f64() <= s as f64 && d.as_secs_f64() >= s as f64 * 0.8);
+            s
+        })
+        .collect();
+    assert_eq!(steps, [1, 2, 4, 8, 16, 32, 60, 60]);
+    b.reset();
+    assert_eq!(b.current_step().as_secs(), 1);
+}
+
+fn text() -> impl Strategy<Value = String> {
+    "[a-z0-9 _\\-\"\\\\é]{0,12}"
+}
+
+fn agent_message() -> impl Strategy<Value = AgentMessage> {
+    prop_oneof![
+        (
+            text(),
+            text(),
+            proptest::option::of(text()),
+            proptest::collection::vec(text(), 0..3)
+        )
+            .prop_map(|(agent_id, token, name, caps)| AgentMessage::Identify {
+                agent_id,
+                token,
+                name,
+                capabilities: caps.into_iter().map(CapabilityEntry::Name).collect(),
+                status: None,
+                client_type: Some("x".into()),
+            }),
+        Just(AgentMessage::Ping {}),
+        text().prop_map(|task_id| AgentMessage::TaskAccepted { task_id }),
+        (text(), proptest::option::of(0u64..100)).prop_map(|(task_id, p)| {
+            AgentMessage::TaskProgress {
+                task_id,
+                progress: p.map(Value::from),
+            }
+        }),
+        (
+            text(),
+            any::<u64>(),
+            text(),
+            proptest::option::of(any::<u64>())
+        )
+            .prop_map(
+                |(task_id, generation, r, tokens_used)| AgentMessage::TaskComplete {
+                    task_id,
+                    generation,
+                    result: json!({"out": r}),
+                    tokens_used
+                }
+            ),
+        (
+            text(),
+            any::<u64>(),
+            proptest::option::of(text()),
+            proptest::option::of(text())
+        )
+            .prop_map(
+                |(task_id, generation, error, reason)| AgentMessage::TaskFailed {
+                    task_id,
+                    generation,
+                    error,
+                    reason
+                }
+            ),
+        (text(), proptest::option::of(text()))
+            .prop_map(|(task_id, reason)| AgentMessage::TaskRejected { task_id, reason }),
+        text().prop_map(|task_id| AgentMessage::TaskRecovering { task_id }),
+    ]
+}
+
+fn coordinator_message() -> impl Strategy<Value = CoordinatorMessage> {
+    prop_oneof![
+        text().prop_map(|agent_id| CoordinatorMessage::Identified { agent_id }),
+        any::<u64>().prop_map(|timestamp| CoordinatorMessage::Pong { timestamp }),
+        (text(), text())
+            .prop_map(|(task_id, status)| CoordinatorMessage::TaskAck { task_id, status }),
+        (text(), text(), any::<u64>(), any::<u64>()).prop_map(
+            |(task_id, description, generation, assigned_at)| CoordinatorMessage::TaskAssign {
+                task_id,
+                description,
+                metadata: json!({}),
+                generation,
+                assigned_at
+            }
+        ),
+        text().prop_map(|task_id| CoordinatorMessage::TaskCancel { task_id }),
+        (text(), any::<u64>()).prop_map(|(task_id, generation)| CoordinatorMessage::TaskContinue {
+            task_id,
+            generation
+        }),
+        text().prop_map(|task_id| CoordinatorMessage::TaskReassign { task_id }),
+        (proptest::option::of(text()), proptest::option::of(text())).prop_map(
+            |(task_id, detail)| CoordinatorMessage::Error {
+                error: ErrorCode::NotAssigned,
+                task_id,
+                detail
+            }
+        ),
+    ]
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        text().prop_map(Value::from),
+        prop_oneof![
+            Just("identify"),
+            Just("task_complete"),
+            Just("task_failed"),
+            Just("ping")
+        ]
+        .prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            proptest::collection::btree_map(
+                prop_oneof![
+                    Just("type".to_owned()),
+                    Just("task_id".to_owned()),
+                    Just("generation".to_owned()),
+                    text()
+                ],
+                inner,
+                0..5
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000)
+    ))]
+
+    #[test]
+    fn agent_messages_round_trip(m in agent_message()) {
+        let bytes = serde_json::to_vec(&m).unwrap();
+        prop_assert_eq!(decode_agent_message(&bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn coordinator_messages_round_trip(m in coordinator_message()) {
+        prop_assert_eq!(decode_coordinator_message(&m.encode()).unwrap(), m);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = decode_agent_message(&bytes);
+    }
+
+    #[test]
+    fn arbitrary_json_never_panics(v in json_value()) {
+        let bytes = serde_json::to_vec(&v).unwrap();
+        if let Err(e) = decode_agent_message(&bytes) {
+            prop_assert!(matches!(e.code, ErrorCode::InvalidJson | ErrorCode::UnknownType | ErrorCode::InvalidMessage));
+        }
+    }
+}
