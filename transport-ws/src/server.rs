@@ -65,6 +65,8 @@ pub enum CloseCause {
 /// What a socket reports to its owner.
 #[derive(Debug)]
 pub enum SocketEventKind {
+    /// The socket is open; always the first event. Send to it with this handle.
+    Opened(SocketHandle),
     /// A well-formed message from the agent.
     Message(AgentMessage),
     /// The socket ended; nothing more will come from it.
@@ -247,6 +249,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut deadline = Instant::now() + silence;
     let mut fragments: Option<Vec<u8>> = None;
     let mut closing: Option<Instant> = None;
+    let opened = SocketEvent {
+        connection: handle.connection,
+        kind: SocketEventKind::Opened(handle.clone()),
+    };
+    if events.send(opened).await.is_err() {
+        handle.close(CLOSE_GOING_AWAY, "shutting down");
+        return;
+    }
     let outbound = handle.outbound.clone();
     let mut obligated = move |frame: Frame<'_>| {
         let item = match frame.opcode {

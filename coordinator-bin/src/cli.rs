@@ -1,0 +1,114 @@
+//! The command line: `serve`, `token`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Coordinator: a durable, fenced task queue that hands work to long-lived agents
+/// over WebSockets.
+#[derive(Debug, Parser)]
+#[command(name = "coordinator", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Run the coordinator service (HTTP API, agent WebSockets, SQLite storage).
+    Serve(ServeArgs),
+    /// Manage tokens directly in the database file (works while the service runs).
+    Token {
+        /// What to do with tokens.
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings of `coordinator serve`; each flag can also come from its environment variable.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "COORDINATOR_LISTEN", default_value = "127.0.0.1:4000")]
+    pub listen: String,
+    /// The SQLite database file (created on first start).
+    #[arg(long, env = "COORDINATOR_DB", default_value = "./coordinator.db")]
+    pub db: PathBuf,
+    /// Where the first admin token is written (default: the database path + `.admin-token`).
+    #[arg(long, env = "COORDINATOR_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Failures retried before the dead letter, for tasks that do not say.
+    #[arg(long, env = "COORDINATOR_MAX_RETRIES", default_value_t = 3)]
+    pub max_retries: u32,
+    /// An assigned task not accepted within this is reclaimed and its agent flagged `unresponsive`.
+    #[arg(long, env = "COORDINATOR_ACCEPT_TIMEOUT_MS", default_value_t = 60_000)]
+    pub accept_timeout_ms: u64,
+    /// A held task with no sign of life for this long is reclaimed.
+    #[arg(long, env = "COORDINATOR_STUCK_AFTER_MS", default_value_t = 300_000)]
+    pub stuck_after_ms: u64,
+    /// Period of the overdue/stuck sweep and retention cleaner.
+    #[arg(long, env = "COORDINATOR_SWEEP_INTERVAL_MS", default_value_t = 30_000)]
+    pub sweep_interval_ms: u64,
+    /// After a restart, how long a held task waits for its agent to recover it.
+    #[arg(long, env = "COORDINATOR_RECOVERY_GRACE_MS", default_value_t = 30_000)]
+    pub recovery_grace_ms: u64,
+    /// How often agent sockets are pinged.
+    #[arg(long, env = "COORDINATOR_PING_INTERVAL_MS", default_value_t = 30_000)]
+    pub ping_interval_ms: u64,
+    /// A socket silent for ping interval + this is dropped.
+    #[arg(long, env = "COORDINATOR_PONG_TIMEOUT_MS", default_value_t = 10_000)]
+    pub pong_timeout_ms: u64,
+    /// Largest WebSocket message (bigger closes the socket with 1009).
+    #[arg(long, env = "COORDINATOR_MAX_FRAME_BYTES", default_value_t = 1_048_576)]
+    pub max_frame_bytes: usize,
+    /// Largest HTTP request body (bigger is answered 413).
+    #[arg(long, env = "COORDINATOR_MAX_BODY_BYTES", default_value_t = 1_048_576)]
+    pub max_body_bytes: usize,
+    /// Log format.
+    #[arg(long, env = "COORDINATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Completed and cancelled tasks are deleted after this many hours.
+    #[arg(long, env = "COORDINATOR_RETENTION_HOURS", default_value_t = 168)]
+    pub retention_hours: u64,
+}
+
+/// `coordinator token ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print only the token on stdout.
+    Create {
+        /// The agent id the token authenticates (or the admin's name with --admin).
+        name: String,
+        /// Create an admin token instead of an agent token.
+        #[arg(long)]
+        admin: bool,
+        /// The database file.
+        #[arg(long, env = "COORDINATOR_DB", default_value = "./coordinator.db")]
+        db: PathBuf,
+    },
+    /// List tokens (never their secrets).
+    List {
+        /// The database file.
+        #[arg(long, env = "COORDINATOR_DB", default_value = "./coordinator.db")]
+        db: PathBuf,
+    },
+    /// Revoke every token of an agent id (or admin name).
+    Revoke {
+        /// The agent id or admin name.
+        name: String,
+        /// The database file.
+        #[arg(long, env = "COORDINATOR_DB", default_value = "./coordinator.db")]
+        db: PathBuf,
+    },
+}

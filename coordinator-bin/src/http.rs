@@ -1,0 +1,439 @@
+//! The HTTP API on hyper: routing, auth, and handlers that decode, call, encode.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use queue_core::{Priority, Status, TaskError};
+use scheduler::SchedulerError;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use transport_ws::server::{spawn_socket, SocketConfig, SocketEvent};
+
+use crate::api_error::ApiError;
+use crate::auth::{self, Authenticator, Identity};
+use crate::clock::now_ms;
+use crate::db::{self, ReadPool, TaskFilter};
+use crate::engine::Command;
+use crate::task_json::{parse_submission, task_json};
+
+/// Most tasks one batch submission may carry.
+pub const MAX_BATCH: usize = 1_000;
+
+/// Everything the handlers share.
+pub struct AppState {
+    /// The engine's inbox.
+    pub commands: mpsc::Sender<Command>,
+    /// The engine's socket inbox.
+    pub sockets: mpsc::Sender<SocketEvent>,
+    /// Read-only database connections.
+    pub reads: ReadPool,
+    /// Token checks.
+    pub auth: Authenticator,
+    /// Limits of agent sockets.
+    pub socket_config: SocketConfig,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// The database file (for token writes).
+    pub db_path: std::path::PathBuf,
+    /// When the service started.
+    pub started: Instant,
+    /// Connection ids for sockets.
+    pub next_connection: AtomicU64,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn json_response(status: StatusCode, value: &Value) -> Resp {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(value.to_string())))
+        .expect("static response parts are valid")
+}
+
+fn error_response(err: &ApiError) -> Resp {
+    json_response(err.status, &err.body())
+}
+
+/// Serves one request; never fails (errors become JSON answers).
+pub async fn handle(req: Request<Incoming>, state: Arc<AppState>) -> Result<Resp, Infallible> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let result = route(req, &state, &method, &path).await;
+    Ok(result.unwrap_or_else(|err| error_response(&err)))
+}
+
+async fn route(req: Request<Incoming>, state: &Arc<AppState>, method: &Method, path: &str) -> Result<Resp, ApiError> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (&Method::GET, ["health"]) => Ok(json_response(
+            StatusCode::OK,
+            &json!({"status": "ok", "uptime_ms": state.started.elapsed().as_millis() as u64}),
+        )),
+        (&Method::GET, ["metrics"]) => metrics(state).await,
+        (&Method::GET, ["ws"]) => upgrade(req, state),
+        (_, ["api", ..]) => {
+            let identity = authenticate(&req, state).await?;
+            api(req, state, method, &segments[1..], identity).await
+        }
+        _ => Err(ApiError::not_found(format!("no route for {method} {path}"))),
+    }
+}
+
+async fn api(
+    req: Request<Incoming>,
+    state: &Arc<AppState>,
+    method: &Method,
+    segments: &[&str],
+    identity: Identity,
+) -> Result<Resp, ApiError> {
+    let query = req.uri().query().unwrap_or("").to_owned();
+    match (method, segments) {
+        (&Method::POST, ["tasks"]) => {
+            let body = read_json(req, state.max_body_bytes).await?;
+            let task = parse_submission(&body, identity.name())?;
+            let receipts = submit(state, vec![task]).await?;
+            let r = &receipts[0];
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"status": "queued", "task_id": r.task_id, "priority": r.priority, "created_at": r.created_at}),
+            ))
+        }
+        (&Method::POST, ["tasks", "batch"]) => {
+            let body = read_json(req, state.max_body_bytes).await?;
+            let items = match &body {
+                Value::Array(items) => items,
+                Value::Object(o) => o
+                    .get("tasks")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| ApiError::bad_body("expected {\"tasks\": [...]} or a JSON array"))?,
+                _ => return Err(ApiError::bad_body("expected {\"tasks\": [...]} or a JSON array")),
+            };
+            if items.is_empty() || items.len() > MAX_BATCH {
+                return Err(ApiError::invalid_field(format!("a batch holds 1 to {MAX_BATCH} tasks")));
+            }
+            let mut tasks = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let task = parse_submission(item, identity.name()).map_err(|mut e| {
+                    e.detail = format!("task {i}: {}", e.detail);
+                    e
+                })?;
+                tasks.push(task);
+            }
+            let receipts = submit(state, tasks).await?;
+            let ids: Vec<&str> = receipts.iter().map(|r| r.task_id.as_str()).collect();
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"status": "queued", "count": ids.len(), "task_ids": ids}),
+            ))
+        }
+        (&Method::GET, ["tasks"]) => list(state, &query, None).await,
+        (&Method::GET, ["tasks", "dead-letter"]) => list(state, &query, Some(Status::DeadLetter)).await,
+        (&Method::GET, ["tasks", "stats"]) => stats(state).await,
+        (&Method::GET, ["tasks", id]) => {
+            let id = id.to_string();
+            let task = state.reads.run(move |c| db::get_task(c, &id)).await?;
+            let task = task.ok_or_else(|| ApiError::not_found("no task with this id"))?;
+            Ok(json_response(StatusCode::OK, &task_json(&task)))
+        }
+        (&Method::POST, ["tasks", id, "cancel"]) => cancel(state, id).await,
+        (&Method::POST, ["tasks", id, "retry"]) => retry(state, id).await,
+        (&Method::GET, ["agents"]) => {
+            let agents = agents(state).await?;
+            Ok(json_response(StatusCode::OK, &json!({"agents": agents})))
+        }
+        (&Method::GET, ["agents", id]) => {
+            let agents = agents(state).await?;
+            let agent = agents
+                .into_iter()
+                .find(|a| a.agent_id == *id)
+                .ok_or_else(|| ApiError::not_found("no agent with this id has connected"))?;
+            Ok(json_response(StatusCode::OK, &json!(agent)))
+        }
+        (_, ["admin", ..]) if !matches!(identity, Identity::Admin(_)) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this route needs an admin token",
+        )),
+        (&Method::POST, ["admin", "tokens"]) => {
+            let body = read_json(req, state.max_body_bytes).await?;
+            let who = match (body.get("agent_id").and_then(Value::as_str), body.get("admin").and_then(Value::as_str)) {
+                (Some(agent), None) if !agent.is_empty() => Identity::Agent(agent.to_owned()),
+                (None, Some(admin)) if !admin.is_empty() => Identity::Admin(admin.to_owned()),
+                _ => return Err(ApiError::invalid_field("give exactly one of agent_id or admin, non-empty")),
+            };
+            let path = state.db_path.clone();
+            let who2 = who.clone();
+            let token = tokio::task::spawn_blocking(move || {
+                let conn = db::open(&path)?;
+                auth::create_token(&conn, &who2, now_ms())
+            })
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))??;
+            let (kind, name) = match &who {
+                Identity::Admin(n) => ("admin", n),
+                Identity::Agent(n) => ("agent", n),
+            };
+            Ok(json_response(StatusCode::CREATED, &json!({"token": token, "kind": kind, "name": name})))
+        }
+        (&Method::GET, ["admin", "tokens"]) => {
+            let tokens = state.reads.run(auth::list_tokens).await?;
+            Ok(json_response(StatusCode::OK, &json!({"tokens": tokens})))
+        }
+        (&Method::DELETE, ["admin", "tokens", name]) => {
+            let path = state.db_path.clone();
+            let name = name.to_string();
+            let revoked = tokio::task::spawn_blocking(move || {
+                let conn = db::open(&path)?;
+                auth::revoke_tokens(&conn, &name, now_ms())
+            })
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))??;
+            if revoked == 0 {
+                return Err(ApiError::not_found("no live token for this name"));
+            }
+            Ok(json_response(StatusCode::OK, &json!({"revoked": revoked})))
+        }
+        _ => Err(ApiError::not_found("no such route")),
+    }
+}
+
+async fn authenticate(req: &Request<Incoming>, state: &AppState) -> Result<Identity, ApiError> {
+    let token = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing Authorization: Bearer <token>"))?;
+    state
+        .auth
+        .check(token)
+        .await
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown or revoked token"))
+}
+
+async fn read_json(req: Request<Incoming>, limit: usize) -> Result<Value, ApiError> {
+    let body = Limited::new(req.into_body(), limit).collect().await.map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body exceeds {limit} bytes"))
+        } else {
+            ApiError::bad_body(format!("cannot read the body: {e}"))
+        }
+    })?;
+    serde_json::from_slice(&body.to_bytes()).map_err(|e| ApiError::bad_body(format!("the body is not valid JSON: {e}")))
+}
+
+async fn ask<T>(state: &AppState, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    state.commands.send(make(tx)).await.map_err(|_| ApiError::unavailable())?;
+    rx.await.map_err(|_| ApiError::unavailable())
+}
+
+async fn submit(state: &AppState, tasks: Vec<queue_core::NewTask>) -> Result<Vec<crate::engine::Receipt>, ApiError> {
+    ask(state, |reply| Command::Submit { tasks, reply })
+        .await?
+        .map_err(|e| ApiError::invalid_field(e.to_string()))
+}
+
+async fn agents(state: &AppState) -> Result<Vec<crate::engine::AgentInfo>, ApiError> {
+    ask(state, |reply| Command::Agents { reply }).await
+}
+
+async fn cancel(state: &AppState, id: &str) -> Result<Resp, ApiError> {
+    let task_id = id.to_owned();
+    match ask(state, |reply| Command::Cancel { task_id, reply }).await? {
+        Ok(()) => Ok(json_response(StatusCode::OK, &json!({"status": "cancelled", "task_id": id}))),
+        Err(SchedulerError::Task(TaskError::NotFound(_))) => {
+            let id2 = id.to_owned();
+            match state.reads.run(move |c| db::get_task(c, &id2)).await? {
+                Some(task) => Err(ApiError::conflict(format!("the task is {}, which cannot be cancelled", task.status))),
+                None => Err(ApiError::not_found("no task with this id")),
+            }
+        }
+        Err(e) => Err(ApiError::conflict(e.to_string())),
+    }
+}
+
+async fn retry(state: &AppState, id: &str) -> Result<Resp, ApiError> {
+    let id2 = id.to_owned();
+    let record = state
+        .reads
+        .run(move |c| db::get_task(c, &id2))
+        .await?
+        .ok_or_else(|| ApiError::not_found("no task with this id"))?;
+    if record.status != Status::DeadLetter {
+        return Err(ApiError::conflict(format!("the task is {}, not in the dead letter", record.status)));
+    }
+    match ask(state, |reply| Command::Retry { record, reply }).await? {
+        Ok(()) => Ok(json_response(StatusCode::OK, &json!({"status": "queued", "task_id": id}))),
+        Err(e) => Err(ApiError::conflict(e.to_string())),
+    }
+}
+
+fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k), percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 3;
+                }
+                _ => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn list(state: &AppState, query: &str, forced: Option<Status>) -> Result<Resp, ApiError> {
+    let mut filter = TaskFilter {
+        status: forced,
+        limit: 100,
+        ..TaskFilter::default()
+    };
+    let mut after = None;
+    for (key, value) in query_pairs(query) {
+        if value.is_empty() {
+            continue;
+        }
+        match key.as_str() {
+            "status" if forced.is_none() => {
+                filter.status = Some(value.parse().map_err(|e: queue_core::UnknownStatus| ApiError::invalid_field(e.to_string()))?)
+            }
+            "priority" => {
+                filter.priority = Some(value.parse().map_err(|e: queue_core::UnknownPriority| ApiError::invalid_field(e.to_string()))?)
+            }
+            "assigned_to" => filter.assigned_to = Some(value),
+            "limit" => {
+                filter.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| ApiError::invalid_field("limit must be from 1 to 1000"))?
+            }
+            "after" => after = Some(value),
+            _ => {}
+        }
+    }
+    let _ = Priority::ALL;
+    let tasks = state
+        .reads
+        .run(move |c| {
+            if let Some(after) = after {
+                match db::task_seq(c, &after)? {
+                    Some(seq) => filter.after_seq = Some(seq),
+                    None => return Ok(Err(ApiError::invalid_field("`after` names no task"))),
+                }
+            }
+            Ok(Ok(db::list_tasks(c, &filter)?))
+        })
+        .await??;
+    let next = tasks.last().map(|t| t.id.to_string());
+    let items: Vec<Value> = tasks.iter().map(task_json).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"tasks": items, "count": items.len(), "next_after": next}),
+    ))
+}
+
+async fn stats(state: &AppState) -> Result<Resp, ApiError> {
+    let counts = state.reads.run(db::count_by_status_priority).await?;
+    let mut by_status = serde_json::Map::new();
+    let mut by_priority = serde_json::Map::new();
+    for s in Status::ALL {
+        by_status.insert(s.as_str().into(), json!(0));
+    }
+    for p in Priority::ALL {
+        by_priority.insert(p.as_str().into(), json!(0));
+    }
+    let mut total = 0;
+    let mut dead = 0;
+    for (status, priority, n) in counts {
+        total += n;
+        if status == "dead_letter" {
+            dead += n;
+        }
+        let s = by_status.entry(status).or_insert(json!(0));
+        *s = json!(s.as_u64().unwrap_or(0) + n);
+        let p = by_priority.entry(priority).or_insert(json!(0));
+        *p = json!(p.as_u64().unwrap_or(0) + n);
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"total": total, "by_status": by_status, "by_priority": by_priority, "dead_letter": dead}),
+    ))
+}
+
+async fn metrics(state: &AppState) -> Result<Resp, ApiError> {
+    let counts = state.reads.run(db::count_by_status_priority).await?;
+    let mut extra = String::from("# HELP coordinator_tasks Tasks in storage by status and lane.\n# TYPE coordinator_tasks gauge\n");
+    for (status, priority, n) in counts {
+        extra += &format!("coordinator_tasks{{status=\"{status}\",priority=\"{priority}\"}} {n}\n");
+    }
+    let agents = agents(state).await?;
+    extra += "# HELP coordinator_agents Known agents by state.\n# TYPE coordinator_agents gauge\n";
+    for state_name in ["offline", "idle", "assigned", "working", "blocked"] {
+        let n = agents.iter().filter(|a| a.state == state_name).count();
+        extra += &format!("coordinator_agents{{state=\"{state_name}\"}} {n}\n");
+    }
+    let text = crate::metrics::render(&extra);
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(Full::new(Bytes::from(text)))
+        .expect("static response parts are valid"))
+}
+
+fn upgrade(mut req: Request<Incoming>, state: &Arc<AppState>) -> Result<Resp, ApiError> {
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return Err(ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", "GET /ws needs a WebSocket upgrade"));
+    }
+    let (response, fut) = fastwebsockets::upgrade::upgrade(&mut req)
+        .map_err(|e| ApiError::bad_body(format!("bad WebSocket upgrade: {e}")))?;
+    let connection = state.next_connection.fetch_add(1, Ordering::Relaxed);
+    let config = state.socket_config.clone();
+    let events = state.sockets.clone();
+    tokio::spawn(async move {
+        match fut.await {
+            Ok(ws) => {
+                spawn_socket(ws, config, connection, events);
+            }
+            Err(e) => tracing::warn!(error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    let (parts, _) = response.into_parts();
+    Ok(Response::from_parts(parts, Full::new(Bytes::new())))
+}

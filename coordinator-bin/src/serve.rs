@@ -1,0 +1,202 @@
+//! `coordinator serve`: open storage, rebuild the core, serve until a signal.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use queue_core::QueueConfig;
+use scheduler::{Scheduler, SchedulerConfig};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use transport_ws::server::SocketConfig;
+
+use crate::auth::{self, Authenticator, Identity};
+use crate::cli::{LogFormat, ServeArgs};
+use crate::clock::now_ms;
+use crate::db;
+use crate::engine::{Engine, EngineConfig};
+use crate::http::{self, AppState};
+use crate::writer::Writer;
+
+type BoxError = Box<dyn std::error::Error>;
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs the service until SIGINT or SIGTERM.
+pub fn run(args: ServeArgs) -> Result<(), BoxError> {
+    init_logging(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(serve(args))
+}
+
+fn admin_token_path(args: &ServeArgs) -> PathBuf {
+    args.admin_token_file.clone().unwrap_or_else(|| {
+        let mut p = args.db.clone().into_os_string();
+        p.push(".admin-token");
+        PathBuf::from(p)
+    })
+}
+
+/// On the very first start, creates an admin token and writes it (mode 0600).
+fn bootstrap_admin(conn: &rusqlite::Connection, path: &Path) -> Result<(), BoxError> {
+    if db::meta_get(conn, "admin_bootstrapped")?.is_some() {
+        return Ok(());
+    }
+    let token = auth::create_token(conn, &Identity::Admin("admin".into()), now_ms())?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("cannot write the admin token file {}: {e}", path.display()))?;
+    writeln!(file, "{token}")?;
+    file.sync_all()?;
+    db::meta_set(conn, "admin_bootstrapped", &now_ms().to_string())?;
+    tracing::info!(path = %path.display(), "first start: admin token written (mode 0600)");
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> Result<(), BoxError> {
+    let conn = db::open(&args.db)?;
+    let _lock = db::lock_exclusive(&args.db)?;
+    bootstrap_admin(&conn, &admin_token_path(&args))?;
+
+    let started = Instant::now();
+    let records = db::load_live_tasks(&conn)?;
+    let n_live = records.len();
+    let config = SchedulerConfig {
+        queue: QueueConfig {
+            default_max_retries: args.max_retries,
+            stuck_after_ms: args.stuck_after_ms,
+        },
+        accept_timeout_ms: args.accept_timeout_ms,
+        recovery_grace_ms: args.recovery_grace_ms,
+        reject_backoff_ms: 1_000,
+    };
+    let scheduler = Scheduler::restore(config, now_ms(), records)?;
+    tracing::info!(live_tasks = n_live, elapsed_ms = started.elapsed().as_millis() as u64, db = %args.db.display(), "state restored");
+
+    let (committed_tx, committed_rx) = mpsc::unbounded_channel();
+    let writer = Writer::start(conn, args.db.clone(), committed_tx);
+    let auth = Authenticator::new(&args.db)?;
+    let (commands_tx, commands_rx) = mpsc::channel(4096);
+    let (sockets_tx, sockets_rx) = mpsc::channel(8192);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let engine = Engine::new(
+        scheduler,
+        writer,
+        auth.clone(),
+        commands_tx.clone(),
+        EngineConfig {
+            sweep_interval: Duration::from_millis(args.sweep_interval_ms.max(1)),
+            retention: Duration::from_secs(args.retention_hours * 3600),
+        },
+    );
+    let engine_task = tokio::spawn(engine.run(commands_rx, sockets_rx, committed_rx, shutdown_rx.clone()));
+
+    let state = Arc::new(AppState {
+        commands: commands_tx,
+        sockets: sockets_tx,
+        reads: db::ReadPool::new(&args.db),
+        auth,
+        socket_config: SocketConfig {
+            max_frame_bytes: args.max_frame_bytes,
+            ping_interval: Duration::from_millis(args.ping_interval_ms.max(1)),
+            pong_timeout: Duration::from_millis(args.pong_timeout_ms),
+            outbound_capacity: 1024,
+        },
+        max_body_bytes: args.max_body_bytes,
+        db_path: args.db.clone(),
+        started,
+        next_connection: AtomicU64::new(1),
+    });
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, "coordinator serving");
+
+    let mut shutdown = shutdown_rx.clone();
+    let signals = tokio::spawn(wait_for_signal(shutdown_tx));
+    let connections = Arc::new(tokio::sync::Semaphore::new(10_000));
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            continue;
+        };
+        let state = state.clone();
+        let mut conn_shutdown = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = service_fn(move |req| http::handle(req, state.clone()));
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = conn_shutdown.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+                }
+            }
+        });
+    }
+    tracing::info!("shutting down: no new connections; finishing in-flight work");
+    drop(listener);
+    let _ = engine_task.await;
+    signals.abort();
+    tracing::info!("bye");
+    Ok(())
+}
+
+async fn wait_for_signal(shutdown: watch::Sender<bool>) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                let _ = shutdown.send(true);
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    let _ = shutdown.send(true);
+}

@@ -1,0 +1,120 @@
+//! JSON views of tasks and the parsing of submissions.
+
+use queue_core::{NewTask, Priority, Task, TaskId};
+use serde_json::{json, Map, Value};
+
+use crate::api_error::ApiError;
+
+/// The full JSON record of a task, with history.
+pub fn task_json(task: &Task) -> Value {
+    let history: Vec<Value> = task
+        .history
+        .iter()
+        .map(|h| json!({"event": h.event.as_str(), "timestamp": h.timestamp_ms, "details": h.details}))
+        .collect();
+    json!({
+        "id": task.id.as_str(),
+        "description": &*task.description,
+        "metadata": parse_or_string(&task.metadata),
+        "priority": task.priority.as_str(),
+        "status": task.status.as_str(),
+        "assigned_to": task.assigned_to.as_ref().map(|a| a.as_str()),
+        "assigned_at": task.assigned_at_ms,
+        "generation": task.generation,
+        "retry_count": task.retry_count,
+        "max_retries": task.max_retries,
+        "complete_by": task.complete_by_ms,
+        "needed_capabilities": &*task.needed_capabilities,
+        "result": task.result.as_deref().map(parse_or_string),
+        "tokens_used": task.tokens_used,
+        "last_error": task.last_error,
+        "submitted_by": task.submitted_by,
+        "created_at": task.created_at_ms,
+        "updated_at": task.updated_at_ms,
+        "history": history,
+    })
+}
+
+fn parse_or_string(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+/// A fresh random task id (UUID version 4 text).
+pub fn new_task_id() -> TaskId {
+    let mut b = [0u8; 16];
+    getrandom::getrandom(&mut b).expect("the operating system provides randomness");
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    TaskId::from(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    ))
+}
+
+/// Reads one submission object. Wrong JSON kinds are 400s, bad values 422s.
+pub fn parse_submission(value: &Value, submitted_by: &str) -> Result<NewTask, ApiError> {
+    let object: &Map<String, Value> = value
+        .as_object()
+        .ok_or_else(|| ApiError::bad_body("a task must be a JSON object"))?;
+    let description = match object.get("description") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(Value::String(_)) => return Err(ApiError::invalid_field("description must not be empty")),
+        Some(_) => return Err(ApiError::bad_body("description must be a string")),
+        None => return Err(ApiError::invalid_field("description is required")),
+    };
+    let mut task = NewTask::new(new_task_id(), description);
+    task.submitted_by = Some(submitted_by.to_owned());
+    match object.get("metadata") {
+        None | Some(Value::Null) => {}
+        Some(m @ Value::Object(_)) => task.metadata = m.to_string(),
+        Some(_) => return Err(ApiError::invalid_field("metadata must be a JSON object")),
+    }
+    match object.get("priority") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(p)) => {
+            task.priority = p
+                .parse::<Priority>()
+                .map_err(|e| ApiError::invalid_field(e.to_string()))?
+        }
+        Some(_) => return Err(ApiError::bad_body("priority must be a string")),
+    }
+    match object.get("max_retries") {
+        None | Some(Value::Null) => {}
+        Some(v) => {
+            let n = v
+                .as_u64()
+                .filter(|n| *n <= 1_000)
+                .ok_or_else(|| ApiError::invalid_field("max_retries must be an integer from 0 to 1000"))?;
+            task.max_retries = Some(n as u32);
+        }
+    }
+    match object.get("complete_by") {
+        None | Some(Value::Null) => {}
+        Some(v) => {
+            task.complete_by_ms = Some(
+                v.as_u64()
+                    .ok_or_else(|| ApiError::invalid_field("complete_by must be milliseconds since the Unix epoch"))?,
+            )
+        }
+    }
+    match object.get("needed_capabilities") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            let mut names = Vec::with_capacity(items.len());
+            for item in items {
+                match item.as_str() {
+                    Some(s) if !s.is_empty() => names.push(s.to_owned()),
+                    _ => return Err(ApiError::invalid_field("needed_capabilities must be non-empty strings")),
+                }
+            }
+            task.needed_capabilities = names;
+        }
+        Some(_) => return Err(ApiError::invalid_field("needed_capabilities must be a list of strings")),
+    }
+    Ok(task)
+}
