@@ -51,7 +51,11 @@ impl ApiError {
 
     /// 503: shutting down.
     pub fn unavailable() -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the coordinator is shutting down")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the coordinator is shutting down",
+        )
     }
 
     /// The JSON body.

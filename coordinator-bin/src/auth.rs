@@ -61,7 +61,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Creates a token for `identity` and returns its secret (shown once).
-pub fn create_token(conn: &Connection, identity: &Identity, now_ms: u64) -> Result<String, DbError> {
+pub fn create_token(
+    conn: &Connection,
+    identity: &Identity,
+    now_ms: u64,
+) -> Result<String, DbError> {
     let token = generate_token();
     let (kind, name) = match identity {
         Identity::Admin(name) => ("admin", name),
@@ -84,7 +88,8 @@ pub fn revoke_tokens(conn: &Connection, name: &str, now_ms: u64) -> Result<usize
 
 /// Every token, oldest first.
 pub fn list_tokens(conn: &Connection) -> Result<Vec<TokenInfo>, DbError> {
-    let mut stmt = conn.prepare("SELECT kind, name, created_at, revoked_at FROM tokens ORDER BY id")?;
+    let mut stmt =
+        conn.prepare("SELECT kind, name, created_at, revoked_at FROM tokens ORDER BY id")?;
     let rows = stmt.query_map([], |r| {
         Ok(TokenInfo {
             kind: r.get(0)?,
@@ -162,6 +167,15 @@ impl Authenticator {
             };
         }
         found
+    }
+
+    /// Forgets the cached token table (after a revoke through the API).
+    pub fn invalidate(&self) {
+        if let Ok(mut snapshot) = self.snapshot.write() {
+            if let Some(stale) = Instant::now().checked_sub(CACHE_TTL * 2) {
+                snapshot.loaded_at = stale;
+            }
+        }
     }
 
     /// `Some(answer)` when the cache is fresh enough to answer.

@@ -57,7 +57,9 @@ CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The file is a SQLite database of some other program.
-    #[error("{0} is not a coordinator database (its application id is {1:#x}); refusing to touch it")]
+    #[error(
+        "{0} is not a coordinator database (its application id is {1:#x}); refusing to touch it"
+    )]
     NotOurs(PathBuf, i64),
     /// The file was written by a newer coordinator.
     #[error("{0} has schema version {1}, newer than this coordinator understands ({SCHEMA_VERSION}); upgrade the coordinator")]
@@ -106,8 +108,7 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), DbError> {
     let app_id: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if app_id == 0 {
-        let tables: i64 =
-            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
         if tables > 0 {
             return Err(DbError::NotOurs(path.to_owned(), app_id));
         }
@@ -158,7 +159,8 @@ const UPSERT: &str = "INSERT OR REPLACE INTO tasks (id, description, metadata, p
 /// Writes one task record (insert or replace).
 pub fn upsert_task(conn: &Connection, task: &Task) -> Result<(), rusqlite::Error> {
     let mut stmt = conn.prepare_cached(UPSERT)?;
-    let capabilities = serde_json::to_string(&*task.needed_capabilities).unwrap_or_else(|_| "[]".into());
+    let capabilities =
+        serde_json::to_string(&*task.needed_capabilities).unwrap_or_else(|_| "[]".into());
     stmt.execute(params![
         task.id.as_str(),
         &*task.description,
@@ -348,10 +350,11 @@ pub fn task_seq(conn: &Connection, id: &str) -> Result<Option<u64>, DbError> {
 
 /// Counts by status and priority.
 pub fn count_by_status_priority(conn: &Connection) -> Result<Vec<(String, String, u64)>, DbError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT status, priority, count(*) FROM tasks GROUP BY status, priority",
-    )?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))?;
+    let mut stmt = conn
+        .prepare_cached("SELECT status, priority, count(*) FROM tasks GROUP BY status, priority")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

@@ -10,7 +10,9 @@ use queue_core::{AgentId, Change, Completion, FailOutcome, NewTask, Recovery, Ta
 use scheduler::{Action, Scheduler, SchedulerError};
 use tokio::sync::{mpsc, oneshot, watch};
 use transport_ws::protocol::{AgentMessage, CoordinatorMessage, ErrorCode};
-use transport_ws::server::{SocketEvent, SocketEventKind, SocketHandle, CLOSE_GOING_AWAY, CLOSE_POLICY};
+use transport_ws::server::{
+    SocketEvent, SocketEventKind, SocketHandle, CLOSE_GOING_AWAY, CLOSE_POLICY,
+};
 
 use crate::auth::{Authenticator, Identity};
 use crate::clock::now_ms;
@@ -162,7 +164,10 @@ impl Engine {
         let mut sweep = tokio::time::interval(self.config.sweep_interval);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let timeout = self.scheduler.poll_timeout().map(|at| at.saturating_sub(now_ms()));
+            let timeout = self
+                .scheduler
+                .poll_timeout()
+                .map(|at| at.saturating_sub(now_ms()));
             let sleep = tokio::time::sleep(Duration::from_millis(timeout.unwrap_or(3_600_000)));
             tokio::select! {
                 biased;
@@ -210,7 +215,8 @@ impl Engine {
         }
         self.release();
         for conn in self.connections.values() {
-            conn.handle.close(CLOSE_GOING_AWAY, "coordinator shutting down");
+            conn.handle
+                .close(CLOSE_GOING_AWAY, "coordinator shutting down");
         }
         self.writer.shutdown();
         tracing::info!("engine stopped; everything acknowledged is committed");
@@ -240,7 +246,11 @@ impl Engine {
 
     /// Carries out every output whose changes are committed.
     fn release(&mut self) {
-        while self.outputs.front().is_some_and(|(seq, _)| *seq <= self.committed_seq) {
+        while self
+            .outputs
+            .front()
+            .is_some_and(|(seq, _)| *seq <= self.committed_seq)
+        {
             let (_, output) = self.outputs.pop_front().expect("checked");
             self.execute(output);
         }
@@ -259,7 +269,8 @@ impl Engine {
                 let Some(&connection) = self.agent_connection.get(&a.agent_id) else {
                     return;
                 };
-                let metadata = serde_json::from_str(&a.metadata).unwrap_or_else(|_| serde_json::json!({}));
+                let metadata =
+                    serde_json::from_str(&a.metadata).unwrap_or_else(|_| serde_json::json!({}));
                 let message = CoordinatorMessage::TaskAssign {
                     task_id: a.task_id.to_string(),
                     description: a.description.to_string(),
@@ -290,7 +301,8 @@ impl Engine {
             conn.handle.close(CLOSE_POLICY, "outbound queue overflow");
             if let Some(agent) = conn.agent.clone() {
                 tracing::warn!(agent_id = %agent, "agent too slow to read; dropping its connection");
-                self.scheduler.handle_slow_consumer(now_ms(), &agent, connection);
+                self.scheduler
+                    .handle_slow_consumer(now_ms(), &agent, connection);
                 self.drain_scheduler();
             }
         }
@@ -328,7 +340,12 @@ impl Engine {
     fn drain_scheduler(&mut self) {
         self.collect_changes();
         while let Some(action) = self.scheduler.poll_action() {
-            if let Action::Reclaimed { task_id, agent_id, reason } = &action {
+            if let Action::Reclaimed {
+                task_id,
+                agent_id,
+                reason,
+            } = &action
+            {
                 tracing::info!(task_id = %task_id, agent_id = %agent_id, reason = reason.as_str(), "task reclaimed");
                 crate::metrics::record_reclaim(reason.as_str());
             }
@@ -398,7 +415,11 @@ impl Engine {
                     current_task: agent.task().map(|h| h.task_id.to_string()),
                     generation: agent.task().map(|h| h.generation),
                     capabilities: agent.capabilities().names().to_vec(),
-                    flags: if agent.is_unresponsive() { vec!["unresponsive"] } else { vec![] },
+                    flags: if agent.is_unresponsive() {
+                        vec!["unresponsive"]
+                    } else {
+                        vec![]
+                    },
                     state_since: agent.state_since_ms(),
                     awaiting_recovery: view.awaiting_recovery,
                 }
@@ -412,7 +433,13 @@ impl Engine {
         let connection = event.connection;
         match event.kind {
             SocketEventKind::Opened(handle) => {
-                self.connections.insert(connection, Conn { handle, agent: None });
+                self.connections.insert(
+                    connection,
+                    Conn {
+                        handle,
+                        agent: None,
+                    },
+                );
             }
             SocketEventKind::Closed(cause) => {
                 if let Some(conn) = self.connections.remove(&connection) {
@@ -421,7 +448,8 @@ impl Engine {
                         if self.agent_connection.get(&agent) == Some(&connection) {
                             self.agent_connection.remove(&agent);
                         }
-                        self.scheduler.handle_disconnect(now_ms(), &agent, connection);
+                        self.scheduler
+                            .handle_disconnect(now_ms(), &agent, connection);
                     }
                 }
             }
@@ -438,20 +466,43 @@ impl Engine {
         let agent = conn.agent.clone();
         let now = now_ms();
         match (message, agent) {
-            (AgentMessage::Ping {}, _) => self.emit(Output::Frame(connection, CoordinatorMessage::Pong { timestamp: now })),
-            (AgentMessage::Identify { agent_id, token, name, capabilities, .. }, None) => {
+            (AgentMessage::Ping {}, _) => self.emit(Output::Frame(
+                connection,
+                CoordinatorMessage::Pong { timestamp: now },
+            )),
+            (
+                AgentMessage::Identify {
+                    agent_id,
+                    token,
+                    name,
+                    capabilities,
+                    ..
+                },
+                None,
+            ) => {
                 let auth = self.auth.clone();
                 let commands = self.commands.clone();
                 let capabilities = capabilities.iter().map(|c| c.name().to_owned()).collect();
                 tokio::spawn(async move {
                     let identity = auth.check(&token).await;
                     let _ = commands
-                        .send(Command::IdentifyChecked { connection, agent_id, name, capabilities, identity })
+                        .send(Command::IdentifyChecked {
+                            connection,
+                            agent_id,
+                            name,
+                            capabilities,
+                            identity,
+                        })
                         .await;
                 });
             }
             (AgentMessage::Identify { .. }, Some(_)) => {
-                self.protocol_error(connection, ErrorCode::InvalidState, None, "already identified");
+                self.protocol_error(
+                    connection,
+                    ErrorCode::InvalidState,
+                    None,
+                    "already identified",
+                );
             }
             (other, None) => {
                 let detail = format!("`{}` before a successful identify", other.type_name());
@@ -474,9 +525,10 @@ impl Engine {
         }
         let code = match &identity {
             None => Some((ErrorCode::InvalidToken, "the token is unknown or revoked")),
-            Some(Identity::Agent(owner)) if owner != &agent_id => {
-                Some((ErrorCode::TokenAgentMismatch, "the token belongs to another agent id"))
-            }
+            Some(Identity::Agent(owner)) if owner != &agent_id => Some((
+                ErrorCode::TokenAgentMismatch,
+                "the token belongs to another agent id",
+            )),
             Some(_) => None,
         };
         if let Some((code, detail)) = code {
@@ -490,7 +542,8 @@ impl Engine {
             if old != connection {
                 if let Some(conn) = self.connections.get_mut(&old) {
                     conn.agent = None;
-                    conn.handle.close(CLOSE_POLICY, "replaced by a new connection");
+                    conn.handle
+                        .close(CLOSE_POLICY, "replaced by a new connection");
                 }
             }
         }
@@ -501,7 +554,10 @@ impl Engine {
             self.agent_names.insert(agent.clone(), name);
         }
         tracing::info!(agent_id = %agent, capabilities = ?capabilities, "agent identified");
-        self.emit(Output::Frame(connection, CoordinatorMessage::Identified { agent_id }));
+        self.emit(Output::Frame(
+            connection,
+            CoordinatorMessage::Identified { agent_id },
+        ));
         self.scheduler
             .handle_connect(now_ms(), agent, Capabilities::new(capabilities), connection);
     }
@@ -511,39 +567,66 @@ impl Engine {
         let failure = message.failure_text().map(str::to_owned);
         let (task_id, result) = match message {
             AgentMessage::TaskAccepted { task_id } => {
-                let r = self.scheduler.handle_accepted(now, agent, &task_id).map(|()| Some("accepted"));
+                let r = self
+                    .scheduler
+                    .handle_accepted(now, agent, &task_id)
+                    .map(|()| Some("accepted"));
                 (task_id, r)
             }
             AgentMessage::TaskProgress { task_id, .. } => {
-                let r = self.scheduler.handle_progress(now, agent, &task_id).map(|()| None);
+                let r = self
+                    .scheduler
+                    .handle_progress(now, agent, &task_id)
+                    .map(|()| None);
                 (task_id, r)
             }
-            AgentMessage::TaskComplete { task_id, generation, result, .. } => {
-                let completion = Completion { result: result.to_string(), tokens_used };
+            AgentMessage::TaskComplete {
+                task_id,
+                generation,
+                result,
+                ..
+            } => {
+                let completion = Completion {
+                    result: result.to_string(),
+                    tokens_used,
+                };
                 let r = self
                     .scheduler
                     .handle_complete(now, agent, &task_id, generation, completion)
                     .map(|()| Some("complete"));
                 (task_id, r)
             }
-            AgentMessage::TaskFailed { task_id, generation, .. } => {
+            AgentMessage::TaskFailed {
+                task_id,
+                generation,
+                ..
+            } => {
                 let error = failure.unwrap_or_default();
-                let r = self.scheduler.handle_failed(now, agent, &task_id, generation, &error).map(|outcome| {
-                    Some(match outcome {
-                        FailOutcome::Retried => "retried",
-                        FailOutcome::DeadLettered => "dead_letter",
-                    })
-                });
+                let r = self
+                    .scheduler
+                    .handle_failed(now, agent, &task_id, generation, &error)
+                    .map(|outcome| {
+                        Some(match outcome {
+                            FailOutcome::Retried => "retried",
+                            FailOutcome::DeadLettered => "dead_letter",
+                        })
+                    });
                 (task_id, r)
             }
             AgentMessage::TaskRejected { task_id, reason } => {
                 let reason = reason.unwrap_or_else(|| "no reason given".to_owned());
-                let r = self.scheduler.handle_rejected(now, agent, &task_id, &reason).map(|()| Some("rejected"));
+                let r = self
+                    .scheduler
+                    .handle_rejected(now, agent, &task_id, &reason)
+                    .map(|()| Some("rejected"));
                 (task_id, r)
             }
             AgentMessage::TaskRecovering { task_id } => {
                 let reply = match self.scheduler.handle_recovering(now, agent, &task_id) {
-                    Ok(Recovery::Continue { generation }) => CoordinatorMessage::TaskContinue { task_id, generation },
+                    Ok(Recovery::Continue { generation }) => CoordinatorMessage::TaskContinue {
+                        task_id,
+                        generation,
+                    },
                     Ok(Recovery::Reassign) | Err(_) => CoordinatorMessage::TaskReassign { task_id },
                 };
                 self.emit(Output::Frame(connection, reply));
@@ -554,7 +637,10 @@ impl Engine {
         match result {
             Ok(Some(status)) => self.emit(Output::Frame(
                 connection,
-                CoordinatorMessage::TaskAck { task_id, status: status.to_owned() },
+                CoordinatorMessage::TaskAck {
+                    task_id,
+                    status: status.to_owned(),
+                },
             )),
             Ok(None) => {}
             Err(err) => {
@@ -564,9 +650,18 @@ impl Engine {
         }
     }
 
-    fn protocol_error(&mut self, connection: u64, code: ErrorCode, task_id: Option<&str>, detail: &str) {
+    fn protocol_error(
+        &mut self,
+        connection: u64,
+        code: ErrorCode,
+        task_id: Option<&str>,
+        detail: &str,
+    ) {
         crate::metrics::record_protocol_error(code.as_str());
-        self.emit(Output::Frame(connection, CoordinatorMessage::error(code, task_id, detail)));
+        self.emit(Output::Frame(
+            connection,
+            CoordinatorMessage::error(code, task_id, detail),
+        ));
     }
 }
 
@@ -574,9 +669,8 @@ impl Engine {
 fn error_code(err: &SchedulerError) -> (ErrorCode, String) {
     let code = match err {
         SchedulerError::Task(TaskError::StaleGeneration { .. }) => ErrorCode::StaleGeneration,
-        SchedulerError::Task(TaskError::NotAssigned(_)) | SchedulerError::Task(TaskError::NotFound(_)) => {
-            ErrorCode::NotAssigned
-        }
+        SchedulerError::Task(TaskError::NotAssigned(_))
+        | SchedulerError::Task(TaskError::NotFound(_)) => ErrorCode::NotAssigned,
         SchedulerError::UnknownAgent(_) => ErrorCode::NotIdentified,
         SchedulerError::Submit(_) => ErrorCode::InvalidMessage,
         _ => ErrorCode::InvalidState,
@@ -587,7 +681,11 @@ fn error_code(err: &SchedulerError) -> (ErrorCode, String) {
 fn log_change(change: &Change) {
     let task = change.task();
     // Progress reports refresh liveness without a history entry; they are not logged.
-    if let Some(entry) = task.history.back().filter(|e| e.timestamp_ms == task.updated_at_ms) {
+    if let Some(entry) = task
+        .history
+        .back()
+        .filter(|e| e.timestamp_ms == task.updated_at_ms)
+    {
         tracing::info!(
             task_id = %task.id,
             agent_id = task.assigned_to.as_ref().map(|a| a.as_str()).unwrap_or("-"),

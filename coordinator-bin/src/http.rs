@@ -70,7 +70,12 @@ pub async fn handle(req: Request<Incoming>, state: Arc<AppState>) -> Result<Resp
     Ok(result.unwrap_or_else(|err| error_response(&err)))
 }
 
-async fn route(req: Request<Incoming>, state: &Arc<AppState>, method: &Method, path: &str) -> Result<Resp, ApiError> {
+async fn route(
+    req: Request<Incoming>,
+    state: &Arc<AppState>,
+    method: &Method,
+    path: &str,
+) -> Result<Resp, ApiError> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
         (&Method::GET, ["health"]) => Ok(json_response(
@@ -110,14 +115,19 @@ async fn api(
             let body = read_json(req, state.max_body_bytes).await?;
             let items = match &body {
                 Value::Array(items) => items,
-                Value::Object(o) => o
-                    .get("tasks")
-                    .and_then(Value::as_array)
-                    .ok_or_else(|| ApiError::bad_body("expected {\"tasks\": [...]} or a JSON array"))?,
-                _ => return Err(ApiError::bad_body("expected {\"tasks\": [...]} or a JSON array")),
+                Value::Object(o) => o.get("tasks").and_then(Value::as_array).ok_or_else(|| {
+                    ApiError::bad_body("expected {\"tasks\": [...]} or a JSON array")
+                })?,
+                _ => {
+                    return Err(ApiError::bad_body(
+                        "expected {\"tasks\": [...]} or a JSON array",
+                    ))
+                }
             };
             if items.is_empty() || items.len() > MAX_BATCH {
-                return Err(ApiError::invalid_field(format!("a batch holds 1 to {MAX_BATCH} tasks")));
+                return Err(ApiError::invalid_field(format!(
+                    "a batch holds 1 to {MAX_BATCH} tasks"
+                )));
             }
             let mut tasks = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
@@ -135,7 +145,9 @@ async fn api(
             ))
         }
         (&Method::GET, ["tasks"]) => list(state, &query, None).await,
-        (&Method::GET, ["tasks", "dead-letter"]) => list(state, &query, Some(Status::DeadLetter)).await,
+        (&Method::GET, ["tasks", "dead-letter"]) => {
+            list(state, &query, Some(Status::DeadLetter)).await
+        }
         (&Method::GET, ["tasks", "stats"]) => stats(state).await,
         (&Method::GET, ["tasks", id]) => {
             let id = id.to_string();
@@ -164,10 +176,17 @@ async fn api(
         )),
         (&Method::POST, ["admin", "tokens"]) => {
             let body = read_json(req, state.max_body_bytes).await?;
-            let who = match (body.get("agent_id").and_then(Value::as_str), body.get("admin").and_then(Value::as_str)) {
+            let who = match (
+                body.get("agent_id").and_then(Value::as_str),
+                body.get("admin").and_then(Value::as_str),
+            ) {
                 (Some(agent), None) if !agent.is_empty() => Identity::Agent(agent.to_owned()),
                 (None, Some(admin)) if !admin.is_empty() => Identity::Admin(admin.to_owned()),
-                _ => return Err(ApiError::invalid_field("give exactly one of agent_id or admin, non-empty")),
+                _ => {
+                    return Err(ApiError::invalid_field(
+                        "give exactly one of agent_id or admin, non-empty",
+                    ))
+                }
             };
             let path = state.db_path.clone();
             let who2 = who.clone();
@@ -181,7 +200,10 @@ async fn api(
                 Identity::Admin(n) => ("admin", n),
                 Identity::Agent(n) => ("agent", n),
             };
-            Ok(json_response(StatusCode::CREATED, &json!({"token": token, "kind": kind, "name": name})))
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"token": token, "kind": kind, "name": name}),
+            ))
         }
         (&Method::GET, ["admin", "tokens"]) => {
             let tokens = state.reads.run(auth::list_tokens).await?;
@@ -199,6 +221,7 @@ async fn api(
             if revoked == 0 {
                 return Err(ApiError::not_found("no live token for this name"));
             }
+            state.auth.invalidate();
             Ok(json_response(StatusCode::OK, &json!({"revoked": revoked})))
         }
         _ => Err(ApiError::not_found("no such route")),
@@ -213,32 +236,60 @@ async fn authenticate(req: &Request<Incoming>, state: &AppState) -> Result<Ident
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing Authorization: Bearer <token>"))?;
-    state
-        .auth
-        .check(token)
-        .await
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown or revoked token"))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing Authorization: Bearer <token>",
+            )
+        })?;
+    state.auth.check(token).await.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown or revoked token",
+        )
+    })
 }
 
 async fn read_json(req: Request<Incoming>, limit: usize) -> Result<Value, ApiError> {
-    let body = Limited::new(req.into_body(), limit).collect().await.map_err(|e| {
-        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body exceeds {limit} bytes"))
-        } else {
-            ApiError::bad_body(format!("cannot read the body: {e}"))
-        }
-    })?;
-    serde_json::from_slice(&body.to_bytes()).map_err(|e| ApiError::bad_body(format!("the body is not valid JSON: {e}")))
+    let body = Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("the body exceeds {limit} bytes"),
+                )
+            } else {
+                ApiError::bad_body(format!("cannot read the body: {e}"))
+            }
+        })?;
+    serde_json::from_slice(&body.to_bytes())
+        .map_err(|e| ApiError::bad_body(format!("the body is not valid JSON: {e}")))
 }
 
-async fn ask<T>(state: &AppState, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ApiError> {
+async fn ask<T>(
+    state: &AppState,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, ApiError> {
     let (tx, rx) = oneshot::channel();
-    state.commands.send(make(tx)).await.map_err(|_| ApiError::unavailable())?;
+    state
+        .commands
+        .send(make(tx))
+        .await
+        .map_err(|_| ApiError::unavailable())?;
     rx.await.map_err(|_| ApiError::unavailable())
 }
 
-async fn submit(state: &AppState, tasks: Vec<queue_core::NewTask>) -> Result<Vec<crate::engine::Receipt>, ApiError> {
+async fn submit(
+    state: &AppState,
+    tasks: Vec<queue_core::NewTask>,
+) -> Result<Vec<crate::engine::Receipt>, ApiError> {
     ask(state, |reply| Command::Submit { tasks, reply })
         .await?
         .map_err(|e| ApiError::invalid_field(e.to_string()))
@@ -251,11 +302,17 @@ async fn agents(state: &AppState) -> Result<Vec<crate::engine::AgentInfo>, ApiEr
 async fn cancel(state: &AppState, id: &str) -> Result<Resp, ApiError> {
     let task_id = id.to_owned();
     match ask(state, |reply| Command::Cancel { task_id, reply }).await? {
-        Ok(()) => Ok(json_response(StatusCode::OK, &json!({"status": "cancelled", "task_id": id}))),
+        Ok(()) => Ok(json_response(
+            StatusCode::OK,
+            &json!({"status": "cancelled", "task_id": id}),
+        )),
         Err(SchedulerError::Task(TaskError::NotFound(_))) => {
             let id2 = id.to_owned();
             match state.reads.run(move |c| db::get_task(c, &id2)).await? {
-                Some(task) => Err(ApiError::conflict(format!("the task is {}, which cannot be cancelled", task.status))),
+                Some(task) => Err(ApiError::conflict(format!(
+                    "the task is {}, which cannot be cancelled",
+                    task.status
+                ))),
                 None => Err(ApiError::not_found("no task with this id")),
             }
         }
@@ -271,10 +328,16 @@ async fn retry(state: &AppState, id: &str) -> Result<Resp, ApiError> {
         .await?
         .ok_or_else(|| ApiError::not_found("no task with this id"))?;
     if record.status != Status::DeadLetter {
-        return Err(ApiError::conflict(format!("the task is {}, not in the dead letter", record.status)));
+        return Err(ApiError::conflict(format!(
+            "the task is {}, not in the dead letter",
+            record.status
+        )));
     }
     match ask(state, |reply| Command::Retry { record, reply }).await? {
-        Ok(()) => Ok(json_response(StatusCode::OK, &json!({"status": "queued", "task_id": id}))),
+        Ok(()) => Ok(json_response(
+            StatusCode::OK,
+            &json!({"status": "queued", "task_id": id}),
+        )),
         Err(e) => Err(ApiError::conflict(e.to_string())),
     }
 }
@@ -331,10 +394,15 @@ async fn list(state: &AppState, query: &str, forced: Option<Status>) -> Result<R
         }
         match key.as_str() {
             "status" if forced.is_none() => {
-                filter.status = Some(value.parse().map_err(|e: queue_core::UnknownStatus| ApiError::invalid_field(e.to_string()))?)
+                filter.status = Some(value.parse().map_err(|e: queue_core::UnknownStatus| {
+                    ApiError::invalid_field(e.to_string())
+                })?)
             }
             "priority" => {
-                filter.priority = Some(value.parse().map_err(|e: queue_core::UnknownPriority| ApiError::invalid_field(e.to_string()))?)
+                filter.priority =
+                    Some(value.parse().map_err(|e: queue_core::UnknownPriority| {
+                        ApiError::invalid_field(e.to_string())
+                    })?)
             }
             "assigned_to" => filter.assigned_to = Some(value),
             "limit" => {
@@ -412,14 +480,21 @@ async fn metrics(state: &AppState) -> Result<Resp, ApiError> {
     let text = crate::metrics::render(&extra);
     Ok(Response::builder()
         .status(StatusCode::OK)
-        .header(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .header(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
         .body(Full::new(Bytes::from(text)))
         .expect("static response parts are valid"))
 }
 
 fn upgrade(mut req: Request<Incoming>, state: &Arc<AppState>) -> Result<Resp, ApiError> {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        return Err(ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", "GET /ws needs a WebSocket upgrade"));
+        return Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "GET /ws needs a WebSocket upgrade",
+        ));
     }
     let (response, fut) = fastwebsockets::upgrade::upgrade(&mut req)
         .map_err(|e| ApiError::bad_body(format!("bad WebSocket upgrade: {e}")))?;

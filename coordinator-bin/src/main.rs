@@ -39,15 +39,28 @@ fn token(command: TokenCommand) -> Result<(), Box<dyn std::error::Error>> {
     match command {
         TokenCommand::Create { name, admin, db } => {
             let conn = db::open(&db)?;
-            let identity = if admin { Identity::Admin(name) } else { Identity::Agent(name) };
+            let identity = if admin {
+                Identity::Admin(name)
+            } else {
+                Identity::Agent(name)
+            };
             println!("{}", auth::create_token(&conn, &identity, clock::now_ms())?);
         }
         TokenCommand::List { db } => {
             let conn = db::open(&db)?;
-            println!("{:<6} {:<32} {:<15} REVOKED_AT", "KIND", "NAME", "CREATED_AT");
+            println!(
+                "{:<6} {:<32} {:<15} REVOKED_AT",
+                "KIND", "NAME", "CREATED_AT"
+            );
             for t in auth::list_tokens(&conn)? {
-                let revoked = t.revoked_at.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
-                println!("{:<6} {:<32} {:<15} {}", t.kind, t.name, t.created_at, revoked);
+                let revoked = t
+                    .revoked_at
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<6} {:<32} {:<15} {}",
+                    t.kind, t.name, t.created_at, revoked
+                );
             }
         }
         TokenCommand::Revoke { name, db } => {

@@ -63,18 +63,58 @@ fn metrics() -> &'static Metrics {
             registry: Registry::default(),
         };
         registry.register("tasks_submitted", "Tasks submitted", m.submitted.clone());
-        registry.register("tasks_assigned", "Task assignments pushed to agents", m.assigned.clone());
+        registry.register(
+            "tasks_assigned",
+            "Task assignments pushed to agents",
+            m.assigned.clone(),
+        );
         registry.register("tasks_completed", "Tasks completed", m.completed.clone());
-        registry.register("tasks_retried", "Failures that sent a task back to the queue", m.retried.clone());
-        registry.register("tasks_dead_lettered", "Tasks moved to the dead letter", m.dead_lettered.clone());
+        registry.register(
+            "tasks_retried",
+            "Failures that sent a task back to the queue",
+            m.retried.clone(),
+        );
+        registry.register(
+            "tasks_dead_lettered",
+            "Tasks moved to the dead letter",
+            m.dead_lettered.clone(),
+        );
         registry.register("tasks_cancelled", "Tasks cancelled", m.cancelled.clone());
-        registry.register("tasks_reclaimed", "Tasks taken back from agents, by reason", m.reclaimed.clone());
-        registry.register("protocol_errors", "Error frames sent to agents, by code", m.protocol_errors.clone());
-        registry.register("ws_messages_received", "WebSocket messages received, by type", m.frames.clone());
-        registry.register("writer_batch_rows", "Rows written per group commit", m.batch_rows.clone());
-        registry.register("writer_commit_seconds", "Duration of a group commit", m.commit_seconds.clone());
-        registry.register("submit_to_assign_seconds", "Time from submission to first assignment", m.submit_to_assign.clone());
-        registry.register("submit_to_complete_seconds", "Time from submission to completion", m.submit_to_complete.clone());
+        registry.register(
+            "tasks_reclaimed",
+            "Tasks taken back from agents, by reason",
+            m.reclaimed.clone(),
+        );
+        registry.register(
+            "protocol_errors",
+            "Error frames sent to agents, by code",
+            m.protocol_errors.clone(),
+        );
+        registry.register(
+            "ws_messages_received",
+            "WebSocket messages received, by type",
+            m.frames.clone(),
+        );
+        registry.register(
+            "writer_batch_rows",
+            "Rows written per group commit",
+            m.batch_rows.clone(),
+        );
+        registry.register(
+            "writer_commit_seconds",
+            "Duration of a group commit",
+            m.commit_seconds.clone(),
+        );
+        registry.register(
+            "submit_to_assign_seconds",
+            "Time from submission to first assignment",
+            m.submit_to_assign.clone(),
+        );
+        registry.register(
+            "submit_to_complete_seconds",
+            "Time from submission to completion",
+            m.submit_to_complete.clone(),
+        );
         Metrics { registry, ..m }
     })
 }
@@ -83,7 +123,11 @@ fn metrics() -> &'static Metrics {
 pub fn record_change(change: &Change) {
     let m = metrics();
     let task = change.task();
-    let Some(entry) = task.history.back().filter(|e| e.timestamp_ms == task.updated_at_ms) else {
+    let Some(entry) = task
+        .history
+        .back()
+        .filter(|e| e.timestamp_ms == task.updated_at_ms)
+    else {
         return;
     };
     let since_submit = entry.timestamp_ms.saturating_sub(task.created_at_ms) as f64 / 1000.0;
@@ -116,17 +160,26 @@ pub fn record_change(change: &Change) {
 
 /// Counts a reclaim.
 pub fn record_reclaim(reason: &'static str) {
-    metrics().reclaimed.get_or_create(&ReasonLabel { reason }).inc();
+    metrics()
+        .reclaimed
+        .get_or_create(&ReasonLabel { reason })
+        .inc();
 }
 
 /// Counts an error frame.
 pub fn record_protocol_error(code: &'static str) {
-    metrics().protocol_errors.get_or_create(&CodeLabel { code }).inc();
+    metrics()
+        .protocol_errors
+        .get_or_create(&CodeLabel { code })
+        .inc();
 }
 
 /// Counts a received message.
 pub fn record_frame(kind: &'static str) {
-    metrics().frames.get_or_create(&TypeLabel { r#type: kind }).inc();
+    metrics()
+        .frames
+        .get_or_create(&TypeLabel { r#type: kind })
+        .inc();
 }
 
 /// Records one group commit.

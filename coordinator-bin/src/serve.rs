@@ -28,7 +28,9 @@ type BoxError = Box<dyn std::error::Error>;
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -38,7 +40,9 @@ fn init_logging(format: LogFormat) {
 /// Runs the service until SIGINT or SIGTERM.
 pub fn run(args: ServeArgs) -> Result<(), BoxError> {
     init_logging(args.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(serve(args))
 }
 
@@ -109,7 +113,8 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
             retention: Duration::from_secs(args.retention_hours * 3600),
         },
     );
-    let engine_task = tokio::spawn(engine.run(commands_rx, sockets_rx, committed_rx, shutdown_rx.clone()));
+    let engine_task =
+        tokio::spawn(engine.run(commands_rx, sockets_rx, committed_rx, shutdown_rx.clone()));
 
     let state = Arc::new(AppState {
         commands: commands_tx,
@@ -183,14 +188,15 @@ async fn wait_for_signal(shutdown: watch::Sender<bool>) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                let _ = shutdown.send(true);
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    let _ = shutdown.send(true);
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

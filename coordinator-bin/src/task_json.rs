@@ -63,7 +63,9 @@ pub fn parse_submission(value: &Value, submitted_by: &str) -> Result<NewTask, Ap
         .ok_or_else(|| ApiError::bad_body("a task must be a JSON object"))?;
     let description = match object.get("description") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-        Some(Value::String(_)) => return Err(ApiError::invalid_field("description must not be empty")),
+        Some(Value::String(_)) => {
+            return Err(ApiError::invalid_field("description must not be empty"))
+        }
         Some(_) => return Err(ApiError::bad_body("description must be a string")),
         None => return Err(ApiError::invalid_field("description is required")),
     };
@@ -86,20 +88,18 @@ pub fn parse_submission(value: &Value, submitted_by: &str) -> Result<NewTask, Ap
     match object.get("max_retries") {
         None | Some(Value::Null) => {}
         Some(v) => {
-            let n = v
-                .as_u64()
-                .filter(|n| *n <= 1_000)
-                .ok_or_else(|| ApiError::invalid_field("max_retries must be an integer from 0 to 1000"))?;
+            let n = v.as_u64().filter(|n| *n <= 1_000).ok_or_else(|| {
+                ApiError::invalid_field("max_retries must be an integer from 0 to 1000")
+            })?;
             task.max_retries = Some(n as u32);
         }
     }
     match object.get("complete_by") {
         None | Some(Value::Null) => {}
         Some(v) => {
-            task.complete_by_ms = Some(
-                v.as_u64()
-                    .ok_or_else(|| ApiError::invalid_field("complete_by must be milliseconds since the Unix epoch"))?,
-            )
+            task.complete_by_ms = Some(v.as_u64().ok_or_else(|| {
+                ApiError::invalid_field("complete_by must be milliseconds since the Unix epoch")
+            })?)
         }
     }
     match object.get("needed_capabilities") {
@@ -109,12 +109,20 @@ pub fn parse_submission(value: &Value, submitted_by: &str) -> Result<NewTask, Ap
             for item in items {
                 match item.as_str() {
                     Some(s) if !s.is_empty() => names.push(s.to_owned()),
-                    _ => return Err(ApiError::invalid_field("needed_capabilities must be non-empty strings")),
+                    _ => {
+                        return Err(ApiError::invalid_field(
+                            "needed_capabilities must be non-empty strings",
+                        ))
+                    }
                 }
             }
             task.needed_capabilities = names;
         }
-        Some(_) => return Err(ApiError::invalid_field("needed_capabilities must be a list of strings")),
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "needed_capabilities must be a list of strings",
+            ))
+        }
     }
     Ok(task)
 }

@@ -48,7 +48,11 @@ impl Writer {
     /// Starts the writer thread on `conn`. Committed batch numbers come out of
     /// `committed`. A failed commit stops the process: a state that is not on disk
     /// must never be served.
-    pub fn start(conn: Connection, db_path: PathBuf, committed: mpsc::UnboundedSender<Committed>) -> Writer {
+    pub fn start(
+        conn: Connection,
+        db_path: PathBuf,
+        committed: mpsc::UnboundedSender<Committed>,
+    ) -> Writer {
         let (jobs, rx) = std_mpsc::channel();
         let thread = thread::Builder::new()
             .name("sqlite-writer".into())
@@ -110,19 +114,30 @@ fn run(
             }
             Err(err) => {
                 tracing::error!(error = %err, db = %db_path.display(), "commit failed; stopping so that nothing is acknowledged that is not on disk");
-                eprintln!("coordinator: commit to {} failed: {err}; stopping", db_path.display());
+                eprintln!(
+                    "coordinator: commit to {} failed: {err}; stopping",
+                    db_path.display()
+                );
                 std::process::exit(3);
             }
         }
     }
 }
 
-fn write_group(conn: &Connection, batches: &[(u64, Vec<Change>)], cleanups: &[u64]) -> Result<usize, rusqlite::Error> {
+fn write_group(
+    conn: &Connection,
+    batches: &[(u64, Vec<Change>)],
+    cleanups: &[u64],
+) -> Result<usize, rusqlite::Error> {
     let tx = conn.unchecked_transaction()?;
     // Only the newest record of each task needs writing.
     let mut seen = HashSet::new();
     let mut rows = 0;
-    for change in batches.iter().rev().flat_map(|(_, changes)| changes.iter().rev()) {
+    for change in batches
+        .iter()
+        .rev()
+        .flat_map(|(_, changes)| changes.iter().rev())
+    {
         let task = change.task();
         if seen.insert(task.id.clone()) {
             db::upsert_task(&tx, task)?;

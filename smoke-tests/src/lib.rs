@@ -1,1 +1,7 @@
-//! placeholder
+//! Helpers to drive the real `coordinator` binary from tests and the load
+//! generator: start it on a free port with a temporary database, talk HTTP to it,
+//! and stop or kill it.
+#![warn(missing_docs)]
+
+pub mod harness;
+pub mod http;

@@ -114,6 +114,8 @@ impl Sender {
 pub struct Connection {
     sender: Sender,
     incoming: mpsc::Receiver<CoordinatorMessage>,
+    /// Dropping the connection drops this, which makes the writer say goodbye.
+    _closer: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Connection {
@@ -191,9 +193,14 @@ impl Connection {
         let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
         let (control_tx, mut control_rx) = mpsc::channel::<Frame<'static>>(16);
         let (in_tx, in_rx) = mpsc::channel(256);
+        let (closer, mut closed) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             loop {
                 let result = tokio::select! {
+                    _ = &mut closed => {
+                        let _ = write.write_frame(Frame::close(1000, b"bye")).await;
+                        return;
+                    }
                     text = out_rx.recv() => match text {
                         Some(text) => write.write_frame(Frame::text(Payload::Owned(text))).await,
                         None => {
@@ -247,6 +254,7 @@ impl Connection {
         Ok(Connection {
             sender: Sender { outgoing: out_tx },
             incoming: in_rx,
+            _closer: closer,
         })
     }
 

@@ -1,0 +1,106 @@
+//! A tiny HTTP/1.1 JSON client on hyper, for tests and the load generator.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+/// One keep-alive connection to the coordinator.
+pub struct Client {
+    addr: String,
+    token: Option<String>,
+    sender: Option<http1::SendRequest<Full<Bytes>>>,
+}
+
+/// A response: status and JSON body (or the raw text as a JSON string).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The body.
+    pub body: Value,
+}
+
+impl Client {
+    /// A client for `addr` (`127.0.0.1:PORT`) sending `token` as a bearer token.
+    pub fn new(addr: &str, token: Option<&str>) -> Client {
+        Client {
+            addr: addr.to_owned(),
+            token: token.map(str::to_owned),
+            sender: None,
+        }
+    }
+
+    async fn connect(&mut self) -> std::io::Result<&mut http1::SendRequest<Full<Bytes>>> {
+        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
+            let stream = TcpStream::connect(&self.addr).await?;
+            let _ = stream.set_nodelay(true);
+            let (sender, conn) = http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(std::io::Error::other)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            self.sender = Some(sender);
+        }
+        Ok(self.sender.as_mut().expect("just connected"))
+    }
+
+    /// Sends a request with a raw body.
+    pub async fn raw(&mut self, method: &str, path: &str, body: Vec<u8>) -> std::io::Result<Reply> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.clone())
+            .header("content-type", "application/json");
+        if let Some(token) = &self.token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body)))
+            .map_err(std::io::Error::other)?;
+        let sender = self.connect().await?;
+        sender.ready().await.map_err(std::io::Error::other)?;
+        let response = match sender.send_request(request).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.sender = None;
+                return Err(std::io::Error::other(e));
+            }
+        };
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(std::io::Error::other)?
+            .to_bytes();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Ok(Reply { status, body })
+    }
+
+    /// Sends a JSON request.
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> std::io::Result<Reply> {
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        self.raw(method, path, bytes).await
+    }
+
+    /// GET.
+    pub async fn get(&mut self, path: &str) -> std::io::Result<Reply> {
+        self.send("GET", path, None).await
+    }
+
+    /// POST with a JSON body.
+    pub async fn post(&mut self, path: &str, body: &Value) -> std::io::Result<Reply> {
+        self.send("POST", path, Some(body)).await
+    }
+}

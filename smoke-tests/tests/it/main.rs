@@ -1,0 +1,7 @@
+//! End-to-end tests against the real `coordinator` binary.
+
+mod agents;
+mod api;
+mod crash;
+mod protocol;
+mod sim;
