@@ -161,7 +161,7 @@ impl Harness {
                 let idx = self.ids.len();
                 let id = TaskId::from(format!("t{idx}"));
                 let priority = Priority::ALL[priority as usize];
-                let complete_by_ms = (idx % 4 == 0).then_some(now + 300);
+                let complete_by_ms = idx.is_multiple_of(4).then_some(now + 300);
                 let mut new = NewTask::new(id.clone(), "work")
                     .with_priority(priority)
                     .with_max_retries(max_retries as u32);

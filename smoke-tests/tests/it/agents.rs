@@ -72,6 +72,19 @@ async fn ten_tasks_two_agents_all_complete() {
         !a.completed().is_empty() && !b.completed().is_empty(),
         "both agents worked"
     );
+    let mut seen: Vec<String> = a
+        .completed()
+        .into_iter()
+        .chain(b.completed())
+        .map(|d| d.task_id)
+        .collect();
+    seen.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(
+        seen, expected,
+        "each task completed by exactly one agent, once"
+    );
     assert!(
         latencies.iter().all(|l| *l < 5_000),
         "submit→assign latencies {latencies:?}"
