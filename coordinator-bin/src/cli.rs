@@ -19,6 +19,9 @@ pub struct Cli {
 pub enum Commands {
     /// Run the coordinator service (HTTP API, agent WebSockets, SQLite storage).
     Serve(ServeArgs),
+    /// Run a command-line program as an agent: one task at a time, the task JSON on
+    /// its stdin, its stdout as the result.
+    Agent(crate::runner::config::AgentArgs),
     /// Manage tokens directly in the database file (works while the service runs).
     Token {
         /// What to do with tokens.

@@ -9,6 +9,7 @@ mod db;
 mod engine;
 mod http;
 mod metrics;
+mod runner;
 mod serve;
 mod task_json;
 mod writer;
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Commands::Serve(args) => serve::run(args),
         Commands::Token { command } => token(command),
+        Commands::Agent(args) => args.resolve().and_then(runner::run).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,6 +15,11 @@ pub struct Client {
     sender: Option<http1::SendRequest<Full<Bytes>>>,
 }
 
+enum Attempt {
+    NotSent(std::io::Error),
+    Failed(std::io::Error),
+}
+
 /// A response: status and JSON body (or the raw text as a JSON string).
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -49,8 +54,26 @@ impl Client {
         Ok(self.sender.as_mut().expect("just connected"))
     }
 
-    /// Sends a request with a raw body.
+    /// Sends a request with a raw body. A request the server never saw (its
+    /// keep-alive connection had just closed) is sent once more on a new connection.
     pub async fn raw(&mut self, method: &str, path: &str, body: Vec<u8>) -> std::io::Result<Reply> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.try_once(method, path, body.clone()).await {
+                Err(Attempt::NotSent(_)) if attempts < 3 => {
+                    self.sender = None;
+                }
+                Err(Attempt::NotSent(e)) | Err(Attempt::Failed(e)) => {
+                    self.sender = None;
+                    return Err(e);
+                }
+                Ok(reply) => return Ok(reply),
+            }
+        }
+    }
+
+    async fn try_once(&mut self, method: &str, path: &str, body: Vec<u8>) -> Result<Reply, Attempt> {
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
@@ -61,22 +84,25 @@ impl Client {
         }
         let request = builder
             .body(Full::new(Bytes::from(body)))
-            .map_err(std::io::Error::other)?;
-        let sender = self.connect().await?;
-        sender.ready().await.map_err(std::io::Error::other)?;
-        let response = match sender.send_request(request).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.sender = None;
-                return Err(std::io::Error::other(e));
+            .map_err(|e| Attempt::Failed(std::io::Error::other(e)))?;
+        let sender = self.connect().await.map_err(Attempt::Failed)?;
+        sender
+            .ready()
+            .await
+            .map_err(|e| Attempt::NotSent(std::io::Error::other(e)))?;
+        let response = sender.send_request(request).await.map_err(|e| {
+            if e.is_canceled() {
+                Attempt::NotSent(std::io::Error::other(e))
+            } else {
+                Attempt::Failed(std::io::Error::other(e))
             }
-        };
+        })?;
         let status = response.status().as_u16();
         let bytes = response
             .into_body()
             .collect()
             .await
-            .map_err(std::io::Error::other)?
+            .map_err(|e| Attempt::Failed(std::io::Error::other(e)))?
             .to_bytes();
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
