@@ -249,3 +249,93 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A `coordinator agent` process (the bundled runner).
+pub struct RunnerProcess {
+    child: Option<Child>,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl RunnerProcess {
+    /// Starts `coordinator agent` for `agent_id` against `coordinator`, running
+    /// `exec` per task, with its state file in `dir`; `extra` flags are appended.
+    pub fn start(
+        coordinator: &Coordinator,
+        agent_id: &str,
+        exec: &str,
+        dir: &Path,
+        extra: &[&str],
+    ) -> RunnerProcess {
+        let token = coordinator.agent_token(agent_id);
+        let mut args: Vec<String> = vec![
+            "agent".into(),
+            "--hub".into(),
+            coordinator.ws_url(),
+            "--agent-id".into(),
+            agent_id.into(),
+            "--token".into(),
+            token,
+            "--exec".into(),
+            exec.into(),
+            "--state-file".into(),
+            dir.join(format!("{agent_id}-state.json"))
+                .display()
+                .to_string(),
+            "--backoff-initial-ms".into(),
+            "100".into(),
+            "--backoff-max-ms".into(),
+            "500".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut runner = RunnerProcess {
+            child: None,
+            args,
+            log: dir.join(format!("{agent_id}.log")),
+        };
+        runner.spawn();
+        runner
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("runner log");
+        let child = Command::new(coordinator_binary())
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start coordinator agent");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again with the same flags (and so the same state file).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for RunnerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -73,7 +73,12 @@ impl Client {
         }
     }
 
-    async fn try_once(&mut self, method: &str, path: &str, body: Vec<u8>) -> Result<Reply, Attempt> {
+    async fn try_once(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Reply, Attempt> {
         let mut builder = Request::builder()
             .method(method)
             .uri(path)

@@ -29,7 +29,12 @@ const STDERR_TAIL: usize = 2_048;
 
 /// Runs the task's command to its end (or until `cancel` turns true). Progress
 /// numbers read from `progress: N` lines go to `progress`.
-pub async fn run(task: &HeldTask, settings: &RunSettings, progress: mpsc::UnboundedSender<Value>, mut cancel: watch::Receiver<bool>) -> Option<Outcome> {
+pub async fn run(
+    task: &HeldTask,
+    settings: &RunSettings,
+    progress: mpsc::UnboundedSender<Value>,
+    mut cancel: watch::Receiver<bool>,
+) -> Option<Outcome> {
     let mut child = match Command::new("sh")
         .arg("-c")
         .arg(&settings.exec)
@@ -68,7 +73,10 @@ pub async fn run(task: &HeldTask, settings: &RunSettings, progress: mpsc::Unboun
         while let Ok(Some(line)) = lines.next_line().await {
             if let Some(rest) = line.strip_prefix("progress:") {
                 let rest = rest.trim();
-                let value = rest.parse::<f64>().map(Value::from).unwrap_or_else(|_| Value::from(rest));
+                let value = rest
+                    .parse::<f64>()
+                    .map(Value::from)
+                    .unwrap_or_else(|_| Value::from(rest));
                 let _ = progress.send(value);
                 continue;
             }
@@ -102,7 +110,9 @@ pub async fn run(task: &HeldTask, settings: &RunSettings, progress: mpsc::Unboun
             let _ = killpg(pgid, Signal::SIGKILL);
         }
     };
-    let timeout = settings.timeout.unwrap_or(Duration::from_secs(u64::MAX / 4));
+    let timeout = settings
+        .timeout
+        .unwrap_or(Duration::from_secs(u64::MAX / 4));
     let cancelled = async move {
         let _ = cancel.wait_for(|c| *c).await;
     };
@@ -131,17 +141,27 @@ pub async fn run(task: &HeldTask, settings: &RunSettings, progress: mpsc::Unboun
                 _ => serde_json::json!({"output": stdout}),
             };
             let tokens_used = result.get("tokens_used").and_then(Value::as_u64);
-            Outcome::Complete { result, tokens_used }
+            Outcome::Complete {
+                result,
+                tokens_used,
+            }
         }
         Ok(status) => {
-            let how = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+            let how = match (
+                status.code(),
+                std::os::unix::process::ExitStatusExt::signal(&status),
+            ) {
                 (Some(code), _) => format!("exit status {code}"),
                 (None, Some(signal)) => format!("killed by signal {signal}"),
                 _ => "abnormal exit".to_owned(),
             };
             let tail = stderr_tail.trim();
             Outcome::Failed {
-                error: if tail.is_empty() { how } else { format!("{how}; stderr: {tail}") },
+                error: if tail.is_empty() {
+                    how
+                } else {
+                    format!("{how}; stderr: {tail}")
+                },
             }
         }
         Err(e) => Outcome::Failed {

@@ -23,7 +23,11 @@ pub struct AgentArgs {
     #[arg(long, env = "COORDINATOR_AGENT_TOKEN")]
     pub token: Option<String>,
     /// A capability; repeat for several (the variable takes a comma-separated list).
-    #[arg(long = "capability", env = "COORDINATOR_AGENT_CAPABILITIES", value_delimiter = ',')]
+    #[arg(
+        long = "capability",
+        env = "COORDINATOR_AGENT_CAPABILITIES",
+        value_delimiter = ','
+    )]
     pub capabilities: Vec<String>,
     /// The command run for each task, through `sh -c`, with the task JSON on stdin.
     #[arg(long, env = "COORDINATOR_AGENT_EXEC")]
@@ -103,25 +107,58 @@ impl AgentArgs {
     pub fn resolve(self) -> Result<RunnerConfig, String> {
         let file = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| format!("{}: {e}", path.display()))?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| format!("{}: {e}", path.display()))?
             }
             None => FileConfig::default(),
         };
-        let need = |flag: &str, value: Option<String>| value.ok_or_else(|| format!("missing --{flag} (or COORDINATOR_AGENT_{}, or `{}` in the config file)", flag.to_uppercase().replace('-', "_"), flag.replace('-', "_")));
-        let capabilities = if self.capabilities.is_empty() { file.capabilities } else { self.capabilities };
+        let need = |flag: &str, value: Option<String>| {
+            value.ok_or_else(|| {
+                format!(
+                    "missing --{flag} (or COORDINATOR_AGENT_{}, or `{}` in the config file)",
+                    flag.to_uppercase().replace('-', "_"),
+                    flag.replace('-', "_")
+                )
+            })
+        };
+        let capabilities = if self.capabilities.is_empty() {
+            file.capabilities
+        } else {
+            self.capabilities
+        };
         Ok(RunnerConfig {
             hub: need("hub", self.hub.or(file.hub))?,
             agent_id: need("agent-id", self.agent_id.or(file.agent_id))?,
             token: need("token", self.token.or(file.token))?,
             capabilities: capabilities.into_iter().filter(|c| !c.is_empty()).collect(),
             exec: need("exec", self.exec.or(file.exec))?,
-            state_file: self.state_file.or(file.state_file).unwrap_or_else(|| PathBuf::from("./agent-state.json")),
-            task_timeout: self.task_timeout.or(file.task_timeout).map(Duration::from_secs),
-            max_output_bytes: self.max_output_bytes.or(file.max_output_bytes).unwrap_or(64 * 1024),
-            shutdown_grace: Duration::from_secs(self.shutdown_grace.or(file.shutdown_grace).unwrap_or(30)),
-            backoff_initial: Duration::from_millis(self.backoff_initial_ms.or(file.backoff_initial_ms).unwrap_or(1_000)),
-            backoff_max: Duration::from_millis(self.backoff_max_ms.or(file.backoff_max_ms).unwrap_or(60_000)),
+            state_file: self
+                .state_file
+                .or(file.state_file)
+                .unwrap_or_else(|| PathBuf::from("./agent-state.json")),
+            task_timeout: self
+                .task_timeout
+                .or(file.task_timeout)
+                .map(Duration::from_secs),
+            max_output_bytes: self
+                .max_output_bytes
+                .or(file.max_output_bytes)
+                .unwrap_or(64 * 1024),
+            shutdown_grace: Duration::from_secs(
+                self.shutdown_grace.or(file.shutdown_grace).unwrap_or(30),
+            ),
+            backoff_initial: Duration::from_millis(
+                self.backoff_initial_ms
+                    .or(file.backoff_initial_ms)
+                    .unwrap_or(1_000),
+            ),
+            backoff_max: Duration::from_millis(
+                self.backoff_max_ms
+                    .or(file.backoff_max_ms)
+                    .unwrap_or(60_000),
+            ),
             name: self.name.or(file.name),
         })
     }

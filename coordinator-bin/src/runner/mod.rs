@@ -70,7 +70,11 @@ async fn main_loop(config: RunnerConfig) -> Result<(), String> {
         stopping: false,
     };
     let mut backoff = Backoff::new(runner.config.backoff_initial, runner.config.backoff_max);
-    let mut client = ClientConfig::new(&runner.config.hub, &runner.config.agent_id, &runner.config.token);
+    let mut client = ClientConfig::new(
+        &runner.config.hub,
+        &runner.config.agent_id,
+        &runner.config.token,
+    );
     client.capabilities = runner.config.capabilities.clone();
     client.name = runner.config.name.clone();
     client.client_type = "coordinator-agent".into();
@@ -91,9 +95,17 @@ async fn main_loop(config: RunnerConfig) -> Result<(), String> {
         tracing::info!(hub = %runner.config.hub, agent_id = %runner.config.agent_id, "connected and identified");
         let connected_at = Instant::now();
         if let Some(task) = &runner.held {
-            send(&conn, &AgentMessage::TaskRecovering { task_id: task.task_id.clone() }).await;
+            send(
+                &conn,
+                &AgentMessage::TaskRecovering {
+                    task_id: task.task_id.clone(),
+                },
+            )
+            .await;
         }
-        let done = runner.session(&mut conn, &mut progress_rx, &mut signals).await;
+        let done = runner
+            .session(&mut conn, &mut progress_rx, &mut signals)
+            .await;
         if connected_at.elapsed() >= STABLE_AFTER {
             backoff.reset();
         }
@@ -110,7 +122,12 @@ async fn send(conn: &Connection, message: &AgentMessage) -> bool {
 
 impl Runner {
     /// Serves one connection. Returns true when the runner should exit.
-    async fn session(&mut self, conn: &mut Connection, progress: &mut mpsc::UnboundedReceiver<(String, Value)>, signals: &mut Signals) -> bool {
+    async fn session(
+        &mut self,
+        conn: &mut Connection,
+        progress: &mut mpsc::UnboundedReceiver<(String, Value)>,
+        signals: &mut Signals,
+    ) -> bool {
         // A result produced while disconnected goes out now (after recovery says continue).
         loop {
             let running = async {
@@ -200,7 +217,10 @@ impl Runner {
     async fn report(&self, conn: &Connection) {
         let Some(task) = &self.held else { return };
         let message = match &task.outcome {
-            Some(Outcome::Complete { result, tokens_used }) => AgentMessage::TaskComplete {
+            Some(Outcome::Complete {
+                result,
+                tokens_used,
+            }) => AgentMessage::TaskComplete {
                 task_id: task.task_id.clone(),
                 generation: task.generation,
                 result: result.clone(),
@@ -240,7 +260,9 @@ impl Runner {
     }
 
     fn start_command(&mut self) {
-        let Some(task) = self.held.clone() else { return };
+        let Some(task) = self.held.clone() else {
+            return;
+        };
         let (cancel, cancelled) = watch::channel(false);
         let settings = self.settings.clone();
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -255,14 +277,25 @@ impl Runner {
         });
         tracing::info!(task_id = %task.task_id, generation = task.generation, "running the command");
         let task_id = task.task_id.clone();
-        let handle = tokio::spawn(async move { command::run(&task, &settings, tx, cancelled).await });
-        self.running = Some(Running { task_id, handle, cancel });
+        let handle =
+            tokio::spawn(async move { command::run(&task, &settings, tx, cancelled).await });
+        self.running = Some(Running {
+            task_id,
+            handle,
+            cancel,
+        });
     }
 
     /// Handles one message; true when the runner should exit.
     async fn on_message(&mut self, conn: &Connection, message: CoordinatorMessage) -> bool {
         match message {
-            CoordinatorMessage::TaskAssign { task_id, description, metadata, generation, assigned_at } => {
+            CoordinatorMessage::TaskAssign {
+                task_id,
+                description,
+                metadata,
+                generation,
+                assigned_at,
+            } => {
                 if let Some(task) = self.held.as_mut().filter(|t| t.task_id == task_id) {
                     // The task we already hold came back to us (after a restart or
                     // reconnect): adopt the new generation and go on with it.
@@ -279,15 +312,40 @@ impl Runner {
                     return false;
                 }
                 if self.held.is_some() || self.stopping {
-                    let reason = if self.stopping { "shutting_down" } else { "busy" };
+                    let reason = if self.stopping {
+                        "shutting_down"
+                    } else {
+                        "busy"
+                    };
                     tracing::info!(task_id, reason, "rejecting a task");
-                    send(conn, &AgentMessage::TaskRejected { task_id, reason: Some(reason.into()) }).await;
+                    send(
+                        conn,
+                        &AgentMessage::TaskRejected {
+                            task_id,
+                            reason: Some(reason.into()),
+                        },
+                    )
+                    .await;
                     return false;
                 }
-                let task = HeldTask { task_id: task_id.clone(), generation, description, metadata, assigned_at, outcome: None };
+                let task = HeldTask {
+                    task_id: task_id.clone(),
+                    generation,
+                    description,
+                    metadata,
+                    assigned_at,
+                    outcome: None,
+                };
                 if let Err(e) = self.state.save(Some(&task)) {
                     tracing::error!(error = %e, task_id, "cannot save the task; rejecting it");
-                    send(conn, &AgentMessage::TaskRejected { task_id, reason: Some(format!("state file: {e}")) }).await;
+                    send(
+                        conn,
+                        &AgentMessage::TaskRejected {
+                            task_id,
+                            reason: Some(format!("state file: {e}")),
+                        },
+                    )
+                    .await;
                     return false;
                 }
                 self.held = Some(task);
@@ -295,8 +353,13 @@ impl Runner {
                 send(conn, &AgentMessage::TaskAccepted { task_id }).await;
                 self.start_command();
             }
-            CoordinatorMessage::TaskContinue { task_id, generation } => {
-                let Some(task) = self.held.as_mut().filter(|t| t.task_id == task_id) else { return false };
+            CoordinatorMessage::TaskContinue {
+                task_id,
+                generation,
+            } => {
+                let Some(task) = self.held.as_mut().filter(|t| t.task_id == task_id) else {
+                    return false;
+                };
                 task.generation = generation;
                 let has_outcome = task.outcome.is_some();
                 let _ = self.state.save(Some(task));
@@ -308,7 +371,10 @@ impl Runner {
                 }
             }
             CoordinatorMessage::TaskReassign { task_id } => {
-                tracing::info!(task_id, "coordinator says the task went elsewhere; dropping it");
+                tracing::info!(
+                    task_id,
+                    "coordinator says the task went elsewhere; dropping it"
+                );
                 self.stop_command(&task_id);
                 self.forget(&task_id);
                 return self.stopping;
@@ -326,10 +392,23 @@ impl Runner {
                     return self.stopping;
                 }
             }
-            CoordinatorMessage::Error { error, task_id: Some(task_id), detail } => {
-                tracing::warn!(task_id, code = error.as_str(), detail = detail.as_deref().unwrap_or(""), "coordinator refused a message");
-                let reported = self.held.as_ref().is_some_and(|t| t.task_id == task_id && t.outcome.is_some());
-                if reported && matches!(error, ErrorCode::StaleGeneration | ErrorCode::NotAssigned) {
+            CoordinatorMessage::Error {
+                error,
+                task_id: Some(task_id),
+                detail,
+            } => {
+                tracing::warn!(
+                    task_id,
+                    code = error.as_str(),
+                    detail = detail.as_deref().unwrap_or(""),
+                    "coordinator refused a message"
+                );
+                let reported = self
+                    .held
+                    .as_ref()
+                    .is_some_and(|t| t.task_id == task_id && t.outcome.is_some());
+                if reported && matches!(error, ErrorCode::StaleGeneration | ErrorCode::NotAssigned)
+                {
                     // The task is no longer ours; keeping it would block us forever.
                     self.forget(&task_id);
                     return self.stopping;

@@ -78,7 +78,10 @@ impl StateFile {
             Ok(bytes) => serde_json::from_slice::<Option<HeldTask>>(&bytes)
                 .map_err(|e| format!("the state file {} is not valid: {e}", self.path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("cannot read the state file {}: {e}", self.path.display())),
+            Err(e) => Err(format!(
+                "cannot read the state file {}: {e}",
+                self.path.display()
+            )),
         }
     }
 

@@ -4,4 +4,5 @@ mod agents;
 mod api;
 mod crash;
 mod protocol;
+mod runner;
 mod sim;
