@@ -11,13 +11,12 @@ pub fn coordinator_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
         .get_or_init(|| {
-            let exe = std::env::current_exe().expect("test binary path");
-            // target/<profile>/deps/it-xxxx -> target/<profile>
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("test binary lives in target/<profile>/deps")
-                .to_path_buf();
+            let exe = std::env::current_exe().expect("own binary path");
+            // target/<profile>/deps/it-xxxx or target/<profile>/loadgen -> target/<profile>
+            let mut profile_dir = exe.parent().expect("binary in a directory").to_path_buf();
+            if profile_dir.file_name().is_some_and(|n| n == "deps") {
+                profile_dir = profile_dir.parent().expect("profile dir").to_path_buf();
+            }
             let release = profile_dir
                 .parent()
                 .map(|t| t.join("release"))

@@ -385,7 +385,9 @@ impl Runner {
                 self.forget(&task_id);
                 return self.stopping;
             }
-            CoordinatorMessage::TaskAck { task_id, status } if status != "accepted" && self.running.is_none() => {
+            CoordinatorMessage::TaskAck { task_id, status }
+                if status != "accepted" && self.running.is_none() =>
+            {
                 tracing::info!(task_id, status, "outcome acknowledged");
                 self.forget(&task_id);
                 return self.stopping;

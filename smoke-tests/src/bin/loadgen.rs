@@ -1,0 +1,391 @@
+//! Load generator: drives a coordinator with HTTP producers and WebSocket agents,
+//! measures throughput and latency end to end, and checks that every task
+//! completed exactly once.
+//!
+//! `cargo run --release -p smoke-tests --bin loadgen -- --spawn --tasks 20000 --batch 100 --json`
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::{json, Value};
+use smoke_tests::harness::Coordinator;
+use smoke_tests::http::Client;
+use transport_ws::client::{ClientConfig, Connection};
+use transport_ws::protocol::{AgentMessage, CoordinatorMessage};
+
+/// Measures a coordinator end to end.
+#[derive(Debug, Parser, Clone)]
+#[command(name = "loadgen", about)]
+struct Args {
+    /// Base address of a running coordinator, e.g. http://127.0.0.1:4000 (needs --token).
+    #[arg(long)]
+    url: Option<String>,
+    /// Admin token of the running coordinator.
+    #[arg(long)]
+    token: Option<String>,
+    /// Start the release coordinator binary on a free port with a temporary database.
+    #[arg(long)]
+    spawn: bool,
+    /// Tasks to submit (ignored with --rate).
+    #[arg(long, default_value_t = 20_000)]
+    tasks: usize,
+    /// WebSocket agents that accept and complete each task.
+    #[arg(long, default_value_t = 64)]
+    agents: usize,
+    /// Concurrent HTTP producers.
+    #[arg(long, default_value_t = 8)]
+    submitters: usize,
+    /// Tasks per request (more than 1 uses POST /api/tasks/batch).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Simulated work per task, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    work_ms: u64,
+    /// Paced mode: tasks per second (with --duration).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Paced mode: seconds.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Give up waiting for completions after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
+#[derive(Default)]
+struct Timings {
+    submitted: HashMap<String, Instant>,
+    assigned: HashMap<String, Instant>,
+    completed: HashMap<String, Instant>,
+    duplicate_completions: u64,
+}
+
+fn percentiles(mut v: Vec<f64>) -> Value {
+    if v.is_empty() {
+        return json!({"p50": null, "p90": null, "p99": null, "max": null});
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
+    let r = |x: f64| (x * 1000.0).round() / 1000.0;
+    json!({"p50": r(at(0.50)), "p90": r(at(0.90)), "p99": r(at(0.99)), "max": r(*v.last().unwrap())})
+}
+
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+async fn run_agent(
+    url: String,
+    agent_id: String,
+    token: String,
+    work_ms: u64,
+    timings: Arc<Mutex<Timings>>,
+    errors: Arc<AtomicU64>,
+    done: Arc<AtomicU64>,
+) {
+    let mut config = ClientConfig::new(url, &agent_id, token);
+    config.ping_interval = None;
+    let mut conn = match Connection::connect(&config).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("agent {agent_id}: {e}");
+            errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    let sender = conn.sender();
+    while let Some(message) = conn.recv().await {
+        match message {
+            CoordinatorMessage::TaskAssign {
+                task_id,
+                generation,
+                ..
+            } => {
+                timings
+                    .lock()
+                    .unwrap()
+                    .assigned
+                    .entry(task_id.clone())
+                    .or_insert_with(Instant::now);
+                let _ = sender
+                    .send(&AgentMessage::TaskAccepted {
+                        task_id: task_id.clone(),
+                    })
+                    .await;
+                if work_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(work_ms)).await;
+                }
+                let _ = sender
+                    .send(&AgentMessage::TaskComplete {
+                        task_id,
+                        generation,
+                        result: json!({}),
+                        tokens_used: None,
+                    })
+                    .await;
+            }
+            CoordinatorMessage::TaskAck { task_id, status } if status == "complete" => {
+                let mut t = timings.lock().unwrap();
+                if t.completed.insert(task_id, Instant::now()).is_some() {
+                    t.duplicate_completions += 1;
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            CoordinatorMessage::Error { .. } => {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let (coordinator, addr, token) = if args.spawn {
+        let c = Coordinator::start(&[]);
+        let addr = c.addr.clone();
+        let token = c.admin_token.clone();
+        (Some(c), addr, token)
+    } else {
+        let url = args.url.clone().unwrap_or_else(|| {
+            eprintln!("loadgen: give --spawn, or --url and --token");
+            std::process::exit(2)
+        });
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let token = args.token.clone().unwrap_or_else(|| {
+            eprintln!("loadgen: --url needs --token (an admin token)");
+            std::process::exit(2)
+        });
+        (None, addr, token)
+    };
+    let total = match args.rate {
+        Some(rate) => (rate * args.duration) as usize,
+        None => args.tasks,
+    };
+    let mut admin = Client::new(&addr, Some(&token));
+    let before = admin.get("/api/tasks/stats").await.expect("stats").body;
+    let completed_before = before["by_status"]["completed"].as_u64().unwrap_or(0);
+
+    let timings = Arc::new(Mutex::new(Timings::default()));
+    let errors = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let run_id = std::process::id();
+    let mut agent_tasks = Vec::new();
+    for i in 0..args.agents {
+        let agent_id = format!("loadgen-{run_id}-{i}");
+        let r = admin
+            .post("/api/admin/tokens", &json!({"agent_id": agent_id}))
+            .await
+            .expect("create token");
+        assert_eq!(r.status, 201, "cannot create an agent token: {:?}", r.body);
+        let agent_token = r.body["token"].as_str().unwrap().to_owned();
+        agent_tasks.push(tokio::spawn(run_agent(
+            format!("ws://{addr}/ws"),
+            agent_id,
+            agent_token,
+            args.work_ms,
+            timings.clone(),
+            errors.clone(),
+            done.clone(),
+        )));
+    }
+    // Let the agents identify.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} completed ({per_sec})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let mut producers = Vec::new();
+    let per_submitter = total.div_ceil(args.submitters.max(1));
+    for s in 0..args.submitters.max(1) {
+        let from = s * per_submitter;
+        let to = ((s + 1) * per_submitter).min(total);
+        if from >= to {
+            continue;
+        }
+        let addr = addr.clone();
+        let token = token.clone();
+        let timings = timings.clone();
+        let errors = errors.clone();
+        let batch = args.batch.max(1);
+        let pace = args.rate.map(|rate| {
+            Duration::from_secs_f64(batch as f64 * args.submitters as f64 / rate as f64)
+        });
+        producers.push(tokio::spawn(async move {
+            let mut client = Client::new(&addr, Some(&token));
+            let mut next_at = Instant::now();
+            let mut i = from;
+            while i < to {
+                if let Some(pace) = pace {
+                    tokio::time::sleep_until(next_at.into()).await;
+                    next_at += pace;
+                }
+                let n = batch.min(to - i);
+                let sent = Instant::now();
+                let reply = if n == 1 && batch == 1 {
+                    client
+                        .post("/api/tasks", &json!({"description": format!("load {i}")}))
+                        .await
+                } else {
+                    let tasks: Vec<Value> = (i..i + n)
+                        .map(|k| json!({"description": format!("load {k}")}))
+                        .collect();
+                    client
+                        .post("/api/tasks/batch", &json!({"tasks": tasks}))
+                        .await
+                };
+                match reply {
+                    Ok(r) if r.status == 201 => {
+                        let ids: Vec<String> = if let Some(id) = r.body["task_id"].as_str() {
+                            vec![id.to_owned()]
+                        } else {
+                            r.body["task_ids"]
+                                .as_array()
+                                .map(|a| {
+                                    a.iter()
+                                        .filter_map(|v| v.as_str().map(str::to_owned))
+                                        .collect()
+                                })
+                                .unwrap_or_default()
+                        };
+                        let mut t = timings.lock().unwrap();
+                        for id in ids {
+                            t.submitted.insert(id, sent);
+                        }
+                    }
+                    Ok(r) => {
+                        eprintln!("submit answered {}: {}", r.status, r.body);
+                        errors.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        eprintln!("submit failed: {e}");
+                        errors.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                }
+                i += n;
+            }
+        }));
+    }
+    for p in producers {
+        let _ = p.await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let submitted = timings.lock().unwrap().submitted.len() as u64;
+    loop {
+        let n = done.load(Ordering::Relaxed);
+        bar.set_position(n);
+        if n >= submitted || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+
+    let after = admin.get("/api/tasks/stats").await.expect("stats").body;
+    let completed_after = after["by_status"]["completed"].as_u64().unwrap_or(0);
+    let t = timings.lock().unwrap();
+    let mut to_assign = Vec::new();
+    let mut to_complete = Vec::new();
+    for (id, sent) in &t.submitted {
+        if let Some(a) = t.assigned.get(id) {
+            to_assign.push(a.saturating_duration_since(*sent).as_secs_f64() * 1000.0);
+        }
+        if let Some(c) = t.completed.get(id) {
+            to_complete.push(c.saturating_duration_since(*sent).as_secs_f64() * 1000.0);
+        }
+    }
+    let completed = t.completed.len() as u64;
+    let mut error_count = errors.load(Ordering::Relaxed);
+    let mut problems = Vec::new();
+    if completed != submitted {
+        problems.push(format!(
+            "{} of {submitted} submitted tasks were not seen completing",
+            submitted.saturating_sub(completed)
+        ));
+    }
+    if t.duplicate_completions > 0 {
+        problems.push(format!(
+            "{} tasks were acknowledged complete twice",
+            t.duplicate_completions
+        ));
+    }
+    if completed_after - completed_before != submitted {
+        problems.push(format!(
+            "the coordinator counts {} new completed tasks, expected {submitted}",
+            completed_after - completed_before
+        ));
+    }
+    error_count += problems.len() as u64;
+    let mut report = json!({
+        "tasks": submitted,
+        "seconds": (seconds * 1000.0).round() / 1000.0,
+        "tasks_per_sec": (submitted as f64 / seconds).round(),
+        "submit_to_assign_ms": percentiles(to_assign),
+        "submit_to_complete_ms": percentiles(to_complete),
+        "errors": error_count,
+        "agents": args.agents,
+        "submitters": args.submitters,
+        "batch": args.batch,
+        "rate": args.rate,
+    });
+    if let Some(c) = &coordinator {
+        report["coordinator_peak_rss_bytes"] = json!(c.pid().and_then(peak_rss));
+        let db_bytes: u64 = ["", "-wal", "-shm"]
+            .iter()
+            .filter_map(|suffix| {
+                let mut p = c.db.clone().into_os_string();
+                p.push(suffix);
+                std::fs::metadata(p).ok().map(|m| m.len())
+            })
+            .sum();
+        report["db_bytes"] = json!(db_bytes);
+    }
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("tasks                 {}", report["tasks"]);
+        println!("seconds               {}", report["seconds"]);
+        println!("tasks/s               {}", report["tasks_per_sec"]);
+        for key in ["submit_to_assign_ms", "submit_to_complete_ms"] {
+            let p = &report[key];
+            println!(
+                "{key:<22}p50 {}  p90 {}  p99 {}  max {}",
+                p["p50"], p["p90"], p["p99"], p["max"]
+            );
+        }
+        if let Some(rss) = report.get("coordinator_peak_rss_bytes") {
+            println!("coordinator peak RSS  {rss} bytes");
+            println!("database size         {} bytes", report["db_bytes"]);
+        }
+        println!("errors                {error_count}");
+    }
+    for p in &problems {
+        eprintln!("loadgen: {p}");
+    }
+    for a in agent_tasks {
+        a.abort();
+    }
+    drop(coordinator);
+    if error_count > 0 {
+        std::process::exit(1);
+    }
+}
