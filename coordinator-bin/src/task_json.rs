@@ -39,11 +39,14 @@ fn parse_or_string(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
 }
 
-/// A fresh random task id (UUID version 4 text).
+/// A fresh task id: UUID version 7 text (48-bit millisecond time, then random
+/// bits). Time-ordered ids keep the storage index append-mostly.
 pub fn new_task_id() -> TaskId {
     let mut b = [0u8; 16];
     getrandom::getrandom(&mut b).expect("the operating system provides randomness");
-    b[6] = (b[6] & 0x0f) | 0x40;
+    let now_ms = crate::clock::now_ms();
+    b[..6].copy_from_slice(&now_ms.to_be_bytes()[2..]);
+    b[6] = (b[6] & 0x0f) | 0x70;
     b[8] = (b[8] & 0x3f) | 0x80;
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     TaskId::from(format!(

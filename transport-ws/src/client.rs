@@ -189,7 +189,10 @@ impl Connection {
             .map_err(|_| ClientError::InvalidUrl(url.to_owned()))?;
         let (ws, _) =
             fastwebsockets::handshake::client(&TokioExecutor::new(), request, tcp).await?;
-        let (mut read, mut write) = ws.split(tokio::io::split);
+        let (mut read, mut write) = ws.split(|stream| {
+            let (r, w) = tokio::io::split(stream);
+            (r, tokio::io::BufWriter::with_capacity(16 * 1024, w))
+        });
         let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
         let (control_tx, mut control_rx) = mpsc::channel::<Frame<'static>>(16);
         let (in_tx, in_rx) = mpsc::channel(256);
@@ -199,12 +202,21 @@ impl Connection {
                 let result = tokio::select! {
                     _ = &mut closed => {
                         let _ = write.write_frame(Frame::close(1000, b"bye")).await;
+                        let _ = write.flush().await;
                         return;
                     }
                     text = out_rx.recv() => match text {
-                        Some(text) => write.write_frame(Frame::text(Payload::Owned(text))).await,
+                        Some(text) => {
+                            let mut result = write.write_frame(Frame::text(Payload::Owned(text))).await;
+                            // Write everything already queued, then flush once.
+                            while let (true, Ok(more)) = (result.is_ok(), out_rx.try_recv()) {
+                                result = write.write_frame(Frame::text(Payload::Owned(more))).await;
+                            }
+                            result
+                        }
                         None => {
                             let _ = write.write_frame(Frame::close(1000, b"bye")).await;
+                            let _ = write.flush().await;
                             return;
                         }
                     },
@@ -212,13 +224,16 @@ impl Connection {
                         Some(frame) => {
                             let close = frame.opcode == OpCode::Close;
                             let result = write.write_frame(frame).await;
-                            if close { return; }
+                            if close {
+                                let _ = write.flush().await;
+                                return;
+                            }
                             result
                         }
                         None => return,
                     },
                 };
-                if result.is_err() {
+                if result.is_err() || write.flush().await.is_err() {
                     return;
                 }
             }

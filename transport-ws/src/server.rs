@@ -163,7 +163,12 @@ where
     ws.set_max_message_size(config.max_frame_bytes.saturating_mul(4).max(64 * 1024));
     ws.set_auto_pong(true);
     ws.set_auto_close(true);
-    let (read, write) = ws.split(tokio::io::split);
+    // Writes go through a buffer flushed once the outbound queue is drained, so a
+    // burst of frames costs one system call.
+    let (read, write) = ws.split(|stream| {
+        let (r, w) = tokio::io::split(stream);
+        (r, tokio::io::BufWriter::with_capacity(32 * 1024, w))
+    });
     let (tx, rx) = mpsc::channel(config.outbound_capacity.max(1));
     let (close_tx, close_rx) = watch::channel(None);
     let handle = SocketHandle {
@@ -197,24 +202,37 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 if let Some((code, reason)) = request {
                     let _ = write.write_frame(Frame::close(code, reason.as_bytes())).await;
                 }
+                let _ = write.flush().await;
                 return;
             }
             item = rx.recv() => match item {
-                Some(item) => {
-                    let echo = matches!(item, Outgoing::CloseEcho(_));
-                    let result = write_one(&mut write, item).await;
-                    if echo {
-                        return;
+                Some(mut item) => {
+                    let mut result = Ok(());
+                    // Write everything already queued, then flush once.
+                    loop {
+                        let echo = matches!(item, Outgoing::CloseEcho(_));
+                        result = result.and(write_one(&mut write, item).await);
+                        if echo || result.is_err() {
+                            let _ = write.flush().await;
+                            return;
+                        }
+                        match rx.try_recv() {
+                            Ok(next) => item = next,
+                            Err(_) => break,
+                        }
                     }
                     result
                 }
-                None => return,
+                None => {
+                    let _ = write.flush().await;
+                    return;
+                }
             },
             _ = ping.tick() => {
                 write.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[]))).await
             }
         };
-        if result.is_err() {
+        if result.is_err() || write.flush().await.is_err() {
             return;
         }
     }
