@@ -5,4 +5,5 @@ mod api;
 mod crash;
 mod protocol;
 mod runner;
+mod scenarios;
 mod sim;
