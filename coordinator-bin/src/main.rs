@@ -1,9 +1,11 @@
-//! The `coordinator` binary: service, token management.
+//! The `coordinator` binary: the service, token management, the agent runner and
+//! a command-line client.
 #![forbid(unsafe_code)]
 
 mod api_error;
 mod auth;
 mod cli;
+mod client_cli;
 mod clock;
 mod db;
 mod engine;
@@ -27,6 +29,12 @@ fn main() -> ExitCode {
         Commands::Serve(args) => serve::run(args),
         Commands::Token { command } => token(command),
         Commands::Agent(args) => args.resolve().and_then(runner::run).map_err(Into::into),
+        client @ (Commands::Submit { .. }
+        | Commands::Tasks { .. }
+        | Commands::Task { .. }
+        | Commands::Agents { .. }
+        | Commands::Cancel { .. }
+        | Commands::Retry { .. }) => client_cli::run(client),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

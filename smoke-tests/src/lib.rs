@@ -4,4 +4,6 @@
 #![warn(missing_docs)]
 
 pub mod harness;
-pub mod http;
+
+/// The HTTP client of the coordinator API.
+pub use coordinator_bin::api_client as http;

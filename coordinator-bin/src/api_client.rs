@@ -1,4 +1,4 @@
-//! A tiny HTTP/1.1 JSON client on hyper, for tests and the load generator.
+//! A tiny HTTP/1.1 JSON client of the coordinator API on hyper.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

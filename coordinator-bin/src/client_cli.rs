@@ -1,0 +1,193 @@
+//! The client subcommands: `submit`, `tasks`, `task`, `agents`, `cancel`, `retry`.
+
+use std::time::Duration;
+
+use coordinator_bin::api_client::{Client, Reply};
+use serde_json::{json, Value};
+
+use crate::cli::{ClientArgs, Commands};
+
+type BoxError = Box<dyn std::error::Error>;
+
+fn connect(args: &ClientArgs) -> Result<Client, BoxError> {
+    let addr = args
+        .url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("--url must start with http:// (got {})", args.url))?
+        .trim_end_matches('/');
+    let token = args
+        .token
+        .as_deref()
+        .ok_or("no token: give --token or set COORDINATOR_TOKEN")?;
+    Ok(Client::new(addr, Some(token)))
+}
+
+fn check(reply: Reply) -> Result<Value, BoxError> {
+    if (200..300).contains(&reply.status) {
+        Ok(reply.body)
+    } else {
+        let code = reply.body["error"].as_str().unwrap_or("error");
+        let detail = reply.body["detail"].as_str().unwrap_or("");
+        Err(format!("HTTP {}: {code}: {detail}", reply.status).into())
+    }
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) if items.is_empty() => "-".into(),
+        Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+/// Prints rows as aligned columns.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row);
+    }
+}
+
+fn short(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    }
+}
+
+fn print_task(task: &Value) {
+    for key in ["id", "description", "status", "priority", "assigned_to", "generation", "retry_count", "max_retries", "needed_capabilities", "tokens_used", "last_error", "created_at", "updated_at"] {
+        println!("{key:<20}{}", cell(&task[key]));
+    }
+    println!("{:<20}{}", "result", task["result"]);
+    println!("history:");
+    if let Some(history) = task["history"].as_array() {
+        for h in history {
+            println!("  {}  {:<14}{}", cell(&h["timestamp"]), cell(&h["event"]), cell(&h["details"]));
+        }
+    }
+}
+
+/// Runs one client subcommand.
+pub fn run(command: Commands) -> Result<(), BoxError> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(run_async(command))
+}
+
+async fn run_async(command: Commands) -> Result<(), BoxError> {
+    match command {
+        Commands::Submit { description, priority, capabilities, metadata, max_retries, wait, client } => {
+            let metadata: Value = match metadata {
+                Some(text) => serde_json::from_str(&text).map_err(|e| format!("--metadata is not JSON: {e}"))?,
+                None => json!({}),
+            };
+            let mut body = json!({"description": description, "priority": priority, "metadata": metadata, "needed_capabilities": capabilities});
+            if let Some(n) = max_retries {
+                body["max_retries"] = json!(n);
+            }
+            let mut http = connect(&client)?;
+            let receipt = check(http.post("/api/tasks", &body).await?)?;
+            let id = receipt["task_id"].as_str().unwrap_or_default().to_owned();
+            if !wait {
+                if client.json {
+                    println!("{receipt}");
+                } else {
+                    println!("{id}");
+                }
+                return Ok(());
+            }
+            eprintln!("submitted {id}; waiting for it to finish");
+            loop {
+                let task = check(http.get(&format!("/api/tasks/{id}")).await?)?;
+                let status = task["status"].as_str().unwrap_or_default().to_owned();
+                if matches!(status.as_str(), "completed" | "dead_letter" | "cancelled") {
+                    if client.json {
+                        println!("{task}");
+                    } else {
+                        println!("{id} {status}");
+                        println!("{}", task["result"]);
+                    }
+                    if status != "completed" {
+                        return Err(format!("task {id} ended {status}: {}", cell(&task["last_error"])).into());
+                    }
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Commands::Tasks { status, priority, limit, client } => {
+            let mut query = format!("limit={limit}");
+            if let Some(s) = status {
+                query += &format!("&status={s}");
+            }
+            if let Some(p) = priority {
+                query += &format!("&priority={p}");
+            }
+            let body = check(connect(&client)?.get(&format!("/api/tasks?{query}")).await?)?;
+            if client.json {
+                println!("{body}");
+                return Ok(());
+            }
+            let rows = body["tasks"]
+                .as_array()
+                .map(|tasks| {
+                    tasks
+                        .iter()
+                        .map(|t| {
+                            vec![cell(&t["id"]), cell(&t["status"]), cell(&t["priority"]), cell(&t["assigned_to"]), cell(&t["generation"]), cell(&t["retry_count"]), short(&cell(&t["description"]), 40)]
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            table(&["ID", "STATUS", "PRIORITY", "AGENT", "GEN", "RETRIES", "DESCRIPTION"], rows);
+        }
+        Commands::Task { id, client } => {
+            let task = check(connect(&client)?.get(&format!("/api/tasks/{id}")).await?)?;
+            if client.json {
+                println!("{task}");
+            } else {
+                print_task(&task);
+            }
+        }
+        Commands::Agents { client } => {
+            let body = check(connect(&client)?.get("/api/agents").await?)?;
+            if client.json {
+                println!("{body}");
+                return Ok(());
+            }
+            let rows = body["agents"]
+                .as_array()
+                .map(|agents| {
+                    agents
+                        .iter()
+                        .map(|a| vec![cell(&a["agent_id"]), cell(&a["state"]), cell(&a["connected"]), cell(&a["current_task"]), cell(&a["capabilities"]), cell(&a["flags"])])
+                        .collect()
+                })
+                .unwrap_or_default();
+            table(&["AGENT", "STATE", "CONNECTED", "TASK", "CAPABILITIES", "FLAGS"], rows);
+        }
+        Commands::Cancel { id, client } => {
+            let body = check(connect(&client)?.post(&format!("/api/tasks/{id}/cancel"), &json!({})).await?)?;
+            if client.json { println!("{body}") } else { println!("{id} cancelled") }
+        }
+        Commands::Retry { id, client } => {
+            let body = check(connect(&client)?.post(&format!("/api/tasks/{id}/retry"), &json!({})).await?)?;
+            if client.json { println!("{body}") } else { println!("{id} queued again") }
+        }
+        Commands::Serve(_) | Commands::Agent(_) | Commands::Token { .. } => unreachable!("not a client command"),
+    }
+    Ok(())
+}
