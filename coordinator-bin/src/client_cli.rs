@@ -51,7 +51,11 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
         }
     }
     let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         println!("{}", padded.join("  ").trim_end());
     };
     line(headers.iter().map(|h| h.to_string()).collect());
@@ -69,29 +73,59 @@ fn short(s: &str, n: usize) -> String {
 }
 
 fn print_task(task: &Value) {
-    for key in ["id", "description", "status", "priority", "assigned_to", "generation", "retry_count", "max_retries", "needed_capabilities", "tokens_used", "last_error", "created_at", "updated_at"] {
+    for key in [
+        "id",
+        "description",
+        "status",
+        "priority",
+        "assigned_to",
+        "generation",
+        "retry_count",
+        "max_retries",
+        "needed_capabilities",
+        "tokens_used",
+        "last_error",
+        "created_at",
+        "updated_at",
+    ] {
         println!("{key:<20}{}", cell(&task[key]));
     }
     println!("{:<20}{}", "result", task["result"]);
     println!("history:");
     if let Some(history) = task["history"].as_array() {
         for h in history {
-            println!("  {}  {:<14}{}", cell(&h["timestamp"]), cell(&h["event"]), cell(&h["details"]));
+            println!(
+                "  {}  {:<14}{}",
+                cell(&h["timestamp"]),
+                cell(&h["event"]),
+                cell(&h["details"])
+            );
         }
     }
 }
 
 /// Runs one client subcommand.
 pub fn run(command: Commands) -> Result<(), BoxError> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run_async(command))
 }
 
 async fn run_async(command: Commands) -> Result<(), BoxError> {
     match command {
-        Commands::Submit { description, priority, capabilities, metadata, max_retries, wait, client } => {
+        Commands::Submit {
+            description,
+            priority,
+            capabilities,
+            metadata,
+            max_retries,
+            wait,
+            client,
+        } => {
             let metadata: Value = match metadata {
-                Some(text) => serde_json::from_str(&text).map_err(|e| format!("--metadata is not JSON: {e}"))?,
+                Some(text) => serde_json::from_str(&text)
+                    .map_err(|e| format!("--metadata is not JSON: {e}"))?,
                 None => json!({}),
             };
             let mut body = json!({"description": description, "priority": priority, "metadata": metadata, "needed_capabilities": capabilities});
@@ -121,14 +155,23 @@ async fn run_async(command: Commands) -> Result<(), BoxError> {
                         println!("{}", task["result"]);
                     }
                     if status != "completed" {
-                        return Err(format!("task {id} ended {status}: {}", cell(&task["last_error"])).into());
+                        return Err(format!(
+                            "task {id} ended {status}: {}",
+                            cell(&task["last_error"])
+                        )
+                        .into());
                     }
                     return Ok(());
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-        Commands::Tasks { status, priority, limit, client } => {
+        Commands::Tasks {
+            status,
+            priority,
+            limit,
+            client,
+        } => {
             let mut query = format!("limit={limit}");
             if let Some(s) = status {
                 query += &format!("&status={s}");
@@ -136,7 +179,11 @@ async fn run_async(command: Commands) -> Result<(), BoxError> {
             if let Some(p) = priority {
                 query += &format!("&priority={p}");
             }
-            let body = check(connect(&client)?.get(&format!("/api/tasks?{query}")).await?)?;
+            let body = check(
+                connect(&client)?
+                    .get(&format!("/api/tasks?{query}"))
+                    .await?,
+            )?;
             if client.json {
                 println!("{body}");
                 return Ok(());
@@ -147,12 +194,31 @@ async fn run_async(command: Commands) -> Result<(), BoxError> {
                     tasks
                         .iter()
                         .map(|t| {
-                            vec![cell(&t["id"]), cell(&t["status"]), cell(&t["priority"]), cell(&t["assigned_to"]), cell(&t["generation"]), cell(&t["retry_count"]), short(&cell(&t["description"]), 40)]
+                            vec![
+                                cell(&t["id"]),
+                                cell(&t["status"]),
+                                cell(&t["priority"]),
+                                cell(&t["assigned_to"]),
+                                cell(&t["generation"]),
+                                cell(&t["retry_count"]),
+                                short(&cell(&t["description"]), 40),
+                            ]
                         })
                         .collect()
                 })
                 .unwrap_or_default();
-            table(&["ID", "STATUS", "PRIORITY", "AGENT", "GEN", "RETRIES", "DESCRIPTION"], rows);
+            table(
+                &[
+                    "ID",
+                    "STATUS",
+                    "PRIORITY",
+                    "AGENT",
+                    "GEN",
+                    "RETRIES",
+                    "DESCRIPTION",
+                ],
+                rows,
+            );
         }
         Commands::Task { id, client } => {
             let task = check(connect(&client)?.get(&format!("/api/tasks/{id}")).await?)?;
@@ -173,21 +239,58 @@ async fn run_async(command: Commands) -> Result<(), BoxError> {
                 .map(|agents| {
                     agents
                         .iter()
-                        .map(|a| vec![cell(&a["agent_id"]), cell(&a["state"]), cell(&a["connected"]), cell(&a["current_task"]), cell(&a["capabilities"]), cell(&a["flags"])])
+                        .map(|a| {
+                            vec![
+                                cell(&a["agent_id"]),
+                                cell(&a["state"]),
+                                cell(&a["connected"]),
+                                cell(&a["current_task"]),
+                                cell(&a["capabilities"]),
+                                cell(&a["flags"]),
+                            ]
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
-            table(&["AGENT", "STATE", "CONNECTED", "TASK", "CAPABILITIES", "FLAGS"], rows);
+            table(
+                &[
+                    "AGENT",
+                    "STATE",
+                    "CONNECTED",
+                    "TASK",
+                    "CAPABILITIES",
+                    "FLAGS",
+                ],
+                rows,
+            );
         }
         Commands::Cancel { id, client } => {
-            let body = check(connect(&client)?.post(&format!("/api/tasks/{id}/cancel"), &json!({})).await?)?;
-            if client.json { println!("{body}") } else { println!("{id} cancelled") }
+            let body = check(
+                connect(&client)?
+                    .post(&format!("/api/tasks/{id}/cancel"), &json!({}))
+                    .await?,
+            )?;
+            if client.json {
+                println!("{body}")
+            } else {
+                println!("{id} cancelled")
+            }
         }
         Commands::Retry { id, client } => {
-            let body = check(connect(&client)?.post(&format!("/api/tasks/{id}/retry"), &json!({})).await?)?;
-            if client.json { println!("{body}") } else { println!("{id} queued again") }
+            let body = check(
+                connect(&client)?
+                    .post(&format!("/api/tasks/{id}/retry"), &json!({}))
+                    .await?,
+            )?;
+            if client.json {
+                println!("{body}")
+            } else {
+                println!("{id} queued again")
+            }
         }
-        Commands::Serve(_) | Commands::Agent(_) | Commands::Token { .. } => unreachable!("not a client command"),
+        Commands::Serve(_) | Commands::Agent(_) | Commands::Token { .. } => {
+            unreachable!("not a client command")
+        }
     }
     Ok(())
 }

@@ -77,6 +77,11 @@ pub enum Command {
         /// Answered after the commit.
         reply: oneshot::Sender<Result<(), SchedulerError>>,
     },
+    /// The dashboard snapshot.
+    Dashboard {
+        /// Answered at once.
+        reply: oneshot::Sender<serde_json::Value>,
+    },
     /// List agents.
     Agents {
         /// Answered at once.
@@ -98,6 +103,56 @@ pub struct EngineConfig {
     pub sweep_interval: Duration,
     /// Final tasks older than this are deleted.
     pub retention: Duration,
+    /// When the service started (for uptime).
+    pub started: std::time::Instant,
+}
+
+/// A completion shown on the dashboard.
+#[derive(Debug, Clone, serde::Serialize)]
+struct RecentCompletion {
+    task_id: String,
+    description: String,
+    agent_id: Option<String>,
+    duration_ms: u64,
+    tokens_used: Option<u64>,
+    completed_at: u64,
+}
+
+/// How many recent completions the dashboard shows.
+const RECENT: usize = 20;
+
+/// Completions per second over the last minute, in a ring of one-second buckets.
+#[derive(Debug)]
+struct Throughput {
+    buckets: [(u64, u64); 60],
+}
+
+impl Default for Throughput {
+    fn default() -> Self {
+        Throughput {
+            buckets: [(0, 0); 60],
+        }
+    }
+}
+
+impl Throughput {
+    fn record(&mut self, now_ms: u64) {
+        let second = now_ms / 1000;
+        let slot = &mut self.buckets[(second % 60) as usize];
+        if slot.0 != second {
+            *slot = (second, 0);
+        }
+        slot.1 += 1;
+    }
+
+    fn last_minute(&self, now_ms: u64) -> u64 {
+        let second = now_ms / 1000;
+        self.buckets
+            .iter()
+            .filter(|(s, _)| *s + 60 > second && *s <= second)
+            .map(|(_, n)| n)
+            .sum()
+    }
 }
 
 enum Output {
@@ -126,6 +181,8 @@ pub struct Engine {
     connections: HashMap<u64, Conn>,
     agent_connection: HashMap<AgentId, u64>,
     agent_names: HashMap<AgentId, String>,
+    recent: VecDeque<RecentCompletion>,
+    throughput: Throughput,
 }
 
 impl Engine {
@@ -150,6 +207,8 @@ impl Engine {
             connections: HashMap::new(),
             agent_connection: HashMap::new(),
             agent_names: HashMap::new(),
+            recent: VecDeque::with_capacity(RECENT),
+            throughput: Throughput::default(),
         }
     }
 
@@ -321,8 +380,62 @@ impl Engine {
         while let Some(change) = self.scheduler.poll_change() {
             log_change(&change);
             crate::metrics::record_change(&change);
+            if let Change::Finalized(task) = &change {
+                if task.status == queue_core::Status::Completed {
+                    self.note_completion(task);
+                }
+            }
             self.pending.push(change);
         }
+    }
+
+    fn note_completion(&mut self, task: &Task) {
+        self.throughput.record(task.updated_at_ms);
+        if self.recent.len() == RECENT {
+            self.recent.pop_back();
+        }
+        self.recent.push_front(RecentCompletion {
+            task_id: task.id.to_string(),
+            description: task.description.chars().take(120).collect(),
+            agent_id: task.assigned_to.as_ref().map(|a| a.to_string()),
+            duration_ms: task
+                .updated_at_ms
+                .saturating_sub(task.assigned_at_ms.unwrap_or(task.created_at_ms)),
+            tokens_used: task.tokens_used,
+            completed_at: task.updated_at_ms,
+        });
+    }
+
+    fn dashboard(&self) -> serde_json::Value {
+        let now = now_ms();
+        let stats = self.scheduler.queue().stats();
+        let mut depth = [0usize; 4];
+        for task in self.scheduler.queue().queued_in_order() {
+            depth[task.priority.rank() as usize] += 1;
+        }
+        let lanes: serde_json::Map<String, serde_json::Value> = queue_core::Priority::ALL
+            .iter()
+            .map(|p| {
+                (
+                    p.as_str().to_owned(),
+                    serde_json::json!(depth[p.rank() as usize]),
+                )
+            })
+            .collect();
+        let per_minute = self.throughput.last_minute(now);
+        serde_json::json!({
+            "uptime_ms": self.config.started.elapsed().as_millis() as u64,
+            "now": now,
+            "queue_depth": lanes,
+            "live": {
+                "queued": stats.status(queue_core::Status::Queued),
+                "assigned": stats.status(queue_core::Status::Assigned),
+                "working": stats.status(queue_core::Status::Working),
+            },
+            "agents": self.agent_infos(),
+            "recent_completions": self.recent,
+            "throughput": {"completed_last_minute": per_minute, "per_second": per_minute as f64 / 60.0},
+        })
     }
 
     fn emit(&mut self, output: Output) {
@@ -389,6 +502,9 @@ impl Engine {
             }
             Command::Agents { reply } => {
                 let _ = reply.send(self.agent_infos());
+            }
+            Command::Dashboard { reply } => {
+                let _ = reply.send(self.dashboard());
             }
             Command::IdentifyChecked {
                 connection,

@@ -21,6 +21,7 @@ use crate::auth::{self, Authenticator, Identity};
 use crate::clock::now_ms;
 use crate::db::{self, ReadPool, TaskFilter};
 use crate::engine::Command;
+use crate::routes::{self, Access, NoRoute, Route};
 use crate::task_json::{parse_submission, task_json};
 
 /// Most tasks one batch submission may carry.
@@ -76,34 +77,60 @@ async fn route(
     method: &Method,
     path: &str,
 ) -> Result<Resp, ApiError> {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match (method, segments.as_slice()) {
-        (&Method::GET, ["health"]) => Ok(json_response(
+    let (spec, params) = routes::resolve(method, path).map_err(|no| match no {
+        NoRoute::NotFound => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            format!("no route for {method} {path}"),
+        ),
+        NoRoute::MethodNotAllowed => ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{path} does not take {method}"),
+        ),
+    })?;
+    let identity = match spec.access {
+        Access::Public => None,
+        Access::Token => Some(authenticate(&req, state).await?),
+        Access::Admin => {
+            let identity = authenticate(&req, state).await?;
+            if !matches!(identity, Identity::Admin(_)) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "this route needs an admin token",
+                ));
+            }
+            Some(identity)
+        }
+    };
+    let submitter = identity
+        .as_ref()
+        .map(|i| i.name().to_owned())
+        .unwrap_or_default();
+    let param = params.first().cloned().unwrap_or_default();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    match spec.route {
+        Route::Health => Ok(json_response(
             StatusCode::OK,
             &json!({"status": "ok", "uptime_ms": state.started.elapsed().as_millis() as u64}),
         )),
-        (&Method::GET, ["metrics"]) => metrics(state).await,
-        (&Method::GET, ["ws"]) => upgrade(req, state),
-        (_, ["api", ..]) => {
-            let identity = authenticate(&req, state).await?;
-            api(req, state, method, &segments[1..], identity).await
-        }
-        _ => Err(ApiError::not_found(format!("no route for {method} {path}"))),
-    }
-}
-
-async fn api(
-    req: Request<Incoming>,
-    state: &Arc<AppState>,
-    method: &Method,
-    segments: &[&str],
-    identity: Identity,
-) -> Result<Resp, ApiError> {
-    let query = req.uri().query().unwrap_or("").to_owned();
-    match (method, segments) {
-        (&Method::POST, ["tasks"]) => {
+        Route::Metrics => metrics(state).await,
+        Route::OpenApi => Ok(Response::builder()
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from_static(routes::OPENAPI.as_bytes())))
+            .expect("static response parts are valid")),
+        Route::Dashboard => Ok(Response::builder()
+            .header(CONTENT_TYPE, "text/html; charset=utf-8")
+            .header("cache-control", "no-store")
+            .body(Full::new(Bytes::from_static(
+                crate::dashboard::PAGE.as_bytes(),
+            )))
+            .expect("static response parts are valid")),
+        Route::Ws => upgrade(req, state),
+        Route::SubmitTask => {
             let body = read_json(req, state.max_body_bytes).await?;
-            let task = parse_submission(&body, identity.name())?;
+            let task = parse_submission(&body, &submitter)?;
             let receipts = submit(state, vec![task]).await?;
             let r = &receipts[0];
             Ok(json_response(
@@ -111,7 +138,7 @@ async fn api(
                 &json!({"status": "queued", "task_id": r.task_id, "priority": r.priority, "created_at": r.created_at}),
             ))
         }
-        (&Method::POST, ["tasks", "batch"]) => {
+        Route::SubmitBatch => {
             let body = read_json(req, state.max_body_bytes).await?;
             let items = match &body {
                 Value::Array(items) => items,
@@ -131,7 +158,7 @@ async fn api(
             }
             let mut tasks = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
-                let task = parse_submission(item, identity.name()).map_err(|mut e| {
+                let task = parse_submission(item, &submitter).map_err(|mut e| {
                     e.detail = format!("task {i}: {}", e.detail);
                     e
                 })?;
@@ -144,37 +171,33 @@ async fn api(
                 &json!({"status": "queued", "count": ids.len(), "task_ids": ids}),
             ))
         }
-        (&Method::GET, ["tasks"]) => list(state, &query, None).await,
-        (&Method::GET, ["tasks", "dead-letter"]) => {
-            list(state, &query, Some(Status::DeadLetter)).await
-        }
-        (&Method::GET, ["tasks", "stats"]) => stats(state).await,
-        (&Method::GET, ["tasks", id]) => {
-            let id = id.to_string();
-            let task = state.reads.run(move |c| db::get_task(c, &id)).await?;
+        Route::ListTasks => list(state, &query, None).await,
+        Route::DeadLetter => list(state, &query, Some(Status::DeadLetter)).await,
+        Route::TaskStats => stats(state).await,
+        Route::GetTask => {
+            let task = state.reads.run(move |c| db::get_task(c, &param)).await?;
             let task = task.ok_or_else(|| ApiError::not_found("no task with this id"))?;
             Ok(json_response(StatusCode::OK, &task_json(&task)))
         }
-        (&Method::POST, ["tasks", id, "cancel"]) => cancel(state, id).await,
-        (&Method::POST, ["tasks", id, "retry"]) => retry(state, id).await,
-        (&Method::GET, ["agents"]) => {
+        Route::CancelTask => cancel(state, &param).await,
+        Route::RetryTask => retry(state, &param).await,
+        Route::ListAgents => {
             let agents = agents(state).await?;
             Ok(json_response(StatusCode::OK, &json!({"agents": agents})))
         }
-        (&Method::GET, ["agents", id]) => {
+        Route::GetAgent => {
             let agents = agents(state).await?;
             let agent = agents
                 .into_iter()
-                .find(|a| a.agent_id == *id)
+                .find(|a| a.agent_id == param)
                 .ok_or_else(|| ApiError::not_found("no agent with this id has connected"))?;
             Ok(json_response(StatusCode::OK, &json!(agent)))
         }
-        (_, ["admin", ..]) if !matches!(identity, Identity::Admin(_)) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this route needs an admin token",
-        )),
-        (&Method::POST, ["admin", "tokens"]) => {
+        Route::DashboardState => {
+            let snapshot = ask(state, |reply| Command::Dashboard { reply }).await?;
+            Ok(json_response(StatusCode::OK, &snapshot))
+        }
+        Route::CreateToken => {
             let body = read_json(req, state.max_body_bytes).await?;
             let who = match (
                 body.get("agent_id").and_then(Value::as_str),
@@ -205,16 +228,15 @@ async fn api(
                 &json!({"token": token, "kind": kind, "name": name}),
             ))
         }
-        (&Method::GET, ["admin", "tokens"]) => {
+        Route::ListTokens => {
             let tokens = state.reads.run(auth::list_tokens).await?;
             Ok(json_response(StatusCode::OK, &json!({"tokens": tokens})))
         }
-        (&Method::DELETE, ["admin", "tokens", name]) => {
+        Route::RevokeToken => {
             let path = state.db_path.clone();
-            let name = name.to_string();
             let revoked = tokio::task::spawn_blocking(move || {
                 let conn = db::open(&path)?;
-                auth::revoke_tokens(&conn, &name, now_ms())
+                auth::revoke_tokens(&conn, &param, now_ms())
             })
             .await
             .map_err(|e| ApiError::internal(e.to_string()))??;
@@ -224,7 +246,6 @@ async fn api(
             state.auth.invalidate();
             Ok(json_response(StatusCode::OK, &json!({"revoked": revoked})))
         }
-        _ => Err(ApiError::not_found("no such route")),
     }
 }
 
@@ -416,7 +437,6 @@ async fn list(state: &AppState, query: &str, forced: Option<Status>) -> Result<R
             _ => {}
         }
     }
-    let _ = Priority::ALL;
     let tasks = state
         .reads
         .run(move |c| {

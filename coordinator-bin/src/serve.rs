@@ -111,6 +111,7 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         EngineConfig {
             sweep_interval: Duration::from_millis(args.sweep_interval_ms.max(1)),
             retention: Duration::from_secs(args.retention_hours * 3600),
+            started,
         },
     );
     let engine_task =

@@ -45,15 +45,26 @@ async fn kill_9_cycles_lose_nothing_and_complete_everything_once() {
             producers.push(tokio::spawn(async move {
                 let mut client = Client::new(&addr, Some(&token));
                 for i in 0.. {
-                    match client.post("/api/tasks", &json!({"description": format!("c{cycle} p{p} t{i}")})).await {
-                        Ok(r) if r.status == 201 => acknowledged.lock().unwrap().push(r.body["task_id"].as_str().unwrap().to_owned()),
+                    match client
+                        .post(
+                            "/api/tasks",
+                            &json!({"description": format!("c{cycle} p{p} t{i}")}),
+                        )
+                        .await
+                    {
+                        Ok(r) if r.status == 201 => acknowledged
+                            .lock()
+                            .unwrap()
+                            .push(r.body["task_id"].as_str().unwrap().to_owned()),
                         Ok(_) => {}
                         Err(_) => return,
                     }
                 }
             }));
         }
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let pause_ms = 30 + (seed >> 33) % 250;
         tokio::time::sleep(Duration::from_millis(pause_ms)).await;
         c.kill();
@@ -67,25 +78,45 @@ async fn kill_9_cycles_lose_nothing_and_complete_everything_once() {
         let ids = acknowledged.lock().unwrap().clone();
         for id in &ids {
             let t = task(&mut admin, id).await;
-            assert_eq!(t["id"], id.as_str(), "task {id} lost after kill -9 #{cycle}");
+            assert_eq!(
+                t["id"],
+                id.as_str(),
+                "task {id} lost after kill -9 #{cycle}"
+            );
         }
     }
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     let _finisher = SimAgent::start(&c, "finisher", &[], Behaviour::Complete).await;
     let ids = acknowledged.lock().unwrap().clone();
-    assert!(ids.len() >= 10, "only {} tasks were acknowledged", ids.len());
+    assert!(
+        ids.len() >= 10,
+        "only {} tasks were acknowledged",
+        ids.len()
+    );
     for id in &ids {
         let t = wait_status(&mut admin, id, "completed", Duration::from_secs(60)).await;
-        let n = t["history"].as_array().unwrap().iter().filter(|h| h["event"] == "completed").count();
+        let n = t["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["event"] == "completed")
+            .count();
         assert_eq!(n, 1, "task {id} completed {n} times");
     }
     // Tasks committed in the instant before a kill exist without their 201 having
     // left: there may be more than were acknowledged, and none may be stuck.
     let stats = admin.get("/api/tasks/stats").await.unwrap().body;
     let completed = stats["by_status"]["completed"].as_u64().unwrap();
-    assert_eq!(completed, stats["total"].as_u64().unwrap(), "every stored task completed: {stats}");
+    assert_eq!(
+        completed,
+        stats["total"].as_u64().unwrap(),
+        "every stored task completed: {stats}"
+    );
     assert!(completed as usize >= ids.len(), "{stats}");
-    eprintln!("kill -9 cycles: {} acknowledged tasks, all completed exactly once", ids.len());
+    eprintln!(
+        "kill -9 cycles: {} acknowledged tasks, all completed exactly once",
+        ids.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,8 +22,13 @@ async fn four_agents_share_mixed_priority_work_fairly_and_urgent_goes_first() {
     let priorities = ["low", "urgent", "normal", "high"];
     let mut ids = Vec::new();
     // Submit as one batch so that lanes, not arrival, decide the order.
-    let tasks: Vec<_> = (0..20).map(|i| json!({"description": format!("p{i}"), "priority": priorities[i % 4]})).collect();
-    let r = admin.post("/api/tasks/batch", &json!({"tasks": tasks})).await.unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| json!({"description": format!("p{i}"), "priority": priorities[i % 4]}))
+        .collect();
+    let r = admin
+        .post("/api/tasks/batch", &json!({"tasks": tasks}))
+        .await
+        .unwrap();
     assert_eq!(r.status, 201);
     for (i, id) in r.body["task_ids"].as_array().unwrap().iter().enumerate() {
         ids.push((id.as_str().unwrap().to_owned(), priorities[i % 4]));
@@ -32,10 +37,16 @@ async fn four_agents_share_mixed_priority_work_fairly_and_urgent_goes_first() {
     for (id, priority) in &ids {
         let t = wait_status(&mut admin, id, "completed", Duration::from_secs(30)).await;
         assert_eq!(completions(&t), 1);
-        finished.entry(priority).or_default().push(t["updated_at"].as_u64().unwrap());
+        finished
+            .entry(priority)
+            .or_default()
+            .push(t["updated_at"].as_u64().unwrap());
     }
     let mean = |p: &str| finished[p].iter().sum::<u64>() as f64 / finished[p].len() as f64;
-    assert!(mean("urgent") < mean("low"), "urgent tasks finish before low ones on average");
+    assert!(
+        mean("urgent") < mean("low"),
+        "urgent tasks finish before low ones on average"
+    );
     for a in &agents {
         let n = a.completed().len();
         assert!((3..=7).contains(&n), "an agent completed {n} of 20");
@@ -49,8 +60,18 @@ async fn low_priority_work_runs_while_urgent_work_comes_and_goes() {
     let _a = SimAgent::start(&c, "only", &[], Behaviour::Delay(10)).await;
     let mut lows = Vec::new();
     for i in 0..10 {
-        submit(&mut admin, json!({"description": format!("urgent {i}"), "priority": "urgent"})).await;
-        lows.push(submit(&mut admin, json!({"description": format!("low {i}"), "priority": "low"})).await);
+        submit(
+            &mut admin,
+            json!({"description": format!("urgent {i}"), "priority": "urgent"}),
+        )
+        .await;
+        lows.push(
+            submit(
+                &mut admin,
+                json!({"description": format!("low {i}"), "priority": "low"}),
+            )
+            .await,
+        );
         tokio::time::sleep(Duration::from_millis(15)).await;
     }
     for id in &lows {
@@ -87,7 +108,14 @@ async fn a_bad_input_storm_does_not_stop_the_work() {
     let url = c.ws_url();
     let token = c.admin_token.clone();
     let storm = tokio::spawn(async move {
-        let garbage: [&[u8]; 6] = [b"{", b"[]", br#"{"type":"nope"}"#, br#"{"type":"task_complete"}"#, b"\xff\xfe", br#"{"type":"task_accepted","task_id":"x"}"#];
+        let garbage: [&[u8]; 6] = [
+            b"{",
+            b"[]",
+            br#"{"type":"nope"}"#,
+            br#"{"type":"task_complete"}"#,
+            b"\xff\xfe",
+            br#"{"type":"task_accepted","task_id":"x"}"#,
+        ];
         let mut http = Client::new(&addr, Some(&token));
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut sent = 0u64;
@@ -98,7 +126,12 @@ async fn a_bad_input_storm_does_not_stop_the_work() {
                     sent += 1;
                 }
             }
-            for body in [&b"{"[..], b"null", br#"{"description": 5}"#, br#"{"tasks": "x"}"#] {
+            for body in [
+                &b"{"[..],
+                b"null",
+                br#"{"description": 5}"#,
+                br#"{"tasks": "x"}"#,
+            ] {
                 let _ = http.raw("POST", "/api/tasks", body.to_vec()).await;
                 let _ = http.raw("POST", "/api/tasks/batch", body.to_vec()).await;
                 sent += 2;
