@@ -53,6 +53,10 @@ struct Args {
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// Scale mode: agents never accept, so the tasks stay queued; report the
+    /// coordinator's memory with that many agents connected and tasks queued.
+    #[arg(long)]
+    hold: bool,
     /// Give up waiting for completions after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
@@ -88,6 +92,7 @@ async fn run_agent(
     agent_id: String,
     token: String,
     work_ms: u64,
+    hold: bool,
     timings: Arc<Mutex<Timings>>,
     errors: Arc<AtomicU64>,
     done: Arc<AtomicU64>,
@@ -105,6 +110,7 @@ async fn run_agent(
     let sender = conn.sender();
     while let Some(message) = conn.recv().await {
         match message {
+            CoordinatorMessage::TaskAssign { .. } if hold => {}
             CoordinatorMessage::TaskAssign {
                 task_id,
                 generation,
@@ -145,6 +151,35 @@ async fn run_agent(
             }
             _ => {}
         }
+    }
+}
+
+fn current_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Scale mode: everything submitted stays queued or held; report memory.
+async fn report_hold(args: &Args, admin: &mut Client, coordinator: Option<&Coordinator>, submitted: u64, seconds: f64) {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let dashboard = admin.get("/api/dashboard/state").await.map(|r| r.body).unwrap_or_default();
+    let connected = dashboard["agents"].as_array().map(|a| a.iter().filter(|x| x["connected"] == true).count()).unwrap_or(0);
+    let pid = coordinator.and_then(Coordinator::pid);
+    let report = json!({
+        "mode": "hold",
+        "tasks": submitted,
+        "seconds": (seconds * 1000.0).round() / 1000.0,
+        "agents_connected": connected,
+        "live": dashboard["live"],
+        "coordinator_rss_bytes": pid.and_then(current_rss),
+        "coordinator_peak_rss_bytes": pid.and_then(peak_rss),
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("{report:#}");
     }
 }
 
@@ -197,6 +232,7 @@ async fn main() {
             agent_id,
             agent_token,
             args.work_ms,
+            args.hold,
             timings.clone(),
             errors.clone(),
             done.clone(),
@@ -287,8 +323,12 @@ async fn main() {
     for p in producers {
         let _ = p.await;
     }
-    let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let submitted = timings.lock().unwrap().submitted.len() as u64;
+    if args.hold {
+        report_hold(&args, &mut admin, coordinator.as_ref(), submitted, started.elapsed().as_secs_f64()).await;
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
     loop {
         let n = done.load(Ordering::Relaxed);
         bar.set_position(n);
