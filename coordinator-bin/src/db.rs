@@ -241,7 +241,7 @@ fn task_from_row(row: &Row<'_>) -> Result<Result<Task, DbError>, rusqlite::Error
             result: row.get(12)?,
             tokens_used: opt_u64(13)?,
             last_error: row.get(14)?,
-            submitted_by: row.get(15)?,
+            submitted_by: row.get::<_, Option<String>>(15)?.map(Into::into),
             created_at_ms: row.get::<_, i64>(16)? as u64,
             updated_at_ms: row.get::<_, i64>(17)? as u64,
             last_alive_at_ms: opt_u64(18)?,

@@ -28,7 +28,7 @@ pub fn task_json(task: &Task) -> Value {
         "result": task.result.as_deref().map(parse_or_string),
         "tokens_used": task.tokens_used,
         "last_error": task.last_error,
-        "submitted_by": task.submitted_by,
+        "submitted_by": task.submitted_by.as_deref(),
         "created_at": task.created_at_ms,
         "updated_at": task.updated_at_ms,
         "history": history,

@@ -39,12 +39,14 @@
 mod change;
 mod error;
 mod ids;
+mod index;
 mod queue;
 mod task;
 
 pub use change::Change;
 pub use error::{RestoreError, SubmitError, TaskError};
 pub use ids::{AgentId, TaskId};
+pub use index::{is_subset, GroupedIndex};
 pub use queue::{
     Completion, FailOutcome, ListQuery, Queue, QueueConfig, QueueKey, Recovery, Stats,
 };

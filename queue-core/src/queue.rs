@@ -1,11 +1,11 @@
 //! The queue state machine: live tasks, lanes, fencing, retries and sweeps.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use crate::{
-    AgentId, Change, HistoryEvent, NewTask, Priority, ReclaimReason, RestoreError, Status,
-    SubmitError, Task, TaskError, TaskId,
+    is_subset, AgentId, Change, GroupedIndex, HistoryEvent, NewTask, Priority, ReclaimReason,
+    RestoreError, Status, SubmitError, Task, TaskError, TaskId,
 };
 
 /// Settings of a [`Queue`].
@@ -132,9 +132,15 @@ impl Stats {
 #[derive(Debug, Default)]
 pub struct Queue {
     config: QueueConfig,
-    tasks: HashMap<TaskId, Task>,
-    queued: BTreeMap<QueueKey, TaskId>,
+    /// Boxed, so that the table's spare slots cost a pointer, not a record.
+    tasks: HashMap<TaskId, Box<Task>>,
+    /// Queued tasks grouped by needed capabilities, in serving order inside a group.
+    queued: GroupedIndex<Arc<[String]>, QueueKey, TaskId>,
+    queued_by_lane: [usize; 4],
     held: HashSet<TaskId>,
+    /// One shared copy of each capability set and submitter name.
+    capability_sets: HashSet<Arc<[String]>>,
+    submitters: HashSet<Arc<str>>,
     next_seq: u64,
     changes: VecDeque<Change>,
 }
@@ -168,10 +174,14 @@ impl Queue {
                 return Err(RestoreError::DuplicateId(task.id));
             }
             queue.next_seq = queue.next_seq.max(task.queue_seq + 1);
+            let mut task = Box::new(task);
+            task.needed_capabilities = queue.intern_capabilities(&task.needed_capabilities);
+            task.submitted_by = task
+                .submitted_by
+                .as_deref()
+                .map(|s| queue.intern_submitter(s));
             match task.status {
-                Status::Queued => {
-                    queue.queued.insert(QueueKey::of(&task), task.id.clone());
-                }
+                Status::Queued => queue.index_queued(&task),
                 _ => {
                     queue.held.insert(task.id.clone());
                 }
@@ -203,9 +213,14 @@ impl Queue {
         let mut capabilities = new.needed_capabilities;
         capabilities.sort_unstable();
         capabilities.dedup();
+        let needed_capabilities = self.intern_capabilities(&capabilities);
+        let submitted_by = new
+            .submitted_by
+            .as_deref()
+            .map(|s| self.intern_submitter(s));
         let seq = self.next_seq;
         self.next_seq += 1;
-        let mut task = Task {
+        let mut task = Box::new(Task {
             id: new.id.clone(),
             description: Arc::from(new.description),
             metadata: Arc::from(new.metadata),
@@ -217,26 +232,26 @@ impl Queue {
             retry_count: 0,
             max_retries: new.max_retries.unwrap_or(self.config.default_max_retries),
             complete_by_ms: new.complete_by_ms,
-            needed_capabilities: Arc::from(capabilities),
+            needed_capabilities,
             result: None,
             tokens_used: None,
             last_error: None,
-            submitted_by: new.submitted_by,
+            submitted_by,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
             last_alive_at_ms: None,
             queue_seq: seq,
-            history: VecDeque::with_capacity(4),
-        };
+            history: VecDeque::with_capacity(1),
+        });
         task.record(now_ms, HistoryEvent::Submitted, String::new());
-        self.queued.insert(QueueKey::of(&task), new.id.clone());
-        self.changes.push_back(Change::Updated(task.clone()));
+        self.index_queued(&task);
+        self.changes.push_back(Change::Updated(Task::clone(&task)));
         Ok(self.tasks.entry(new.id).or_insert(task))
     }
 
     /// A live task.
     pub fn get(&self, id: &str) -> Option<&Task> {
-        self.tasks.get(id)
+        self.tasks.get(id).map(|t| &**t)
     }
 
     /// Number of live (non-final) tasks.
@@ -254,19 +269,44 @@ impl Queue {
         self.queued.len()
     }
 
-    /// The task that would be served next if capabilities did not matter.
-    pub fn next_queued(&self) -> Option<&Task> {
-        self.queued.values().next().map(|id| &self.tasks[id])
+    /// Number of queued tasks in each lane, indexed by [`Priority::rank`](crate::Priority::rank).
+    pub fn queued_by_lane(&self) -> [usize; 4] {
+        self.queued_by_lane
     }
 
-    /// Queued tasks in serving order.
+    /// The task that would be served next if capabilities did not matter.
+    pub fn next_queued(&self) -> Option<&Task> {
+        self.queued
+            .best(|_| true)
+            .map(|(_, _, id)| &*self.tasks[id])
+    }
+
+    /// The next queued task an agent offering `capabilities` (sorted) can take:
+    /// highest lane first, oldest first, skipping tasks it cannot take.
+    /// Costs O(distinct capability sets queued + log n).
+    pub fn best_queued(&self, capabilities: &[String]) -> Option<&Task> {
+        if capabilities.is_empty() {
+            return self
+                .queued
+                .best(|needed| needed.is_empty())
+                .map(|(_, _, id)| &*self.tasks[id]);
+        }
+        self.queued
+            .best(|needed| is_subset(needed, capabilities))
+            .map(|(_, _, id)| &*self.tasks[id])
+    }
+
+    /// Queued tasks in serving order (sorts them: O(n log n)).
     pub fn queued_in_order(&self) -> impl Iterator<Item = &Task> + '_ {
-        self.queued.values().map(|id| &self.tasks[id])
+        let mut keys: Vec<(&QueueKey, &TaskId)> =
+            self.queued.iter().map(|(_, k, v)| (k, v)).collect();
+        keys.sort_unstable_by_key(|(k, _)| **k);
+        keys.into_iter().map(|(_, id)| &*self.tasks[id])
     }
 
     /// Held (assigned or working) tasks, in no particular order.
     pub fn held(&self) -> impl Iterator<Item = &Task> + '_ {
-        self.held.iter().map(|id| &self.tasks[id])
+        self.held.iter().map(|id| &*self.tasks[id])
     }
 
     /// Live tasks matching `query`, in `queue_seq` order.
@@ -274,6 +314,7 @@ impl Queue {
         let mut found: Vec<&Task> = self
             .tasks
             .values()
+            .map(|t| &**t)
             .filter(|t| query.status.is_none_or(|s| t.status == s))
             .filter(|t| query.priority.is_none_or(|p| t.priority == p))
             .filter(|t| {
@@ -317,7 +358,6 @@ impl Queue {
         if task.status != Status::Queued {
             return Err(wrong_status(task));
         }
-        let key = QueueKey::of(task);
         task.status = Status::Assigned;
         task.generation += 1;
         task.assigned_to = Some(agent.clone());
@@ -327,7 +367,7 @@ impl Queue {
         task.record(now_ms, HistoryEvent::Assigned, details);
         let generation = task.generation;
         let task_id = task.id.clone();
-        self.queued.remove(&key);
+        self.unindex_queued(&task_id);
         self.held.insert(task_id.clone());
         self.emit(&task_id);
         Ok(generation)
@@ -469,29 +509,36 @@ impl Queue {
         let task = self.live_mut(id)?;
         let holder = task.assigned_to.clone().filter(|_| task.status.is_held());
         let was_queued = task.status == Status::Queued;
-        let key = QueueKey::of(task);
+        let task_id = task.id.clone();
+        if was_queued {
+            self.unindex_queued(&task_id);
+        }
+        let task = self.tasks.get_mut(id).expect("live");
         task.status = Status::Cancelled;
         let details = holder
             .as_ref()
             .map(|a| format!("agent={a}"))
             .unwrap_or_default();
         task.record(now_ms, HistoryEvent::Cancelled, details);
-        if was_queued {
-            self.queued.remove(&key);
-        }
         self.finalize(id);
         Ok(holder)
     }
 
     /// Puts a dead-letter record (read back from storage) into the queue again,
     /// at the back of its lane, with its retry count reset.
-    pub fn retry_dead_letter(&mut self, now_ms: u64, mut task: Task) -> Result<(), TaskError> {
+    pub fn retry_dead_letter(&mut self, now_ms: u64, task: Task) -> Result<(), TaskError> {
         if let Some(live) = self.tasks.get(&task.id) {
             return Err(wrong_status(live));
         }
         if task.status != Status::DeadLetter {
             return Err(wrong_status(&task));
         }
+        let mut task = Box::new(task);
+        task.needed_capabilities = self.intern_capabilities(&task.needed_capabilities);
+        task.submitted_by = task
+            .submitted_by
+            .as_deref()
+            .map(|s| self.intern_submitter(s));
         task.status = Status::Queued;
         task.retry_count = 0;
         task.assigned_to = None;
@@ -499,7 +546,7 @@ impl Queue {
         self.next_seq += 1;
         task.record(now_ms, HistoryEvent::Requeued, String::new());
         let task_id = task.id.clone();
-        self.queued.insert(QueueKey::of(&task), task_id.clone());
+        self.index_queued(&task);
         self.tasks.insert(task_id.clone(), task);
         self.emit(&task_id);
         Ok(())
@@ -538,6 +585,7 @@ impl Queue {
     fn live_mut(&mut self, id: &str) -> Result<&mut Task, TaskError> {
         self.tasks
             .get_mut(id)
+            .map(|t| &mut **t)
             .ok_or_else(|| TaskError::NotFound(TaskId::from(id)))
     }
 
@@ -576,14 +624,53 @@ impl Queue {
         task.status = Status::Queued;
         task.assigned_to = None;
         task.last_alive_at_ms = None;
+        let (caps, key) = (task.needed_capabilities.clone(), QueueKey::of(task));
         self.held.remove(id);
-        self.queued.insert(QueueKey::of(task), id.clone());
+        self.queued.insert(&caps, key, id.clone());
+        self.queued_by_lane[key.rank as usize] += 1;
         self.emit(id);
     }
 
     fn emit(&mut self, id: &TaskId) {
         let task = &self.tasks[id];
-        self.changes.push_back(Change::Updated(task.clone()));
+        self.changes.push_back(Change::Updated(Task::clone(task)));
+    }
+
+    fn index_queued(&mut self, task: &Task) {
+        let key = QueueKey::of(task);
+        self.queued
+            .insert(&task.needed_capabilities, key, task.id.clone());
+        self.queued_by_lane[key.rank as usize] += 1;
+    }
+
+    fn unindex_queued(&mut self, id: &str) {
+        let task = &self.tasks[id];
+        let key = QueueKey::of(task);
+        if self
+            .queued
+            .remove(&task.needed_capabilities, &key)
+            .is_some()
+        {
+            self.queued_by_lane[key.rank as usize] -= 1;
+        }
+    }
+
+    fn intern_capabilities(&mut self, names: &[String]) -> Arc<[String]> {
+        if let Some(shared) = self.capability_sets.get(names) {
+            return shared.clone();
+        }
+        let shared: Arc<[String]> = Arc::from(names.to_vec());
+        self.capability_sets.insert(shared.clone());
+        shared
+    }
+
+    fn intern_submitter(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.submitters.get(name) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(name);
+        self.submitters.insert(shared.clone());
+        shared
     }
 
     /// Moves a task that just reached a final state out of the core.
@@ -591,7 +678,7 @@ impl Queue {
         let task = self.tasks.remove(id).expect("finalize of a live task");
         debug_assert!(task.status.is_final());
         self.held.remove(id);
-        self.changes.push_back(Change::Finalized(task));
+        self.changes.push_back(Change::Finalized(*task));
     }
 }
 

@@ -356,8 +356,8 @@ pub struct Task {
     pub tokens_used: Option<u64>,
     /// The most recent failure reason.
     pub last_error: Option<String>,
-    /// Who submitted it.
-    pub submitted_by: Option<String>,
+    /// Who submitted it (shared between the tasks of one submitter).
+    pub submitted_by: Option<Arc<str>>,
     /// Submission time.
     pub created_at_ms: u64,
     /// Time of the last change.

@@ -2,20 +2,15 @@
 //! `cargo run --release -p scheduler --example core_bench`
 //!
 //! 1. 1,000,000 tasks through submit → assign → accept → complete in queue-core;
-//! 2. memory per queued task beyond its description and metadata (RSS delta, Linux);
-//! 3. matching with 100,000 queued tasks over 10 capability sets and 1,000 agents.
+//! 2. matching with 100,000 queued tasks over 10 capability sets and 1,000 agents.
+//!
+//! Memory per queued task is measured exactly by `examples/core_memory.rs`.
 
 use std::time::Instant;
 
 use agent_fsm::Capabilities;
 use queue_core::{AgentId, Completion, NewTask, Queue, QueueConfig};
 use scheduler::{Action, Scheduler, SchedulerConfig};
-
-fn rss_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
-}
 
 fn transitions() {
     const N: usize = 1_000_000;
@@ -41,36 +36,6 @@ fn transitions() {
         "queue-core: {N} tasks x 4 transitions in {secs:.3} s = {:.0} transitions/s (changes drained)",
         transitions / secs
     );
-}
-
-fn memory() {
-    const N: usize = 200_000;
-    let ids: Vec<String> = (0..N)
-        .map(|i| format!("{:08x}-0000-4000-8000-{:012x}", i, i))
-        .collect();
-    let before = rss_bytes();
-    let mut queue = Queue::new(QueueConfig::default());
-    for (i, id) in ids.iter().enumerate() {
-        queue.submit(i as u64, NewTask::new(id.as_str(), "")).ok();
-    }
-    // An empty description is refused; use a one-byte one so only overhead counts.
-    if queue.is_empty() {
-        for (i, id) in ids.iter().enumerate() {
-            queue
-                .submit(i as u64, NewTask::new(id.as_str(), "x"))
-                .expect("submit");
-        }
-    }
-    while queue.poll_change().is_some() {}
-    let after = rss_bytes();
-    match (before, after) {
-        (Some(b), Some(a)) => println!(
-            "queue-core: {} bytes per queued task (RSS delta over {N} tasks, 36-byte ids included, 1-byte description, metadata `{{}}`)",
-            a.saturating_sub(b) / N as u64
-        ),
-        _ => println!("queue-core: memory per task not measured (no /proc/self/statm)"),
-    }
-    std::hint::black_box(&queue);
 }
 
 fn matching() {
@@ -128,6 +93,5 @@ fn matching() {
 
 fn main() {
     transitions();
-    memory();
     matching();
 }

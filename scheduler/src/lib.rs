@@ -57,7 +57,6 @@
 
 mod action;
 mod error;
-mod index;
 mod scheduler;
 
 pub use action::{Action, Assignment};

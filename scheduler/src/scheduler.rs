@@ -4,11 +4,10 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use agent_fsm::{Agent, AgentState, Capabilities};
 use queue_core::{
-    AgentId, Change, Completion, FailOutcome, NewTask, Queue, QueueConfig, QueueKey, ReclaimReason,
-    Recovery, RestoreError, Task, TaskError, TaskId,
+    AgentId, Change, Completion, FailOutcome, GroupedIndex, NewTask, Queue, QueueConfig,
+    ReclaimReason, Recovery, RestoreError, Status, Task, TaskError, TaskId,
 };
 
-use crate::index::GroupedIndex;
 use crate::{Action, Assignment, SchedulerError};
 
 /// Settings of a [`Scheduler`].
@@ -79,8 +78,9 @@ pub struct Scheduler {
     queue: Queue,
     agents: HashMap<AgentId, AgentSlot>,
     next_agent_seq: u64,
-    queued: GroupedIndex<QueueKey, TaskId>,
-    idle: GroupedIndex<IdleKey, AgentId>,
+    /// Idle agents that can be offered work, grouped by capabilities; the queued
+    /// tasks are indexed the same way inside the queue.
+    idle: GroupedIndex<Capabilities, IdleKey, AgentId>,
     accept_deadlines: BTreeSet<(u64, AgentId)>,
     cooldowns: BTreeSet<(u64, AgentId)>,
     /// Held tasks whose agent has not come back to recover them, with their deadline.
@@ -108,14 +108,6 @@ impl Scheduler {
     ) -> Result<Scheduler, RestoreError> {
         let queue = Queue::restore(config.queue.clone(), records)?;
         let mut scheduler = Scheduler::with_queue(config, queue);
-        let queued: Vec<(Capabilities, QueueKey, TaskId)> = scheduler
-            .queue
-            .queued_in_order()
-            .map(|t| (task_capabilities(t), QueueKey::of(t), t.id.clone()))
-            .collect();
-        for (caps, key, id) in queued {
-            scheduler.queued.insert(&caps, key, id);
-        }
         let held: Vec<(TaskId, AgentId)> = scheduler
             .queue
             .held()
@@ -134,7 +126,6 @@ impl Scheduler {
             queue,
             agents: HashMap::new(),
             next_agent_seq: 0,
-            queued: GroupedIndex::default(),
             idle: GroupedIndex::default(),
             accept_deadlines: BTreeSet::new(),
             cooldowns: BTreeSet::new(),
@@ -377,10 +368,12 @@ impl Scheduler {
         let outcome = self
             .queue
             .fail(now_ms, task_id, agent_id, generation, error)?;
-        self.task_left_agent(now_ms, agent_id, task_id);
+        // The task is offered to the other idle agents before this one.
+        self.release_agent(now_ms, agent_id, task_id);
         if outcome == FailOutcome::Retried {
             self.enqueue(now_ms, &TaskId::from(task_id));
         }
+        self.refresh_availability(now_ms, agent_id);
         Ok(outcome)
     }
 
@@ -401,8 +394,9 @@ impl Scheduler {
             self.cooldowns.remove(&(old, agent_id.clone()));
         }
         self.cooldowns.insert((until, agent_id.clone()));
-        self.task_left_agent(now_ms, agent_id, task_id);
+        self.release_agent(now_ms, agent_id, task_id);
         self.enqueue(now_ms, &TaskId::from(task_id));
+        self.refresh_availability(now_ms, agent_id);
         Ok(())
     }
 
@@ -430,15 +424,7 @@ impl Scheduler {
 
     /// An operator cancelled a live task; its holder, if any, is told to stop.
     pub fn handle_cancel(&mut self, now_ms: u64, task_id: &str) -> Result<(), SchedulerError> {
-        let (caps, key) = {
-            let task = self
-                .queue
-                .get(task_id)
-                .ok_or_else(|| TaskError::NotFound(TaskId::from(task_id)))?;
-            (task_capabilities(task), QueueKey::of(task))
-        };
         let holder = self.queue.cancel(now_ms, task_id)?;
-        self.queued.remove(&caps, &key);
         if let Some(agent_id) = holder {
             self.actions.push_back(Action::Cancel {
                 agent_id: agent_id.clone(),
@@ -546,6 +532,12 @@ impl Scheduler {
     /// `task_id` reached an end with `agent_id` (completed, failed, rejected,
     /// cancelled): the agent is free again.
     fn task_left_agent(&mut self, now_ms: u64, agent_id: &AgentId, task_id: &str) {
+        self.release_agent(now_ms, agent_id, task_id);
+        self.refresh_availability(now_ms, agent_id);
+    }
+
+    /// Frees the agent from `task_id` without offering it new work yet.
+    fn release_agent(&mut self, now_ms: u64, agent_id: &AgentId, task_id: &str) {
         if let Some((_, deadline)) = self.awaiting_recovery.remove(task_id) {
             self.recovery_deadlines
                 .remove(&(deadline, TaskId::from(task_id)));
@@ -566,7 +558,6 @@ impl Scheduler {
                 self.accept_deadlines.remove(&(deadline, agent_id.clone()));
             }
         }
-        self.refresh_availability(now_ms, agent_id);
     }
 
     /// Reclaims a held task from whoever holds it, and queues it again.
@@ -591,33 +582,28 @@ impl Scheduler {
         if let Some((_, deadline)) = self.awaiting_recovery.remove(task_id) {
             self.recovery_deadlines.remove(&(deadline, task_id.clone()));
         }
-        if let Some(slot) = self.agents.get_mut(agent_id) {
-            if slot.fsm.task().is_some_and(|h| &h.task_id == task_id) {
-                let deadline = slot.fsm.poll_timeout();
-                let _ = slot.fsm.release(now_ms);
-                if let Some(deadline) = deadline {
-                    self.accept_deadlines.remove(&(deadline, agent_id.clone()));
-                }
-                self.refresh_availability(now_ms, agent_id);
-            }
-        }
+        // Other idle agents get the task before the one it was taken from.
+        self.release_agent(now_ms, agent_id, task_id);
         self.enqueue(now_ms, task_id);
+        self.refresh_availability(now_ms, agent_id);
     }
 
     /// A task entered the queue: index it and offer it to the best idle agent.
     fn enqueue(&mut self, now_ms: u64, task_id: &TaskId) {
-        let Some(task) = self.queue.get(task_id) else {
+        let Some(task) = self
+            .queue
+            .get(task_id)
+            .filter(|t| t.status == Status::Queued)
+        else {
             return;
         };
         let caps = task_capabilities(task);
-        let key = QueueKey::of(task);
-        self.queued.insert(&caps, key, task_id.clone());
         let agent = self
             .idle
             .best(|agent_caps| caps.is_subset_of(agent_caps))
             .map(|(_, _, agent_id)| agent_id.clone());
         if let Some(agent_id) = agent {
-            self.assign(now_ms, &caps, key, task_id, &agent_id);
+            self.assign(now_ms, task_id, &agent_id);
         }
     }
 
@@ -668,29 +654,20 @@ impl Scheduler {
         if slot.idle_key.is_none() {
             return;
         }
-        let agent_caps = slot.fsm.capabilities();
         let best = self
-            .queued
-            .best(|task_caps| task_caps.is_subset_of(agent_caps))
-            .map(|(caps, key, task_id)| (caps.clone(), *key, task_id.clone()));
-        if let Some((caps, key, task_id)) = best {
-            self.assign(now_ms, &caps, key, &task_id, agent_id);
+            .queue
+            .best_queued(slot.fsm.capabilities().names())
+            .map(|task| task.id.clone());
+        if let Some(task_id) = best {
+            self.assign(now_ms, &task_id, agent_id);
         }
     }
 
-    fn assign(
-        &mut self,
-        now_ms: u64,
-        caps: &Capabilities,
-        key: QueueKey,
-        task_id: &TaskId,
-        agent_id: &AgentId,
-    ) {
+    fn assign(&mut self, now_ms: u64, task_id: &TaskId, agent_id: &AgentId) {
         let generation = self
             .queue
             .assign(now_ms, task_id, agent_id)
             .expect("indexed tasks are queued");
-        self.queued.remove(caps, &key);
         self.make_unavailable(agent_id);
         let accept_timeout_ms = self.config.accept_timeout_ms;
         let slot = self.agents.get_mut(agent_id).expect("indexed agents exist");

@@ -87,16 +87,24 @@ fn peak_rss(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-async fn run_agent(
-    url: String,
-    agent_id: String,
-    token: String,
-    work_ms: u64,
-    hold: bool,
+/// What every simulated agent shares with the run.
+#[derive(Clone)]
+struct Shared {
     timings: Arc<Mutex<Timings>>,
     errors: Arc<AtomicU64>,
     done: Arc<AtomicU64>,
-) {
+    work_ms: u64,
+    hold: bool,
+}
+
+async fn run_agent(url: String, agent_id: String, token: String, shared: Shared) {
+    let Shared {
+        timings,
+        errors,
+        done,
+        work_ms,
+        hold,
+    } = shared;
     let mut config = ClientConfig::new(url, &agent_id, token);
     config.ping_interval = None;
     let mut conn = match Connection::connect(&config).await {
@@ -162,10 +170,23 @@ fn current_rss(pid: u32) -> Option<u64> {
 }
 
 /// Scale mode: everything submitted stays queued or held; report memory.
-async fn report_hold(args: &Args, admin: &mut Client, coordinator: Option<&Coordinator>, submitted: u64, seconds: f64) {
+async fn report_hold(
+    args: &Args,
+    admin: &mut Client,
+    coordinator: Option<&Coordinator>,
+    submitted: u64,
+    seconds: f64,
+) {
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let dashboard = admin.get("/api/dashboard/state").await.map(|r| r.body).unwrap_or_default();
-    let connected = dashboard["agents"].as_array().map(|a| a.iter().filter(|x| x["connected"] == true).count()).unwrap_or(0);
+    let dashboard = admin
+        .get("/api/dashboard/state")
+        .await
+        .map(|r| r.body)
+        .unwrap_or_default();
+    let connected = dashboard["agents"]
+        .as_array()
+        .map(|a| a.iter().filter(|x| x["connected"] == true).count())
+        .unwrap_or(0);
     let pid = coordinator.and_then(Coordinator::pid);
     let report = json!({
         "mode": "hold",
@@ -227,15 +248,18 @@ async fn main() {
             .expect("create token");
         assert_eq!(r.status, 201, "cannot create an agent token: {:?}", r.body);
         let agent_token = r.body["token"].as_str().unwrap().to_owned();
+        let shared = Shared {
+            timings: timings.clone(),
+            errors: errors.clone(),
+            done: done.clone(),
+            work_ms: args.work_ms,
+            hold: args.hold,
+        };
         agent_tasks.push(tokio::spawn(run_agent(
             format!("ws://{addr}/ws"),
             agent_id,
             agent_token,
-            args.work_ms,
-            args.hold,
-            timings.clone(),
-            errors.clone(),
-            done.clone(),
+            shared,
         )));
     }
     // Let the agents identify.
@@ -325,7 +349,14 @@ async fn main() {
     }
     let submitted = timings.lock().unwrap().submitted.len() as u64;
     if args.hold {
-        report_hold(&args, &mut admin, coordinator.as_ref(), submitted, started.elapsed().as_secs_f64()).await;
+        report_hold(
+            &args,
+            &mut admin,
+            coordinator.as_ref(),
+            submitted,
+            started.elapsed().as_secs_f64(),
+        )
+        .await;
         return;
     }
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
