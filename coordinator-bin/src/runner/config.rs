@@ -163,3 +163,56 @@ impl AgentArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_fills_what_flags_and_variables_leave_out() {
+        let dir = std::env::temp_dir().join(format!("agent-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("agent.toml");
+        std::fs::write(
+            &file,
+            "hub = \"ws://127.0.0.1:4000/ws\"\nagent_id = \"from-file\"\ntoken = \"t\"\nexec = \"true\"\ncapabilities = [\"gpu\"]\ntask_timeout = 9\n",
+        )
+        .unwrap();
+        let args = AgentArgs {
+            config: Some(file.clone()),
+            agent_id: Some("from-flag".into()),
+            ..AgentArgs::default()
+        };
+        let config = args.resolve().unwrap();
+        assert_eq!(config.agent_id, "from-flag");
+        assert_eq!(config.hub, "ws://127.0.0.1:4000/ws");
+        assert_eq!(config.capabilities, ["gpu"]);
+        assert_eq!(config.task_timeout, Some(Duration::from_secs(9)));
+        assert_eq!(config.state_file, PathBuf::from("./agent-state.json"));
+        assert_eq!(config.backoff_initial, Duration::from_secs(1));
+        assert_eq!(config.backoff_max, Duration::from_secs(60));
+        std::fs::write(&file, "hub = \"ws://x:1/ws\"\nunknown_key = 1\n").unwrap();
+        let err = AgentArgs {
+            config: Some(file),
+            ..AgentArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.contains("unknown"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_missing_setting_is_named() {
+        let err = AgentArgs {
+            hub: Some("ws://x:1/ws".into()),
+            ..AgentArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(
+            err.contains("--agent-id") && err.contains("COORDINATOR_AGENT_AGENT_ID"),
+            "{err}"
+        );
+    }
+}

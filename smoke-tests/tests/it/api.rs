@@ -223,3 +223,60 @@ async fn a_database_that_is_not_ours_is_refused() {
     assert!(stderr.contains("coordinator:"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+fn serve_once(db: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(smoke_tests::harness::coordinator_binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(db)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_schema_and_a_foreign_sqlite_file_are_refused_untouched() {
+    let dir = smoke_tests::harness::TempDir::new("schema");
+    let newer = dir.path().join("newer.db");
+    {
+        let conn = rusqlite::Connection::open(&newer).unwrap();
+        conn.execute_batch(
+            "PRAGMA application_id = 1129271122; PRAGMA user_version = 99; CREATE TABLE t (x);",
+        )
+        .unwrap();
+    }
+    let out = serve_once(&newer);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("schema version 99"), "{stderr}");
+
+    let foreign = dir.path().join("foreign.db");
+    {
+        let conn = rusqlite::Connection::open(&foreign).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE accounts (id INTEGER PRIMARY KEY); INSERT INTO accounts VALUES (7);",
+        )
+        .unwrap();
+    }
+    let out = serve_once(&foreign);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a coordinator database"));
+    let conn = rusqlite::Connection::open(&foreign).unwrap();
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(tables, 1, "the foreign database was not touched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_coordinator_on_the_same_database_is_refused() {
+    let c = Coordinator::start(&[]);
+    let out = serve_once(&c.db);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("in use by another coordinator"), "{stderr}");
+    let mut admin = Client::new(&c.addr, Some(&c.admin_token));
+    assert_eq!(
+        admin.get("/api/tasks/stats").await.unwrap().status,
+        200,
+        "the first one still serves"
+    );
+}

@@ -252,3 +252,45 @@ async fn disconnect_reassigns_at_once() {
         task_id: String::new(),
     };
 }
+
+/// A client frame: text, masked as clients must.
+fn masked_text(payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![0x81];
+    if payload.len() < 126 {
+        frame.push(0x80 | payload.len() as u8);
+    } else {
+        frame.push(0x80 | 126);
+        frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_stops_answering_pings_is_dropped_and_its_task_moves_on() {
+    use tokio::io::AsyncWriteExt;
+    let c = Coordinator::start(&["--ping-interval-ms", "200", "--pong-timeout-ms", "300"]);
+    let mut admin = Client::new(&c.addr, Some(&c.admin_token));
+    let token = c.agent_token("mute");
+    // A hand-made client that identifies and then never reads or answers anything.
+    let mut tcp = tokio::net::TcpStream::connect(&c.addr).await.unwrap();
+    tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await.unwrap();
+    let identify = json!({"type": "identify", "agent_id": "mute", "token": token}).to_string();
+    tcp.write_all(&masked_text(identify.as_bytes()))
+        .await
+        .unwrap();
+    let id = submit(&mut admin, json!({"description": "for the mute one"})).await;
+    let t = wait_status(&mut admin, &id, "assigned", Duration::from_secs(5)).await;
+    assert_eq!(t["assigned_to"], "mute");
+    let _other =
+        crate::sim::SimAgent::start(&c, "talker", &[], crate::sim::Behaviour::Complete).await;
+    let t = wait_status(&mut admin, &id, "completed", Duration::from_secs(10)).await;
+    assert_eq!(t["assigned_to"], "talker");
+    let reclaimed = t["history"].as_array().unwrap().iter().any(|h| {
+        h["event"] == "reclaimed" && h["details"].as_str().unwrap_or("").contains("disconnected")
+    });
+    assert!(reclaimed, "{t}");
+    drop(tcp);
+}
