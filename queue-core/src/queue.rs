@@ -174,12 +174,7 @@ impl Queue {
                 return Err(RestoreError::DuplicateId(task.id));
             }
             queue.next_seq = queue.next_seq.max(task.queue_seq + 1);
-            let mut task = Box::new(task);
-            task.needed_capabilities = queue.intern_capabilities(&task.needed_capabilities);
-            task.submitted_by = task
-                .submitted_by
-                .as_deref()
-                .map(|s| queue.intern_submitter(s));
+            let task = queue.adopt(task);
             match task.status {
                 Status::Queued => queue.index_queued(&task),
                 _ => {
@@ -533,12 +528,7 @@ impl Queue {
         if task.status != Status::DeadLetter {
             return Err(wrong_status(&task));
         }
-        let mut task = Box::new(task);
-        task.needed_capabilities = self.intern_capabilities(&task.needed_capabilities);
-        task.submitted_by = task
-            .submitted_by
-            .as_deref()
-            .map(|s| self.intern_submitter(s));
+        let mut task = self.adopt(task);
         task.status = Status::Queued;
         task.retry_count = 0;
         task.assigned_to = None;
@@ -653,6 +643,18 @@ impl Queue {
         {
             self.queued_by_lane[key.rank as usize] -= 1;
         }
+    }
+
+    /// Takes in a record that comes from outside (storage): boxed, with its shared
+    /// parts interned.
+    fn adopt(&mut self, task: Task) -> Box<Task> {
+        let mut task = Box::new(task);
+        task.needed_capabilities = self.intern_capabilities(&task.needed_capabilities);
+        task.submitted_by = task
+            .submitted_by
+            .as_deref()
+            .map(|s| self.intern_submitter(s));
+        task
     }
 
     fn intern_capabilities(&mut self, names: &[String]) -> Arc<[String]> {

@@ -89,9 +89,28 @@ impl Drop for TempDir {
     }
 }
 
+/// A child process that is killed when dropped.
+#[derive(Default)]
+struct Process(Option<Child>);
+
+impl Process {
+    fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A running coordinator process with its own database.
 pub struct Coordinator {
-    child: Option<Child>,
+    child: Process,
     /// `127.0.0.1:PORT`.
     pub addr: String,
     /// The database file.
@@ -109,7 +128,7 @@ impl Coordinator {
         let dir = TempDir::new("coordinator-test");
         let db = dir.path().join("coordinator.db");
         let mut c = Coordinator {
-            child: None,
+            child: Process::default(),
             addr: String::new(),
             db,
             admin_token: String::new(),
@@ -137,7 +156,7 @@ impl Coordinator {
             .stderr(log)
             .spawn()
             .expect("start the coordinator");
-        self.child = Some(child);
+        self.child = Process(Some(child));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if std::net::TcpStream::connect(&self.addr).is_ok() {
@@ -185,10 +204,7 @@ impl Coordinator {
 
     /// SIGKILL, no goodbye.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.child.kill();
     }
 
     /// Kills (if running) and starts again on a new port over the same database.
@@ -199,12 +215,12 @@ impl Coordinator {
 
     /// The process id.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.0.as_ref().map(Child::id)
     }
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
+        let mut child = self.child.0.take()?;
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
@@ -227,12 +243,6 @@ impl Coordinator {
     }
 }
 
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// Polls `check` until it returns `Some` or `timeout` passes.
 pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where
@@ -251,7 +261,7 @@ where
 
 /// A `coordinator agent` process (the bundled runner).
 pub struct RunnerProcess {
-    child: Option<Child>,
+    child: Process,
     args: Vec<String>,
     log: PathBuf,
 }
@@ -288,7 +298,7 @@ impl RunnerProcess {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut runner = RunnerProcess {
-            child: None,
+            child: Process::default(),
             args,
             log: dir.join(format!("{agent_id}.log")),
         };
@@ -310,15 +320,12 @@ impl RunnerProcess {
             .stderr(log)
             .spawn()
             .expect("start coordinator agent");
-        self.child = Some(child);
+        self.child = Process(Some(child));
     }
 
     /// SIGKILL.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.child.kill();
     }
 
     /// Starts it again with the same flags (and so the same state file).
@@ -330,11 +337,5 @@ impl RunnerProcess {
     /// Its log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for RunnerProcess {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
