@@ -277,6 +277,18 @@ impl Engine {
             conn.handle
                 .close(CLOSE_GOING_AWAY, "coordinator shutting down");
         }
+        // Let every socket write its close frame (bounded: a dead peer cannot hold us).
+        let handles: Vec<SocketHandle> = self
+            .connections
+            .values()
+            .map(|c| c.handle.clone())
+            .collect();
+        let all_closed = async {
+            for handle in &handles {
+                handle.closed().await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), all_closed).await;
         self.writer.shutdown();
         tracing::info!("engine stopped; everything acknowledged is committed");
     }

@@ -339,3 +339,93 @@ impl RunnerProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
+
+/// A WebSocket client written by hand on a TCP stream, for tests of what a
+/// well-behaved client library would never send (binary frames, oversize frames,
+/// silence) and of the exact bytes the server answers (close codes).
+pub struct RawSocket {
+    tcp: tokio::net::TcpStream,
+    received: Vec<u8>,
+}
+
+impl RawSocket {
+    /// Connects to `addr` and performs the upgrade of `GET /ws`.
+    pub async fn connect(addr: &str) -> RawSocket {
+        use tokio::io::AsyncWriteExt;
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .expect("write upgrade");
+        let mut socket = RawSocket {
+            tcp,
+            received: Vec::new(),
+        };
+        assert!(
+            socket
+                .read_until(Duration::from_secs(5), |b| b
+                    .windows(4)
+                    .any(|w| w == b"\r\n\r\n"))
+                .await,
+            "no upgrade answer"
+        );
+        assert!(
+            socket.received.starts_with(b"HTTP/1.1 101"),
+            "upgrade refused"
+        );
+        socket.received.clear();
+        socket
+    }
+
+    /// Sends one masked frame (as clients must) with the given opcode
+    /// (1 text, 2 binary, 8 close).
+    pub async fn send_frame(&mut self, opcode: u8, payload: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut frame = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n < 65_536 => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        // The server may close before reading everything; that is what some tests want.
+        let _ = self.tcp.write_all(&frame).await;
+    }
+
+    /// Reads until `done(bytes received so far)` or the stream ends or `timeout`
+    /// passes; true if `done` was satisfied.
+    pub async fn read_until(&mut self, timeout: Duration, done: impl Fn(&[u8]) -> bool) -> bool {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        while !done(&self.received) {
+            match tokio::time::timeout_at(deadline, self.tcp.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => self.received.extend_from_slice(&buf[..n]),
+                _ => return done(&self.received),
+            }
+        }
+        true
+    }
+
+    /// Everything received so far (server frames are not masked, so text is readable).
+    pub fn received(&self) -> &[u8] {
+        &self.received
+    }
+
+    /// True once a close frame with `code` was received.
+    pub fn saw_close(&self, code: u16) -> bool {
+        let c = code.to_be_bytes();
+        self.received
+            .windows(4)
+            .any(|w| w[0] == 0x88 && w[1] >= 2 && w[2] == c[0] && w[3] == c[1])
+    }
+}

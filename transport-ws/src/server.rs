@@ -105,6 +105,7 @@ pub struct SocketHandle {
     connection: u64,
     outbound: mpsc::Sender<Outgoing>,
     close: Arc<watch::Sender<Option<(u16, String)>>>,
+    writer_done: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Outgoing {
@@ -136,6 +137,13 @@ impl SocketHandle {
                 mpsc::error::TrySendError::Full(_) => SendError::Full,
                 mpsc::error::TrySendError::Closed(_) => SendError::Closed,
             })
+    }
+
+    /// Waits until the writer has stopped (after a close, everything queued and the
+    /// close frame have been written).
+    pub async fn closed(&self) {
+        let mut done = self.writer_done.clone();
+        let _ = done.wait_for(|d| *d).await;
     }
 
     /// Sends a close frame with `code` after the frames already queued and ends the
@@ -171,13 +179,18 @@ where
     });
     let (tx, rx) = mpsc::channel(config.outbound_capacity.max(1));
     let (close_tx, close_rx) = watch::channel(None);
+    let (done_tx, done_rx) = watch::channel(false);
     let handle = SocketHandle {
         connection,
         outbound: tx,
         close: Arc::new(close_tx),
+        writer_done: done_rx,
     };
-    tokio::spawn(write_loop(write, rx, close_rx, config.ping_interval));
-    tokio::spawn(read_loop(read, handle.clone(), config, events));
+    tokio::spawn(async move {
+        write_loop(write, rx, close_rx, config.ping_interval).await;
+        let _ = done_tx.send(true);
+    });
+    tokio::spawn(read_loop(read, handle.clone(), config.clone(), events));
     handle
 }
 

@@ -123,7 +123,33 @@ async fn kill_9_cycles_lose_nothing_and_complete_everything_once() {
 async fn sigterm_exits_cleanly() {
     let mut c = Coordinator::start(&[]);
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
-    submit(&mut admin, json!({"description": "before shutdown"})).await;
+    let id = submit(&mut admin, json!({"description": "before shutdown"})).await;
+    let mut agent = smoke_tests::harness::RawSocket::connect(&c.addr).await;
+    let token = c.agent_token("closing");
+    agent
+        .send_frame(
+            1,
+            json!({"type": "identify", "agent_id": "closing", "token": token})
+                .to_string()
+                .as_bytes(),
+        )
+        .await;
+    assert!(
+        agent
+            .read_until(Duration::from_secs(5), |b| b
+                .windows(11)
+                .any(|w| w == b"task_assign"))
+            .await
+    );
     let status = c.terminate().expect("exit status");
     assert!(status.success(), "exit status {status:?}; log: {}", c.log());
+    agent.read_until(Duration::from_secs(5), |_| false).await;
+    assert!(
+        agent.saw_close(1001),
+        "agents are told the coordinator is going away (1001)"
+    );
+    // What was acknowledged before the signal is there after a restart.
+    c.restart();
+    let mut admin = Client::new(&c.addr, Some(&c.admin_token));
+    assert_eq!(task(&mut admin, &id).await["id"], id.as_str());
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use smoke_tests::harness::Coordinator;
+use smoke_tests::harness::{Coordinator, RawSocket};
 use smoke_tests::http::Client;
 use transport_ws::client::Connection;
 use transport_ws::protocol::CoordinatorMessage;
@@ -184,13 +184,32 @@ async fn oversize_and_binary_frames_and_cut_connections_do_not_hurt_others() {
     let worker =
         crate::sim::SimAgent::start(&c, "worker", &[], crate::sim::Behaviour::Complete).await;
 
-    // Oversize: closed (the client sees the end of the stream).
-    let mut big = Connection::open(&c.ws_url()).await.unwrap();
-    big.sender().send_raw(vec![b'x'; 10_000]).await.unwrap();
-    assert!(tokio::time::timeout(Duration::from_secs(5), big.recv())
-        .await
-        .unwrap()
-        .is_none());
+    // A binary frame gets an error frame and the socket stays open.
+    let mut raw_client = RawSocket::connect(&c.addr).await;
+    raw_client.send_frame(2, b"\x00\x01binary").await;
+    let error_seen = raw_client
+        .read_until(Duration::from_secs(5), |b| {
+            b.windows(17).any(|w| w == b"unsupported_frame")
+        })
+        .await;
+    assert!(
+        error_seen,
+        "{:?}",
+        String::from_utf8_lossy(raw_client.received())
+    );
+    raw_client.send_frame(1, br#"{"type":"ping"}"#).await;
+    let pong = raw_client
+        .read_until(Duration::from_secs(5), |b| {
+            b.windows(4).any(|w| w == b"pong")
+        })
+        .await;
+    assert!(pong, "still serving after a binary frame");
+
+    // Oversize: the client sees close code 1009.
+    let mut big = RawSocket::connect(&c.addr).await;
+    big.send_frame(1, &vec![b'x'; 10_000]).await;
+    big.read_until(Duration::from_secs(5), |_| false).await;
+    assert!(big.saw_close(1009), "no 1009 close: {:?}", big.received());
 
     // A TCP connection cut in the middle of a frame.
     {
@@ -253,34 +272,15 @@ async fn disconnect_reassigns_at_once() {
     };
 }
 
-/// A client frame: text, masked as clients must.
-fn masked_text(payload: &[u8]) -> Vec<u8> {
-    let mask = [0x37, 0xfa, 0x21, 0x3d];
-    let mut frame = vec![0x81];
-    if payload.len() < 126 {
-        frame.push(0x80 | payload.len() as u8);
-    } else {
-        frame.push(0x80 | 126);
-        frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    }
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    frame
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_that_stops_answering_pings_is_dropped_and_its_task_moves_on() {
-    use tokio::io::AsyncWriteExt;
     let c = Coordinator::start(&["--ping-interval-ms", "200", "--pong-timeout-ms", "300"]);
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     let token = c.agent_token("mute");
-    // A hand-made client that identifies and then never reads or answers anything.
-    let mut tcp = tokio::net::TcpStream::connect(&c.addr).await.unwrap();
-    tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await.unwrap();
+    // A hand-made client that identifies and then never answers anything.
+    let mut mute = RawSocket::connect(&c.addr).await;
     let identify = json!({"type": "identify", "agent_id": "mute", "token": token}).to_string();
-    tcp.write_all(&masked_text(identify.as_bytes()))
-        .await
-        .unwrap();
+    mute.send_frame(1, identify.as_bytes()).await;
     let id = submit(&mut admin, json!({"description": "for the mute one"})).await;
     let t = wait_status(&mut admin, &id, "assigned", Duration::from_secs(5)).await;
     assert_eq!(t["assigned_to"], "mute");
@@ -292,5 +292,4 @@ async fn an_agent_that_stops_answering_pings_is_dropped_and_its_task_moves_on() 
         h["event"] == "reclaimed" && h["details"].as_str().unwrap_or("").contains("disconnected")
     });
     assert!(reclaimed, "{t}");
-    drop(tcp);
 }
