@@ -141,6 +141,7 @@ pub struct Queue {
     /// One shared copy of each capability set and submitter name.
     capability_sets: HashSet<Arc<[String]>>,
     submitters: HashSet<Arc<str>>,
+    empty_metadata: Option<Arc<str>>,
     next_seq: u64,
     changes: VecDeque<Change>,
 }
@@ -218,7 +219,7 @@ impl Queue {
         let mut task = Box::new(Task {
             id: new.id.clone(),
             description: Arc::from(new.description),
-            metadata: Arc::from(new.metadata),
+            metadata: self.intern_metadata(new.metadata),
             priority: new.priority,
             status: Status::Queued,
             assigned_to: None,
@@ -642,6 +643,15 @@ impl Queue {
             .is_some()
         {
             self.queued_by_lane[key.rank as usize] -= 1;
+        }
+    }
+
+    /// Most tasks carry no metadata: they all share one `{}`.
+    fn intern_metadata(&mut self, metadata: String) -> Arc<str> {
+        if metadata == "{}" {
+            self.empty_metadata.get_or_insert_with(|| Arc::from("{}")).clone()
+        } else {
+            Arc::from(metadata)
         }
     }
 
