@@ -1,11 +1,10 @@
 //! SQLite storage: opening and migrating the database, task rows, reads.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
-use queue_core::{HistoryEntry, HistoryEvent, Priority, Status, Task, TaskId};
+use queue_core::{Completion, HistoryEntry, HistoryEvent, Holder, Priority, Status, Task, TaskId};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use serde_json::Value;
 
@@ -167,34 +166,34 @@ pub fn upsert_task(conn: &Connection, task: &Task) -> Result<(), rusqlite::Error
         &*task.metadata,
         task.priority.as_str(),
         task.status.as_str(),
-        task.assigned_to.as_ref().map(|a| a.as_str()),
-        task.assigned_at_ms.map(|v| v as i64),
+        task.assigned_to().map(|a| a.as_str()),
+        task.assigned_at_ms().map(|v| v as i64),
         task.generation as i64,
         task.retry_count,
         task.max_retries,
         task.complete_by_ms.map(|v| v as i64),
         capabilities,
-        task.result.as_deref(),
-        task.tokens_used.map(|v| v as i64),
+        task.result(),
+        task.tokens_used().map(|v| v as i64),
         task.last_error.as_deref(),
         task.submitted_by.as_deref(),
         task.created_at_ms as i64,
         task.updated_at_ms as i64,
-        task.last_alive_at_ms.map(|v| v as i64),
+        task.last_alive_at_ms().map(|v| v as i64),
         task.queue_seq as i64,
         history_json(&task.history),
     ])?;
     Ok(())
 }
 
-fn history_json(history: &VecDeque<HistoryEntry>) -> String {
+fn history_json(history: &[HistoryEntry]) -> String {
     let entries: Vec<Value> = history
         .iter()
         .map(|h| {
             serde_json::json!({
                 "event": h.event.as_str(),
                 "timestamp": h.timestamp_ms,
-                "details": h.details,
+                "details": &*h.details,
             })
         })
         .collect();
@@ -225,26 +224,37 @@ fn task_from_row(row: &Row<'_>) -> Result<Result<Task, DbError>, rusqlite::Error
         let capabilities: Vec<String> =
             serde_json::from_str(&capabilities).map_err(|e| corrupt(&id, e.to_string()))?;
         let history = parse_history(&history).ok_or_else(|| corrupt(&id, "bad history"))?;
+        let assigned_at_ms = opt_u64(6)?.unwrap_or(0);
+        let holder = row.get::<_, Option<String>>(5)?.map(|agent| {
+            Box::new(Holder {
+                agent_id: agent.into(),
+                assigned_at_ms,
+                last_alive_at_ms: opt_u64(18).ok().flatten().unwrap_or(assigned_at_ms),
+            })
+        });
+        let outcome = row.get::<_, Option<String>>(12)?.map(|result| {
+            Box::new(Completion {
+                result,
+                tokens_used: opt_u64(13).ok().flatten(),
+            })
+        });
         Ok(Task {
             id: TaskId::from(id.as_str()),
             description: row.get::<_, String>(1)?.into(),
             metadata: row.get::<_, String>(2)?.into(),
             priority,
             status,
-            assigned_to: row.get::<_, Option<String>>(5)?.map(Into::into),
-            assigned_at_ms: opt_u64(6)?,
+            holder,
             generation: row.get::<_, i64>(7)? as u64,
             retry_count: row.get(8)?,
             max_retries: row.get(9)?,
             complete_by_ms: opt_u64(10)?,
             needed_capabilities: capabilities.into(),
-            result: row.get(12)?,
-            tokens_used: opt_u64(13)?,
-            last_error: row.get(14)?,
+            outcome,
+            last_error: row.get::<_, Option<String>>(14)?.map(Into::into),
             submitted_by: row.get::<_, Option<String>>(15)?.map(Into::into),
             created_at_ms: row.get::<_, i64>(16)? as u64,
             updated_at_ms: row.get::<_, i64>(17)? as u64,
-            last_alive_at_ms: opt_u64(18)?,
             queue_seq: row.get::<_, i64>(19)? as u64,
             history,
         })
@@ -256,7 +266,7 @@ fn task_from_row(row: &Row<'_>) -> Result<Result<Task, DbError>, rusqlite::Error
     }
 }
 
-fn parse_history(text: &str) -> Option<VecDeque<HistoryEntry>> {
+fn parse_history(text: &str) -> Option<Vec<HistoryEntry>> {
     let entries: Vec<Value> = serde_json::from_str(text).ok()?;
     entries
         .into_iter()
@@ -264,7 +274,7 @@ fn parse_history(text: &str) -> Option<VecDeque<HistoryEntry>> {
             Some(HistoryEntry {
                 event: HistoryEvent::parse(e.get("event")?.as_str()?)?,
                 timestamp_ms: e.get("timestamp")?.as_u64()?,
-                details: e.get("details")?.as_str()?.to_owned(),
+                details: e.get("details")?.as_str()?.into(),
             })
         })
         .collect()

@@ -409,11 +409,11 @@ impl Engine {
         self.recent.push_front(RecentCompletion {
             task_id: task.id.to_string(),
             description: task.description.chars().take(120).collect(),
-            agent_id: task.assigned_to.as_ref().map(|a| a.to_string()),
+            agent_id: task.assigned_to().map(|a| a.to_string()),
             duration_ms: task
                 .updated_at_ms
-                .saturating_sub(task.assigned_at_ms.unwrap_or(task.created_at_ms)),
-            tokens_used: task.tokens_used,
+                .saturating_sub(task.assigned_at_ms().unwrap_or(task.created_at_ms)),
+            tokens_used: task.tokens_used(),
             completed_at: task.updated_at_ms,
         });
     }
@@ -811,12 +811,12 @@ fn log_change(change: &Change) {
     // Progress reports refresh liveness without a history entry; they are not logged.
     if let Some(entry) = task
         .history
-        .back()
+        .last()
         .filter(|e| e.timestamp_ms == task.updated_at_ms)
     {
         tracing::info!(
             task_id = %task.id,
-            agent_id = task.assigned_to.as_ref().map(|a| a.as_str()).unwrap_or("-"),
+            agent_id = task.assigned_to().map(|a| a.as_str()).unwrap_or("-"),
             generation = task.generation,
             status = task.status.as_str(),
             event = entry.event.as_str(),

@@ -125,7 +125,7 @@ pub fn record_change(change: &Change) {
     let task = change.task();
     let Some(entry) = task
         .history
-        .back()
+        .last()
         .filter(|e| e.timestamp_ms == task.updated_at_ms)
     else {
         return;

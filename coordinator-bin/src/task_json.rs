@@ -10,7 +10,7 @@ pub fn task_json(task: &Task) -> Value {
     let history: Vec<Value> = task
         .history
         .iter()
-        .map(|h| json!({"event": h.event.as_str(), "timestamp": h.timestamp_ms, "details": h.details}))
+        .map(|h| json!({"event": h.event.as_str(), "timestamp": h.timestamp_ms, "details": &*h.details}))
         .collect();
     json!({
         "id": task.id.as_str(),
@@ -18,16 +18,16 @@ pub fn task_json(task: &Task) -> Value {
         "metadata": parse_or_string(&task.metadata),
         "priority": task.priority.as_str(),
         "status": task.status.as_str(),
-        "assigned_to": task.assigned_to.as_ref().map(|a| a.as_str()),
-        "assigned_at": task.assigned_at_ms,
+        "assigned_to": task.assigned_to().map(|a| a.as_str()),
+        "assigned_at": task.assigned_at_ms(),
         "generation": task.generation,
         "retry_count": task.retry_count,
         "max_retries": task.max_retries,
         "complete_by": task.complete_by_ms,
         "needed_capabilities": &*task.needed_capabilities,
-        "result": task.result.as_deref().map(parse_or_string),
-        "tokens_used": task.tokens_used,
-        "last_error": task.last_error,
+        "result": task.result().map(parse_or_string),
+        "tokens_used": task.tokens_used(),
+        "last_error": task.last_error.as_deref(),
         "submitted_by": task.submitted_by.as_deref(),
         "created_at": task.created_at_ms,
         "updated_at": task.updated_at_ms,

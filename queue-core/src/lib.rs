@@ -51,8 +51,8 @@ pub use queue::{
     Completion, FailOutcome, ListQuery, Queue, QueueConfig, QueueKey, Recovery, Stats,
 };
 pub use task::{
-    HistoryEntry, HistoryEvent, NewTask, Priority, ReclaimReason, Status, Task, UnknownPriority,
-    UnknownStatus, HISTORY_CAP,
+    HistoryEntry, HistoryEvent, Holder, NewTask, Priority, ReclaimReason, Status, Task,
+    UnknownPriority, UnknownStatus, HISTORY_CAP,
 };
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The queue state machine: live tasks, lanes, fencing, retries and sweeps.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+
+use crate::Holder;
 use std::sync::Arc;
 
 use crate::{
@@ -29,21 +31,33 @@ impl Default for QueueConfig {
 /// A task's place among the queued tasks: lane first, then arrival order.
 ///
 /// Ordering keys compare the way tasks are served: the smallest key runs first.
+/// The lane's rank sits in the top byte and the arrival order in the low 56 bits,
+/// so a key is one word in the index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct QueueKey {
-    /// The lane's rank (0 = urgent).
-    pub rank: u8,
-    /// Arrival order inside the lane.
-    pub seq: u64,
-}
+pub struct QueueKey(u64);
 
 impl QueueKey {
+    const SEQ_BITS: u32 = 56;
+
+    /// The key of a lane rank (0 = urgent) and an arrival number (below 2^56).
+    pub fn new(rank: u8, seq: u64) -> QueueKey {
+        debug_assert!(seq < 1 << Self::SEQ_BITS);
+        QueueKey((u64::from(rank) << Self::SEQ_BITS) | (seq & ((1 << Self::SEQ_BITS) - 1)))
+    }
+
     /// The key of a task.
     pub fn of(task: &Task) -> QueueKey {
-        QueueKey {
-            rank: task.priority.rank(),
-            seq: task.queue_seq,
-        }
+        QueueKey::new(task.priority.rank(), task.queue_seq)
+    }
+
+    /// The lane's rank (0 = urgent).
+    pub fn rank(self) -> u8 {
+        (self.0 >> Self::SEQ_BITS) as u8
+    }
+
+    /// The arrival order inside the lane.
+    pub fn seq(self) -> u64 {
+        self.0 & ((1 << Self::SEQ_BITS) - 1)
     }
 }
 
@@ -168,7 +182,7 @@ impl Queue {
             if task.status.is_final() {
                 continue;
             }
-            if task.status.is_held() != task.assigned_to.is_some() {
+            if task.status.is_held() != task.holder.is_some() {
                 return Err(RestoreError::Inconsistent(task.id));
             }
             if queue.tasks.contains_key(&task.id) {
@@ -222,22 +236,19 @@ impl Queue {
             metadata: self.intern_metadata(new.metadata),
             priority: new.priority,
             status: Status::Queued,
-            assigned_to: None,
-            assigned_at_ms: None,
+            holder: None,
             generation: 0,
             retry_count: 0,
             max_retries: new.max_retries.unwrap_or(self.config.default_max_retries),
             complete_by_ms: new.complete_by_ms,
             needed_capabilities,
-            result: None,
-            tokens_used: None,
+            outcome: None,
             last_error: None,
             submitted_by,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
-            last_alive_at_ms: None,
             queue_seq: seq,
-            history: VecDeque::with_capacity(1),
+            history: Vec::with_capacity(1),
         });
         task.record(now_ms, HistoryEvent::Submitted, String::new());
         self.index_queued(&task);
@@ -317,7 +328,7 @@ impl Queue {
                 query
                     .assigned_to
                     .as_ref()
-                    .is_none_or(|a| t.assigned_to.as_ref() == Some(a))
+                    .is_none_or(|a| t.assigned_to() == Some(a))
             })
             .filter(|t| query.after_seq.is_none_or(|after| t.queue_seq > after))
             .collect();
@@ -356,9 +367,11 @@ impl Queue {
         }
         task.status = Status::Assigned;
         task.generation += 1;
-        task.assigned_to = Some(agent.clone());
-        task.assigned_at_ms = Some(now_ms);
-        task.last_alive_at_ms = Some(now_ms);
+        task.holder = Some(Box::new(Holder {
+            agent_id: agent.clone(),
+            assigned_at_ms: now_ms,
+            last_alive_at_ms: now_ms,
+        }));
         let details = format!("agent={agent} generation={}", task.generation);
         task.record(now_ms, HistoryEvent::Assigned, details);
         let generation = task.generation;
@@ -376,7 +389,7 @@ impl Queue {
             return Err(wrong_status(task));
         }
         task.status = Status::Working;
-        task.last_alive_at_ms = Some(now_ms);
+        touch(task, now_ms);
         let details = format!("agent={agent} generation={}", task.generation);
         task.record(now_ms, HistoryEvent::Accepted, details);
         let task_id = task.id.clone();
@@ -387,7 +400,7 @@ impl Queue {
     /// The holder showed a sign of life (progress report).
     pub fn progress(&mut self, now_ms: u64, id: &str, agent: &AgentId) -> Result<(), TaskError> {
         let task = self.held_by_mut(id, agent)?;
-        task.last_alive_at_ms = Some(now_ms);
+        touch(task, now_ms);
         task.updated_at_ms = now_ms;
         let task_id = task.id.clone();
         self.emit(&task_id);
@@ -405,8 +418,7 @@ impl Queue {
     ) -> Result<(), TaskError> {
         let task = self.fenced_mut(id, agent, generation)?;
         task.status = Status::Completed;
-        task.result = Some(completion.result);
-        task.tokens_used = completion.tokens_used;
+        task.outcome = Some(Box::new(completion));
         task.record(
             now_ms,
             HistoryEvent::Completed,
@@ -427,7 +439,7 @@ impl Queue {
     ) -> Result<FailOutcome, TaskError> {
         let task = self.fenced_mut(id, agent, generation)?;
         task.retry_count += 1;
-        task.last_error = Some(error.to_owned());
+        task.last_error = Some(error.into());
         let details = format!(
             "agent={agent} generation={generation} retry_count={} error={error}",
             task.retry_count
@@ -471,7 +483,11 @@ impl Queue {
         reason: ReclaimReason,
     ) -> Result<AgentId, TaskError> {
         let task = self.live_mut(id)?;
-        let Some(agent) = task.assigned_to.clone().filter(|_| task.status.is_held()) else {
+        let Some(agent) = task
+            .assigned_to()
+            .cloned()
+            .filter(|_| task.status.is_held())
+        else {
             return Err(wrong_status(task));
         };
         task.generation += 1;
@@ -487,7 +503,7 @@ impl Queue {
         let Ok(task) = self.held_by_mut(id, agent) else {
             return Recovery::Reassign;
         };
-        task.last_alive_at_ms = Some(now_ms);
+        touch(task, now_ms);
         let generation = task.generation;
         task.record(
             now_ms,
@@ -503,7 +519,10 @@ impl Queue {
     /// Final records keep their last assignee, for the record.
     pub fn cancel(&mut self, now_ms: u64, id: &str) -> Result<Option<AgentId>, TaskError> {
         let task = self.live_mut(id)?;
-        let holder = task.assigned_to.clone().filter(|_| task.status.is_held());
+        let holder = task
+            .assigned_to()
+            .cloned()
+            .filter(|_| task.status.is_held());
         let was_queued = task.status == Status::Queued;
         let task_id = task.id.clone();
         if was_queued {
@@ -532,7 +551,7 @@ impl Queue {
         let mut task = self.adopt(task);
         task.status = Status::Queued;
         task.retry_count = 0;
-        task.assigned_to = None;
+        task.holder = None;
         task.queue_seq = self.next_seq;
         self.next_seq += 1;
         task.record(now_ms, HistoryEvent::Requeued, String::new());
@@ -555,7 +574,7 @@ impl Queue {
                 if task.complete_by_ms.is_some_and(|by| now_ms > by) {
                     Some((id.clone(), ReclaimReason::Overdue))
                 } else if task
-                    .last_alive_at_ms
+                    .last_alive_at_ms()
                     .is_some_and(|alive| now_ms.saturating_sub(alive) >= stuck_after_ms)
                 {
                     Some((id.clone(), ReclaimReason::Stuck))
@@ -613,12 +632,11 @@ impl Queue {
     fn requeue(&mut self, id: &TaskId) {
         let task = self.tasks.get_mut(id).expect("requeue of a live task");
         task.status = Status::Queued;
-        task.assigned_to = None;
-        task.last_alive_at_ms = None;
+        task.holder = None;
         let (caps, key) = (task.needed_capabilities.clone(), QueueKey::of(task));
         self.held.remove(id);
         self.queued.insert(&caps, key, id.clone());
-        self.queued_by_lane[key.rank as usize] += 1;
+        self.queued_by_lane[key.rank() as usize] += 1;
         self.emit(id);
     }
 
@@ -631,7 +649,7 @@ impl Queue {
         let key = QueueKey::of(task);
         self.queued
             .insert(&task.needed_capabilities, key, task.id.clone());
-        self.queued_by_lane[key.rank as usize] += 1;
+        self.queued_by_lane[key.rank() as usize] += 1;
     }
 
     fn unindex_queued(&mut self, id: &str) {
@@ -642,14 +660,16 @@ impl Queue {
             .remove(&task.needed_capabilities, &key)
             .is_some()
         {
-            self.queued_by_lane[key.rank as usize] -= 1;
+            self.queued_by_lane[key.rank() as usize] -= 1;
         }
     }
 
     /// Most tasks carry no metadata: they all share one `{}`.
     fn intern_metadata(&mut self, metadata: String) -> Arc<str> {
         if metadata == "{}" {
-            self.empty_metadata.get_or_insert_with(|| Arc::from("{}")).clone()
+            self.empty_metadata
+                .get_or_insert_with(|| Arc::from("{}"))
+                .clone()
         } else {
             Arc::from(metadata)
         }
@@ -691,6 +711,13 @@ impl Queue {
         debug_assert!(task.status.is_final());
         self.held.remove(id);
         self.changes.push_back(Change::Finalized(*task));
+    }
+}
+
+/// A sign of life from the holder.
+fn touch(task: &mut Task, now_ms: u64) {
+    if let Some(holder) = task.holder.as_mut() {
+        holder.last_alive_at_ms = now_ms;
     }
 }
 

@@ -1,6 +1,5 @@
 //! The task record and its parts: priority lanes, statuses and history.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -252,7 +251,18 @@ pub struct HistoryEntry {
     /// When, in milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
     /// Free text: the agent, the generation, the reason.
-    pub details: String,
+    pub details: Box<str>,
+}
+
+/// The agent holding a task (for a final task: the last one that held it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// The agent.
+    pub agent_id: AgentId,
+    /// When it was assigned the task.
+    pub assigned_at_ms: u64,
+    /// Its last sign of life about the task (assign, accept, progress, recover).
+    pub last_alive_at_ms: u64,
 }
 
 /// A task as submitted: what the caller decides.
@@ -336,10 +346,9 @@ pub struct Task {
     pub priority: Priority,
     /// Where it is in its life.
     pub status: Status,
-    /// The agent holding it, while `assigned` or `working`.
-    pub assigned_to: Option<AgentId>,
-    /// When it was last assigned.
-    pub assigned_at_ms: Option<u64>,
+    /// Who holds it, while `assigned` or `working`; for a final task, who held it
+    /// last. Boxed, like `outcome`: queued tasks, the many, pay one pointer.
+    pub holder: Option<Box<Holder>>,
     /// The fencing token: bumped by every assignment and every reclaim.
     pub generation: u64,
     /// Failures counted so far.
@@ -350,41 +359,62 @@ pub struct Task {
     pub complete_by_ms: Option<u64>,
     /// Capabilities an agent must have, sorted and without duplicates.
     pub needed_capabilities: Arc<[String]>,
-    /// The agent's result (JSON text), once completed.
-    pub result: Option<String>,
-    /// Tokens the agent reported using.
-    pub tokens_used: Option<u64>,
+    /// What the agent reported, once completed.
+    pub outcome: Option<Box<crate::Completion>>,
     /// The most recent failure reason.
-    pub last_error: Option<String>,
+    pub last_error: Option<Box<str>>,
     /// Who submitted it (shared between the tasks of one submitter).
     pub submitted_by: Option<Arc<str>>,
     /// Submission time.
     pub created_at_ms: u64,
     /// Time of the last change.
     pub updated_at_ms: u64,
-    /// Last sign of life from the holder (assign, accept, progress, recover).
-    pub last_alive_at_ms: Option<u64>,
     /// The task's place in its lane: smaller runs first. Kept across requeues.
     pub queue_seq: u64,
     /// What happened, oldest first, at most [`HISTORY_CAP`] entries.
-    pub history: VecDeque<HistoryEntry>,
+    pub history: Vec<HistoryEntry>,
 }
 
 impl Task {
     pub(crate) fn record(&mut self, now_ms: u64, event: HistoryEvent, details: String) {
         if self.history.len() >= HISTORY_CAP {
-            self.history.pop_front();
+            self.history.remove(0);
         }
-        self.history.push_back(HistoryEntry {
+        self.history.push(HistoryEntry {
             event,
             timestamp_ms: now_ms,
-            details,
+            details: details.into_boxed_str(),
         });
         self.updated_at_ms = now_ms;
     }
 
-    /// True if `agent` holds this task at generation `generation`.
+    /// True if `agent` holds this task now.
     pub fn is_held_by(&self, agent: &AgentId) -> bool {
-        self.status.is_held() && self.assigned_to.as_ref() == Some(agent)
+        self.status.is_held() && self.assigned_to() == Some(agent)
+    }
+
+    /// The agent holding it (for a final task: the last one).
+    pub fn assigned_to(&self) -> Option<&AgentId> {
+        self.holder.as_ref().map(|h| &h.agent_id)
+    }
+
+    /// When it was last assigned, while it has a holder.
+    pub fn assigned_at_ms(&self) -> Option<u64> {
+        self.holder.as_ref().map(|h| h.assigned_at_ms)
+    }
+
+    /// The holder's last sign of life about it.
+    pub fn last_alive_at_ms(&self) -> Option<u64> {
+        self.holder.as_ref().map(|h| h.last_alive_at_ms)
+    }
+
+    /// The result (JSON text), once completed.
+    pub fn result(&self) -> Option<&str> {
+        self.outcome.as_ref().map(|o| o.result.as_str())
+    }
+
+    /// The tokens the agent reported, once completed.
+    pub fn tokens_used(&self) -> Option<u64> {
+        self.outcome.as_ref().and_then(|o| o.tokens_used)
     }
 }

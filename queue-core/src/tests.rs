@@ -124,8 +124,8 @@ fn assignment_and_reclaim_bump_the_generation() {
     assert_eq!(q.assign(T0 + 1, "t", &a1).unwrap(), 1);
     let t = q.get("t").unwrap();
     assert_eq!(t.status, Status::Assigned);
-    assert_eq!(t.assigned_to, Some(a1.clone()));
-    assert_eq!(t.assigned_at_ms, Some(T0 + 1));
+    assert_eq!(t.assigned_to(), Some(&a1));
+    assert_eq!(t.assigned_at_ms(), Some(T0 + 1));
     assert_eq!(
         q.reclaim(T0 + 2, "t", ReclaimReason::AcceptTimeout)
             .unwrap(),
@@ -136,7 +136,7 @@ fn assignment_and_reclaim_bump_the_generation() {
         (t.status, t.generation, t.retry_count),
         (Status::Queued, 2, 0)
     );
-    assert_eq!(t.assigned_to, None);
+    assert_eq!(t.assigned_to(), None);
     assert_eq!(q.assign(T0 + 3, "t", &a1).unwrap(), 3);
 }
 
@@ -193,9 +193,9 @@ fn full_lifecycle_finalizes_and_leaves_the_core() {
     let Some(Change::Finalized(last)) = changes.last() else {
         panic!("the last change must be final");
     };
-    assert_eq!(last.result.as_deref(), Some("{\"x\":1}"));
-    assert_eq!(last.tokens_used, Some(7));
-    assert_eq!(last.last_alive_at_ms, Some(T0 + 3));
+    assert_eq!(last.result(), Some("{\"x\":1}"));
+    assert_eq!(last.tokens_used(), Some(7));
+    assert_eq!(last.last_alive_at_ms(), Some(T0 + 3));
     let events: Vec<HistoryEvent> = last.history.iter().map(|h| h.event).collect();
     assert_eq!(
         events,
@@ -316,8 +316,8 @@ fn reject_requeues_without_counting_a_retry() {
         (t.status, t.retry_count, t.generation),
         (Status::Queued, 0, 2)
     );
-    assert_eq!(t.history.back().unwrap().event, HistoryEvent::Rejected);
-    assert!(t.history.back().unwrap().details.contains("busy"));
+    assert_eq!(t.history.last().unwrap().event, HistoryEvent::Rejected);
+    assert!(t.history.last().unwrap().details.contains("busy"));
 }
 
 #[test]
@@ -336,7 +336,7 @@ fn retry_from_the_dead_letter_requeues_with_history() {
     let t = q.get("t").unwrap();
     assert_eq!((t.status, t.retry_count), (Status::Queued, 0));
     assert_eq!(t.last_error.as_deref(), Some("boom"));
-    assert_eq!(t.history.back().unwrap().event, HistoryEvent::Requeued);
+    assert_eq!(t.history.last().unwrap().event, HistoryEvent::Requeued);
     assert!(matches!(
         q.retry_dead_letter(T0 + 6, dead).unwrap_err(),
         TaskError::WrongStatus { .. }
@@ -437,8 +437,8 @@ fn history_keeps_the_newest_fifty_entries() {
     }
     let t = q.get("t").unwrap();
     assert_eq!(t.history.len(), HISTORY_CAP);
-    assert_eq!(t.history.back().unwrap().event, HistoryEvent::Rejected);
-    assert_eq!(t.history.front().unwrap().event, HistoryEvent::Assigned);
+    assert_eq!(t.history.last().unwrap().event, HistoryEvent::Rejected);
+    assert_eq!(t.history.first().unwrap().event, HistoryEvent::Assigned);
 }
 
 #[test]
@@ -526,3 +526,12 @@ fn restore_refuses_inconsistent_records() {
 }
 
 mod model;
+
+#[test]
+fn queue_keys_order_by_lane_then_arrival() {
+    let urgent_late = QueueKey::new(Priority::Urgent.rank(), 1_000_000);
+    let high_early = QueueKey::new(Priority::High.rank(), 1);
+    assert!(urgent_late < high_early);
+    assert!(QueueKey::new(2, 5) < QueueKey::new(2, 6));
+    assert_eq!((high_early.rank(), high_early.seq()), (1, 1));
+}

@@ -111,7 +111,7 @@ impl Scheduler {
         let held: Vec<(TaskId, AgentId)> = scheduler
             .queue
             .held()
-            .filter_map(|t| Some((t.id.clone(), t.assigned_to.clone()?)))
+            .filter_map(|t| Some((t.id.clone(), t.assigned_to()?.clone())))
             .collect();
         let deadline = now_ms.saturating_add(scheduler.config.recovery_grace_ms);
         for (task_id, agent_id) in held {

@@ -365,7 +365,7 @@ fn op() -> impl Strategy<Value = Op> {
 fn check_invariants(s: &Scheduler) -> Result<(), TestCaseError> {
     // Every held task is held by exactly the agent the queue names, or awaits recovery.
     for task in s.queue().held() {
-        let holder = task.assigned_to.as_ref().unwrap();
+        let holder = task.assigned_to().unwrap();
         let view = s.agent(holder).unwrap();
         let holds = view
             .agent
@@ -382,7 +382,7 @@ fn check_invariants(s: &Scheduler) -> Result<(), TestCaseError> {
     for view in s.agents() {
         if let Some(h) = view.agent.task() {
             let task = s.queue().get(&h.task_id).unwrap();
-            prop_assert_eq!(task.assigned_to.as_ref(), Some(view.agent.id()));
+            prop_assert_eq!(task.assigned_to(), Some(view.agent.id()));
         }
     }
     // No matchable pair is left unmatched.

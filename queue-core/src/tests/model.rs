@@ -472,7 +472,7 @@ impl Harness {
             assert_eq!(stored.generation, m.generation, "{id} generation");
             assert_eq!(stored.retry_count, m.retry_count, "{id} retry_count");
             assert_eq!(
-                stored.assigned_to.as_ref().map(|a| a.to_string()),
+                stored.assigned_to().as_ref().map(|a| a.to_string()),
                 m.holder.map(|h| AGENTS[h].to_owned())
             );
             match self.queue.get(id) {
