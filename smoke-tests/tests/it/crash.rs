@@ -153,3 +153,35 @@ async fn sigterm_exits_cleanly() {
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     assert_eq!(task(&mut admin, &id).await["id"], id.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_old_final_tasks_but_keeps_the_dead_letter() {
+    let c = Coordinator::start(&["--retention-hours", "0", "--sweep-interval-ms", "100"]);
+    let mut admin = Client::new(&c.addr, Some(&c.admin_token));
+    let failing = SimAgent::start(&c, "fails", &[], Behaviour::Fail).await;
+    let dead = submit(
+        &mut admin,
+        json!({"description": "to the dead letter", "max_retries": 0}),
+    )
+    .await;
+    wait_status(&mut admin, &dead, "dead_letter", Duration::from_secs(10)).await;
+    failing.kill();
+    let _ok = SimAgent::start(&c, "works", &[], Behaviour::Complete).await;
+    let done = submit(&mut admin, json!({"description": "done and forgotten"})).await;
+    wait_status(&mut admin, &done, "completed", Duration::from_secs(10)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while admin
+        .get(&format!("/api/tasks/{done}"))
+        .await
+        .unwrap()
+        .status
+        != 404
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the completed task was never cleaned up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(task(&mut admin, &dead).await["status"], "dead_letter");
+}
