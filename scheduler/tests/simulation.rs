@@ -1,0 +1,364 @@
+//! Deterministic simulation: the scheduler as the coordinator, simulated agents,
+//! a virtual clock and a lossy in-memory network with crashes of agents and of
+//! the coordinator itself (rebuilt from the persisted records). One seed replays
+//! one run. Checked: every task ends completed exactly once, and every accepted
+//! completion came from the holder of the current generation.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use agent_fsm::Capabilities;
+use proptest::prelude::*;
+use queue_core::{AgentId, Change, Completion, HistoryEvent, NewTask, Status, Task};
+use scheduler::{Action, Scheduler, SchedulerConfig};
+
+/// A small deterministic random number generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Event {
+    /// A task assignment reaches the agent (if its connection still stands).
+    Assign {
+        agent: usize,
+        conn: u64,
+        task: String,
+        generation: u64,
+    },
+    /// The agent's report reaches the coordinator.
+    Report {
+        agent: usize,
+        conn: u64,
+        task: String,
+        generation: u64,
+        ok: bool,
+    },
+    /// The agent's acceptance reaches the coordinator.
+    Accept {
+        agent: usize,
+        conn: u64,
+        task: String,
+    },
+    /// The agent's process dies.
+    Crash { agent: usize },
+    /// The agent comes back.
+    Connect { agent: usize },
+    /// The coordinator dies and restarts from its records.
+    Restart,
+    /// The periodic sweep.
+    Sweep,
+}
+
+struct Sim {
+    rng: Rng,
+    now: u64,
+    seq: u64,
+    events: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    bodies: Vec<Event>,
+    scheduler: Scheduler,
+    store: HashMap<String, Task>,
+    /// Current connection of each agent (None: down).
+    conns: Vec<Option<u64>>,
+    next_conn: u64,
+    completions: HashMap<String, usize>,
+}
+
+const CONFIG: fn() -> SchedulerConfig = || SchedulerConfig {
+    accept_timeout_ms: 300,
+    recovery_grace_ms: 400,
+    reject_backoff_ms: 50,
+    queue: queue_core::QueueConfig {
+        default_max_retries: 100,
+        stuck_after_ms: 2_000,
+    },
+};
+
+impl Sim {
+    fn at(&mut self, delay: u64, event: Event) {
+        self.seq += 1;
+        self.bodies.push(event);
+        self.events
+            .push(Reverse((self.now + delay, self.seq, self.bodies.len() - 1)));
+    }
+
+    /// Persists the changes, then delivers the actions (persist before acknowledge).
+    fn drain(&mut self) {
+        while let Some(change) = self.scheduler.poll_change() {
+            if let Change::Finalized(task) = &change {
+                if task.status == Status::Completed {
+                    *self.completions.entry(task.id.to_string()).or_default() += 1;
+                }
+            }
+            let task = change.into_task();
+            self.store.insert(task.id.to_string(), task);
+        }
+        while let Some(action) = self.scheduler.poll_action() {
+            if let Action::Assign(a) = action {
+                let agent: usize = a.agent_id.as_str()[1..].parse().unwrap();
+                if let Some(conn) = self.conns[agent] {
+                    let delay = 1 + self.rng.below(20);
+                    self.at(
+                        delay,
+                        Event::Assign {
+                            agent,
+                            conn,
+                            task: a.task_id.to_string(),
+                            generation: a.generation,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn connected(&self, agent: usize, conn: u64) -> bool {
+        self.conns[agent] == Some(conn)
+    }
+
+    fn step(&mut self, event: Event) {
+        let now = self.now;
+        match event {
+            Event::Assign {
+                agent,
+                conn,
+                task,
+                generation,
+            } => {
+                if !self.connected(agent, conn) {
+                    return;
+                }
+                // Accept most of the time, sometimes too late (the deadline reclaims and
+                // the late report must be fenced out), sometimes never.
+                if self.rng.chance(92) {
+                    let d = if self.rng.chance(85) {
+                        1 + self.rng.below(20)
+                    } else {
+                        250 + self.rng.below(400)
+                    };
+                    self.at(
+                        d,
+                        Event::Accept {
+                            agent,
+                            conn,
+                            task: task.clone(),
+                        },
+                    );
+                    let ok = self.rng.chance(85);
+                    let d = d + 20 + self.rng.below(400);
+                    self.at(
+                        d,
+                        Event::Report {
+                            agent,
+                            conn,
+                            task,
+                            generation,
+                            ok,
+                        },
+                    );
+                }
+            }
+            Event::Accept { agent, conn, task } => {
+                if self.connected(agent, conn) {
+                    let _ = self.scheduler.handle_accepted(now, &id(agent), &task);
+                }
+            }
+            Event::Report {
+                agent,
+                conn,
+                task,
+                generation,
+                ok,
+            } => {
+                if !self.connected(agent, conn) {
+                    return;
+                }
+                let holder_before = self
+                    .scheduler
+                    .queue()
+                    .get(&task)
+                    .map(|t| (t.assigned_to().cloned(), t.generation, t.status));
+                let result = if ok {
+                    self.scheduler
+                        .handle_complete(now, &id(agent), &task, generation, Completion::default())
+                        .map(|_| ())
+                } else {
+                    self.scheduler
+                        .handle_failed(now, &id(agent), &task, generation, "sim failure")
+                        .map(|_| ())
+                };
+                if result.is_ok() {
+                    let (holder, current, status) =
+                        holder_before.expect("accepted reports are about live tasks");
+                    assert_eq!(
+                        holder,
+                        Some(id(agent)),
+                        "a report was accepted from an agent that did not hold the task"
+                    );
+                    assert_eq!(
+                        current, generation,
+                        "a report with an old generation was accepted"
+                    );
+                    assert!(status.is_held());
+                }
+            }
+            Event::Crash { agent } => {
+                if let Some(conn) = self.conns[agent].take() {
+                    self.scheduler.handle_disconnect(now, &id(agent), conn);
+                }
+                let d = 50 + self.rng.below(500);
+                self.at(d, Event::Connect { agent });
+            }
+            Event::Connect { agent } => {
+                if self.conns[agent].is_none() {
+                    self.next_conn += 1;
+                    self.conns[agent] = Some(self.next_conn);
+                    self.scheduler.handle_connect(
+                        now,
+                        id(agent),
+                        Capabilities::default(),
+                        self.next_conn,
+                    );
+                }
+            }
+            Event::Restart => {
+                let records: Vec<Task> = self.store.values().cloned().collect();
+                self.scheduler =
+                    Scheduler::restore(CONFIG(), now, records).expect("own records restore");
+                // Every connection drops; agents come back after a while.
+                for agent in 0..self.conns.len() {
+                    if self.conns[agent].take().is_some() {
+                        let d = 10 + self.rng.below(600);
+                        self.at(d, Event::Connect { agent });
+                    }
+                }
+            }
+            Event::Sweep => {
+                self.scheduler.handle_sweep(now);
+                self.at(500, Event::Sweep);
+            }
+        }
+    }
+}
+
+fn id(agent: usize) -> AgentId {
+    AgentId::from(format!("a{agent}"))
+}
+
+fn run(seed: u64, n_agents: usize, n_tasks: usize, faults: bool) {
+    let mut sim = Sim {
+        rng: Rng(seed | 1),
+        now: 1_000_000,
+        seq: 0,
+        events: BinaryHeap::new(),
+        bodies: Vec::new(),
+        scheduler: Scheduler::new(CONFIG()),
+        store: HashMap::new(),
+        conns: vec![None; n_agents],
+        next_conn: 0,
+        completions: HashMap::new(),
+    };
+    for agent in 0..n_agents {
+        let d = sim.rng.below(50);
+        sim.at(d, Event::Connect { agent });
+    }
+    for i in 0..n_tasks {
+        sim.scheduler
+            .handle_submit(sim.now, NewTask::new(format!("t{i}"), "work"))
+            .unwrap();
+    }
+    sim.drain();
+    sim.at(500, Event::Sweep);
+    if faults {
+        for _ in 0..6 {
+            let d = sim.rng.below(2_000);
+            let agent = sim.rng.below(n_agents as u64) as usize;
+            sim.at(d, Event::Crash { agent });
+        }
+        for _ in 0..2 {
+            let d = sim.rng.below(2_000);
+            sim.at(d, Event::Restart);
+        }
+    }
+    let horizon = sim.now + 120_000;
+    while sim.completions.len() < n_tasks && sim.now < horizon {
+        let timer = sim.scheduler.poll_timeout();
+        let next_event = sim.events.peek().map(|Reverse((t, _, _))| *t);
+        match (timer, next_event) {
+            (Some(t), Some(e)) if t <= e => {
+                sim.now = sim.now.max(t);
+                sim.scheduler.handle_timeout(sim.now);
+            }
+            (Some(t), None) => {
+                sim.now = sim.now.max(t);
+                sim.scheduler.handle_timeout(sim.now);
+            }
+            (_, Some(_)) => {
+                let Reverse((t, _, idx)) = sim.events.pop().unwrap();
+                sim.now = sim.now.max(t);
+                let event = sim.bodies[idx].clone();
+                sim.step(event);
+            }
+            (None, None) => break,
+        }
+        sim.drain();
+    }
+    for i in 0..n_tasks {
+        let task = format!("t{i}");
+        assert_eq!(
+            sim.completions.get(&task).copied(),
+            Some(1),
+            "seed {seed}: {task} completed {:?} times",
+            sim.completions.get(&task)
+        );
+        let record = &sim.store[&task];
+        let completed = record
+            .history
+            .iter()
+            .filter(|h| h.event == HistoryEvent::Completed)
+            .count();
+        assert_eq!(
+            completed, 1,
+            "seed {seed}: {task} history shows {completed} completions"
+        );
+    }
+    assert!(
+        sim.scheduler.queue().is_empty(),
+        "seed {seed}: live tasks left"
+    );
+}
+
+#[test]
+fn a_quiet_run_completes_everything_once() {
+    run(7, 3, 20, false);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000)
+    ))]
+
+    #[test]
+    fn crashes_restarts_and_lost_messages_never_lose_or_duplicate_a_completion(
+        seed in any::<u64>(),
+        n_agents in 1usize..5,
+        n_tasks in 1usize..25,
+    ) {
+        run(seed, n_agents, n_tasks, true);
+    }
+}
