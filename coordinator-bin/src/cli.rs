@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Coordinator: a durable, fenced task queue that hands work to long-lived agents
 /// over WebSockets.
 #[derive(Debug, Parser)]
-#[command(name = "coordinator", version, about, long_about = None)]
+#[command(name = "coordinator", version)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -22,74 +22,9 @@ pub enum Commands {
     /// Run a command-line program as an agent: one task at a time, the task JSON on
     /// its stdin, its stdout as the result.
     Agent(crate::runner::config::AgentArgs),
-    /// Submit a task to a running coordinator.
-    Submit {
-        /// What to do.
-        description: String,
-        /// urgent, high, normal or low.
-        #[arg(long, default_value = "normal")]
-        priority: String,
-        /// A capability the agent must have; repeat for several.
-        #[arg(long = "capability")]
-        capabilities: Vec<String>,
-        /// Metadata, a JSON object.
-        #[arg(long)]
-        metadata: Option<String>,
-        /// Failures retried before the dead letter.
-        #[arg(long)]
-        max_retries: Option<u32>,
-        /// Follow the task until it is final; exit non-zero unless it completed.
-        #[arg(long)]
-        wait: bool,
-        /// Connection settings.
-        #[command(flatten)]
-        client: ClientArgs,
-    },
-    /// List tasks.
-    Tasks {
-        /// Only this status (queued, assigned, working, completed, dead_letter, cancelled).
-        #[arg(long)]
-        status: Option<String>,
-        /// Only this lane.
-        #[arg(long)]
-        priority: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-        /// Connection settings.
-        #[command(flatten)]
-        client: ClientArgs,
-    },
-    /// Show one task with its history.
-    Task {
-        /// The task id.
-        id: String,
-        /// Connection settings.
-        #[command(flatten)]
-        client: ClientArgs,
-    },
-    /// List agents and what they do.
-    Agents {
-        /// Connection settings.
-        #[command(flatten)]
-        client: ClientArgs,
-    },
-    /// Cancel a task (its agent is told to stop).
-    Cancel {
-        /// The task id.
-        id: String,
-        /// Connection settings.
-        #[command(flatten)]
-        client: ClientArgs,
-    },
-    /// Put a dead-letter task back in the queue.
-    Retry {
-        /// The task id.
-        id: String,
-        /// Connection settings.
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    /// Commands that talk to a running coordinator over HTTP.
+    #[command(flatten)]
+    Client(ClientCommand),
     /// Manage tokens directly in the database file (works while the service runs).
     Token {
         /// What to do with tokens.
@@ -196,4 +131,77 @@ pub struct ClientArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The client subcommands (they talk to a running coordinator over HTTP).
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Submit a task to a running coordinator.
+    Submit {
+        /// What to do.
+        description: String,
+        /// urgent, high, normal or low.
+        #[arg(long, default_value = "normal")]
+        priority: String,
+        /// A capability the agent must have; repeat for several.
+        #[arg(long = "capability")]
+        capabilities: Vec<String>,
+        /// Metadata, a JSON object.
+        #[arg(long)]
+        metadata: Option<String>,
+        /// Failures retried before the dead letter.
+        #[arg(long)]
+        max_retries: Option<u32>,
+        /// Follow the task until it is final; exit non-zero unless it completed.
+        #[arg(long)]
+        wait: bool,
+        /// Connection settings.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List tasks.
+    Tasks {
+        /// Only this status (queued, assigned, working, completed, dead_letter, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this lane.
+        #[arg(long)]
+        priority: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Connection settings.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show one task with its history.
+    Task {
+        /// The task id.
+        id: String,
+        /// Connection settings.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List agents and what they do.
+    Agents {
+        /// Connection settings.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel a task (its agent is told to stop).
+    Cancel {
+        /// The task id.
+        id: String,
+        /// Connection settings.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Put a dead-letter task back in the queue.
+    Retry {
+        /// The task id.
+        id: String,
+        /// Connection settings.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }

@@ -5,9 +5,19 @@ use std::time::Duration;
 use coordinator_bin::api_client::{Client, Reply};
 use serde_json::{json, Value};
 
-use crate::cli::{ClientArgs, Commands};
+use crate::cli::{ClientArgs, ClientCommand};
 
 type BoxError = Box<dyn std::error::Error>;
+
+/// Prints a line; a closed stdout (`coordinator tasks | head`) ends the program quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
 
 fn connect(args: &ClientArgs) -> Result<Client, BoxError> {
     let addr = args
@@ -56,7 +66,7 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        out!("{}", padded.join("  ").trim_end());
     };
     line(headers.iter().map(|h| h.to_string()).collect());
     for row in rows {
@@ -88,13 +98,13 @@ fn print_task(task: &Value) {
         "created_at",
         "updated_at",
     ] {
-        println!("{key:<20}{}", cell(&task[key]));
+        out!("{key:<20}{}", cell(&task[key]));
     }
-    println!("{:<20}{}", "result", task["result"]);
-    println!("history:");
+    out!("{:<20}{}", "result", task["result"]);
+    out!("history:");
     if let Some(history) = task["history"].as_array() {
         for h in history {
-            println!(
+            out!(
                 "  {}  {:<14}{}",
                 cell(&h["timestamp"]),
                 cell(&h["event"]),
@@ -105,16 +115,16 @@ fn print_task(task: &Value) {
 }
 
 /// Runs one client subcommand.
-pub fn run(command: Commands) -> Result<(), BoxError> {
+pub fn run(command: ClientCommand) -> Result<(), BoxError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(run_async(command))
 }
 
-async fn run_async(command: Commands) -> Result<(), BoxError> {
+async fn run_async(command: ClientCommand) -> Result<(), BoxError> {
     match command {
-        Commands::Submit {
+        ClientCommand::Submit {
             description,
             priority,
             capabilities,
@@ -137,9 +147,9 @@ async fn run_async(command: Commands) -> Result<(), BoxError> {
             let id = receipt["task_id"].as_str().unwrap_or_default().to_owned();
             if !wait {
                 if client.json {
-                    println!("{receipt}");
+                    out!("{receipt}");
                 } else {
-                    println!("{id}");
+                    out!("{id}");
                 }
                 return Ok(());
             }
@@ -149,10 +159,10 @@ async fn run_async(command: Commands) -> Result<(), BoxError> {
                 let status = task["status"].as_str().unwrap_or_default().to_owned();
                 if matches!(status.as_str(), "completed" | "dead_letter" | "cancelled") {
                     if client.json {
-                        println!("{task}");
+                        out!("{task}");
                     } else {
-                        println!("{id} {status}");
-                        println!("{}", task["result"]);
+                        out!("{id} {status}");
+                        out!("{}", task["result"]);
                     }
                     if status != "completed" {
                         return Err(format!(
@@ -166,7 +176,7 @@ async fn run_async(command: Commands) -> Result<(), BoxError> {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-        Commands::Tasks {
+        ClientCommand::Tasks {
             status,
             priority,
             limit,
@@ -185,7 +195,7 @@ async fn run_async(command: Commands) -> Result<(), BoxError> {
                     .await?,
             )?;
             if client.json {
-                println!("{body}");
+                out!("{body}");
                 return Ok(());
             }
             let rows = body["tasks"]
@@ -220,18 +230,18 @@ async fn run_async(command: Commands) -> Result<(), BoxError> {
                 rows,
             );
         }
-        Commands::Task { id, client } => {
+        ClientCommand::Task { id, client } => {
             let task = check(connect(&client)?.get(&format!("/api/tasks/{id}")).await?)?;
             if client.json {
-                println!("{task}");
+                out!("{task}");
             } else {
                 print_task(&task);
             }
         }
-        Commands::Agents { client } => {
+        ClientCommand::Agents { client } => {
             let body = check(connect(&client)?.get("/api/agents").await?)?;
             if client.json {
-                println!("{body}");
+                out!("{body}");
                 return Ok(());
             }
             let rows = body["agents"]
@@ -264,32 +274,29 @@ async fn run_async(command: Commands) -> Result<(), BoxError> {
                 rows,
             );
         }
-        Commands::Cancel { id, client } => {
+        ClientCommand::Cancel { id, client } => {
             let body = check(
                 connect(&client)?
                     .post(&format!("/api/tasks/{id}/cancel"), &json!({}))
                     .await?,
             )?;
             if client.json {
-                println!("{body}")
+                out!("{body}")
             } else {
-                println!("{id} cancelled")
+                out!("{id} cancelled")
             }
         }
-        Commands::Retry { id, client } => {
+        ClientCommand::Retry { id, client } => {
             let body = check(
                 connect(&client)?
                     .post(&format!("/api/tasks/{id}/retry"), &json!({}))
                     .await?,
             )?;
             if client.json {
-                println!("{body}")
+                out!("{body}")
             } else {
-                println!("{id} queued again")
+                out!("{id} queued again")
             }
-        }
-        Commands::Serve(_) | Commands::Agent(_) | Commands::Token { .. } => {
-            unreachable!("not a client command")
         }
     }
     Ok(())

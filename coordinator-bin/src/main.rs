@@ -31,12 +31,7 @@ fn main() -> ExitCode {
         Commands::Serve(args) => serve::run(args),
         Commands::Token { command } => token(command),
         Commands::Agent(args) => args.resolve().and_then(runner::run).map_err(Into::into),
-        client @ (Commands::Submit { .. }
-        | Commands::Tasks { .. }
-        | Commands::Task { .. }
-        | Commands::Agents { .. }
-        | Commands::Cancel { .. }
-        | Commands::Retry { .. }) => client_cli::run(client),
+        Commands::Client(command) => client_cli::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
