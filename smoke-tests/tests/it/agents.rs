@@ -16,6 +16,15 @@ pub async fn submit(client: &mut Client, body: Value) -> String {
     r.body["task_id"].as_str().unwrap().to_owned()
 }
 
+/// POSTs `/api/tasks/{id}/{verb}` (cancel, retry) and returns the status code.
+pub async fn task_action(client: &mut Client, id: &str, verb: &str) -> u16 {
+    client
+        .post(&format!("/api/tasks/{id}/{verb}"), &json!({}))
+        .await
+        .unwrap()
+        .status
+}
+
 pub async fn task(client: &mut Client, id: &str) -> Value {
     client.get(&format!("/api/tasks/{id}")).await.unwrap().body
 }
@@ -238,14 +247,7 @@ async fn failures_retry_then_dead_letter_then_retry_from_the_dead_letter() {
     assert_eq!(dead.body["count"], 1);
     failing.kill();
     let ok = SimAgent::start(&c, "ok", &[], Behaviour::Complete).await;
-    assert_eq!(
-        admin
-            .post(&format!("/api/tasks/{id}/retry"), &json!({}))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(task_action(&mut admin, &id, "retry").await, 200);
     wait_status(&mut admin, &id, "completed", Duration::from_secs(10)).await;
     assert_eq!(ok.completed().len(), 1);
 }
@@ -262,14 +264,7 @@ async fn cancel_tells_the_agent() {
     let Some(CoordinatorMessage::TaskAssign { .. }) = w.recv().await else {
         panic!()
     };
-    assert_eq!(
-        admin
-            .post(&format!("/api/tasks/{id}/cancel"), &json!({}))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(task_action(&mut admin, &id, "cancel").await, 200);
     loop {
         match w.recv().await.unwrap() {
             CoordinatorMessage::TaskCancel { task_id } => {

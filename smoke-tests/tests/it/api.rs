@@ -4,6 +4,8 @@ use serde_json::json;
 use smoke_tests::harness::Coordinator;
 use smoke_tests::http::Client;
 
+use crate::agents::task_action;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_routes_answer_as_specified() {
     let c = Coordinator::start(&[]);
@@ -117,22 +119,8 @@ async fn http_routes_answer_as_specified() {
     assert_eq!(r.body["by_status"]["queued"], 3);
 
     // Cancel, then cancel again: 409; unknown: 404.
-    assert_eq!(
-        admin
-            .post(&format!("/api/tasks/{id}/cancel"), &json!({}))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
-    assert_eq!(
-        admin
-            .post(&format!("/api/tasks/{id}/cancel"), &json!({}))
-            .await
-            .unwrap()
-            .status,
-        409
-    );
+    assert_eq!(task_action(&mut admin, &id, "cancel").await, 200);
+    assert_eq!(task_action(&mut admin, &id, "cancel").await, 409);
     assert_eq!(
         admin
             .post("/api/tasks/nope/cancel", &json!({}))
@@ -146,14 +134,7 @@ async fn http_routes_answer_as_specified() {
         "cancelled"
     );
     // A cancelled task is not in the dead letter.
-    assert_eq!(
-        admin
-            .post(&format!("/api/tasks/{id}/retry"), &json!({}))
-            .await
-            .unwrap()
-            .status,
-        409
-    );
+    assert_eq!(task_action(&mut admin, &id, "retry").await, 409);
 
     // Roles: an agent token may use task routes but not admin ones.
     let agent_token = c.agent_token("a1");

@@ -6,7 +6,7 @@ use serde_json::json;
 use smoke_tests::harness::{Coordinator, RunnerProcess, TempDir};
 use smoke_tests::http::Client;
 
-use crate::agents::{completions, submit, task, wait_status};
+use crate::agents::{completions, submit, task, task_action, wait_status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runners_complete_twenty_tasks_with_the_commands_output() {
@@ -106,14 +106,7 @@ async fn cancelling_a_running_task_kills_its_command() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     wait_status(&mut admin, &id, "working", Duration::from_secs(10)).await;
-    assert_eq!(
-        admin
-            .post(&format!("/api/tasks/{id}/cancel"), &json!({}))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(task_action(&mut admin, &id, "cancel").await, 200);
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::path::Path::new(&format!("/proc/{pid}")).exists() {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
