@@ -95,14 +95,21 @@ impl Client {
             .ready()
             .await
             .map_err(|e| Attempt::NotSent(std::io::Error::other(e)))?;
+        let idempotent = matches!(method, "GET" | "HEAD" | "DELETE");
         let response = sender.send_request(request).await.map_err(|e| {
-            if e.is_canceled() {
+            // Not sent, or (for a request that may be repeated) cut before any answer
+            // because the server had just closed the keep-alive connection.
+            if e.is_canceled() || (idempotent && e.is_incomplete_message()) {
                 Attempt::NotSent(std::io::Error::other(e))
             } else {
                 Attempt::Failed(std::io::Error::other(e))
             }
         })?;
         let status = response.status().as_u16();
+        let closing = response
+            .headers()
+            .get(hyper::header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         let bytes = response
             .into_body()
             .collect()
@@ -111,6 +118,9 @@ impl Client {
             .to_bytes();
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        if closing {
+            self.sender = None;
+        }
         Ok(Reply { status, body })
     }
 

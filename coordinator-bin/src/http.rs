@@ -60,7 +60,15 @@ fn json_response(status: StatusCode, value: &Value) -> Resp {
 }
 
 fn error_response(err: &ApiError) -> Resp {
-    json_response(err.status, &err.body())
+    let mut response = json_response(err.status, &err.body());
+    if err.status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the body is not read: the connection cannot be reused.
+        response.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// Serves one request; never fails (errors become JSON answers).
