@@ -220,31 +220,28 @@ impl Scheduler {
         capabilities: Capabilities,
         connection: u64,
     ) {
-        let seq = self.next_agent_seq;
-        let slot = self
-            .agents
-            .entry(agent_id.clone())
-            .or_insert_with(|| AgentSlot {
+        if !self.agents.contains_key(&agent_id) {
+            let slot = AgentSlot {
                 fsm: Agent::new(agent_id.clone(), capabilities.clone()),
                 connection: None,
-                seq,
+                seq: self.next_agent_seq,
                 idle_key: None,
                 cooldown_until_ms: None,
-            });
-        if slot.seq == seq {
+            };
             self.next_agent_seq += 1;
+            self.agents.insert(agent_id.clone(), slot);
         }
         self.make_unavailable(&agent_id);
-        let slot = self.agents.get_mut(&agent_id).expect("just inserted");
-        let accept_deadline = slot.fsm.poll_timeout();
-        let held = slot.fsm.disconnect(now_ms);
-        slot.fsm.set_capabilities(capabilities);
-        slot.connection = Some(connection);
-        slot.fsm
-            .connect(now_ms)
-            .expect("offline agents can connect");
-        if let Some(deadline) = accept_deadline {
-            self.accept_deadlines.remove(&(deadline, agent_id.clone()));
+        let held = self
+            .move_agent(&agent_id, |fsm| {
+                let held = fsm.disconnect(now_ms);
+                fsm.set_capabilities(capabilities);
+                fsm.connect(now_ms).expect("offline agents can connect");
+                held
+            })
+            .flatten();
+        if let Some(slot) = self.agents.get_mut(&agent_id) {
+            slot.connection = Some(connection);
         }
         if let Some(held) = held {
             let deadline = now_ms.saturating_add(self.config.recovery_grace_ms);
@@ -279,11 +276,9 @@ impl Scheduler {
             return;
         }
         slot.connection = None;
-        let accept_deadline = slot.fsm.poll_timeout();
-        let held = slot.fsm.disconnect(now_ms);
-        if let Some(deadline) = accept_deadline {
-            self.accept_deadlines.remove(&(deadline, agent_id.clone()));
-        }
+        let held = self
+            .move_agent(agent_id, |fsm| fsm.disconnect(now_ms))
+            .flatten();
         self.make_unavailable(agent_id);
         if let Some(held) = held {
             self.reclaim(now_ms, &held.task_id, reason);
@@ -314,12 +309,9 @@ impl Scheduler {
         }
         self.queue.accept(now_ms, task_id, agent_id)?;
         if holds_it {
-            let slot = self.agents.get_mut(agent_id).expect("checked above");
-            let deadline = slot.fsm.poll_timeout();
-            slot.fsm.accept(now_ms).expect("assigned agents can accept");
-            if let Some(deadline) = deadline {
-                self.accept_deadlines.remove(&(deadline, agent_id.clone()));
-            }
+            self.move_agent(agent_id, |fsm| {
+                fsm.accept(now_ms).expect("assigned agents can accept")
+            });
         } else {
             self.reattach(now_ms, agent_id, task_id);
         }
@@ -442,11 +434,12 @@ impl Scheduler {
             if deadline > now_ms {
                 break;
             }
+            // Removed first, so that the loop always moves on.
             self.accept_deadlines.remove(&(deadline, agent_id.clone()));
-            let Some(slot) = self.agents.get_mut(&agent_id) else {
-                continue;
-            };
-            if let Some(held) = slot.fsm.handle_timeout(now_ms) {
+            let expired = self
+                .move_agent(&agent_id, |fsm| fsm.handle_timeout(now_ms))
+                .flatten();
+            if let Some(held) = expired {
                 self.reclaim(now_ms, &held.task_id, ReclaimReason::AcceptTimeout);
                 self.refresh_availability(now_ms, &agent_id);
             }
@@ -455,8 +448,7 @@ impl Scheduler {
             if deadline > now_ms {
                 break;
             }
-            self.recovery_deadlines.remove(&(deadline, task_id.clone()));
-            if let Some((agent_id, _)) = self.awaiting_recovery.remove(&task_id) {
+            if let Some(agent_id) = self.forget_recovery(&task_id) {
                 self.reclaim(now_ms, &task_id, ReclaimReason::RecoveryExpired);
                 self.refresh_availability(now_ms, &agent_id);
             }
@@ -506,15 +498,11 @@ impl Scheduler {
 
     /// If `task_id` was waiting for `agent_id` to come back, the agent has it again.
     fn reattach(&mut self, now_ms: u64, agent_id: &AgentId, task_id: &str) {
-        let Some((owner, deadline)) = self.awaiting_recovery.get(task_id).cloned() else {
-            return;
-        };
-        if &owner != agent_id {
+        if self.awaiting_recovery.get(task_id).map(|(owner, _)| owner) != Some(agent_id) {
             return;
         }
         let task_id = TaskId::from(task_id);
-        self.awaiting_recovery.remove(&task_id);
-        self.recovery_deadlines.remove(&(deadline, task_id.clone()));
+        self.forget_recovery(&task_id);
         let generation = self.queue.get(&task_id).map_or(0, |t| t.generation);
         self.make_unavailable(agent_id);
         let slot = self.agents.get_mut(agent_id).expect("connected agent");
@@ -538,26 +526,42 @@ impl Scheduler {
 
     /// Frees the agent from `task_id` without offering it new work yet.
     fn release_agent(&mut self, now_ms: u64, agent_id: &AgentId, task_id: &str) {
-        if let Some((_, deadline)) = self.awaiting_recovery.remove(task_id) {
-            self.recovery_deadlines
-                .remove(&(deadline, TaskId::from(task_id)));
-        }
-        let Some(slot) = self.agents.get_mut(agent_id) else {
-            return;
-        };
-        if slot
-            .fsm
-            .task()
-            .is_some_and(|h| h.task_id.as_str() == task_id)
-        {
-            let deadline = slot.fsm.poll_timeout();
-            slot.fsm
-                .release(now_ms)
-                .expect("a busy agent can be released");
-            if let Some(deadline) = deadline {
+        self.forget_recovery(task_id);
+        self.move_agent(agent_id, |fsm| {
+            if fsm.task().is_some_and(|h| h.task_id.as_str() == task_id) {
+                fsm.release(now_ms).expect("a busy agent can be released");
+            }
+        });
+    }
+
+    /// Applies `change` to the agent's state machine and keeps the acceptance
+    /// deadline index in step with what the machine says afterwards.
+    fn move_agent<R>(
+        &mut self,
+        agent_id: &AgentId,
+        change: impl FnOnce(&mut Agent) -> R,
+    ) -> Option<R> {
+        let slot = self.agents.get_mut(agent_id)?;
+        let before = slot.fsm.poll_timeout();
+        let result = change(&mut slot.fsm);
+        let after = slot.fsm.poll_timeout();
+        if before != after {
+            if let Some(deadline) = before {
                 self.accept_deadlines.remove(&(deadline, agent_id.clone()));
             }
+            if let Some(deadline) = after {
+                self.accept_deadlines.insert((deadline, agent_id.clone()));
+            }
         }
+        Some(result)
+    }
+
+    /// Stops waiting for the agent that held `task_id` to recover it; returns that agent.
+    fn forget_recovery(&mut self, task_id: &str) -> Option<AgentId> {
+        let (agent_id, deadline) = self.awaiting_recovery.remove(task_id)?;
+        self.recovery_deadlines
+            .remove(&(deadline, TaskId::from(task_id)));
+        Some(agent_id)
     }
 
     /// Reclaims a held task from whoever holds it, and queues it again.
@@ -579,9 +583,6 @@ impl Scheduler {
             agent_id: agent_id.clone(),
             reason,
         });
-        if let Some((_, deadline)) = self.awaiting_recovery.remove(task_id) {
-            self.recovery_deadlines.remove(&(deadline, task_id.clone()));
-        }
         // Other idle agents get the task before the one it was taken from.
         self.release_agent(now_ms, agent_id, task_id);
         self.enqueue(now_ms, task_id);
@@ -670,15 +671,11 @@ impl Scheduler {
             .expect("indexed tasks are queued");
         self.make_unavailable(agent_id);
         let accept_timeout_ms = self.config.accept_timeout_ms;
-        let slot = self.agents.get_mut(agent_id).expect("indexed agents exist");
-        slot.fsm
-            .assign(now_ms, task_id.clone(), generation, accept_timeout_ms)
-            .expect("indexed agents are idle");
-        let deadline = slot
-            .fsm
-            .poll_timeout()
-            .expect("assigned agents have a deadline");
-        self.accept_deadlines.insert((deadline, agent_id.clone()));
+        self.move_agent(agent_id, |fsm| {
+            fsm.assign(now_ms, task_id.clone(), generation, accept_timeout_ms)
+                .expect("indexed agents are idle")
+        })
+        .expect("indexed agents exist");
         let task = self.queue.get(task_id).expect("assigned task is live");
         self.actions.push_back(Action::Assign(Assignment {
             agent_id: agent_id.clone(),
