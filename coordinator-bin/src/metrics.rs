@@ -123,11 +123,7 @@ fn metrics() -> &'static Metrics {
 pub fn record_change(change: &Change) {
     let m = metrics();
     let task = change.task();
-    let Some(entry) = task
-        .history
-        .last()
-        .filter(|e| e.timestamp_ms == task.updated_at_ms)
-    else {
+    let Some(entry) = change.recorded_event() else {
         return;
     };
     let since_submit = entry.timestamp_ms.saturating_sub(task.created_at_ms) as f64 / 1000.0;

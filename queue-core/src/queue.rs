@@ -402,8 +402,8 @@ impl Queue {
         let task = self.held_by_mut(id, agent)?;
         touch(task, now_ms);
         task.updated_at_ms = now_ms;
-        let task_id = task.id.clone();
-        self.emit(&task_id);
+        let touched = Change::Touched(Task::clone(task));
+        self.changes.push_back(touched);
         Ok(())
     }
 

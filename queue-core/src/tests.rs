@@ -535,3 +535,22 @@ fn queue_keys_order_by_lane_then_arrival() {
     assert!(QueueKey::new(2, 5) < QueueKey::new(2, 6));
     assert_eq!((high_early.rank(), high_early.seq()), (1, 1));
 }
+
+#[test]
+fn a_progress_report_is_a_touch_without_a_history_entry() {
+    let mut q = queue();
+    q.submit(T0, NewTask::new("t", "x")).unwrap();
+    let a1 = agent("a1");
+    q.assign(T0, "t", &a1).unwrap();
+    let _ = q.drain_changes();
+    q.progress(T0, "t", &a1).unwrap();
+    let changes = q.drain_changes();
+    assert!(matches!(&changes[..], [Change::Touched(t)] if t.history.len() == 2));
+    assert_eq!(changes[0].recorded_event(), None);
+    q.accept(T0, "t", &a1).unwrap();
+    let accepted = q.drain_changes().pop().unwrap();
+    assert_eq!(
+        accepted.recorded_event().map(|e| e.event),
+        Some(HistoryEvent::Accepted)
+    );
+}

@@ -74,10 +74,7 @@ impl Engine {
     pub(super) fn dashboard(&self) -> serde_json::Value {
         let now = now_ms();
         let stats = self.scheduler.queue().stats();
-        let mut depth = [0usize; 4];
-        for task in self.scheduler.queue().queued_in_order() {
-            depth[task.priority.rank() as usize] += 1;
-        }
+        let depth = self.scheduler.queue().queued_by_lane();
         let lanes: serde_json::Map<String, serde_json::Value> = queue_core::Priority::ALL
             .iter()
             .map(|p| {

@@ -387,21 +387,17 @@ impl Engine {
 }
 
 fn log_change(change: &Change) {
+    let Some(entry) = change.recorded_event() else {
+        return;
+    };
     let task = change.task();
-    // Progress reports refresh liveness without a history entry; they are not logged.
-    if let Some(entry) = task
-        .history
-        .last()
-        .filter(|e| e.timestamp_ms == task.updated_at_ms)
-    {
-        tracing::info!(
-            task_id = %task.id,
-            agent_id = task.assigned_to().map(|a| a.as_str()).unwrap_or("-"),
-            generation = task.generation,
-            status = task.status.as_str(),
-            event = entry.event.as_str(),
-            "task {}",
-            entry.event.as_str()
-        );
-    }
+    tracing::info!(
+        task_id = %task.id,
+        agent_id = task.assigned_to().map(|a| a.as_str()).unwrap_or("-"),
+        generation = task.generation,
+        status = task.status.as_str(),
+        event = entry.event.as_str(),
+        "task {}",
+        entry.event.as_str()
+    );
 }
