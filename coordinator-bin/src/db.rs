@@ -11,10 +11,11 @@ use serde_json::Value;
 /// `PRAGMA application_id` of a coordinator database ("COOR").
 const APPLICATION_ID: i64 = 0x434F_4F52;
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Forward migrations; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tasks (
     id TEXT PRIMARY KEY NOT NULL,
     description TEXT NOT NULL,
@@ -50,7 +51,57 @@ CREATE TABLE tokens (
 );
 CREATE INDEX tokens_name ON tokens (name);
 CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
-"#];
+"#,
+    r#"
+-- Counts by status and lane, kept by triggers in the same transaction as the
+-- rows, so that stats and metrics never scan the table.
+CREATE TABLE task_counts (
+    status TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (status, priority)
+) WITHOUT ROWID;
+INSERT INTO task_counts (status, priority, n) VALUES
+('queued', 'urgent', 0),
+('queued', 'high', 0),
+('queued', 'normal', 0),
+('queued', 'low', 0),
+('assigned', 'urgent', 0),
+('assigned', 'high', 0),
+('assigned', 'normal', 0),
+('assigned', 'low', 0),
+('working', 'urgent', 0),
+('working', 'high', 0),
+('working', 'normal', 0),
+('working', 'low', 0),
+('completed', 'urgent', 0),
+('completed', 'high', 0),
+('completed', 'normal', 0),
+('completed', 'low', 0),
+('dead_letter', 'urgent', 0),
+('dead_letter', 'high', 0),
+('dead_letter', 'normal', 0),
+('dead_letter', 'low', 0),
+('cancelled', 'urgent', 0),
+('cancelled', 'high', 0),
+('cancelled', 'normal', 0),
+('cancelled', 'low', 0);
+UPDATE task_counts SET n = c.n
+FROM (SELECT status, priority, count(*) AS n FROM tasks GROUP BY status, priority) AS c
+WHERE c.status = task_counts.status AND c.priority = task_counts.priority;
+CREATE TRIGGER tasks_count_insert AFTER INSERT ON tasks BEGIN
+    UPDATE task_counts SET n = n + 1 WHERE status = NEW.status AND priority = NEW.priority;
+END;
+CREATE TRIGGER tasks_count_update AFTER UPDATE OF status, priority ON tasks
+WHEN OLD.status IS NOT NEW.status OR OLD.priority IS NOT NEW.priority BEGIN
+    UPDATE task_counts SET n = n - 1 WHERE status = OLD.status AND priority = OLD.priority;
+    UPDATE task_counts SET n = n + 1 WHERE status = NEW.status AND priority = NEW.priority;
+END;
+CREATE TRIGGER tasks_count_delete AFTER DELETE ON tasks BEGIN
+    UPDATE task_counts SET n = n - 1 WHERE status = OLD.status AND priority = OLD.priority;
+END;
+"#,
+];
 
 /// Why the database cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +204,9 @@ pub fn meta_set(conn: &Connection, key: &str, value: &str) -> Result<(), DbError
     Ok(())
 }
 
-const UPSERT: &str = "INSERT OR REPLACE INTO tasks (id, description, metadata, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)";
+/// Insert or update in place (an update, not a delete and insert, so that the
+/// counting triggers see it as one).
+const UPSERT: &str = "INSERT INTO tasks (id, description, metadata, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21) ON CONFLICT(id) DO UPDATE SET description = excluded.description, metadata = excluded.metadata, priority = excluded.priority, status = excluded.status, assigned_to = excluded.assigned_to, assigned_at = excluded.assigned_at, generation = excluded.generation, retry_count = excluded.retry_count, max_retries = excluded.max_retries, complete_by = excluded.complete_by, needed_capabilities = excluded.needed_capabilities, result = excluded.result, tokens_used = excluded.tokens_used, last_error = excluded.last_error, submitted_by = excluded.submitted_by, created_at = excluded.created_at, updated_at = excluded.updated_at, last_alive_at = excluded.last_alive_at, queue_seq = excluded.queue_seq, history = excluded.history";
 
 /// Writes one task record (insert or replace).
 pub fn upsert_task(conn: &Connection, task: &Task) -> Result<(), rusqlite::Error> {
@@ -360,8 +413,8 @@ pub fn task_seq(conn: &Connection, id: &str) -> Result<Option<u64>, DbError> {
 
 /// Counts by status and priority.
 pub fn count_by_status_priority(conn: &Connection) -> Result<Vec<(String, String, u64)>, DbError> {
-    let mut stmt = conn
-        .prepare_cached("SELECT status, priority, count(*) FROM tasks GROUP BY status, priority")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT status, priority, n FROM task_counts WHERE n > 0")?;
     let rows = stmt.query_map([], |r| {
         Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
     })?;
@@ -415,5 +468,72 @@ impl ReadPool {
         })
         .await
         .map_err(|e| DbError::Io(PathBuf::new(), std::io::Error::other(e.to_string())))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_db(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("coordinator-db-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("c.db")
+    }
+
+    fn record(id: &str, status: Status) -> Task {
+        let mut queue = queue_core::Queue::new(queue_core::QueueConfig::default());
+        queue.submit(1, queue_core::NewTask::new(id, "x")).unwrap();
+        let mut task = queue.drain_changes().pop().unwrap().into_task();
+        task.status = status;
+        task
+    }
+
+    fn counts(conn: &Connection) -> Vec<(String, String, u64)> {
+        let mut counts = count_by_status_priority(conn).unwrap();
+        counts.sort();
+        counts
+    }
+
+    #[test]
+    fn counts_follow_inserts_updates_and_deletes() {
+        let path = temp_db("counts");
+        let conn = open(&path).unwrap();
+        upsert_task(&conn, &record("a", Status::Queued)).unwrap();
+        upsert_task(&conn, &record("b", Status::Queued)).unwrap();
+        upsert_task(&conn, &record("a", Status::Completed)).unwrap();
+        upsert_task(&conn, &record("b", Status::Queued)).unwrap();
+        assert_eq!(
+            counts(&conn),
+            [
+                ("completed".into(), "normal".into(), 1),
+                ("queued".into(), "normal".into(), 1)
+            ]
+        );
+        assert_eq!(delete_expired(&conn, 1 << 60).unwrap(), 1);
+        assert_eq!(counts(&conn), [("queued".into(), "normal".into(), 1)]);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_with_its_counts() {
+        let path = temp_db("migrate");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            upsert_task(&conn, &record("old", Status::DeadLetter)).unwrap();
+        }
+        let conn = open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(counts(&conn), [("dead_letter".into(), "normal".into(), 1)]);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }
