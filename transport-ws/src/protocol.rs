@@ -276,6 +276,32 @@ impl CoordinatorMessage {
     }
 }
 
+/// The JSON text of a `task_assign`, with `metadata_json` (the text of a JSON
+/// object, as the coordinator stores it) written as it is: no parse and re-encode
+/// per assignment. Text that does not look like an object is sent as `{}`.
+/// Decodes to the same message as [`CoordinatorMessage::TaskAssign`].
+pub fn encode_task_assign(
+    task_id: &str,
+    description: &str,
+    metadata_json: &str,
+    generation: u64,
+    assigned_at: u64,
+) -> Vec<u8> {
+    let metadata = metadata_json.trim();
+    let metadata = if metadata.starts_with('{') && metadata.ends_with('}') {
+        metadata
+    } else {
+        "{}"
+    };
+    let text = |s: &str| serde_json::to_string(s).expect("strings always serialize");
+    format!(
+        r#"{{"type":"task_assign","task_id":{},"description":{},"metadata":{metadata},"generation":{generation},"assigned_at":{assigned_at}}}"#,
+        text(task_id),
+        text(description),
+    )
+    .into_bytes()
+}
+
 /// Why a frame could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code:?}: {detail}")]

@@ -77,6 +77,17 @@ fn errors_are_classified() {
 }
 
 #[test]
+fn task_assign_with_text_that_is_not_an_object_sends_empty_metadata() {
+    let bytes = encode_task_assign("t", "d", "not json", 1, 2);
+    let CoordinatorMessage::TaskAssign { metadata, .. } =
+        decode_coordinator_message(&bytes).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(metadata, json!({}));
+}
+
+#[test]
 fn coordinator_messages_use_the_wire_names() {
     let m = CoordinatorMessage::TaskAssign {
         task_id: "t".into(),
@@ -264,6 +275,16 @@ proptest! {
     #[test]
     fn coordinator_messages_round_trip(m in coordinator_message()) {
         prop_assert_eq!(decode_coordinator_message(&m.encode()).unwrap(), m);
+    }
+
+    #[test]
+    fn task_assign_written_by_hand_decodes_like_the_enum(task_id in text(), description in text(), key in text(), n in any::<u32>(), generation in any::<u64>(), assigned_at in any::<u64>()) {
+        let metadata = json!({ key: n, "nested": {"list": [1, 2]} });
+        let bytes = encode_task_assign(&task_id, &description, &metadata.to_string(), generation, assigned_at);
+        prop_assert_eq!(
+            decode_coordinator_message(&bytes).unwrap(),
+            CoordinatorMessage::TaskAssign { task_id, description, metadata, generation, assigned_at }
+        );
     }
 
     #[test]

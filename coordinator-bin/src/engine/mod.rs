@@ -8,8 +8,8 @@ use std::time::Duration;
 use queue_core::{AgentId, Change};
 use scheduler::{Action, Scheduler};
 use tokio::sync::{mpsc, oneshot, watch};
-use transport_ws::protocol::CoordinatorMessage;
-use transport_ws::server::{SocketEvent, SocketHandle, CLOSE_GOING_AWAY, CLOSE_POLICY};
+use transport_ws::protocol::{encode_task_assign, CoordinatorMessage};
+use transport_ws::server::{SendError, SocketEvent, SocketHandle, CLOSE_GOING_AWAY, CLOSE_POLICY};
 
 use crate::auth::Authenticator;
 use crate::clock::now_ms;
@@ -217,16 +217,14 @@ impl Engine {
                 let Some(&connection) = self.agent_connection.get(&a.agent_id) else {
                     return;
                 };
-                let metadata =
-                    serde_json::from_str(&a.metadata).unwrap_or_else(|_| serde_json::json!({}));
-                let message = CoordinatorMessage::TaskAssign {
-                    task_id: a.task_id.to_string(),
-                    description: a.description.to_string(),
-                    metadata,
-                    generation: a.generation,
-                    assigned_at: a.assigned_at_ms,
-                };
-                self.send_frame(connection, &message);
+                let frame = encode_task_assign(
+                    &a.task_id,
+                    &a.description,
+                    &a.metadata,
+                    a.generation,
+                    a.assigned_at_ms,
+                );
+                self.send_text(connection, frame);
             }
             Output::Action(Action::Cancel { agent_id, task_id }) => {
                 if let Some(&connection) = self.agent_connection.get(&agent_id) {
@@ -241,10 +239,15 @@ impl Engine {
     }
 
     fn send_frame(&mut self, connection: u64, message: &CoordinatorMessage) {
+        self.send_text(connection, message.encode());
+    }
+
+    fn send_text(&mut self, connection: u64, text: Vec<u8>) {
         let Some(conn) = self.connections.get(&connection) else {
             return;
         };
-        if conn.handle.send(message).is_err() {
+        // A closed socket reports its own end; only a full queue is handled here.
+        if conn.handle.send_encoded(text) == Err(SendError::Full) {
             // A slow consumer must not stall everyone: drop it, reclaim its task.
             conn.handle.close(CLOSE_POLICY, "outbound queue overflow");
             if let Some(agent) = conn.agent.clone() {
