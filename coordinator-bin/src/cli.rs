@@ -21,7 +21,7 @@ pub enum Commands {
     Serve(ServeArgs),
     /// Run a command-line program as an agent: one task at a time, the task JSON on
     /// its stdin, its stdout as the result.
-    Agent(crate::runner::config::AgentArgs),
+    Agent(crate::agent::config::AgentArgs),
     /// Commands that talk to a running coordinator over HTTP.
     #[command(flatten)]
     Client(ClientCommand),

@@ -1,12 +1,18 @@
-//! The parts of the coordinator binary that other programs reuse: a small HTTP
-//! JSON client of the coordinator's API (used by the `coordinator` CLI client
-//! commands, the end-to-end tests and the load generator).
+//! The `coordinator` program and the parts of it that other programs reuse.
+//!
+//! Three programs live here, one folder each:
+//! - [`server`](crate) (`coordinator serve`): the HTTP API, agent WebSockets and
+//!   SQLite storage, driving the pure [`session`] core;
+//! - `agent` (`coordinator agent`): the bundled agent runner;
+//! - [`client`] (`coordinator submit`, `tasks`, ...): a command-line client of the
+//!   HTTP API, and the small HTTP [`client::api_client`] used by it, the end-to-end
+//!   tests and the load generator.
 //!
 //! # Example
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use coordinator_bin::api_client::Client;
+//! use coordinator_bin::client::api_client::Client;
 //!
 //! let mut client = Client::new("127.0.0.1:4000", Some("cdt_..."));
 //! let reply = client.get("/api/tasks/stats").await?;
@@ -17,4 +23,21 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod api_client;
+mod agent;
+pub mod cli;
+pub mod client;
+mod logging;
+mod server;
+pub mod session;
+
+use cli::{Cli, Commands};
+
+/// Runs one invocation of the `coordinator` program.
+pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.command {
+        Commands::Serve(args) => server::serve::run(args),
+        Commands::Token { command } => server::token_command::run(command),
+        Commands::Agent(args) => args.resolve().and_then(agent::run).map_err(Into::into),
+        Commands::Client(command) => client::commands::run(command),
+    }
+}

@@ -6,4 +6,4 @@
 pub mod harness;
 
 /// The HTTP client of the coordinator API.
-pub use coordinator_bin::api_client as http;
+pub use coordinator_bin::client::api_client as http;

@@ -40,7 +40,7 @@ struct Runner {
 
 /// Runs the agent until SIGTERM/SIGINT (exit 0) or a refused token (error).
 pub fn run(config: RunnerConfig) -> Result<(), String> {
-    crate::serve::init_logging(crate::cli::LogFormat::Text);
+    crate::logging::init_logging(crate::cli::LogFormat::Text);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

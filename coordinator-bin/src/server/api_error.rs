@@ -64,8 +64,8 @@ impl ApiError {
     }
 }
 
-impl From<crate::db::DbError> for ApiError {
-    fn from(err: crate::db::DbError) -> Self {
+impl From<crate::server::db::DbError> for ApiError {
+    fn from(err: crate::server::db::DbError) -> Self {
         tracing::error!(error = %err, "database read failed");
         ApiError::internal(err.to_string())
     }

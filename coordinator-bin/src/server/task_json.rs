@@ -1,9 +1,9 @@
 //! JSON views of tasks and the parsing of submissions.
 
-use queue_core::{NewTask, Priority, Task, TaskId};
+use queue_core::{NewTask, Priority, Task};
 use serde_json::{json, Map, Value};
 
-use crate::api_error::ApiError;
+use crate::server::api_error::ApiError;
 
 /// The full JSON record of a task, with history.
 pub fn task_json(task: &Task) -> Value {
@@ -39,26 +39,6 @@ fn parse_or_string(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
 }
 
-/// A fresh task id: UUID version 7 text (48-bit millisecond time, then random
-/// bits). Time-ordered ids keep the storage index append-mostly.
-pub fn new_task_id() -> TaskId {
-    let mut b = [0u8; 16];
-    getrandom::getrandom(&mut b).expect("the operating system provides randomness");
-    let now_ms = crate::clock::now_ms();
-    b[..6].copy_from_slice(&now_ms.to_be_bytes()[2..]);
-    b[6] = (b[6] & 0x0f) | 0x70;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    TaskId::from(format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    ))
-}
-
 /// Reads one submission object. Wrong JSON kinds are 400s, bad values 422s.
 pub fn parse_submission(value: &Value, submitted_by: &str) -> Result<NewTask, ApiError> {
     let object: &Map<String, Value> = value
@@ -72,7 +52,7 @@ pub fn parse_submission(value: &Value, submitted_by: &str) -> Result<NewTask, Ap
         Some(_) => return Err(ApiError::bad_body("description must be a string")),
         None => return Err(ApiError::invalid_field("description is required")),
     };
-    let mut task = NewTask::new(new_task_id(), description);
+    let mut task = NewTask::new(crate::server::ids::new_task_id(), description);
     task.submitted_by = Some(submitted_by.to_owned());
     match object.get("metadata") {
         None | Some(Value::Null) => {}

@@ -3,7 +3,7 @@
 use queue_core::Task;
 
 use super::Engine;
-use crate::clock::now_ms;
+use crate::server::clock::now_ms;
 
 /// A completion shown on the dashboard.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
-use crate::db::{self, DbError};
+use crate::server::db::{self, DbError};
 
 /// How long the in-memory copy of the token table is trusted.
 const CACHE_TTL: Duration = Duration::from_secs(1);

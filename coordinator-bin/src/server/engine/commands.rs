@@ -4,7 +4,7 @@ use queue_core::{NewTask, Task};
 use scheduler::SchedulerError;
 use tokio::sync::oneshot;
 
-use crate::auth::Identity;
+use crate::server::auth::Identity;
 
 /// A submission acknowledged to its producer.
 #[derive(Debug, Clone, serde::Serialize)]

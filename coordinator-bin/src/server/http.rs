@@ -16,13 +16,13 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use transport_ws::server::{spawn_socket, SocketConfig, SocketEvent};
 
-use crate::api_error::ApiError;
-use crate::auth::{self, Authenticator, Identity};
-use crate::clock::now_ms;
-use crate::db::{self, ReadPool, TaskFilter};
-use crate::engine::Command;
-use crate::routes::{self, Access, NoRoute, Route};
-use crate::task_json::{parse_submission, task_json};
+use crate::server::api_error::ApiError;
+use crate::server::auth::{self, Authenticator, Identity};
+use crate::server::clock::now_ms;
+use crate::server::db::{self, ReadPool, TaskFilter};
+use crate::server::engine::Command;
+use crate::server::routes::{self, Access, NoRoute, Route};
+use crate::server::task_json::{parse_submission, task_json};
 
 /// Most tasks one batch submission may carry.
 pub const MAX_BATCH: usize = 1_000;
@@ -132,7 +132,7 @@ async fn route(
             .header(CONTENT_TYPE, "text/html; charset=utf-8")
             .header("cache-control", "no-store")
             .body(Full::new(Bytes::from_static(
-                crate::dashboard::PAGE.as_bytes(),
+                crate::server::dashboard::PAGE.as_bytes(),
             )))
             .expect("static response parts are valid")),
         Route::Ws => upgrade(req, state),
@@ -318,13 +318,13 @@ async fn ask<T>(
 async fn submit(
     state: &AppState,
     tasks: Vec<queue_core::NewTask>,
-) -> Result<Vec<crate::engine::Receipt>, ApiError> {
+) -> Result<Vec<crate::server::engine::Receipt>, ApiError> {
     ask(state, |reply| Command::Submit { tasks, reply })
         .await?
         .map_err(|e| ApiError::invalid_field(e.to_string()))
 }
 
-async fn agents(state: &AppState) -> Result<Vec<crate::engine::AgentInfo>, ApiError> {
+async fn agents(state: &AppState) -> Result<Vec<crate::server::engine::AgentInfo>, ApiError> {
     ask(state, |reply| Command::Agents { reply }).await
 }
 
@@ -505,7 +505,7 @@ async fn metrics(state: &AppState) -> Result<Resp, ApiError> {
         let n = agents.iter().filter(|a| a.state == state_name).count();
         extra += &format!("coordinator_agents{{state=\"{state_name}\"}} {n}\n");
     }
-    let text = crate::metrics::render(&extra);
+    let text = crate::server::metrics::render(&extra);
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(

@@ -183,7 +183,7 @@ pub fn resolve(method: &Method, path: &str) -> Result<(&'static RouteSpec, Vec<S
 }
 
 /// The OpenAPI 3 document of this API.
-pub const OPENAPI: &str = include_str!("../openapi.json");
+pub const OPENAPI: &str = include_str!("../../openapi.json");
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,7 @@ use queue_core::Change;
 use rusqlite::Connection;
 use tokio::sync::mpsc;
 
-use crate::db;
+use crate::server::db;
 
 /// Work for the writer.
 pub enum WriteJob {

@@ -11,9 +11,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use transport_ws::protocol::{encode_task_assign, CoordinatorMessage};
 use transport_ws::server::{SendError, SocketEvent, SocketHandle, CLOSE_GOING_AWAY, CLOSE_POLICY};
 
-use crate::auth::Authenticator;
-use crate::clock::now_ms;
-use crate::writer::{Committed, WriteJob, Writer};
+use crate::server::auth::Authenticator;
+use crate::server::clock::now_ms;
+use crate::server::writer::{Committed, WriteJob, Writer};
 
 mod activity;
 mod commands;
@@ -172,7 +172,7 @@ impl Engine {
 
     fn on_committed(&mut self, c: Committed) {
         self.committed_seq = c.seq;
-        crate::metrics::record_commit(c.rows, c.commit_micros);
+        crate::server::metrics::record_commit(c.rows, c.commit_micros);
         self.release();
     }
 
@@ -271,7 +271,7 @@ impl Engine {
     fn collect_changes(&mut self) {
         while let Some(change) = self.scheduler.poll_change() {
             log_change(&change);
-            crate::metrics::record_change(&change);
+            crate::server::metrics::record_change(&change);
             if let Change::Finalized(task) = &change {
                 if task.status == queue_core::Status::Completed {
                     self.note_completion(task);
@@ -303,7 +303,7 @@ impl Engine {
             } = &action
             {
                 tracing::info!(task_id = %task_id, agent_id = %agent_id, reason = reason.as_str(), "task reclaimed");
-                crate::metrics::record_reclaim(reason.as_str());
+                crate::server::metrics::record_reclaim(reason.as_str());
             }
             self.emit(Output::Action(action));
         }

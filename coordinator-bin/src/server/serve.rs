@@ -15,31 +15,19 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use transport_ws::server::SocketConfig;
 
-use crate::auth::{self, Authenticator, Identity};
-use crate::cli::{LogFormat, ServeArgs};
-use crate::clock::now_ms;
-use crate::db;
-use crate::engine::{Engine, EngineConfig};
-use crate::http::{self, AppState};
-use crate::writer::Writer;
+use crate::cli::ServeArgs;
+use crate::server::auth::{self, Authenticator, Identity};
+use crate::server::clock::now_ms;
+use crate::server::db;
+use crate::server::engine::{Engine, EngineConfig};
+use crate::server::http::{self, AppState};
+use crate::server::writer::Writer;
 
 type BoxError = Box<dyn std::error::Error>;
 
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 /// Runs the service until SIGINT or SIGTERM.
 pub fn run(args: ServeArgs) -> Result<(), BoxError> {
-    init_logging(args.log_format);
+    crate::logging::init_logging(args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

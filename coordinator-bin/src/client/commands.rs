@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use coordinator_bin::api_client::{Client, Reply};
+use crate::client::api_client::{Client, Reply};
 use serde_json::{json, Value};
 
 use crate::cli::{ClientArgs, ClientCommand};

@@ -7,8 +7,8 @@ use transport_ws::protocol::{AgentMessage, CoordinatorMessage, ErrorCode};
 use transport_ws::server::{SocketEvent, SocketEventKind, CLOSE_POLICY};
 
 use super::{Command, Conn, Engine, Output};
-use crate::auth::Identity;
-use crate::clock::now_ms;
+use crate::server::auth::Identity;
+use crate::server::clock::now_ms;
 
 impl Engine {
     pub(super) fn on_socket(&mut self, event: SocketEvent) {
@@ -41,7 +41,7 @@ impl Engine {
     }
 
     fn on_message(&mut self, connection: u64, message: AgentMessage) {
-        crate::metrics::record_frame(message.type_name());
+        crate::server::metrics::record_frame(message.type_name());
         let Some(conn) = self.connections.get(&connection) else {
             return;
         };
@@ -239,7 +239,7 @@ impl Engine {
         task_id: Option<&str>,
         detail: &str,
     ) {
-        crate::metrics::record_protocol_error(code.as_str());
+        crate::server::metrics::record_protocol_error(code.as_str());
         self.emit(Output::Frame(
             connection,
             CoordinatorMessage::error(code, task_id, detail),

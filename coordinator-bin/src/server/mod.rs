@@ -1,0 +1,18 @@
+//! `coordinator serve`: the I/O around the pure [`crate::session`] core: hyper
+//! HTTP, agent WebSockets, the SQLite writer and reads, tokens, metrics and the
+//! dashboard page.
+
+pub(crate) mod api_error;
+pub(crate) mod auth;
+pub(crate) mod clock;
+pub(crate) mod dashboard;
+pub(crate) mod db;
+pub(crate) mod engine;
+pub(crate) mod http;
+pub(crate) mod ids;
+pub(crate) mod metrics;
+pub(crate) mod routes;
+pub(crate) mod serve;
+pub(crate) mod task_json;
+pub(crate) mod token_command;
+pub(crate) mod writer;

@@ -1,0 +1,47 @@
+//! `coordinator token create|list|revoke`: tokens managed directly in the
+//! database file (works while the service runs).
+
+use super::auth::{self, Identity};
+use super::{clock, db};
+use crate::cli::TokenCommand;
+
+/// Carries out one `coordinator token` command.
+pub fn run(command: TokenCommand) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        TokenCommand::Create { name, admin, db } => {
+            let conn = db::open(&db)?;
+            let identity = if admin {
+                Identity::Admin(name)
+            } else {
+                Identity::Agent(name)
+            };
+            println!("{}", auth::create_token(&conn, &identity, clock::now_ms())?);
+        }
+        TokenCommand::List { db } => {
+            let conn = db::open(&db)?;
+            println!(
+                "{:<6} {:<32} {:<15} REVOKED_AT",
+                "KIND", "NAME", "CREATED_AT"
+            );
+            for t in auth::list_tokens(&conn)? {
+                let revoked = t
+                    .revoked_at
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<6} {:<32} {:<15} {}",
+                    t.kind, t.name, t.created_at, revoked
+                );
+            }
+        }
+        TokenCommand::Revoke { name, db } => {
+            let conn = db::open(&db)?;
+            let n = auth::revoke_tokens(&conn, &name, clock::now_ms())?;
+            if n == 0 {
+                return Err(format!("no live token for `{name}`").into());
+            }
+            eprintln!("revoked {n} token(s) of `{name}`");
+        }
+    }
+    Ok(())
+}
