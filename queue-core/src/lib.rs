@@ -47,9 +47,7 @@ pub use change::Change;
 pub use error::{RestoreError, SubmitError, TaskError};
 pub use ids::{AgentId, TaskId};
 pub use index::{is_subset, GroupedIndex};
-pub use queue::{
-    Completion, FailOutcome, ListQuery, Queue, QueueConfig, QueueKey, Recovery, Stats,
-};
+pub use queue::{Completion, FailOutcome, Queue, QueueConfig, QueueKey, Recovery, Stats};
 pub use task::{
     HistoryEntry, HistoryEvent, Holder, NewTask, Priority, ReclaimReason, Status, Task,
     UnknownPriority, UnknownStatus, HISTORY_CAP,

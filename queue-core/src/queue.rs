@@ -93,21 +93,6 @@ pub enum Recovery {
     Reassign,
 }
 
-/// Filters of [`Queue::list`]. Empty fields match everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ListQuery {
-    /// Only tasks in this status.
-    pub status: Option<Status>,
-    /// Only tasks in this lane.
-    pub priority: Option<Priority>,
-    /// Only tasks held by this agent.
-    pub assigned_to: Option<AgentId>,
-    /// Only tasks whose `queue_seq` is greater than this (the cursor of the previous page).
-    pub after_seq: Option<u64>,
-    /// At most this many tasks.
-    pub limit: usize,
-}
-
 /// Counts of the live tasks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -206,8 +191,9 @@ impl Queue {
         &self.config
     }
 
-    /// Adds a task at the back of its lane.
-    pub fn submit(&mut self, now_ms: u64, new: NewTask) -> Result<&Task, SubmitError> {
+    /// Whether [`Queue::submit`] would accept `new` now, without changing anything
+    /// (lets a caller check a whole batch before queuing any of it).
+    pub fn check_submission(&self, new: &NewTask) -> Result<(), SubmitError> {
         if new.id.as_str().is_empty() {
             return Err(SubmitError::EmptyId);
         }
@@ -218,8 +204,14 @@ impl Queue {
             return Err(SubmitError::EmptyCapability);
         }
         if self.tasks.contains_key(&new.id) {
-            return Err(SubmitError::DuplicateId(new.id));
+            return Err(SubmitError::DuplicateId(new.id.clone()));
         }
+        Ok(())
+    }
+
+    /// Adds a task at the back of its lane.
+    pub fn submit(&mut self, now_ms: u64, new: NewTask) -> Result<&Task, SubmitError> {
+        self.check_submission(&new)?;
         let mut capabilities = new.needed_capabilities;
         capabilities.sort_unstable();
         capabilities.dedup();
@@ -314,27 +306,6 @@ impl Queue {
     /// Held (assigned or working) tasks, in no particular order.
     pub fn held(&self) -> impl Iterator<Item = &Task> + '_ {
         self.held.iter().map(|id| &*self.tasks[id])
-    }
-
-    /// Live tasks matching `query`, in `queue_seq` order.
-    pub fn list(&self, query: &ListQuery) -> Vec<&Task> {
-        let mut found: Vec<&Task> = self
-            .tasks
-            .values()
-            .map(|t| &**t)
-            .filter(|t| query.status.is_none_or(|s| t.status == s))
-            .filter(|t| query.priority.is_none_or(|p| t.priority == p))
-            .filter(|t| {
-                query
-                    .assigned_to
-                    .as_ref()
-                    .is_none_or(|a| t.assigned_to() == Some(a))
-            })
-            .filter(|t| query.after_seq.is_none_or(|after| t.queue_seq > after))
-            .collect();
-        found.sort_unstable_by_key(|t| t.queue_seq);
-        found.truncate(query.limit);
-        found
     }
 
     /// Counts of the live tasks.

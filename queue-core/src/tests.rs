@@ -442,7 +442,7 @@ fn history_keeps_the_newest_fifty_entries() {
 }
 
 #[test]
-fn list_filters_and_paginates_by_seq() {
+fn stats_count_live_tasks_by_status_and_lane() {
     let mut q = queue();
     for i in 0..6 {
         let p = if i % 2 == 0 {
@@ -454,27 +454,6 @@ fn list_filters_and_paginates_by_seq() {
             .unwrap();
     }
     q.assign(T0, "t0", &agent("a1")).unwrap();
-    let high = q.list(&ListQuery {
-        priority: Some(Priority::High),
-        limit: 10,
-        ..ListQuery::default()
-    });
-    let ids: Vec<&str> = high.iter().map(|t| t.id.as_str()).collect();
-    assert_eq!(ids, ["t0", "t2", "t4"]);
-    let page = q.list(&ListQuery {
-        after_seq: Some(high[0].queue_seq),
-        limit: 2,
-        ..ListQuery::default()
-    });
-    let ids: Vec<&str> = page.iter().map(|t| t.id.as_str()).collect();
-    assert_eq!(ids, ["t1", "t2"]);
-    let held = q.list(&ListQuery {
-        assigned_to: Some(agent("a1")),
-        status: Some(Status::Assigned),
-        limit: 10,
-        ..ListQuery::default()
-    });
-    assert_eq!(held.len(), 1);
     let stats = q.stats();
     assert_eq!(stats.status(Status::Queued), 5);
     assert_eq!(stats.status(Status::Assigned), 1);

@@ -63,6 +63,9 @@ pub struct AgentView<'a> {
     pub agent: &'a Agent,
     /// True while a connection speaks for the agent.
     pub connected: bool,
+    /// The shell's id of the connection speaking for the agent (as given to
+    /// [`Scheduler::handle_connect`]).
+    pub connection: Option<u64>,
     /// Tasks the agent still holds from before a restart or reconnect and has not
     /// recovered yet.
     pub awaiting_recovery: usize,
@@ -160,14 +163,10 @@ impl Scheduler {
         AgentView {
             agent: &slot.fsm,
             connected: slot.connection.is_some(),
+            connection: slot.connection,
             awaiting_recovery: self.recovery_count(slot.fsm.id()),
             cooldown_until_ms: slot.cooldown_until_ms,
         }
-    }
-
-    /// Number of idle agents that can be offered work now.
-    pub fn available_agents(&self) -> usize {
-        self.idle.len()
     }
 
     /// The next record to persist.

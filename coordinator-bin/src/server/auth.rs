@@ -13,23 +13,7 @@ use crate::server::db::{self, DbError};
 /// How long the in-memory copy of the token table is trusted.
 const CACHE_TTL: Duration = Duration::from_secs(1);
 
-/// Who a token speaks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Identity {
-    /// An operator: every route.
-    Admin(String),
-    /// One agent: the WebSocket as that agent id, and the task routes.
-    Agent(String),
-}
-
-impl Identity {
-    /// The name recorded as `submitted_by`.
-    pub fn name(&self) -> &str {
-        match self {
-            Identity::Admin(name) | Identity::Agent(name) => name,
-        }
-    }
-}
+pub use crate::session::Identity;
 
 /// A token as listed (never its secret).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -52,7 +36,8 @@ pub fn generate_token() -> String {
     format!("cdt_{hex}")
 }
 
-fn hash(token: &str) -> [u8; 32] {
+/// SHA-256 of a token's secret, as stored.
+pub fn hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
@@ -67,15 +52,43 @@ pub fn create_token(
     now_ms: u64,
 ) -> Result<String, DbError> {
     let token = generate_token();
-    let (kind, name) = match identity {
-        Identity::Admin(name) => ("admin", name),
-        Identity::Agent(name) => ("agent", name),
-    };
+    insert_token(conn, identity, &hash(&token), now_ms)?;
+    Ok(token)
+}
+
+/// Stores a token row (only the digest of its secret).
+pub fn insert_token(
+    conn: &Connection,
+    identity: &Identity,
+    hash: &[u8; 32],
+    now_ms: u64,
+) -> Result<(), rusqlite::Error> {
     conn.execute(
         "INSERT INTO tokens (kind, name, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-        rusqlite::params![kind, name, &hash(&token)[..], now_ms as i64],
+        rusqlite::params![identity.kind(), identity.name(), &hash[..], now_ms as i64],
     )?;
-    Ok(token)
+    Ok(())
+}
+
+/// Marks these token rows revoked (those not revoked already).
+pub fn revoke_token_rows(
+    conn: &Connection,
+    ids: &[i64],
+    now_ms: u64,
+) -> Result<(), rusqlite::Error> {
+    let mut stmt = conn
+        .prepare_cached("UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")?;
+    for id in ids {
+        stmt.execute(rusqlite::params![id, now_ms as i64])?;
+    }
+    Ok(())
+}
+
+/// The row ids of the live tokens of an agent id (or admin name).
+pub fn live_token_ids(conn: &Connection, name: &str) -> Result<Vec<i64>, DbError> {
+    let mut stmt = conn.prepare("SELECT id FROM tokens WHERE name = ?1 AND revoked_at IS NULL")?;
+    let rows = stmt.query_map([name], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Revokes every live token of an agent id (or admin name); returns how many.

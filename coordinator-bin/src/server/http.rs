@@ -10,19 +10,20 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use queue_core::{Priority, Status, TaskError};
-use scheduler::SchedulerError;
+use queue_core::{Priority, Status};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use transport_ws::server::{spawn_socket, SocketConfig, SocketEvent};
 
 use crate::server::api_error::ApiError;
 use crate::server::auth::{self, Authenticator, Identity};
-use crate::server::clock::now_ms;
 use crate::server::db::{self, ReadPool, TaskFilter};
-use crate::server::engine::Command;
+use crate::server::driver::Command;
 use crate::server::routes::{self, Access, NoRoute, Route};
 use crate::server::task_json::{parse_submission, task_json};
+use crate::session::{
+    AgentInfo, Answer, DashboardSnapshot, Receipt, Refusal, RefusalKind, Request as CoreRequest,
+};
 
 /// Most tasks one batch submission may carry.
 pub const MAX_BATCH: usize = 1_000;
@@ -41,8 +42,6 @@ pub struct AppState {
     pub socket_config: SocketConfig,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
-    /// The database file (for token writes).
-    pub db_path: std::path::PathBuf,
     /// When the service started.
     pub started: Instant,
     /// Connection ids for sockets.
@@ -140,10 +139,12 @@ async fn route(
             let body = read_json(req, state.max_body_bytes).await?;
             let task = parse_submission(&body, &submitter)?;
             let receipts = submit(state, vec![task]).await?;
-            let r = &receipts[0];
+            let r = receipts
+                .first()
+                .ok_or_else(|| ApiError::internal("a submission of one task gave no receipt"))?;
             Ok(json_response(
                 StatusCode::CREATED,
-                &json!({"status": "queued", "task_id": r.task_id, "priority": r.priority, "created_at": r.created_at}),
+                &json!({"status": "queued", "task_id": r.task_id, "priority": r.priority, "created_at": r.created_at_ms}),
             ))
         }
         Route::SubmitBatch => {
@@ -190,21 +191,23 @@ async fn route(
         Route::CancelTask => cancel(state, &param).await,
         Route::RetryTask => retry(state, &param).await,
         Route::ListAgents => {
-            let agents = agents(state).await?;
+            let agents: Vec<Value> = agents(state).await?.iter().map(agent_json).collect();
             Ok(json_response(StatusCode::OK, &json!({"agents": agents})))
         }
         Route::GetAgent => {
             let agents = agents(state).await?;
             let agent = agents
-                .into_iter()
+                .iter()
                 .find(|a| a.agent_id == param)
                 .ok_or_else(|| ApiError::not_found("no agent with this id has connected"))?;
-            Ok(json_response(StatusCode::OK, &json!(agent)))
+            Ok(json_response(StatusCode::OK, &agent_json(agent)))
         }
-        Route::DashboardState => {
-            let snapshot = ask(state, |reply| Command::Dashboard { reply }).await?;
-            Ok(json_response(StatusCode::OK, &snapshot))
-        }
+        Route::DashboardState => match ask(state, CoreRequest::Dashboard).await? {
+            Answer::Dashboard(snapshot) => {
+                Ok(json_response(StatusCode::OK, &dashboard_json(&snapshot)))
+            }
+            other => Err(unexpected(other)),
+        },
         Route::CreateToken => {
             let body = read_json(req, state.max_body_bytes).await?;
             let who = match (
@@ -219,40 +222,42 @@ async fn route(
                     ))
                 }
             };
-            let path = state.db_path.clone();
-            let who2 = who.clone();
-            let token = tokio::task::spawn_blocking(move || {
-                let conn = db::open(&path)?;
-                auth::create_token(&conn, &who2, now_ms())
-            })
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))??;
-            let (kind, name) = match &who {
-                Identity::Admin(n) => ("admin", n),
-                Identity::Agent(n) => ("agent", n),
+            let token = auth::generate_token();
+            let hash = auth::hash(&token);
+            let (kind, name) = (who.kind(), who.name().to_owned());
+            let request = CoreRequest::CreateToken {
+                identity: who,
+                hash,
             };
-            Ok(json_response(
-                StatusCode::CREATED,
-                &json!({"token": token, "kind": kind, "name": name}),
-            ))
+            match ask(state, request).await? {
+                Answer::TokenCreated => Ok(json_response(
+                    StatusCode::CREATED,
+                    &json!({"token": token, "kind": kind, "name": name}),
+                )),
+                other => Err(unexpected(other)),
+            }
         }
         Route::ListTokens => {
             let tokens = state.reads.run(auth::list_tokens).await?;
             Ok(json_response(StatusCode::OK, &json!({"tokens": tokens})))
         }
         Route::RevokeToken => {
-            let path = state.db_path.clone();
-            let revoked = tokio::task::spawn_blocking(move || {
-                let conn = db::open(&path)?;
-                auth::revoke_tokens(&conn, &param, now_ms())
-            })
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))??;
-            if revoked == 0 {
-                return Err(ApiError::not_found("no live token for this name"));
+            let name = param.clone();
+            let live_ids = state
+                .reads
+                .run(move |c| auth::live_token_ids(c, &name))
+                .await?;
+            let request = CoreRequest::RevokeTokens {
+                name: param,
+                live_ids,
+            };
+            match ask(state, request).await? {
+                Answer::TokensRevoked(revoked) => {
+                    state.auth.invalidate();
+                    Ok(json_response(StatusCode::OK, &json!({"revoked": revoked})))
+                }
+                other => Err(unexpected(other)),
             }
-            state.auth.invalidate();
-            Ok(json_response(StatusCode::OK, &json!({"revoked": revoked})))
         }
     }
 }
@@ -302,73 +307,136 @@ async fn read_json(req: Request<Incoming>, limit: usize) -> Result<Value, ApiErr
         .map_err(|e| ApiError::bad_body(format!("the body is not valid JSON: {e}")))
 }
 
-async fn ask<T>(
-    state: &AppState,
-    make: impl FnOnce(oneshot::Sender<T>) -> Command,
-) -> Result<T, ApiError> {
-    let (tx, rx) = oneshot::channel();
+/// Asks the session; a refusal becomes the matching HTTP error.
+async fn ask(state: &AppState, body: CoreRequest) -> Result<Answer, ApiError> {
+    let (reply, answer) = oneshot::channel();
     state
         .commands
-        .send(make(tx))
+        .send(Command::Request { body, reply })
         .await
         .map_err(|_| ApiError::unavailable())?;
-    rx.await.map_err(|_| ApiError::unavailable())
+    match answer.await.map_err(|_| ApiError::unavailable())? {
+        Answer::Refused(refusal) => Err(refusal_error(refusal)),
+        answer => Ok(answer),
+    }
+}
+
+fn refusal_error(refusal: Refusal) -> ApiError {
+    match refusal.kind {
+        RefusalKind::NotFound => ApiError::not_found(refusal.detail),
+        RefusalKind::Conflict => ApiError::conflict(refusal.detail),
+        RefusalKind::Invalid => ApiError::invalid_field(refusal.detail),
+    }
+}
+
+/// An answer of another kind than the request's: a bug, reported as such.
+fn unexpected(answer: Answer) -> ApiError {
+    ApiError::internal(format!("unexpected answer from the session: {answer:?}"))
 }
 
 async fn submit(
     state: &AppState,
     tasks: Vec<queue_core::NewTask>,
-) -> Result<Vec<crate::server::engine::Receipt>, ApiError> {
-    ask(state, |reply| Command::Submit { tasks, reply })
-        .await?
-        .map_err(|e| ApiError::invalid_field(e.to_string()))
+) -> Result<Vec<Receipt>, ApiError> {
+    match ask(state, CoreRequest::Submit { tasks }).await? {
+        Answer::Submitted(receipts) => Ok(receipts),
+        other => Err(unexpected(other)),
+    }
 }
 
-async fn agents(state: &AppState) -> Result<Vec<crate::server::engine::AgentInfo>, ApiError> {
-    ask(state, |reply| Command::Agents { reply }).await
+async fn agents(state: &AppState) -> Result<Vec<AgentInfo>, ApiError> {
+    match ask(state, CoreRequest::Agents).await? {
+        Answer::Agents(agents) => Ok(agents),
+        other => Err(unexpected(other)),
+    }
 }
 
 async fn cancel(state: &AppState, id: &str) -> Result<Resp, ApiError> {
-    let task_id = id.to_owned();
-    match ask(state, |reply| Command::Cancel { task_id, reply }).await? {
-        Ok(()) => Ok(json_response(
+    let id2 = id.to_owned();
+    let stored = state
+        .reads
+        .run(move |c| db::get_task(c, &id2))
+        .await?
+        .map(|task| task.status);
+    let request = CoreRequest::Cancel {
+        task_id: id.to_owned(),
+        stored,
+    };
+    match ask(state, request).await? {
+        Answer::Cancelled => Ok(json_response(
             StatusCode::OK,
             &json!({"status": "cancelled", "task_id": id}),
         )),
-        Err(SchedulerError::Task(TaskError::NotFound(_))) => {
-            let id2 = id.to_owned();
-            match state.reads.run(move |c| db::get_task(c, &id2)).await? {
-                Some(task) => Err(ApiError::conflict(format!(
-                    "the task is {}, which cannot be cancelled",
-                    task.status
-                ))),
-                None => Err(ApiError::not_found("no task with this id")),
-            }
-        }
-        Err(e) => Err(ApiError::conflict(e.to_string())),
+        other => Err(unexpected(other)),
     }
 }
 
 async fn retry(state: &AppState, id: &str) -> Result<Resp, ApiError> {
     let id2 = id.to_owned();
-    let record = state
-        .reads
-        .run(move |c| db::get_task(c, &id2))
-        .await?
-        .ok_or_else(|| ApiError::not_found("no task with this id"))?;
-    if record.status != Status::DeadLetter {
-        return Err(ApiError::conflict(format!(
-            "the task is {}, not in the dead letter",
-            record.status
-        )));
-    }
-    match ask(state, |reply| Command::Retry { record, reply }).await? {
-        Ok(()) => Ok(json_response(
+    let stored = state.reads.run(move |c| db::get_task(c, &id2)).await?;
+    let request = CoreRequest::Retry {
+        task_id: id.to_owned(),
+        stored,
+    };
+    match ask(state, request).await? {
+        Answer::Retried => Ok(json_response(
             StatusCode::OK,
             &json!({"status": "queued", "task_id": id}),
         )),
-        Err(e) => Err(ApiError::conflict(e.to_string())),
+        other => Err(unexpected(other)),
     }
+}
+
+fn agent_json(agent: &AgentInfo) -> Value {
+    json!({
+        "agent_id": agent.agent_id,
+        "name": agent.name,
+        "state": agent.state,
+        "connected": agent.connected,
+        "current_task": agent.current_task,
+        "generation": agent.generation,
+        "capabilities": agent.capabilities,
+        "flags": agent.flags,
+        "state_since": agent.state_since_ms,
+        "awaiting_recovery": agent.awaiting_recovery,
+    })
+}
+
+fn dashboard_json(snapshot: &DashboardSnapshot) -> Value {
+    let lanes: serde_json::Map<String, Value> = Priority::ALL
+        .iter()
+        .zip(snapshot.queue_depth)
+        .map(|(p, depth)| (p.as_str().to_owned(), json!(depth)))
+        .collect();
+    let recent: Vec<Value> = snapshot
+        .recent_completions
+        .iter()
+        .map(|c| {
+            json!({
+                "task_id": c.task_id,
+                "description": c.description,
+                "agent_id": c.agent_id,
+                "duration_ms": c.duration_ms,
+                "tokens_used": c.tokens_used,
+                "completed_at": c.completed_at_ms,
+            })
+        })
+        .collect();
+    let agents: Vec<Value> = snapshot.agents.iter().map(agent_json).collect();
+    let per_minute = snapshot.completed_last_minute;
+    json!({
+        "uptime_ms": snapshot.uptime_ms,
+        "now": snapshot.now_ms,
+        "queue_depth": lanes,
+        "live": {
+            "queued": snapshot.queued,
+            "assigned": snapshot.assigned,
+            "working": snapshot.working,
+        },
+        "agents": agents,
+        "recent_completions": recent,
+        "throughput": {"completed_last_minute": per_minute, "per_second": per_minute as f64 / 60.0},
+    })
 }
 
 fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {

@@ -10,7 +10,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use queue_core::QueueConfig;
-use scheduler::{Scheduler, SchedulerConfig};
+use scheduler::SchedulerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use transport_ws::server::SocketConfig;
@@ -19,9 +19,10 @@ use crate::cli::ServeArgs;
 use crate::server::auth::{self, Authenticator, Identity};
 use crate::server::clock::now_ms;
 use crate::server::db;
-use crate::server::engine::{Engine, EngineConfig};
+use crate::server::driver::{Driver, Inbox};
 use crate::server::http::{self, AppState};
 use crate::server::writer::Writer;
+use crate::session::{Session, SessionConfig};
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -73,37 +74,35 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     let started = Instant::now();
     let records = db::load_live_tasks(&conn)?;
     let n_live = records.len();
-    let config = SchedulerConfig {
-        queue: QueueConfig {
-            default_max_retries: args.max_retries,
-            stuck_after_ms: args.stuck_after_ms,
+    let config = SessionConfig {
+        scheduler: SchedulerConfig {
+            queue: QueueConfig {
+                default_max_retries: args.max_retries,
+                stuck_after_ms: args.stuck_after_ms,
+            },
+            accept_timeout_ms: args.accept_timeout_ms,
+            recovery_grace_ms: args.recovery_grace_ms,
+            reject_backoff_ms: 1_000,
         },
-        accept_timeout_ms: args.accept_timeout_ms,
-        recovery_grace_ms: args.recovery_grace_ms,
-        reject_backoff_ms: 1_000,
+        sweep_interval_ms: args.sweep_interval_ms.max(1),
+        retention_ms: args.retention_hours.saturating_mul(3_600_000),
     };
-    let scheduler = Scheduler::restore(config, now_ms(), records)?;
+    let session = Session::new(config, now_ms(), records)?;
     tracing::info!(live_tasks = n_live, elapsed_ms = started.elapsed().as_millis() as u64, db = %args.db.display(), "state restored");
 
-    let (committed_tx, committed_rx) = mpsc::unbounded_channel();
-    let writer = Writer::start(conn, args.db.clone(), committed_tx);
+    let (writer, commits) = Writer::start(conn, args.db.clone());
     let auth = Authenticator::new(&args.db)?;
     let (commands_tx, commands_rx) = mpsc::channel(4096);
     let (sockets_tx, sockets_rx) = mpsc::channel(8192);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let engine = Engine::new(
-        scheduler,
-        writer,
-        auth.clone(),
-        commands_tx.clone(),
-        EngineConfig {
-            sweep_interval: Duration::from_millis(args.sweep_interval_ms.max(1)),
-            retention: Duration::from_secs(args.retention_hours * 3600),
-            started,
-        },
-    );
-    let engine_task =
-        tokio::spawn(engine.run(commands_rx, sockets_rx, committed_rx, shutdown_rx.clone()));
+    let driver = Driver::new(session, writer, auth.clone(), commands_tx.clone());
+    let inbox = Inbox {
+        commands: commands_rx,
+        sockets: sockets_rx,
+        commits,
+        shutdown: shutdown_rx.clone(),
+    };
+    let mut driver_task = tokio::spawn(driver.run(inbox));
 
     let state = Arc::new(AppState {
         commands: commands_tx,
@@ -117,7 +116,6 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
             outbound_capacity: 1024,
         },
         max_body_bytes: args.max_body_bytes,
-        db_path: args.db.clone(),
         started,
         next_connection: AtomicU64::new(1),
     });
@@ -129,6 +127,7 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     let mut shutdown = shutdown_rx.clone();
     let signals = tokio::spawn(wait_for_signal(shutdown_tx));
     let connections = Arc::new(tokio::sync::Semaphore::new(10_000));
+    let mut stopped = None;
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -140,6 +139,10 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
                 }
             },
             _ = shutdown.changed() => break,
+            outcome = &mut driver_task => {
+                stopped = Some(outcome);
+                break;
+            }
         };
         let _ = stream.set_nodelay(true);
         let Ok(permit) = connections.clone().try_acquire_owned() else {
@@ -165,12 +168,23 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
             }
         });
     }
-    tracing::info!("shutting down: no new connections; finishing in-flight work");
     drop(listener);
-    let _ = engine_task.await;
+    let outcome = match stopped {
+        Some(outcome) => outcome,
+        None => {
+            tracing::info!("shutting down: no new connections; finishing in-flight work");
+            driver_task.await
+        }
+    };
     signals.abort();
-    tracing::info!("bye");
-    Ok(())
+    match outcome {
+        Ok(Ok(())) => {
+            tracing::info!("bye");
+            Ok(())
+        }
+        Ok(Err(fatal)) => Err(format!("stopped: {fatal}").into()),
+        Err(e) => Err(format!("the driver failed: {e}").into()),
+    }
 }
 
 async fn wait_for_signal(shutdown: watch::Sender<bool>) {

@@ -2,77 +2,77 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::mpsc as std_mpsc;
 use std::thread;
 
 use queue_core::Change;
 use rusqlite::Connection;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use crate::server::db;
+use super::{auth, db};
+use crate::session::{Batch, TokenWrite};
 
 /// Work for the writer.
 pub enum WriteJob {
-    /// Persist these records; report `seq` as committed afterwards.
-    Batch {
-        /// Increasing batch number.
-        seq: u64,
-        /// The records, oldest first.
-        changes: Vec<Change>,
-    },
+    /// Persist this batch; report its `seq` as committed afterwards.
+    Batch(Batch),
     /// Delete final tasks older than this (retention).
-    Cleanup {
+    Purge {
         /// The cut-off time.
         before_ms: u64,
     },
 }
 
+/// What the writer reports: the newest batch committed, or why it stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriterReport {
+    /// Every batch up to this number is durable.
+    Committed {
+        /// The batch number.
+        seq: u64,
+    },
+    /// A commit failed; the writer has stopped and nothing more will be committed.
+    Failed(String),
+}
+
+/// Batches that may wait for the writer before the driver waits in turn.
+const QUEUE_DEPTH: usize = 1024;
+
 /// The sending side of the writer thread.
 pub struct Writer {
-    jobs: std_mpsc::Sender<WriteJob>,
+    jobs: Option<mpsc::Sender<WriteJob>>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
-/// What the writer reports back.
-#[derive(Debug, Clone, Copy)]
-pub struct Committed {
-    /// Every batch up to this number is durable.
-    pub seq: u64,
-    /// Rows written in the transaction.
-    pub rows: usize,
-    /// Time the commit took.
-    pub commit_micros: u64,
-}
-
 impl Writer {
-    /// Starts the writer thread on `conn`. Committed batch numbers come out of
-    /// `committed`. A failed commit stops the process: a state that is not on disk
-    /// must never be served.
-    pub fn start(
-        conn: Connection,
-        db_path: PathBuf,
-        committed: mpsc::UnboundedSender<Committed>,
-    ) -> Writer {
-        let (jobs, rx) = std_mpsc::channel();
+    /// Starts the writer thread on `conn`; its progress comes out of the returned
+    /// receiver (only the newest report matters, so a watch channel carries it and
+    /// nothing queues up). A failed commit stops the writer and is reported.
+    pub fn start(conn: Connection, db_path: PathBuf) -> (Writer, watch::Receiver<WriterReport>) {
+        let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
+        let (report, reports) = watch::channel(WriterReport::Committed { seq: 0 });
         let thread = thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(conn, rx, committed, db_path))
+            .spawn(move || run(conn, rx, report, db_path))
             .expect("can spawn the writer thread");
-        Writer {
-            jobs,
+        let writer = Writer {
+            jobs: Some(jobs),
             thread: Some(thread),
-        }
+        };
+        (writer, reports)
     }
 
-    /// Queues a job; false once the writer has stopped.
-    pub fn submit(&self, job: WriteJob) -> bool {
-        self.jobs.send(job).is_ok()
+    /// Queues a job, waiting while the writer is `QUEUE_DEPTH` jobs behind;
+    /// false once the writer has stopped.
+    pub async fn submit(&self, job: WriteJob) -> bool {
+        match &self.jobs {
+            Some(jobs) => jobs.send(job).await.is_ok(),
+            None => false,
+        }
     }
 
     /// Lets the writer finish what is queued and waits for it.
     pub fn shutdown(mut self) {
-        let (dummy, _) = std_mpsc::channel();
-        drop(std::mem::replace(&mut self.jobs, dummy));
+        self.jobs = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -84,41 +84,38 @@ const MAX_GROUP: usize = 512;
 
 fn run(
     conn: Connection,
-    rx: std_mpsc::Receiver<WriteJob>,
-    committed: mpsc::UnboundedSender<Committed>,
+    mut rx: mpsc::Receiver<WriteJob>,
+    report: watch::Sender<WriterReport>,
     db_path: PathBuf,
 ) {
-    while let Ok(first) = rx.recv() {
+    while let Some(first) = rx.blocking_recv() {
         let mut batches = Vec::new();
-        let mut cleanups = Vec::new();
+        let mut purges = Vec::new();
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
-                WriteJob::Batch { seq, changes } => batches.push((seq, changes)),
-                WriteJob::Cleanup { before_ms } => cleanups.push(before_ms),
+                WriteJob::Batch(batch) => batches.push(batch),
+                WriteJob::Purge { before_ms } => purges.push(before_ms),
             }
             if batches.len() < MAX_GROUP {
                 next = rx.try_recv().ok();
             }
         }
         let started = std::time::Instant::now();
-        match write_group(&conn, &batches, &cleanups) {
+        match write_group(&conn, &batches, &purges) {
             Ok(rows) => {
-                if let Some((seq, _)) = batches.last() {
-                    let _ = committed.send(Committed {
-                        seq: *seq,
-                        rows,
-                        commit_micros: started.elapsed().as_micros() as u64,
-                    });
+                super::metrics::record_commit(rows, started.elapsed().as_micros() as u64);
+                if let Some(batch) = batches.last() {
+                    report.send_replace(WriterReport::Committed { seq: batch.seq });
                 }
             }
             Err(err) => {
-                tracing::error!(error = %err, db = %db_path.display(), "commit failed; stopping so that nothing is acknowledged that is not on disk");
-                eprintln!(
-                    "coordinator: commit to {} failed: {err}; stopping",
+                tracing::error!(error = %err, db = %db_path.display(), "commit failed");
+                report.send_replace(WriterReport::Failed(format!(
+                    "commit to {} failed: {err}",
                     db_path.display()
-                );
-                std::process::exit(3);
+                )));
+                return;
             }
         }
     }
@@ -126,8 +123,8 @@ fn run(
 
 fn write_group(
     conn: &Connection,
-    batches: &[(u64, Vec<Change>)],
-    cleanups: &[u64],
+    batches: &[Batch],
+    purges: &[u64],
 ) -> Result<usize, rusqlite::Error> {
     let tx = conn.unchecked_transaction()?;
     // Only the newest record of each task needs writing.
@@ -136,15 +133,28 @@ fn write_group(
     for change in batches
         .iter()
         .rev()
-        .flat_map(|(_, changes)| changes.iter().rev())
+        .flat_map(|batch| batch.changes.iter().rev())
     {
-        let task = change.task();
+        let task = Change::task(change);
         if seen.insert(task.id.clone()) {
             db::upsert_task(&tx, task)?;
             rows += 1;
         }
     }
-    for before_ms in cleanups {
+    for write in batches.iter().flat_map(|batch| &batch.tokens) {
+        match write {
+            TokenWrite::Create {
+                identity,
+                hash,
+                created_at_ms,
+            } => auth::insert_token(&tx, identity, hash, *created_at_ms)?,
+            TokenWrite::Revoke { ids, revoked_at_ms } => {
+                auth::revoke_token_rows(&tx, ids, *revoked_at_ms)?
+            }
+        }
+        rows += 1;
+    }
+    for before_ms in purges {
         let deleted = db::delete_expired(&tx, *before_ms)?;
         if deleted > 0 {
             tracing::info!(deleted, "retention: deleted old final tasks");

@@ -1,1 +1,342 @@
-//! The coordinator's own decisions as a pure state machine (no I/O).
+//! The coordinator's own decisions as one pure state machine: which connection
+//! carries which agent, what a protocol message means in each state, how a request
+//! turns into calls on the [`scheduler::Scheduler`], and when a reply or frame may
+//! leave (only after the commit of the changes it reports).
+//!
+//! This module performs no I/O: it reads no clock, spawns nothing, touches no
+//! socket or file and never exits the process. Time comes in as `now_ms`; every
+//! side effect comes out as an [`Output`].
+//!
+//! # The contract
+//!
+//! After every `handle_*` call (or a burst of them, which makes bigger batches),
+//! the driver drains [`Session::poll_output`] until it returns `None` and carries
+//! out each output in order:
+//! - [`Output::Persist`]: commit the batch in one transaction, then call
+//!   [`Session::handle_committed`] with its `seq` (or
+//!   [`Session::handle_commit_failed`]);
+//! - [`Output::Send`], [`Output::Reply`], [`Output::Close`]: carry out at once;
+//!   the session only hands them out once the changes they report are committed;
+//! - [`Output::Authenticate`]: check the token, then call
+//!   [`Session::handle_identity`];
+//! - [`Output::Fatal`]: stop the process with a non-zero exit.
+//!
+//! Then it arms one timer for [`Session::poll_timeout`] and calls
+//! [`Session::handle_timeout`] when it fires.
+//!
+//! # Example
+//!
+//! ```
+//! use coordinator_bin::session::{
+//!     Answer, ConnId, Output, Request, RequestId, Session, SessionConfig,
+//! };
+//! use queue_core::NewTask;
+//!
+//! let now_ms = 1_700_000_000_000;
+//! let mut session = Session::new(SessionConfig::default(), now_ms, Vec::new())?;
+//! let request = RequestId::new(1);
+//! session.handle_request(now_ms, request, Request::Submit {
+//!     tasks: vec![NewTask::new("t1", "build the docs")],
+//! });
+//! // Nothing is answered before the batch that holds the task is committed.
+//! let Some(Output::Persist(batch)) = session.poll_output() else { panic!() };
+//! assert_eq!(session.poll_output(), None);
+//! session.handle_committed(batch.seq);
+//! let Some(Output::Reply { request: r, answer: Answer::Submitted(receipts) }) =
+//!     session.poll_output() else { panic!() };
+//! assert_eq!((r, receipts[0].task_id.as_str()), (request, "t1"));
+//! # let _ = ConnId::new(1);
+//! # Ok::<(), queue_core::RestoreError>(())
+//! ```
+
+mod api;
+mod gate;
+mod output;
+mod requests;
+mod views;
+mod wire;
+
+use std::collections::{HashMap, VecDeque};
+
+use queue_core::{AgentId, Change, RestoreError, Status, Task};
+use scheduler::{Action, Scheduler, SchedulerConfig};
+use transport_ws::protocol::CoordinatorMessage;
+
+pub use api::{Answer, Identity, Receipt, Refusal, RefusalKind, Request};
+pub use gate::Batch;
+pub use output::{ConnId, Fatal, Frame, Notice, Output, RequestId, TokenWrite};
+pub use views::{AgentInfo, DashboardSnapshot, RecentCompletion};
+
+use gate::Gate;
+use views::Activity;
+
+/// WebSocket close code: the server is going away (shutdown).
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// WebSocket close code: policy violation (bad token, replaced connection, slow consumer).
+pub const CLOSE_POLICY: u16 = 1008;
+
+/// Settings of a [`Session`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Settings of the scheduler (and its queue).
+    pub scheduler: SchedulerConfig,
+    /// Period of the overdue/stuck sweep and of the retention purge.
+    pub sweep_interval_ms: u64,
+    /// Final tasks older than this are purged.
+    pub retention_ms: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            scheduler: SchedulerConfig::default(),
+            sweep_interval_ms: 30_000,
+            retention_ms: 7 * 24 * 3_600_000,
+        }
+    }
+}
+
+/// An output waiting in the commit gate; frames for agents find their connection
+/// when they leave.
+#[derive(Debug)]
+enum Held {
+    Out(Output),
+    ToAgent { agent_id: AgentId, frame: Frame },
+}
+
+/// An `identify` whose token is being checked.
+#[derive(Debug)]
+struct PendingIdentify {
+    agent_id: String,
+    name: Option<String>,
+    capabilities: Vec<String>,
+}
+
+/// One open agent socket.
+#[derive(Debug, Default)]
+struct Conn {
+    /// The agent it speaks for, once identified.
+    agent: Option<AgentId>,
+    /// An identify waiting for its token check.
+    identifying: Option<PendingIdentify>,
+}
+
+/// The coordinator's session core. See the [module documentation](self) for the
+/// order in which its outputs must be drained.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    scheduler: Scheduler,
+    gate: Gate<Held>,
+    /// Outputs that need no commit (token checks, notices, closes of sockets that
+    /// misbehave), handed out before anything released by the gate.
+    ready: VecDeque<Output>,
+    conns: HashMap<ConnId, Conn>,
+    names: HashMap<AgentId, String>,
+    activity: Activity,
+    started_ms: u64,
+    next_sweep_ms: u64,
+    fatal: Option<Fatal>,
+}
+
+impl Session {
+    /// A session over the task records restored from storage at `now_ms`.
+    pub fn new(
+        config: SessionConfig,
+        now_ms: u64,
+        records: Vec<Task>,
+    ) -> Result<Session, RestoreError> {
+        let scheduler = Scheduler::restore(config.scheduler.clone(), now_ms, records)?;
+        Ok(Session {
+            next_sweep_ms: now_ms.saturating_add(config.sweep_interval_ms.max(1)),
+            config,
+            scheduler,
+            gate: Gate::new(),
+            ready: VecDeque::new(),
+            conns: HashMap::new(),
+            names: HashMap::new(),
+            activity: Activity::new(),
+            started_ms: now_ms,
+            fatal: None,
+        })
+    }
+
+    /// The scheduler, for reads.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    /// The agent a connection speaks for, if it has identified.
+    pub fn agent_of(&self, conn: ConnId) -> Option<&AgentId> {
+        self.conns.get(&conn)?.agent.as_ref()
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.conns.keys().copied()
+    }
+
+    /// True once the session has stopped for good.
+    pub fn is_failed(&self) -> bool {
+        self.fatal.is_some()
+    }
+
+    /// True when nothing is staged, in flight, held or ready.
+    pub fn is_settled(&self) -> bool {
+        self.gate.is_settled() && self.ready.is_empty()
+    }
+
+    /// True while a batch handed out in [`Output::Persist`] is not committed yet.
+    pub fn awaits_commit(&self) -> bool {
+        self.fatal.is_none() && self.gate.awaits_commit()
+    }
+
+    /// The newest batch number reported committed.
+    pub fn committed_seq(&self) -> u64 {
+        self.gate.committed_seq()
+    }
+
+    /// The next thing to carry out; `None` when there is nothing until the next input.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(output) = self.ready.pop_front() {
+            return Some(output);
+        }
+        if self.fatal.is_some() {
+            return None;
+        }
+        while let Some(held) = self.gate.poll_released() {
+            match held {
+                Held::Out(output) => return Some(output),
+                Held::ToAgent { agent_id, frame } => {
+                    // The agent's connection now, which may be newer than when queued.
+                    let conn = self
+                        .scheduler
+                        .agent(agent_id.as_str())
+                        .and_then(|view| view.connection)
+                        .map(ConnId::new);
+                    if let Some(conn) = conn.filter(|c| self.conns.contains_key(c)) {
+                        return Some(Output::Send { conn, frame });
+                    }
+                }
+            }
+        }
+        self.gate.take_batch().map(Output::Persist)
+    }
+
+    /// When [`Session::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if self.fatal.is_some() {
+            return None;
+        }
+        Some(match self.scheduler.poll_timeout() {
+            Some(at) => at.min(self.next_sweep_ms),
+            None => self.next_sweep_ms,
+        })
+    }
+
+    /// Timers: acceptance and recovery deadlines, reject back-offs, and every
+    /// `sweep_interval_ms` the overdue/stuck sweep and the retention purge.
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        if self.fatal.is_some() {
+            return;
+        }
+        if self.scheduler.poll_timeout().is_some_and(|at| at <= now_ms) {
+            self.scheduler.handle_timeout(now_ms);
+        }
+        if self.next_sweep_ms <= now_ms {
+            self.scheduler.handle_sweep(now_ms);
+            self.next_sweep_ms = now_ms.saturating_add(self.config.sweep_interval_ms.max(1));
+            self.ready.push_back(Output::Purge {
+                before_ms: now_ms.saturating_sub(self.config.retention_ms),
+            });
+        }
+        self.drain_scheduler();
+    }
+
+    /// The store committed every batch up to `seq`.
+    pub fn handle_committed(&mut self, seq: u64) {
+        if self.fatal.is_some() {
+            return;
+        }
+        if let Err(e) = self.gate.handle_committed(seq) {
+            self.fail(Fatal::CommitFromTheFuture {
+                reported: e.reported,
+                sent: e.sent,
+            });
+        }
+    }
+
+    /// The store could not commit: nothing held may leave, and the session stops.
+    pub fn handle_commit_failed(&mut self, error: String) {
+        if self.fatal.is_none() {
+            self.fail(Fatal::CommitFailed(error));
+        }
+    }
+
+    /// The service is stopping: every socket is closed with 1001 once what it
+    /// was promised is committed.
+    pub fn handle_shutdown(&mut self) {
+        let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        conns.sort();
+        for conn in conns {
+            self.gate.hold(Held::Out(Output::Close {
+                conn,
+                code: CLOSE_GOING_AWAY,
+                reason: "coordinator shutting down",
+            }));
+        }
+    }
+
+    fn fail(&mut self, fatal: Fatal) {
+        self.gate.abandon();
+        self.ready.clear();
+        self.ready.push_back(Output::Fatal(fatal.clone()));
+        self.fatal = Some(fatal);
+    }
+
+    /// Stages the scheduler's records and holds its messages behind them.
+    fn drain_scheduler(&mut self) {
+        while let Some(change) = self.scheduler.poll_change() {
+            if let Change::Finalized(task) = &change {
+                if task.status == Status::Completed {
+                    self.activity.note_completion(task);
+                }
+            }
+            self.gate.stage(change);
+        }
+        while let Some(action) = self.scheduler.poll_action() {
+            match action {
+                Action::Assign(assignment) => self.gate.hold(Held::ToAgent {
+                    agent_id: assignment.agent_id.clone(),
+                    frame: Frame::Assign(assignment),
+                }),
+                Action::Cancel { agent_id, task_id } => self.gate.hold(Held::ToAgent {
+                    agent_id,
+                    frame: Frame::Message(CoordinatorMessage::TaskCancel {
+                        task_id: task_id.to_string(),
+                    }),
+                }),
+                Action::Reclaimed {
+                    task_id,
+                    agent_id,
+                    reason,
+                } => self.ready.push_back(Output::Notice(Notice::Reclaimed {
+                    task_id,
+                    agent_id,
+                    reason,
+                })),
+            }
+        }
+    }
+
+    /// Holds a frame for a connection behind the current changes.
+    fn send(&mut self, conn: ConnId, message: CoordinatorMessage) {
+        self.gate.hold(Held::Out(Output::Send {
+            conn,
+            frame: Frame::Message(message),
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,263 @@
+//! The driver of the [`Session`] core: it reads the clock once per wake, turns
+//! HTTP requests, socket events, commit reports and one timer into `handle_*`
+//! calls, and carries every output out (frames, replies, closes, batches for the
+//! writer). It decides nothing itself.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use transport_ws::protocol::encode_task_assign;
+use transport_ws::server::{SendError, SocketEvent, SocketEventKind, SocketHandle};
+
+use super::auth::Authenticator;
+use super::clock::now_ms;
+use super::observe;
+use super::writer::{WriteJob, Writer, WriterReport};
+use crate::session::{Answer, ConnId, Fatal, Frame, Identity, Output, Request, RequestId, Session};
+
+/// What the HTTP side and token checks send to the driver.
+pub enum Command {
+    /// A request, answered on `reply` once the session says so.
+    Request {
+        /// The request.
+        body: Request,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Answer>,
+    },
+    /// The result of a token check asked for by [`Output::Authenticate`].
+    Identity {
+        /// The connection that identified.
+        conn: ConnId,
+        /// Who the token speaks for, if anyone.
+        identity: Option<Identity>,
+    },
+}
+
+/// The channels the driver reads.
+pub struct Inbox {
+    /// Requests and token-check results.
+    pub commands: mpsc::Receiver<Command>,
+    /// Agent socket events.
+    pub sockets: mpsc::Receiver<SocketEvent>,
+    /// The writer's progress.
+    pub commits: watch::Receiver<WriterReport>,
+    /// Becomes true when the service must stop.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Inputs taken in one wake before the outputs are carried out (bigger batches).
+const BURST: usize = 512;
+
+/// The session and the I/O objects its outputs address.
+pub struct Driver {
+    session: Session,
+    writer: Writer,
+    auth: Authenticator,
+    /// For token checks to report back.
+    commands: mpsc::Sender<Command>,
+    sockets: HashMap<ConnId, SocketHandle>,
+    replies: HashMap<RequestId, oneshot::Sender<Answer>>,
+    next_request: u64,
+}
+
+impl Driver {
+    /// A driver of `session` whose batches go to `writer`.
+    pub fn new(
+        session: Session,
+        writer: Writer,
+        auth: Authenticator,
+        commands: mpsc::Sender<Command>,
+    ) -> Driver {
+        Driver {
+            session,
+            writer,
+            auth,
+            commands,
+            sockets: HashMap::new(),
+            replies: HashMap::new(),
+            next_request: 1,
+        }
+    }
+
+    /// Runs until shutdown (then closes sockets and waits for the last commit) or
+    /// until the session stops for good.
+    pub async fn run(mut self, mut inbox: Inbox) -> Result<(), Fatal> {
+        let mut deadline = self.session.poll_timeout();
+        let timer = tokio::time::sleep_until(until(now_ms(), deadline));
+        tokio::pin!(timer);
+        loop {
+            tokio::select! {
+                biased;
+                _ = inbox.shutdown.changed() => break,
+                changed = inbox.commits.changed() => match changed {
+                    Ok(()) => {
+                        let report = inbox.commits.borrow_and_update().clone();
+                        self.on_report(report);
+                    }
+                    Err(_) => self.session.handle_commit_failed("the writer stopped".to_owned()),
+                },
+                Some(command) = inbox.commands.recv() => self.on_command(now_ms(), command),
+                Some(event) = inbox.sockets.recv() => self.on_socket(now_ms(), event),
+                () = &mut timer, if deadline.is_some() => self.session.handle_timeout(now_ms()),
+            }
+            let now = now_ms();
+            for _ in 0..BURST {
+                if let Ok(event) = inbox.sockets.try_recv() {
+                    self.on_socket(now, event);
+                } else if let Ok(command) = inbox.commands.try_recv() {
+                    self.on_command(now, command);
+                } else {
+                    break;
+                }
+            }
+            self.carry_out(now).await?;
+            let next = self.session.poll_timeout();
+            if next != deadline {
+                deadline = next;
+                timer.as_mut().reset(until(now, deadline));
+            }
+        }
+        self.shut_down(&mut inbox).await
+    }
+
+    /// Waits until everything promised is committed and sent, closes every socket
+    /// with 1001 (bounded in time), and stops the writer.
+    async fn shut_down(mut self, inbox: &mut Inbox) -> Result<(), Fatal> {
+        self.session.handle_shutdown();
+        loop {
+            self.carry_out(now_ms()).await?;
+            if !self.session.awaits_commit() {
+                break;
+            }
+            if inbox.commits.changed().await.is_err() {
+                break;
+            }
+            let report = inbox.commits.borrow_and_update().clone();
+            self.on_report(report);
+        }
+        let handles: Vec<SocketHandle> = self.sockets.values().cloned().collect();
+        let all_closed = async {
+            for handle in &handles {
+                handle.closed().await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), all_closed).await;
+        self.writer.shutdown();
+        tracing::info!("stopped; everything acknowledged is committed");
+        Ok(())
+    }
+
+    fn on_report(&mut self, report: WriterReport) {
+        match report {
+            WriterReport::Committed { seq } => self.session.handle_committed(seq),
+            WriterReport::Failed(error) => self.session.handle_commit_failed(error),
+        }
+    }
+
+    fn on_command(&mut self, now: u64, command: Command) {
+        match command {
+            Command::Request { body, reply } => {
+                let request = RequestId::new(self.next_request);
+                self.next_request += 1;
+                self.replies.insert(request, reply);
+                self.session.handle_request(now, request, body);
+            }
+            Command::Identity { conn, identity } => {
+                self.session.handle_identity(now, conn, identity)
+            }
+        }
+    }
+
+    fn on_socket(&mut self, now: u64, event: SocketEvent) {
+        let conn = ConnId::new(event.connection);
+        match event.kind {
+            SocketEventKind::Opened(handle) => {
+                self.sockets.insert(conn, handle);
+                self.session.handle_opened(conn);
+            }
+            SocketEventKind::Closed(cause) => {
+                self.sockets.remove(&conn);
+                tracing::debug!(%conn, ?cause, "socket closed");
+                self.session.handle_closed(now, conn);
+            }
+            SocketEventKind::Message(message) => {
+                super::metrics::record_frame(message.type_name());
+                self.session.handle_message(now, conn, message);
+            }
+        }
+    }
+
+    /// Carries out every output the session has.
+    async fn carry_out(&mut self, now: u64) -> Result<(), Fatal> {
+        while let Some(output) = self.session.poll_output() {
+            match output {
+                Output::Persist(batch) => {
+                    observe::batch(&batch);
+                    if !self.writer.submit(WriteJob::Batch(batch)).await {
+                        self.session
+                            .handle_commit_failed("the writer stopped".to_owned());
+                    }
+                }
+                Output::Authenticate { conn, token } => {
+                    let auth = self.auth.clone();
+                    let commands = self.commands.clone();
+                    tokio::spawn(async move {
+                        let identity = auth.check(&token).await;
+                        let _ = commands.send(Command::Identity { conn, identity }).await;
+                    });
+                }
+                Output::Send { conn, frame } => self.send(now, conn, frame),
+                Output::Reply { request, answer } => {
+                    if let Some(reply) = self.replies.remove(&request) {
+                        let _ = reply.send(answer);
+                    }
+                }
+                Output::Close { conn, code, reason } => {
+                    if let Some(handle) = self.sockets.get(&conn) {
+                        handle.close(code, reason);
+                    }
+                }
+                Output::Purge { before_ms } => {
+                    let _ = self.writer.submit(WriteJob::Purge { before_ms }).await;
+                }
+                Output::Notice(notice) => observe::notice(&notice),
+                Output::Fatal(fatal) => {
+                    tracing::error!(error = %fatal, "stopping so that nothing is acknowledged that is not on disk");
+                    return Err(fatal);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, now: u64, conn: ConnId, frame: Frame) {
+        let Some(handle) = self.sockets.get(&conn) else {
+            return;
+        };
+        let text = match &frame {
+            Frame::Message(message) => message.encode(),
+            Frame::Assign(a) => encode_task_assign(
+                &a.task_id,
+                &a.description,
+                &a.metadata,
+                a.generation,
+                a.assigned_at_ms,
+            ),
+        };
+        // A closed socket reports its own end; only a full queue is handled here.
+        if handle.send_encoded(text) == Err(SendError::Full) {
+            self.session.handle_send_overflow(now, conn);
+        }
+    }
+}
+
+/// The instant of a deadline in milliseconds since the epoch (far away if none).
+fn until(now_ms: u64, deadline_ms: Option<u64>) -> Instant {
+    let wait_ms = match deadline_ms {
+        Some(at) => at.saturating_sub(now_ms),
+        None => 3_600_000,
+    };
+    Instant::now() + Duration::from_millis(wait_ms)
+}

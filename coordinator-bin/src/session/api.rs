@@ -1,0 +1,136 @@
+//! Requests from the HTTP side and their answers, as plain data.
+
+use queue_core::{NewTask, Status, Task};
+
+use super::views::{AgentInfo, DashboardSnapshot};
+
+/// Who a token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Identity {
+    /// An operator: every route.
+    Admin(String),
+    /// One agent: the WebSocket as that agent id, and the task routes.
+    Agent(String),
+}
+
+impl Identity {
+    /// The admin name or agent id (recorded as `submitted_by`).
+    pub fn name(&self) -> &str {
+        match self {
+            Identity::Admin(name) | Identity::Agent(name) => name,
+        }
+    }
+
+    /// `admin` or `agent`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Identity::Admin(_) => "admin",
+            Identity::Agent(_) => "agent",
+        }
+    }
+}
+
+/// A request the driver read from the HTTP side (already decoded and validated
+/// for form; the session decides what it means).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// Submit one task or a batch: all of them or none.
+    Submit {
+        /// The tasks, in order.
+        tasks: Vec<NewTask>,
+    },
+    /// Cancel a task.
+    Cancel {
+        /// The task.
+        task_id: String,
+        /// Its status in storage, read by the driver before asking (decides 404
+        /// against 409 when the task is not live).
+        stored: Option<Status>,
+    },
+    /// Put a dead-letter task back in the queue.
+    Retry {
+        /// The task.
+        task_id: String,
+        /// Its record in storage, read by the driver before asking.
+        stored: Option<Task>,
+    },
+    /// Store a new token (its secret was made and hashed by the driver).
+    CreateToken {
+        /// Who it speaks for.
+        identity: Identity,
+        /// SHA-256 of the secret.
+        hash: [u8; 32],
+    },
+    /// Revoke the live tokens of a name.
+    RevokeTokens {
+        /// The agent id or admin name.
+        name: String,
+        /// The row ids of its live tokens, read by the driver before asking.
+        live_ids: Vec<i64>,
+    },
+    /// Every known agent.
+    Agents,
+    /// The dashboard snapshot.
+    Dashboard,
+}
+
+/// A task accepted by a submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The task's id.
+    pub task_id: String,
+    /// Its lane.
+    pub priority: &'static str,
+    /// Its submission time.
+    pub created_at_ms: u64,
+}
+
+/// Why a request was refused; nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// No such thing (HTTP 404).
+    NotFound,
+    /// The thing's state does not allow this (HTTP 409).
+    Conflict,
+    /// A field has an invalid value (HTTP 422).
+    Invalid,
+}
+
+/// A refused request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// What kind of refusal.
+    pub kind: RefusalKind,
+    /// For people.
+    pub detail: String,
+}
+
+impl Refusal {
+    pub(crate) fn new(kind: RefusalKind, detail: impl Into<String>) -> Refusal {
+        Refusal {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// Every task of the submission is queued (or assigned).
+    Submitted(Vec<Receipt>),
+    /// The task is cancelled.
+    Cancelled,
+    /// The dead-letter task is queued again.
+    Retried,
+    /// The token is stored.
+    TokenCreated,
+    /// This many tokens were revoked.
+    TokensRevoked(usize),
+    /// Every known agent, by id.
+    Agents(Vec<AgentInfo>),
+    /// The dashboard snapshot.
+    Dashboard(Box<DashboardSnapshot>),
+    /// Refused; nothing changed.
+    Refused(Refusal),
+}

@@ -1,0 +1,192 @@
+//! What the session core asks its driver to do, and the ids it addresses.
+
+use std::fmt;
+
+use queue_core::{AgentId, ReclaimReason, TaskId};
+use scheduler::Assignment;
+use transport_ws::protocol::{CoordinatorMessage, ErrorCode};
+
+use super::api::{Answer, Identity};
+use super::gate::Batch;
+
+/// The driver's name for one agent socket. Never reused while the process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(u64);
+
+impl ConnId {
+    /// The connection with this number.
+    pub const fn new(n: u64) -> ConnId {
+        ConnId(n)
+    }
+
+    /// The number.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn-{}", self.0)
+    }
+}
+
+/// The driver's name for one request waiting for its [`Answer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(u64);
+
+impl RequestId {
+    /// The request with this number.
+    pub const fn new(n: u64) -> RequestId {
+        RequestId(n)
+    }
+
+    /// The number.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// A frame for an agent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// A protocol message.
+    Message(CoordinatorMessage),
+    /// `task_assign`, kept as the core's assignment so that its metadata text is
+    /// written as stored, without a parse and re-encode.
+    Assign(Assignment),
+}
+
+/// A token row to write in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenWrite {
+    /// A new token; only its SHA-256 digest is stored.
+    Create {
+        /// Who it speaks for.
+        identity: Identity,
+        /// SHA-256 of the secret.
+        hash: [u8; 32],
+        /// Creation time.
+        created_at_ms: u64,
+    },
+    /// Revokes these token rows (by row id).
+    Revoke {
+        /// The rows.
+        ids: Vec<i64>,
+        /// Revocation time.
+        revoked_at_ms: u64,
+    },
+}
+
+/// Something worth a log line or a metric; nothing to carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A task was taken back from its agent.
+    Reclaimed {
+        /// The task, now queued again (or final).
+        task_id: TaskId,
+        /// The agent that held it.
+        agent_id: AgentId,
+        /// Why.
+        reason: ReclaimReason,
+    },
+    /// A connection now speaks for an agent.
+    AgentIdentified {
+        /// The agent.
+        agent_id: AgentId,
+        /// Its connection.
+        conn: ConnId,
+    },
+    /// An identified agent's connection ended.
+    AgentDisconnected {
+        /// The agent.
+        agent_id: AgentId,
+        /// The connection that ended.
+        conn: ConnId,
+    },
+    /// An identify was refused.
+    IdentifyRefused {
+        /// The agent id the connection claimed.
+        agent_id: String,
+        /// Why.
+        code: ErrorCode,
+    },
+    /// An agent's message was refused with an `error` frame.
+    ProtocolError {
+        /// The code sent.
+        code: ErrorCode,
+    },
+    /// An agent's socket could not keep up and was dropped.
+    SlowConsumer {
+        /// The agent, if the connection had identified.
+        agent_id: Option<AgentId>,
+        /// The connection.
+        conn: ConnId,
+    },
+}
+
+/// Why the session stopped for good. The driver must exit non-zero: serving on
+/// would mean serving a state that is not on disk.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Fatal {
+    /// The store could not commit a batch.
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
+    /// The store reported a batch committed that was never handed out.
+    #[error("the store reported batch {reported} committed, but only {sent} were handed out")]
+    CommitFromTheFuture {
+        /// The batch number reported.
+        reported: u64,
+        /// The newest batch number handed out.
+        sent: u64,
+    },
+}
+
+/// One thing for the driver to carry out. See [`super::Session`] for the order.
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub enum Output {
+    /// Commit these records in one transaction, then call
+    /// [`super::Session::handle_committed`] with its `seq`.
+    Persist(Batch),
+    /// Check this token and call [`super::Session::handle_identity`] with the answer.
+    Authenticate {
+        /// The connection that sent `identify`.
+        conn: ConnId,
+        /// The secret it sent.
+        token: String,
+    },
+    /// Write a frame to a connection (if it is still open).
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// The frame.
+        frame: Frame,
+    },
+    /// Answer a request.
+    Reply {
+        /// The request.
+        request: RequestId,
+        /// The answer.
+        answer: Answer,
+    },
+    /// Close a connection with this WebSocket close code.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// The close code.
+        code: u16,
+        /// The close reason.
+        reason: &'static str,
+    },
+    /// Delete final tasks last changed before this time (retention).
+    Purge {
+        /// The cut-off time.
+        before_ms: u64,
+    },
+    /// For logs and metrics.
+    Notice(Notice),
+    /// Stop: nothing more will come out of the session.
+    Fatal(Fatal),
+}

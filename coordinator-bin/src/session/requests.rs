@@ -1,0 +1,183 @@
+//! Requests from the HTTP side: what each one means, decided here and answered
+//! only after the commit of what it changed.
+
+use std::collections::HashSet;
+
+use queue_core::{Status, TaskError};
+use scheduler::SchedulerError;
+
+use super::api::{Answer, Receipt, Refusal, RefusalKind, Request};
+use super::views::{AgentInfo, DashboardSnapshot};
+use super::{Held, Output, RequestId, Session, TokenWrite};
+
+impl Session {
+    /// A request; its [`Output::Reply`] comes out once what it changed is committed.
+    pub fn handle_request(&mut self, now_ms: u64, request: RequestId, body: Request) {
+        if self.fatal.is_some() {
+            return;
+        }
+        let answer = match body {
+            Request::Submit { tasks } => self.submit(now_ms, tasks),
+            Request::Cancel { task_id, stored } => self.cancel(now_ms, &task_id, stored),
+            Request::Retry { task_id, stored } => self.retry(now_ms, &task_id, stored),
+            Request::CreateToken { identity, hash } => {
+                self.gate.stage_token(TokenWrite::Create {
+                    identity,
+                    hash,
+                    created_at_ms: now_ms,
+                });
+                Answer::TokenCreated
+            }
+            Request::RevokeTokens { name, live_ids } => {
+                if live_ids.is_empty() {
+                    refused(RefusalKind::NotFound, format!("no live token for `{name}`"))
+                } else {
+                    let n = live_ids.len();
+                    self.gate.stage_token(TokenWrite::Revoke {
+                        ids: live_ids,
+                        revoked_at_ms: now_ms,
+                    });
+                    Answer::TokensRevoked(n)
+                }
+            }
+            Request::Agents => Answer::Agents(self.agent_infos()),
+            Request::Dashboard => Answer::Dashboard(Box::new(self.dashboard(now_ms))),
+        };
+        self.drain_scheduler();
+        self.gate.hold(Held::Out(Output::Reply { request, answer }));
+    }
+
+    /// All tasks or none: every task is checked before the first is queued.
+    fn submit(&mut self, now_ms: u64, tasks: Vec<queue_core::NewTask>) -> Answer {
+        let numbered = tasks.len() > 1;
+        let mut ids = HashSet::with_capacity(tasks.len());
+        for (i, task) in tasks.iter().enumerate() {
+            let checked = self
+                .scheduler
+                .queue()
+                .check_submission(task)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    if ids.insert(task.id.clone()) {
+                        Ok(())
+                    } else {
+                        Err(format!("the id `{}` appears twice in the batch", task.id))
+                    }
+                });
+            if let Err(detail) = checked {
+                let detail = if numbered {
+                    format!("task {i}: {detail}")
+                } else {
+                    detail
+                };
+                return refused(RefusalKind::Invalid, detail);
+            }
+        }
+        let mut receipts = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            let receipt = Receipt {
+                task_id: task.id.to_string(),
+                priority: task.priority.as_str(),
+                created_at_ms: now_ms,
+            };
+            if let Err(e) = self.scheduler.handle_submit(now_ms, task) {
+                // Checked above; reaching this is a bug in the check.
+                debug_assert!(false, "a checked submission was refused: {e}");
+                return refused(RefusalKind::Invalid, e.to_string());
+            }
+            receipts.push(receipt);
+        }
+        Answer::Submitted(receipts)
+    }
+
+    fn cancel(&mut self, now_ms: u64, task_id: &str, stored: Option<Status>) -> Answer {
+        match self.scheduler.handle_cancel(now_ms, task_id) {
+            Ok(()) => Answer::Cancelled,
+            Err(SchedulerError::Task(TaskError::NotFound(_))) => match stored {
+                None => refused(RefusalKind::NotFound, "no task with this id"),
+                Some(status) if status.is_final() => refused(
+                    RefusalKind::Conflict,
+                    format!("the task is {status}, which cannot be cancelled"),
+                ),
+                // Read while live; it has reached its end since.
+                Some(_) => refused(
+                    RefusalKind::Conflict,
+                    "the task has just finished and cannot be cancelled",
+                ),
+            },
+            Err(e) => refused(RefusalKind::Conflict, e.to_string()),
+        }
+    }
+
+    fn retry(&mut self, now_ms: u64, task_id: &str, stored: Option<queue_core::Task>) -> Answer {
+        let Some(record) = stored else {
+            return refused(RefusalKind::NotFound, "no task with this id");
+        };
+        if let Some(live) = self.scheduler.queue().get(task_id) {
+            return refused(
+                RefusalKind::Conflict,
+                format!("the task is {}, not in the dead letter", live.status),
+            );
+        }
+        if record.status != Status::DeadLetter {
+            return refused(
+                RefusalKind::Conflict,
+                format!("the task is {}, not in the dead letter", record.status),
+            );
+        }
+        match self.scheduler.handle_retry(now_ms, record) {
+            Ok(()) => Answer::Retried,
+            Err(e) => refused(RefusalKind::Conflict, e.to_string()),
+        }
+    }
+
+    /// Every known agent, by id.
+    pub fn agent_infos(&self) -> Vec<AgentInfo> {
+        let mut infos: Vec<AgentInfo> = self
+            .scheduler
+            .agents()
+            .map(|view| {
+                let agent = view.agent;
+                AgentInfo {
+                    agent_id: agent.id().to_string(),
+                    name: self.names.get(agent.id()).cloned(),
+                    state: agent.state().as_str(),
+                    connected: view.connected,
+                    current_task: agent.task().map(|h| h.task_id.to_string()),
+                    generation: agent.task().map(|h| h.generation),
+                    capabilities: agent.capabilities().names().to_vec(),
+                    flags: if agent.is_unresponsive() {
+                        vec!["unresponsive"]
+                    } else {
+                        vec![]
+                    },
+                    state_since_ms: agent.state_since_ms(),
+                    awaiting_recovery: view.awaiting_recovery,
+                }
+            })
+            .collect();
+        infos.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        infos
+    }
+
+    /// The dashboard's snapshot at `now_ms`.
+    pub fn dashboard(&self, now_ms: u64) -> DashboardSnapshot {
+        let queue = self.scheduler.queue();
+        let stats = queue.stats();
+        DashboardSnapshot {
+            now_ms,
+            uptime_ms: now_ms.saturating_sub(self.started_ms),
+            queue_depth: queue.queued_by_lane(),
+            queued: stats.status(Status::Queued),
+            assigned: stats.status(Status::Assigned),
+            working: stats.status(Status::Working),
+            agents: self.agent_infos(),
+            recent_completions: self.activity.recent(),
+            completed_last_minute: self.activity.last_minute(now_ms),
+        }
+    }
+}
+
+fn refused(kind: RefusalKind, detail: impl Into<String>) -> Answer {
+    Answer::Refused(Refusal::new(kind, detail))
+}

@@ -1,0 +1,707 @@
+//! Unit tests of the session core: exact outputs for each rule.
+
+use queue_core::{AgentId, NewTask, Status, Task, TaskError, TaskId};
+use scheduler::{SchedulerConfig, SchedulerError};
+use transport_ws::protocol::{AgentMessage, CapabilityEntry, CoordinatorMessage, ErrorCode};
+
+use super::wire::error_code;
+use super::*;
+
+const T0: u64 = 1_700_000_000_000;
+
+fn session() -> Session {
+    Session::new(SessionConfig::default(), T0, Vec::new()).unwrap()
+}
+
+/// Every output until the session has nothing more.
+fn drain(s: &mut Session) -> Vec<Output> {
+    std::iter::from_fn(|| s.poll_output()).collect()
+}
+
+/// Drains, commits every batch handed out, and drains again, until quiet;
+/// returns every output except the batches.
+fn settle(s: &mut Session) -> Vec<Output> {
+    let mut out = Vec::new();
+    loop {
+        let mut committed = false;
+        for output in drain(s) {
+            match output {
+                Output::Persist(batch) => {
+                    s.handle_committed(batch.seq);
+                    committed = true;
+                }
+                other => out.push(other),
+            }
+        }
+        if !committed {
+            return out;
+        }
+    }
+}
+
+fn identify(agent: &str, token: &str) -> AgentMessage {
+    AgentMessage::Identify {
+        agent_id: agent.into(),
+        token: token.into(),
+        name: None,
+        capabilities: vec![CapabilityEntry::Name("linux".into())],
+        status: None,
+        client_type: None,
+    }
+}
+
+fn send(conn: ConnId, message: CoordinatorMessage) -> Output {
+    Output::Send {
+        conn,
+        frame: Frame::Message(message),
+    }
+}
+
+fn error(conn: ConnId, code: ErrorCode, task_id: Option<&str>) -> Option<Output> {
+    Some(send(conn, CoordinatorMessage::error(code, task_id, "")))
+}
+
+/// Replaces the detail of error frames, so tests compare codes only.
+fn codes(outputs: Vec<Output>) -> Vec<Output> {
+    outputs
+        .into_iter()
+        .filter(|o| !matches!(o, Output::Notice(_)))
+        .map(|o| match o {
+            Output::Send {
+                conn,
+                frame: Frame::Message(CoordinatorMessage::Error { error, task_id, .. }),
+            } => send(
+                conn,
+                CoordinatorMessage::error(error, task_id.as_deref(), ""),
+            ),
+            other => other,
+        })
+        .collect()
+}
+
+/// Opens `conn` and identifies it as `agent` with a valid token.
+fn connect(s: &mut Session, conn: ConnId, agent: &str) -> Vec<Output> {
+    s.handle_opened(conn);
+    s.handle_message(T0, conn, identify(agent, "secret"));
+    assert_eq!(
+        s.poll_output(),
+        Some(Output::Authenticate {
+            conn,
+            token: "secret".into()
+        })
+    );
+    s.handle_identity(T0, conn, Some(Identity::Agent(agent.into())));
+    settle(s)
+}
+
+fn submit(s: &mut Session, request: u64, ids: &[&str]) {
+    let tasks = ids.iter().map(|id| NewTask::new(*id, "work")).collect();
+    s.handle_request(T0, RequestId::new(request), Request::Submit { tasks });
+}
+
+fn assigned(outputs: &[Output]) -> Vec<(ConnId, String, u64)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                conn,
+                frame: Frame::Assign(a),
+            } => Some((*conn, a.task_id.to_string(), a.generation)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_reply_leaves_only_after_the_commit_of_its_batch() {
+    let mut s = session();
+    submit(&mut s, 1, &["t1"]);
+    let Some(Output::Persist(batch)) = s.poll_output() else {
+        panic!("the batch comes first")
+    };
+    assert_eq!(batch.seq, 1);
+    assert_eq!(batch.changes.len(), 1);
+    assert_eq!(s.poll_output(), None, "nothing before the commit");
+    // A second request while the first batch is in flight waits for its own batch.
+    submit(&mut s, 2, &["t2"]);
+    let Some(Output::Persist(second)) = s.poll_output() else {
+        panic!("a second batch")
+    };
+    s.handle_committed(1);
+    let released = drain(&mut s);
+    assert_eq!(released.len(), 1);
+    assert!(
+        matches!(&released[0], Output::Reply { request, answer: Answer::Submitted(r) }
+        if *request == RequestId::new(1) && r[0].task_id == "t1")
+    );
+    s.handle_committed(second.seq);
+    assert!(
+        matches!(s.poll_output(), Some(Output::Reply { request, .. }) if request == RequestId::new(2))
+    );
+    assert!(s.is_settled());
+}
+
+#[test]
+fn a_batch_is_queued_whole_or_not_at_all() {
+    let mut s = session();
+    let tasks = vec![
+        NewTask::new("a", "fine"),
+        NewTask::new("b", " "),
+        NewTask::new("c", "fine"),
+    ];
+    s.handle_request(T0, RequestId::new(1), Request::Submit { tasks });
+    let out = drain(&mut s);
+    assert_eq!(out.len(), 1, "a refusal, no batch: {out:?}");
+    let Output::Reply {
+        answer: Answer::Refused(refusal),
+        ..
+    } = &out[0]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(refusal.kind, RefusalKind::Invalid);
+    assert!(refusal.detail.starts_with("task 1:"), "{}", refusal.detail);
+    assert!(s.scheduler().queue().is_empty());
+
+    let twice = vec![NewTask::new("x", "one"), NewTask::new("x", "two")];
+    s.handle_request(T0, RequestId::new(2), Request::Submit { tasks: twice });
+    let out = drain(&mut s);
+    assert!(
+        matches!(&out[..], [Output::Reply { answer: Answer::Refused(r), .. }] if r.detail.contains("twice"))
+    );
+    assert!(s.scheduler().queue().is_empty());
+}
+
+#[test]
+fn identify_then_work_then_completion_acknowledged_after_commit() {
+    let mut s = session();
+    let c = ConnId::new(7);
+    let out = connect(&mut s, c, "a1");
+    assert_eq!(
+        codes(out),
+        vec![send(
+            c,
+            CoordinatorMessage::Identified {
+                agent_id: "a1".into()
+            }
+        )]
+    );
+    assert_eq!(s.agent_of(c), Some(&AgentId::from("a1")));
+    submit(&mut s, 1, &["t1"]);
+    let out = settle(&mut s);
+    assert_eq!(assigned(&out), vec![(c, "t1".to_owned(), 1)]);
+    s.handle_message(
+        T0 + 1,
+        c,
+        AgentMessage::TaskAccepted {
+            task_id: "t1".into(),
+        },
+    );
+    let Some(Output::Persist(_)) = s.poll_output() else {
+        panic!("acceptance is persisted before its ack")
+    };
+    s.handle_message(
+        T0 + 2,
+        c,
+        AgentMessage::TaskComplete {
+            task_id: "t1".into(),
+            generation: 1,
+            result: serde_json::json!({"ok": true}),
+            tokens_used: None,
+        },
+    );
+    let out = settle(&mut s);
+    let ack = |status: &str| {
+        send(
+            c,
+            CoordinatorMessage::TaskAck {
+                task_id: "t1".into(),
+                status: status.into(),
+            },
+        )
+    };
+    assert_eq!(codes(out), vec![ack("accepted"), ack("complete")]);
+    assert!(s.scheduler().queue().is_empty());
+    assert_eq!(s.dashboard(T0 + 3).recent_completions.len(), 1);
+}
+
+#[test]
+fn protocol_rules_before_and_after_identify() {
+    let mut s = session();
+    let c = ConnId::new(1);
+    s.handle_opened(c);
+    s.handle_message(
+        T0,
+        c,
+        AgentMessage::TaskAccepted {
+            task_id: "t".into(),
+        },
+    );
+    assert_eq!(
+        codes(drain(&mut s)),
+        vec![error(c, ErrorCode::NotIdentified, None).unwrap()]
+    );
+    s.handle_message(T0, c, identify("a1", "secret"));
+    s.handle_message(T0, c, identify("a1", "secret"));
+    assert_eq!(
+        codes(drain(&mut s)),
+        vec![
+            Output::Authenticate {
+                conn: c,
+                token: "secret".into()
+            },
+            error(c, ErrorCode::InvalidState, None).unwrap()
+        ],
+        "a second identify while the first is checked is refused"
+    );
+    s.handle_identity(T0, c, Some(Identity::Agent("a1".into())));
+    settle(&mut s);
+    s.handle_message(T0, c, identify("a1", "secret"));
+    assert_eq!(
+        codes(drain(&mut s)),
+        vec![error(c, ErrorCode::InvalidState, None).unwrap()]
+    );
+    s.handle_message(T0 + 5, c, AgentMessage::Ping {});
+    assert_eq!(
+        drain(&mut s),
+        vec![send(c, CoordinatorMessage::Pong { timestamp: T0 + 5 })]
+    );
+    s.handle_message(
+        T0,
+        c,
+        AgentMessage::TaskAccepted {
+            task_id: "nope".into(),
+        },
+    );
+    assert_eq!(
+        codes(drain(&mut s)),
+        vec![error(c, ErrorCode::NotAssigned, Some("nope")).unwrap()]
+    );
+}
+
+#[test]
+fn a_bad_token_or_another_agents_token_is_refused_and_closed() {
+    let mut s = session();
+    for (conn, identity, code) in [
+        (ConnId::new(1), None, ErrorCode::InvalidToken),
+        (
+            ConnId::new(2),
+            Some(Identity::Agent("someone-else".into())),
+            ErrorCode::TokenAgentMismatch,
+        ),
+    ] {
+        s.handle_opened(conn);
+        s.handle_message(T0, conn, identify("a1", "t"));
+        let _ = drain(&mut s);
+        s.handle_identity(T0, conn, identity);
+        assert_eq!(
+            codes(drain(&mut s)),
+            vec![
+                error(conn, code, None).unwrap(),
+                Output::Close {
+                    conn,
+                    code: CLOSE_POLICY,
+                    reason: "identify refused"
+                }
+            ]
+        );
+        assert_eq!(s.agent_of(conn), None);
+    }
+    // An admin token may identify any agent id.
+    let c = ConnId::new(3);
+    s.handle_opened(c);
+    s.handle_message(T0, c, identify("a1", "t"));
+    let _ = drain(&mut s);
+    s.handle_identity(T0, c, Some(Identity::Admin("ops".into())));
+    assert_eq!(s.agent_of(c), Some(&AgentId::from("a1")));
+}
+
+#[test]
+fn a_new_connection_replaces_the_old_one_whose_end_changes_nothing() {
+    let mut s = session();
+    let (old, new) = (ConnId::new(1), ConnId::new(2));
+    connect(&mut s, old, "a1");
+    submit(&mut s, 1, &["t1"]);
+    assert_eq!(assigned(&settle(&mut s)), vec![(old, "t1".to_owned(), 1)]);
+    let out = connect(&mut s, new, "a1");
+    assert!(out.contains(&Output::Close {
+        conn: old,
+        code: CLOSE_POLICY,
+        reason: "replaced by a new connection"
+    }));
+    assert_eq!(s.agent_of(old), None);
+    s.handle_closed(T0 + 1, old);
+    assert!(
+        settle(&mut s).is_empty(),
+        "the old socket's end reclaims nothing"
+    );
+    let task = s.scheduler().queue().get("t1").unwrap();
+    assert_eq!((task.status, task.generation), (Status::Assigned, 1));
+    // The agent recovers its task on the new connection.
+    s.handle_message(
+        T0 + 2,
+        new,
+        AgentMessage::TaskRecovering {
+            task_id: "t1".into(),
+        },
+    );
+    assert_eq!(
+        codes(settle(&mut s)),
+        vec![send(
+            new,
+            CoordinatorMessage::TaskContinue {
+                task_id: "t1".into(),
+                generation: 1
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_closed_connection_gives_its_task_to_another_agent() {
+    let mut s = session();
+    let (c1, c2) = (ConnId::new(1), ConnId::new(2));
+    connect(&mut s, c1, "a1");
+    submit(&mut s, 1, &["t1"]);
+    settle(&mut s);
+    connect(&mut s, c2, "a2");
+    s.handle_closed(T0 + 1, c1);
+    let out = drain(&mut s);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Notice(Notice::Reclaimed { .. }))));
+    let Some(Output::Persist(_)) = out.last() else {
+        panic!("the reclaim is persisted: {out:?}")
+    };
+    assert!(assigned(&out).is_empty(), "not before the commit");
+    let Some(Output::Persist(batch)) = out.last().cloned() else {
+        unreachable!()
+    };
+    s.handle_committed(batch.seq);
+    assert_eq!(assigned(&settle(&mut s)), vec![(c2, "t1".to_owned(), 3)]);
+}
+
+#[test]
+fn stale_generation_is_refused_and_changes_nothing() {
+    let mut s = session();
+    let c = ConnId::new(1);
+    connect(&mut s, c, "a1");
+    submit(&mut s, 1, &["t1"]);
+    settle(&mut s);
+    s.handle_message(
+        T0,
+        c,
+        AgentMessage::TaskComplete {
+            task_id: "t1".into(),
+            generation: 9,
+            result: serde_json::Value::Null,
+            tokens_used: None,
+        },
+    );
+    assert_eq!(
+        codes(drain(&mut s)),
+        vec![error(c, ErrorCode::StaleGeneration, Some("t1")).unwrap()]
+    );
+    assert_eq!(
+        s.scheduler().queue().get("t1").unwrap().status,
+        Status::Assigned
+    );
+}
+
+#[test]
+fn cancel_answers_404_409_or_cancels_and_tells_the_holder() {
+    let mut s = session();
+    let c = ConnId::new(1);
+    connect(&mut s, c, "a1");
+    submit(&mut s, 1, &["t1"]);
+    settle(&mut s);
+    let cancel = |task_id: &str, stored| Request::Cancel {
+        task_id: task_id.into(),
+        stored,
+    };
+    s.handle_request(T0, RequestId::new(2), cancel("t1", Some(Status::Assigned)));
+    let out = settle(&mut s);
+    assert_eq!(
+        out,
+        vec![
+            send(
+                c,
+                CoordinatorMessage::TaskCancel {
+                    task_id: "t1".into()
+                }
+            ),
+            Output::Reply {
+                request: RequestId::new(2),
+                answer: Answer::Cancelled
+            }
+        ]
+    );
+    for (stored, kind) in [
+        (None, RefusalKind::NotFound),
+        (Some(Status::Cancelled), RefusalKind::Conflict),
+        (Some(Status::Working), RefusalKind::Conflict),
+    ] {
+        s.handle_request(T0, RequestId::new(3), cancel("t1", stored));
+        let out = drain(&mut s);
+        assert!(
+            matches!(&out[..], [Output::Reply { answer: Answer::Refused(r), .. }] if r.kind == kind),
+            "{stored:?}: {out:?}"
+        );
+    }
+}
+
+fn dead_letter_record() -> Task {
+    // A task failed with no retries left, as the store keeps it.
+    let mut s = Session::new(
+        SessionConfig {
+            scheduler: SchedulerConfig::default(),
+            ..SessionConfig::default()
+        },
+        T0,
+        Vec::new(),
+    )
+    .unwrap();
+    let c = ConnId::new(1);
+    connect(&mut s, c, "a1");
+    let task = NewTask::new("d1", "doomed").with_max_retries(0);
+    s.handle_request(T0, RequestId::new(1), Request::Submit { tasks: vec![task] });
+    settle(&mut s);
+    s.handle_message(
+        T0,
+        c,
+        AgentMessage::TaskFailed {
+            task_id: "d1".into(),
+            generation: 1,
+            error: Some("boom".into()),
+            reason: None,
+        },
+    );
+    let mut record = None;
+    for output in drain(&mut s) {
+        if let Output::Persist(batch) = output {
+            record = batch.changes.last().map(|c| c.task().clone());
+        }
+    }
+    let record = record.expect("the failure is persisted");
+    assert_eq!(record.status, Status::DeadLetter);
+    record
+}
+
+#[test]
+fn retry_answers_404_409_or_requeues() {
+    let mut s = session();
+    let record = dead_letter_record();
+    let retry = |stored: Option<Task>| Request::Retry {
+        task_id: "d1".into(),
+        stored,
+    };
+    s.handle_request(T0, RequestId::new(1), retry(None));
+    let out = drain(&mut s);
+    assert!(
+        matches!(&out[..], [Output::Reply { answer: Answer::Refused(r), .. }] if r.kind == RefusalKind::NotFound)
+    );
+    s.handle_request(T0, RequestId::new(2), retry(Some(record.clone())));
+    let out = settle(&mut s);
+    assert_eq!(
+        out,
+        vec![Output::Reply {
+            request: RequestId::new(2),
+            answer: Answer::Retried
+        }]
+    );
+    assert_eq!(
+        s.scheduler().queue().get("d1").unwrap().status,
+        Status::Queued
+    );
+    // Read as dead letter a moment ago, but live again now: a second retry is refused.
+    s.handle_request(T0, RequestId::new(3), retry(Some(record)));
+    let out = drain(&mut s);
+    assert!(
+        matches!(&out[..], [Output::Reply { answer: Answer::Refused(r), .. }] if r.kind == RefusalKind::Conflict)
+    );
+}
+
+#[test]
+fn token_writes_ride_in_the_batch_and_are_answered_after_it() {
+    let mut s = session();
+    s.handle_request(
+        T0,
+        RequestId::new(1),
+        Request::RevokeTokens {
+            name: "a1".into(),
+            live_ids: vec![],
+        },
+    );
+    let out = drain(&mut s);
+    assert!(
+        matches!(&out[..], [Output::Reply { answer: Answer::Refused(r), .. }] if r.kind == RefusalKind::NotFound)
+    );
+    s.handle_request(
+        T0,
+        RequestId::new(2),
+        Request::RevokeTokens {
+            name: "a1".into(),
+            live_ids: vec![4, 9],
+        },
+    );
+    let Some(Output::Persist(batch)) = s.poll_output() else {
+        panic!()
+    };
+    assert_eq!(
+        batch.tokens,
+        vec![TokenWrite::Revoke {
+            ids: vec![4, 9],
+            revoked_at_ms: T0
+        }]
+    );
+    assert_eq!(s.poll_output(), None);
+    s.handle_committed(batch.seq);
+    assert_eq!(
+        s.poll_output(),
+        Some(Output::Reply {
+            request: RequestId::new(2),
+            answer: Answer::TokensRevoked(2)
+        })
+    );
+}
+
+#[test]
+fn a_failed_commit_is_fatal_and_releases_nothing() {
+    let mut s = session();
+    submit(&mut s, 1, &["t1"]);
+    let Some(Output::Persist(_)) = s.poll_output() else {
+        panic!()
+    };
+    s.handle_commit_failed("disk full".into());
+    assert_eq!(
+        drain(&mut s),
+        vec![Output::Fatal(Fatal::CommitFailed("disk full".into()))]
+    );
+    s.handle_committed(1);
+    submit(&mut s, 2, &["t2"]);
+    assert_eq!(drain(&mut s), vec![]);
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn a_commit_report_from_the_future_is_fatal() {
+    let mut s = session();
+    s.handle_committed(3);
+    assert_eq!(
+        drain(&mut s),
+        vec![Output::Fatal(Fatal::CommitFromTheFuture {
+            reported: 3,
+            sent: 0
+        })]
+    );
+}
+
+#[test]
+fn the_sweep_timer_purges_and_rearms() {
+    let mut s = session();
+    let interval = SessionConfig::default().sweep_interval_ms;
+    assert_eq!(s.poll_timeout(), Some(T0 + interval));
+    s.handle_timeout(T0 + interval);
+    let retention = SessionConfig::default().retention_ms;
+    assert_eq!(
+        drain(&mut s),
+        vec![Output::Purge {
+            before_ms: T0 + interval - retention
+        }]
+    );
+    assert_eq!(s.poll_timeout(), Some(T0 + 2 * interval));
+}
+
+#[test]
+fn an_overflowing_socket_is_closed_and_its_task_reclaimed() {
+    let mut s = session();
+    let c = ConnId::new(1);
+    connect(&mut s, c, "a1");
+    submit(&mut s, 1, &["t1"]);
+    settle(&mut s);
+    s.handle_send_overflow(T0 + 1, c);
+    let out = drain(&mut s);
+    assert_eq!(
+        out[0],
+        Output::Close {
+            conn: c,
+            code: CLOSE_POLICY,
+            reason: "outbound queue overflow"
+        }
+    );
+    assert!(matches!(out.last(), Some(Output::Persist(_))));
+    assert_eq!(
+        s.scheduler().queue().get("t1").unwrap().status,
+        Status::Queued
+    );
+}
+
+#[test]
+fn shutdown_closes_every_socket_after_the_last_commit() {
+    let mut s = session();
+    let (c1, c2) = (ConnId::new(1), ConnId::new(2));
+    connect(&mut s, c1, "a1");
+    connect(&mut s, c2, "a2");
+    submit(&mut s, 1, &["t1"]);
+    let Some(Output::Persist(batch)) = s.poll_output() else {
+        panic!()
+    };
+    s.handle_shutdown();
+    assert_eq!(s.poll_output(), None);
+    assert!(s.awaits_commit());
+    s.handle_committed(batch.seq);
+    let closes: Vec<ConnId> = drain(&mut s)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Close {
+                conn,
+                code: CLOSE_GOING_AWAY,
+                ..
+            } => Some(conn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closes, vec![c1, c2]);
+    assert!(s.is_settled());
+}
+
+#[test]
+fn refusals_map_to_stable_wire_codes() {
+    let id = || TaskId::from("t");
+    let cases = [
+        (
+            SchedulerError::Task(TaskError::StaleGeneration {
+                task_id: id(),
+                given: 1,
+                current: 2,
+            }),
+            ErrorCode::StaleGeneration,
+        ),
+        (
+            SchedulerError::Task(TaskError::NotAssigned(id())),
+            ErrorCode::NotAssigned,
+        ),
+        (
+            SchedulerError::Task(TaskError::NotFound(id())),
+            ErrorCode::NotAssigned,
+        ),
+        (
+            SchedulerError::Task(TaskError::WrongStatus {
+                task_id: id(),
+                status: Status::Working,
+            }),
+            ErrorCode::InvalidState,
+        ),
+        (
+            SchedulerError::UnknownAgent(AgentId::from("a")),
+            ErrorCode::NotIdentified,
+        ),
+        (
+            SchedulerError::Submit(queue_core::SubmitError::EmptyId),
+            ErrorCode::InvalidMessage,
+        ),
+    ];
+    for (err, code) in cases {
+        assert_eq!(error_code(&err), code, "{err}");
+    }
+}

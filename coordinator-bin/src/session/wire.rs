@@ -1,0 +1,310 @@
+//! Agent sockets: identify rules, what each lifecycle message means, and the
+//! wire codes of refusals.
+
+use agent_fsm::Capabilities;
+use queue_core::{AgentId, Completion, FailOutcome, Recovery, TaskError};
+use scheduler::SchedulerError;
+use transport_ws::protocol::{AgentMessage, CoordinatorMessage, ErrorCode};
+
+use super::{Conn, ConnId, Held, Identity, Notice, Output, PendingIdentify, Session, CLOSE_POLICY};
+
+impl Session {
+    /// A socket opened; it must identify before anything else.
+    pub fn handle_opened(&mut self, conn: ConnId) {
+        if self.fatal.is_none() {
+            self.conns.insert(conn, Conn::default());
+        }
+    }
+
+    /// A socket ended (closed by either side, timed out, or broke). Its agent goes
+    /// offline and its task is reclaimed, unless a newer connection took over.
+    pub fn handle_closed(&mut self, now_ms: u64, conn: ConnId) {
+        if self.fatal.is_some() {
+            return;
+        }
+        let Some(closed) = self.conns.remove(&conn) else {
+            return;
+        };
+        if let Some(agent_id) = closed.agent {
+            self.ready
+                .push_back(Output::Notice(Notice::AgentDisconnected {
+                    agent_id: agent_id.clone(),
+                    conn,
+                }));
+            self.scheduler
+                .handle_disconnect(now_ms, &agent_id, conn.get());
+            self.drain_scheduler();
+        }
+    }
+
+    /// A socket's outbound queue is full: the peer does not read. It is closed and
+    /// its task reclaimed, so that one slow reader cannot stall everyone.
+    pub fn handle_send_overflow(&mut self, now_ms: u64, conn: ConnId) {
+        if self.fatal.is_some() {
+            return;
+        }
+        let Some(open) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let agent_id = open.agent.take();
+        self.ready.push_back(Output::Close {
+            conn,
+            code: CLOSE_POLICY,
+            reason: "outbound queue overflow",
+        });
+        self.ready.push_back(Output::Notice(Notice::SlowConsumer {
+            agent_id: agent_id.clone(),
+            conn,
+        }));
+        if let Some(agent_id) = agent_id {
+            self.scheduler
+                .handle_slow_consumer(now_ms, &agent_id, conn.get());
+            self.drain_scheduler();
+        }
+    }
+
+    /// A well-formed message from a socket.
+    pub fn handle_message(&mut self, now_ms: u64, conn: ConnId, message: AgentMessage) {
+        if self.fatal.is_some() {
+            return;
+        }
+        let Some(open) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let agent = open.agent.clone();
+        let identifying = open.identifying.is_some();
+        match (message, agent) {
+            (AgentMessage::Ping {}, _) => {
+                self.send(conn, CoordinatorMessage::Pong { timestamp: now_ms })
+            }
+            (AgentMessage::Identify { .. }, Some(_)) => {
+                self.refuse(conn, ErrorCode::InvalidState, None, "already identified");
+            }
+            (AgentMessage::Identify { .. }, None) if identifying => {
+                self.refuse(
+                    conn,
+                    ErrorCode::InvalidState,
+                    None,
+                    "an identify is already being checked",
+                );
+            }
+            (
+                AgentMessage::Identify {
+                    agent_id,
+                    token,
+                    name,
+                    capabilities,
+                    ..
+                },
+                None,
+            ) => {
+                if agent_id.is_empty() {
+                    self.refuse(conn, ErrorCode::InvalidMessage, None, "agent_id is empty");
+                    return;
+                }
+                open.identifying = Some(PendingIdentify {
+                    agent_id,
+                    name,
+                    capabilities: capabilities.iter().map(|c| c.name().to_owned()).collect(),
+                });
+                self.ready.push_back(Output::Authenticate { conn, token });
+            }
+            (other, None) => {
+                let detail = format!("`{}` before a successful identify", other.type_name());
+                self.refuse(conn, ErrorCode::NotIdentified, None, &detail);
+            }
+            (message, Some(agent_id)) => self.on_lifecycle(now_ms, conn, &agent_id, message),
+        }
+        self.drain_scheduler();
+    }
+
+    /// The answer to an [`Output::Authenticate`]: who the token speaks for, or
+    /// `None` if it is unknown or revoked.
+    pub fn handle_identity(&mut self, now_ms: u64, conn: ConnId, identity: Option<Identity>) {
+        if self.fatal.is_some() {
+            return;
+        }
+        let Some(pending) = self.conns.get_mut(&conn).and_then(|c| c.identifying.take()) else {
+            return;
+        };
+        let refusal = match &identity {
+            None => Some((ErrorCode::InvalidToken, "the token is unknown or revoked")),
+            Some(Identity::Agent(owner)) if owner != &pending.agent_id => Some((
+                ErrorCode::TokenAgentMismatch,
+                "the token belongs to another agent id",
+            )),
+            Some(_) => None,
+        };
+        if let Some((code, detail)) = refusal {
+            self.ready
+                .push_back(Output::Notice(Notice::IdentifyRefused {
+                    agent_id: pending.agent_id,
+                    code,
+                }));
+            self.refuse(conn, code, None, detail);
+            self.gate.hold(Held::Out(Output::Close {
+                conn,
+                code: CLOSE_POLICY,
+                reason: "identify refused",
+            }));
+            return;
+        }
+        let agent_id = AgentId::from(pending.agent_id.as_str());
+        let previous = self
+            .scheduler
+            .agent(agent_id.as_str())
+            .and_then(|view| view.connection)
+            .map(ConnId::new)
+            .filter(|old| *old != conn);
+        if let Some(old) = previous {
+            if let Some(old_conn) = self.conns.get_mut(&old) {
+                old_conn.agent = None;
+                self.ready.push_back(Output::Close {
+                    conn: old,
+                    code: CLOSE_POLICY,
+                    reason: "replaced by a new connection",
+                });
+            }
+        }
+        if let Some(open) = self.conns.get_mut(&conn) {
+            open.agent = Some(agent_id.clone());
+        }
+        if let Some(name) = pending.name {
+            self.names.insert(agent_id.clone(), name);
+        }
+        self.ready
+            .push_back(Output::Notice(Notice::AgentIdentified {
+                agent_id: agent_id.clone(),
+                conn,
+            }));
+        self.send(
+            conn,
+            CoordinatorMessage::Identified {
+                agent_id: pending.agent_id,
+            },
+        );
+        self.scheduler.handle_connect(
+            now_ms,
+            agent_id,
+            Capabilities::new(pending.capabilities),
+            conn.get(),
+        );
+        self.drain_scheduler();
+    }
+
+    fn on_lifecycle(&mut self, now_ms: u64, conn: ConnId, agent: &AgentId, message: AgentMessage) {
+        let tokens_used = message.tokens_used();
+        let failure = message.failure_text().map(str::to_owned);
+        let (task_id, result) = match message {
+            AgentMessage::TaskAccepted { task_id } => {
+                let r = self
+                    .scheduler
+                    .handle_accepted(now_ms, agent, &task_id)
+                    .map(|()| Some("accepted"));
+                (task_id, r)
+            }
+            AgentMessage::TaskProgress { task_id, .. } => {
+                let r = self
+                    .scheduler
+                    .handle_progress(now_ms, agent, &task_id)
+                    .map(|()| None);
+                (task_id, r)
+            }
+            AgentMessage::TaskComplete {
+                task_id,
+                generation,
+                result,
+                ..
+            } => {
+                let completion = Completion {
+                    result: result.to_string(),
+                    tokens_used,
+                };
+                let r = self
+                    .scheduler
+                    .handle_complete(now_ms, agent, &task_id, generation, completion)
+                    .map(|()| Some("complete"));
+                (task_id, r)
+            }
+            AgentMessage::TaskFailed {
+                task_id,
+                generation,
+                ..
+            } => {
+                let error = failure.unwrap_or_default();
+                let r = self
+                    .scheduler
+                    .handle_failed(now_ms, agent, &task_id, generation, &error)
+                    .map(|outcome| {
+                        Some(match outcome {
+                            FailOutcome::Retried => "retried",
+                            FailOutcome::DeadLettered => "dead_letter",
+                        })
+                    });
+                (task_id, r)
+            }
+            AgentMessage::TaskRejected { task_id, reason } => {
+                let reason = reason.unwrap_or_else(|| "no reason given".to_owned());
+                let r = self
+                    .scheduler
+                    .handle_rejected(now_ms, agent, &task_id, &reason)
+                    .map(|()| Some("rejected"));
+                (task_id, r)
+            }
+            AgentMessage::TaskRecovering { task_id } => {
+                let reply = match self.scheduler.handle_recovering(now_ms, agent, &task_id) {
+                    Ok(Recovery::Continue { generation }) => CoordinatorMessage::TaskContinue {
+                        task_id,
+                        generation,
+                    },
+                    Ok(Recovery::Reassign) | Err(_) => CoordinatorMessage::TaskReassign { task_id },
+                };
+                self.drain_scheduler();
+                self.send(conn, reply);
+                return;
+            }
+            AgentMessage::Identify { .. } | AgentMessage::Ping {} => return,
+        };
+        // The acknowledgement waits for the records of what it acknowledges.
+        self.drain_scheduler();
+        match result {
+            Ok(Some(status)) => self.send(
+                conn,
+                CoordinatorMessage::TaskAck {
+                    task_id,
+                    status: status.to_owned(),
+                },
+            ),
+            Ok(None) => {}
+            Err(err) => {
+                let code = error_code(&err);
+                self.refuse(conn, code, Some(&task_id), &err.to_string());
+            }
+        }
+    }
+
+    /// Sends an `error` frame (behind the current changes, like every frame).
+    fn refuse(&mut self, conn: ConnId, code: ErrorCode, task_id: Option<&str>, detail: &str) {
+        self.ready
+            .push_back(Output::Notice(Notice::ProtocolError { code }));
+        self.send(conn, CoordinatorMessage::error(code, task_id, detail));
+    }
+}
+
+/// The wire code for a refused lifecycle message.
+pub(crate) fn error_code(err: &SchedulerError) -> ErrorCode {
+    match err {
+        SchedulerError::Task(task) => match task {
+            TaskError::StaleGeneration { .. } => ErrorCode::StaleGeneration,
+            TaskError::NotAssigned(_) | TaskError::NotFound(_) => ErrorCode::NotAssigned,
+            TaskError::WrongStatus { .. } => ErrorCode::InvalidState,
+            // Variants the queue may add later: refused, so the state is invalid.
+            _ => ErrorCode::InvalidState,
+        },
+        SchedulerError::Submit(_) => ErrorCode::InvalidMessage,
+        SchedulerError::Agent(_) => ErrorCode::InvalidState,
+        SchedulerError::UnknownAgent(_) => ErrorCode::NotIdentified,
+        // Variants the scheduler may add later.
+        _ => ErrorCode::InvalidState,
+    }
+}
