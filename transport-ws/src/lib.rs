@@ -3,6 +3,9 @@
 //!
 //! - [`protocol`]: the messages in both directions, with exactly the field names
 //!   of the protocol, and a decoder that never panics.
+//! - [`assembler`]: [`assembler::FrameAssembler`] turns frames into whole text
+//!   messages (fragments, the size limit across fragments, control frames, refused
+//!   binary frames); it performs no I/O.
 //! - [`server`]: [`server::spawn_socket`] turns an upgraded connection into a stream
 //!   of [`server::SocketEvent`]s and a [`server::SocketHandle`] to send with, with
 //!   heartbeats, a frame size limit and a bounded outbound queue.
@@ -21,6 +24,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod assembler;
 pub mod client;
 pub mod protocol;
 pub mod server;

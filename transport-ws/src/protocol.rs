@@ -172,8 +172,6 @@ pub enum ErrorCode {
     NotAssigned,
     /// The task is not in a state that allows this message.
     InvalidState,
-    /// The coordinator could not handle the message.
-    Internal,
 }
 
 impl ErrorCode {
@@ -190,7 +188,6 @@ impl ErrorCode {
             ErrorCode::StaleGeneration => "stale_generation",
             ErrorCode::NotAssigned => "not_assigned",
             ErrorCode::InvalidState => "invalid_state",
-            ErrorCode::Internal => "internal",
         }
     }
 }

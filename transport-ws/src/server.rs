@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
+use crate::assembler::{Assembled, FrameAssembler, FrameKind};
 use crate::protocol::{decode_agent_message, AgentMessage, CoordinatorMessage, ErrorCode};
 
 /// WebSocket close code: the server is going away (shutdown).
@@ -17,8 +18,6 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_POLICY: u16 = 1008;
 /// WebSocket close code: the message is too big.
 pub const CLOSE_TOO_BIG: u16 = 1009;
-/// WebSocket close code: normal closure.
-pub const CLOSE_NORMAL: u16 = 1000;
 
 /// How long a closing connection may take to answer our close frame.
 const CLOSE_DRAIN: Duration = Duration::from_secs(2);
@@ -278,7 +277,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
 ) {
     let silence = config.ping_interval + config.pong_timeout;
     let mut deadline = Instant::now() + silence;
-    let mut fragments: Option<Vec<u8>> = None;
+    let mut assembler = FrameAssembler::new(config.max_frame_bytes);
     let mut closing: Option<Instant> = None;
     let opened = SocketEvent {
         connection: handle.connection,
@@ -335,17 +334,18 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
             }
         };
-        if closing.is_some() {
-            // Draining after a 1009: wait for the peer's close, ignore the rest.
-            if frame.opcode == OpCode::Close {
-                break CloseCause::TooLarge;
+        let assembled = assembler.handle_frame(frame_kind(frame.opcode), frame.fin, &frame.payload);
+        let message = match assembled {
+            Ok(Assembled::Message(message)) => message,
+            Ok(Assembled::Incomplete | Assembled::Ignored) => continue,
+            Ok(Assembled::Close) => {
+                break if closing.is_some() {
+                    CloseCause::TooLarge
+                } else {
+                    CloseCause::Peer
+                };
             }
-            continue;
-        }
-        let message = match frame.opcode {
-            OpCode::Close => break CloseCause::Peer,
-            OpCode::Ping | OpCode::Pong => continue,
-            OpCode::Binary => {
+            Ok(Assembled::Binary) => {
                 let reply = CoordinatorMessage::error(
                     ErrorCode::UnsupportedFrame,
                     None,
@@ -354,44 +354,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 let _ = handle.send(&reply);
                 continue;
             }
-            OpCode::Text if frame.fin => {
-                if fragments.is_some() {
-                    break CloseCause::Error(
-                        "a new message started inside a fragmented one".into(),
-                    );
-                }
-                frame.payload.to_vec()
-            }
-            OpCode::Text => {
-                fragments = Some(frame.payload.to_vec());
-                if frame.payload.len() > config.max_frame_bytes {
-                    handle.close(CLOSE_TOO_BIG, "message too big");
-                    closing = Some(Instant::now() + CLOSE_DRAIN);
-                }
+            Ok(Assembled::TooLarge) => {
+                // Wait (bounded) for the peer's close; the assembler ignores the rest.
+                handle.close(CLOSE_TOO_BIG, "message too big");
+                closing = Some(Instant::now() + CLOSE_DRAIN);
                 continue;
             }
-            OpCode::Continuation => {
-                let Some(buffer) = fragments.as_mut() else {
-                    break CloseCause::Error("continuation frame without a message".into());
-                };
-                buffer.extend_from_slice(&frame.payload);
-                if buffer.len() > config.max_frame_bytes {
-                    fragments = None;
-                    handle.close(CLOSE_TOO_BIG, "message too big");
-                    closing = Some(Instant::now() + CLOSE_DRAIN);
-                    continue;
-                }
-                if !frame.fin {
-                    continue;
-                }
-                fragments.take().unwrap_or_default()
-            }
+            Err(err) => break CloseCause::Error(err.to_string()),
         };
-        if message.len() > config.max_frame_bytes {
-            handle.close(CLOSE_TOO_BIG, "message too big");
-            closing = Some(Instant::now() + CLOSE_DRAIN);
-            continue;
-        }
         match decode_agent_message(&message) {
             Ok(message) => {
                 let event = SocketEvent {
@@ -414,3 +384,17 @@ async fn read_loop<R: AsyncRead + Unpin>(
         })
         .await;
 }
+
+fn frame_kind(opcode: OpCode) -> FrameKind {
+    match opcode {
+        OpCode::Text => FrameKind::Text,
+        OpCode::Binary => FrameKind::Binary,
+        OpCode::Continuation => FrameKind::Continuation,
+        OpCode::Ping => FrameKind::Ping,
+        OpCode::Pong => FrameKind::Pong,
+        OpCode::Close => FrameKind::Close,
+    }
+}
+
+#[cfg(test)]
+mod tests;
