@@ -470,8 +470,14 @@ impl Scheduler {
         for (task_id, agent_id, reason) in self.queue.sweep(now_ms) {
             self.after_reclaim(now_ms, &task_id, &agent_id, reason);
         }
-        let idle: Vec<AgentId> = self.idle.iter().map(|(_, _, a)| a.clone()).collect();
-        for agent_id in idle {
+        // Longest idle first, as for any match (and the same order on every run).
+        let mut idle: Vec<(IdleKey, AgentId)> = self
+            .idle
+            .iter()
+            .map(|(_, key, agent)| (key.clone(), agent.clone()))
+            .collect();
+        idle.sort_unstable();
+        for (_, agent_id) in idle {
             self.match_agent(now_ms, &agent_id);
         }
     }

@@ -1,0 +1,904 @@
+//! The simulated world around one real [`Session`]: a store whose commits finish
+//! after random delays and lose what is in flight on a crash, a network of agent
+//! connections with delays and cuts, producers and operators over "HTTP", and
+//! coordinator crashes with a restart from the committed records.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use coordinator_bin::session::{
+    Answer, Batch, ConnId, Frame, Identity, Output, Request, RequestId, Session, SessionConfig,
+};
+use queue_core::{Change, NewTask, Status, Task};
+use scheduler::SchedulerConfig;
+use transport_ws::protocol::{AgentMessage, CoordinatorMessage};
+
+use crate::agent::SimAgent;
+use crate::rng::Rng;
+
+/// Start of virtual time.
+pub const T0: u64 = 1_700_000_000_000;
+
+/// The size of one run.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// Simulated agents.
+    pub agents: usize,
+    /// Tasks submitted over the run (some batches are refused, so fewer may exist).
+    pub tasks: u64,
+    /// Virtual time during which faults happen.
+    pub fault_ms: u64,
+    /// Virtual time allowed after faults stop for every task to reach its end.
+    pub settle_ms: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            agents: 3,
+            tasks: 12,
+            fault_ms: 40_000,
+            settle_ms: 600_000,
+        }
+    }
+}
+
+/// Something that happens at a virtual time.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The store finishes committing (some of) what is in flight.
+    Commit { epoch: u64 },
+    /// A frame from an agent reaches the coordinator.
+    ToCoordinator { conn: ConnId, message: AgentMessage },
+    /// A frame from the coordinator reaches an agent.
+    ToAgent { conn: ConnId, frame: Frame },
+    /// The coordinator's socket task reports the end of a connection.
+    CoordinatorSeesClose { conn: ConnId },
+    /// The agent notices its connection is gone.
+    AgentSeesClose { agent: usize, conn: ConnId },
+    /// A token check finishes.
+    Identity {
+        epoch: u64,
+        conn: ConnId,
+        identity: Option<Identity>,
+    },
+    /// An agent's own timer (work done, progress, reconnect, restart).
+    AgentWake { agent: usize, wake: u64 },
+    /// A producer or operator acts.
+    ClientTick,
+    /// Something breaks.
+    FaultTick,
+}
+
+/// What a request was, to check its answer.
+#[derive(Debug, Clone)]
+enum Pending {
+    Submit { ids: Vec<String>, valid: bool },
+    Cancel { task_id: String },
+    Retry { task_id: String },
+    Other,
+}
+
+/// The coordinator's side of a socket.
+#[derive(Debug, Clone)]
+struct Socket {
+    agent: usize,
+    /// Nothing more is read from it (cut, or closed by the coordinator).
+    dead: bool,
+}
+
+/// The store: what is committed, and batches in flight.
+#[derive(Debug, Default)]
+struct Store {
+    committed: BTreeMap<String, Task>,
+    in_flight: VecDeque<Batch>,
+    commit_scheduled: bool,
+    last_seq: u64,
+}
+
+/// The simulated world. Every step checks the invariants; the first violation
+/// ends the run with its description.
+pub struct World {
+    pub rng: Rng,
+    pub now: u64,
+    params: Params,
+    config: SessionConfig,
+    session: Session,
+    epoch: u64,
+    events: BTreeMap<(u64, u64), Event>,
+    next_event: u64,
+    store: Store,
+    pub agents: Vec<SimAgent>,
+    sockets: BTreeMap<ConnId, Socket>,
+    /// Per connection and direction, the time of the last delivery (TCP keeps order).
+    link_clock: BTreeMap<(ConnId, bool), u64>,
+    next_conn: u64,
+    requests: BTreeMap<RequestId, Pending>,
+    next_request: u64,
+    submitted: u64,
+    /// Tasks whose submission was acknowledged.
+    acked: BTreeSet<String>,
+    /// `task_ack complete` frames sent, per task.
+    completes_acked: BTreeMap<String, u32>,
+    /// Completed records committed, per task.
+    completions_committed: BTreeMap<String, u32>,
+    /// Reports sent by agents: (task, generation, succeeded).
+    pub reports_sent: BTreeSet<(String, u64, bool)>,
+    /// The highest generation seen per task.
+    max_generation: BTreeMap<String, u64>,
+    pub faults: bool,
+    pub steps: u64,
+    pub crashes: u64,
+    pub trace: Option<Vec<String>>,
+}
+
+/// A broken invariant.
+pub type Violation = String;
+
+impl World {
+    pub fn new(seed: u64, params: Params, trace: bool) -> World {
+        let mut rng = Rng::new(seed);
+        let config = SessionConfig {
+            scheduler: SchedulerConfig {
+                accept_timeout_ms: rng.between(2_000, 8_000),
+                recovery_grace_ms: rng.between(1_000, 5_000),
+                reject_backoff_ms: 1_000,
+                queue: queue_core::QueueConfig {
+                    default_max_retries: rng.below(3) as u32,
+                    stuck_after_ms: rng.between(10_000, 30_000),
+                },
+            },
+            sweep_interval_ms: rng.between(1_000, 5_000),
+            retention_ms: 7 * 24 * 3_600_000,
+        };
+        let session = Session::new(config.clone(), T0, Vec::new()).expect("an empty restore");
+        let agents = (0..params.agents)
+            .map(|i| SimAgent::new(i, &mut rng))
+            .collect();
+        let mut world = World {
+            rng,
+            now: T0,
+            params,
+            config,
+            session,
+            epoch: 0,
+            events: BTreeMap::new(),
+            next_event: 0,
+            store: Store::default(),
+            agents,
+            sockets: BTreeMap::new(),
+            link_clock: BTreeMap::new(),
+            next_conn: 1,
+            requests: BTreeMap::new(),
+            next_request: 1,
+            submitted: 0,
+            acked: BTreeSet::new(),
+            completes_acked: BTreeMap::new(),
+            completions_committed: BTreeMap::new(),
+            reports_sent: BTreeSet::new(),
+            max_generation: BTreeMap::new(),
+            faults: true,
+            steps: 0,
+            crashes: 0,
+            trace: trace.then(Vec::new),
+        };
+        for agent in 0..world.agents.len() {
+            let delay = world.rng.below(500);
+            world.wake_agent(agent, delay);
+        }
+        world.schedule(0, Event::ClientTick);
+        let first_fault = world.rng.between(500, 3_000);
+        world.schedule(first_fault, Event::FaultTick);
+        world
+    }
+
+    pub fn note(&mut self, text: impl FnOnce() -> String) {
+        let now = self.now;
+        if let Some(trace) = &mut self.trace {
+            trace.push(format!("{:>8} {}", now - T0, text()));
+        }
+    }
+
+    pub fn schedule(&mut self, delay_ms: u64, event: Event) {
+        self.next_event += 1;
+        self.events
+            .insert((self.now + delay_ms, self.next_event), event);
+    }
+
+    /// Schedules a frame on a link, after the frames before it.
+    fn schedule_on_link(&mut self, conn: ConnId, to_agent: bool, event: Event) {
+        let delay = if self.rng.chance(50) {
+            self.rng.between(50, 400)
+        } else {
+            self.rng.below(8)
+        };
+        let at = (self.now + delay).max(*self.link_clock.get(&(conn, to_agent)).unwrap_or(&0));
+        self.link_clock.insert((conn, to_agent), at);
+        self.next_event += 1;
+        self.events.insert((at, self.next_event), event);
+    }
+
+    /// The run: faults for `fault_ms`, then none until every task has ended.
+    pub fn run(&mut self) -> Result<(), Violation> {
+        let fault_end = T0 + self.params.fault_ms;
+        let deadline = fault_end + self.params.settle_ms;
+        loop {
+            if self.faults && self.now >= fault_end {
+                self.stop_faults();
+            }
+            if !self.faults && self.all_done() {
+                return self.final_checks();
+            }
+            let next_event = self.events.keys().next().map(|k| k.0);
+            let next_timer = self.session.poll_timeout();
+            let next = match (next_event, next_timer) {
+                (Some(e), Some(t)) => e.min(t),
+                (Some(e), None) => e,
+                (None, Some(t)) => t,
+                (None, None) => return Err("nothing left to happen".into()),
+            };
+            if next > deadline {
+                return Err(format!(
+                    "tasks did not reach their end {} ms after faults stopped: {}",
+                    self.params.settle_ms,
+                    self.unfinished()
+                ));
+            }
+            self.now = self.now.max(next);
+            self.steps += 1;
+            if next_timer.is_some_and(|t| t <= self.now) {
+                self.note(|| "timer".into());
+                self.session.handle_timeout(self.now);
+            } else {
+                let key = *self.events.keys().next().expect("an event is due");
+                let event = self.events.remove(&key).expect("present");
+                self.handle(event)?;
+            }
+            self.pump()?;
+            self.check_state()?;
+        }
+    }
+
+    fn handle(&mut self, event: Event) -> Result<(), Violation> {
+        match event {
+            Event::Commit { epoch } => {
+                if epoch == self.epoch {
+                    self.store.commit_scheduled = false;
+                    self.commit()?;
+                }
+            }
+            Event::ToCoordinator { conn, message } => {
+                if self.sockets.get(&conn).is_some_and(|s| !s.dead) {
+                    self.note(|| format!("{conn} -> coordinator {message:?}"));
+                    self.session.handle_message(self.now, conn, message);
+                }
+            }
+            Event::ToAgent { conn, frame } => {
+                let agent = self.agents.iter().position(|a| a.conn == Some(conn));
+                if let Some(agent) = agent {
+                    self.note(|| format!("{conn} -> agent {agent} {frame:?}"));
+                    self.agent_receives(agent, frame)?;
+                }
+            }
+            Event::CoordinatorSeesClose { conn } => {
+                if self.sockets.remove(&conn).is_some() {
+                    self.note(|| format!("{conn} closed at the coordinator"));
+                    self.session.handle_closed(self.now, conn);
+                }
+            }
+            Event::AgentSeesClose { agent, conn } => {
+                if self.agents[agent].conn == Some(conn) {
+                    self.note(|| format!("agent {agent} sees {conn} closed"));
+                    self.agent_lost_connection(agent);
+                }
+            }
+            Event::Identity {
+                epoch,
+                conn,
+                identity,
+            } => {
+                if epoch == self.epoch {
+                    self.session.handle_identity(self.now, conn, identity);
+                }
+            }
+            Event::AgentWake { agent, wake } => {
+                if self.agents[agent].wake == wake {
+                    self.agent_wakes(agent)?;
+                }
+            }
+            Event::ClientTick => self.client_acts(),
+            Event::FaultTick => {
+                if self.faults {
+                    self.fault()?;
+                    let next = self.rng.between(300, 4_000);
+                    self.schedule(next, Event::FaultTick);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out every output of the session, checking each against the store.
+    fn pump(&mut self) -> Result<(), Violation> {
+        let mut fatal = false;
+        while let Some(output) = self.session.poll_output() {
+            match output {
+                Output::Persist(batch) => {
+                    if batch.seq != self.store.last_seq + 1 {
+                        return Err(format!(
+                            "batch {} handed out after batch {}",
+                            batch.seq, self.store.last_seq
+                        ));
+                    }
+                    self.store.last_seq = batch.seq;
+                    self.store.in_flight.push_back(batch);
+                    if !self.store.commit_scheduled {
+                        self.store.commit_scheduled = true;
+                        let delay = self.rng.between(1, 30);
+                        let epoch = self.epoch;
+                        self.schedule(delay, Event::Commit { epoch });
+                    }
+                }
+                Output::Authenticate { conn, token } => {
+                    let identity = self.sockets.get(&conn).and_then(|s| {
+                        let agent = &self.agents[s.agent];
+                        (token == agent.token()).then(|| Identity::Agent(agent.id.clone()))
+                    });
+                    let delay = self.rng.below(5);
+                    let epoch = self.epoch;
+                    self.schedule(
+                        delay,
+                        Event::Identity {
+                            epoch,
+                            conn,
+                            identity,
+                        },
+                    );
+                }
+                Output::Send { conn, frame } => {
+                    self.check_frame(conn, &frame)?;
+                    if self.sockets.get(&conn).is_some_and(|s| !s.dead) {
+                        self.schedule_on_link(conn, true, Event::ToAgent { conn, frame });
+                    }
+                }
+                Output::Reply { request, answer } => self.check_reply(request, answer)?,
+                Output::Close { conn, .. } => {
+                    if let Some(socket) = self.sockets.get_mut(&conn) {
+                        socket.dead = true;
+                        let agent = socket.agent;
+                        // Frames already queued still go out before the close.
+                        self.schedule_on_link(conn, true, Event::AgentSeesClose { agent, conn });
+                        let delay = self.rng.below(20);
+                        self.schedule(delay, Event::CoordinatorSeesClose { conn });
+                    }
+                }
+                Output::Purge { .. } | Output::Notice(_) => {}
+                Output::Fatal(f) => {
+                    self.note(|| format!("fatal: {f}"));
+                    fatal = true;
+                }
+            }
+        }
+        if fatal {
+            self.crash_coordinator()?;
+        }
+        Ok(())
+    }
+
+    /// The store commits the oldest batches in flight (all, or only some of them).
+    fn commit(&mut self) -> Result<(), Violation> {
+        if self.store.in_flight.is_empty() {
+            return Ok(());
+        }
+        if self.faults && self.rng.chance(3) {
+            self.note(|| "commit fails".into());
+            self.session
+                .handle_commit_failed("simulated I/O error".into());
+            let mut saw_fatal = false;
+            while let Some(output) = self.session.poll_output() {
+                match output {
+                    Output::Fatal(_) => saw_fatal = true,
+                    other => return Err(format!("{other:?} came out after a failed commit")),
+                }
+            }
+            if !saw_fatal {
+                return Err("a failed commit did not stop the session".into());
+            }
+            return self.crash_coordinator();
+        }
+        let n = if self.rng.chance(300) {
+            self.rng.between(1, self.store.in_flight.len() as u64) as usize
+        } else {
+            self.store.in_flight.len()
+        };
+        let mut seq = 0;
+        for _ in 0..n {
+            let batch = self.store.in_flight.pop_front().expect("counted");
+            seq = batch.seq;
+            for change in batch.changes {
+                self.apply(change)?;
+            }
+        }
+        self.note(|| format!("committed up to batch {seq}"));
+        self.session.handle_committed(seq);
+        if !self.store.in_flight.is_empty() {
+            self.store.commit_scheduled = true;
+            let delay = self.rng.between(1, 30);
+            let epoch = self.epoch;
+            self.schedule(delay, Event::Commit { epoch });
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, change: Change) -> Result<(), Violation> {
+        let task = change.into_task();
+        let id = task.id.to_string();
+        if let Some(old) = self.store.committed.get(&id) {
+            if task.generation < old.generation {
+                return Err(format!(
+                    "task {id}: generation went back from {} to {} in the store",
+                    old.generation, task.generation
+                ));
+            }
+            if old.status == Status::Completed {
+                return Err(format!(
+                    "task {id}: a record after its completion: {task:?}"
+                ));
+            }
+        }
+        if task.status == Status::Completed {
+            // Fencing: the outcome recorded is the one of the current generation's run.
+            if !self
+                .reports_sent
+                .contains(&(id.clone(), task.generation, true))
+            {
+                return Err(format!(
+                    "task {id} completed at generation {} without a report of that generation",
+                    task.generation
+                ));
+            }
+            let n = self.completions_committed.entry(id.clone()).or_default();
+            *n += 1;
+            if *n > 1 {
+                return Err(format!("task {id} completed twice"));
+            }
+        }
+        self.store.committed.insert(id, task);
+        Ok(())
+    }
+
+    /// The coordinator process dies: what is in flight is lost, every socket
+    /// drops, and a new session starts from the committed records.
+    pub fn crash_coordinator(&mut self) -> Result<(), Violation> {
+        self.crashes += 1;
+        self.epoch += 1;
+        self.note(|| "COORDINATOR CRASH".into());
+        self.store.in_flight.clear();
+        self.store.commit_scheduled = false;
+        self.store.last_seq = 0;
+        self.requests.clear();
+        let sockets = std::mem::take(&mut self.sockets);
+        for (conn, socket) in sockets {
+            let delay = self.rng.between(1, 200);
+            let agent = socket.agent;
+            self.schedule(delay, Event::AgentSeesClose { agent, conn });
+        }
+        for id in &self.acked {
+            if !self.store.committed.contains_key(id) {
+                return Err(format!("acknowledged task {id} is gone after a crash"));
+            }
+        }
+        // What the dead process had not committed was never sent or answered:
+        // from here on generations grow from the committed ones.
+        self.max_generation = self
+            .store
+            .committed
+            .iter()
+            .map(|(id, t)| (id.clone(), t.generation))
+            .collect();
+        let records: Vec<Task> = self
+            .store
+            .committed
+            .values()
+            .filter(|t| !t.status.is_final())
+            .cloned()
+            .collect();
+        self.session = Session::new(self.config.clone(), self.now, records)
+            .map_err(|e| format!("restore failed: {e}"))?;
+        Ok(())
+    }
+
+    /// An agent opens a connection and identifies.
+    pub fn open_connection(&mut self, agent: usize, token: String) {
+        let conn = ConnId::new(self.next_conn);
+        self.next_conn += 1;
+        self.sockets.insert(conn, Socket { agent, dead: false });
+        self.session.handle_opened(conn);
+        self.agents[agent].conn = Some(conn);
+        self.agents[agent].identified = false;
+        let id = self.agents[agent].id.clone();
+        let capabilities = self.agents[agent].capabilities();
+        self.note(|| format!("agent {agent} connects on {conn}"));
+        self.agent_sends(
+            agent,
+            AgentMessage::Identify {
+                agent_id: id,
+                token,
+                name: None,
+                capabilities,
+                status: None,
+                client_type: None,
+            },
+        );
+    }
+
+    /// A frame from an agent on its current connection.
+    pub fn agent_sends(&mut self, agent: usize, message: AgentMessage) {
+        if let Some(conn) = self.agents[agent].conn {
+            self.schedule_on_link(conn, false, Event::ToCoordinator { conn, message });
+        }
+    }
+
+    /// The network between an agent and the coordinator breaks.
+    pub fn cut(&mut self, agent: usize) {
+        let Some(conn) = self.agents[agent].conn else {
+            return;
+        };
+        self.note(|| format!("network cut of agent {agent} ({conn})"));
+        if let Some(socket) = self.sockets.get_mut(&conn) {
+            socket.dead = true;
+            let delay = self.rng.between(1, 500);
+            self.schedule(delay, Event::CoordinatorSeesClose { conn });
+        }
+        self.agent_lost_connection(agent);
+    }
+
+    pub fn wake_agent(&mut self, agent: usize, delay_ms: u64) {
+        self.agents[agent].wake += 1;
+        let wake = self.agents[agent].wake;
+        self.schedule(delay_ms, Event::AgentWake { agent, wake });
+    }
+
+    fn client_acts(&mut self) {
+        if self.submitted < self.params.tasks || self.faults {
+            let next = self.rng.between(100, 1_500);
+            self.schedule(next, Event::ClientTick);
+        }
+        let request = RequestId::new(self.next_request);
+        self.next_request += 1;
+        let roll = self.rng.below(100);
+        let (pending, body) = if roll < 60 && self.submitted < self.params.tasks {
+            let n = self.rng.between(1, 3);
+            let mut tasks = Vec::new();
+            let mut ids = Vec::new();
+            let mut valid = true;
+            for _ in 0..n {
+                self.submitted += 1;
+                let id = format!("t{}", self.submitted);
+                let broken = self.rng.chance(40);
+                valid &= !broken;
+                let description = if broken { " " } else { "work" };
+                let mut task = NewTask::new(id.as_str(), description)
+                    .with_max_retries(self.rng.below(3) as u32);
+                if self.rng.chance(300) {
+                    task = task.with_capabilities(["gpu"]);
+                }
+                ids.push(id);
+                tasks.push(task);
+            }
+            if self.rng.chance(40) {
+                if let Some(live) = self.acked.iter().next().cloned() {
+                    // A live id again: the whole batch must be refused.
+                    if self.session.scheduler().queue().get(&live).is_some() {
+                        valid = false;
+                        tasks.push(NewTask::new(live.as_str(), "again"));
+                    }
+                }
+            }
+            (Pending::Submit { ids, valid }, Request::Submit { tasks })
+        } else if roll < 75 && !self.acked.is_empty() {
+            let i = self.rng.below(self.acked.len() as u64) as usize;
+            let task_id = self.acked.iter().nth(i).cloned().expect("in range");
+            let stored = self.store.committed.get(&task_id).map(|t| t.status);
+            (
+                Pending::Cancel {
+                    task_id: task_id.clone(),
+                },
+                Request::Cancel { task_id, stored },
+            )
+        } else if roll < 92 {
+            let dead: Vec<&Task> = self
+                .store
+                .committed
+                .values()
+                .filter(|t| t.status == Status::DeadLetter)
+                .collect();
+            if dead.is_empty() {
+                return;
+            }
+            let record = dead[self.rng.below(dead.len() as u64) as usize].clone();
+            let task_id = record.id.to_string();
+            (
+                Pending::Retry {
+                    task_id: task_id.clone(),
+                },
+                Request::Retry {
+                    task_id,
+                    stored: Some(record),
+                },
+            )
+        } else if roll < 96 {
+            (Pending::Other, Request::Agents)
+        } else {
+            (Pending::Other, Request::Dashboard)
+        };
+        self.note(|| format!("request {} {body:?}", request.get()));
+        self.requests.insert(request, pending);
+        self.session.handle_request(self.now, request, body);
+    }
+
+    fn fault(&mut self) -> Result<(), Violation> {
+        let roll = self.rng.below(100);
+        let agent = self.rng.below(self.agents.len() as u64) as usize;
+        if roll < 30 {
+            self.cut(agent);
+        } else if roll < 50 {
+            self.crash_agent(agent);
+        } else if roll < 58 {
+            self.crash_coordinator()?;
+        } else if roll < 65 {
+            // A stranger with a bad token.
+            let stranger = agent;
+            if self.agents[stranger].conn.is_none() && self.agents[stranger].alive {
+                self.open_connection(stranger, "not-a-token".into());
+            }
+        } else if roll < 75 {
+            self.agents[agent].hang = true;
+        }
+        Ok(())
+    }
+
+    fn stop_faults(&mut self) {
+        self.note(|| "faults stop".into());
+        self.faults = false;
+        for agent in 0..self.agents.len() {
+            self.agents[agent].hang = false;
+            if !self.agents[agent].alive || self.agents[agent].conn.is_none() {
+                self.wake_agent(agent, 100);
+            } else if self.agents[agent].work.is_some() {
+                self.wake_agent(agent, 10);
+            }
+        }
+    }
+
+    fn all_done(&self) -> bool {
+        self.submitted >= self.params.tasks
+            && self.requests.is_empty()
+            && self.acked.iter().all(|id| {
+                self.store
+                    .committed
+                    .get(id)
+                    .is_some_and(|t| t.status.is_final())
+            })
+            && self.session.is_settled()
+    }
+
+    fn unfinished(&self) -> String {
+        let open: Vec<String> = self
+            .acked
+            .iter()
+            .filter_map(|id| {
+                let t = self.store.committed.get(id)?;
+                (!t.status.is_final()).then(|| format!("{id}:{}@{}", t.status, t.generation))
+            })
+            .collect();
+        format!(
+            "{open:?}; pending requests {}; settled {}",
+            self.requests.len(),
+            self.session.is_settled()
+        )
+    }
+
+    fn final_checks(&self) -> Result<(), Violation> {
+        let live = self.session.scheduler().queue().len();
+        if live != 0 {
+            return Err(format!(
+                "{live} tasks still in memory with every task final"
+            ));
+        }
+        for (id, n) in &self.completes_acked {
+            if *n > 1 {
+                return Err(format!("task {id}: completion acknowledged {n} times"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Persist before acknowledge, for frames: what a frame reports is committed.
+    fn check_frame(&self, conn: ConnId, frame: &Frame) -> Result<(), Violation> {
+        let agent = self.sockets.get(&conn).map(|s| &self.agents[s.agent]);
+        let stored = |id: &str| self.store.committed.get(id);
+        match frame {
+            Frame::Assign(a) => {
+                let ok = stored(a.task_id.as_str()).is_some_and(|t| {
+                    t.generation > a.generation
+                        || (t.generation == a.generation && t.assigned_to() == Some(&a.agent_id))
+                });
+                if !ok {
+                    return Err(format!(
+                        "task_assign {}@{} sent before its commit (stored: {:?})",
+                        a.task_id,
+                        a.generation,
+                        stored(a.task_id.as_str()).map(|t| (t.status, t.generation))
+                    ));
+                }
+            }
+            Frame::Message(CoordinatorMessage::TaskAck { task_id, status }) => {
+                let t = stored(task_id);
+                let held_by_agent_at = |g: u64| {
+                    t.is_some_and(|t| {
+                        t.status.is_held()
+                            && t.generation == g
+                            && agent.is_some_and(|a| {
+                                t.assigned_to().map(|x| x.as_str()) == Some(a.id.as_str())
+                            })
+                    })
+                };
+                let generation = agent.and_then(|a| a.generation_of(task_id));
+                let ok = match status.as_str() {
+                    "complete" => t.is_some_and(|t| t.status == Status::Completed),
+                    "accepted" => {
+                        t.is_some()
+                            && !generation.is_some_and(|g| {
+                                t.is_some_and(|t| t.status == Status::Assigned && t.generation == g)
+                            })
+                    }
+                    "retried" | "dead_letter" | "rejected" => {
+                        t.is_some() && !generation.is_some_and(held_by_agent_at)
+                    }
+                    other => return Err(format!("unknown ack status {other}")),
+                };
+                if !ok {
+                    return Err(format!(
+                        "task_ack {status} for {task_id} sent before its commit (stored: {:?})",
+                        t.map(|t| (t.status, t.generation))
+                    ));
+                }
+            }
+            Frame::Message(CoordinatorMessage::TaskCancel { task_id }) => {
+                if !stored(task_id).is_some_and(|t| t.status == Status::Cancelled) {
+                    return Err(format!("task_cancel for {task_id} sent before its commit"));
+                }
+            }
+            Frame::Message(CoordinatorMessage::TaskContinue {
+                task_id,
+                generation,
+            }) => {
+                if !stored(task_id).is_some_and(|t| t.generation >= *generation) {
+                    return Err(format!("task_continue for {task_id} before its commit"));
+                }
+            }
+            Frame::Message(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Persist before acknowledge, for replies; and a batch is all or nothing.
+    fn check_reply(&mut self, request: RequestId, answer: Answer) -> Result<(), Violation> {
+        let Some(pending) = self.requests.remove(&request) else {
+            return Err(format!("reply to unknown request {}", request.get()));
+        };
+        self.note(|| format!("reply {} {answer:?}", request.get()));
+        let stored = |id: &str| self.store.committed.get(id);
+        match (pending, answer) {
+            (Pending::Submit { ids, valid }, Answer::Submitted(receipts)) => {
+                if !valid {
+                    return Err(format!("a batch with a bad task was accepted: {ids:?}"));
+                }
+                let got: Vec<&str> = receipts.iter().map(|r| r.task_id.as_str()).collect();
+                if got != ids {
+                    return Err(format!("receipts {got:?} for {ids:?}"));
+                }
+                for id in ids {
+                    if stored(&id).is_none() {
+                        return Err(format!("201 for {id} before its commit"));
+                    }
+                    self.acked.insert(id);
+                }
+            }
+            (Pending::Submit { ids, valid }, Answer::Refused(_)) => {
+                if valid {
+                    return Err(format!("a valid batch was refused: {ids:?}"));
+                }
+                for id in ids {
+                    if self.session.scheduler().queue().get(&id).is_some() || stored(&id).is_some()
+                    {
+                        return Err(format!("{id} of a refused batch was queued"));
+                    }
+                }
+            }
+            (Pending::Cancel { task_id }, Answer::Cancelled) => {
+                if !stored(&task_id).is_some_and(|t| t.status == Status::Cancelled) {
+                    return Err(format!("cancel of {task_id} answered before its commit"));
+                }
+            }
+            (Pending::Retry { task_id }, Answer::Retried) => {
+                if stored(&task_id).is_none_or(|t| t.status == Status::DeadLetter) {
+                    return Err(format!("retry of {task_id} answered before its commit"));
+                }
+            }
+            (Pending::Cancel { .. } | Pending::Retry { .. }, Answer::Refused(_)) => {}
+            (Pending::Other, Answer::Agents(_) | Answer::Dashboard(_)) => {}
+            (pending, answer) => {
+                return Err(format!("answer {answer:?} to {pending:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Invariants of the session's state after every step.
+    fn check_state(&mut self) -> Result<(), Violation> {
+        let scheduler = self.session.scheduler();
+        let queue = scheduler.queue();
+        let mut holders: BTreeMap<String, String> = BTreeMap::new();
+        for view in scheduler.agents() {
+            let agent_id = view.agent.id().to_string();
+            if let Some(conn) = view.connection.map(ConnId::new) {
+                if self.session.agent_of(conn) != Some(view.agent.id()) {
+                    return Err(format!(
+                        "agent {agent_id} says {conn} speaks for it, the connection disagrees"
+                    ));
+                }
+            }
+            if let Some(held) = view.agent.task() {
+                let task_id = held.task_id.to_string();
+                if let Some(other) = holders.insert(task_id.clone(), agent_id.clone()) {
+                    return Err(format!("task {task_id} held by {other} and {agent_id}"));
+                }
+                let Some(task) = queue.get(&task_id) else {
+                    return Err(format!("{agent_id} holds {task_id}, which is not live"));
+                };
+                if !task.status.is_held()
+                    || task.assigned_to() != Some(view.agent.id())
+                    || task.generation != held.generation
+                {
+                    return Err(format!(
+                        "{agent_id} holds {task_id}@{}, the task is {}@{} held by {:?}",
+                        held.generation,
+                        task.status,
+                        task.generation,
+                        task.assigned_to()
+                    ));
+                }
+            }
+        }
+        for conn in self.session.connections() {
+            if let Some(agent) = self.session.agent_of(conn) {
+                let view = scheduler.agent(agent.as_str());
+                if view.and_then(|v| v.connection) != Some(conn.get()) {
+                    return Err(format!("{conn} speaks for {agent}, who does not know it"));
+                }
+            }
+        }
+        for task in queue.held().chain(queue.queued_in_order()) {
+            let seen = self.max_generation.entry(task.id.to_string()).or_default();
+            if task.generation < *seen {
+                return Err(format!(
+                    "task {}: generation went back from {} to {}",
+                    task.id, seen, task.generation
+                ));
+            }
+            *seen = task.generation;
+        }
+        Ok(())
+    }
+
+    /// Counts a `task_ack complete` received by an agent.
+    pub fn note_complete_ack(&mut self, task_id: &str) -> Result<(), Violation> {
+        let n = self.completes_acked.entry(task_id.to_owned()).or_default();
+        *n += 1;
+        if *n > 1 {
+            return Err(format!("task {task_id}: completion acknowledged twice"));
+        }
+        Ok(())
+    }
+}
