@@ -1,28 +1,60 @@
 //! Starting and stopping a real coordinator process.
 
-use std::net::TcpListener;
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+#[cfg(test)]
+mod tests;
+
+/// How long a starting coordinator may take to report the address it listens on.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How many of the last log lines a failure message shows.
+const LOG_TAIL_LINES: usize = 40;
+
+/// The tracing target of the line `coordinator serving listen=ADDR`
+/// (`coordinator-bin/src/server/serve.rs`); the harness always lets it through.
+const SERVING_LOG_TARGET: &str = "coordinator_bin::server::serve";
+
+/// The directory of the running executable's build profile: `target/<profile>`
+/// for both `target/<profile>/deps/it-xxxx` (a test) and `target/<profile>/loadgen`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("own binary path");
+    let mut dir = exe.parent().expect("binary in a directory").to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().expect("profile dir").to_path_buf();
+    }
+    dir
+}
+
+/// A directory for files tests leave behind for people to look at (screenshots),
+/// `test-artefacts/` in the target directory of the running test binary; created
+/// if missing. Found from the executable's path, so it is right whatever
+/// `CARGO_TARGET_DIR` says.
+pub fn artefact_dir() -> PathBuf {
+    let profile = profile_dir();
+    let dir = profile.parent().unwrap_or(&profile).join("test-artefacts");
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
+}
 
 /// The release `coordinator` binary, built once per test run if needed.
 pub fn coordinator_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
         .get_or_init(|| {
-            let exe = std::env::current_exe().expect("own binary path");
-            // target/<profile>/deps/it-xxxx or target/<profile>/loadgen -> target/<profile>
-            let mut profile_dir = exe.parent().expect("binary in a directory").to_path_buf();
-            if profile_dir.file_name().is_some_and(|n| n == "deps") {
-                profile_dir = profile_dir.parent().expect("profile dir").to_path_buf();
-            }
-            let release = profile_dir
-                .parent()
-                .map(|t| t.join("release"))
-                .unwrap_or(profile_dir.clone());
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let profile_dir = profile_dir();
             let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
                 .args([
                     "build",
@@ -37,7 +69,7 @@ pub fn coordinator_binary() -> PathBuf {
                 .status()
                 .expect("can run cargo to build the coordinator");
             assert!(status.success(), "building the coordinator failed");
-            let binary = release.join("coordinator");
+            let binary = target_dir.join("release").join("coordinator");
             assert!(
                 binary.exists(),
                 "no coordinator binary at {}",
@@ -48,30 +80,21 @@ pub fn coordinator_binary() -> PathBuf {
         .clone()
 }
 
-/// A free TCP port on the loopback interface.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// A fresh temporary directory, removed on drop.
 pub struct TempDir(PathBuf);
 
 impl TempDir {
     /// Creates one under the system temp directory.
     pub fn new(prefix: &str) -> TempDir {
-        let mut bytes = [0u8; 8];
+        static NEXT: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
+            .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        bytes.copy_from_slice(&(nanos as u64 ^ std::process::id() as u64).to_le_bytes());
         let path = std::env::temp_dir().join(format!(
-            "{prefix}-{:016x}-{}",
-            u64::from_le_bytes(bytes),
-            free_port()
+            "{prefix}-{}-{nanos:x}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&path).expect("create temp dir");
         TempDir(path)
@@ -89,16 +112,36 @@ impl Drop for TempDir {
     }
 }
 
-/// A child process that is killed when dropped.
+/// A child process that is killed when dropped, with the thread (if any) that
+/// reads its stderr.
 #[derive(Default)]
-struct Process(Option<Child>);
+struct Process {
+    child: Option<Child>,
+    stderr_reader: Option<JoinHandle<()>>,
+}
 
 impl Process {
+    /// Waits for the stderr reader to reach the end of the stream, which it does
+    /// once the process has exited.
+    fn join_reader(&mut self) {
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+    }
+
     fn kill(&mut self) {
-        if let Some(mut child) = self.0.take() {
+        if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.join_reader();
+    }
+
+    /// The exit status once the process has ended (it is reaped here).
+    fn wait(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.take()?.wait().ok();
+        self.join_reader();
+        status
     }
 }
 
@@ -108,66 +151,211 @@ impl Drop for Process {
     }
 }
 
+/// The last lines of a log, kept in memory for failure messages.
+#[derive(Clone, Default)]
+struct LogTail(Arc<Mutex<VecDeque<String>>>);
+
+impl LogTail {
+    fn push(&self, line: String) {
+        let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if lines.len() == LOG_TAIL_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    fn text(&self) -> String {
+        let lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        lines.iter().map(|l| format!("  {l}\n")).collect()
+    }
+}
+
+/// Removes terminal colour sequences (`ESC [ ... letter`) from a log line.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What a log line of `coordinator serve` says about its address: `None` if the
+/// line is not the `coordinator serving` line, `Some(Err(line))` if it is but the
+/// address cannot be read from it. Reads the text format (`listen=ADDR`) and the
+/// JSON one (`"listen":"ADDR"`), with or without colours.
+fn serving_address(line: &str) -> Option<Result<SocketAddr, String>> {
+    let line = strip_ansi(line);
+    if !line.contains("coordinator serving") {
+        return None;
+    }
+    let value = ["listen=", "\"listen\":\""].iter().find_map(|key| {
+        let start = line.find(key)? + key.len();
+        let rest = &line[start..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || c == '"' || c == ',')
+            .unwrap_or(rest.len());
+        Some(&rest[..end])
+    });
+    Some(
+        value
+            .and_then(|v| v.parse::<SocketAddr>().ok())
+            .ok_or_else(|| line.clone()),
+    )
+}
+
+/// Reads the coordinator's stderr line by line until it ends: appends every line
+/// to `log` and `tail`, and sends the address from the `coordinator serving` line
+/// on `address` (once).
+fn read_coordinator_stderr(
+    stderr: ChildStderr,
+    mut log: std::fs::File,
+    tail: LogTail,
+    address: mpsc::Sender<Result<SocketAddr, String>>,
+) {
+    let mut address = Some(address);
+    let mut reader = BufReader::new(stderr);
+    let mut bytes = Vec::new();
+    loop {
+        bytes.clear();
+        match reader.read_until(b'\n', &mut bytes) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let _ = log.write_all(&bytes);
+        let line = String::from_utf8_lossy(&bytes).trim_end().to_owned();
+        if let Some(found) = address.as_ref().and_then(|_| serving_address(&line)) {
+            if let Some(sender) = address.take() {
+                let _ = sender.send(found);
+            }
+        }
+        tail.push(line);
+    }
+}
+
+/// The `RUST_LOG` filter for a coordinator under test: `COORDINATOR_TEST_LOG`
+/// (default `warn`), plus `info` for the line that reports the listening address
+/// unless that filter already names its target.
+fn coordinator_log_filter() -> String {
+    let base = std::env::var("COORDINATOR_TEST_LOG").unwrap_or_else(|_| "warn".into());
+    if base.contains(SERVING_LOG_TARGET) {
+        base
+    } else {
+        format!("{base},{SERVING_LOG_TARGET}=info")
+    }
+}
+
 /// A running coordinator process with its own database.
 pub struct Coordinator {
     child: Process,
-    /// `127.0.0.1:PORT`.
+    binary: PathBuf,
+    /// `127.0.0.1:PORT`, as the process reported it; changes on [`Coordinator::restart`].
     pub addr: String,
     /// The database file.
     pub db: PathBuf,
     /// The admin token.
     pub admin_token: String,
     extra_args: Vec<String>,
+    tail: LogTail,
     _dir: Option<TempDir>,
 }
 
 impl Coordinator {
-    /// Starts a coordinator on a free port with a temporary database and the given
-    /// extra `serve` flags (for example shortened timers).
+    /// Starts the release coordinator (built if needed, see [`coordinator_binary`])
+    /// on a port the system chooses, with a temporary database and the given extra
+    /// `serve` flags (for example shortened timers).
     pub fn start(extra_args: &[&str]) -> Coordinator {
+        Coordinator::start_binary(&coordinator_binary(), extra_args)
+    }
+
+    /// Like [`Coordinator::start`] with the given `coordinator` binary.
+    pub fn start_binary(binary: &Path, extra_args: &[&str]) -> Coordinator {
         let dir = TempDir::new("coordinator-test");
         let db = dir.path().join("coordinator.db");
         let mut c = Coordinator {
             child: Process::default(),
+            binary: binary.to_path_buf(),
             addr: String::new(),
             db,
             admin_token: String::new(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            tail: LogTail::default(),
             _dir: Some(dir),
         };
-        c.spawn();
+        c.spawn("127.0.0.1:0");
         c
     }
 
-    fn spawn(&mut self) {
-        self.addr = format!("127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(self.db.with_extension("log.txt")).expect("log file");
-        let child = Command::new(coordinator_binary())
+    fn log_path(&self) -> PathBuf {
+        self.db.with_extension("log.txt")
+    }
+
+    /// Starts `coordinator serve --listen LISTEN` and waits until it reports the
+    /// address it bound.
+    fn spawn(&mut self, listen: &str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let mut child = Command::new(&self.binary)
             .arg("serve")
-            .args(["--listen", &self.addr, "--db"])
+            .args(["--listen", listen, "--db"])
             .arg(&self.db)
             .args(&self.extra_args)
-            .env(
-                "RUST_LOG",
-                std::env::var("COORDINATOR_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("RUST_LOG", coordinator_log_filter())
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(Stdio::piped())
             .spawn()
-            .expect("start the coordinator");
-        self.child = Process(Some(child));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if std::net::TcpStream::connect(&self.addr).is_ok() {
-                break;
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (address_tx, address_rx) = mpsc::channel();
+        let tail = self.tail.clone();
+        let reader = std::thread::spawn(move || {
+            read_coordinator_stderr(stderr, log, tail, address_tx);
+        });
+        self.child = Process {
+            child: Some(child),
+            stderr_reader: Some(reader),
+        };
+        let addr = match address_rx.recv_timeout(START_TIMEOUT) {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(line)) => panic!(
+                "cannot read the listening address from the coordinator's line {line:?}; log tail:\n{}",
+                self.tail.text()
+            ),
+            Err(RecvTimeoutError::Timeout) => {
+                self.child.kill();
+                panic!(
+                    "the coordinator did not report `coordinator serving listen=ADDR` within {START_TIMEOUT:?}; log tail:\n{}",
+                    self.tail.text()
+                )
             }
-            assert!(
-                Instant::now() < deadline,
-                "the coordinator did not start listening"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            Err(RecvTimeoutError::Disconnected) => {
+                // Its stderr ended, so the process is gone.
+                let status = self
+                    .child
+                    .wait()
+                    .map_or_else(|| "status unknown".to_owned(), |s| s.to_string());
+                panic!(
+                    "the coordinator exited ({status}) before listening; log tail:\n{}",
+                    self.tail.text()
+                )
+            }
+        };
+        self.addr = addr.to_string();
         let token_file = {
             let mut p = self.db.clone().into_os_string();
             p.push(".admin-token");
@@ -179,6 +367,11 @@ impl Coordinator {
             .to_owned();
     }
 
+    /// The `coordinator` binary this one runs.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
     /// `ws://ADDR/ws`.
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)
@@ -186,7 +379,7 @@ impl Coordinator {
 
     /// Creates an agent token with the CLI, as an operator would.
     pub fn agent_token(&self, agent_id: &str) -> String {
-        let out = Command::new(coordinator_binary())
+        let out = Command::new(&self.binary)
             .args(["token", "create", agent_id, "--db"])
             .arg(&self.db)
             .output()
@@ -207,39 +400,42 @@ impl Coordinator {
         self.child.kill();
     }
 
-    /// Kills (if running) and starts again on a new port over the same database.
+    /// Kills (if running) and starts again over the same database on a port the
+    /// system chooses, so [`Coordinator::addr`] usually changes: clients and agents
+    /// must be made again from the new address.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        self.spawn("127.0.0.1:0");
     }
 
     /// The process id.
     pub fn pid(&self) -> Option<u32> {
-        self.child.0.as_ref().map(Child::id)
+        self.child.child.as_ref().map(Child::id)
     }
 
-    /// Sends SIGTERM and waits for the exit status.
+    /// Sends SIGTERM and waits for the exit status (SIGKILL after 20 s).
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.0.take()?;
+        let child = self.child.child.as_mut()?;
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() > deadline => {
+                    let _ = child.kill();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                return child.wait().ok();
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
+        self.child.wait()
     }
 
-    /// The log the process wrote so far.
+    /// The log the process (and any earlier run over the same database) wrote so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.db.with_extension("log.txt")).unwrap_or_default()
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 }
 
@@ -262,6 +458,7 @@ where
 /// A `coordinator agent` process (the bundled runner).
 pub struct RunnerProcess {
     child: Process,
+    binary: PathBuf,
     args: Vec<String>,
     log: PathBuf,
 }
@@ -269,6 +466,8 @@ pub struct RunnerProcess {
 impl RunnerProcess {
     /// Starts `coordinator agent` for `agent_id` against `coordinator`, running
     /// `exec` per task, with its state file in `dir`; `extra` flags are appended.
+    /// It connects to the coordinator's current address, so it does not follow a
+    /// [`Coordinator::restart`] (which moves to another port).
     pub fn start(
         coordinator: &Coordinator,
         agent_id: &str,
@@ -299,6 +498,7 @@ impl RunnerProcess {
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut runner = RunnerProcess {
             child: Process::default(),
+            binary: coordinator.binary().to_path_buf(),
             args,
             log: dir.join(format!("{agent_id}.log")),
         };
@@ -312,7 +512,7 @@ impl RunnerProcess {
             .append(true)
             .open(&self.log)
             .expect("runner log");
-        let child = Command::new(coordinator_binary())
+        let child = Command::new(&self.binary)
             .args(&self.args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -320,7 +520,10 @@ impl RunnerProcess {
             .stderr(log)
             .spawn()
             .expect("start coordinator agent");
-        self.child = Process(Some(child));
+        self.child = Process {
+            child: Some(child),
+            stderr_reader: None,
+        };
     }
 
     /// SIGKILL.
@@ -401,6 +604,12 @@ impl RawSocket {
         let _ = self.tcp.write_all(&frame).await;
     }
 
+    /// Sends `bytes` as they are (for example half a frame), ignoring a closed socket.
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.tcp.write_all(bytes).await;
+    }
+
     /// Reads until `done(bytes received so far)` or the stream ends or `timeout`
     /// passes; true if `done` was satisfied.
     pub async fn read_until(&mut self, timeout: Duration, done: impl Fn(&[u8]) -> bool) -> bool {
@@ -421,11 +630,17 @@ impl RawSocket {
         &self.received
     }
 
-    /// True once a close frame with `code` was received.
-    pub fn saw_close(&self, code: u16) -> bool {
-        let c = code.to_be_bytes();
-        self.received
-            .windows(4)
-            .any(|w| w[0] == 0x88 && w[1] >= 2 && w[2] == c[0] && w[3] == c[1])
+    /// Reads until a close frame with `code` arrives, the stream ends or `timeout`
+    /// passes; true if the close frame arrived.
+    pub async fn read_until_close(&mut self, code: u16, timeout: Duration) -> bool {
+        self.read_until(timeout, |b| has_close(b, code)).await
     }
+}
+
+/// True if `received` (unmasked server frames) holds a close frame with `code`.
+fn has_close(received: &[u8], code: u16) -> bool {
+    let c = code.to_be_bytes();
+    received
+        .windows(4)
+        .any(|w| w[0] == 0x88 && w[1] >= 2 && w[2] == c[0] && w[3] == c[1])
 }

@@ -2,9 +2,16 @@
 //! measures throughput and latency end to end, and checks that every task
 //! completed exactly once.
 //!
-//! `cargo run --release -p smoke-tests --bin loadgen -- --spawn --tasks 20000 --batch 100 --json`
+//! ```text
+//! cargo build --release -p coordinator-bin -p smoke-tests
+//! target/release/loadgen --spawn --tasks 20000 --batch 100 --json
+//! ```
+//!
+//! With `--spawn` it starts the `coordinator` binary found beside its own
+//! executable (or the one given with `--coordinator`).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,7 +25,7 @@ use transport_ws::protocol::{AgentMessage, CoordinatorMessage};
 
 /// Measures a coordinator end to end.
 #[derive(Debug, Parser, Clone)]
-#[command(name = "loadgen", about)]
+#[command(name = "loadgen")]
 struct Args {
     /// Base address of a running coordinator, e.g. http://127.0.0.1:4000 (needs --token).
     #[arg(long)]
@@ -26,9 +33,12 @@ struct Args {
     /// Admin token of the running coordinator.
     #[arg(long)]
     token: Option<String>,
-    /// Start the release coordinator binary on a free port with a temporary database.
+    /// Start a coordinator on a port the system chooses, with a temporary database.
     #[arg(long)]
     spawn: bool,
+    /// The `coordinator` binary for --spawn (default: the one beside this executable).
+    #[arg(long, value_name = "PATH")]
+    coordinator: Option<PathBuf>,
     /// Tasks to submit (ignored with --rate).
     #[arg(long, default_value_t = 20_000)]
     tasks: usize,
@@ -91,6 +101,8 @@ fn peak_rss(pid: u32) -> Option<u64> {
 #[derive(Clone)]
 struct Shared {
     timings: Arc<Mutex<Timings>>,
+    /// Agents that are identified, or gave up trying.
+    started: Arc<AtomicU64>,
     errors: Arc<AtomicU64>,
     done: Arc<AtomicU64>,
     work_ms: u64,
@@ -100,6 +112,7 @@ struct Shared {
 async fn run_agent(url: String, agent_id: String, token: String, shared: Shared) {
     let Shared {
         timings,
+        started,
         errors,
         done,
         work_ms,
@@ -107,7 +120,9 @@ async fn run_agent(url: String, agent_id: String, token: String, shared: Shared)
     } = shared;
     let mut config = ClientConfig::new(url, &agent_id, token);
     config.ping_interval = None;
-    let mut conn = match Connection::connect(&config).await {
+    let connected = Connection::connect(&config).await;
+    started.fetch_add(1, Ordering::Relaxed);
+    let mut conn = match connected {
         Ok(c) => c,
         Err(e) => {
             eprintln!("agent {agent_id}: {e}");
@@ -177,16 +192,32 @@ async fn report_hold(
     submitted: u64,
     seconds: f64,
 ) {
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let dashboard = admin
-        .get("/api/dashboard/state")
-        .await
-        .map(|r| r.body)
-        .unwrap_or_default();
-    let connected = dashboard["agents"]
-        .as_array()
-        .map(|a| a.iter().filter(|x| x["connected"] == true).count())
-        .unwrap_or(0);
+    // Measure once every agent is connected and holds a task (or every task is held).
+    let holding = (args.agents as u64).min(submitted);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (dashboard, connected) = loop {
+        let dashboard = admin
+            .get("/api/dashboard/state")
+            .await
+            .map(|r| r.body)
+            .unwrap_or_default();
+        let connected = dashboard["agents"]
+            .as_array()
+            .map(|a| a.iter().filter(|x| x["connected"] == true).count())
+            .unwrap_or(0);
+        let assigned = dashboard["live"]["assigned"].as_u64().unwrap_or(0);
+        if connected >= args.agents && assigned >= holding {
+            break (dashboard, connected);
+        }
+        if Instant::now() > deadline {
+            eprintln!(
+                "loadgen: after 30 s, {connected} of {} agents connected and {assigned} of {holding} tasks held; reporting anyway",
+                args.agents
+            );
+            break (dashboard, connected);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let pid = coordinator.and_then(Coordinator::pid);
     let report = json!({
         "mode": "hold",
@@ -204,11 +235,35 @@ async fn report_hold(
     }
 }
 
+/// The `coordinator` binary to spawn: `--coordinator`, or the one beside this
+/// executable (cargo puts both in `target/<profile>/`).
+fn coordinator_binary(args: &Args) -> Result<PathBuf, String> {
+    let binary = match &args.coordinator {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| format!("cannot find this executable's path: {e}"))?
+            .with_file_name("coordinator"),
+    };
+    if binary.is_file() {
+        Ok(binary)
+    } else {
+        Err(format!(
+            "no coordinator binary at {}; build it with `cargo build --release -p coordinator-bin` \
+             (it lands beside loadgen) or give --coordinator PATH",
+            binary.display()
+        ))
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
     let (coordinator, addr, token) = if args.spawn {
-        let c = Coordinator::start(&[]);
+        let binary = coordinator_binary(&args).unwrap_or_else(|e| {
+            eprintln!("loadgen: {e}");
+            std::process::exit(2)
+        });
+        let c = Coordinator::start_binary(&binary, &[]);
         let addr = c.addr.clone();
         let token = c.admin_token.clone();
         (Some(c), addr, token)
@@ -236,6 +291,7 @@ async fn main() {
     let completed_before = before["by_status"]["completed"].as_u64().unwrap_or(0);
 
     let timings = Arc::new(Mutex::new(Timings::default()));
+    let started_agents = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let run_id = std::process::id();
@@ -250,6 +306,7 @@ async fn main() {
         let agent_token = r.body["token"].as_str().unwrap().to_owned();
         let shared = Shared {
             timings: timings.clone(),
+            started: started_agents.clone(),
             errors: errors.clone(),
             done: done.clone(),
             work_ms: args.work_ms,
@@ -262,8 +319,19 @@ async fn main() {
             shared,
         )));
     }
-    // Let the agents identify.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Submit once every agent is identified (or has given up).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while started_agents.load(Ordering::Relaxed) < args.agents as u64 {
+        if Instant::now() > deadline {
+            eprintln!(
+                "loadgen: only {} of {} agents identified within 60 s",
+                started_agents.load(Ordering::Relaxed),
+                args.agents
+            );
+            std::process::exit(1);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(

@@ -44,6 +44,41 @@ pub async fn wait_status(client: &mut Client, id: &str, status: &str, timeout: D
     }
 }
 
+/// How long a test waits for a frame or a connection it expects.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects and identifies as an agent, within [`REPLY_TIMEOUT`].
+pub async fn connect(config: &ClientConfig) -> Connection {
+    tokio::time::timeout(REPLY_TIMEOUT, Connection::connect(config))
+        .await
+        .unwrap_or_else(|_| panic!("{} not identified in time", config.agent_id))
+        .expect("agent connects")
+}
+
+/// Skips messages until `pick` takes one, all within [`REPLY_TIMEOUT`]; fails the
+/// test if the socket closes first.
+pub async fn next_matching<T>(
+    conn: &mut Connection,
+    what: &str,
+    mut pick: impl FnMut(CoordinatorMessage) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+    loop {
+        let message = tokio::time::timeout_at(deadline, conn.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within {REPLY_TIMEOUT:?}"))
+            .unwrap_or_else(|| panic!("the socket closed before {what}"));
+        if let Some(value) = pick(message) {
+            return value;
+        }
+    }
+}
+
+/// The next message, within [`REPLY_TIMEOUT`].
+pub async fn next_message(conn: &mut Connection) -> CoordinatorMessage {
+    next_matching(conn, "a message", Some).await
+}
+
 pub fn completions(task: &Value) -> usize {
     task["history"]
         .as_array()
@@ -63,19 +98,21 @@ async fn ten_tasks_two_agents_all_complete() {
     for i in 0..10 {
         ids.push(submit(&mut admin, json!({"description": format!("task {i}")})).await);
     }
-    let mut latencies = Vec::new();
     for id in &ids {
         let t = wait_status(&mut admin, id, "completed", Duration::from_secs(30)).await;
         assert_eq!(completions(&t), 1);
-        let assigned = t["history"]
+        let events: Vec<&str> = t["history"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|h| h["event"] == "assigned")
-            .unwrap()["timestamp"]
-            .as_u64()
-            .unwrap();
-        latencies.push(assigned - t["created_at"].as_u64().unwrap());
+            .filter_map(|h| h["event"].as_str())
+            .collect();
+        let order = ["submitted", "assigned", "completed"]
+            .map(|event| events.iter().position(|e| *e == event));
+        assert!(
+            order.iter().all(Option::is_some) && order.windows(2).all(|w| w[0] < w[1]),
+            "submitted, then assigned, then completed: {events:?}"
+        );
     }
     assert!(
         !a.completed().is_empty() && !b.completed().is_empty(),
@@ -94,11 +131,6 @@ async fn ten_tasks_two_agents_all_complete() {
         seen, expected,
         "each task completed by exactly one agent, once"
     );
-    assert!(
-        latencies.iter().all(|l| *l < 5_000),
-        "submit→assign latencies {latencies:?}"
-    );
-    eprintln!("submit→assign latency ms: {latencies:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,16 +138,13 @@ async fn a_dead_agents_task_goes_to_the_survivor_and_the_old_generation_is_fence
     let c = Coordinator::start(&[]);
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     let token = c.agent_token("holder");
-    let mut holder = Connection::connect(&ClientConfig::new(c.ws_url(), "holder", token.clone()))
-        .await
-        .unwrap();
+    let mut holder = connect(&ClientConfig::new(c.ws_url(), "holder", token.clone())).await;
     let id = submit(&mut admin, json!({"description": "survive me"})).await;
-    let Some(CoordinatorMessage::TaskAssign {
-        generation: old, ..
-    }) = holder.recv().await
-    else {
-        panic!("no assignment")
-    };
+    let old = next_matching(&mut holder, "task_assign", |m| match m {
+        CoordinatorMessage::TaskAssign { generation, .. } => Some(generation),
+        _ => None,
+    })
+    .await;
     holder
         .send(&AgentMessage::TaskAccepted {
             task_id: id.clone(),
@@ -134,9 +163,7 @@ async fn a_dead_agents_task_goes_to_the_survivor_and_the_old_generation_is_fence
     assert_eq!(survivor.completed().len(), 1);
 
     // The old holder comes back and reports with its old generation: stale, nothing changes.
-    let mut back = Connection::connect(&ClientConfig::new(c.ws_url(), "holder", token))
-        .await
-        .unwrap();
+    let mut back = connect(&ClientConfig::new(c.ws_url(), "holder", token)).await;
     back.send(&AgentMessage::TaskComplete {
         task_id: id.clone(),
         generation: old,
@@ -145,7 +172,7 @@ async fn a_dead_agents_task_goes_to_the_survivor_and_the_old_generation_is_fence
     })
     .await
     .unwrap();
-    let reply = back.recv().await.unwrap();
+    let reply = next_message(&mut back).await;
     assert!(
         matches!(
             reply,
@@ -165,16 +192,13 @@ async fn fencing_rejects_the_old_generation_while_the_new_assignee_works() {
     let c = Coordinator::start(&["--accept-timeout-ms", "300"]);
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     let token = c.agent_token("slow");
-    let mut slow = Connection::connect(&ClientConfig::new(c.ws_url(), "slow", token))
-        .await
-        .unwrap();
+    let mut slow = connect(&ClientConfig::new(c.ws_url(), "slow", token)).await;
     let id = submit(&mut admin, json!({"description": "fence me"})).await;
-    let Some(CoordinatorMessage::TaskAssign {
-        generation: old, ..
-    }) = slow.recv().await
-    else {
-        panic!()
-    };
+    let old = next_matching(&mut slow, "task_assign", |m| match m {
+        CoordinatorMessage::TaskAssign { generation, .. } => Some(generation),
+        _ => None,
+    })
+    .await;
     // `slow` never accepts; after the deadline the task goes to `fast`.
     let fast = SimAgent::start(&c, "fast", &[], Behaviour::Delay(300)).await;
     let t = wait_status(&mut admin, &id, "completed", Duration::from_secs(10)).await;
@@ -186,18 +210,15 @@ async fn fencing_rejects_the_old_generation_while_the_new_assignee_works() {
     })
     .await
     .unwrap();
-    loop {
-        match slow.recv().await.unwrap() {
-            CoordinatorMessage::Error { error, .. } => {
-                assert!(matches!(
-                    error,
-                    ErrorCode::StaleGeneration | ErrorCode::NotAssigned
-                ));
-                break;
-            }
-            _ => continue,
-        }
-    }
+    let error = next_matching(&mut slow, "an error", |m| match m {
+        CoordinatorMessage::Error { error, .. } => Some(error),
+        _ => None,
+    })
+    .await;
+    assert!(
+        matches!(error, ErrorCode::StaleGeneration | ErrorCode::NotAssigned),
+        "{error:?}"
+    );
     assert_eq!(t["result"]["by"], "fast");
     assert_eq!(fast.completed().len(), 1);
     let agents = admin.get("/api/agents/slow").await.unwrap().body;
@@ -257,21 +278,17 @@ async fn cancel_tells_the_agent() {
     let c = Coordinator::start(&[]);
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     let token = c.agent_token("w");
-    let mut w = Connection::connect(&ClientConfig::new(c.ws_url(), "w", token))
-        .await
-        .unwrap();
+    let mut w = connect(&ClientConfig::new(c.ws_url(), "w", token)).await;
     let id = submit(&mut admin, json!({"description": "cancel me"})).await;
-    let Some(CoordinatorMessage::TaskAssign { .. }) = w.recv().await else {
-        panic!()
-    };
+    next_matching(&mut w, "task_assign", |m| {
+        matches!(m, CoordinatorMessage::TaskAssign { .. }).then_some(())
+    })
+    .await;
     assert_eq!(task_action(&mut admin, &id, "cancel").await, 200);
-    loop {
-        match w.recv().await.unwrap() {
-            CoordinatorMessage::TaskCancel { task_id } => {
-                assert_eq!(task_id, id);
-                break;
-            }
-            _ => continue,
-        }
-    }
+    let cancelled = next_matching(&mut w, "task_cancel", |m| match m {
+        CoordinatorMessage::TaskCancel { task_id } => Some(task_id),
+        _ => None,
+    })
+    .await;
+    assert_eq!(cancelled, id);
 }

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use smoke_tests::harness::Coordinator;
+use smoke_tests::harness::{wait_for, Coordinator};
 use smoke_tests::http::Client;
 
 use crate::agents::{submit, task, wait_status};
@@ -34,6 +34,7 @@ async fn kill_9_cycles_lose_nothing_and_complete_everything_once() {
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     for cycle in 0..10 {
+        let before = acknowledged.lock().unwrap().len();
         let a = SimAgent::start(&c, &format!("a{cycle}"), &[], Behaviour::Delay(5)).await;
         let b = SimAgent::start(&c, &format!("b{cycle}"), &[], Behaviour::Complete).await;
         // Two producers submit until the coordinator dies under them.
@@ -65,8 +66,18 @@ async fn kill_9_cycles_lose_nothing_and_complete_everything_once() {
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        let pause_ms = 30 + (seed >> 33) % 250;
-        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        // Kill once a varying number of further submissions were acknowledged,
+        // while the producers keep submitting.
+        let target = before + 1 + ((seed >> 33) % 40) as usize;
+        wait_for(
+            Duration::from_secs(30),
+            &format!("{target} acknowledged submissions in cycle {cycle}"),
+            || {
+                let n = acknowledged.lock().unwrap().len();
+                async move { (n >= target).then_some(()) }
+            },
+        )
+        .await;
         c.kill();
         for p in producers {
             let _ = p.await;
@@ -143,9 +154,8 @@ async fn sigterm_exits_cleanly() {
     );
     let status = c.terminate().expect("exit status");
     assert!(status.success(), "exit status {status:?}; log: {}", c.log());
-    agent.read_until(Duration::from_secs(5), |_| false).await;
     assert!(
-        agent.saw_close(1001),
+        agent.read_until_close(1001, Duration::from_secs(5)).await,
         "agents are told the coordinator is going away (1001)"
     );
     // What was acknowledged before the signal is there after a restart.

@@ -3,6 +3,7 @@
 mod agents;
 mod api;
 mod crash;
+mod harness;
 mod operator;
 mod protocol;
 mod runner;

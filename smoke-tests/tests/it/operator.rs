@@ -4,7 +4,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use smoke_tests::harness::{coordinator_binary, Coordinator, TempDir};
+use smoke_tests::harness::{artefact_dir, coordinator_binary, Coordinator, TempDir};
 use smoke_tests::http::Client;
 
 use crate::agents::{submit, wait_status};
@@ -171,7 +171,8 @@ async fn the_dashboard_shows_agents_and_counts_in_a_browser() {
     assert!(dom.contains("quick one"), "recent completion shown");
     assert!(!dom.contains("cdt_"), "the token is not left in the page");
 
-    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard.png");
+    let shot = artefact_dir().join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
     let out = chromium(&[
         "--window-size=1280,900",
         &format!("--screenshot={}", shot.display()),

@@ -62,9 +62,12 @@ async fn a_killed_runner_recovers_its_task_and_it_completes_once() {
     let c = Coordinator::start(&[]);
     let dir = TempDir::new("runner");
     let marker = dir.path().join("started");
+    let release = dir.path().join("release");
+    // The command runs until the test lets it finish, so the kill lands while it runs.
     let exec = format!(
-        "touch {}; sleep 1; echo '{{\"ok\":true}}'",
-        marker.display()
+        "touch {}; while [ ! -e {} ]; do sleep 0.02; done; echo '{{\"ok\":true}}'",
+        marker.display(),
+        release.display()
     );
     let mut r = RunnerProcess::start(&c, "r1", &exec, dir.path(), &[]);
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
@@ -76,6 +79,7 @@ async fn a_killed_runner_recovers_its_task_and_it_completes_once() {
     }
     r.kill();
     r.restart();
+    std::fs::write(&release, b"").unwrap();
     let t = wait_status(&mut admin, &id, "completed", Duration::from_secs(30)).await;
     assert_eq!(completions(&t), 1);
     assert_eq!(t["result"], json!({"ok": true}));

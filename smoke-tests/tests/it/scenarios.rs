@@ -8,7 +8,7 @@ use smoke_tests::harness::Coordinator;
 use smoke_tests::http::Client;
 use transport_ws::client::Connection;
 
-use crate::agents::{completions, submit, wait_status};
+use crate::agents::{completions, submit, task, wait_status};
 use crate::sim::{Behaviour, SimAgent};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,7 +60,7 @@ async fn low_priority_work_runs_while_urgent_work_comes_and_goes() {
     let _a = SimAgent::start(&c, "only", &[], Behaviour::Delay(10)).await;
     let mut lows = Vec::new();
     for i in 0..10 {
-        submit(
+        let urgent = submit(
             &mut admin,
             json!({"description": format!("urgent {i}"), "priority": "urgent"}),
         )
@@ -72,7 +72,8 @@ async fn low_priority_work_runs_while_urgent_work_comes_and_goes() {
             )
             .await,
         );
-        tokio::time::sleep(Duration::from_millis(15)).await;
+        // The next urgent task comes once this one has gone.
+        wait_status(&mut admin, &urgent, "completed", Duration::from_secs(30)).await;
     }
     for id in &lows {
         wait_status(&mut admin, id, "completed", Duration::from_secs(30)).await;
@@ -84,18 +85,37 @@ async fn losing_an_agent_midway_still_completes_every_task_once() {
     let c = Coordinator::start(&[]);
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     let a = SimAgent::start(&c, "stays", &[], Behaviour::Delay(150)).await;
-    let b = SimAgent::start(&c, "dies", &[], Behaviour::Delay(150)).await;
+    let b = SimAgent::start(&c, "dies", &[], Behaviour::Hold).await;
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(submit(&mut admin, json!({"description": format!("job {i}")})).await);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // `dies` accepts a task and never finishes it; it dies while working on it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let held = 'found: loop {
+        for id in &ids {
+            let t = task(&mut admin, id).await;
+            if t["assigned_to"] == "dies" && t["status"] == "working" {
+                break 'found id.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "`dies` never worked on a task");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     b.kill();
     for id in &ids {
         let t = wait_status(&mut admin, id, "completed", Duration::from_secs(30)).await;
         assert_eq!(completions(&t), 1, "{t}");
+        assert_eq!(t["assigned_to"], "stays", "{t}");
     }
-    assert!(!a.completed().is_empty());
+    let t = task(&mut admin, &held).await;
+    let reclaimed = t["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h["event"] == "reclaimed");
+    assert!(reclaimed, "the held task was taken back from `dies`: {t}");
+    assert_eq!(a.completed().len(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,6 +156,7 @@ async fn a_bad_input_storm_does_not_stop_the_work() {
                 let _ = http.raw("POST", "/api/tasks/batch", body.to_vec()).await;
                 sent += 2;
             }
+            // Pacing of the storm (so it does not take all the CPU), not a wait.
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         sent

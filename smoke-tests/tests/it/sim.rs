@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 use smoke_tests::harness::Coordinator;
 use tokio::task::JoinHandle;
-use transport_ws::client::{ClientConfig, Connection};
+use transport_ws::client::ClientConfig;
 use transport_ws::protocol::{AgentMessage, CoordinatorMessage};
 
 /// What the simulated agent does with each task.
@@ -20,6 +20,8 @@ pub enum Behaviour {
     Ignore,
     /// Accept and fail.
     Fail,
+    /// Accept and never finish (until killed).
+    Hold,
 }
 
 /// A completed task as the agent saw it.
@@ -43,7 +45,7 @@ impl SimAgent {
         let token = c.agent_token(id);
         let mut config = ClientConfig::new(c.ws_url(), id, token);
         config.capabilities = capabilities.iter().map(|s| s.to_string()).collect();
-        let mut conn = Connection::connect(&config).await.expect("agent connects");
+        let mut conn = crate::agents::connect(&config).await;
         let done = Arc::new(Mutex::new(Vec::new()));
         let record = done.clone();
         let agent_id = id.to_owned();
@@ -69,8 +71,11 @@ impl SimAgent {
                 {
                     return;
                 }
-                if let Behaviour::Delay(ms) = behaviour {
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                match behaviour {
+                    Behaviour::Delay(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                    // Keep reading (and so answering the connection) without finishing.
+                    Behaviour::Hold => continue,
+                    _ => {}
                 }
                 let reply = if behaviour == Behaviour::Fail {
                     AgentMessage::TaskFailed {
@@ -102,6 +107,14 @@ impl SimAgent {
 
     /// Drops the connection abruptly.
     pub fn kill(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for SimAgent {
+    /// The agent's loop ends with it (it would otherwise read until the
+    /// coordinator goes away).
+    fn drop(&mut self) {
         self.task.abort();
     }
 }
