@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::thread;
 
-use queue_core::Change;
+use queue_core::{Change, Task};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, watch};
 
@@ -127,20 +127,11 @@ fn write_group(
     purges: &[u64],
 ) -> Result<usize, rusqlite::Error> {
     let tx = conn.unchecked_transaction()?;
-    // Only the newest record of each task needs writing.
-    let mut seen = HashSet::new();
-    let mut rows = 0;
-    for change in batches
-        .iter()
-        .rev()
-        .flat_map(|batch| batch.changes.iter().rev())
-    {
-        let task = Change::task(change);
-        if seen.insert(task.id.clone()) {
-            db::upsert_task(&tx, task)?;
-            rows += 1;
-        }
+    let newest = newest_per_task(batches);
+    for task in &newest {
+        db::upsert_task(&tx, task)?;
     }
+    let mut rows = newest.len();
     for write in batches.iter().flat_map(|batch| &batch.tokens) {
         match write {
             TokenWrite::Create {
@@ -163,3 +154,19 @@ fn write_group(
     tx.commit()?;
     Ok(rows)
 }
+
+/// The newest record of each task in `batches` (oldest batch first, oldest change
+/// first within a batch): only those need writing. Newest first.
+fn newest_per_task(batches: &[Batch]) -> Vec<&Task> {
+    let mut seen = HashSet::new();
+    batches
+        .iter()
+        .rev()
+        .flat_map(|batch| batch.changes.iter().rev())
+        .map(Change::task)
+        .filter(|task| seen.insert(&task.id))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

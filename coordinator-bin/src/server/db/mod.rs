@@ -1,0 +1,141 @@
+//! SQLite storage: opening, locking and migrating the database, the `meta` table
+//! and the pool of read connections. The schema, the task row codec and the reads
+//! live in the submodules; their public items are re-exported here.
+
+mod reads;
+mod rows;
+mod schema;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+pub use reads::{
+    count_by_status_priority, get_task, list_tasks, load_live_tasks, task_seq, TaskFilter,
+};
+pub use rows::{delete_expired, upsert_task};
+pub(crate) use schema::migrate;
+pub use schema::SCHEMA_VERSION;
+
+/// Why the database cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The file is a SQLite database of some other program.
+    #[error(
+        "{0} is not a coordinator database (its application id is {1:#x}); refusing to touch it"
+    )]
+    NotOurs(PathBuf, i64),
+    /// The file was written by a newer coordinator.
+    #[error("{0} has schema version {1}, newer than this coordinator understands ({SCHEMA_VERSION}); upgrade the coordinator")]
+    TooNew(PathBuf, i64),
+    /// Another coordinator serves this database.
+    #[error("{0} is in use by another coordinator process (it holds the lock); stop it first or use another --db")]
+    Locked(PathBuf),
+    /// A stored value is not what the schema promises.
+    #[error("corrupt row for task {id}: {what}")]
+    Corrupt {
+        /// The task.
+        id: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// SQLite said no.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The file system said no.
+    #[error("cannot open {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+/// Opens (creating if needed) and migrates the database at `path`.
+pub fn open(path: &Path) -> Result<Connection, DbError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrate(&conn, path)?;
+    Ok(conn)
+}
+
+/// Opens a read-only connection to a database `open` already prepared.
+pub fn open_reader(path: &Path) -> Result<Connection, DbError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// Holds an exclusive advisory lock on the database file for the life of the service.
+pub fn lock_exclusive(path: &Path) -> Result<std::fs::File, DbError> {
+    let file = std::fs::File::open(path).map_err(|e| DbError::Io(path.to_owned(), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DbError::Locked(path.to_owned())),
+        Err(std::fs::TryLockError::Error(e)) => Err(DbError::Io(path.to_owned(), e)),
+    }
+}
+
+/// A value of the `meta` table.
+pub fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>, DbError> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?)
+}
+
+/// Sets a value of the `meta` table.
+pub fn meta_set(conn: &Connection, key: &str, value: &str) -> Result<(), DbError> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [key, value],
+    )?;
+    Ok(())
+}
+
+/// A few read-only connections shared by the HTTP handlers.
+#[derive(Clone)]
+pub struct ReadPool {
+    path: Arc<PathBuf>,
+    idle: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl ReadPool {
+    /// A pool over the database at `path`.
+    pub fn new(path: &Path) -> ReadPool {
+        ReadPool {
+            path: Arc::new(path.to_owned()),
+            idle: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Runs `f` on a pooled connection in a blocking thread.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.idle.lock().ok().and_then(|mut idle| idle.pop());
+            let conn = match conn {
+                Some(conn) => conn,
+                None => open_reader(&pool.path)?,
+            };
+            let result = f(&conn);
+            if let Ok(mut idle) = pool.idle.lock() {
+                if idle.len() < 8 {
+                    idle.push(conn);
+                }
+            }
+            result
+        })
+        .await
+        .map_err(|e| DbError::Io(PathBuf::new(), std::io::Error::other(e.to_string())))?
+    }
+}

@@ -1,0 +1,128 @@
+//! The schema: the application id, the forward migrations and how they are applied.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::DbError;
+
+/// `PRAGMA application_id` of a coordinator database ("COOR").
+pub(super) const APPLICATION_ID: i64 = 0x434F_4F52;
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Forward migrations; entry `i` takes the schema from version `i` to `i + 1`.
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE tasks (
+    id TEXT PRIMARY KEY NOT NULL,
+    description TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    status TEXT NOT NULL,
+    assigned_to TEXT,
+    assigned_at INTEGER,
+    generation INTEGER NOT NULL,
+    retry_count INTEGER NOT NULL,
+    max_retries INTEGER NOT NULL,
+    complete_by INTEGER,
+    needed_capabilities TEXT NOT NULL,
+    result TEXT,
+    tokens_used INTEGER,
+    last_error TEXT,
+    submitted_by TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    last_alive_at INTEGER,
+    queue_seq INTEGER NOT NULL,
+    history TEXT NOT NULL
+);
+CREATE INDEX tasks_status_seq ON tasks (status, queue_seq);
+CREATE INDEX tasks_seq ON tasks (queue_seq);
+CREATE TABLE tokens (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('agent', 'admin')),
+    name TEXT NOT NULL,
+    hash BLOB NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE INDEX tokens_name ON tokens (name);
+CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
+"#,
+    r#"
+-- Counts by status and lane, kept by triggers in the same transaction as the
+-- rows, so that stats and metrics never scan the table.
+CREATE TABLE task_counts (
+    status TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (status, priority)
+) WITHOUT ROWID;
+INSERT INTO task_counts (status, priority, n) VALUES
+('queued', 'urgent', 0),
+('queued', 'high', 0),
+('queued', 'normal', 0),
+('queued', 'low', 0),
+('assigned', 'urgent', 0),
+('assigned', 'high', 0),
+('assigned', 'normal', 0),
+('assigned', 'low', 0),
+('working', 'urgent', 0),
+('working', 'high', 0),
+('working', 'normal', 0),
+('working', 'low', 0),
+('completed', 'urgent', 0),
+('completed', 'high', 0),
+('completed', 'normal', 0),
+('completed', 'low', 0),
+('dead_letter', 'urgent', 0),
+('dead_letter', 'high', 0),
+('dead_letter', 'normal', 0),
+('dead_letter', 'low', 0),
+('cancelled', 'urgent', 0),
+('cancelled', 'high', 0),
+('cancelled', 'normal', 0),
+('cancelled', 'low', 0);
+UPDATE task_counts SET n = c.n
+FROM (SELECT status, priority, count(*) AS n FROM tasks GROUP BY status, priority) AS c
+WHERE c.status = task_counts.status AND c.priority = task_counts.priority;
+CREATE TRIGGER tasks_count_insert AFTER INSERT ON tasks BEGIN
+    UPDATE task_counts SET n = n + 1 WHERE status = NEW.status AND priority = NEW.priority;
+END;
+CREATE TRIGGER tasks_count_update AFTER UPDATE OF status, priority ON tasks
+WHEN OLD.status IS NOT NEW.status OR OLD.priority IS NOT NEW.priority BEGIN
+    UPDATE task_counts SET n = n - 1 WHERE status = OLD.status AND priority = OLD.priority;
+    UPDATE task_counts SET n = n + 1 WHERE status = NEW.status AND priority = NEW.priority;
+END;
+CREATE TRIGGER tasks_count_delete AFTER DELETE ON tasks BEGIN
+    UPDATE task_counts SET n = n - 1 WHERE status = OLD.status AND priority = OLD.priority;
+END;
+"#,
+];
+
+/// Checks that the database at `path` is ours and not newer than this binary, then
+/// applies the migrations it lacks, each in its own transaction.
+pub(crate) fn migrate(conn: &Connection, path: &Path) -> Result<(), DbError> {
+    let app_id: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if app_id == 0 {
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if tables > 0 {
+            return Err(DbError::NotOurs(path.to_owned(), app_id));
+        }
+    } else if app_id != APPLICATION_ID {
+        return Err(DbError::NotOurs(path.to_owned(), app_id));
+    }
+    if version > SCHEMA_VERSION {
+        return Err(DbError::TooNew(path.to_owned(), version));
+    }
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", from as i64 + 1)?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! Tests of the writer's folding of a group of batches and of one group's commit.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use proptest::prelude::*;
+use queue_core::{AgentId, Completion, NewTask, Queue, QueueConfig, Status};
+
+use super::*;
+
+/// A record of task `id` marked with `version` (in `updated_at_ms`).
+fn record(id: &str, version: u64) -> Task {
+    let mut queue = Queue::new(QueueConfig::default());
+    let _ = queue.submit(1, NewTask::new(id, "x")).unwrap();
+    let mut task = queue.drain_changes().pop().unwrap().into_task();
+    task.updated_at_ms = version;
+    task
+}
+
+fn batch(seq: u64, changes: Vec<Change>) -> Batch {
+    Batch {
+        seq,
+        changes,
+        tokens: Vec::new(),
+    }
+}
+
+fn versions(tasks: &[&Task]) -> Vec<(String, u64)> {
+    let mut versions: Vec<_> = tasks
+        .iter()
+        .map(|t| (t.id.to_string(), t.updated_at_ms))
+        .collect();
+    versions.sort();
+    versions
+}
+
+#[test]
+fn changes_to_one_task_across_batches_keep_only_the_newest() {
+    let batches = vec![
+        batch(
+            1,
+            vec![
+                Change::Updated(record("a", 1)),
+                Change::Touched(record("a", 2)),
+            ],
+        ),
+        batch(2, vec![Change::Updated(record("a", 3))]),
+        batch(3, vec![Change::Finalized(record("a", 4))]),
+    ];
+    assert_eq!(versions(&newest_per_task(&batches)), [("a".into(), 4)]);
+}
+
+#[test]
+fn the_newest_change_within_one_batch_wins() {
+    let batches = vec![batch(
+        1,
+        vec![
+            Change::Updated(record("a", 2)),
+            Change::Updated(record("a", 1)),
+        ],
+    )];
+    // Position decides, not the record's content: the later change is the newer.
+    assert_eq!(versions(&newest_per_task(&batches)), [("a".into(), 1)]);
+}
+
+#[test]
+fn different_tasks_are_all_kept() {
+    let batches = vec![
+        batch(
+            1,
+            vec![
+                Change::Updated(record("a", 1)),
+                Change::Updated(record("b", 2)),
+            ],
+        ),
+        batch(2, vec![Change::Updated(record("c", 3))]),
+        batch(3, vec![]),
+        batch(4, vec![Change::Updated(record("b", 5))]),
+    ];
+    assert_eq!(
+        versions(&newest_per_task(&batches)),
+        [("a".into(), 1), ("b".into(), 5), ("c".into(), 3)]
+    );
+}
+
+#[test]
+fn no_batches_fold_to_nothing() {
+    assert!(newest_per_task(&[]).is_empty());
+}
+
+proptest! {
+    /// Against a reference model (the last occurrence of each id in the flattened
+    /// sequence): every task of the group is kept exactly once, with its newest record.
+    #[test]
+    fn folding_keeps_exactly_the_last_record_of_every_task(
+        shape in proptest::collection::vec(proptest::collection::vec(0..5u8, 0..6), 0..8)
+    ) {
+        let mut version = 0;
+        let mut expected = HashMap::new();
+        let batches: Vec<Batch> = shape
+            .iter()
+            .enumerate()
+            .map(|(seq, ids)| {
+                let changes = ids
+                    .iter()
+                    .map(|i| {
+                        version += 1;
+                        let id = format!("t{i}");
+                        expected.insert(id.clone(), version);
+                        Change::Updated(record(&id, version))
+                    })
+                    .collect();
+                batch(seq as u64, changes)
+            })
+            .collect();
+        let mut expected: Vec<_> = expected.into_iter().collect();
+        expected.sort();
+        prop_assert_eq!(versions(&newest_per_task(&batches)), expected);
+    }
+}
+
+#[test]
+fn a_written_group_reads_back_as_the_newest_state() {
+    let conn = Connection::open_in_memory().unwrap();
+    db::migrate(&conn, Path::new(":memory:")).unwrap();
+    let agent = AgentId::from("agent-1");
+    let mut queue = Queue::new(QueueConfig::default());
+    let _ = queue.submit(1, NewTask::new("a", "x")).unwrap();
+    let _ = queue.submit(2, NewTask::new("b", "y")).unwrap();
+    let first = queue.drain_changes();
+    let generation = queue.assign(3, "a", &agent).unwrap();
+    queue.accept(4, "a", &agent).unwrap();
+    let second = queue.drain_changes();
+    let completion = Completion {
+        result: r#"{"ok":true}"#.into(),
+        tokens_used: Some(7),
+    };
+    queue
+        .complete(5, "a", &agent, generation, completion)
+        .unwrap();
+    let third = queue.drain_changes();
+    let final_a = third.last().unwrap().task().clone();
+    let queued_b = queue.get("b").unwrap().clone();
+
+    let rows = write_group(
+        &conn,
+        &[batch(1, first), batch(2, second), batch(3, third)],
+        &[],
+    )
+    .unwrap();
+
+    assert_eq!(rows, 2);
+    assert_eq!(final_a.status, Status::Completed);
+    assert_eq!(db::get_task(&conn, "a").unwrap(), Some(final_a));
+    assert_eq!(db::get_task(&conn, "b").unwrap(), Some(queued_b));
+    let mut counts = db::count_by_status_priority(&conn).unwrap();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [
+            ("completed".into(), "normal".into(), 1),
+            ("queued".into(), "normal".into(), 1)
+        ]
+    );
+}
+
+#[test]
+fn a_purge_in_the_group_deletes_old_final_tasks() {
+    let conn = Connection::open_in_memory().unwrap();
+    db::migrate(&conn, Path::new(":memory:")).unwrap();
+    let mut done = record("old", 10);
+    done.status = Status::Completed;
+    let batches = vec![batch(1, vec![Change::Finalized(done)])];
+    assert_eq!(write_group(&conn, &batches, &[]).unwrap(), 1);
+    assert_eq!(write_group(&conn, &[], &[11]).unwrap(), 0);
+    assert_eq!(db::get_task(&conn, "old").unwrap(), None);
+}
