@@ -70,6 +70,11 @@ impl StateFile {
         }
     }
 
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The held task, if the file holds one. A corrupt file is an error: it must
     /// not be silently dropped, it may hold a task.
     pub fn load(&self) -> Result<Option<HeldTask>, String> {

@@ -1,0 +1,736 @@
+//! Unit tests of the agent runner's session: exact output sequences for each
+//! protocol path.
+
+use serde_json::json;
+use transport_ws::protocol::{AgentMessage, CoordinatorMessage, ErrorCode};
+
+use super::{AgentSession, Output, SessionConfig};
+use crate::agent::state::{HeldTask, Outcome};
+
+const GRACE_MS: u64 = 1_000;
+
+fn config() -> SessionConfig {
+    SessionConfig {
+        shutdown_grace_ms: GRACE_MS,
+    }
+}
+
+fn task(task_id: &str, generation: u64) -> HeldTask {
+    HeldTask {
+        task_id: task_id.into(),
+        generation,
+        description: format!("do {task_id}"),
+        metadata: json!({"k": 1}),
+        assigned_at: 7,
+        outcome: None,
+    }
+}
+
+fn with_outcome(mut task: HeldTask, outcome: Outcome) -> HeldTask {
+    task.outcome = Some(outcome);
+    task
+}
+
+fn done() -> Outcome {
+    Outcome::Complete {
+        result: json!({"ok": true}),
+        tokens_used: Some(3),
+    }
+}
+
+fn broke() -> Outcome {
+    Outcome::Failed {
+        error: "exit status 3".into(),
+    }
+}
+
+fn assign(task_id: &str, generation: u64) -> CoordinatorMessage {
+    let t = task(task_id, generation);
+    CoordinatorMessage::TaskAssign {
+        task_id: t.task_id,
+        description: t.description,
+        metadata: t.metadata,
+        generation: t.generation,
+        assigned_at: t.assigned_at,
+    }
+}
+
+fn ack(task_id: &str, status: &str) -> CoordinatorMessage {
+    CoordinatorMessage::TaskAck {
+        task_id: task_id.into(),
+        status: status.into(),
+    }
+}
+
+fn cont(task_id: &str, generation: u64) -> CoordinatorMessage {
+    CoordinatorMessage::TaskContinue {
+        task_id: task_id.into(),
+        generation,
+    }
+}
+
+fn send(message: AgentMessage) -> Output {
+    Output::Send(message)
+}
+
+fn accepted(task_id: &str) -> Output {
+    send(AgentMessage::TaskAccepted {
+        task_id: task_id.into(),
+    })
+}
+
+fn recovering(task_id: &str) -> Output {
+    send(AgentMessage::TaskRecovering {
+        task_id: task_id.into(),
+    })
+}
+
+fn rejected(task_id: &str, reason: &str) -> Output {
+    send(AgentMessage::TaskRejected {
+        task_id: task_id.into(),
+        reason: Some(reason.into()),
+    })
+}
+
+fn completed(task_id: &str, generation: u64) -> Output {
+    send(AgentMessage::TaskComplete {
+        task_id: task_id.into(),
+        generation,
+        result: json!({"ok": true}),
+        tokens_used: Some(3),
+    })
+}
+
+/// Every output until there is none, each save reported as done.
+fn drain(s: &mut AgentSession) -> Vec<Output> {
+    let mut outputs = Vec::new();
+    while let Some(output) = s.poll_output() {
+        let save = matches!(output, Output::SaveState(_) | Output::ClearState);
+        outputs.push(output);
+        if save {
+            s.handle_state_saved(Ok(()));
+        }
+    }
+    outputs
+}
+
+/// A connected session with nothing held.
+fn idle() -> AgentSession {
+    let mut s = AgentSession::new(config(), None);
+    s.handle_connected();
+    assert_eq!(drain(&mut s), []);
+    s
+}
+
+/// A connected session running t1 (generation 1).
+fn running_t1() -> AgentSession {
+    let mut s = idle();
+    s.handle_message(assign("t1", 1));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(task("t1", 1)),
+            accepted("t1"),
+            Output::StartCommand(task("t1", 1)),
+        ]
+    );
+    s
+}
+
+/// A connected session whose t1 outcome went out and waits for its ack.
+fn reported_t1() -> AgentSession {
+    let mut s = running_t1();
+    s.handle_command_finished(done());
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(with_outcome(task("t1", 1), done())),
+            completed("t1", 1),
+        ]
+    );
+    s
+}
+
+#[test]
+fn a_task_is_saved_accepted_run_reported_and_cleared_on_ack() {
+    let mut s = running_t1();
+    s.handle_progress("t1".into(), json!(0.5));
+    assert_eq!(
+        drain(&mut s),
+        [send(AgentMessage::TaskProgress {
+            task_id: "t1".into(),
+            progress: Some(json!(0.5)),
+        })]
+    );
+    s.handle_message(ack("t1", "accepted"));
+    assert_eq!(drain(&mut s), []);
+    s.handle_command_finished(done());
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(with_outcome(task("t1", 1), done())),
+            completed("t1", 1),
+        ]
+    );
+    s.handle_message(ack("t1", "complete"));
+    assert_eq!(drain(&mut s), [Output::ClearState]);
+    // Free again: the next task is taken.
+    s.handle_message(assign("t2", 4));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(task("t2", 4)),
+            accepted("t2"),
+            Output::StartCommand(task("t2", 4)),
+        ]
+    );
+}
+
+#[test]
+fn nothing_is_sent_before_the_state_file_write_is_reported() {
+    let mut s = idle();
+    s.handle_message(assign("t1", 1));
+    assert_eq!(s.poll_output(), Some(Output::SaveState(task("t1", 1))));
+    assert_eq!(s.poll_output(), None);
+    assert_eq!(s.poll_output(), None);
+    s.handle_state_saved(Ok(()));
+    assert_eq!(s.poll_output(), Some(accepted("t1")));
+    assert_eq!(s.poll_output(), Some(Output::StartCommand(task("t1", 1))));
+    assert_eq!(s.poll_output(), None);
+}
+
+#[test]
+fn a_task_that_cannot_be_saved_is_rejected_and_not_run() {
+    let mut s = idle();
+    s.handle_message(assign("t1", 1));
+    assert_eq!(s.poll_output(), Some(Output::SaveState(task("t1", 1))));
+    s.handle_state_saved(Err("disk full".into()));
+    assert_eq!(drain(&mut s), [rejected("t1", "state file: disk full")]);
+    // Nothing is held: the next task is taken.
+    s.handle_message(assign("t2", 1));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(task("t2", 1)),
+            accepted("t2"),
+            Output::StartCommand(task("t2", 1)),
+        ]
+    );
+}
+
+#[test]
+fn a_failed_update_of_the_state_file_changes_nothing() {
+    let mut s = running_t1();
+    s.handle_command_finished(done());
+    assert_eq!(
+        s.poll_output(),
+        Some(Output::SaveState(with_outcome(task("t1", 1), done())))
+    );
+    s.handle_state_saved(Err("disk full".into()));
+    assert_eq!(drain(&mut s), [completed("t1", 1)]);
+}
+
+#[test]
+fn a_failed_command_is_reported_as_task_failed() {
+    let mut s = running_t1();
+    s.handle_command_finished(broke());
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(with_outcome(task("t1", 1), broke())),
+            send(AgentMessage::TaskFailed {
+                task_id: "t1".into(),
+                generation: 1,
+                error: Some("exit status 3".into()),
+                reason: None,
+            }),
+        ]
+    );
+    s.handle_message(ack("t1", "retried"));
+    assert_eq!(drain(&mut s), [Output::ClearState]);
+}
+
+#[test]
+fn a_task_arriving_while_busy_is_rejected() {
+    let mut s = running_t1();
+    s.handle_message(assign("t2", 1));
+    assert_eq!(drain(&mut s), [rejected("t2", "busy")]);
+    s.handle_message(ack("t2", "rejected"));
+    assert_eq!(drain(&mut s), []);
+    // Still busy while the outcome waits for its ack.
+    s.handle_command_finished(done());
+    let _ = drain(&mut s);
+    s.handle_message(assign("t3", 1));
+    assert_eq!(drain(&mut s), [rejected("t3", "busy")]);
+}
+
+#[test]
+fn stale_and_unknown_acks_are_ignored() {
+    let mut s = running_t1();
+    // Not while the command runs, not "accepted", not another task's.
+    s.handle_message(ack("t1", "complete"));
+    s.handle_message(ack("other", "complete"));
+    assert_eq!(drain(&mut s), []);
+    s.handle_command_finished(done());
+    let _ = drain(&mut s);
+    s.handle_message(ack("t1", "accepted"));
+    s.handle_message(ack("other", "complete"));
+    s.handle_message(ack("other", "cancelled"));
+    assert_eq!(drain(&mut s), []);
+    // The outcome is still held: a reconnect resends it.
+    s.handle_disconnected();
+    s.handle_connected();
+    assert_eq!(drain(&mut s), [recovering("t1")]);
+    s.handle_message(cont("t1", 1));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(with_outcome(task("t1", 1), done())),
+            completed("t1", 1),
+        ]
+    );
+}
+
+#[test]
+fn a_saved_task_is_recovered_then_continued_by_running_its_command() {
+    let mut s = AgentSession::new(config(), Some(task("t1", 1)));
+    assert_eq!(drain(&mut s), []);
+    s.handle_connected();
+    assert_eq!(drain(&mut s), [recovering("t1")]);
+    s.handle_message(cont("t1", 2));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(task("t1", 2)),
+            Output::StartCommand(task("t1", 2)),
+        ]
+    );
+    s.handle_command_finished(done());
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(with_outcome(task("t1", 2), done())),
+            completed("t1", 2),
+        ]
+    );
+}
+
+#[test]
+fn a_saved_outcome_is_reported_after_continue_with_the_new_generation() {
+    let mut s = AgentSession::new(config(), Some(with_outcome(task("t1", 1), done())));
+    s.handle_connected();
+    assert_eq!(drain(&mut s), [recovering("t1")]);
+    s.handle_message(cont("t1", 2));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(with_outcome(task("t1", 2), done())),
+            completed("t1", 2),
+        ]
+    );
+    s.handle_message(ack("t1", "complete"));
+    assert_eq!(drain(&mut s), [Output::ClearState]);
+}
+
+#[test]
+fn a_saved_task_reassigned_elsewhere_is_dropped() {
+    let mut s = AgentSession::new(config(), Some(task("t1", 1)));
+    s.handle_connected();
+    assert_eq!(drain(&mut s), [recovering("t1")]);
+    s.handle_message(CoordinatorMessage::TaskReassign {
+        task_id: "t1".into(),
+    });
+    assert_eq!(drain(&mut s), [Output::ClearState]);
+    s.handle_message(assign("t2", 1));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(task("t2", 1)),
+            accepted("t2"),
+            Output::StartCommand(task("t2", 1)),
+        ]
+    );
+}
+
+#[test]
+fn a_continue_or_reassign_for_another_task_is_ignored() {
+    let mut s = AgentSession::new(config(), Some(task("t1", 1)));
+    s.handle_connected();
+    let _ = drain(&mut s);
+    s.handle_message(cont("other", 5));
+    s.handle_message(CoordinatorMessage::TaskReassign {
+        task_id: "other".into(),
+    });
+    assert_eq!(drain(&mut s), []);
+}
+
+#[test]
+fn the_held_task_assigned_again_is_adopted_not_rejected() {
+    let mut s = AgentSession::new(config(), Some(task("t1", 1)));
+    s.handle_connected();
+    let _ = drain(&mut s);
+    s.handle_message(assign("t1", 3));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(task("t1", 3)),
+            accepted("t1"),
+            Output::StartCommand(task("t1", 3)),
+        ]
+    );
+    // Assigned again while its command runs: adopted, the command goes on.
+    s.handle_message(assign("t1", 4));
+    assert_eq!(
+        drain(&mut s),
+        [Output::SaveState(task("t1", 4)), accepted("t1")]
+    );
+    // With an outcome: reported again.
+    s.handle_command_finished(done());
+    let _ = drain(&mut s);
+    s.handle_message(assign("t1", 5));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(with_outcome(task("t1", 5), done())),
+            accepted("t1"),
+            completed("t1", 5),
+        ]
+    );
+}
+
+#[test]
+fn an_outcome_made_while_disconnected_is_saved_and_reported_after_continue() {
+    let mut s = running_t1();
+    s.handle_disconnected();
+    assert!(s.wants_connection());
+    s.handle_command_finished(done());
+    assert_eq!(
+        drain(&mut s),
+        [Output::SaveState(with_outcome(task("t1", 1), done()))]
+    );
+    s.handle_connected();
+    assert_eq!(drain(&mut s), [recovering("t1")]);
+    s.handle_message(cont("t1", 1));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(with_outcome(task("t1", 1), done())),
+            completed("t1", 1),
+        ]
+    );
+    s.handle_message(ack("t1", "complete"));
+    assert_eq!(drain(&mut s), [Output::ClearState]);
+}
+
+#[test]
+fn an_unacknowledged_outcome_is_resent_after_a_reconnect() {
+    let mut s = reported_t1();
+    s.handle_disconnected();
+    s.handle_connected();
+    assert_eq!(drain(&mut s), [recovering("t1")]);
+    s.handle_message(cont("t1", 2));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(with_outcome(task("t1", 2), done())),
+            completed("t1", 2),
+        ]
+    );
+}
+
+#[test]
+fn an_outcome_made_while_recovering_waits_for_continue() {
+    let mut s = running_t1();
+    s.handle_disconnected();
+    s.handle_connected();
+    assert_eq!(drain(&mut s), [recovering("t1")]);
+    s.handle_command_finished(done());
+    assert_eq!(
+        drain(&mut s),
+        [Output::SaveState(with_outcome(task("t1", 1), done()))]
+    );
+    s.handle_message(cont("t1", 1));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(with_outcome(task("t1", 1), done())),
+            completed("t1", 1),
+        ]
+    );
+}
+
+#[test]
+fn a_command_still_running_after_a_reconnect_goes_on_after_continue() {
+    let mut s = running_t1();
+    s.handle_disconnected();
+    s.handle_connected();
+    assert_eq!(drain(&mut s), [recovering("t1")]);
+    s.handle_message(cont("t1", 2));
+    assert_eq!(drain(&mut s), [Output::SaveState(task("t1", 2))]);
+}
+
+#[test]
+fn unsent_messages_are_dropped_on_disconnect() {
+    let mut s = idle();
+    s.handle_message(assign("t1", 1));
+    assert_eq!(s.poll_output(), Some(Output::SaveState(task("t1", 1))));
+    s.handle_state_saved(Ok(()));
+    s.handle_disconnected();
+    assert_eq!(drain(&mut s), [Output::StartCommand(task("t1", 1))]);
+}
+
+#[test]
+fn cancel_kills_the_running_command_and_clears_the_task() {
+    let mut s = running_t1();
+    s.handle_message(CoordinatorMessage::TaskCancel {
+        task_id: "t1".into(),
+    });
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::KillCommand {
+                task_id: "t1".into()
+            },
+            Output::ClearState,
+        ]
+    );
+    // Unknown or repeated cancels change nothing.
+    s.handle_message(CoordinatorMessage::TaskCancel {
+        task_id: "t1".into(),
+    });
+    assert_eq!(drain(&mut s), []);
+    s.handle_message(assign("t2", 1));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(task("t2", 1)),
+            accepted("t2"),
+            Output::StartCommand(task("t2", 1)),
+        ]
+    );
+}
+
+#[test]
+fn cancel_after_the_command_ended_clears_the_outcome() {
+    let mut s = reported_t1();
+    s.handle_message(CoordinatorMessage::TaskCancel {
+        task_id: "t1".into(),
+    });
+    assert_eq!(drain(&mut s), [Output::ClearState]);
+}
+
+#[test]
+fn shutdown_while_idle_exits_at_once() {
+    let mut s = idle();
+    s.handle_shutdown(100);
+    assert_eq!(drain(&mut s), [Output::Exit]);
+    assert!(!s.wants_connection());
+    // Nothing after Exit.
+    s.handle_message(assign("t1", 1));
+    s.handle_shutdown(200);
+    assert_eq!(drain(&mut s), []);
+
+    let mut offline = AgentSession::new(config(), None);
+    offline.handle_shutdown(100);
+    assert_eq!(drain(&mut offline), [Output::Exit]);
+}
+
+#[test]
+fn shutdown_while_busy_lets_the_command_finish_and_exits_after_the_ack() {
+    let mut s = running_t1();
+    s.handle_shutdown(100);
+    assert_eq!(drain(&mut s), []);
+    assert_eq!(s.poll_timeout(), Some(100 + GRACE_MS));
+    assert!(s.wants_connection());
+    s.handle_message(assign("t2", 1));
+    assert_eq!(drain(&mut s), [rejected("t2", "shutting_down")]);
+    s.handle_message(ack("t2", "rejected"));
+    assert_eq!(drain(&mut s), []);
+    s.handle_timeout(100 + GRACE_MS - 1);
+    assert_eq!(drain(&mut s), []);
+    s.handle_command_finished(done());
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(with_outcome(task("t1", 1), done())),
+            completed("t1", 1),
+        ]
+    );
+    assert_eq!(s.poll_timeout(), None);
+    s.handle_message(ack("t1", "complete"));
+    assert_eq!(drain(&mut s), [Output::ClearState, Output::Exit]);
+}
+
+#[test]
+fn shutdown_while_busy_kills_the_command_after_the_grace_and_keeps_the_task() {
+    let mut s = running_t1();
+    s.handle_shutdown(100);
+    s.handle_shutdown(500); // a second signal does not move the deadline
+    assert_eq!(drain(&mut s), []);
+    assert_eq!(s.poll_timeout(), Some(100 + GRACE_MS));
+    s.handle_timeout(100 + GRACE_MS);
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::KillCommand {
+                task_id: "t1".into()
+            },
+            Output::Exit,
+        ]
+    );
+}
+
+#[test]
+fn shutdown_while_disconnected_waits_for_the_command_saves_its_outcome_and_exits() {
+    let mut s = running_t1();
+    s.handle_disconnected();
+    s.handle_shutdown(100);
+    assert_eq!(drain(&mut s), []);
+    assert!(!s.wants_connection());
+    assert_eq!(s.poll_timeout(), Some(100 + GRACE_MS));
+    s.handle_command_finished(done());
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(with_outcome(task("t1", 1), done())),
+            Output::Exit,
+        ]
+    );
+
+    let mut s = running_t1();
+    s.handle_disconnected();
+    s.handle_shutdown(100);
+    s.handle_timeout(100 + GRACE_MS);
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::KillCommand {
+                task_id: "t1".into()
+            },
+            Output::Exit,
+        ]
+    );
+}
+
+#[test]
+fn shutdown_while_disconnected_holding_an_outcome_exits_and_keeps_it() {
+    let mut s = reported_t1();
+    s.handle_disconnected();
+    s.handle_shutdown(100);
+    assert_eq!(drain(&mut s), [Output::Exit]);
+}
+
+#[test]
+fn a_draining_runner_reconnects_to_report_then_exits() {
+    let mut s = running_t1();
+    s.handle_shutdown(100);
+    s.handle_disconnected();
+    assert!(s.wants_connection());
+    s.handle_command_finished(done());
+    assert_eq!(
+        drain(&mut s),
+        [Output::SaveState(with_outcome(task("t1", 1), done()))]
+    );
+    s.handle_connected();
+    assert_eq!(drain(&mut s), [recovering("t1")]);
+    s.handle_message(cont("t1", 1));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(with_outcome(task("t1", 1), done())),
+            completed("t1", 1),
+        ]
+    );
+    s.handle_message(ack("t1", "complete"));
+    assert_eq!(drain(&mut s), [Output::ClearState, Output::Exit]);
+}
+
+#[test]
+fn a_draining_runner_does_not_start_a_recovered_command() {
+    let mut s = AgentSession::new(config(), Some(task("t1", 1)));
+    s.handle_connected();
+    let _ = drain(&mut s);
+    s.handle_shutdown(100);
+    assert_eq!(drain(&mut s), []);
+    assert_eq!(s.poll_timeout(), None);
+    s.handle_message(cont("t1", 2));
+    assert_eq!(
+        drain(&mut s),
+        [Output::SaveState(task("t1", 2)), Output::Exit]
+    );
+}
+
+#[test]
+fn a_draining_runner_ignores_other_tasks_acks_cancels_and_errors() {
+    let mut s = reported_t1();
+    s.handle_shutdown(100);
+    s.handle_message(ack("other", "rejected"));
+    s.handle_message(CoordinatorMessage::TaskCancel {
+        task_id: "other".into(),
+    });
+    s.handle_message(CoordinatorMessage::error(
+        ErrorCode::NotAssigned,
+        Some("other"),
+        "",
+    ));
+    assert_eq!(drain(&mut s), []);
+    s.handle_message(CoordinatorMessage::TaskReassign {
+        task_id: "t1".into(),
+    });
+    assert_eq!(drain(&mut s), [Output::ClearState, Output::Exit]);
+}
+
+#[test]
+fn a_refused_report_drops_the_task_only_if_it_is_no_longer_ours() {
+    for code in [ErrorCode::StaleGeneration, ErrorCode::NotAssigned] {
+        let mut s = reported_t1();
+        s.handle_message(CoordinatorMessage::error(code, Some("t1"), "gone"));
+        assert_eq!(drain(&mut s), [Output::ClearState], "{code:?}");
+    }
+    let mut s = reported_t1();
+    s.handle_message(CoordinatorMessage::error(
+        ErrorCode::InvalidState,
+        Some("t1"),
+        "",
+    ));
+    s.handle_message(CoordinatorMessage::error(
+        ErrorCode::StaleGeneration,
+        Some("other"),
+        "",
+    ));
+    s.handle_message(CoordinatorMessage::error(
+        ErrorCode::InvalidMessage,
+        None,
+        "oops",
+    ));
+    assert_eq!(drain(&mut s), []);
+    // Before the outcome exists, an error about the task keeps it.
+    let mut s = running_t1();
+    s.handle_message(CoordinatorMessage::error(
+        ErrorCode::NotAssigned,
+        Some("t1"),
+        "",
+    ));
+    assert_eq!(drain(&mut s), []);
+    s.handle_command_finished(done());
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(with_outcome(task("t1", 1), done())),
+            completed("t1", 1),
+        ]
+    );
+}
+
+#[test]
+fn progress_goes_out_only_for_the_unfinished_held_task_while_connected() {
+    let mut s = running_t1();
+    s.handle_progress("other".into(), json!(1));
+    assert_eq!(drain(&mut s), []);
+    s.handle_disconnected();
+    s.handle_progress("t1".into(), json!(1));
+    assert_eq!(drain(&mut s), []);
+    let mut s = reported_t1();
+    s.handle_progress("t1".into(), json!(1));
+    assert_eq!(drain(&mut s), []);
+}
