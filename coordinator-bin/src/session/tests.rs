@@ -705,3 +705,56 @@ fn refusals_map_to_stable_wire_codes() {
         assert_eq!(error_code(&err), code, "{err}");
     }
 }
+
+/// The session core stays pure: nothing in its sources reads the clock, touches
+/// files, sockets, threads or randomness, uses an async runtime, locks, spawns or
+/// exits, or reaches into the I/O rooms of this crate.
+#[test]
+fn the_session_core_does_no_io() {
+    const FORBIDDEN: [&str; 22] = [
+        "SystemTime",
+        "Instant",
+        "std::fs",
+        "std::net",
+        "std::thread",
+        "std::process",
+        "exit(",
+        "tokio",
+        "hyper",
+        "rusqlite",
+        "fastwebsockets",
+        "rand::",
+        "getrandom",
+        "Mutex",
+        "RwLock",
+        "mpsc",
+        "spawn",
+        "async ",
+        "crate::server",
+        "crate::agent",
+        "crate::client",
+        "transport_ws::server",
+    ];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/session");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().is_some_and(|n| n == "tests.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for needle in FORBIDDEN {
+                assert!(
+                    !code.contains(needle),
+                    "{}:{}: uses {needle}",
+                    path.display(),
+                    n + 1
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 6, "the session's sources were found");
+}

@@ -8,7 +8,7 @@ use coordinator_bin::session::Frame;
 use transport_ws::protocol::{AgentMessage, CapabilityEntry, CoordinatorMessage, ErrorCode};
 
 use crate::rng::Rng;
-use crate::world::{Violation, World};
+use crate::world::{Event, Violation, World};
 
 /// The task an agent is working on.
 #[derive(Debug, Clone)]
@@ -133,8 +133,13 @@ impl World {
             self.agents[agent].outbox = Some(report.clone());
             self.send_report(agent, &report);
             if self.faults && self.rng.chance(100) {
-                // The same report again, a little later.
+                // The same report twice in a row.
                 self.send_report(agent, &report);
+            }
+            if self.faults && self.rng.chance(100) {
+                // And once more much later, when it may well be stale.
+                let delay = self.rng.between(1_000, 15_000);
+                self.schedule(delay, Event::LateReport { agent, report });
             }
         } else {
             let task_id = work.task_id;
@@ -157,7 +162,7 @@ impl World {
         Ok(())
     }
 
-    fn send_report(&mut self, agent: usize, report: &Report) {
+    pub fn send_report(&mut self, agent: usize, report: &Report) {
         self.reports_sent
             .insert((report.task_id.clone(), report.generation, report.succeeds));
         let message = if report.succeeds {
@@ -260,10 +265,8 @@ impl World {
                 }
             }
             CoordinatorMessage::TaskReassign { task_id } => self.forget(agent, &task_id),
-            CoordinatorMessage::TaskCancel { task_id } => {
-                if !self.agents[agent].ignores_cancel {
-                    self.forget(agent, &task_id);
-                }
+            CoordinatorMessage::TaskCancel { task_id } if !self.agents[agent].ignores_cancel => {
+                self.forget(agent, &task_id);
             }
             CoordinatorMessage::TaskAck { task_id, status } => {
                 if status == "complete" {

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use world::{Params, World};
+use world::World;
 
 struct Args {
     seeds: u64,
@@ -63,7 +63,7 @@ fn parse_args() -> Result<Args, String> {
 
 /// Runs one seed; the error is the violation with the trace tail when asked.
 fn run_seed(seed: u64, trace: bool) -> Result<World, (String, Option<Vec<String>>)> {
-    let mut world = World::new(seed, Params::default(), trace);
+    let mut world = World::new(seed, trace);
     match world.run() {
         Ok(()) => Ok(world),
         Err(violation) => Err((violation, world.trace.take())),

@@ -31,13 +31,14 @@ pub struct Params {
     pub settle_ms: u64,
 }
 
-impl Default for Params {
-    fn default() -> Self {
+impl Params {
+    /// A size drawn from the seed: 1 to 6 agents, 5 to 60 tasks, 20 to 180 s of faults.
+    pub fn draw(rng: &mut Rng) -> Params {
         Params {
-            agents: 3,
-            tasks: 12,
-            fault_ms: 40_000,
-            settle_ms: 600_000,
+            agents: rng.between(1, 6) as usize,
+            tasks: rng.between(5, 60),
+            fault_ms: rng.between(20_000, 180_000),
+            settle_ms: 900_000,
         }
     }
 }
@@ -63,6 +64,11 @@ pub enum Event {
     },
     /// An agent's own timer (work done, progress, reconnect, restart).
     AgentWake { agent: usize, wake: u64 },
+    /// An agent sends an old report again, late (on whatever connection it has then).
+    LateReport {
+        agent: usize,
+        report: crate::agent::Report,
+    },
     /// A producer or operator acts.
     ClientTick,
     /// Something breaks.
@@ -135,8 +141,9 @@ pub struct World {
 pub type Violation = String;
 
 impl World {
-    pub fn new(seed: u64, params: Params, trace: bool) -> World {
+    pub fn new(seed: u64, trace: bool) -> World {
         let mut rng = Rng::new(seed);
+        let params = Params::draw(&mut rng);
         let config = SessionConfig {
             scheduler: SchedulerConfig {
                 accept_timeout_ms: rng.between(2_000, 8_000),
@@ -303,6 +310,12 @@ impl World {
             Event::AgentWake { agent, wake } => {
                 if self.agents[agent].wake == wake {
                     self.agent_wakes(agent)?;
+                }
+            }
+            Event::LateReport { agent, report } => {
+                if self.agents[agent].identified {
+                    self.note(|| format!("agent {agent} repeats an old report {report:?}"));
+                    self.send_report(agent, &report);
                 }
             }
             Event::ClientTick => self.client_acts(),
@@ -765,7 +778,7 @@ impl World {
                 }
             }
             Frame::Message(CoordinatorMessage::TaskCancel { task_id }) => {
-                if !stored(task_id).is_some_and(|t| t.status == Status::Cancelled) {
+                if stored(task_id).is_none_or(|t| t.status != Status::Cancelled) {
                     return Err(format!("task_cancel for {task_id} sent before its commit"));
                 }
             }
@@ -773,7 +786,7 @@ impl World {
                 task_id,
                 generation,
             }) => {
-                if !stored(task_id).is_some_and(|t| t.generation >= *generation) {
+                if stored(task_id).is_none_or(|t| t.generation < *generation) {
                     return Err(format!("task_continue for {task_id} before its commit"));
                 }
             }
@@ -817,7 +830,7 @@ impl World {
                 }
             }
             (Pending::Cancel { task_id }, Answer::Cancelled) => {
-                if !stored(&task_id).is_some_and(|t| t.status == Status::Cancelled) {
+                if stored(&task_id).is_none_or(|t| t.status != Status::Cancelled) {
                     return Err(format!("cancel of {task_id} answered before its commit"));
                 }
             }
