@@ -47,6 +47,14 @@ pub struct Inbox {
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// Why the driver woke up.
+enum Wake {
+    Report(WriterReport),
+    Command(Command),
+    Socket(SocketEvent),
+    Timer,
+}
+
 /// Inputs taken in one wake before the outputs are carried out (bigger batches).
 const BURST: usize = 512;
 
@@ -88,21 +96,26 @@ impl Driver {
         let timer = tokio::time::sleep_until(until(now_ms(), deadline));
         tokio::pin!(timer);
         loop {
-            tokio::select! {
+            let wake = tokio::select! {
                 biased;
                 _ = inbox.shutdown.changed() => break,
                 changed = inbox.commits.changed() => match changed {
-                    Ok(()) => {
-                        let report = inbox.commits.borrow_and_update().clone();
-                        self.on_report(report);
-                    }
-                    Err(_) => self.session.handle_commit_failed("the writer stopped".to_owned()),
+                    Ok(()) => Wake::Report(inbox.commits.borrow_and_update().clone()),
+                    Err(_) => Wake::Report(WriterReport::Failed("the writer stopped".to_owned())),
                 },
-                Some(command) = inbox.commands.recv() => self.on_command(now_ms(), command),
-                Some(event) = inbox.sockets.recv() => self.on_socket(now_ms(), event),
-                () = &mut timer, if deadline.is_some() => self.session.handle_timeout(now_ms()),
-            }
+                Some(command) = inbox.commands.recv() => Wake::Command(command),
+                Some(event) = inbox.sockets.recv() => Wake::Socket(event),
+                () = &mut timer, if deadline.is_some() => Wake::Timer,
+            };
+            // The one clock read of this wake.
             let now = now_ms();
+            let timer_fired = matches!(wake, Wake::Timer);
+            match wake {
+                Wake::Report(report) => self.on_report(report),
+                Wake::Command(command) => self.on_command(now, command),
+                Wake::Socket(event) => self.on_socket(now, event),
+                Wake::Timer => self.session.handle_timeout(now),
+            }
             for _ in 0..BURST {
                 if let Ok(event) = inbox.sockets.try_recv() {
                     self.on_socket(now, event);
@@ -113,8 +126,9 @@ impl Driver {
                 }
             }
             self.carry_out(now).await?;
+            // One timer, reset only when the deadline moves (or it has fired).
             let next = self.session.poll_timeout();
-            if next != deadline {
+            if next != deadline || timer_fired {
                 deadline = next;
                 timer.as_mut().reset(until(now, deadline));
             }
