@@ -12,7 +12,6 @@ pub(crate) mod http;
 pub(crate) mod ids;
 pub(crate) mod metrics;
 pub(crate) mod observe;
-pub(crate) mod routes;
 pub(crate) mod serve;
 pub(crate) mod task_json;
 pub(crate) mod token_command;

@@ -1,0 +1,87 @@
+//! The operations routes: health, metrics, the OpenAPI document, the dashboard
+//! page and its state.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::CONTENT_TYPE;
+use hyper::{Response, StatusCode};
+use serde_json::json;
+
+use crate::server::api_error::ApiError;
+use crate::server::db;
+use crate::server::http::ask::{agents, ask, unexpected};
+use crate::server::http::json::dashboard_json;
+use crate::server::http::response::{json_response, Resp};
+use crate::server::http::{routes, AppState};
+use crate::session::{AgentInfo, Answer, Request as CoreRequest};
+
+/// The agent states `/metrics` counts, each reported even at zero.
+const AGENT_STATES: [&str; 5] = ["offline", "idle", "assigned", "working", "blocked"];
+
+/// `GET /health`: up, and since how long.
+pub fn health(state: &AppState) -> Resp {
+    json_response(
+        StatusCode::OK,
+        &json!({"status": "ok", "uptime_ms": state.started.elapsed().as_millis() as u64}),
+    )
+}
+
+/// `GET /metrics`: the process's metrics plus task and agent gauges, as
+/// OpenMetrics text.
+pub async fn metrics(state: &AppState) -> Result<Resp, ApiError> {
+    let counts = state.reads.run(db::count_by_status_priority).await?;
+    let agents = agents(state).await?;
+    let text = crate::server::metrics::render(&metrics_gauges(&counts, &agents));
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+        .body(Full::new(Bytes::from(text)))
+        .expect("static response parts are valid"))
+}
+
+/// `GET /openapi.json`: the OpenAPI document.
+pub fn openapi() -> Resp {
+    Response::builder()
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from_static(routes::OPENAPI.as_bytes())))
+        .expect("static response parts are valid")
+}
+
+/// `GET /dashboard`: the operator page, never cached.
+pub fn dashboard_page() -> Resp {
+    Response::builder()
+        .header(CONTENT_TYPE, "text/html; charset=utf-8")
+        .header("cache-control", "no-store")
+        .body(Full::new(Bytes::from_static(
+            crate::server::dashboard::PAGE.as_bytes(),
+        )))
+        .expect("static response parts are valid")
+}
+
+/// `GET /api/dashboard/state`: the session's dashboard snapshot.
+pub async fn dashboard_state(state: &AppState) -> Result<Resp, ApiError> {
+    match ask(state, CoreRequest::Dashboard).await? {
+        Answer::Dashboard(snapshot) => {
+            Ok(json_response(StatusCode::OK, &dashboard_json(&snapshot)))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// The `coordinator_tasks` and `coordinator_agents` gauge families, in
+/// OpenMetrics text, from `(status, lane, n)` rows and the known agents.
+pub fn metrics_gauges(counts: &[(String, String, u64)], agents: &[AgentInfo]) -> String {
+    let mut out = String::from("# HELP coordinator_tasks Tasks in storage by status and lane.\n# TYPE coordinator_tasks gauge\n");
+    for (status, priority, n) in counts {
+        out += &format!("coordinator_tasks{{status=\"{status}\",priority=\"{priority}\"}} {n}\n");
+    }
+    out += "# HELP coordinator_agents Known agents by state.\n# TYPE coordinator_agents gauge\n";
+    for state_name in AGENT_STATES {
+        let n = agents.iter().filter(|a| a.state == state_name).count();
+        out += &format!("coordinator_agents{{state=\"{state_name}\"}} {n}\n");
+    }
+    out
+}

@@ -1,0 +1,226 @@
+//! The task routes: submit one or a batch, list, dead letter, stats, get,
+//! cancel, retry.
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use queue_core::{NewTask, Status};
+use serde_json::{json, Value};
+
+use crate::server::api_error::ApiError;
+use crate::server::db::{self, TaskFilter};
+use crate::server::http::ask::{ask, unexpected};
+use crate::server::http::body::{query_pairs, read_json};
+use crate::server::http::json::{stats_json, task_page_json};
+use crate::server::http::response::{json_response, Resp};
+use crate::server::http::AppState;
+use crate::server::task_json::{parse_submission, task_json};
+use crate::session::{Answer, Receipt, Request as CoreRequest};
+
+/// Most tasks one batch submission may carry.
+pub const MAX_BATCH: usize = 1_000;
+
+/// Tasks one list answer holds unless the query says otherwise.
+const DEFAULT_LIMIT: u32 = 100;
+
+/// `POST /api/tasks`: 201 with the receipt.
+pub async fn submit(
+    req: Request<Incoming>,
+    state: &AppState,
+    submitter: &str,
+) -> Result<Resp, ApiError> {
+    let body = read_json(req.into_body(), state.max_body_bytes).await?;
+    let task = parse_submission(&body, submitter)?;
+    let receipts = submit_tasks(state, vec![task]).await?;
+    let r = receipts
+        .first()
+        .ok_or_else(|| ApiError::internal("a submission of one task gave no receipt"))?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"status": "queued", "task_id": r.task_id, "priority": r.priority, "created_at": r.created_at_ms}),
+    ))
+}
+
+/// `POST /api/tasks/batch`: 201 with the ids, in order; all tasks or none.
+pub async fn submit_batch(
+    req: Request<Incoming>,
+    state: &AppState,
+    submitter: &str,
+) -> Result<Resp, ApiError> {
+    let body = read_json(req.into_body(), state.max_body_bytes).await?;
+    let tasks = decode_batch(&body, submitter)?;
+    let receipts = submit_tasks(state, tasks).await?;
+    let ids: Vec<&str> = receipts.iter().map(|r| r.task_id.as_str()).collect();
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"status": "queued", "count": ids.len(), "task_ids": ids}),
+    ))
+}
+
+/// `GET /api/tasks`: one page of tasks.
+pub async fn list(state: &AppState, query: &str) -> Result<Resp, ApiError> {
+    let (filter, after) = decode_list_query(query, None)?;
+    let tasks = read_page(state, filter, after).await?;
+    Ok(json_response(StatusCode::OK, &task_page_json(&tasks)))
+}
+
+/// `GET /api/tasks/dead-letter`: one page of dead-letter tasks.
+pub async fn dead_letter(state: &AppState, query: &str) -> Result<Resp, ApiError> {
+    let (filter, after) = decode_list_query(query, Some(Status::DeadLetter))?;
+    let tasks = read_page(state, filter, after).await?;
+    Ok(json_response(StatusCode::OK, &task_page_json(&tasks)))
+}
+
+/// `GET /api/tasks/stats`: counts by status and lane.
+pub async fn stats(state: &AppState) -> Result<Resp, ApiError> {
+    let counts = state.reads.run(db::count_by_status_priority).await?;
+    Ok(json_response(StatusCode::OK, &stats_json(&counts)))
+}
+
+/// `GET /api/tasks/{id}`: the task with its history, or 404.
+pub async fn get(state: &AppState, id: String) -> Result<Resp, ApiError> {
+    let task = state.reads.run(move |c| db::get_task(c, &id)).await?;
+    let task = task.ok_or_else(|| ApiError::not_found("no task with this id"))?;
+    Ok(json_response(StatusCode::OK, &task_json(&task)))
+}
+
+/// `POST /api/tasks/{id}/cancel`: the session decides, knowing the stored
+/// status.
+pub async fn cancel(state: &AppState, id: String) -> Result<Resp, ApiError> {
+    let read_id = id.clone();
+    let stored = state
+        .reads
+        .run(move |c| db::get_task(c, &read_id))
+        .await?
+        .map(|task| task.status);
+    let request = CoreRequest::Cancel {
+        task_id: id.clone(),
+        stored,
+    };
+    match ask(state, request).await? {
+        Answer::Cancelled => Ok(json_response(
+            StatusCode::OK,
+            &json!({"status": "cancelled", "task_id": id}),
+        )),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// `POST /api/tasks/{id}/retry`: the session decides, knowing the stored
+/// record.
+pub async fn retry(state: &AppState, id: String) -> Result<Resp, ApiError> {
+    let read_id = id.clone();
+    let stored = state.reads.run(move |c| db::get_task(c, &read_id)).await?;
+    let request = CoreRequest::Retry {
+        task_id: id.clone(),
+        stored,
+    };
+    match ask(state, request).await? {
+        Answer::Retried => Ok(json_response(
+            StatusCode::OK,
+            &json!({"status": "queued", "task_id": id}),
+        )),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// The tasks of a batch body: `{"tasks": [...]}` or a bare array of 1 to
+/// [`MAX_BATCH`] submissions. A bad task's error names its index.
+pub fn decode_batch(body: &Value, submitter: &str) -> Result<Vec<NewTask>, ApiError> {
+    let items = match body {
+        Value::Array(items) => items,
+        Value::Object(o) => o
+            .get("tasks")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ApiError::bad_body("expected {\"tasks\": [...]} or a JSON array"))?,
+        _ => {
+            return Err(ApiError::bad_body(
+                "expected {\"tasks\": [...]} or a JSON array",
+            ))
+        }
+    };
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(ApiError::invalid_field(format!(
+            "a batch holds 1 to {MAX_BATCH} tasks"
+        )));
+    }
+    let mut tasks = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let task = parse_submission(item, submitter).map_err(|mut e| {
+            e.detail = format!("task {i}: {}", e.detail);
+            e
+        })?;
+        tasks.push(task);
+    }
+    Ok(tasks)
+}
+
+/// The filter of a list query and the id named by `after`, if any. `forced`
+/// fixes the status (a `status` key is then ignored); keys with empty values and
+/// unknown keys are ignored.
+pub fn decode_list_query(
+    query: &str,
+    forced: Option<Status>,
+) -> Result<(TaskFilter, Option<String>), ApiError> {
+    let mut filter = TaskFilter {
+        status: forced,
+        limit: DEFAULT_LIMIT,
+        ..TaskFilter::default()
+    };
+    let mut after = None;
+    for (key, value) in query_pairs(query) {
+        if value.is_empty() {
+            continue;
+        }
+        match key.as_str() {
+            "status" if forced.is_none() => {
+                filter.status = Some(value.parse().map_err(|e: queue_core::UnknownStatus| {
+                    ApiError::invalid_field(e.to_string())
+                })?)
+            }
+            "priority" => {
+                filter.priority =
+                    Some(value.parse().map_err(|e: queue_core::UnknownPriority| {
+                        ApiError::invalid_field(e.to_string())
+                    })?)
+            }
+            "assigned_to" => filter.assigned_to = Some(value),
+            "limit" => {
+                filter.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| ApiError::invalid_field("limit must be from 1 to 1000"))?
+            }
+            "after" => after = Some(value),
+            _ => {}
+        }
+    }
+    Ok((filter, after))
+}
+
+/// One page of tasks; 422 when `after` names no task.
+async fn read_page(
+    state: &AppState,
+    mut filter: TaskFilter,
+    after: Option<String>,
+) -> Result<Vec<queue_core::Task>, ApiError> {
+    state
+        .reads
+        .run(move |c| {
+            if let Some(after) = after {
+                match db::task_seq(c, &after)? {
+                    Some(seq) => filter.after_seq = Some(seq),
+                    None => return Ok(Err(ApiError::invalid_field("`after` names no task"))),
+                }
+            }
+            Ok(Ok(db::list_tasks(c, &filter)?))
+        })
+        .await?
+}
+
+async fn submit_tasks(state: &AppState, tasks: Vec<NewTask>) -> Result<Vec<Receipt>, ApiError> {
+    match ask(state, CoreRequest::Submit { tasks }).await? {
+        Answer::Submitted(receipts) => Ok(receipts),
+        other => Err(unexpected(other)),
+    }
+}

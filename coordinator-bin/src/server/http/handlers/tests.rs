@@ -1,0 +1,212 @@
+//! Tests of the handlers' decoding and encoding: batch bodies, list queries,
+//! token bodies, metric gauges.
+
+use hyper::StatusCode;
+use queue_core::{Priority, Status};
+use serde_json::{json, Value};
+
+use super::ops::metrics_gauges;
+use super::tasks::{decode_batch, decode_list_query, MAX_BATCH};
+use super::tokens::decode_identity;
+use crate::server::api_error::ApiError;
+use crate::server::auth::Identity;
+use crate::session::AgentInfo;
+
+fn descriptions(body: &Value) -> Result<Vec<String>, ApiError> {
+    Ok(decode_batch(body, "ops")?
+        .into_iter()
+        .map(|t| t.description)
+        .collect())
+}
+
+#[test]
+fn a_batch_is_an_array_or_an_object_with_tasks_kept_in_order() {
+    let items = json!([{"description": "a"}, {"description": "b"}]);
+    assert_eq!(
+        descriptions(&items),
+        Ok(vec!["a".to_owned(), "b".to_owned()])
+    );
+    let wrapped = json!({"tasks": items});
+    assert_eq!(
+        descriptions(&wrapped),
+        Ok(vec!["a".to_owned(), "b".to_owned()])
+    );
+    let tasks = decode_batch(&wrapped, "ops").unwrap();
+    assert!(tasks
+        .iter()
+        .all(|t| t.submitted_by.as_deref() == Some("ops")));
+    assert_ne!(tasks[0].id, tasks[1].id);
+}
+
+#[test]
+fn a_batch_of_another_shape_is_400() {
+    let shape = ApiError::bad_body("expected {\"tasks\": [...]} or a JSON array");
+    assert_eq!(descriptions(&json!("tasks")), Err(shape.clone()));
+    assert_eq!(descriptions(&json!({"items": []})), Err(shape.clone()));
+    assert_eq!(descriptions(&json!({"tasks": {}})), Err(shape));
+}
+
+#[test]
+fn a_batch_holds_1_to_max_batch_tasks() {
+    let size = ApiError::invalid_field(format!("a batch holds 1 to {MAX_BATCH} tasks"));
+    assert_eq!(descriptions(&json!([])), Err(size.clone()));
+    let too_many: Vec<Value> = (0..=MAX_BATCH)
+        .map(|_| json!({"description": "x"}))
+        .collect();
+    assert_eq!(descriptions(&Value::Array(too_many)), Err(size));
+    let full: Vec<Value> = (0..MAX_BATCH)
+        .map(|_| json!({"description": "x"}))
+        .collect();
+    assert_eq!(
+        descriptions(&Value::Array(full)).map(|d| d.len()),
+        Ok(MAX_BATCH)
+    );
+}
+
+#[test]
+fn a_bad_task_in_a_batch_is_named_by_its_index() {
+    let body = json!([{"description": "a"}, {"description": ""}]);
+    assert_eq!(
+        descriptions(&body),
+        Err(ApiError::invalid_field(
+            "task 1: description must not be empty"
+        ))
+    );
+    let body = json!([{"description": "a"}, 7]);
+    assert_eq!(
+        descriptions(&body),
+        Err(ApiError::bad_body("task 1: a task must be a JSON object"))
+    );
+}
+
+#[test]
+fn an_empty_list_query_asks_for_the_first_hundred() {
+    let (filter, after) = decode_list_query("", None).unwrap();
+    assert_eq!(
+        (
+            filter.status,
+            filter.priority,
+            filter.assigned_to,
+            filter.after_seq,
+            filter.limit
+        ),
+        (None, None, None, None, 100)
+    );
+    assert_eq!(after, None);
+}
+
+#[test]
+fn a_list_query_sets_every_filter() {
+    let (filter, after) = decode_list_query(
+        "status=dead_letter&priority=high&assigned_to=agent%201&limit=1000&after=t9&other=x",
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            filter.status,
+            filter.priority,
+            filter.assigned_to.as_deref(),
+            filter.limit
+        ),
+        (
+            Some(Status::DeadLetter),
+            Some(Priority::High),
+            Some("agent 1"),
+            1000
+        )
+    );
+    assert_eq!(after.as_deref(), Some("t9"));
+}
+
+#[test]
+fn empty_values_are_ignored_and_a_forced_status_wins() {
+    let (filter, after) = decode_list_query("status=&limit=&after=", None).unwrap();
+    assert_eq!((filter.status, filter.limit, after), (None, 100, None));
+    let (filter, _) = decode_list_query("status=queued", Some(Status::DeadLetter)).unwrap();
+    assert_eq!(filter.status, Some(Status::DeadLetter));
+    let (filter, _) = decode_list_query("status=nonsense", Some(Status::DeadLetter)).unwrap();
+    assert_eq!(filter.status, Some(Status::DeadLetter));
+}
+
+#[test]
+fn bad_list_values_are_422() {
+    let status = decode_list_query("status=nonsense", None).unwrap_err();
+    assert_eq!(
+        (status.status, status.code, status.detail.as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "unknown status `nonsense`"
+        )
+    );
+    let priority = decode_list_query("priority=top", None).unwrap_err();
+    assert_eq!(
+        (priority.status, priority.detail.as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown priority `top` (expected urgent, high, normal or low)"
+        )
+    );
+    let limit = ApiError::invalid_field("limit must be from 1 to 1000");
+    for bad in ["limit=0", "limit=1001", "limit=-1", "limit=ten"] {
+        assert_eq!(decode_list_query(bad, None).unwrap_err(), limit, "{bad}");
+    }
+}
+
+#[test]
+fn a_token_is_for_exactly_one_agent_or_admin() {
+    assert_eq!(
+        decode_identity(&json!({"agent_id": "a1"})),
+        Ok(Identity::Agent("a1".to_owned()))
+    );
+    assert_eq!(
+        decode_identity(&json!({"admin": "ops"})),
+        Ok(Identity::Admin("ops".to_owned()))
+    );
+    let refused = ApiError::invalid_field("give exactly one of agent_id or admin, non-empty");
+    for body in [
+        json!({}),
+        json!({"agent_id": "a1", "admin": "ops"}),
+        json!({"agent_id": ""}),
+        json!({"admin": ""}),
+        json!({"agent_id": 7}),
+        json!([]),
+    ] {
+        assert_eq!(decode_identity(&body), Err(refused.clone()), "{body}");
+    }
+}
+
+fn agent_in(state: &'static str) -> AgentInfo {
+    AgentInfo {
+        agent_id: format!("{state}-agent"),
+        name: None,
+        state,
+        connected: state != "offline",
+        current_task: None,
+        generation: None,
+        capabilities: Vec::new(),
+        flags: Vec::new(),
+        state_since_ms: 0,
+        awaiting_recovery: 0,
+    }
+}
+
+#[test]
+fn metric_gauges_list_task_rows_and_every_agent_state() {
+    let rows = vec![("queued".to_owned(), "high".to_owned(), 3)];
+    let agents = vec![agent_in("idle"), agent_in("idle"), agent_in("working")];
+    assert_eq!(
+        metrics_gauges(&rows, &agents),
+        "# HELP coordinator_tasks Tasks in storage by status and lane.\n\
+         # TYPE coordinator_tasks gauge\n\
+         coordinator_tasks{status=\"queued\",priority=\"high\"} 3\n\
+         # HELP coordinator_agents Known agents by state.\n\
+         # TYPE coordinator_agents gauge\n\
+         coordinator_agents{state=\"offline\"} 0\n\
+         coordinator_agents{state=\"idle\"} 2\n\
+         coordinator_agents{state=\"assigned\"} 0\n\
+         coordinator_agents{state=\"working\"} 1\n\
+         coordinator_agents{state=\"blocked\"} 0\n"
+    );
+}
