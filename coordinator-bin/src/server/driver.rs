@@ -11,8 +11,11 @@ use tokio::time::Instant;
 use transport_ws::protocol::encode_task_assign;
 use transport_ws::server::{SendError, SocketEvent, SocketEventKind, SocketHandle};
 
+use queue_core::Task;
+
 use super::auth::Authenticator;
 use super::clock::now_ms;
+use super::db::{self, ReadPool};
 use super::observe;
 use super::writer::{WriteJob, Writer, WriterReport};
 use crate::session::{Answer, ConnId, Fatal, Frame, Identity, Output, Request, RequestId, Session};
@@ -25,6 +28,13 @@ pub enum Command {
         body: Request,
         /// Where the answer goes.
         reply: oneshot::Sender<Answer>,
+    },
+    /// The stored record asked for by [`Output::Load`].
+    Loaded {
+        /// The request waiting for it.
+        request: RequestId,
+        /// The record, or why it could not be read.
+        stored: Result<Option<Task>, String>,
     },
     /// The result of a token check asked for by [`Output::Authenticate`].
     Identity {
@@ -63,7 +73,8 @@ pub struct Driver {
     session: Session,
     writer: Writer,
     auth: Authenticator,
-    /// For token checks to report back.
+    reads: ReadPool,
+    /// For token checks and reads to report back.
     commands: mpsc::Sender<Command>,
     sockets: HashMap<ConnId, SocketHandle>,
     replies: HashMap<RequestId, oneshot::Sender<Answer>>,
@@ -76,12 +87,14 @@ impl Driver {
         session: Session,
         writer: Writer,
         auth: Authenticator,
+        reads: ReadPool,
         commands: mpsc::Sender<Command>,
     ) -> Driver {
         Driver {
             session,
             writer,
             auth,
+            reads,
             commands,
             sockets: HashMap::new(),
             replies: HashMap::new(),
@@ -145,10 +158,10 @@ impl Driver {
             if !self.session.awaits_commit() {
                 break;
             }
-            if inbox.commits.changed().await.is_err() {
-                break;
-            }
-            let report = inbox.commits.borrow_and_update().clone();
+            let report = match inbox.commits.changed().await {
+                Ok(()) => inbox.commits.borrow_and_update().clone(),
+                Err(_) => WriterReport::Failed("the writer stopped".to_owned()),
+            };
             self.on_report(report);
         }
         let handles: Vec<SocketHandle> = self.sockets.values().cloned().collect();
@@ -178,6 +191,7 @@ impl Driver {
                 self.replies.insert(request, reply);
                 self.session.handle_request(now, request, body);
             }
+            Command::Loaded { request, stored } => self.session.handle_loaded(now, request, stored),
             Command::Identity { conn, identity } => {
                 self.session.handle_identity(now, conn, identity)
             }
@@ -220,6 +234,17 @@ impl Driver {
                     tokio::spawn(async move {
                         let identity = auth.check(&token).await;
                         let _ = commands.send(Command::Identity { conn, identity }).await;
+                    });
+                }
+                Output::Load { request, task_id } => {
+                    let reads = self.reads.clone();
+                    let commands = self.commands.clone();
+                    tokio::spawn(async move {
+                        let stored = reads
+                            .run(move |c| db::get_task(c, &task_id))
+                            .await
+                            .map_err(|e| format!("cannot read the task: {e}"));
+                        let _ = commands.send(Command::Loaded { request, stored }).await;
                     });
                 }
                 Output::Send { conn, frame } => self.send(now, conn, frame),

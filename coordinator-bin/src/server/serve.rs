@@ -95,7 +95,14 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     let (commands_tx, commands_rx) = mpsc::channel(4096);
     let (sockets_tx, sockets_rx) = mpsc::channel(8192);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let driver = Driver::new(session, writer, auth.clone(), commands_tx.clone());
+    let reads = db::ReadPool::new(&args.db);
+    let driver = Driver::new(
+        session,
+        writer,
+        auth.clone(),
+        reads.clone(),
+        commands_tx.clone(),
+    );
     let inbox = Inbox {
         commands: commands_rx,
         sockets: sockets_rx,
@@ -107,7 +114,7 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     let state = Arc::new(AppState {
         commands: commands_tx,
         sockets: sockets_tx,
-        reads: db::ReadPool::new(&args.db),
+        reads,
         auth,
         socket_config: SocketConfig {
             max_frame_bytes: args.max_frame_bytes,

@@ -1,6 +1,6 @@
 //! Requests from the HTTP side and their answers, as plain data.
 
-use queue_core::{NewTask, Status, Task};
+use queue_core::{NewTask, Status};
 
 use super::views::{AgentInfo, DashboardSnapshot};
 
@@ -47,12 +47,13 @@ pub enum Request {
         /// against 409 when the task is not live).
         stored: Option<Status>,
     },
-    /// Put a dead-letter task back in the queue.
+    /// Put a dead-letter task back in the queue. The session asks for the stored
+    /// record itself ([`Output::Load`](super::Output::Load)) once every commit in
+    /// flight has landed, and no other retry of the task runs meanwhile, so a
+    /// record read before a concurrent change can never bring a task back.
     Retry {
         /// The task.
         task_id: String,
-        /// Its record in storage, read by the driver before asking.
-        stored: Option<Task>,
     },
     /// Store a new token (its secret was made and hashed by the driver).
     CreateToken {
@@ -94,6 +95,8 @@ pub enum RefusalKind {
     Conflict,
     /// A field has an invalid value (HTTP 422).
     Invalid,
+    /// Storage could not be read (HTTP 500).
+    Internal,
 }
 
 /// A refused request.

@@ -119,6 +119,8 @@ struct Conn {
     agent: Option<AgentId>,
     /// An identify waiting for its token check.
     identifying: Option<PendingIdentify>,
+    /// A close was asked for: nothing more is read from it.
+    closing: bool,
 }
 
 /// The coordinator's session core. See the [module documentation](self) for the
@@ -134,6 +136,8 @@ pub struct Session {
     conns: HashMap<ConnId, Conn>,
     names: HashMap<AgentId, String>,
     activity: Activity,
+    /// Retries waiting for their stored record, by request.
+    loading: HashMap<RequestId, String>,
     started_ms: u64,
     next_sweep_ms: u64,
     fatal: Option<Fatal>,
@@ -156,6 +160,7 @@ impl Session {
             conns: HashMap::new(),
             names: HashMap::new(),
             activity: Activity::new(),
+            loading: HashMap::new(),
             started_ms: now_ms,
             fatal: None,
         })
@@ -208,6 +213,21 @@ impl Session {
             match held {
                 Held::Out(output) => return Some(output),
                 Held::ToAgent { agent_id, frame } => {
+                    if let Frame::Assign(a) = &frame {
+                        // Reclaimed (and maybe assigned again) while waiting for its
+                        // commit: this assignment is history, not work to start.
+                        let current =
+                            self.scheduler
+                                .queue()
+                                .get(a.task_id.as_str())
+                                .is_some_and(|t| {
+                                    t.generation == a.generation
+                                        && t.assigned_to() == Some(&a.agent_id)
+                                });
+                        if !current {
+                            continue;
+                        }
+                    }
                     // The agent's connection now, which may be newer than when queued.
                     let conn = self
                         .scheduler
@@ -279,6 +299,9 @@ impl Session {
         let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
         conns.sort();
         for conn in conns {
+            if let Some(open) = self.conns.get_mut(&conn) {
+                open.closing = true;
+            }
             self.gate.hold(Held::Out(Output::Close {
                 conn,
                 code: CLOSE_GOING_AWAY,

@@ -157,6 +157,14 @@ pub enum Output {
         /// The secret it sent.
         token: String,
     },
+    /// Read this task's stored record and call [`super::Session::handle_loaded`]
+    /// with it (for a retry; handed out only after every commit before it).
+    Load {
+        /// The request waiting for it.
+        request: RequestId,
+        /// The task.
+        task_id: String,
+    },
     /// Write a frame to a connection (if it is still open).
     Send {
         /// The connection.

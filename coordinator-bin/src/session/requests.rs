@@ -19,7 +19,14 @@ impl Session {
         let answer = match body {
             Request::Submit { tasks } => self.submit(now_ms, tasks),
             Request::Cancel { task_id, stored } => self.cancel(now_ms, &task_id, stored),
-            Request::Retry { task_id, stored } => self.retry(now_ms, &task_id, stored),
+            Request::Retry { task_id } => match self.start_retry(&task_id) {
+                Ok(()) => {
+                    self.loading.insert(request, task_id.clone());
+                    self.gate.hold(Held::Out(Output::Load { request, task_id }));
+                    return;
+                }
+                Err(refusal) => Answer::Refused(refusal),
+            },
             Request::CreateToken { identity, hash } => {
                 self.gate.stage_token(TokenWrite::Create {
                     identity,
@@ -40,8 +47,17 @@ impl Session {
                     Answer::TokensRevoked(n)
                 }
             }
-            Request::Agents => Answer::Agents(self.agent_infos()),
-            Request::Dashboard => Answer::Dashboard(Box::new(self.dashboard(now_ms))),
+            // Reads of the live state change nothing: answered at once.
+            Request::Agents => {
+                let answer = Answer::Agents(self.agent_infos());
+                self.ready.push_back(Output::Reply { request, answer });
+                return;
+            }
+            Request::Dashboard => {
+                let answer = Answer::Dashboard(Box::new(self.dashboard(now_ms)));
+                self.ready.push_back(Output::Reply { request, answer });
+                return;
+            }
         };
         self.drain_scheduler();
         self.gate.hold(Held::Out(Output::Reply { request, answer }));
@@ -109,16 +125,51 @@ impl Session {
         }
     }
 
+    /// The stored record of a retry's task, asked for with [`Output::Load`]
+    /// (`Err` if it could not be read).
+    pub fn handle_loaded(
+        &mut self,
+        now_ms: u64,
+        request: RequestId,
+        stored: Result<Option<queue_core::Task>, String>,
+    ) {
+        if self.fatal.is_some() {
+            return;
+        }
+        let Some(task_id) = self.loading.remove(&request) else {
+            return;
+        };
+        let answer = match stored {
+            Ok(stored) => self.retry(now_ms, &task_id, stored),
+            Err(detail) => refused(RefusalKind::Internal, detail),
+        };
+        self.drain_scheduler();
+        self.gate.hold(Held::Out(Output::Reply { request, answer }));
+    }
+
+    /// A retry may only start for a task that is not live and not being retried.
+    fn start_retry(&self, task_id: &str) -> Result<(), Refusal> {
+        if let Some(live) = self.scheduler.queue().get(task_id) {
+            return Err(Refusal::new(
+                RefusalKind::Conflict,
+                format!("the task is {}, not in the dead letter", live.status),
+            ));
+        }
+        if self.loading.values().any(|id| id == task_id) {
+            return Err(Refusal::new(
+                RefusalKind::Conflict,
+                "a retry of this task is already in progress",
+            ));
+        }
+        Ok(())
+    }
+
     fn retry(&mut self, now_ms: u64, task_id: &str, stored: Option<queue_core::Task>) -> Answer {
         let Some(record) = stored else {
             return refused(RefusalKind::NotFound, "no task with this id");
         };
-        if let Some(live) = self.scheduler.queue().get(task_id) {
-            return refused(
-                RefusalKind::Conflict,
-                format!("the task is {}, not in the dead letter", live.status),
-            );
-        }
+        // Nothing else can make a final task live again while this retry holds it.
+        debug_assert!(self.scheduler.queue().get(task_id).is_none());
         if record.status != Status::DeadLetter {
             return refused(
                 RefusalKind::Conflict,

@@ -12,7 +12,8 @@ impl Session {
     /// A socket opened; it must identify before anything else.
     pub fn handle_opened(&mut self, conn: ConnId) {
         if self.fatal.is_none() {
-            self.conns.insert(conn, Conn::default());
+            let previous = self.conns.insert(conn, Conn::default());
+            debug_assert!(previous.is_none(), "{conn} opened twice");
         }
     }
 
@@ -43,9 +44,10 @@ impl Session {
         if self.fatal.is_some() {
             return;
         }
-        let Some(open) = self.conns.get_mut(&conn) else {
+        let Some(open) = self.conns.get_mut(&conn).filter(|c| !c.closing) else {
             return;
         };
+        open.closing = true;
         let agent_id = open.agent.take();
         self.ready.push_back(Output::Close {
             conn,
@@ -68,7 +70,8 @@ impl Session {
         if self.fatal.is_some() {
             return;
         }
-        let Some(open) = self.conns.get_mut(&conn) else {
+        // A connection being closed is not listened to any more.
+        let Some(open) = self.conns.get_mut(&conn).filter(|c| !c.closing) else {
             return;
         };
         let agent = open.agent.clone();
@@ -142,6 +145,9 @@ impl Session {
                     code,
                 }));
             self.refuse(conn, code, None, detail);
+            if let Some(open) = self.conns.get_mut(&conn) {
+                open.closing = true;
+            }
             self.gate.hold(Held::Out(Output::Close {
                 conn,
                 code: CLOSE_POLICY,
@@ -159,11 +165,13 @@ impl Session {
         if let Some(old) = previous {
             if let Some(old_conn) = self.conns.get_mut(&old) {
                 old_conn.agent = None;
-                self.ready.push_back(Output::Close {
+                old_conn.closing = true;
+                // Behind what was promised to it.
+                self.gate.hold(Held::Out(Output::Close {
                     conn: old,
                     code: CLOSE_POLICY,
                     reason: "replaced by a new connection",
-                });
+                }));
             }
         }
         if let Some(open) = self.conns.get_mut(&conn) {

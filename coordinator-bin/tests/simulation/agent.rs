@@ -112,8 +112,28 @@ impl World {
             }
         }
         if self.agents[agent].conn.is_none() {
-            let token = self.agents[agent].token();
+            let token = if self.rng.chance(100) {
+                crate::world::ADMIN_TOKEN.to_owned()
+            } else {
+                self.agents[agent].token()
+            };
             self.open_connection(agent, token);
+            if self.rng.chance(30) {
+                // Identify again at once: refused, changes nothing.
+                let id = self.agents[agent].id.clone();
+                let token = self.agents[agent].token();
+                self.agent_sends(
+                    agent,
+                    AgentMessage::Identify {
+                        agent_id: id,
+                        token,
+                        name: None,
+                        capabilities: vec![],
+                        status: None,
+                        client_type: None,
+                    },
+                );
+            }
             return Ok(());
         }
         if !self.agents[agent].identified {

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use coordinator_bin::session::{
     Answer, Batch, ConnId, Frame, Identity, Output, Request, RequestId, Session, SessionConfig,
+    TokenWrite,
 };
 use queue_core::{Change, NewTask, Status, Task};
 use scheduler::SchedulerConfig;
@@ -14,6 +15,9 @@ use transport_ws::protocol::{AgentMessage, CoordinatorMessage};
 
 use crate::agent::SimAgent;
 use crate::rng::Rng;
+
+/// The token of an operator, who may identify as any agent.
+pub const ADMIN_TOKEN: &str = "admin-token";
 
 /// Start of virtual time.
 pub const T0: u64 = 1_700_000_000_000;
@@ -56,6 +60,12 @@ pub enum Event {
     CoordinatorSeesClose { conn: ConnId },
     /// The agent notices its connection is gone.
     AgentSeesClose { agent: usize, conn: ConnId },
+    /// A read of a task's stored record finishes.
+    Loaded {
+        epoch: u64,
+        request: RequestId,
+        task_id: String,
+    },
     /// A token check finishes.
     Identity {
         epoch: u64,
@@ -81,6 +91,8 @@ enum Pending {
     Submit { ids: Vec<String>, valid: bool },
     Cancel { task_id: String },
     Retry { task_id: String },
+    CreateToken { name: String },
+    RevokeTokens { ids: Vec<i64> },
     Other,
 }
 
@@ -92,10 +104,18 @@ struct Socket {
     dead: bool,
 }
 
+/// A token row as the simulated store keeps it.
+#[derive(Debug, Clone)]
+struct TokenRow {
+    name: String,
+    revoked: bool,
+}
+
 /// The store: what is committed, and batches in flight.
 #[derive(Debug, Default)]
 struct Store {
     committed: BTreeMap<String, Task>,
+    tokens: BTreeMap<i64, TokenRow>,
     in_flight: VecDeque<Batch>,
     commit_scheduled: bool,
     last_seq: u64,
@@ -131,6 +151,8 @@ pub struct World {
     pub reports_sent: BTreeSet<(String, u64, bool)>,
     /// The highest generation seen per task.
     max_generation: BTreeMap<String, u64>,
+    /// Connections closed with 1001 (going away).
+    going_away: BTreeSet<ConnId>,
     pub faults: bool,
     pub steps: u64,
     pub crashes: u64,
@@ -183,6 +205,7 @@ impl World {
             completions_committed: BTreeMap::new(),
             reports_sent: BTreeSet::new(),
             max_generation: BTreeMap::new(),
+            going_away: BTreeSet::new(),
             faults: true,
             steps: 0,
             crashes: 0,
@@ -233,7 +256,8 @@ impl World {
                 self.stop_faults();
             }
             if !self.faults && self.all_done() {
-                return self.final_checks();
+                self.final_checks()?;
+                return self.shut_down();
             }
             let next_event = self.events.keys().next().map(|k| k.0);
             let next_timer = self.session.poll_timeout();
@@ -298,6 +322,17 @@ impl World {
                     self.agent_lost_connection(agent);
                 }
             }
+            Event::Loaded {
+                epoch,
+                request,
+                task_id,
+            } => {
+                if epoch == self.epoch {
+                    // Read now, as the driver's read would.
+                    let stored = self.store.committed.get(&task_id).cloned();
+                    self.session.handle_loaded(self.now, request, Ok(stored));
+                }
+            }
             Event::Identity {
                 epoch,
                 conn,
@@ -346,16 +381,31 @@ impl World {
                     self.store.in_flight.push_back(batch);
                     if !self.store.commit_scheduled {
                         self.store.commit_scheduled = true;
-                        let delay = self.rng.between(1, 30);
+                        let delay = self.commit_delay();
                         let epoch = self.epoch;
                         self.schedule(delay, Event::Commit { epoch });
                     }
                 }
+                Output::Load { request, task_id } => {
+                    let delay = self.rng.below(20);
+                    let epoch = self.epoch;
+                    self.schedule(
+                        delay,
+                        Event::Loaded {
+                            epoch,
+                            request,
+                            task_id,
+                        },
+                    );
+                }
                 Output::Authenticate { conn, token } => {
-                    let identity = self.sockets.get(&conn).and_then(|s| {
-                        let agent = &self.agents[s.agent];
-                        (token == agent.token()).then(|| Identity::Agent(agent.id.clone()))
-                    });
+                    let identity = if token == ADMIN_TOKEN {
+                        Some(Identity::Admin("ops".into()))
+                    } else {
+                        token
+                            .strip_prefix("token-of-")
+                            .map(|owner| Identity::Agent(owner.to_owned()))
+                    };
                     let delay = self.rng.below(5);
                     let epoch = self.epoch;
                     self.schedule(
@@ -374,7 +424,10 @@ impl World {
                     }
                 }
                 Output::Reply { request, answer } => self.check_reply(request, answer)?,
-                Output::Close { conn, .. } => {
+                Output::Close { conn, code, .. } => {
+                    if code == coordinator_bin::session::CLOSE_GOING_AWAY {
+                        self.going_away.insert(conn);
+                    }
                     if let Some(socket) = self.sockets.get_mut(&conn) {
                         socket.dead = true;
                         let agent = socket.agent;
@@ -395,6 +448,16 @@ impl World {
             self.crash_coordinator()?;
         }
         Ok(())
+    }
+
+    /// How long a commit takes: usually milliseconds, now and then (during faults)
+    /// a stall of seconds, so that much happens while replies wait for it.
+    fn commit_delay(&mut self) -> u64 {
+        if self.faults && self.rng.chance(30) {
+            self.rng.between(500, 6_000)
+        } else {
+            self.rng.between(1, 30)
+        }
     }
 
     /// The store commits the oldest batches in flight (all, or only some of them).
@@ -430,16 +493,42 @@ impl World {
             for change in batch.changes {
                 self.apply(change)?;
             }
+            for write in batch.tokens {
+                self.apply_token(write);
+            }
         }
         self.note(|| format!("committed up to batch {seq}"));
         self.session.handle_committed(seq);
         if !self.store.in_flight.is_empty() {
             self.store.commit_scheduled = true;
-            let delay = self.rng.between(1, 30);
+            let delay = self.commit_delay();
             let epoch = self.epoch;
             self.schedule(delay, Event::Commit { epoch });
         }
         Ok(())
+    }
+
+    fn apply_token(&mut self, write: TokenWrite) {
+        match write {
+            TokenWrite::Create { identity, .. } => {
+                let id = self.store.tokens.len() as i64 + 1;
+                let name = identity.name().to_owned();
+                self.store.tokens.insert(
+                    id,
+                    TokenRow {
+                        name,
+                        revoked: false,
+                    },
+                );
+            }
+            TokenWrite::Revoke { ids, .. } => {
+                for id in ids {
+                    if let Some(row) = self.store.tokens.get_mut(&id) {
+                        row.revoked = true;
+                    }
+                }
+            }
+        }
     }
 
     fn apply(&mut self, change: Change) -> Result<(), Violation> {
@@ -628,18 +717,41 @@ impl World {
             if dead.is_empty() {
                 return;
             }
-            let record = dead[self.rng.below(dead.len() as u64) as usize].clone();
-            let task_id = record.id.to_string();
+            let task_id = dead[self.rng.below(dead.len() as u64) as usize]
+                .id
+                .to_string();
             (
                 Pending::Retry {
                     task_id: task_id.clone(),
                 },
-                Request::Retry {
-                    task_id,
-                    stored: Some(record),
+                Request::Retry { task_id },
+            )
+        } else if roll < 94 {
+            let name = format!("op-{}", self.rng.below(3));
+            let identity = Identity::Admin(name.clone());
+            (
+                Pending::CreateToken { name },
+                Request::CreateToken {
+                    identity,
+                    hash: [7; 32],
                 },
             )
         } else if roll < 96 {
+            let name = format!("op-{}", self.rng.below(3));
+            let live_ids: Vec<i64> = self
+                .store
+                .tokens
+                .iter()
+                .filter(|(_, row)| row.name == name && !row.revoked)
+                .map(|(id, _)| *id)
+                .collect();
+            (
+                Pending::RevokeTokens {
+                    ids: live_ids.clone(),
+                },
+                Request::RevokeTokens { name, live_ids },
+            )
+        } else if roll < 98 {
             (Pending::Other, Request::Agents)
         } else {
             (Pending::Other, Request::Dashboard)
@@ -662,10 +774,22 @@ impl World {
             // A stranger with a bad token.
             let stranger = agent;
             if self.agents[stranger].conn.is_none() && self.agents[stranger].alive {
-                self.open_connection(stranger, "not-a-token".into());
+                let token = if self.rng.chance(500) {
+                    "not-a-token".to_owned()
+                } else {
+                    // Another agent's token.
+                    format!("token-of-agent-{}", stranger + 1)
+                };
+                self.open_connection(stranger, token);
             }
         } else if roll < 75 {
             self.agents[agent].hang = true;
+        } else if roll < 80 {
+            // The agent stops reading: its outbound queue overflows.
+            if let Some(conn) = self.agents[agent].conn {
+                self.note(|| format!("{conn} overflows"));
+                self.session.handle_send_overflow(self.now, conn);
+            }
         }
         Ok(())
     }
@@ -711,6 +835,35 @@ impl World {
         )
     }
 
+    /// A graceful stop: every open socket is closed with 1001 once nothing is in
+    /// flight, and nothing is left staged or held.
+    fn shut_down(&mut self) -> Result<(), Violation> {
+        let open: Vec<ConnId> = self
+            .sockets
+            .iter()
+            .filter(|(_, s)| !s.dead)
+            .map(|(c, _)| *c)
+            .collect();
+        self.session.handle_shutdown();
+        self.going_away.clear();
+        for _ in 0..100 {
+            self.pump()?;
+            if !self.session.awaits_commit() {
+                break;
+            }
+            self.commit()?;
+        }
+        if !self.session.is_settled() {
+            return Err("the session is not settled after a shutdown".into());
+        }
+        for conn in open {
+            if !self.going_away.contains(&conn) {
+                return Err(format!("{conn} was not closed with 1001 at shutdown"));
+            }
+        }
+        Ok(())
+    }
+
     fn final_checks(&self) -> Result<(), Violation> {
         let live = self.session.scheduler().queue().len();
         if live != 0 {
@@ -732,13 +885,13 @@ impl World {
         let stored = |id: &str| self.store.committed.get(id);
         match frame {
             Frame::Assign(a) => {
+                // Exactly the committed assignment: never an older one.
                 let ok = stored(a.task_id.as_str()).is_some_and(|t| {
-                    t.generation > a.generation
-                        || (t.generation == a.generation && t.assigned_to() == Some(&a.agent_id))
+                    t.generation == a.generation && t.assigned_to() == Some(&a.agent_id)
                 });
                 if !ok {
                     return Err(format!(
-                        "task_assign {}@{} sent before its commit (stored: {:?})",
+                        "task_assign {}@{} is not the committed assignment (stored: {:?})",
                         a.task_id,
                         a.generation,
                         stored(a.task_id.as_str()).map(|t| (t.status, t.generation))
@@ -840,6 +993,17 @@ impl World {
                 }
             }
             (Pending::Cancel { .. } | Pending::Retry { .. }, Answer::Refused(_)) => {}
+            (Pending::CreateToken { name }, Answer::TokenCreated) => {
+                if !self.store.tokens.values().any(|row| row.name == name) {
+                    return Err(format!("token of {name} answered before its commit"));
+                }
+            }
+            (Pending::RevokeTokens { ids }, Answer::TokensRevoked(n)) => {
+                if n != ids.len() || ids.iter().any(|id| !self.store.tokens[id].revoked) {
+                    return Err(format!("revocation of {ids:?} answered before its commit"));
+                }
+            }
+            (Pending::RevokeTokens { ids }, Answer::Refused(_)) if ids.is_empty() => {}
             (Pending::Other, Answer::Agents(_) | Answer::Dashboard(_)) => {}
             (pending, answer) => {
                 return Err(format!("answer {answer:?} to {pending:?}"));

@@ -41,5 +41,6 @@ fn refusal_error(refusal: Refusal) -> ApiError {
         RefusalKind::NotFound => ApiError::not_found(refusal.detail),
         RefusalKind::Conflict => ApiError::conflict(refusal.detail),
         RefusalKind::Invalid => ApiError::invalid_field(refusal.detail),
+        RefusalKind::Internal => ApiError::internal(refusal.detail),
     }
 }

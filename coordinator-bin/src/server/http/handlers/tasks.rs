@@ -105,14 +105,11 @@ pub async fn cancel(state: &AppState, id: String) -> Result<Resp, ApiError> {
     }
 }
 
-/// `POST /api/tasks/{id}/retry`: the session decides, knowing the stored
-/// record.
+/// `POST /api/tasks/{id}/retry`: the session decides (it has the stored record
+/// read once every commit before the request has landed).
 pub async fn retry(state: &AppState, id: String) -> Result<Resp, ApiError> {
-    let read_id = id.clone();
-    let stored = state.reads.run(move |c| db::get_task(c, &read_id)).await?;
     let request = CoreRequest::Retry {
         task_id: id.clone(),
-        stored,
     };
     match ask(state, request).await? {
         Answer::Retried => Ok(json_response(
