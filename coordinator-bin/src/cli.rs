@@ -69,6 +69,11 @@ pub struct ServeArgs {
     /// After a restart, how long a held task waits for its agent to recover it.
     #[arg(long, env = "COORDINATOR_RECOVERY_GRACE_MS", default_value_t = 30_000)]
     pub recovery_grace_ms: u64,
+    /// After `task_cancel`, how long the agent is offered no new work while its
+    /// report on the cancelled task is awaited (its late report is acknowledged as
+    /// `cancelled` and changes nothing).
+    #[arg(long, env = "COORDINATOR_CANCEL_GRACE_MS", default_value_t = 30_000)]
+    pub cancel_grace_ms: u64,
     /// How often agent sockets are pinged.
     #[arg(long, env = "COORDINATOR_PING_INTERVAL_MS", default_value_t = 30_000)]
     pub ping_interval_ms: u64,

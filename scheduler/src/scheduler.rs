@@ -22,6 +22,9 @@ pub struct SchedulerConfig {
     pub recovery_grace_ms: u64,
     /// An agent that rejected a task is offered no work for this long.
     pub reject_backoff_ms: u64,
+    /// An agent told to stop a cancelled task is offered no work until it reports
+    /// on that task, or for at most this long.
+    pub cancel_grace_ms: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -31,6 +34,7 @@ impl Default for SchedulerConfig {
             accept_timeout_ms: 60_000,
             recovery_grace_ms: 30_000,
             reject_backoff_ms: 1_000,
+            cancel_grace_ms: 30_000,
         }
     }
 }
@@ -54,6 +58,8 @@ struct AgentSlot {
     idle_key: Option<IdleKey>,
     /// No work is offered before this time (after a reject).
     cooldown_until_ms: Option<u64>,
+    /// A cancelled task the agent was told to stop, and until when it is waited for.
+    cancelling: Option<(TaskId, u64)>,
 }
 
 /// A read-only view of one agent.
@@ -71,6 +77,9 @@ pub struct AgentView<'a> {
     pub awaiting_recovery: usize,
     /// Set after a reject: no work is offered before this time.
     pub cooldown_until_ms: Option<u64>,
+    /// A cancelled task the agent was told to stop and has not reported on yet: no
+    /// work is offered until it does or the cancel grace passes.
+    pub cancelling: Option<&'a TaskId>,
 }
 
 /// The coordinator's pure core. See the [crate documentation](crate) for the
@@ -86,6 +95,7 @@ pub struct Scheduler {
     idle: GroupedIndex<Capabilities, IdleKey, AgentId>,
     accept_deadlines: BTreeSet<(u64, AgentId)>,
     cooldowns: BTreeSet<(u64, AgentId)>,
+    cancel_deadlines: BTreeSet<(u64, AgentId)>,
     /// Held tasks whose agent has not come back to recover them, with their deadline.
     awaiting_recovery: HashMap<TaskId, (AgentId, u64)>,
     recovery_deadlines: BTreeSet<(u64, TaskId)>,
@@ -132,6 +142,7 @@ impl Scheduler {
             idle: GroupedIndex::default(),
             accept_deadlines: BTreeSet::new(),
             cooldowns: BTreeSet::new(),
+            cancel_deadlines: BTreeSet::new(),
             awaiting_recovery: HashMap::new(),
             recovery_deadlines: BTreeSet::new(),
             actions: VecDeque::new(),
@@ -166,6 +177,7 @@ impl Scheduler {
             connection: slot.connection,
             awaiting_recovery: self.recovery_count(slot.fsm.id()),
             cooldown_until_ms: slot.cooldown_until_ms,
+            cancelling: slot.cancelling.as_ref().map(|(task_id, _)| task_id),
         }
     }
 
@@ -186,6 +198,7 @@ impl Scheduler {
         [
             self.accept_deadlines.first().map(|d| d.0),
             self.cooldowns.first().map(|d| d.0),
+            self.cancel_deadlines.first().map(|d| d.0),
             self.recovery_deadlines.first().map(|d| d.0),
         ]
         .into_iter()
@@ -226,6 +239,7 @@ impl Scheduler {
                 seq: self.next_agent_seq,
                 idle_key: None,
                 cooldown_until_ms: None,
+                cancelling: None,
             };
             self.next_agent_seq += 1;
             self.agents.insert(agent_id.clone(), slot);
@@ -413,21 +427,56 @@ impl Scheduler {
         Ok(recovery)
     }
 
-    /// An operator cancelled a live task; its holder, if any, is told to stop.
+    /// An operator cancelled a live task; its holder, if any, is told to stop and
+    /// is offered no work until it reports on the task or `cancel_grace_ms` passes
+    /// (an agent may well go on working until it reads the cancel, or ignore it).
     pub fn handle_cancel(&mut self, now_ms: u64, task_id: &str) -> Result<(), SchedulerError> {
         let holder = self.queue.cancel(now_ms, task_id)?;
         if let Some(agent_id) = holder {
+            let task_id = TaskId::from(task_id);
             self.actions.push_back(Action::Cancel {
                 agent_id: agent_id.clone(),
-                task_id: TaskId::from(task_id),
+                task_id: task_id.clone(),
             });
-            self.task_left_agent(now_ms, &agent_id, task_id);
+            let until = now_ms.saturating_add(self.config.cancel_grace_ms);
+            if let Some(slot) = self.agents.get_mut(&agent_id) {
+                if let Some((_, old)) = slot.cancelling.replace((task_id.clone(), until)) {
+                    self.cancel_deadlines.remove(&(old, agent_id.clone()));
+                }
+                self.cancel_deadlines.insert((until, agent_id.clone()));
+            }
+            self.task_left_agent(now_ms, &agent_id, &task_id);
         }
         Ok(())
     }
 
+    /// The agent reported on a task (`task_complete`, `task_failed` or
+    /// `task_rejected`). If that task was cancelled under it, the report is the
+    /// one awaited: it changes nothing, the agent can be offered work again, and
+    /// `true` says the report should be acknowledged as `cancelled`. Otherwise
+    /// `false`, and the report goes its usual way.
+    pub fn handle_report_after_cancel(
+        &mut self,
+        now_ms: u64,
+        agent_id: &AgentId,
+        task_id: &str,
+    ) -> bool {
+        let Some(slot) = self.agents.get_mut(agent_id) else {
+            return false;
+        };
+        let Some((_, until)) = slot
+            .cancelling
+            .take_if(|(cancelled, _)| cancelled.as_str() == task_id)
+        else {
+            return false;
+        };
+        self.cancel_deadlines.remove(&(until, agent_id.clone()));
+        self.refresh_availability(now_ms, agent_id);
+        true
+    }
+
     /// Deadlines: acceptance timeouts (reclaim and flag), recovery grace (reclaim),
-    /// reject back-offs (offer work again).
+    /// cancel graces and reject back-offs (offer work again).
     pub fn handle_timeout(&mut self, now_ms: u64) {
         while let Some((deadline, agent_id)) = self.accept_deadlines.first().cloned() {
             if deadline > now_ms {
@@ -451,6 +500,16 @@ impl Scheduler {
                 self.reclaim(now_ms, &task_id, ReclaimReason::RecoveryExpired);
                 self.refresh_availability(now_ms, &agent_id);
             }
+        }
+        while let Some((until, agent_id)) = self.cancel_deadlines.first().cloned() {
+            if until > now_ms {
+                break;
+            }
+            self.cancel_deadlines.remove(&(until, agent_id.clone()));
+            if let Some(slot) = self.agents.get_mut(&agent_id) {
+                slot.cancelling = None;
+            }
+            self.refresh_availability(now_ms, &agent_id);
         }
         while let Some((until, agent_id)) = self.cooldowns.first().cloned() {
             if until > now_ms {
@@ -623,6 +682,7 @@ impl Scheduler {
         let available = slot.connection.is_some()
             && slot.fsm.state() == AgentState::Idle
             && slot.cooldown_until_ms.is_none()
+            && slot.cancelling.is_none()
             && !waiting;
         if !available {
             self.make_unavailable(agent_id);

@@ -16,6 +16,7 @@ fn config() -> SchedulerConfig {
         accept_timeout_ms: 100,
         recovery_grace_ms: 500,
         reject_backoff_ms: 50,
+        cancel_grace_ms: 500,
         ..SchedulerConfig::default()
     }
 }
@@ -390,7 +391,8 @@ fn check_invariants(s: &Scheduler) -> Result<(), TestCaseError> {
         let available = view.connected
             && view.agent.state() == AgentState::Idle
             && view.awaiting_recovery == 0
-            && view.cooldown_until_ms.is_none();
+            && view.cooldown_until_ms.is_none()
+            && view.cancelling.is_none();
         if !available {
             continue;
         }
@@ -498,4 +500,49 @@ proptest! {
             prop_assert!(n.abs_diff(per_agent) <= 1, "{:?}", counts);
         }
     }
+}
+
+#[test]
+fn a_cancelled_agent_gets_no_work_until_it_reports_on_the_cancelled_task() {
+    let mut s = Scheduler::new(config());
+    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    submit(&mut s, T0, "t1", &[]);
+    assert_eq!(assignments(&mut s).len(), 1);
+    s.handle_cancel(T0 + 1, "t1").unwrap();
+    submit(&mut s, T0 + 2, "t2", &[]);
+    assert_eq!(
+        assignments(&mut s),
+        [],
+        "no work while its report is awaited"
+    );
+    assert_eq!(
+        s.agent("a").unwrap().cancelling.map(|t| t.as_str()),
+        Some("t1")
+    );
+    // A report on another task is not the awaited one.
+    assert!(!s.handle_report_after_cancel(T0 + 3, &id("a"), "t2"));
+    assert!(s.handle_report_after_cancel(T0 + 3, &id("a"), "t1"));
+    assert_eq!(assignments(&mut s), [("t2".into(), "a".into(), 1)]);
+    assert!(
+        !s.handle_report_after_cancel(T0 + 4, &id("a"), "t1"),
+        "only once"
+    );
+}
+
+#[test]
+fn the_cancel_grace_ends_the_wait_for_an_agent_that_never_reports() {
+    let mut s = Scheduler::new(config());
+    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    submit(&mut s, T0, "t1", &[]);
+    assert_eq!(assignments(&mut s).len(), 1);
+    s.handle_cancel(T0, "t1").unwrap();
+    submit(&mut s, T0, "t2", &[]);
+    assert_eq!(assignments(&mut s), []);
+    let grace = config().cancel_grace_ms;
+    assert_eq!(s.poll_timeout(), Some(T0 + grace));
+    s.handle_timeout(T0 + grace - 1);
+    assert_eq!(assignments(&mut s), []);
+    s.handle_timeout(T0 + grace);
+    assert_eq!(assignments(&mut s), [("t2".into(), "a".into(), 1)]);
+    assert!(s.agent("a").unwrap().cancelling.is_none());
 }

@@ -83,6 +83,7 @@ const CONFIG: fn() -> SchedulerConfig = || SchedulerConfig {
     accept_timeout_ms: 300,
     recovery_grace_ms: 400,
     reject_backoff_ms: 50,
+    cancel_grace_ms: 500,
     queue: queue_core::QueueConfig {
         default_max_retries: 100,
         stuck_after_ms: 2_000,

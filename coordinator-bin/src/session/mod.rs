@@ -319,6 +319,14 @@ impl Session {
 
     /// Stages the scheduler's records and holds its messages behind them.
     fn drain_scheduler(&mut self) {
+        self.stage_changes();
+        self.hold_actions();
+    }
+
+    /// Stages the scheduler's records only; an answer held next waits for them and
+    /// leaves before the messages of the same step (an agent hears `task_ack` for
+    /// its report before the next `task_assign`).
+    fn stage_changes(&mut self) {
         while let Some(change) = self.scheduler.poll_change() {
             if let Change::Finalized(task) = &change {
                 if task.status == Status::Completed {
@@ -327,6 +335,10 @@ impl Session {
             }
             self.gate.stage(change);
         }
+    }
+
+    /// Holds the scheduler's messages behind the records staged so far.
+    fn hold_actions(&mut self) {
         while let Some(action) = self.scheduler.poll_action() {
             match action {
                 Action::Assign(assignment) => self.gate.hold(Held::ToAgent {

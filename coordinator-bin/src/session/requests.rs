@@ -197,11 +197,13 @@ impl Session {
                     current_task: agent.task().map(|h| h.task_id.to_string()),
                     generation: agent.task().map(|h| h.generation),
                     capabilities: agent.capabilities().names().to_vec(),
-                    flags: if agent.is_unresponsive() {
-                        vec!["unresponsive"]
-                    } else {
-                        vec![]
-                    },
+                    flags: [
+                        agent.is_unresponsive().then_some("unresponsive"),
+                        view.cancelling.is_some().then_some("cancelling"),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
                     state_since_ms: agent.state_since_ms(),
                     awaiting_recovery: view.awaiting_recovery,
                 }

@@ -846,3 +846,55 @@ fn the_session_core_does_no_io() {
     }
     assert!(checked >= 6, "the session's sources were found");
 }
+
+#[test]
+fn a_late_report_on_a_cancelled_task_is_acknowledged_as_cancelled_and_changes_nothing() {
+    let mut s = session();
+    let c = ConnId::new(1);
+    connect(&mut s, c, "a1");
+    submit(&mut s, 1, &["t1"]);
+    settle(&mut s);
+    s.handle_request(
+        T0,
+        RequestId::new(2),
+        Request::Cancel {
+            task_id: "t1".into(),
+            stored: Some(Status::Assigned),
+        },
+    );
+    settle(&mut s);
+    submit(&mut s, 3, &["t2"]);
+    assert!(
+        assigned(&settle(&mut s)).is_empty(),
+        "no new work during the grace"
+    );
+    let infos = s.agent_infos();
+    assert_eq!(infos[0].flags, vec!["cancelling"]);
+    // The agent ignored the cancel and completes anyway.
+    s.handle_message(
+        T0 + 5,
+        c,
+        AgentMessage::TaskComplete {
+            task_id: "t1".into(),
+            generation: 1,
+            result: serde_json::Value::Null,
+            tokens_used: None,
+        },
+    );
+    let out = settle(&mut s);
+    assert_eq!(
+        codes(out.clone())[0],
+        send(
+            c,
+            CoordinatorMessage::TaskAck {
+                task_id: "t1".into(),
+                status: "cancelled".into()
+            }
+        )
+    );
+    assert_eq!(
+        assigned(&out),
+        vec![(c, "t2".to_owned(), 1)],
+        "work again after the report"
+    );
+}

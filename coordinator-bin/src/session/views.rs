@@ -21,7 +21,7 @@ pub struct AgentInfo {
     pub generation: Option<u64>,
     /// Declared capabilities.
     pub capabilities: Vec<String>,
-    /// Flags (`unresponsive`).
+    /// Flags (`unresponsive`; `cancelling` while a cancelled task's report is awaited).
     pub flags: Vec<&'static str>,
     /// Since when it is in its state.
     pub state_since_ms: u64,

@@ -201,6 +201,26 @@ impl Session {
     }
 
     fn on_lifecycle(&mut self, now_ms: u64, conn: ConnId, agent: &AgentId, message: AgentMessage) {
+        if let AgentMessage::TaskComplete { task_id, .. }
+        | AgentMessage::TaskFailed { task_id, .. }
+        | AgentMessage::TaskRejected { task_id, .. } = &message
+        {
+            // The awaited report on a task cancelled under the agent: it changes
+            // nothing, and the agent can have work again.
+            if self
+                .scheduler
+                .handle_report_after_cancel(now_ms, agent, task_id)
+            {
+                let ack = CoordinatorMessage::TaskAck {
+                    task_id: task_id.clone(),
+                    status: "cancelled".to_owned(),
+                };
+                self.stage_changes();
+                self.send(conn, ack);
+                self.hold_actions();
+                return;
+            }
+        }
         let tokens_used = message.tokens_used();
         let failure = message.failure_text().map(str::to_owned);
         let (task_id, result) = match message {
@@ -267,14 +287,16 @@ impl Session {
                     },
                     Ok(Recovery::Reassign) | Err(_) => CoordinatorMessage::TaskReassign { task_id },
                 };
-                self.drain_scheduler();
+                self.stage_changes();
                 self.send(conn, reply);
+                self.hold_actions();
                 return;
             }
             AgentMessage::Identify { .. } | AgentMessage::Ping {} => return,
         };
-        // The acknowledgement waits for the records of what it acknowledges.
-        self.drain_scheduler();
+        // The acknowledgement waits for the records of what it acknowledges, and
+        // leaves before the messages those records brought (the next assignment).
+        self.stage_changes();
         match result {
             Ok(Some(status)) => self.send(
                 conn,
@@ -289,6 +311,7 @@ impl Session {
                 self.refuse(conn, code, Some(&task_id), &err.to_string());
             }
         }
+        self.hold_actions();
     }
 
     /// Sends an `error` frame (behind the current changes, like every frame).

@@ -171,6 +171,7 @@ impl World {
                 accept_timeout_ms: rng.between(2_000, 8_000),
                 recovery_grace_ms: rng.between(1_000, 5_000),
                 reject_backoff_ms: 1_000,
+                cancel_grace_ms: rng.between(1_000, 10_000),
                 queue: queue_core::QueueConfig {
                     default_max_retries: rng.below(3) as u32,
                     stuck_after_ms: rng.between(10_000, 30_000),
@@ -918,6 +919,7 @@ impl World {
                                 t.is_some_and(|t| t.status == Status::Assigned && t.generation == g)
                             })
                     }
+                    "cancelled" => t.is_some_and(|t| t.status == Status::Cancelled),
                     "retried" | "dead_letter" | "rejected" => {
                         t.is_some() && !generation.is_some_and(held_by_agent_at)
                     }
