@@ -134,6 +134,7 @@ impl Connection {
                 .collect(),
             status: Some("idle".to_owned()),
             client_type: Some(config.client_type.clone()),
+            current_task: None,
         };
         connection.sender.send(&identify).await?;
         loop {

@@ -25,6 +25,15 @@ impl CapabilityEntry {
     }
 }
 
+/// The task an agent names in `identify` as the one it is working on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrentTask {
+    /// The task.
+    pub task_id: String,
+    /// The generation of the agent's assignment of it.
+    pub generation: u64,
+}
+
 /// A message from an agent to the coordinator.
 ///
 /// Unknown fields (such as `protocol_version`) are ignored.
@@ -49,6 +58,10 @@ pub enum AgentMessage {
         /// What kind of client this is (informational).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_type: Option<String>,
+        /// The task the agent is still working on (after a reconnect or its own
+        /// restart), so that it is re-attached instead of run again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        current_task: Option<CurrentTask>,
     },
     /// Application-level heartbeat; answered with `pong`.
     Ping {},

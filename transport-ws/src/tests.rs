@@ -155,6 +155,7 @@ fn agent_message() -> impl Strategy<Value = AgentMessage> {
                 capabilities: caps.into_iter().map(CapabilityEntry::Name).collect(),
                 status: None,
                 client_type: Some("x".into()),
+                current_task: None,
             }),
         Just(AgentMessage::Ping {}),
         text().prop_map(|task_id| AgentMessage::TaskAccepted { task_id }),

@@ -47,6 +47,7 @@ fn identify(agent: &str, token: &str) -> AgentMessage {
         capabilities: vec![CapabilityEntry::Name("linux".into())],
         status: None,
         client_type: None,
+        current_task: None,
     }
 }
 

@@ -131,6 +131,7 @@ impl World {
                         capabilities: vec![],
                         status: None,
                         client_type: None,
+                        current_task: None,
                     },
                 );
             }

@@ -630,6 +630,7 @@ impl World {
                 capabilities,
                 status: None,
                 client_type: None,
+                current_task: None,
             },
         );
     }
