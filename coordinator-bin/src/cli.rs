@@ -74,6 +74,11 @@ pub struct ServeArgs {
     /// `cancelled` and changes nothing).
     #[arg(long, env = "COORDINATOR_CANCEL_GRACE_MS", default_value_t = 30_000)]
     pub cancel_grace_ms: u64,
+    /// A freshly identified agent that was the last holder of a task is offered no
+    /// work until its first message (other than ping) or for this long, so that it
+    /// can say it still works on that task and have it back instead of a second run.
+    #[arg(long, env = "COORDINATOR_IDENTIFY_SETTLE_MS", default_value_t = 1_000)]
+    pub identify_settle_ms: u64,
     /// How often agent sockets are pinged.
     #[arg(long, env = "COORDINATOR_PING_INTERVAL_MS", default_value_t = 30_000)]
     pub ping_interval_ms: u64,

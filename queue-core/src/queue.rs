@@ -378,6 +378,62 @@ impl Queue {
         Ok(())
     }
 
+    /// Gives a queued task back to the agent it was taken from when its
+    /// connection dropped (see [`Task::reattachable_to`]): held by that agent
+    /// again, working, with a new generation, which is returned.
+    pub fn reattach(&mut self, now_ms: u64, id: &str, agent: &AgentId) -> Result<u64, TaskError> {
+        let task = self.live_mut(id)?;
+        if task.reattachable_to().map(|(holder, _)| holder) != Some(agent.as_str()) {
+            return Err(TaskError::NotAssigned(task.id.clone()));
+        }
+        task.status = Status::Working;
+        task.generation += 1;
+        task.holder = Some(Box::new(Holder {
+            agent_id: agent.clone(),
+            assigned_at_ms: now_ms,
+            last_alive_at_ms: now_ms,
+        }));
+        let generation = task.generation;
+        task.record(
+            now_ms,
+            HistoryEvent::Recovered,
+            format!("agent={agent} generation={generation} reattached"),
+        );
+        let task_id = task.id.clone();
+        self.unindex_queued(&task_id);
+        self.held.insert(task_id.clone());
+        self.emit(&task_id);
+        Ok(generation)
+    }
+
+    /// The generation under which a report of `agent` about task `id`, carrying
+    /// `generation`, is fenced: the task's own while the agent holds it at that
+    /// generation; and, for the holder's report carrying the generation of its own
+    /// last assignment while nobody else was assigned the task since, the current
+    /// one (after re-attaching a task queued when the holder's connection
+    /// dropped). Anything else is left to the fence to refuse.
+    fn adopt_report(
+        &mut self,
+        now_ms: u64,
+        id: &str,
+        agent: &AgentId,
+        generation: u64,
+    ) -> Result<u64, TaskError> {
+        let task = self.live_mut(id)?;
+        if task.generation == generation
+            || task.last_assignment() != Some((agent.as_str(), generation))
+        {
+            return Ok(generation);
+        }
+        if task.is_held_by(agent) {
+            return Ok(task.generation);
+        }
+        if task.reattachable_to().is_some() {
+            return self.reattach(now_ms, id, agent);
+        }
+        Ok(generation)
+    }
+
     /// The holder finished the task, fenced by `generation`.
     pub fn complete(
         &mut self,
@@ -387,6 +443,7 @@ impl Queue {
         generation: u64,
         completion: Completion,
     ) -> Result<(), TaskError> {
+        let generation = self.adopt_report(now_ms, id, agent, generation)?;
         let task = self.fenced_mut(id, agent, generation)?;
         task.status = Status::Completed;
         task.outcome = Some(Box::new(completion));
@@ -408,6 +465,7 @@ impl Queue {
         generation: u64,
         error: &str,
     ) -> Result<FailOutcome, TaskError> {
+        let generation = self.adopt_report(now_ms, id, agent, generation)?;
         let task = self.fenced_mut(id, agent, generation)?;
         task.retry_count += 1;
         task.last_error = Some(error.into());

@@ -408,6 +408,39 @@ impl Task {
         self.holder.as_ref().map(|h| h.last_alive_at_ms)
     }
 
+    /// The agent and generation of the newest assignment in the history.
+    pub fn last_assignment(&self) -> Option<(&str, u64)> {
+        let entry = self
+            .history
+            .iter()
+            .rev()
+            .find(|e| e.event == HistoryEvent::Assigned)?;
+        let rest = entry.details.strip_prefix("agent=")?;
+        let (agent, generation) = rest.rsplit_once(" generation=")?;
+        Some((agent, generation.parse().ok()?))
+    }
+
+    /// For a queued task taken back from its holder because the holder's
+    /// connection dropped, and assigned to nobody since: that holder and the
+    /// generation of its assignment. The holder may have it back (re-attach)
+    /// instead of the task running a second time.
+    pub fn reattachable_to(&self) -> Option<(&str, u64)> {
+        if self.status != Status::Queued {
+            return None;
+        }
+        let newest = self.history.last()?;
+        if newest.event != HistoryEvent::Reclaimed {
+            return None;
+        }
+        let (_, reason) = newest.details.rsplit_once(" reason=")?;
+        let connection_lost = reason == ReclaimReason::Disconnected.as_str()
+            || reason == ReclaimReason::SlowConsumer.as_str();
+        if !connection_lost {
+            return None;
+        }
+        self.last_assignment()
+    }
+
     /// The result (JSON text), once completed.
     pub fn result(&self) -> Option<&str> {
         self.outcome.as_ref().map(|o| o.result.as_str())

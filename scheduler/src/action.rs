@@ -33,6 +33,16 @@ pub enum Action {
         /// The cancelled task.
         task_id: TaskId,
     },
+    /// A task taken back when the agent's connection dropped is the agent's again
+    /// (`task_continue` with the new generation): it was still working on it.
+    Reattach {
+        /// The agent.
+        agent_id: AgentId,
+        /// The task.
+        task_id: TaskId,
+        /// The new generation the agent must echo.
+        generation: u64,
+    },
     /// A task was taken back from its agent (for logs and metrics; nothing to send).
     Reclaimed {
         /// The task, now queued again.

@@ -25,6 +25,10 @@ pub struct SchedulerConfig {
     /// An agent told to stop a cancelled task is offered no work until it reports
     /// on that task, or for at most this long.
     pub cancel_grace_ms: u64,
+    /// A freshly identified agent that was the last holder of a task is offered no
+    /// work until its first message (other than `ping`) or for this long, so that
+    /// it can say it still works on that task.
+    pub identify_settle_ms: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -35,6 +39,7 @@ impl Default for SchedulerConfig {
             recovery_grace_ms: 30_000,
             reject_backoff_ms: 1_000,
             cancel_grace_ms: 30_000,
+            identify_settle_ms: 1_000,
         }
     }
 }
@@ -60,6 +65,8 @@ struct AgentSlot {
     cooldown_until_ms: Option<u64>,
     /// A cancelled task the agent was told to stop, and until when it is waited for.
     cancelling: Option<(TaskId, u64)>,
+    /// Freshly identified as a last holder: no work before this time or its first message.
+    settling_until_ms: Option<u64>,
 }
 
 /// A read-only view of one agent.
@@ -80,6 +87,9 @@ pub struct AgentView<'a> {
     /// A cancelled task the agent was told to stop and has not reported on yet: no
     /// work is offered until it does or the cancel grace passes.
     pub cancelling: Option<&'a TaskId>,
+    /// Freshly identified as a last holder: no work before this time or its first
+    /// message.
+    pub settling_until_ms: Option<u64>,
 }
 
 /// The coordinator's pure core. See the [crate documentation](crate) for the
@@ -96,6 +106,10 @@ pub struct Scheduler {
     accept_deadlines: BTreeSet<(u64, AgentId)>,
     cooldowns: BTreeSet<(u64, AgentId)>,
     cancel_deadlines: BTreeSet<(u64, AgentId)>,
+    settle_deadlines: BTreeSet<(u64, AgentId)>,
+    /// Per agent, the task last taken back from it when its connection dropped (it
+    /// may have it back while nobody else was assigned it; checked on use).
+    reattachable: HashMap<AgentId, TaskId>,
     /// Held tasks whose agent has not come back to recover them, with their deadline.
     awaiting_recovery: HashMap<TaskId, (AgentId, u64)>,
     recovery_deadlines: BTreeSet<(u64, TaskId)>,
@@ -130,6 +144,12 @@ impl Scheduler {
         for (task_id, agent_id) in held {
             scheduler.await_recovery(task_id, agent_id, deadline);
         }
+        let reattachable: Vec<(AgentId, TaskId)> = scheduler
+            .queue
+            .queued_in_order()
+            .filter_map(|t| Some((AgentId::from(t.reattachable_to()?.0), t.id.clone())))
+            .collect();
+        scheduler.reattachable.extend(reattachable);
         Ok(scheduler)
     }
 
@@ -143,6 +163,8 @@ impl Scheduler {
             accept_deadlines: BTreeSet::new(),
             cooldowns: BTreeSet::new(),
             cancel_deadlines: BTreeSet::new(),
+            settle_deadlines: BTreeSet::new(),
+            reattachable: HashMap::new(),
             awaiting_recovery: HashMap::new(),
             recovery_deadlines: BTreeSet::new(),
             actions: VecDeque::new(),
@@ -178,6 +200,7 @@ impl Scheduler {
             awaiting_recovery: self.recovery_count(slot.fsm.id()),
             cooldown_until_ms: slot.cooldown_until_ms,
             cancelling: slot.cancelling.as_ref().map(|(task_id, _)| task_id),
+            settling_until_ms: slot.settling_until_ms,
         }
     }
 
@@ -199,6 +222,7 @@ impl Scheduler {
             self.accept_deadlines.first().map(|d| d.0),
             self.cooldowns.first().map(|d| d.0),
             self.cancel_deadlines.first().map(|d| d.0),
+            self.settle_deadlines.first().map(|d| d.0),
             self.recovery_deadlines.first().map(|d| d.0),
         ]
         .into_iter()
@@ -223,8 +247,12 @@ impl Scheduler {
 
     /// An agent identified on connection `connection` (an id chosen by the shell).
     ///
-    /// A connection that replaces a live one takes over the agent; a task the agent
-    /// held waits `recovery_grace_ms` for `task_recovering` before it is reclaimed.
+    /// A connection that replaces a live one takes over the agent; the task the
+    /// old connection held is taken back at once, as for a disconnect, and can be
+    /// re-attached to the agent. A task the agent held before a coordinator
+    /// restart (still within `recovery_grace_ms`) is its own again at once, with
+    /// its generation. An agent that was the last holder of a task waits
+    /// `identify_settle_ms` (or until its first message) before it is offered work.
     pub fn handle_connect(
         &mut self,
         now_ms: u64,
@@ -240,6 +268,7 @@ impl Scheduler {
                 idle_key: None,
                 cooldown_until_ms: None,
                 cancelling: None,
+                settling_until_ms: None,
             };
             self.next_agent_seq += 1;
             self.agents.insert(agent_id.clone(), slot);
@@ -256,11 +285,84 @@ impl Scheduler {
         if let Some(slot) = self.agents.get_mut(&agent_id) {
             slot.connection = Some(connection);
         }
+        if held.is_some() || self.reattachable_task(&agent_id).is_some() {
+            let until = now_ms.saturating_add(self.config.identify_settle_ms);
+            if let Some(slot) = self.agents.get_mut(&agent_id) {
+                if let Some(old) = slot.settling_until_ms.replace(until) {
+                    self.settle_deadlines.remove(&(old, agent_id.clone()));
+                }
+                self.settle_deadlines.insert((until, agent_id.clone()));
+            }
+        }
         if let Some(held) = held {
-            let deadline = now_ms.saturating_add(self.config.recovery_grace_ms);
-            self.await_recovery(held.task_id, agent_id.clone(), deadline);
+            self.reclaim(now_ms, &held.task_id, ReclaimReason::Disconnected);
+        }
+        let recovered: Vec<TaskId> = self
+            .awaiting_recovery
+            .iter()
+            .filter(|(_, (owner, _))| owner == &agent_id)
+            .map(|(task_id, _)| task_id.clone())
+            .collect();
+        for task_id in recovered {
+            self.reattach(now_ms, &agent_id, &task_id);
         }
         self.refresh_availability(now_ms, &agent_id);
+    }
+
+    /// A message (other than `ping`) from the agent, after it was handled: a
+    /// freshly identified agent has said what it holds and can be offered work.
+    pub fn handle_agent_message(&mut self, now_ms: u64, agent_id: &AgentId) {
+        let Some(slot) = self.agents.get_mut(agent_id) else {
+            return;
+        };
+        if let Some(until) = slot.settling_until_ms.take() {
+            self.settle_deadlines.remove(&(until, agent_id.clone()));
+            self.refresh_availability(now_ms, agent_id);
+        }
+    }
+
+    /// The task taken back from `agent_id` when its connection dropped, if it is
+    /// still queued and assigned to nobody since.
+    fn reattachable_task(&self, agent_id: &AgentId) -> Option<TaskId> {
+        let task_id = self.reattachable.get(agent_id)?;
+        let task = self.queue.get(task_id)?;
+        (task.reattachable_to()?.0 == agent_id.as_str()).then(|| task_id.clone())
+    }
+
+    /// Gives the agent back the task taken from it when its connection dropped:
+    /// the task is held by it again with a new generation; returns the generation.
+    /// With `announce`, the agent is told (`Action::Reattach`); without, the
+    /// caller answers the agent's own report.
+    fn reattach_reclaimed(
+        &mut self,
+        now_ms: u64,
+        agent_id: &AgentId,
+        task_id: &str,
+        announce: bool,
+    ) -> Option<u64> {
+        let idle = self
+            .agents
+            .get(agent_id)
+            .is_some_and(|slot| slot.connection.is_some() && slot.fsm.state() == AgentState::Idle);
+        if !idle {
+            return None;
+        }
+        let generation = self.queue.reattach(now_ms, task_id, agent_id).ok()?;
+        self.reattachable.remove(agent_id);
+        self.make_unavailable(agent_id);
+        let task_id = TaskId::from(task_id);
+        self.move_agent(agent_id, |fsm| {
+            fsm.resume(now_ms, task_id.clone(), generation)
+        })
+        .and_then(Result::ok)?;
+        if announce {
+            self.actions.push_back(Action::Reattach {
+                agent_id: agent_id.clone(),
+                task_id,
+                generation,
+            });
+        }
+        Some(generation)
     }
 
     /// Connection `connection` of an agent closed or stopped answering: the agent goes
@@ -339,6 +441,15 @@ impl Scheduler {
         task_id: &str,
     ) -> Result<(), SchedulerError> {
         self.slot(agent_id)?;
+        if self.reattachable_task(agent_id).as_deref() == Some(task_id) {
+            // Still at work on the task taken back when its connection dropped.
+            if self
+                .reattach_reclaimed(now_ms, agent_id, task_id, true)
+                .is_some()
+            {
+                return Ok(());
+            }
+        }
         self.queue.progress(now_ms, task_id, agent_id)?;
         self.reattach(now_ms, agent_id, task_id);
         Ok(())
@@ -423,6 +534,12 @@ impl Scheduler {
         let recovery = self.queue.recover(now_ms, task_id, agent_id);
         if let Recovery::Continue { .. } = recovery {
             self.reattach(now_ms, agent_id, task_id);
+            return Ok(recovery);
+        }
+        if self.reattachable_task(agent_id).as_deref() == Some(task_id) {
+            if let Some(generation) = self.reattach_reclaimed(now_ms, agent_id, task_id, false) {
+                return Ok(Recovery::Continue { generation });
+            }
         }
         Ok(recovery)
     }
@@ -500,6 +617,16 @@ impl Scheduler {
                 self.reclaim(now_ms, &task_id, ReclaimReason::RecoveryExpired);
                 self.refresh_availability(now_ms, &agent_id);
             }
+        }
+        while let Some((until, agent_id)) = self.settle_deadlines.first().cloned() {
+            if until > now_ms {
+                break;
+            }
+            self.settle_deadlines.remove(&(until, agent_id.clone()));
+            if let Some(slot) = self.agents.get_mut(&agent_id) {
+                slot.settling_until_ms = None;
+            }
+            self.refresh_availability(now_ms, &agent_id);
         }
         while let Some((until, agent_id)) = self.cancel_deadlines.first().cloned() {
             if until > now_ms {
@@ -647,6 +774,12 @@ impl Scheduler {
             agent_id: agent_id.clone(),
             reason,
         });
+        if matches!(
+            reason,
+            ReclaimReason::Disconnected | ReclaimReason::SlowConsumer
+        ) {
+            self.reattachable.insert(agent_id.clone(), task_id.clone());
+        }
         // Other idle agents get the task before the one it was taken from.
         self.release_agent(now_ms, agent_id, task_id);
         self.enqueue(now_ms, task_id);
@@ -683,6 +816,7 @@ impl Scheduler {
             && slot.fsm.state() == AgentState::Idle
             && slot.cooldown_until_ms.is_none()
             && slot.cancelling.is_none()
+            && slot.settling_until_ms.is_none()
             && !waiting;
         if !available {
             self.make_unavailable(agent_id);
@@ -720,6 +854,18 @@ impl Scheduler {
         if slot.idle_key.is_none() {
             return;
         }
+        // Its own task back rather than a second run of it elsewhere.
+        if let Some(task_id) = self.reattachable_task(agent_id) {
+            if self
+                .reattach_reclaimed(now_ms, agent_id, &task_id, true)
+                .is_some()
+            {
+                return;
+            }
+        }
+        let Some(slot) = self.agents.get(agent_id) else {
+            return;
+        };
         let best = self
             .queue
             .best_queued(slot.fsm.capabilities().names())

@@ -172,16 +172,24 @@ fn a_reconnecting_agent_recovers_its_task() {
     submit(&mut s, T0, "u", &[]);
     assignments(&mut s);
     s.handle_accepted(T0 + 1, &id("a"), "t").unwrap();
-    // A new connection replaces the old one before it closed.
+    // A new connection replaces the old one before it closed: the task is taken
+    // back at once, kept for its holder, which settles before it gets work.
     s.handle_connect(T0 + 2, id("a"), caps(&[]), 2);
-    assert_eq!(s.agent("a").unwrap().awaiting_recovery, 1);
+    assert_eq!(s.queue().get("t").unwrap().status, Status::Queued);
+    assert!(s.agent("a").unwrap().settling_until_ms.is_some());
     assert!(
         assignments(&mut s).is_empty(),
-        "no new work while a recovery is pending"
+        "no new work while it settles"
     );
     let r = s.handle_recovering(T0 + 3, &id("a"), "t").unwrap();
-    assert_eq!(r, Recovery::Continue { generation: 1 });
+    assert_eq!(r, Recovery::Continue { generation: 3 });
     assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Working);
+    s.handle_agent_message(T0 + 3, &id("a"));
+    assert!(
+        assignments(&mut s).is_empty(),
+        "busy with its own task again"
+    );
+    // Its report with its original generation is accepted.
     s.handle_complete(T0 + 4, &id("a"), "t", 1, Completion::default())
         .unwrap();
     assert_eq!(assignments(&mut s)[0].0, "u");
@@ -392,7 +400,8 @@ fn check_invariants(s: &Scheduler) -> Result<(), TestCaseError> {
             && view.agent.state() == AgentState::Idle
             && view.awaiting_recovery == 0
             && view.cooldown_until_ms.is_none()
-            && view.cancelling.is_none();
+            && view.cancelling.is_none()
+            && view.settling_until_ms.is_none();
         if !available {
             continue;
         }
@@ -545,4 +554,60 @@ fn the_cancel_grace_ends_the_wait_for_an_agent_that_never_reports() {
     s.handle_timeout(T0 + grace);
     assert_eq!(assignments(&mut s), [("t2".into(), "a".into(), 1)]);
     assert!(s.agent("a").unwrap().cancelling.is_none());
+}
+
+#[test]
+fn a_silent_holder_that_reconnects_gets_its_task_back_after_the_settle_window() {
+    let mut s = Scheduler::new(config());
+    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    submit(&mut s, T0, "t", &[]);
+    assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 1)]);
+    s.handle_accepted(T0, &id("a"), "t").unwrap();
+    // A network blip: the task is taken back; nobody else can take it.
+    s.handle_disconnect(T0 + 1, &id("a"), 1);
+    assert_eq!(s.queue().get("t").unwrap().generation, 2);
+    s.handle_connect(T0 + 2, id("a"), caps(&[]), 2);
+    assert!(assignments(&mut s).is_empty(), "settling");
+    // It says nothing (pings only); after the settle window its task is re-attached
+    // (task_continue), never assigned anew.
+    let settle = config().identify_settle_ms;
+    s.handle_timeout(T0 + 2 + settle);
+    while s.poll_change().is_some() {}
+    let actions: Vec<Action> = std::iter::from_fn(|| s.poll_action()).collect();
+    assert_eq!(
+        actions,
+        [Action::Reattach {
+            agent_id: id("a"),
+            task_id: "t".into(),
+            generation: 3
+        }]
+    );
+    // Its late result with the generation of its own assignment is accepted.
+    s.handle_complete(T0 + 9, &id("a"), "t", 1, Completion::default())
+        .unwrap();
+    assert!(s.queue().is_empty());
+}
+
+#[test]
+fn a_task_taken_by_another_agent_is_no_longer_the_old_holders() {
+    let mut s = Scheduler::new(config());
+    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    submit(&mut s, T0, "t", &[]);
+    assignments(&mut s);
+    s.handle_connect(T0, id("b"), caps(&[]), 2);
+    s.handle_disconnect(T0 + 1, &id("a"), 1);
+    assert_eq!(assignments(&mut s), [("t".into(), "b".into(), 3)]);
+    s.handle_connect(T0 + 2, id("a"), caps(&[]), 3);
+    let err = s
+        .handle_complete(T0 + 3, &id("a"), "t", 1, Completion::default())
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        SchedulerError::Task(queue_core::TaskError::StaleGeneration { .. })
+            | SchedulerError::Task(queue_core::TaskError::NotAssigned(_))
+    ));
+    assert_eq!(
+        s.handle_recovering(T0 + 3, &id("a"), "t").unwrap(),
+        Recovery::Reassign
+    );
 }

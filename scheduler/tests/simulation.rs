@@ -84,6 +84,7 @@ const CONFIG: fn() -> SchedulerConfig = || SchedulerConfig {
     recovery_grace_ms: 400,
     reject_backoff_ms: 50,
     cancel_grace_ms: 500,
+    identify_settle_ms: 0,
     queue: queue_core::QueueConfig {
         default_max_retries: 100,
         stuck_after_ms: 2_000,

@@ -84,6 +84,7 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
             recovery_grace_ms: args.recovery_grace_ms,
             reject_backoff_ms: 1_000,
             cancel_grace_ms: args.cancel_grace_ms,
+            identify_settle_ms: args.identify_settle_ms,
         },
         sweep_interval_ms: args.sweep_interval_ms.max(1),
         retention_ms: args.retention_hours.saturating_mul(3_600_000),

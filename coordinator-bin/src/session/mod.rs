@@ -110,6 +110,8 @@ struct PendingIdentify {
     agent_id: String,
     name: Option<String>,
     capabilities: Vec<String>,
+    /// The task the agent says it still works on.
+    current_task: Option<String>,
 }
 
 /// One open agent socket.
@@ -349,6 +351,17 @@ impl Session {
                     agent_id,
                     frame: Frame::Message(CoordinatorMessage::TaskCancel {
                         task_id: task_id.to_string(),
+                    }),
+                }),
+                Action::Reattach {
+                    agent_id,
+                    task_id,
+                    generation,
+                } => self.gate.hold(Held::ToAgent {
+                    agent_id,
+                    frame: Frame::Message(CoordinatorMessage::TaskContinue {
+                        task_id: task_id.to_string(),
+                        generation,
                     }),
                 }),
                 Action::Reclaimed {

@@ -336,9 +336,11 @@ fn a_new_connection_replaces_the_old_one_whose_end_changes_nothing() {
         settle(&mut s).is_empty(),
         "the old socket's end reclaims nothing"
     );
+    // Taken back at once from the replaced connection, kept for its holder.
     let task = s.scheduler().queue().get("t1").unwrap();
-    assert_eq!((task.status, task.generation), (Status::Assigned, 1));
-    // The agent recovers its task on the new connection.
+    assert_eq!((task.status, task.generation), (Status::Queued, 2));
+    assert_eq!(task.reattachable_to(), Some(("a1", 1)));
+    // The agent recovers its task on the new connection: re-attached, fenced anew.
     s.handle_message(
         T0 + 2,
         new,
@@ -352,10 +354,12 @@ fn a_new_connection_replaces_the_old_one_whose_end_changes_nothing() {
             new,
             CoordinatorMessage::TaskContinue {
                 task_id: "t1".into(),
-                generation: 1
+                generation: 3
             }
         )]
     );
+    let task = s.scheduler().queue().get("t1").unwrap();
+    assert_eq!((task.status, task.generation), (Status::Working, 3));
 }
 
 #[test]
@@ -897,5 +901,63 @@ fn a_late_report_on_a_cancelled_task_is_acknowledged_as_cancelled_and_changes_no
         assigned(&out),
         vec![(c, "t2".to_owned(), 1)],
         "work again after the report"
+    );
+}
+
+#[test]
+fn an_agent_naming_its_current_task_on_identify_has_it_back() {
+    let mut s = session();
+    let (c1, c2) = (ConnId::new(1), ConnId::new(2));
+    connect(&mut s, c1, "a1");
+    submit(&mut s, 1, &["t1"]);
+    settle(&mut s);
+    s.handle_closed(T0 + 1, c1);
+    settle(&mut s);
+    s.handle_opened(c2);
+    let AgentMessage::Identify {
+        agent_id,
+        token,
+        capabilities,
+        ..
+    } = identify("a1", "secret")
+    else {
+        unreachable!()
+    };
+    s.handle_message(
+        T0 + 2,
+        c2,
+        AgentMessage::Identify {
+            agent_id,
+            token,
+            name: None,
+            capabilities,
+            status: None,
+            client_type: None,
+            current_task: Some(transport_ws::protocol::CurrentTask {
+                task_id: "t1".into(),
+                generation: 1,
+            }),
+        },
+    );
+    let _ = drain(&mut s);
+    s.handle_identity(T0 + 2, c2, Some(Identity::Agent("a1".into())));
+    let out = codes(settle(&mut s));
+    assert_eq!(
+        out,
+        vec![
+            send(
+                c2,
+                CoordinatorMessage::Identified {
+                    agent_id: "a1".into()
+                }
+            ),
+            send(
+                c2,
+                CoordinatorMessage::TaskContinue {
+                    task_id: "t1".into(),
+                    generation: 3
+                }
+            )
+        ]
     );
 }

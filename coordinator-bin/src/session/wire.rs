@@ -97,6 +97,7 @@ impl Session {
                     token,
                     name,
                     capabilities,
+                    current_task,
                     ..
                 },
                 None,
@@ -109,6 +110,7 @@ impl Session {
                     agent_id,
                     name,
                     capabilities: capabilities.iter().map(|c| c.name().to_owned()).collect(),
+                    current_task: current_task.map(|c| c.task_id),
                 });
                 self.ready.push_back(Output::Authenticate { conn, token });
             }
@@ -116,7 +118,11 @@ impl Session {
                 let detail = format!("`{}` before a successful identify", other.type_name());
                 self.refuse(conn, ErrorCode::NotIdentified, None, &detail);
             }
-            (message, Some(agent_id)) => self.on_lifecycle(now_ms, conn, &agent_id, message),
+            (message, Some(agent_id)) => {
+                self.on_lifecycle(now_ms, conn, &agent_id, message);
+                // It has spoken: a freshly identified agent can be offered work.
+                self.scheduler.handle_agent_message(now_ms, &agent_id);
+            }
         }
         self.drain_scheduler();
     }
@@ -193,10 +199,20 @@ impl Session {
         );
         self.scheduler.handle_connect(
             now_ms,
-            agent_id,
+            agent_id.clone(),
             Capabilities::new(pending.capabilities),
             conn.get(),
         );
+        if let Some(task_id) = pending.current_task {
+            // As `task_recovering` right after identify.
+            self.on_lifecycle(
+                now_ms,
+                conn,
+                &agent_id,
+                AgentMessage::TaskRecovering { task_id },
+            );
+            self.scheduler.handle_agent_message(now_ms, &agent_id);
+        }
         self.drain_scheduler();
     }
 

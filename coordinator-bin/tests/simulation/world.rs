@@ -172,6 +172,7 @@ impl World {
                 recovery_grace_ms: rng.between(1_000, 5_000),
                 reject_backoff_ms: 1_000,
                 cancel_grace_ms: rng.between(1_000, 10_000),
+                identify_settle_ms: rng.between(100, 2_000),
                 queue: queue_core::QueueConfig {
                     default_max_retries: rng.below(3) as u32,
                     stuck_after_ms: rng.between(10_000, 30_000),
@@ -549,11 +550,13 @@ impl World {
             }
         }
         if task.status == Status::Completed {
-            // Fencing: the outcome recorded is the one of the current generation's run.
-            if !self
-                .reports_sent
-                .contains(&(id.clone(), task.generation, true))
-            {
+            // Fencing: the outcome recorded is a report of the current generation, or
+            // the holder's report carrying the generation of its own last assignment.
+            let last = task.last_assignment().map(|(_, g)| g);
+            let reported = |g: Option<u64>| {
+                g.is_some_and(|g| self.reports_sent.contains(&(id.clone(), g, true)))
+            };
+            if !reported(Some(task.generation)) && !reported(last) {
                 return Err(format!(
                     "task {id} completed at generation {} without a report of that generation",
                     task.generation

@@ -46,6 +46,10 @@ enum Op {
         task: usize,
         agent: usize,
     },
+    Reattach {
+        task: usize,
+        agent: usize,
+    },
     Cancel {
         task: usize,
     },
@@ -71,6 +75,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (t.clone(), a.clone()).prop_map(|(task, agent)| Op::Reject { task, agent }),
         1 => t.clone().prop_map(|task| Op::Reclaim { task }),
         1 => (t.clone(), a.clone()).prop_map(|(task, agent)| Op::Recover { task, agent }),
+        1 => (t.clone(), a.clone()).prop_map(|(task, agent)| Op::Reattach { task, agent }),
         1 => t.clone().prop_map(|task| Op::Cancel { task }),
         1 => t.prop_map(|task| Op::RetryDeadLetter { task }),
         1 => (0u64..400).prop_map(|advance_ms| Op::Sweep { advance_ms }),
@@ -90,6 +95,11 @@ struct ModelTask {
     seq: u64,
     last_alive_ms: Option<u64>,
     complete_by_ms: Option<u64>,
+    /// The agent and generation of the newest assignment.
+    last_assigned: Option<(usize, u64)>,
+    /// Taken back from this agent (and its assignment's generation) when its
+    /// connection dropped, assigned to nobody since: it may have it back.
+    reattachable: Option<(usize, u64)>,
 }
 
 struct Harness {
@@ -143,6 +153,15 @@ impl Harness {
         m.status = Status::Queued;
         m.holder = None;
         m.last_alive_ms = None;
+        m.reattachable = None;
+    }
+
+    /// Whether a report of `agent` with generation `gen` is its own last
+    /// assignment's, while nobody else was assigned the task since.
+    fn widened(m: &ModelTask, agent: usize, gen: u64) -> bool {
+        m.last_assigned == Some((agent, gen))
+            && ((m.status == Status::Queued && m.reattachable == Some((agent, gen)))
+                || (m.status.is_held() && m.holder == Some(agent)))
     }
 
     fn apply(&mut self, op: &Op) {
@@ -180,6 +199,8 @@ impl Harness {
                         seq: self.next_seq,
                         last_alive_ms: None,
                         complete_by_ms,
+                        last_assigned: None,
+                        reattachable: None,
                     },
                 );
                 self.next_seq += 1;
@@ -211,6 +232,8 @@ impl Harness {
                         m.status = Status::Assigned;
                         m.holder = Some(agent);
                         m.last_alive_ms = Some(now);
+                        m.last_assigned = Some((agent, g));
+                        m.reattachable = None;
                         true
                     }
                 }
@@ -264,10 +287,18 @@ impl Harness {
                     gen,
                     Completion::default(),
                 );
-                let legal = !m.status.is_final() && !stale && m.holder == Some(agent);
+                let normal = !m.status.is_final() && !stale && m.holder == Some(agent);
+                let widened = Harness::widened(&m, agent, gen);
+                let legal = normal || widened;
                 assert_eq!(res.is_ok(), legal, "complete {op:?} on {m:?}: {res:?}");
-                if !m.status.is_final() && stale {
+                if !m.status.is_final() && stale && !widened {
                     assert!(matches!(res, Err(TaskError::StaleGeneration { .. })));
+                }
+                if widened && m.status == Status::Queued {
+                    // Re-attached on the way: one more generation, held by the agent.
+                    let m = self.model.get_mut(&idx).unwrap();
+                    m.generation += 1;
+                    m.holder = Some(agent);
                 }
                 if legal {
                     let m = self.model.get_mut(&idx).unwrap();
@@ -288,10 +319,16 @@ impl Harness {
                 let res =
                     self.queue
                         .fail(now, id.as_str(), &AgentId::from(AGENTS[agent]), gen, "boom");
-                let legal = !m.status.is_final() && !stale && m.holder == Some(agent);
+                let normal = !m.status.is_final() && !stale && m.holder == Some(agent);
+                let widened = Harness::widened(&m, agent, gen);
+                let legal = normal || widened;
                 assert_eq!(res.is_ok(), legal, "fail {op:?} on {m:?}: {res:?}");
                 if legal {
                     let m = self.model.get_mut(&idx).unwrap();
+                    if widened && m.status == Status::Queued {
+                        m.generation += 1;
+                        m.holder = Some(agent);
+                    }
                     m.retry_count += 1;
                     if m.retry_count <= m.max_retries {
                         assert_eq!(res.unwrap(), FailOutcome::Retried);
@@ -316,7 +353,30 @@ impl Harness {
                 if legal {
                     assert_eq!(res.unwrap().as_str(), AGENTS[m.holder.unwrap()]);
                     m.generation += 1;
+                    let holder = m.last_assigned;
                     Harness::requeue(m);
+                    m.reattachable = holder;
+                }
+                legal
+            }
+            Op::Reattach { task, agent } => {
+                let Some((idx, id)) = self.pick(task) else {
+                    return;
+                };
+                let res = self
+                    .queue
+                    .reattach(now, id.as_str(), &AgentId::from(AGENTS[agent]));
+                let m = self.model.get_mut(&idx).unwrap();
+                let legal =
+                    m.status == Status::Queued && m.reattachable.map(|(a, _)| a) == Some(agent);
+                assert_eq!(res.is_ok(), legal, "reattach {op:?} on {m:?}: {res:?}");
+                if legal {
+                    m.generation += 1;
+                    assert_eq!(res.unwrap(), m.generation);
+                    m.status = Status::Working;
+                    m.holder = Some(agent);
+                    m.last_alive_ms = Some(now);
+                    m.reattachable = None;
                 }
                 legal
             }
