@@ -1,4 +1,20 @@
 //! The wire protocol, version 1: one JSON text object per frame, tagged by `type`.
+//!
+//! The field names are those of the original hub's v1 protocol; clients that speak
+//! it work unmodified. The rules at the edges (SPEC §12), as the coordinator
+//! applies them:
+//! - **Re-attach, don't re-run.** An agent whose connection dropped while it held a
+//!   task gets that task back, while nobody else was assigned it, when it says so
+//!   after identifying again: `task_recovering`, progress, its result, or the
+//!   `current_task {task_id, generation}` field of `identify`. The answer is
+//!   `task_continue` with a new generation; its result carrying the generation of
+//!   its own last assignment is accepted too. A freshly identified last holder is
+//!   offered no work until its first message other than `ping`, or for
+//!   `--identify-settle-ms`; an agent that stays silent gets its own task back as
+//!   `task_continue`, never as a second `task_assign`.
+//! - **Cancel grace.** After `task_cancel` the agent is offered no work until it
+//!   reports on that task (or `--cancel-grace-ms` passes); that late report is
+//!   answered `task_ack {status: "cancelled"}` and changes nothing.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -223,7 +239,8 @@ pub enum CoordinatorMessage {
     TaskAck {
         /// The task.
         task_id: String,
-        /// `accepted`, `complete`, `retried`, `dead_letter` or `rejected`.
+        /// `accepted`, `complete`, `retried`, `dead_letter`, `rejected`, or
+        /// `cancelled` (a report on a task cancelled under the agent).
         status: String,
     },
     /// A task for the agent.
