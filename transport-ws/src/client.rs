@@ -1,4 +1,22 @@
 //! The agent side: connect, identify, send and receive, reconnect with backoff.
+//!
+//! # Holding a task across reconnects
+//!
+//! An agent that still holds a task when its connection drops (its work runs on,
+//! or its outcome is not acknowledged yet) says so on every reconnect, so that the
+//! coordinator re-attaches the task to it instead of running it a second time:
+//!
+//! 1. set [`ClientConfig::current_task`] to the task and the generation of the
+//!    agent's assignment of it before connecting (every `identify` made with the
+//!    config names it as `current_task`); set it back to `None` once the task is
+//!    finished with (its outcome acknowledged, or the task cancelled or reassigned);
+//! 2. after connecting, send `task_recovering {task_id}` and hold its outcome back
+//!    until the answer: `task_continue {task_id, generation}` (go on, and report
+//!    with that generation from now on) or `task_reassign {task_id}` (the task went
+//!    elsewhere: drop it).
+//!
+//! A coordinator that does not know `current_task` ignores it; `task_recovering`
+//! works with every v1 coordinator.
 
 use std::time::Duration;
 
@@ -12,8 +30,12 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::protocol::{
-    decode_coordinator_message, AgentMessage, CapabilityEntry, CoordinatorMessage, ErrorCode,
+    decode_coordinator_message, AgentMessage, CapabilityEntry, CoordinatorMessage, CurrentTask,
+    ErrorCode,
 };
+
+#[cfg(test)]
+mod tests;
 
 /// Who the agent is and where the coordinator listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +54,10 @@ pub struct ClientConfig {
     pub client_type: String,
     /// How often a JSON `ping` is sent while connected (None: never).
     pub ping_interval: Option<Duration>,
+    /// The task the agent holds, named as `current_task` in every `identify` made
+    /// with this config (None: the field is left out). See the module doc for the
+    /// whole re-attach exchange.
+    pub current_task: Option<CurrentTask>,
 }
 
 impl ClientConfig {
@@ -49,6 +75,25 @@ impl ClientConfig {
             name: None,
             client_type: "transport-ws".to_owned(),
             ping_interval: Some(Duration::from_secs(30)),
+            current_task: None,
+        }
+    }
+
+    /// The `identify` message a connection made with this config sends first.
+    pub fn identify(&self) -> AgentMessage {
+        AgentMessage::Identify {
+            agent_id: self.agent_id.clone(),
+            token: self.token.clone(),
+            name: self.name.clone(),
+            capabilities: self
+                .capabilities
+                .iter()
+                .cloned()
+                .map(CapabilityEntry::Name)
+                .collect(),
+            status: Some("idle".to_owned()),
+            client_type: Some(self.client_type.clone()),
+            current_task: self.current_task.clone(),
         }
     }
 }
@@ -119,24 +164,11 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects, identifies and waits for `identified`.
+    /// Connects, identifies (with [`ClientConfig::identify`]) and waits for
+    /// `identified`.
     pub async fn connect(config: &ClientConfig) -> Result<Connection, ClientError> {
         let mut connection = Connection::open(&config.url).await?;
-        let identify = AgentMessage::Identify {
-            agent_id: config.agent_id.clone(),
-            token: config.token.clone(),
-            name: config.name.clone(),
-            capabilities: config
-                .capabilities
-                .iter()
-                .cloned()
-                .map(CapabilityEntry::Name)
-                .collect(),
-            status: Some("idle".to_owned()),
-            client_type: Some(config.client_type.clone()),
-            current_task: None,
-        };
-        connection.sender.send(&identify).await?;
+        connection.sender.send(&config.identify()).await?;
         loop {
             match connection.recv().await {
                 Some(CoordinatorMessage::Identified { .. }) => break,
