@@ -1,6 +1,8 @@
 //! `coordinator agent`: the bundled sidecar that makes any command-line program an
 //! agent. One task at a time; the task is saved before it is accepted and its
-//! outcome is kept until the coordinator acknowledges it.
+//! outcome is kept until the coordinator acknowledges it. Every (re)connect while
+//! holding a task names it in `identify` (`current_task`) and sends
+//! `task_recovering`, so that the task is re-attached rather than run again.
 //!
 //! Every decision is made by the pure [`session::AgentSession`]; this file is the
 //! shell around it: it feeds in connections, frames, command ends, progress lines,
@@ -112,6 +114,9 @@ async fn main_loop(config: RunnerConfig) -> Result<(), String> {
         }
         if shell.conn.is_none() && connecting.is_none() && session.wants_connection() {
             if let Some(mut backoff) = backoff.take() {
+                // Every identify names the held task, so that the coordinator
+                // re-attaches it rather than running it again.
+                client.current_task = session.current_task();
                 let client = client.clone();
                 connecting = Some(Box::pin(async move {
                     let result = connect_with_retry(&client, &mut backoff).await;

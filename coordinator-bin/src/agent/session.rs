@@ -21,16 +21,28 @@
 //!             Output::Exit => return,
 //!         }
 //!     }
-//!     wait for one event (connect if `wants_connection()`, a frame, the command's
-//!     end, a progress line, a stop signal, the `poll_timeout()` deadline) and feed
-//!     it in with the matching `handle_*` call.
+//!     wait for one event (connect if `wants_connection()`, naming `current_task()`
+//!     in identify; a frame, the command's end, a progress line, a stop signal, the
+//!     `poll_timeout()` deadline) and feed it in with the matching `handle_*` call.
 //! }
 //! ```
+//!
+//! # Re-attach after every reconnect
+//!
+//! Whenever the runner connects while it holds a task (after its own restart, a
+//! network blip or a coordinator restart; running, or with an outcome not yet
+//! acknowledged), its `identify` names the task in `current_task` and, once
+//! identified, it sends `task_recovering`. It then holds its outcome back until
+//! the coordinator answers: `task_continue` (go on; later reports carry the
+//! generation given there) or `task_reassign` (the task went elsewhere: the command
+//! is killed and the task dropped, as for `task_cancel`). A coordinator that
+//! re-attaches on `current_task` and then answers `task_recovering` too sends the
+//! same `task_continue` twice; the repeat changes nothing.
 
 use std::collections::VecDeque;
 
 use serde_json::Value;
-use transport_ws::protocol::{AgentMessage, CoordinatorMessage, ErrorCode};
+use transport_ws::protocol::{AgentMessage, CoordinatorMessage, CurrentTask, ErrorCode};
 
 use super::state::{HeldTask, Outcome};
 
@@ -117,9 +129,10 @@ enum SaveInFlight {
 ///    before accepted" holds by construction.
 /// 3. Re-arm one timer at [`poll_timeout`](Self::poll_timeout) and call
 ///    [`handle_timeout`](Self::handle_timeout) when it passes.
-/// 4. Connect only while [`wants_connection`](Self::wants_connection) is true;
-///    report the connection with [`handle_connected`](Self::handle_connected) and its
-///    loss with [`handle_disconnected`](Self::handle_disconnected).
+/// 4. Connect only while [`wants_connection`](Self::wants_connection) is true, with
+///    [`current_task`](Self::current_task) as `identify`'s `current_task`; report the
+///    connection with [`handle_connected`](Self::handle_connected) and its loss with
+///    [`handle_disconnected`](Self::handle_disconnected).
 ///
 /// After [`Output::Exit`], every input is ignored and nothing more comes out.
 #[derive(Debug)]
@@ -159,6 +172,17 @@ impl AgentSession {
     /// True while the runner should be connected (or trying to connect).
     pub fn wants_connection(&self) -> bool {
         matches!(self.phase, Phase::Serving | Phase::Draining)
+    }
+
+    /// The task to name in `identify` (its `current_task` field) when connecting:
+    /// the held task, running or with an outcome not yet acknowledged, with the
+    /// generation of this agent's assignment of it. It does not change while the
+    /// runner is disconnected, so the shell may read it when it starts connecting.
+    pub fn current_task(&self) -> Option<CurrentTask> {
+        self.held.as_ref().map(|task| CurrentTask {
+            task_id: task.task_id.clone(),
+            generation: task.generation,
+        })
     }
 
     /// The next thing to do, in order; `None` when there is nothing, or while a
@@ -223,8 +247,10 @@ impl AgentSession {
         }
     }
 
-    /// The connection is up and identified. A held task is announced with
-    /// `task_recovering`; the coordinator's answer decides what happens to it.
+    /// The connection is up and identified (its `identify` named
+    /// [`current_task`](Self::current_task)). A held task is announced with
+    /// `task_recovering`, after every (re)connect; the coordinator's answer decides
+    /// what happens to it, and its outcome waits for that answer.
     pub fn handle_connected(&mut self) {
         if !self.accepts_input() {
             return;
@@ -452,6 +478,13 @@ impl AgentSession {
         let Some(task) = self.held.as_mut().filter(|t| t.task_id == task_id) else {
             return;
         };
+        if !self.recovering && task.generation == generation {
+            // A repeat: the coordinator re-attached the task on identify's
+            // `current_task` and answers `task_recovering` as well, or assigned the
+            // task to us again before answering it. Nothing new to do or report.
+            tracing::debug!(task_id, generation, "repeated task_continue; nothing to do");
+            return;
+        }
         task.generation = generation;
         tracing::info!(task_id, generation, "coordinator says continue");
         self.recovering = false;

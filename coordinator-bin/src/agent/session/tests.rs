@@ -2,7 +2,7 @@
 //! protocol path.
 
 use serde_json::json;
-use transport_ws::protocol::{AgentMessage, CoordinatorMessage, ErrorCode};
+use transport_ws::protocol::{AgentMessage, CoordinatorMessage, CurrentTask, ErrorCode};
 
 use super::{AgentSession, Output, SessionConfig};
 use crate::agent::state::{HeldTask, Outcome};
@@ -67,6 +67,20 @@ fn cont(task_id: &str, generation: u64) -> CoordinatorMessage {
         task_id: task_id.into(),
         generation,
     }
+}
+
+fn reassign(task_id: &str) -> CoordinatorMessage {
+    CoordinatorMessage::TaskReassign {
+        task_id: task_id.into(),
+    }
+}
+
+/// What identify names as the held task.
+fn current(task_id: &str, generation: u64) -> Option<CurrentTask> {
+    Some(CurrentTask {
+        task_id: task_id.into(),
+        generation,
+    })
 }
 
 fn send(message: AgentMessage) -> Output {
@@ -423,22 +437,6 @@ fn an_outcome_made_while_disconnected_is_saved_and_reported_after_continue() {
 }
 
 #[test]
-fn an_unacknowledged_outcome_is_resent_after_a_reconnect() {
-    let mut s = reported_t1();
-    s.handle_disconnected();
-    s.handle_connected();
-    assert_eq!(drain(&mut s), [recovering("t1")]);
-    s.handle_message(cont("t1", 2));
-    assert_eq!(
-        drain(&mut s),
-        [
-            Output::SaveState(with_outcome(task("t1", 2), done())),
-            completed("t1", 2),
-        ]
-    );
-}
-
-#[test]
 fn an_outcome_made_while_recovering_waits_for_continue() {
     let mut s = running_t1();
     s.handle_disconnected();
@@ -457,16 +455,6 @@ fn an_outcome_made_while_recovering_waits_for_continue() {
             completed("t1", 1),
         ]
     );
-}
-
-#[test]
-fn a_command_still_running_after_a_reconnect_goes_on_after_continue() {
-    let mut s = running_t1();
-    s.handle_disconnected();
-    s.handle_connected();
-    assert_eq!(drain(&mut s), [recovering("t1")]);
-    s.handle_message(cont("t1", 2));
-    assert_eq!(drain(&mut s), [Output::SaveState(task("t1", 2))]);
 }
 
 #[test]
@@ -733,4 +721,210 @@ fn progress_goes_out_only_for_the_unfinished_held_task_while_connected() {
     let mut s = reported_t1();
     s.handle_progress("t1".into(), json!(1));
     assert_eq!(drain(&mut s), []);
+}
+
+#[test]
+fn identify_names_the_held_task_from_assignment_to_ack() {
+    let mut s = AgentSession::new(config(), None);
+    assert_eq!(s.current_task(), None);
+    s.handle_connected();
+    s.handle_message(assign("t1", 1));
+    assert_eq!(s.current_task(), current("t1", 1));
+    let _ = drain(&mut s);
+    s.handle_command_finished(done());
+    let _ = drain(&mut s);
+    assert_eq!(s.current_task(), current("t1", 1));
+    s.handle_message(ack("t1", "complete"));
+    assert_eq!(drain(&mut s), [Output::ClearState]);
+    assert_eq!(s.current_task(), None);
+    // After a restart, the task of the state file.
+    let restarted = AgentSession::new(config(), Some(with_outcome(task("t2", 4), broke())));
+    assert_eq!(restarted.current_task(), current("t2", 4));
+}
+
+#[test]
+fn a_reconnect_while_running_names_the_task_recovers_it_and_reports_with_the_new_generation() {
+    let mut s = running_t1();
+    s.handle_disconnected();
+    assert_eq!(drain(&mut s), []);
+    assert_eq!(s.current_task(), current("t1", 1));
+    s.handle_connected();
+    assert_eq!(drain(&mut s), [recovering("t1")]);
+    s.handle_message(cont("t1", 2));
+    // The command goes on: it is not started again.
+    assert_eq!(drain(&mut s), [Output::SaveState(task("t1", 2))]);
+    assert_eq!(s.current_task(), current("t1", 2));
+    s.handle_command_finished(done());
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(with_outcome(task("t1", 2), done())),
+            completed("t1", 2),
+        ]
+    );
+    s.handle_message(ack("t1", "complete"));
+    assert_eq!(drain(&mut s), [Output::ClearState]);
+    assert_eq!(s.current_task(), None);
+}
+
+#[test]
+fn every_reconnect_recovers_again_not_only_the_first() {
+    let mut s = running_t1();
+    for generation in 2..5 {
+        s.handle_disconnected();
+        assert_eq!(s.current_task(), current("t1", generation - 1));
+        s.handle_connected();
+        assert_eq!(drain(&mut s), [recovering("t1")]);
+        s.handle_message(cont("t1", generation));
+        assert_eq!(drain(&mut s), [Output::SaveState(task("t1", generation))]);
+    }
+    s.handle_command_finished(done());
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(with_outcome(task("t1", 4), done())),
+            completed("t1", 4),
+        ]
+    );
+}
+
+#[test]
+fn a_reconnect_with_an_unacknowledged_outcome_names_it_and_reports_it_after_continue() {
+    let mut s = reported_t1();
+    s.handle_disconnected();
+    assert_eq!(s.current_task(), current("t1", 1));
+    s.handle_connected();
+    // The outcome waits for the answer.
+    assert_eq!(drain(&mut s), [recovering("t1")]);
+    s.handle_message(cont("t1", 3));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(with_outcome(task("t1", 3), done())),
+            completed("t1", 3),
+        ]
+    );
+    s.handle_message(ack("t1", "complete"));
+    assert_eq!(drain(&mut s), [Output::ClearState]);
+    assert_eq!(s.current_task(), None);
+}
+
+#[test]
+fn a_repeated_continue_changes_nothing() {
+    // A coordinator that re-attaches on identify's current_task and answers
+    // task_recovering as well: two task_continue with one generation.
+    let mut s = reported_t1();
+    s.handle_disconnected();
+    s.handle_connected();
+    assert_eq!(drain(&mut s), [recovering("t1")]);
+    s.handle_message(cont("t1", 2));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(with_outcome(task("t1", 2), done())),
+            completed("t1", 2),
+        ]
+    );
+    s.handle_message(cont("t1", 2));
+    assert_eq!(drain(&mut s), []);
+    s.handle_message(ack("t1", "complete"));
+    assert_eq!(drain(&mut s), [Output::ClearState]);
+
+    // While running: the command is neither started again nor resaved.
+    let mut s = running_t1();
+    s.handle_disconnected();
+    s.handle_connected();
+    assert_eq!(drain(&mut s), [recovering("t1")]);
+    s.handle_message(cont("t1", 2));
+    assert_eq!(drain(&mut s), [Output::SaveState(task("t1", 2))]);
+    s.handle_message(cont("t1", 2));
+    assert_eq!(drain(&mut s), []);
+}
+
+#[test]
+fn a_continue_with_another_generation_after_the_answer_is_adopted_and_reported_again() {
+    let mut s = reported_t1();
+    s.handle_disconnected();
+    s.handle_connected();
+    let _ = drain(&mut s);
+    s.handle_message(cont("t1", 2));
+    let _ = drain(&mut s);
+    s.handle_message(cont("t1", 3));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(with_outcome(task("t1", 3), done())),
+            completed("t1", 3),
+        ]
+    );
+}
+
+#[test]
+fn the_held_task_assigned_again_before_the_answer_is_adopted_and_the_answer_is_a_repeat() {
+    // A coordinator that reclaimed the task on the disconnect may assign it to us
+    // again before it reads task_recovering.
+    let mut s = running_t1();
+    s.handle_disconnected();
+    s.handle_connected();
+    assert_eq!(drain(&mut s), [recovering("t1")]);
+    s.handle_message(assign("t1", 2));
+    assert_eq!(
+        drain(&mut s),
+        [Output::SaveState(task("t1", 2)), accepted("t1")]
+    );
+    s.handle_message(cont("t1", 2));
+    assert_eq!(drain(&mut s), []);
+    s.handle_command_finished(done());
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(with_outcome(task("t1", 2), done())),
+            completed("t1", 2),
+        ]
+    );
+}
+
+#[test]
+fn a_reassign_after_a_reconnect_kills_the_running_command_and_drops_the_task() {
+    let mut s = running_t1();
+    s.handle_disconnected();
+    s.handle_connected();
+    assert_eq!(drain(&mut s), [recovering("t1")]);
+    s.handle_message(reassign("t1"));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::KillCommand {
+                task_id: "t1".into()
+            },
+            Output::ClearState,
+        ]
+    );
+    assert_eq!(s.current_task(), None);
+    // A repeated reassign changes nothing; the runner is free for new work.
+    s.handle_message(reassign("t1"));
+    assert_eq!(drain(&mut s), []);
+    s.handle_message(assign("t2", 1));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(task("t2", 1)),
+            accepted("t2"),
+            Output::StartCommand(task("t2", 1)),
+        ]
+    );
+    // The next reconnect names the new task.
+    s.handle_disconnected();
+    assert_eq!(s.current_task(), current("t2", 1));
+}
+
+#[test]
+fn a_reassign_after_a_reconnect_drops_an_unacknowledged_outcome_unsent() {
+    let mut s = reported_t1();
+    s.handle_disconnected();
+    s.handle_connected();
+    assert_eq!(drain(&mut s), [recovering("t1")]);
+    s.handle_message(reassign("t1"));
+    assert_eq!(drain(&mut s), [Output::ClearState]);
+    assert_eq!(s.current_task(), None);
 }
