@@ -552,54 +552,63 @@ pub struct RawSocket {
 }
 
 impl RawSocket {
-    /// Connects to `addr` and performs the upgrade of `GET /ws`.
+    /// Connects to `addr` and performs the upgrade of `GET /ws`; panics if that fails.
     pub async fn connect(addr: &str) -> RawSocket {
+        RawSocket::try_connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("WebSocket to {addr}: {e}"))
+    }
+
+    /// Connects to `addr` and performs the upgrade of `GET /ws` (within 5 s).
+    pub async fn try_connect(addr: &str) -> Result<RawSocket, String> {
         use tokio::io::AsyncWriteExt;
-        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
         tcp.write_all(
             b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         )
         .await
-        .expect("write upgrade");
+        .map_err(|e| format!("write upgrade: {e}"))?;
         let mut socket = RawSocket {
             tcp,
             received: Vec::new(),
         };
-        assert!(
-            socket
-                .read_until(Duration::from_secs(5), |b| b
-                    .windows(4)
-                    .any(|w| w == b"\r\n\r\n"))
-                .await,
-            "no upgrade answer"
-        );
-        assert!(
-            socket.received.starts_with(b"HTTP/1.1 101"),
-            "upgrade refused"
-        );
-        socket.received.clear();
-        socket
+        let answered = socket
+            .read_until(Duration::from_secs(5), |b| {
+                b.windows(4).any(|w| w == b"\r\n\r\n")
+            })
+            .await;
+        if !answered {
+            return Err("no upgrade answer".into());
+        }
+        let end = socket
+            .received
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(0, |i| i + 4);
+        if !socket.received.starts_with(b"HTTP/1.1 101") {
+            return Err(format!(
+                "upgrade refused: {}",
+                String::from_utf8_lossy(&socket.received[..end])
+            ));
+        }
+        // Frames the server sent right behind its answer stay in `received`.
+        socket.received.drain(..end);
+        Ok(socket)
+    }
+
+    /// The TCP stream and the bytes received but not yet consumed (frames the server
+    /// may already have sent), for clients that read frames themselves.
+    pub fn into_parts(self) -> (tokio::net::TcpStream, Vec<u8>) {
+        (self.tcp, self.received)
     }
 
     /// Sends one masked frame (as clients must) with the given opcode
     /// (1 text, 2 binary, 8 close).
     pub async fn send_frame(&mut self, opcode: u8, payload: &[u8]) {
         use tokio::io::AsyncWriteExt;
-        let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut frame = vec![0x80 | opcode];
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n < 65_536 => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        let frame = client_frame(opcode, payload);
         // The server may close before reading everything; that is what some tests want.
         let _ = self.tcp.write_all(&frame).await;
     }
@@ -643,4 +652,26 @@ fn has_close(received: &[u8], code: u16) -> bool {
     received
         .windows(4)
         .any(|w| w[0] == 0x88 && w[1] >= 2 && w[2] == c[0] && w[3] == c[1])
+}
+
+/// One masked, unfragmented client frame (as clients must send them) with the
+/// given opcode (1 text, 2 binary, 8 close, 10 pong).
+pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut frame = Vec::with_capacity(payload.len() + 14);
+    frame.push(0x80 | opcode);
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n < 65_536 => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
 }

@@ -3,6 +3,7 @@
 mod agents;
 mod api;
 mod crash;
+mod edges;
 mod harness;
 mod operator;
 mod protocol;
