@@ -5,6 +5,7 @@ mod api;
 mod crash;
 mod harness;
 mod operator;
+mod poison;
 mod protocol;
 mod runner;
 mod scenarios;
