@@ -815,15 +815,18 @@ impl Scheduler {
             agent_id: agent_id.clone(),
             reason,
         });
-        if matches!(
-            reason,
-            ReclaimReason::Disconnected | ReclaimReason::SlowConsumer
-        ) {
+        let requeued = outcome == ReclaimOutcome::Requeued;
+        if requeued
+            && matches!(
+                reason,
+                ReclaimReason::Disconnected | ReclaimReason::SlowConsumer
+            )
+        {
             self.reattachable.insert(agent_id.clone(), task_id.clone());
         }
         // Other idle agents get the task before the one it was taken from.
         self.release_agent(now_ms, agent_id, task_id);
-        if outcome == ReclaimOutcome::Requeued {
+        if requeued {
             self.enqueue(now_ms, task_id);
         }
         self.refresh_availability(now_ms, agent_id);

@@ -370,16 +370,16 @@ fn a_task_reclaimed_past_its_budget_by_disconnects_is_dead_lettered_not_requeued
     s.handle_connect(T0, id("a"), caps(&[]), 1);
     submit(&mut s, T0, "t", &[]);
     assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 1)]);
+    s.handle_connect(T0 + 1, id("b"), caps(&[]), 2);
     s.handle_disconnect(T0 + 1, &id("a"), 1);
-    s.handle_connect(T0 + 2, id("a"), caps(&[]), 2);
-    assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 3)]);
-    s.handle_slow_consumer(T0 + 3, &id("a"), 2);
+    assert_eq!(assignments(&mut s), [("t".into(), "b".into(), 3)]);
+    s.handle_slow_consumer(T0 + 3, &id("b"), 2);
     let (finals, actions) = drain(&mut s);
     assert_eq!(
         actions,
         [Action::Reclaimed {
             task_id: "t".into(),
-            agent_id: id("a"),
+            agent_id: id("b"),
             reason: ReclaimReason::SlowConsumer
         }]
     );
@@ -389,9 +389,10 @@ fn a_task_reclaimed_past_its_budget_by_disconnects_is_dead_lettered_not_requeued
         (Status::DeadLetter, 0, 2, Some(TOO_MANY_RECLAIMS))
     );
     assert!(s.queue().is_empty());
-    s.handle_connect(T0 + 4, id("a"), caps(&[]), 3);
+    s.handle_connect(T0 + 4, id("b"), caps(&[]), 3);
     assert!(assignments(&mut s).is_empty(), "nothing left to run");
-    assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Idle);
+    assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Offline);
+    assert_eq!(s.agent("b").unwrap().agent.state(), AgentState::Idle);
 }
 
 #[test]
@@ -535,15 +536,11 @@ fn an_oversize_close_is_a_counted_failure_of_the_held_task() {
         (1, 0, Some(RESULT_TOO_LARGE))
     );
     // A connection that was replaced changes nothing.
-    s.handle_connect(T0 + 4, id("b"), caps(&[]), 3);
-    s.handle_oversize(T0 + 5, &id("b"), 2);
-    assert!(s.agent("b").unwrap().connected);
-    assert_eq!(s.queue().get("t").unwrap().retry_count, 1);
-    assert_eq!(
-        s.handle_recovering(T0 + 6, &id("b"), "t").unwrap(),
-        Recovery::Continue { generation: 3 }
-    );
-    s.handle_oversize(T0 + 7, &id("b"), 3);
+    s.handle_connect(T0 + 4, id("c"), caps(&[]), 4);
+    s.handle_connect(T0 + 4, id("c"), caps(&[]), 5);
+    s.handle_oversize(T0 + 5, &id("c"), 4);
+    assert!(s.agent("c").unwrap().connected);
+    s.handle_oversize(T0 + 7, &id("b"), 2);
     let (finals, actions) = drain(&mut s);
     assert_eq!(
         finals.iter().map(ending).collect::<Vec<_>>(),
@@ -551,8 +548,7 @@ fn an_oversize_close_is_a_counted_failure_of_the_held_task() {
     );
     assert!(actions.is_empty(), "{actions:?}");
     // An agent holding nothing just goes offline.
-    s.handle_connect(T0 + 8, id("c"), caps(&[]), 4);
-    s.handle_oversize(T0 + 9, &id("c"), 4);
+    s.handle_oversize(T0 + 9, &id("c"), 5);
     assert!(!s.agent("c").unwrap().connected);
     assert!(drain(&mut s).0.is_empty());
 }
