@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// Failures retried before the dead letter, for tasks that do not say.
     #[arg(long, env = "COORDINATOR_MAX_RETRIES", default_value_t = 3)]
     pub max_retries: u32,
+    /// Reclaims (disconnects, timeouts, ...) a task may go through; the one past
+    /// this sends it to the dead letter with `too_many_reclaims`.
+    #[arg(long, env = "COORDINATOR_MAX_RECLAIMS", default_value_t = 5)]
+    pub max_reclaims: u32,
     /// An assigned task not accepted within this is reclaimed and its agent flagged `unresponsive`.
     #[arg(long, env = "COORDINATOR_ACCEPT_TIMEOUT_MS", default_value_t = 60_000)]
     pub accept_timeout_ms: u64,

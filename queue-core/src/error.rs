@@ -18,6 +18,14 @@ pub enum SubmitError {
     /// A needed capability is empty.
     #[error("a needed capability must not be empty")]
     EmptyCapability,
+    /// The `complete_by` deadline is not in the future.
+    #[error("complete_by {complete_by_ms} is not in the future (now is {now_ms})")]
+    DeadlinePassed {
+        /// The deadline given.
+        complete_by_ms: u64,
+        /// The time of the submission.
+        now_ms: u64,
+    },
 }
 
 /// Why an operation on an existing task was refused.

@@ -1,5 +1,5 @@
 //! The durable-queue state machine of Coordinator: tasks, priority lanes,
-//! generation fencing, retries, the dead letter and deadlines.
+//! generation fencing, retries, reclaim budgets, the dead letter and deadlines.
 //!
 //! This crate performs no I/O: no sockets, files, threads, clocks or randomness.
 //! Time comes in as `now_ms` (milliseconds since the Unix epoch), ids come from the
@@ -47,7 +47,10 @@ pub use change::Change;
 pub use error::{RestoreError, SubmitError, TaskError};
 pub use ids::{AgentId, TaskId};
 pub use index::{is_subset, GroupedIndex};
-pub use queue::{Completion, FailOutcome, Queue, QueueConfig, QueueKey, Recovery, Stats};
+pub use queue::{
+    Completion, FailOutcome, Queue, QueueConfig, QueueKey, ReclaimOutcome, Reclaimed, Recovery,
+    Stats, Swept, DEADLINE_EXCEEDED, TOO_MANY_RECLAIMS,
+};
 pub use task::{
     HistoryEntry, HistoryEvent, Holder, NewTask, Priority, ReclaimReason, Status, Task,
     UnknownPriority, UnknownStatus, HISTORY_CAP,

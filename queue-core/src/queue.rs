@@ -17,13 +17,22 @@ pub struct QueueConfig {
     pub default_max_retries: u32,
     /// A held task with no sign of life for this long is reclaimed by [`Queue::sweep`].
     pub stuck_after_ms: u64,
+    /// Reclaims a task may go through; the one past this sends it to the dead letter
+    /// with `last_error` [`TOO_MANY_RECLAIMS`].
+    pub max_reclaims: u32,
 }
+
+/// `last_error` of a task that went to the dead letter through its reclaim budget.
+pub const TOO_MANY_RECLAIMS: &str = "too_many_reclaims";
+/// `last_error` of a task failed by the sweep because its `complete_by` passed.
+pub const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
 
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
             default_max_retries: 3,
             stuck_after_ms: 300_000,
+            max_reclaims: 5,
         }
     }
 }
@@ -80,6 +89,60 @@ pub enum FailOutcome {
     DeadLettered,
 }
 
+/// Where a reclaimed task went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum ReclaimOutcome {
+    /// Back to its place in the queue (`reclaim_count <= max_reclaims`).
+    Requeued,
+    /// To the dead letter with `last_error` [`TOO_MANY_RECLAIMS`]; the task left
+    /// the core.
+    DeadLettered,
+}
+
+/// A reclaim carried out: who held the task and where it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct Reclaimed {
+    /// The agent that held the task.
+    pub agent_id: AgentId,
+    /// Queued again, or dead-lettered because its reclaim budget ran out.
+    pub outcome: ReclaimOutcome,
+}
+
+/// What [`Queue::sweep`] did to one held task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Swept {
+    /// No sign of life for `stuck_after_ms`: reclaimed.
+    Stuck {
+        /// The task.
+        task_id: TaskId,
+        /// The agent that held it.
+        agent_id: AgentId,
+        /// Queued again or dead-lettered.
+        outcome: ReclaimOutcome,
+    },
+    /// Past its `complete_by`: a counted failure with `last_error`
+    /// [`DEADLINE_EXCEEDED`].
+    Overdue {
+        /// The task.
+        task_id: TaskId,
+        /// The agent that held it.
+        agent_id: AgentId,
+        /// Retried or dead-lettered.
+        outcome: FailOutcome,
+    },
+}
+
+impl Swept {
+    /// The task swept.
+    pub fn task_id(&self) -> &TaskId {
+        match self {
+            Swept::Stuck { task_id, .. } | Swept::Overdue { task_id, .. } => task_id,
+        }
+    }
+}
+
 /// The answer to an agent that restarted holding a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
@@ -120,7 +183,8 @@ impl Stats {
 ///
 /// 1. Build it empty with [`Queue::new`] or from persisted records with [`Queue::restore`].
 /// 2. Feed it inputs (`submit`, `assign`, `accept`, `progress`, `complete`, `fail`,
-///    `reject`, `reclaim`, `recover`, `cancel`, `retry_dead_letter`, `sweep`), each
+///    `fail_holder`, `reject`, `reclaim`, `recover`, `cancel`, `retry_dead_letter`,
+///    `sweep`), each
 ///    with the current time in milliseconds since the Unix epoch.
 /// 3. After every input, drain [`Queue::poll_change`] until it returns `None`, persist
 ///    those records, and only then acknowledge the input to whoever asked.
@@ -191,9 +255,10 @@ impl Queue {
         &self.config
     }
 
-    /// Whether [`Queue::submit`] would accept `new` now, without changing anything
-    /// (lets a caller check a whole batch before queuing any of it).
-    pub fn check_submission(&self, new: &NewTask) -> Result<(), SubmitError> {
+    /// Whether [`Queue::submit`] would accept `new` at `now_ms`, without changing
+    /// anything (lets a caller check a whole batch before queuing any of it).
+    /// A `complete_by` at or before `now_ms` is refused: the task could only fail.
+    pub fn check_submission(&self, now_ms: u64, new: &NewTask) -> Result<(), SubmitError> {
         if new.id.as_str().is_empty() {
             return Err(SubmitError::EmptyId);
         }
@@ -203,6 +268,12 @@ impl Queue {
         if new.needed_capabilities.iter().any(|c| c.is_empty()) {
             return Err(SubmitError::EmptyCapability);
         }
+        if let Some(complete_by_ms) = new.complete_by_ms.filter(|by| *by <= now_ms) {
+            return Err(SubmitError::DeadlinePassed {
+                complete_by_ms,
+                now_ms,
+            });
+        }
         if self.tasks.contains_key(&new.id) {
             return Err(SubmitError::DuplicateId(new.id.clone()));
         }
@@ -211,7 +282,7 @@ impl Queue {
 
     /// Adds a task at the back of its lane.
     pub fn submit(&mut self, now_ms: u64, new: NewTask) -> Result<&Task, SubmitError> {
-        self.check_submission(&new)?;
+        self.check_submission(now_ms, &new)?;
         let mut capabilities = new.needed_capabilities;
         capabilities.sort_unstable();
         capabilities.dedup();
@@ -231,6 +302,7 @@ impl Queue {
             holder: None,
             generation: 0,
             retry_count: 0,
+            reclaim_count: 0,
             max_retries: new.max_retries.unwrap_or(self.config.default_max_retries),
             complete_by_ms: new.complete_by_ms,
             needed_capabilities,
@@ -466,7 +538,42 @@ impl Queue {
         error: &str,
     ) -> Result<FailOutcome, TaskError> {
         let generation = self.adopt_report(now_ms, id, agent, generation)?;
-        let task = self.fenced_mut(id, agent, generation)?;
+        self.fenced_mut(id, agent, generation)?;
+        Ok(self.count_failure(now_ms, id, error, false))
+    }
+
+    /// A counted failure of whoever holds the task, decided by the coordinator
+    /// rather than reported with a generation by the agent (its deadline passed, or
+    /// its connection was closed for an oversize frame): retried or dead-lettered
+    /// exactly as by [`Queue::fail`]. The generation is bumped, as for a reclaim, so
+    /// that the holder's later reports about this run are stale. Returns the holder.
+    pub fn fail_holder(
+        &mut self,
+        now_ms: u64,
+        id: &str,
+        error: &str,
+    ) -> Result<(AgentId, FailOutcome), TaskError> {
+        let task = self.live_mut(id)?;
+        let Some(agent) = task
+            .assigned_to()
+            .cloned()
+            .filter(|_| task.status.is_held())
+        else {
+            return Err(wrong_status(task));
+        };
+        let outcome = self.count_failure(now_ms, id, error, true);
+        Ok((agent, outcome))
+    }
+
+    /// Counts a failure of the held task `id`: retried or dead-lettered; with
+    /// `bump`, the generation of the run that failed is fenced off.
+    fn count_failure(&mut self, now_ms: u64, id: &str, error: &str, bump: bool) -> FailOutcome {
+        let task = self.tasks.get_mut(id).expect("a held task is live");
+        let (agent, generation) = (task.assigned_to().cloned(), task.generation);
+        let agent = agent.expect("a held task has a holder");
+        if bump {
+            task.generation += 1;
+        }
         task.retry_count += 1;
         task.last_error = Some(error.into());
         let details = format!(
@@ -477,12 +584,12 @@ impl Queue {
             task.record(now_ms, HistoryEvent::Retried, details);
             let task_id = task.id.clone();
             self.requeue(&task_id);
-            Ok(FailOutcome::Retried)
+            FailOutcome::Retried
         } else {
             task.status = Status::DeadLetter;
             task.record(now_ms, HistoryEvent::DeadLettered, details);
             self.finalize(id);
-            Ok(FailOutcome::DeadLettered)
+            FailOutcome::DeadLettered
         }
     }
 
@@ -503,14 +610,17 @@ impl Queue {
         Ok(())
     }
 
-    /// Takes a held task back from its agent: back to its place, generation bumped,
-    /// no retry counted. Returns the agent that held it.
+    /// Takes a held task back from its agent, generation bumped, no retry counted
+    /// but one reclaim: back to its place in the queue, or, when that reclaim takes
+    /// `reclaim_count` past `max_reclaims`, to the dead letter with `last_error`
+    /// [`TOO_MANY_RECLAIMS`]. Returns the agent that held it and which happened.
     pub fn reclaim(
         &mut self,
         now_ms: u64,
         id: &str,
         reason: ReclaimReason,
-    ) -> Result<AgentId, TaskError> {
+    ) -> Result<Reclaimed, TaskError> {
+        let max_reclaims = self.config.max_reclaims;
         let task = self.live_mut(id)?;
         let Some(agent) = task
             .assigned_to()
@@ -520,11 +630,30 @@ impl Queue {
             return Err(wrong_status(task));
         };
         task.generation += 1;
-        let details = format!("agent={agent} reason={}", reason.as_str());
-        task.record(now_ms, HistoryEvent::Reclaimed, details);
-        let task_id = task.id.clone();
-        self.requeue(&task_id);
-        Ok(agent)
+        task.reclaim_count = task.reclaim_count.saturating_add(1);
+        // The reason last: re-attach reads it from the end of the entry.
+        let details = format!(
+            "agent={agent} reclaim_count={} reason={}",
+            task.reclaim_count,
+            reason.as_str()
+        );
+        let outcome = if task.reclaim_count <= max_reclaims {
+            task.record(now_ms, HistoryEvent::Reclaimed, details);
+            let task_id = task.id.clone();
+            self.requeue(&task_id);
+            ReclaimOutcome::Requeued
+        } else {
+            task.status = Status::DeadLetter;
+            task.last_error = Some(TOO_MANY_RECLAIMS.into());
+            let details = format!("{details} error={TOO_MANY_RECLAIMS}");
+            task.record(now_ms, HistoryEvent::DeadLettered, details);
+            self.finalize(id);
+            ReclaimOutcome::DeadLettered
+        };
+        Ok(Reclaimed {
+            agent_id: agent,
+            outcome,
+        })
     }
 
     /// An agent restarted holding task `id`: continue if it is still the holder.
@@ -569,7 +698,7 @@ impl Queue {
     }
 
     /// Puts a dead-letter record (read back from storage) into the queue again,
-    /// at the back of its lane, with its retry count reset.
+    /// at the back of its lane, with its retry and reclaim counts reset.
     pub fn retry_dead_letter(&mut self, now_ms: u64, task: Task) -> Result<(), TaskError> {
         if let Some(live) = self.tasks.get(&task.id) {
             return Err(wrong_status(live));
@@ -580,6 +709,7 @@ impl Queue {
         let mut task = self.adopt(task);
         task.status = Status::Queued;
         task.retry_count = 0;
+        task.reclaim_count = 0;
         task.holder = None;
         task.queue_seq = self.next_seq;
         self.next_seq += 1;
@@ -591,22 +721,24 @@ impl Queue {
         Ok(())
     }
 
-    /// Reclaims every held task that is past its `complete_by` (overdue) or has shown
-    /// no sign of life for `stuck_after_ms` (stuck). Returns what was reclaimed.
-    pub fn sweep(&mut self, now_ms: u64) -> Vec<(TaskId, AgentId, ReclaimReason)> {
+    /// Takes back every held task that is past its `complete_by` (overdue: a counted
+    /// failure with `last_error` [`DEADLINE_EXCEEDED`], see [`Queue::fail_holder`])
+    /// or has shown no sign of life for `stuck_after_ms` (stuck: a reclaim). Returns
+    /// what it did, in queue order.
+    pub fn sweep(&mut self, now_ms: u64) -> Vec<Swept> {
         let stuck_after_ms = self.config.stuck_after_ms;
-        let mut due: Vec<(TaskId, ReclaimReason)> = self
+        let mut due: Vec<(TaskId, bool)> = self
             .held
             .iter()
             .filter_map(|id| {
                 let task = &self.tasks[id];
                 if task.complete_by_ms.is_some_and(|by| now_ms > by) {
-                    Some((id.clone(), ReclaimReason::Overdue))
+                    Some((id.clone(), true))
                 } else if task
                     .last_alive_at_ms()
                     .is_some_and(|alive| now_ms.saturating_sub(alive) >= stuck_after_ms)
                 {
-                    Some((id.clone(), ReclaimReason::Stuck))
+                    Some((id.clone(), false))
                 } else {
                     None
                 }
@@ -614,9 +746,26 @@ impl Queue {
             .collect();
         due.sort_unstable_by_key(|(id, _)| self.tasks[id].queue_seq);
         due.into_iter()
-            .filter_map(|(id, reason)| {
-                let agent = self.reclaim(now_ms, id.as_str(), reason).ok()?;
-                Some((id, agent, reason))
+            .filter_map(|(task_id, overdue)| {
+                if overdue {
+                    let (agent_id, outcome) = self
+                        .fail_holder(now_ms, task_id.as_str(), DEADLINE_EXCEEDED)
+                        .ok()?;
+                    Some(Swept::Overdue {
+                        task_id,
+                        agent_id,
+                        outcome,
+                    })
+                } else {
+                    let reclaimed = self
+                        .reclaim(now_ms, task_id.as_str(), ReclaimReason::Stuck)
+                        .ok()?;
+                    Some(Swept::Stuck {
+                        task_id,
+                        agent_id: reclaimed.agent_id,
+                        outcome: reclaimed.outcome,
+                    })
+                }
             })
             .collect()
     }

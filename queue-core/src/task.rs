@@ -146,7 +146,8 @@ impl FromStr for Status {
     }
 }
 
-/// Why a held task went back to the queue without counting as a failure.
+/// Why a held task was taken back from its agent without counting as a failure
+/// (it counts against the task's reclaim budget instead).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReclaimReason {
     /// The agent's connection closed or stopped answering pings.
@@ -155,8 +156,6 @@ pub enum ReclaimReason {
     AcceptTimeout,
     /// No sign of life (accept, progress) for too long.
     Stuck,
-    /// The task passed its `complete_by`.
-    Overdue,
     /// The coordinator restarted and the agent did not come back to recover it in time.
     RecoveryExpired,
     /// The agent's outbound queue overflowed and its connection was dropped.
@@ -170,7 +169,6 @@ impl ReclaimReason {
             ReclaimReason::Disconnected => "disconnected",
             ReclaimReason::AcceptTimeout => "accept_timeout",
             ReclaimReason::Stuck => "stuck",
-            ReclaimReason::Overdue => "overdue",
             ReclaimReason::RecoveryExpired => "recovery_expired",
             ReclaimReason::SlowConsumer => "slow_consumer",
         }
@@ -353,6 +351,9 @@ pub struct Task {
     pub generation: u64,
     /// Failures counted so far.
     pub retry_count: u32,
+    /// Reclaims (of any reason) counted so far; past the queue's `max_reclaims`
+    /// the task goes to the dead letter.
+    pub reclaim_count: u32,
     /// Failures retried before the dead letter.
     pub max_retries: u32,
     /// Deadline, if any.

@@ -111,7 +111,7 @@ fn requeued_task_keeps_its_original_place() {
     }
     let a1 = agent("a1");
     q.assign(T0, "a", &a1).unwrap();
-    q.reclaim(T0 + 1, "a", ReclaimReason::Disconnected).unwrap();
+    let _ = q.reclaim(T0 + 1, "a", ReclaimReason::Disconnected).unwrap();
     let ids: Vec<&str> = q.queued_in_order().map(|t| t.id.as_str()).collect();
     assert_eq!(ids, ["a", "b", "c"]);
 }
@@ -129,12 +129,15 @@ fn assignment_and_reclaim_bump_the_generation() {
     assert_eq!(
         q.reclaim(T0 + 2, "t", ReclaimReason::AcceptTimeout)
             .unwrap(),
-        a1
+        Reclaimed {
+            agent_id: a1.clone(),
+            outcome: ReclaimOutcome::Requeued
+        }
     );
     let t = q.get("t").unwrap();
     assert_eq!(
-        (t.status, t.generation, t.retry_count),
-        (Status::Queued, 2, 0)
+        (t.status, t.generation, t.retry_count, t.reclaim_count),
+        (Status::Queued, 2, 0, 1)
     );
     assert_eq!(t.assigned_to(), None);
     assert_eq!(q.assign(T0 + 3, "t", &a1).unwrap(), 3);
@@ -216,7 +219,7 @@ fn stale_generation_changes_nothing() {
     q.submit(T0, NewTask::new("t", "x")).unwrap();
     let (a1, a2) = (agent("a1"), agent("a2"));
     let old = q.assign(T0, "t", &a1).unwrap();
-    q.reclaim(T0 + 1, "t", ReclaimReason::Disconnected).unwrap();
+    let _ = q.reclaim(T0 + 1, "t", ReclaimReason::Disconnected).unwrap();
     let new = q.assign(T0 + 2, "t", &a2).unwrap();
     let _ = q.drain_changes();
     let before = q.get("t").unwrap().clone();
@@ -390,22 +393,21 @@ fn recover_continues_only_for_the_holder() {
     );
     assert_eq!(q.recover(T0 + 1, "t", &agent("a2")), Recovery::Reassign);
     assert_eq!(q.recover(T0 + 1, "gone", &a1), Recovery::Reassign);
-    q.reclaim(T0 + 2, "t", ReclaimReason::RecoveryExpired)
-        .unwrap();
+    let _ = q.reclaim(T0 + 2, "t", ReclaimReason::RecoveryExpired);
     assert_eq!(q.recover(T0 + 3, "t", &a1), Recovery::Reassign);
 }
 
 #[test]
-fn sweep_reclaims_overdue_and_stuck_tasks_only() {
+fn sweep_fails_overdue_and_reclaims_stuck_tasks_only() {
     let mut q = Queue::new(QueueConfig {
-        default_max_retries: 3,
         stuck_after_ms: 1_000,
+        ..QueueConfig::default()
     });
     q.submit(T0, NewTask::new("overdue", "x").with_complete_by(T0 + 500))
         .unwrap();
     q.submit(T0, NewTask::new("stuck", "x")).unwrap();
     q.submit(T0, NewTask::new("alive", "x")).unwrap();
-    q.submit(T0, NewTask::new("queued", "x").with_complete_by(T0))
+    q.submit(T0, NewTask::new("queued", "x").with_complete_by(T0 + 1))
         .unwrap();
     let (a1, a2, a3) = (agent("a1"), agent("a2"), agent("a3"));
     q.assign(T0, "overdue", &a1).unwrap();
@@ -413,17 +415,260 @@ fn sweep_reclaims_overdue_and_stuck_tasks_only() {
     q.assign(T0, "alive", &a3).unwrap();
     assert!(q.sweep(T0 + 400).is_empty());
     q.progress(T0 + 900, "alive", &a3).unwrap();
-    let mut reclaimed = q.sweep(T0 + 1_000);
-    reclaimed.sort_by(|a, b| a.0.cmp(&b.0));
+    let _ = q.drain_changes();
     assert_eq!(
-        reclaimed,
+        q.sweep(T0 + 1_000),
         vec![
-            ("overdue".into(), a1, ReclaimReason::Overdue),
-            ("stuck".into(), a2, ReclaimReason::Stuck),
+            Swept::Overdue {
+                task_id: "overdue".into(),
+                agent_id: a1,
+                outcome: FailOutcome::Retried,
+            },
+            Swept::Stuck {
+                task_id: "stuck".into(),
+                agent_id: a2,
+                outcome: ReclaimOutcome::Requeued,
+            },
         ]
+    );
+    let overdue = q.get("overdue").unwrap();
+    assert_eq!(
+        (
+            overdue.status,
+            overdue.generation,
+            overdue.retry_count,
+            overdue.reclaim_count,
+            overdue.last_error.as_deref()
+        ),
+        (Status::Queued, 2, 1, 0, Some(DEADLINE_EXCEEDED))
+    );
+    assert_eq!(overdue.history.last().unwrap().event, HistoryEvent::Retried);
+    assert_eq!(
+        &*overdue.history.last().unwrap().details,
+        "agent=a1 generation=1 retry_count=1 error=deadline_exceeded"
+    );
+    let stuck = q.get("stuck").unwrap();
+    assert_eq!(
+        (stuck.status, stuck.retry_count, stuck.reclaim_count),
+        (Status::Queued, 0, 1)
     );
     assert_eq!(q.get("alive").unwrap().status, Status::Assigned);
     assert_eq!(q.get("queued").unwrap().status, Status::Queued);
+    assert_eq!(
+        statuses(&q.drain_changes()),
+        vec![
+            ("overdue".into(), Status::Queued),
+            ("stuck".into(), Status::Queued)
+        ]
+    );
+}
+
+#[test]
+fn an_overdue_task_is_retried_then_dead_lettered_never_reassigned_forever() {
+    let mut q = queue();
+    q.submit(
+        T0,
+        NewTask::new("t", "x")
+            .with_complete_by(T0 + 100)
+            .with_max_retries(1),
+    )
+    .unwrap();
+    let a1 = agent("a1");
+    q.assign(T0, "t", &a1).unwrap();
+    q.accept(T0 + 1, "t", &a1).unwrap();
+    assert_eq!(q.sweep(T0 + 100), vec![], "not overdue at its deadline");
+    let swept = q.sweep(T0 + 101);
+    assert_eq!(
+        swept,
+        vec![Swept::Overdue {
+            task_id: "t".into(),
+            agent_id: a1.clone(),
+            outcome: FailOutcome::Retried
+        }]
+    );
+    let g = q.assign(T0 + 102, "t", &a1).unwrap();
+    assert_eq!(g, 3, "assign 1, fail 2, assign 3");
+    let _ = q.drain_changes();
+    assert_eq!(
+        q.sweep(T0 + 103),
+        vec![Swept::Overdue {
+            task_id: "t".into(),
+            agent_id: a1.clone(),
+            outcome: FailOutcome::DeadLettered
+        }]
+    );
+    assert!(q.get("t").is_none());
+    let changes = q.drain_changes();
+    let [Change::Finalized(last)] = &changes[..] else {
+        panic!("{changes:?}")
+    };
+    assert_eq!(
+        (
+            last.status,
+            last.retry_count,
+            last.generation,
+            last.last_error.as_deref()
+        ),
+        (Status::DeadLetter, 2, 4, Some(DEADLINE_EXCEEDED))
+    );
+    assert_eq!(
+        last.history.last().unwrap().event,
+        HistoryEvent::DeadLettered
+    );
+    // Final: nothing is left for the sweep to take back.
+    assert!(q.sweep(T0 + 200).is_empty());
+}
+
+#[test]
+fn fail_holder_counts_a_failure_and_fences_the_holder_off() {
+    let mut q = queue();
+    q.submit(T0, NewTask::new("t", "x").with_max_retries(0))
+        .unwrap();
+    q.submit(T0, NewTask::new("q", "x")).unwrap();
+    let a1 = agent("a1");
+    let g = q.assign(T0, "t", &a1).unwrap();
+    q.accept(T0, "t", &a1).unwrap();
+    assert_eq!(
+        q.fail_holder(T0, "q", "result_too_large").unwrap_err(),
+        TaskError::WrongStatus {
+            task_id: "q".into(),
+            status: Status::Queued
+        }
+    );
+    assert_eq!(
+        q.fail_holder(T0, "nope", "result_too_large").unwrap_err(),
+        TaskError::NotFound("nope".into())
+    );
+    let _ = q.drain_changes();
+    assert_eq!(
+        q.fail_holder(T0 + 1, "t", "result_too_large").unwrap(),
+        (a1.clone(), FailOutcome::DeadLettered)
+    );
+    let changes = q.drain_changes();
+    let [Change::Finalized(last)] = &changes[..] else {
+        panic!("{changes:?}")
+    };
+    assert_eq!(
+        (
+            last.status,
+            last.retry_count,
+            last.generation,
+            last.last_error.as_deref()
+        ),
+        (Status::DeadLetter, 1, g + 1, Some("result_too_large"))
+    );
+    assert_eq!(
+        &*last.history.last().unwrap().details,
+        "agent=a1 generation=1 retry_count=1 error=result_too_large"
+    );
+}
+
+#[test]
+fn the_reclaim_past_the_budget_dead_letters_the_task() {
+    let mut q = Queue::new(QueueConfig {
+        max_reclaims: 2,
+        ..QueueConfig::default()
+    });
+    q.submit(T0, NewTask::new("t", "x")).unwrap();
+    let a1 = agent("a1");
+    let reasons = [ReclaimReason::Disconnected, ReclaimReason::AcceptTimeout];
+    for (i, reason) in reasons.into_iter().enumerate() {
+        q.assign(T0, "t", &a1).unwrap();
+        assert_eq!(
+            q.reclaim(T0 + 1, "t", reason).unwrap(),
+            Reclaimed {
+                agent_id: a1.clone(),
+                outcome: ReclaimOutcome::Requeued
+            }
+        );
+        assert_eq!(q.get("t").unwrap().reclaim_count, i as u32 + 1);
+    }
+    q.assign(T0 + 2, "t", &a1).unwrap();
+    let _ = q.drain_changes();
+    assert_eq!(
+        q.reclaim(T0 + 3, "t", ReclaimReason::Stuck).unwrap(),
+        Reclaimed {
+            agent_id: a1.clone(),
+            outcome: ReclaimOutcome::DeadLettered
+        }
+    );
+    assert!(q.get("t").is_none());
+    assert_eq!(q.queued_len(), 0);
+    let changes = q.drain_changes();
+    let [Change::Finalized(last)] = &changes[..] else {
+        panic!("{changes:?}")
+    };
+    assert_eq!(
+        (
+            last.status,
+            last.reclaim_count,
+            last.retry_count,
+            last.generation,
+            last.last_error.as_deref()
+        ),
+        (Status::DeadLetter, 3, 0, 6, Some(TOO_MANY_RECLAIMS))
+    );
+    let entry = last.history.last().unwrap();
+    assert_eq!(entry.event, HistoryEvent::DeadLettered);
+    assert_eq!(
+        &*entry.details,
+        "agent=a1 reclaim_count=3 reason=stuck error=too_many_reclaims"
+    );
+    // An operator's retry starts a fresh budget.
+    q.retry_dead_letter(T0 + 4, last.clone()).unwrap();
+    let t = q.get("t").unwrap();
+    assert_eq!(
+        (t.status, t.reclaim_count, t.retry_count),
+        (Status::Queued, 0, 0)
+    );
+}
+
+#[test]
+fn rejects_do_not_count_against_the_reclaim_budget() {
+    let mut q = Queue::new(QueueConfig {
+        max_reclaims: 0,
+        ..QueueConfig::default()
+    });
+    q.submit(T0, NewTask::new("t", "x")).unwrap();
+    let a1 = agent("a1");
+    for _ in 0..3 {
+        q.assign(T0, "t", &a1).unwrap();
+        q.reject(T0, "t", &a1, "busy").unwrap();
+    }
+    assert_eq!(q.get("t").unwrap().reclaim_count, 0);
+    q.assign(T0, "t", &a1).unwrap();
+    assert_eq!(
+        q.reclaim(T0, "t", ReclaimReason::Disconnected)
+            .unwrap()
+            .outcome,
+        ReclaimOutcome::DeadLettered
+    );
+}
+
+#[test]
+fn a_deadline_at_or_before_now_is_refused_at_submit() {
+    let mut q = queue();
+    for by in [T0 - 1, T0] {
+        let new = NewTask::new("t", "x").with_complete_by(by);
+        assert_eq!(
+            q.check_submission(T0, &new).unwrap_err(),
+            SubmitError::DeadlinePassed {
+                complete_by_ms: by,
+                now_ms: T0
+            }
+        );
+        assert_eq!(
+            q.submit(T0, new).unwrap_err(),
+            SubmitError::DeadlinePassed {
+                complete_by_ms: by,
+                now_ms: T0
+            }
+        );
+    }
+    assert!(q.is_empty());
+    assert!(q.drain_changes().is_empty());
+    q.submit(T0, NewTask::new("t", "x").with_complete_by(T0 + 1))
+        .unwrap();
 }
 
 #[test]
@@ -471,6 +716,8 @@ fn restore_from_the_changes_gives_the_same_queue() {
     q.accept(T0, "t0", &a1).unwrap();
     q.complete(T0, "t0", &a1, g, done("{}")).unwrap();
     q.assign(T0, "t3", &a1).unwrap();
+    q.assign(T0, "t1", &a1).unwrap();
+    let _ = q.reclaim(T0, "t1", ReclaimReason::Disconnected).unwrap();
     // Storage keeps the newest record of each task.
     let store: std::collections::HashMap<TaskId, Task> = q
         .drain_changes()
@@ -483,6 +730,8 @@ fn restore_from_the_changes_gives_the_same_queue() {
         |q: &Queue| -> Vec<String> { q.queued_in_order().map(|t| t.id.to_string()).collect() };
     assert_eq!(order(&restored), order(&q));
     assert_eq!(restored.get("t3"), q.get("t3"));
+    assert_eq!(restored.get("t1").unwrap().reclaim_count, 1);
+    assert_eq!(restored.get("t1"), q.get("t1"));
     // New submissions go behind the restored ones.
     restored.submit(T0, NewTask::new("t9", "x")).unwrap();
     assert_eq!(order(&restored).last().map(String::as_str), Some("t9"));

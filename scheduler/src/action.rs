@@ -45,7 +45,8 @@ pub enum Action {
     },
     /// A task was taken back from its agent (for logs and metrics; nothing to send).
     Reclaimed {
-        /// The task, now queued again.
+        /// The task, now queued again, or in the dead letter if this reclaim used
+        /// up its reclaim budget.
         task_id: TaskId,
         /// The agent that held it.
         agent_id: AgentId,

@@ -61,7 +61,7 @@ mod scheduler;
 
 pub use action::{Action, Assignment};
 pub use error::SchedulerError;
-pub use scheduler::{AgentView, Scheduler, SchedulerConfig};
+pub use scheduler::{AgentView, Scheduler, SchedulerConfig, RESULT_TOO_LARGE};
 
 #[cfg(test)]
 mod tests;

@@ -5,15 +5,19 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use agent_fsm::{Agent, AgentState, Capabilities};
 use queue_core::{
     AgentId, Change, Completion, FailOutcome, GroupedIndex, NewTask, Queue, QueueConfig,
-    ReclaimReason, Recovery, RestoreError, Status, Task, TaskError, TaskId,
+    ReclaimOutcome, ReclaimReason, Recovery, RestoreError, Status, Swept, Task, TaskError, TaskId,
 };
 
 use crate::{Action, Assignment, SchedulerError};
 
+/// `last_error` of a task whose holder's connection was closed for a frame over
+/// the size limit (see [`Scheduler::handle_oversize`]).
+pub const RESULT_TOO_LARGE: &str = "result_too_large";
+
 /// Settings of a [`Scheduler`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchedulerConfig {
-    /// Settings of the queue (default retries, stuck threshold).
+    /// Settings of the queue (default retries, stuck threshold, reclaim budget).
     pub queue: QueueConfig,
     /// An assigned task not accepted within this is reclaimed, and its agent flagged.
     pub accept_timeout_ms: u64,
@@ -377,6 +381,29 @@ impl Scheduler {
         self.drop_agent(now_ms, agent_id, connection, ReclaimReason::SlowConsumer);
     }
 
+    /// Connection `connection` of an agent was closed because the agent sent a frame
+    /// over the size limit (typically a result too large to carry): the agent goes
+    /// offline as for a disconnect, and the task it held gets a counted failure with
+    /// `last_error` [`RESULT_TOO_LARGE`] (retried or dead-lettered), so that a result
+    /// that can never be delivered does not make the task run forever. A connection
+    /// that was already replaced by a newer one changes nothing.
+    pub fn handle_oversize(&mut self, now_ms: u64, agent_id: &AgentId, connection: u64) {
+        let Some(slot) = self.agents.get_mut(agent_id) else {
+            return;
+        };
+        if slot.connection != Some(connection) {
+            return;
+        }
+        slot.connection = None;
+        let held = self
+            .move_agent(agent_id, |fsm| fsm.disconnect(now_ms))
+            .flatten();
+        self.make_unavailable(agent_id);
+        if let Some(held) = held {
+            self.fail_holder(now_ms, &held.task_id, RESULT_TOO_LARGE);
+        }
+    }
+
     fn drop_agent(
         &mut self,
         now_ms: u64,
@@ -650,11 +677,22 @@ impl Scheduler {
         }
     }
 
-    /// The periodic safety net: reclaims overdue and stuck tasks, then matches
-    /// whatever can be matched.
+    /// The periodic safety net: fails overdue tasks (`deadline_exceeded`, a counted
+    /// failure) and reclaims stuck ones, then matches whatever can be matched.
     pub fn handle_sweep(&mut self, now_ms: u64) {
-        for (task_id, agent_id, reason) in self.queue.sweep(now_ms) {
-            self.after_reclaim(now_ms, &task_id, &agent_id, reason);
+        for swept in self.queue.sweep(now_ms) {
+            match swept {
+                Swept::Stuck {
+                    task_id,
+                    agent_id,
+                    outcome,
+                } => self.after_reclaim(now_ms, &task_id, &agent_id, ReclaimReason::Stuck, outcome),
+                Swept::Overdue {
+                    task_id,
+                    agent_id,
+                    outcome,
+                } => self.after_failure(now_ms, &task_id, &agent_id, outcome),
+            }
         }
         // Longest idle first, as for any match (and the same order on every run).
         let mut idle: Vec<(IdleKey, AgentId)> = self
@@ -755,10 +793,12 @@ impl Scheduler {
         Some(agent_id)
     }
 
-    /// Reclaims a held task from whoever holds it, and queues it again.
+    /// Reclaims a held task from whoever holds it, and queues it again (unless its
+    /// reclaim budget ran out and it went to the dead letter).
     fn reclaim(&mut self, now_ms: u64, task_id: &TaskId, reason: ReclaimReason) {
-        if let Ok(agent_id) = self.queue.reclaim(now_ms, task_id, reason) {
-            self.after_reclaim(now_ms, task_id, &agent_id, reason);
+        if let Ok(reclaimed) = self.queue.reclaim(now_ms, task_id, reason) {
+            let agent_id = reclaimed.agent_id;
+            self.after_reclaim(now_ms, task_id, &agent_id, reason, reclaimed.outcome);
         }
     }
 
@@ -768,21 +808,51 @@ impl Scheduler {
         task_id: &TaskId,
         agent_id: &AgentId,
         reason: ReclaimReason,
+        outcome: ReclaimOutcome,
     ) {
         self.actions.push_back(Action::Reclaimed {
             task_id: task_id.clone(),
             agent_id: agent_id.clone(),
             reason,
         });
-        if matches!(
-            reason,
-            ReclaimReason::Disconnected | ReclaimReason::SlowConsumer
-        ) {
+        let requeued = outcome == ReclaimOutcome::Requeued;
+        if requeued
+            && matches!(
+                reason,
+                ReclaimReason::Disconnected | ReclaimReason::SlowConsumer
+            )
+        {
             self.reattachable.insert(agent_id.clone(), task_id.clone());
         }
         // Other idle agents get the task before the one it was taken from.
         self.release_agent(now_ms, agent_id, task_id);
-        self.enqueue(now_ms, task_id);
+        if requeued {
+            self.enqueue(now_ms, task_id);
+        }
+        self.refresh_availability(now_ms, agent_id);
+    }
+
+    /// A counted failure of whoever holds `task_id`, decided here rather than
+    /// reported by the agent.
+    fn fail_holder(&mut self, now_ms: u64, task_id: &TaskId, error: &str) {
+        if let Ok((agent_id, outcome)) = self.queue.fail_holder(now_ms, task_id, error) {
+            self.after_failure(now_ms, task_id, &agent_id, outcome);
+        }
+    }
+
+    /// The task failed on `agent_id`: the agent is free, the task retried first by
+    /// the other idle agents, or gone to the dead letter.
+    fn after_failure(
+        &mut self,
+        now_ms: u64,
+        task_id: &TaskId,
+        agent_id: &AgentId,
+        outcome: FailOutcome,
+    ) {
+        self.release_agent(now_ms, agent_id, task_id);
+        if outcome == FailOutcome::Retried {
+            self.enqueue(now_ms, task_id);
+        }
         self.refresh_availability(now_ms, agent_id);
     }
 

@@ -4,7 +4,7 @@ use agent_fsm::{AgentState, Capabilities};
 use proptest::prelude::*;
 use queue_core::{
     AgentId, Change, Completion, FailOutcome, NewTask, Priority, ReclaimReason, Recovery, Status,
-    Task,
+    Task, DEADLINE_EXCEEDED, TOO_MANY_RECLAIMS,
 };
 
 use crate::*;
@@ -337,21 +337,261 @@ fn equal_work_spreads_evenly_over_four_agents() {
     }
 }
 
+/// Drains everything; returns the final records and the actions.
+fn drain(s: &mut Scheduler) -> (Vec<Task>, Vec<Action>) {
+    let finals = std::iter::from_fn(|| s.poll_change())
+        .filter_map(|c| match c {
+            Change::Finalized(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    (finals, std::iter::from_fn(|| s.poll_action()).collect())
+}
+
+fn budget(max_reclaims: u32) -> SchedulerConfig {
+    let mut cfg = config();
+    cfg.queue.max_reclaims = max_reclaims;
+    cfg
+}
+
+/// (status, retry_count, reclaim_count, last_error) of a final record.
+fn ending(t: &Task) -> (Status, u32, u32, Option<&str>) {
+    (
+        t.status,
+        t.retry_count,
+        t.reclaim_count,
+        t.last_error.as_deref(),
+    )
+}
+
+#[test]
+fn a_task_reclaimed_past_its_budget_by_disconnects_is_dead_lettered_not_requeued() {
+    let mut s = Scheduler::new(budget(1));
+    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    submit(&mut s, T0, "t", &[]);
+    assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 1)]);
+    s.handle_connect(T0 + 1, id("b"), caps(&[]), 2);
+    s.handle_disconnect(T0 + 1, &id("a"), 1);
+    assert_eq!(assignments(&mut s), [("t".into(), "b".into(), 3)]);
+    s.handle_slow_consumer(T0 + 3, &id("b"), 2);
+    let (finals, actions) = drain(&mut s);
+    assert_eq!(
+        actions,
+        [Action::Reclaimed {
+            task_id: "t".into(),
+            agent_id: id("b"),
+            reason: ReclaimReason::SlowConsumer
+        }]
+    );
+    assert_eq!(finals.len(), 1);
+    assert_eq!(
+        ending(&finals[0]),
+        (Status::DeadLetter, 0, 2, Some(TOO_MANY_RECLAIMS))
+    );
+    assert!(s.queue().is_empty());
+    s.handle_connect(T0 + 4, id("b"), caps(&[]), 3);
+    assert!(assignments(&mut s).is_empty(), "nothing left to run");
+    assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Offline);
+    assert_eq!(s.agent("b").unwrap().agent.state(), AgentState::Idle);
+}
+
+#[test]
+fn an_accept_timeout_past_the_budget_frees_the_agent_for_other_work() {
+    let mut s = Scheduler::new(budget(0));
+    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    submit(&mut s, T0, "t", &[]);
+    submit(&mut s, T0, "u", &[]);
+    assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 1)]);
+    s.handle_timeout(T0 + 100);
+    let (finals, actions) = drain(&mut s);
+    assert_eq!(
+        finals.iter().map(ending).collect::<Vec<_>>(),
+        [(Status::DeadLetter, 0, 1, Some(TOO_MANY_RECLAIMS))]
+    );
+    let assigned: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Assign(a) => Some((a.task_id.to_string(), a.generation)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(assigned, [("u".to_owned(), 1)]);
+    assert!(s.queue().get("t").is_none());
+}
+
+#[test]
+fn a_recovery_that_expires_past_the_budget_dead_letters_the_task() {
+    let mut s = Scheduler::new(budget(0));
+    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    submit(&mut s, T0, "t", &[]);
+    let mut store = std::collections::HashMap::<String, Task>::new();
+    while let Some(c) = s.poll_change() {
+        store.insert(c.task().id.to_string(), c.into_task());
+    }
+    let mut s = Scheduler::restore(budget(0), T0 + 10, store.into_values()).unwrap();
+    s.handle_connect(T0 + 20, id("b"), caps(&[]), 2);
+    s.handle_timeout(T0 + 510);
+    let (finals, actions) = drain(&mut s);
+    assert_eq!(
+        finals.iter().map(ending).collect::<Vec<_>>(),
+        [(Status::DeadLetter, 0, 1, Some(TOO_MANY_RECLAIMS))]
+    );
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Assign(_))),
+        "{actions:?}"
+    );
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn a_stuck_task_past_the_budget_is_dead_lettered_by_the_sweep() {
+    let mut cfg = budget(0);
+    cfg.queue.stuck_after_ms = 1_000;
+    cfg.accept_timeout_ms = 10_000;
+    let mut s = Scheduler::new(cfg);
+    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    submit(&mut s, T0, "t", &[]);
+    submit(&mut s, T0, "u", &[]);
+    assignments(&mut s);
+    s.handle_accepted(T0, &id("a"), "t").unwrap();
+    s.handle_sweep(T0 + 1_000);
+    let (finals, actions) = drain(&mut s);
+    assert_eq!(
+        finals.iter().map(ending).collect::<Vec<_>>(),
+        [(Status::DeadLetter, 0, 1, Some(TOO_MANY_RECLAIMS))]
+    );
+    assert!(matches!(
+        &actions[..],
+        [
+            Action::Reclaimed {
+                reason: ReclaimReason::Stuck,
+                ..
+            },
+            Action::Assign(a)
+        ] if a.task_id.as_str() == "u"
+    ));
+}
+
+#[test]
+fn an_overdue_task_is_a_counted_failure_retried_elsewhere_then_dead_lettered() {
+    let mut s = Scheduler::new(config());
+    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_submit(
+        T0,
+        NewTask::new("t", "x")
+            .with_complete_by(T0 + 100)
+            .with_max_retries(1),
+    )
+    .unwrap();
+    assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 1)]);
+    s.handle_accepted(T0 + 1, &id("a"), "t").unwrap();
+    s.handle_connect(T0 + 2, id("b"), caps(&[]), 2);
+    s.handle_sweep(T0 + 100);
+    assert!(
+        assignments(&mut s).is_empty(),
+        "not overdue at its deadline"
+    );
+    s.handle_sweep(T0 + 101);
+    // Other idle agents get the retry before the agent that failed it.
+    assert_eq!(assignments(&mut s), [("t".into(), "b".into(), 3)]);
+    let t = s.queue().get("t").unwrap();
+    assert_eq!(
+        (t.retry_count, t.reclaim_count, t.last_error.as_deref()),
+        (1, 0, Some(DEADLINE_EXCEEDED))
+    );
+    assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Idle);
+    // The late report of the failed run is fenced off.
+    assert!(matches!(
+        s.handle_complete(T0 + 102, &id("a"), "t", 1, Completion::default()),
+        Err(SchedulerError::Task(_))
+    ));
+    s.handle_sweep(T0 + 103);
+    let (finals, actions) = drain(&mut s);
+    assert_eq!(
+        finals.iter().map(ending).collect::<Vec<_>>(),
+        [(Status::DeadLetter, 2, 0, Some(DEADLINE_EXCEEDED))]
+    );
+    assert!(actions.is_empty(), "{actions:?}");
+    assert!(s.queue().is_empty());
+    assert_eq!(s.agent("b").unwrap().agent.state(), AgentState::Idle);
+}
+
+#[test]
+fn an_oversize_close_is_a_counted_failure_of_the_held_task() {
+    let mut s = Scheduler::new(config());
+    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_submit(T0, NewTask::new("t", "x").with_max_retries(1))
+        .unwrap();
+    assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 1)]);
+    s.handle_accepted(T0 + 1, &id("a"), "t").unwrap();
+    s.handle_connect(T0 + 2, id("b"), caps(&[]), 2);
+    s.handle_oversize(T0 + 3, &id("a"), 1);
+    let view = s.agent("a").unwrap();
+    assert!(!view.connected);
+    assert_eq!(view.agent.state(), AgentState::Offline);
+    assert_eq!(assignments(&mut s), [("t".into(), "b".into(), 3)]);
+    let t = s.queue().get("t").unwrap();
+    assert_eq!(
+        (t.retry_count, t.reclaim_count, t.last_error.as_deref()),
+        (1, 0, Some(RESULT_TOO_LARGE))
+    );
+    // A connection that was replaced changes nothing.
+    s.handle_connect(T0 + 4, id("c"), caps(&[]), 4);
+    s.handle_connect(T0 + 4, id("c"), caps(&[]), 5);
+    s.handle_oversize(T0 + 5, &id("c"), 4);
+    assert!(s.agent("c").unwrap().connected);
+    s.handle_oversize(T0 + 7, &id("b"), 2);
+    let (finals, actions) = drain(&mut s);
+    assert_eq!(
+        finals.iter().map(ending).collect::<Vec<_>>(),
+        [(Status::DeadLetter, 2, 0, Some(RESULT_TOO_LARGE))]
+    );
+    assert!(actions.is_empty(), "{actions:?}");
+    // An agent holding nothing just goes offline.
+    s.handle_oversize(T0 + 9, &id("c"), 5);
+    assert!(!s.agent("c").unwrap().connected);
+    assert!(drain(&mut s).0.is_empty());
+}
+
 // ---- property test ----
 
 const CAPS: [&[&str]; 4] = [&[], &["gpu"], &["linux"], &["gpu", "linux"]];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Connect { agent: usize, caps: usize },
-    Disconnect { agent: usize },
-    Submit { caps: usize, priority: usize },
-    Accept { agent: usize },
-    Complete { agent: usize },
-    Fail { agent: usize },
-    Reject { agent: usize },
-    Cancel { task: usize },
-    Tick { ms: u64 },
+    Connect {
+        agent: usize,
+        caps: usize,
+    },
+    Disconnect {
+        agent: usize,
+    },
+    Submit {
+        caps: usize,
+        priority: usize,
+        deadline: bool,
+    },
+    Accept {
+        agent: usize,
+    },
+    Complete {
+        agent: usize,
+    },
+    Fail {
+        agent: usize,
+    },
+    Reject {
+        agent: usize,
+    },
+    Oversize {
+        agent: usize,
+    },
+    Cancel {
+        task: usize,
+    },
+    Tick {
+        ms: u64,
+    },
     Sweep,
 }
 
@@ -360,11 +600,12 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         2 => (agent.clone(), 0usize..4).prop_map(|(agent, caps)| Op::Connect { agent, caps }),
         1 => agent.clone().prop_map(|agent| Op::Disconnect { agent }),
-        4 => (0usize..4, 0usize..4).prop_map(|(caps, priority)| Op::Submit { caps, priority }),
+        4 => (0usize..4, 0usize..4, any::<bool>()).prop_map(|(caps, priority, deadline)| Op::Submit { caps, priority, deadline }),
         2 => agent.clone().prop_map(|agent| Op::Accept { agent }),
         3 => agent.clone().prop_map(|agent| Op::Complete { agent }),
         1 => agent.clone().prop_map(|agent| Op::Fail { agent }),
-        1 => agent.prop_map(|agent| Op::Reject { agent }),
+        1 => agent.clone().prop_map(|agent| Op::Reject { agent }),
+        1 => agent.prop_map(|agent| Op::Oversize { agent }),
         1 => (0usize..30).prop_map(|task| Op::Cancel { task }),
         1 => (0u64..200).prop_map(|ms| Op::Tick { ms }),
         1 => Just(Op::Sweep),
@@ -425,7 +666,9 @@ proptest! {
 
     #[test]
     fn scheduler_keeps_its_matching_invariants(ops in proptest::collection::vec(op(), 1..80)) {
-        let mut s = Scheduler::new(config());
+        let mut cfg = budget(2);
+        cfg.queue.stuck_after_ms = 150;
+        let mut s = Scheduler::new(cfg);
         let mut now = T0;
         let mut conn = 0u64;
         let mut connections = std::collections::HashMap::<usize, u64>::new();
@@ -446,10 +689,16 @@ proptest! {
                         s.handle_disconnect(now, &id(&format!("a{agent}")), c);
                     }
                 }
-                Op::Submit { caps: c, priority } => {
-                    let t = NewTask::new(format!("t{n_tasks}"), "x")
+                Op::Oversize { agent } => {
+                    if let Some(c) = connections.remove(&agent) {
+                        s.handle_oversize(now, &id(&format!("a{agent}")), c);
+                    }
+                }
+                Op::Submit { caps: c, priority, deadline } => {
+                    let mut t = NewTask::new(format!("t{n_tasks}"), "x")
                         .with_capabilities(CAPS[c].iter().copied())
                         .with_priority(Priority::ALL[priority]);
+                    t.complete_by_ms = deadline.then_some(now + 100);
                     n_tasks += 1;
                     s.handle_submit(now, t).unwrap();
                 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use transport_ws::protocol::encode_task_assign;
-use transport_ws::server::{SendError, SocketEvent, SocketEventKind, SocketHandle};
+use transport_ws::server::{CloseCause, SendError, SocketEvent, SocketEventKind, SocketHandle};
 
 use queue_core::Task;
 
@@ -204,6 +204,11 @@ impl Driver {
             SocketEventKind::Opened(handle) => {
                 self.sockets.insert(conn, handle);
                 self.session.handle_opened(conn);
+            }
+            SocketEventKind::Closed(CloseCause::TooLarge) => {
+                self.sockets.remove(&conn);
+                tracing::warn!(%conn, "socket closed for a frame over the size limit");
+                self.session.handle_closed_too_large(now, conn);
             }
             SocketEventKind::Closed(cause) => {
                 self.sockets.remove(&conn);

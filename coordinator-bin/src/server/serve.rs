@@ -79,6 +79,7 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
             queue: QueueConfig {
                 default_max_retries: args.max_retries,
                 stuck_after_ms: args.stuck_after_ms,
+                max_reclaims: args.max_reclaims,
             },
             accept_timeout_ms: args.accept_timeout_ms,
             recovery_grace_ms: args.recovery_grace_ms,

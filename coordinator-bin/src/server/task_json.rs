@@ -22,6 +22,7 @@ pub fn task_json(task: &Task) -> Value {
         "assigned_at": task.assigned_at_ms(),
         "generation": task.generation,
         "retry_count": task.retry_count,
+        "reclaim_count": task.reclaim_count,
         "max_retries": task.max_retries,
         "complete_by": task.complete_by_ms,
         "needed_capabilities": &*task.needed_capabilities,

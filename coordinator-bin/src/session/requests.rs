@@ -71,7 +71,7 @@ impl Session {
             let checked = self
                 .scheduler
                 .queue()
-                .check_submission(task)
+                .check_submission(now_ms, task)
                 .map_err(|e| e.to_string())
                 .and_then(|()| {
                     if ids.insert(task.id.clone()) {

@@ -961,3 +961,145 @@ fn an_agent_naming_its_current_task_on_identify_has_it_back() {
         ]
     );
 }
+
+/// The committed records of every batch handed out until quiet, and the other outputs.
+fn settle_records(s: &mut Session) -> (Vec<Task>, Vec<Output>) {
+    let mut records = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        let mut committed = false;
+        for output in drain(s) {
+            match output {
+                Output::Persist(batch) => {
+                    records.extend(batch.changes.iter().map(|c| c.task().clone()));
+                    s.handle_committed(batch.seq);
+                    committed = true;
+                }
+                other => out.push(other),
+            }
+        }
+        if !committed {
+            return (records, out);
+        }
+    }
+}
+
+#[test]
+fn an_oversize_close_fails_the_held_task_and_retries_it_on_another_agent() {
+    let mut s = session();
+    let (c1, c2) = (ConnId::new(1), ConnId::new(2));
+    connect(&mut s, c1, "a1");
+    submit(&mut s, 1, &["t1"]);
+    settle(&mut s);
+    connect(&mut s, c2, "a2");
+    s.handle_closed_too_large(T0 + 1, c1);
+    let (records, out) = settle_records(&mut s);
+    assert_eq!(
+        out.iter()
+            .filter(|o| matches!(o, Output::Notice(_)))
+            .collect::<Vec<_>>(),
+        [&Output::Notice(Notice::AgentDisconnected {
+            agent_id: "a1".into(),
+            conn: c1
+        })],
+        "a counted failure, not a reclaim"
+    );
+    let failed = &records[0];
+    assert_eq!(
+        (
+            failed.status,
+            failed.retry_count,
+            failed.reclaim_count,
+            failed.last_error.as_deref()
+        ),
+        (Status::Queued, 1, 0, Some(scheduler::RESULT_TOO_LARGE))
+    );
+    assert_eq!(assigned(&out), vec![(c2, "t1".to_owned(), 3)]);
+    let a1 = s.scheduler().agent("a1").unwrap();
+    assert!(!a1.connected);
+    assert_eq!(s.agent_of(c1), None);
+}
+
+#[test]
+fn an_oversize_close_past_max_retries_dead_letters_the_task() {
+    let mut s = session();
+    let c = ConnId::new(1);
+    connect(&mut s, c, "a1");
+    let tasks = vec![NewTask::new("t1", "work").with_max_retries(0)];
+    s.handle_request(T0, RequestId::new(1), Request::Submit { tasks });
+    settle(&mut s);
+    s.handle_closed_too_large(T0 + 1, c);
+    let (records, out) = settle_records(&mut s);
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (
+            records[0].status,
+            records[0].retry_count,
+            records[0].last_error.as_deref()
+        ),
+        (Status::DeadLetter, 1, Some(scheduler::RESULT_TOO_LARGE))
+    );
+    assert!(assigned(&out).is_empty());
+    assert!(s.scheduler().queue().is_empty());
+}
+
+#[test]
+fn an_oversize_close_of_a_stranger_or_a_replaced_connection_changes_nothing() {
+    let mut s = session();
+    let (c1, c2, c3) = (ConnId::new(1), ConnId::new(2), ConnId::new(3));
+    // Never identified.
+    s.handle_opened(c3);
+    s.handle_closed_too_large(T0, c3);
+    assert_eq!(drain(&mut s), vec![]);
+    assert_eq!(s.connections().count(), 0);
+    // Replaced by a newer connection of the same agent before it closed.
+    connect(&mut s, c1, "a1");
+    submit(&mut s, 1, &["t1"]);
+    settle(&mut s);
+    connect(&mut s, c2, "a1");
+    let before = s.scheduler().queue().get("t1").cloned();
+    s.handle_closed_too_large(T0 + 1, c1);
+    assert_eq!(drain(&mut s), vec![]);
+    assert_eq!(s.scheduler().queue().get("t1").cloned(), before);
+    assert_eq!(before.map(|t| t.retry_count), Some(0));
+    // Unknown connections, and twice the same, are ignored.
+    s.handle_closed_too_large(T0 + 2, c1);
+    s.handle_closed_too_large(T0 + 2, ConnId::new(99));
+    assert_eq!(drain(&mut s), vec![]);
+}
+
+#[test]
+fn a_submission_whose_deadline_has_passed_is_refused_as_invalid() {
+    let mut s = session();
+    for (request, by) in [(1, T0 - 1), (2, T0)] {
+        let tasks = vec![NewTask::new("t1", "work").with_complete_by(by)];
+        s.handle_request(T0, RequestId::new(request), Request::Submit { tasks });
+        let out = drain(&mut s);
+        let [Output::Reply {
+            answer: Answer::Refused(refusal),
+            ..
+        }] = &out[..]
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(refusal.kind, RefusalKind::Invalid);
+        assert!(refusal.detail.contains("complete_by"), "{}", refusal.detail);
+    }
+    // One late task refuses the whole batch.
+    let tasks = vec![
+        NewTask::new("ok", "work").with_complete_by(T0 + 1),
+        NewTask::new("late", "work").with_complete_by(T0 - 5),
+    ];
+    s.handle_request(T0, RequestId::new(3), Request::Submit { tasks });
+    let out = drain(&mut s);
+    let [Output::Reply {
+        answer: Answer::Refused(refusal),
+        ..
+    }] = &out[..]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(refusal.kind, RefusalKind::Invalid);
+    assert!(refusal.detail.starts_with("task 1: "), "{}", refusal.detail);
+    assert!(s.scheduler().queue().is_empty());
+}

@@ -65,6 +65,29 @@ impl Session {
         }
     }
 
+    /// A socket was closed because its peer sent a frame over the size limit
+    /// (1009). As [`Session::handle_closed`], except that the task its agent held
+    /// is a counted failure with `last_error` `result_too_large` rather than a
+    /// reclaim: a result that can never be delivered must not run again forever.
+    pub fn handle_closed_too_large(&mut self, now_ms: u64, conn: ConnId) {
+        if self.fatal.is_some() {
+            return;
+        }
+        let Some(closed) = self.conns.remove(&conn) else {
+            return;
+        };
+        if let Some(agent_id) = closed.agent {
+            self.ready
+                .push_back(Output::Notice(Notice::AgentDisconnected {
+                    agent_id: agent_id.clone(),
+                    conn,
+                }));
+            self.scheduler
+                .handle_oversize(now_ms, &agent_id, conn.get());
+            self.drain_scheduler();
+        }
+    }
+
     /// A well-formed message from a socket.
     pub fn handle_message(&mut self, now_ms: u64, conn: ConnId, message: AgentMessage) {
         if self.fatal.is_some() {

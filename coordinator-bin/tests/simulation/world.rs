@@ -9,7 +9,7 @@ use coordinator_bin::session::{
     Answer, Batch, ConnId, Frame, Identity, Output, Request, RequestId, Session, SessionConfig,
     TokenWrite,
 };
-use queue_core::{Change, NewTask, Status, Task};
+use queue_core::{Change, HistoryEvent, NewTask, Status, Task};
 use scheduler::SchedulerConfig;
 use transport_ws::protocol::{AgentMessage, CoordinatorMessage};
 
@@ -58,6 +58,9 @@ pub enum Event {
     ToAgent { conn: ConnId, frame: Frame },
     /// The coordinator's socket task reports the end of a connection.
     CoordinatorSeesClose { conn: ConnId },
+    /// The coordinator's socket task closed a connection for a frame over the
+    /// size limit (1009).
+    CoordinatorSeesOversize { conn: ConnId },
     /// The agent notices its connection is gone.
     AgentSeesClose { agent: usize, conn: ConnId },
     /// A read of a task's stored record finishes.
@@ -147,6 +150,9 @@ pub struct World {
     completes_acked: BTreeMap<String, u32>,
     /// Completed records committed, per task.
     completions_committed: BTreeMap<String, u32>,
+    /// Requeues from the dead letter committed, and retries answered, per task.
+    requeues_committed: BTreeMap<String, u32>,
+    retries_answered: BTreeMap<String, u32>,
     /// Reports sent by agents: (task, generation, succeeded).
     pub reports_sent: BTreeSet<(String, u64, bool)>,
     /// The highest generation seen per task.
@@ -176,6 +182,7 @@ impl World {
                 queue: queue_core::QueueConfig {
                     default_max_retries: rng.below(3) as u32,
                     stuck_after_ms: rng.between(10_000, 30_000),
+                    max_reclaims: rng.between(1, 6) as u32,
                 },
             },
             sweep_interval_ms: rng.between(1_000, 5_000),
@@ -205,6 +212,8 @@ impl World {
             acked: BTreeSet::new(),
             completes_acked: BTreeMap::new(),
             completions_committed: BTreeMap::new(),
+            requeues_committed: BTreeMap::new(),
+            retries_answered: BTreeMap::new(),
             reports_sent: BTreeSet::new(),
             max_generation: BTreeMap::new(),
             going_away: BTreeSet::new(),
@@ -316,6 +325,12 @@ impl World {
                 if self.sockets.remove(&conn).is_some() {
                     self.note(|| format!("{conn} closed at the coordinator"));
                     self.session.handle_closed(self.now, conn);
+                }
+            }
+            Event::CoordinatorSeesOversize { conn } => {
+                if self.sockets.remove(&conn).is_some() {
+                    self.note(|| format!("{conn} closed at the coordinator: frame too large"));
+                    self.session.handle_closed_too_large(self.now, conn);
                 }
             }
             Event::AgentSeesClose { agent, conn } => {
@@ -534,8 +549,14 @@ impl World {
     }
 
     fn apply(&mut self, change: Change) -> Result<(), Violation> {
+        let requeued = change
+            .recorded_event()
+            .is_some_and(|e| e.event == HistoryEvent::Requeued);
         let task = change.into_task();
         let id = task.id.to_string();
+        if requeued {
+            *self.requeues_committed.entry(id.clone()).or_default() += 1;
+        }
         if let Some(old) = self.store.committed.get(&id) {
             if task.generation < old.generation {
                 return Err(format!(
@@ -548,6 +569,25 @@ impl World {
                     "task {id}: a record after its completion: {task:?}"
                 ));
             }
+        }
+        // Budgets: no task outlives its reclaims or its retries.
+        let max_reclaims = self.config.scheduler.queue.max_reclaims;
+        let spent = task.reclaim_count > max_reclaims;
+        let dead_by_reclaims = task.status == Status::DeadLetter
+            && task.last_error.as_deref() == Some(queue_core::TOO_MANY_RECLAIMS);
+        if (spent && !dead_by_reclaims) || task.reclaim_count > max_reclaims + 1 {
+            return Err(format!(
+                "task {id}: {} reclaims with a budget of {max_reclaims}, yet {}",
+                task.reclaim_count, task.status
+            ));
+        }
+        if task.retry_count > task.max_retries + 1
+            || (task.retry_count > task.max_retries && task.status != Status::DeadLetter)
+        {
+            return Err(format!(
+                "task {id}: {} failures with max_retries {}, yet {}",
+                task.retry_count, task.max_retries, task.status
+            ));
         }
         if task.status == Status::Completed {
             // Fencing: the outcome recorded is a report of the current generation, or
@@ -689,6 +729,17 @@ impl World {
                 if self.rng.chance(300) {
                     task = task.with_capabilities(["gpu"]);
                 }
+                if self.rng.chance(100) {
+                    // A deadline: mostly ahead (it may pass while the task runs),
+                    // now and then already past, which refuses the whole batch.
+                    let by = if self.rng.chance(200) {
+                        self.now - self.rng.below(1_000)
+                    } else {
+                        self.now + self.rng.between(1_000, 60_000)
+                    };
+                    valid &= by > self.now;
+                    task = task.with_complete_by(by);
+                }
                 ids.push(id);
                 tasks.push(task);
             }
@@ -795,8 +846,25 @@ impl World {
                 self.note(|| format!("{conn} overflows"));
                 self.session.handle_send_overflow(self.now, conn);
             }
+        } else if roll < 83 {
+            self.oversize(agent);
         }
         Ok(())
+    }
+
+    /// The agent sends a frame over the size limit (say, a huge result): the
+    /// coordinator's socket task closes the connection with 1009.
+    fn oversize(&mut self, agent: usize) {
+        let Some(conn) = self.agents[agent].conn else {
+            return;
+        };
+        self.note(|| format!("agent {agent} sends an oversize frame on {conn}"));
+        if let Some(socket) = self.sockets.get_mut(&conn) {
+            socket.dead = true;
+            let delay = self.rng.between(1, 50);
+            self.schedule(delay, Event::CoordinatorSeesOversize { conn });
+        }
+        self.agent_lost_connection(agent);
     }
 
     fn stop_faults(&mut self) {
@@ -994,7 +1062,11 @@ impl World {
                 }
             }
             (Pending::Retry { task_id }, Answer::Retried) => {
-                if stored(&task_id).is_none_or(|t| t.status == Status::DeadLetter) {
+                // Its requeue is committed (the task may be back in the dead letter
+                // already: an overdue sweep or an oversize close needs no agent).
+                let answered = self.retries_answered.entry(task_id.clone()).or_default();
+                *answered += 1;
+                if self.requeues_committed.get(&task_id).copied().unwrap_or(0) < *answered {
                     return Err(format!("retry of {task_id} answered before its commit"));
                 }
             }

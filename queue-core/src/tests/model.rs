@@ -13,6 +13,9 @@ enum Op {
     Submit {
         priority: u8,
         max_retries: u8,
+        /// 0: `complete_by` now, 1: just before now (both refused), 2-3: in the
+        /// future, otherwise none.
+        deadline: u8,
     },
     AssignNext {
         agent: usize,
@@ -42,6 +45,9 @@ enum Op {
     Reclaim {
         task: usize,
     },
+    FailHolder {
+        task: usize,
+    },
     Recover {
         task: usize,
         agent: usize,
@@ -66,14 +72,15 @@ fn op() -> impl Strategy<Value = Op> {
     let t = 0usize..12;
     let a = 0usize..AGENTS.len();
     prop_oneof![
-        3 => (0u8..4, 0u8..3).prop_map(|(priority, max_retries)| Op::Submit { priority, max_retries }),
+        3 => (0u8..4, 0u8..3, 0u8..10).prop_map(|(priority, max_retries, deadline)| Op::Submit { priority, max_retries, deadline }),
         3 => a.clone().prop_map(|agent| Op::AssignNext { agent }),
         2 => (t.clone(), a.clone()).prop_map(|(task, agent)| Op::Accept { task, agent }),
         1 => (t.clone(), a.clone()).prop_map(|(task, agent)| Op::Progress { task, agent }),
         2 => (t.clone(), a.clone(), any::<bool>()).prop_map(|(task, agent, stale)| Op::Complete { task, agent, stale }),
         2 => (t.clone(), a.clone(), any::<bool>()).prop_map(|(task, agent, stale)| Op::Fail { task, agent, stale }),
         1 => (t.clone(), a.clone()).prop_map(|(task, agent)| Op::Reject { task, agent }),
-        1 => t.clone().prop_map(|task| Op::Reclaim { task }),
+        2 => t.clone().prop_map(|task| Op::Reclaim { task }),
+        1 => t.clone().prop_map(|task| Op::FailHolder { task }),
         1 => (t.clone(), a.clone()).prop_map(|(task, agent)| Op::Recover { task, agent }),
         1 => (t.clone(), a.clone()).prop_map(|(task, agent)| Op::Reattach { task, agent }),
         1 => t.clone().prop_map(|task| Op::Cancel { task }),
@@ -89,7 +96,9 @@ struct ModelTask {
     status: Status,
     generation: u64,
     retry_count: u32,
+    reclaim_count: u32,
     max_retries: u32,
+    last_error: Option<String>,
     holder: Option<usize>,
     priority: Priority,
     seq: u64,
@@ -113,11 +122,14 @@ struct Harness {
 }
 
 const STUCK_MS: u64 = 1_000;
+/// Small, so that sequences reach the end of the reclaim budget.
+const MAX_RECLAIMS: u32 = 2;
 
 fn config() -> QueueConfig {
     QueueConfig {
         default_max_retries: 3,
         stuck_after_ms: STUCK_MS,
+        max_reclaims: MAX_RECLAIMS,
     }
 }
 
@@ -164,6 +176,35 @@ impl Harness {
                 || (m.status.is_held() && m.holder == Some(agent)))
     }
 
+    /// A counted failure of a held task; a dead letter keeps its last holder.
+    fn fail(m: &mut ModelTask, error: &str) -> FailOutcome {
+        m.retry_count += 1;
+        m.last_error = Some(error.to_owned());
+        if m.retry_count <= m.max_retries {
+            Harness::requeue(m);
+            FailOutcome::Retried
+        } else {
+            m.status = Status::DeadLetter;
+            m.reattachable = None;
+            FailOutcome::DeadLettered
+        }
+    }
+
+    /// A reclaim of a held task: the generation moves on, one reclaim is counted.
+    fn reclaim(m: &mut ModelTask) -> ReclaimOutcome {
+        m.generation += 1;
+        m.reclaim_count += 1;
+        if m.reclaim_count <= MAX_RECLAIMS {
+            Harness::requeue(m);
+            ReclaimOutcome::Requeued
+        } else {
+            m.status = Status::DeadLetter;
+            m.reattachable = None;
+            m.last_error = Some(TOO_MANY_RECLAIMS.to_owned());
+            ReclaimOutcome::DeadLettered
+        }
+    }
+
     fn apply(&mut self, op: &Op) {
         self.now_ms += 1;
         let now = self.now_ms;
@@ -176,15 +217,31 @@ impl Harness {
             Op::Submit {
                 priority,
                 max_retries,
-            } => {
+                deadline,
+            } => 'submit: {
                 let idx = self.ids.len();
                 let id = TaskId::from(format!("t{idx}"));
                 let priority = Priority::ALL[priority as usize];
-                let complete_by_ms = idx.is_multiple_of(4).then_some(now + 300);
+                let complete_by_ms = match deadline {
+                    0 => Some(now),
+                    1 => Some(now - 1),
+                    2 | 3 => Some(now + 300),
+                    _ => None,
+                };
                 let mut new = NewTask::new(id.clone(), "work")
                     .with_priority(priority)
                     .with_max_retries(max_retries as u32);
                 new.complete_by_ms = complete_by_ms;
+                if let Some(by) = complete_by_ms.filter(|by| *by <= now) {
+                    assert_eq!(
+                        self.queue.submit(now, new).unwrap_err(),
+                        SubmitError::DeadlinePassed {
+                            complete_by_ms: by,
+                            now_ms: now
+                        }
+                    );
+                    break 'submit false;
+                }
                 self.queue.submit(now, new).expect("fresh id");
                 self.ids.push(id);
                 self.model.insert(
@@ -193,7 +250,9 @@ impl Harness {
                         status: Status::Queued,
                         generation: 0,
                         retry_count: 0,
+                        reclaim_count: 0,
                         max_retries: max_retries as u32,
+                        last_error: None,
                         holder: None,
                         priority,
                         seq: self.next_seq,
@@ -329,14 +388,7 @@ impl Harness {
                         m.generation += 1;
                         m.holder = Some(agent);
                     }
-                    m.retry_count += 1;
-                    if m.retry_count <= m.max_retries {
-                        assert_eq!(res.unwrap(), FailOutcome::Retried);
-                        Harness::requeue(m);
-                    } else {
-                        assert_eq!(res.unwrap(), FailOutcome::DeadLettered);
-                        m.status = Status::DeadLetter;
-                    }
+                    assert_eq!(res.unwrap(), Harness::fail(m, "boom"));
                 }
                 legal
             }
@@ -351,11 +403,36 @@ impl Harness {
                 let legal = m.status.is_held();
                 assert_eq!(res.is_ok(), legal);
                 if legal {
-                    assert_eq!(res.unwrap().as_str(), AGENTS[m.holder.unwrap()]);
+                    let holder = AgentId::from(AGENTS[m.holder.unwrap()]);
+                    let last = m.last_assigned;
+                    let outcome = Harness::reclaim(m);
+                    if outcome == ReclaimOutcome::Requeued {
+                        // Taken back for a lost connection: its holder may re-attach.
+                        m.reattachable = last;
+                    }
+                    assert_eq!(
+                        res.unwrap(),
+                        Reclaimed {
+                            agent_id: holder,
+                            outcome
+                        }
+                    );
+                }
+                legal
+            }
+            Op::FailHolder { task } => {
+                let Some((idx, id)) = self.pick(task) else {
+                    return;
+                };
+                let res = self.queue.fail_holder(now, id.as_str(), "result_too_large");
+                let m = self.model.get_mut(&idx).unwrap();
+                let legal = m.status.is_held();
+                assert_eq!(res.is_ok(), legal);
+                if legal {
+                    let holder = AgentId::from(AGENTS[m.holder.unwrap()]);
                     m.generation += 1;
-                    let holder = m.last_assigned;
-                    Harness::requeue(m);
-                    m.reattachable = holder;
+                    let outcome = Harness::fail(m, "result_too_large");
+                    assert_eq!(res.unwrap(), (holder, outcome));
                 }
                 legal
             }
@@ -436,6 +513,7 @@ impl Harness {
                     m.status = Status::Queued;
                     m.holder = None;
                     m.retry_count = 0;
+                    m.reclaim_count = 0;
                     m.seq = self.next_seq;
                     self.next_seq = self.next_seq.max(m.seq) + 1;
                 }
@@ -444,30 +522,34 @@ impl Harness {
             Op::Sweep { advance_ms } => {
                 self.now_ms += advance_ms;
                 let now = self.now_ms;
-                let reclaimed = self.queue.sweep(now);
+                let swept = self.queue.sweep(now);
                 let mut expected = Vec::new();
                 for (idx, m) in self.model.iter_mut() {
                     if !m.status.is_held() {
                         continue;
                     }
-                    let reason = if m.complete_by_ms.is_some_and(|by| now > by) {
-                        ReclaimReason::Overdue
+                    let task_id = self.ids[*idx].clone();
+                    let agent_id = AgentId::from(AGENTS[m.holder.unwrap()]);
+                    if m.complete_by_ms.is_some_and(|by| now > by) {
+                        m.generation += 1;
+                        let outcome = Harness::fail(m, DEADLINE_EXCEEDED);
+                        expected.push(Swept::Overdue {
+                            task_id,
+                            agent_id,
+                            outcome,
+                        });
                     } else if m.last_alive_ms.is_some_and(|a| now - a >= STUCK_MS) {
-                        ReclaimReason::Stuck
-                    } else {
-                        continue;
-                    };
-                    expected.push((
-                        self.ids[*idx].clone(),
-                        AgentId::from(AGENTS[m.holder.unwrap()]),
-                        reason,
-                    ));
-                    m.generation += 1;
-                    Harness::requeue(m);
+                        let outcome = Harness::reclaim(m);
+                        expected.push(Swept::Stuck {
+                            task_id,
+                            agent_id,
+                            outcome,
+                        });
+                    }
                 }
-                let mut got = reclaimed;
-                got.sort_by(|a, b| a.0.cmp(&b.0));
-                expected.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut got = swept;
+                got.sort_by(|a, b| a.task_id().cmp(b.task_id()));
+                expected.sort_by(|a, b| a.task_id().cmp(b.task_id()));
                 assert_eq!(got, expected);
                 !expected.is_empty()
             }
@@ -531,6 +613,12 @@ impl Harness {
             assert_eq!(stored.status, m.status, "{id} stored status");
             assert_eq!(stored.generation, m.generation, "{id} generation");
             assert_eq!(stored.retry_count, m.retry_count, "{id} retry_count");
+            assert_eq!(stored.reclaim_count, m.reclaim_count, "{id} reclaim_count");
+            assert_eq!(
+                stored.last_error.as_deref(),
+                m.last_error.as_deref(),
+                "{id} last_error"
+            );
             assert_eq!(
                 stored.assigned_to().as_ref().map(|a| a.to_string()),
                 m.holder.map(|h| AGENTS[h].to_owned())

@@ -6,6 +6,7 @@ mod crash;
 mod edges;
 mod harness;
 mod operator;
+mod poison;
 mod protocol;
 mod runner;
 mod scenarios;

@@ -11,7 +11,7 @@ use super::DbError;
 
 /// Insert or update in place (an update, not a delete and insert, so that the
 /// counting triggers see it as one).
-const UPSERT: &str = "INSERT INTO tasks (id, description, metadata, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21) ON CONFLICT(id) DO UPDATE SET description = excluded.description, metadata = excluded.metadata, priority = excluded.priority, status = excluded.status, assigned_to = excluded.assigned_to, assigned_at = excluded.assigned_at, generation = excluded.generation, retry_count = excluded.retry_count, max_retries = excluded.max_retries, complete_by = excluded.complete_by, needed_capabilities = excluded.needed_capabilities, result = excluded.result, tokens_used = excluded.tokens_used, last_error = excluded.last_error, submitted_by = excluded.submitted_by, created_at = excluded.created_at, updated_at = excluded.updated_at, last_alive_at = excluded.last_alive_at, queue_seq = excluded.queue_seq, history = excluded.history";
+const UPSERT: &str = "INSERT INTO tasks (id, description, metadata, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history, reclaim_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22) ON CONFLICT(id) DO UPDATE SET description = excluded.description, metadata = excluded.metadata, priority = excluded.priority, status = excluded.status, assigned_to = excluded.assigned_to, assigned_at = excluded.assigned_at, generation = excluded.generation, retry_count = excluded.retry_count, max_retries = excluded.max_retries, complete_by = excluded.complete_by, needed_capabilities = excluded.needed_capabilities, result = excluded.result, tokens_used = excluded.tokens_used, last_error = excluded.last_error, submitted_by = excluded.submitted_by, created_at = excluded.created_at, updated_at = excluded.updated_at, last_alive_at = excluded.last_alive_at, queue_seq = excluded.queue_seq, history = excluded.history, reclaim_count = excluded.reclaim_count";
 
 /// Writes one task record (insert or replace).
 pub fn upsert_task(conn: &Connection, task: &Task) -> Result<(), rusqlite::Error> {
@@ -40,6 +40,7 @@ pub fn upsert_task(conn: &Connection, task: &Task) -> Result<(), rusqlite::Error
         task.last_alive_at_ms().map(|v| v as i64),
         task.queue_seq as i64,
         history_json(&task.history),
+        task.reclaim_count,
     ])?;
     Ok(())
 }
@@ -60,7 +61,7 @@ fn history_json(history: &[HistoryEntry]) -> String {
 }
 
 /// The columns of a `tasks` row, in the order [`task_from_row`] reads them.
-pub(super) const COLUMNS: &str = "id, description, metadata, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history";
+pub(super) const COLUMNS: &str = "id, description, metadata, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history, reclaim_count";
 
 fn corrupt(id: &str, what: impl Into<String>) -> DbError {
     DbError::Corrupt {
@@ -109,6 +110,7 @@ pub(super) fn task_from_row(row: &Row<'_>) -> Result<Result<Task, DbError>, rusq
             holder,
             generation: row.get::<_, i64>(7)? as u64,
             retry_count: row.get(8)?,
+            reclaim_count: row.get(21)?,
             max_retries: row.get(9)?,
             complete_by_ms: opt_u64(10)?,
             needed_capabilities: capabilities.into(),

@@ -9,7 +9,7 @@ use super::DbError;
 /// `PRAGMA application_id` of a coordinator database ("COOR").
 pub(super) const APPLICATION_ID: i64 = 0x434F_4F52;
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Forward migrations; entry `i` takes the schema from version `i` to `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -98,6 +98,10 @@ END;
 CREATE TRIGGER tasks_count_delete AFTER DELETE ON tasks BEGIN
     UPDATE task_counts SET n = n - 1 WHERE status = OLD.status AND priority = OLD.priority;
 END;
+"#,
+    r#"
+-- Reclaims of each task so far, against its reclaim budget.
+ALTER TABLE tasks ADD COLUMN reclaim_count INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
 

@@ -51,6 +51,17 @@ fn counts_follow_inserts_updates_and_deletes() {
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
+/// A row as versions 1 and 2 wrote it: without the columns added since.
+fn insert_old_row(conn: &Connection, id: &str, status: &str) {
+    conn.execute(
+        "INSERT INTO tasks (id, description, metadata, priority, status, generation, \
+         retry_count, max_retries, needed_capabilities, created_at, updated_at, queue_seq, \
+         history) VALUES (?1, 'x', '{}', 'normal', ?2, 0, 0, 3, '[]', 1, 1, 0, '[]')",
+        [id, status],
+    )
+    .unwrap();
+}
+
 #[test]
 fn a_version_1_database_is_migrated_with_its_counts() {
     let path = temp_db("migrate");
@@ -60,7 +71,7 @@ fn a_version_1_database_is_migrated_with_its_counts() {
         conn.pragma_update(None, "user_version", 1).unwrap();
         conn.pragma_update(None, "application_id", APPLICATION_ID)
             .unwrap();
-        upsert_task(&conn, &record("old", Status::DeadLetter)).unwrap();
+        insert_old_row(&conn, "old", "dead_letter");
     }
     let conn = open(&path).unwrap();
     let version: i64 = conn
@@ -68,6 +79,32 @@ fn a_version_1_database_is_migrated_with_its_counts() {
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
     assert_eq!(counts(&conn), [("dead_letter".into(), "normal".into(), 1)]);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[test]
+fn a_version_2_database_gains_reclaim_counts_of_zero() {
+    let path = temp_db("migrate-3");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(MIGRATIONS[1]).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        insert_old_row(&conn, "old", "queued");
+    }
+    let conn = open(&path).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!((version, SCHEMA_VERSION), (3, 3));
+    let back = get_task(&conn, "old").unwrap().unwrap();
+    assert_eq!((back.status, back.reclaim_count), (Status::Queued, 0));
+    let mut bumped = back.clone();
+    bumped.reclaim_count = 4;
+    upsert_task(&conn, &bumped).unwrap();
+    assert_eq!(get_task(&conn, "old").unwrap().unwrap().reclaim_count, 4);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
@@ -145,6 +182,7 @@ fn task_with_id(id: String) -> impl Strategy<Value = Task> {
         any::<u64>(),
         any::<u64>(),
         any::<u64>(),
+        any::<u32>(),
     );
     let texts = (
         text(),
@@ -155,7 +193,16 @@ fn task_with_id(id: String) -> impl Strategy<Value = Task> {
     (kind, counters, texts).prop_map(
         move |(
             (priority, status, holder, outcome, last_error, submitted_by),
-            (generation, retry_count, max_retries, complete_by_ms, created, updated, queue_seq),
+            (
+                generation,
+                retry_count,
+                max_retries,
+                complete_by_ms,
+                created,
+                updated,
+                queue_seq,
+                reclaim_count,
+            ),
             (description, metadata, capabilities, history),
         )| Task {
             id: TaskId::from(id.as_str()),
@@ -166,6 +213,7 @@ fn task_with_id(id: String) -> impl Strategy<Value = Task> {
             holder,
             generation,
             retry_count,
+            reclaim_count,
             max_retries,
             complete_by_ms,
             needed_capabilities: capabilities.into(),
