@@ -5,12 +5,12 @@
 //! how the task ended, that its generation grew by a bounded amount and that the
 //! holder's correct result was not refused as stale.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use smoke_tests::harness::Coordinator;
 use smoke_tests::http::Client;
-use smoke_tests::sidecar::{Journal, Sidecar, SidecarConfig};
+use smoke_tests::sidecar::{Journal, Sidecar, SidecarConfig, Work};
 
 use crate::agents::{completions, submit, task, task_action};
 
@@ -85,6 +85,18 @@ async fn wait_connected(admin: &mut Client, agent_id: &str, connected: bool) {
         (agent["connected"] == connected).then_some(())
     })
     .await;
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn history_count(task: &Value, event: &str) -> usize {
+    task["history"]
+        .as_array()
+        .map_or(0, |h| h.iter().filter(|e| e["event"] == event).count())
 }
 
 /// The sidecar's report on `task_id` was acknowledged with `status` (so not
@@ -210,6 +222,46 @@ async fn the_cancel_grace_ends_for_a_sidecar_that_never_reports() {
     })
     .await;
     assert_eq!(task(&mut admin, &first).await["status"], "cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_over_the_frame_limit_ends_in_the_dead_letter() {
+    let c = Coordinator::start(&["--max-frame-bytes", "4096"]);
+    let mut admin = Client::new(&c.addr, Some(&c.admin_token));
+    let node = sidecar(&c, "node", |config| {
+        config.work = Work::For(Duration::ZERO);
+        config.result = json!({"report": "x".repeat(10_000)});
+        config.reconnect_after = Some(Duration::from_millis(100));
+    })
+    .await;
+    let max_retries = 1;
+    let id = submit(
+        &mut admin,
+        json!({"description": "answers too much", "max_retries": max_retries}),
+    )
+    .await;
+    let dead = wait_task(
+        &mut admin,
+        &node,
+        &id,
+        "dead_letter",
+        Duration::from_secs(40),
+    )
+    .await;
+    let journal = node.journal();
+    assert_eq!(dead["last_error"], "result_too_large", "{dead}");
+    assert_eq!(dead["retry_count"], max_retries + 1, "{dead}");
+    assert_eq!(
+        journal.starts_of(&id),
+        max_retries as u32 + 1,
+        "one run per attempt:\n{}",
+        journal.summary()
+    );
+    let generation = dead["generation"].as_u64().unwrap();
+    assert!(
+        generation <= 2 * (max_retries + 1) + GENERATION_SLACK,
+        "generation {generation} bounded: {dead}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,4 +410,69 @@ async fn a_network_blip_mid_task_neither_reruns_nor_refuses_the_result() {
         final_generation <= generation + GENERATION_SLACK,
         "generation {generation} -> {final_generation}: {done}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overdue_task_is_a_counted_failure_and_reaches_the_dead_letter() {
+    let c = Coordinator::start(&["--sweep-interval-ms", "200"]);
+    let mut admin = Client::new(&c.addr, Some(&c.admin_token));
+    let node = sidecar(&c, "node", |_| {}).await;
+    let max_retries = 1;
+    let id = submit(
+        &mut admin,
+        json!({
+            "description": "runs past its deadline",
+            "max_retries": max_retries,
+            "complete_by": now_ms() + 1_500,
+        }),
+    )
+    .await;
+    node.wait_started(&id, 1, STEP).await;
+    // The deadline passes while the sidecar works: a counted failure.
+    let failed = poll(
+        &mut admin,
+        &format!("/api/tasks/{id}"),
+        "the first deadline failure",
+        |t| (t["retry_count"].as_u64() >= Some(1)).then(|| t.clone()),
+    )
+    .await;
+    assert_eq!(failed["last_error"], "deadline_exceeded", "{failed}");
+    // The sidecar's work ends late; its next run (the retry) is overdue at once.
+    node.finish(&id);
+    let dead = wait_task(&mut admin, &node, &id, "dead_letter", STEP).await;
+    let journal = node.journal();
+    assert_eq!(dead["last_error"], "deadline_exceeded", "{dead}");
+    assert_eq!(dead["retry_count"], max_retries + 1, "{dead}");
+    let assignments = history_count(&dead, "assigned");
+    assert!(
+        assignments <= 2 * (max_retries as usize + 1),
+        "{assignments} assignments, bounded: {dead}\n{}",
+        journal.summary()
+    );
+    assert!(
+        journal.starts_of(&id) <= max_retries as u32 + 1,
+        "at most one run per attempt:\n{}",
+        journal.summary()
+    );
+    let generation = dead["generation"].as_u64().unwrap();
+    assert!(
+        generation <= 4 * (max_retries + 1),
+        "generation {generation} bounded: {dead}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complete_by_already_past_is_refused() {
+    let c = Coordinator::start(&[]);
+    let mut admin = Client::new(&c.addr, Some(&c.admin_token));
+    let r = admin
+        .post(
+            "/api/tasks",
+            &json!({"description": "too late", "complete_by": now_ms() - 1_000}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    let stats = admin.get("/api/tasks/stats").await.unwrap().body;
+    assert_eq!(stats["total"], 0, "nothing stored: {stats}");
 }
