@@ -83,6 +83,17 @@ pub struct ServeArgs {
     /// can say it still works on that task and have it back instead of a second run.
     #[arg(long, env = "COORDINATOR_IDENTIFY_SETTLE_MS", default_value_t = 1_000)]
     pub identify_settle_ms: u64,
+    /// A WebSocket that has not identified within this is closed (1008).
+    #[arg(
+        long,
+        env = "COORDINATOR_IDENTIFY_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub identify_timeout_ms: u64,
+    /// At most this many WebSockets may be open without having identified; more
+    /// are closed at once (1008).
+    #[arg(long, env = "COORDINATOR_MAX_UNIDENTIFIED", default_value_t = 1_000)]
+    pub max_unidentified: usize,
     /// How often agent sockets are pinged.
     #[arg(long, env = "COORDINATOR_PING_INTERVAL_MS", default_value_t = 30_000)]
     pub ping_interval_ms: u64,
@@ -123,10 +134,17 @@ pub enum TokenCommand {
         #[arg(long, env = "COORDINATOR_DB", default_value = "./coordinator.db")]
         db: PathBuf,
     },
-    /// Revoke every token of an agent id (or admin name).
+    /// Revoke every token of an agent id (or, with --admin, of an admin name).
     Revoke {
         /// The agent id or admin name.
         name: String,
+        /// Revoke the admin tokens of NAME instead of agent tokens.
+        #[arg(long)]
+        admin: bool,
+        /// Allow revoking the last live admin token (locks the HTTP API until a new
+        /// admin token is created with `coordinator token create --admin`).
+        #[arg(long)]
+        force: bool,
         /// The database file.
         #[arg(long, env = "COORDINATOR_DB", default_value = "./coordinator.db")]
         db: PathBuf,

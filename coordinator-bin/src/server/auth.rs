@@ -81,17 +81,32 @@ pub fn revoke_token_rows(
 }
 
 /// The row ids of the live tokens of an agent id (or admin name).
-pub fn live_token_ids(conn: &Connection, name: &str) -> Result<Vec<i64>, DbError> {
-    let mut stmt = conn.prepare("SELECT id FROM tokens WHERE name = ?1 AND revoked_at IS NULL")?;
-    let rows = stmt.query_map([name], |r| r.get(0))?;
+pub fn live_token_ids(conn: &Connection, identity: &Identity) -> Result<Vec<i64>, DbError> {
+    let mut stmt =
+        conn.prepare("SELECT id FROM tokens WHERE kind = ?1 AND name = ?2 AND revoked_at IS NULL")?;
+    let rows = stmt.query_map([identity.kind(), identity.name()], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Revokes every live token of an agent id (or admin name); returns how many.
-pub fn revoke_tokens(conn: &Connection, name: &str, now_ms: u64) -> Result<usize, DbError> {
+/// How many admin tokens are live.
+pub fn live_admin_count(conn: &Connection) -> Result<usize, DbError> {
+    let n: i64 = conn.query_row(
+        "SELECT count(*) FROM tokens WHERE kind = 'admin' AND revoked_at IS NULL",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// Revokes every live token of one agent id or one admin name; returns how many.
+pub fn revoke_tokens(
+    conn: &Connection,
+    identity: &Identity,
+    now_ms: u64,
+) -> Result<usize, DbError> {
     Ok(conn.execute(
-        "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
-        rusqlite::params![name, now_ms as i64],
+        "UPDATE tokens SET revoked_at = ?3 WHERE kind = ?1 AND name = ?2 AND revoked_at IS NULL",
+        rusqlite::params![identity.kind(), identity.name(), now_ms as i64],
     )?)
 }
 

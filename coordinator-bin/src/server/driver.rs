@@ -203,7 +203,7 @@ impl Driver {
         match event.kind {
             SocketEventKind::Opened(handle) => {
                 self.sockets.insert(conn, handle);
-                self.session.handle_opened(conn);
+                self.session.handle_opened(now, conn);
             }
             SocketEventKind::Closed(CloseCause::TooLarge) => {
                 self.sockets.remove(&conn);

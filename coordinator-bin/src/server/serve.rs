@@ -89,6 +89,8 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         },
         sweep_interval_ms: args.sweep_interval_ms.max(1),
         retention_ms: args.retention_hours.saturating_mul(3_600_000),
+        identify_timeout_ms: args.identify_timeout_ms,
+        max_unidentified: args.max_unidentified,
     };
     let session = Session::new(config, now_ms(), records)?;
     tracing::info!(live_tasks = n_live, elapsed_ms = started.elapsed().as_millis() as u64, db = %args.db.display(), "state restored");

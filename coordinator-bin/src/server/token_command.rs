@@ -34,13 +34,30 @@ pub fn run(command: TokenCommand) -> Result<(), Box<dyn std::error::Error>> {
                 );
             }
         }
-        TokenCommand::Revoke { name, db } => {
+        TokenCommand::Revoke {
+            name,
+            admin,
+            force,
+            db,
+        } => {
             let conn = db::open(&db)?;
-            let n = auth::revoke_tokens(&conn, &name, clock::now_ms())?;
-            if n == 0 {
-                return Err(format!("no live token for `{name}`").into());
+            let identity = if admin {
+                Identity::Admin(name.clone())
+            } else {
+                Identity::Agent(name.clone())
+            };
+            let live = auth::live_token_ids(&conn, &identity)?.len();
+            if live == 0 {
+                return Err(format!("no live {} token for `{name}`", identity.kind()).into());
             }
-            eprintln!("revoked {n} token(s) of `{name}`");
+            if admin && !force && auth::live_admin_count(&conn)? <= live {
+                return Err(format!(
+                    "revoking the admin tokens of `{name}` would leave no admin token; add --force to do it anyway"
+                )
+                .into());
+            }
+            let n = auth::revoke_tokens(&conn, &identity, clock::now_ms())?;
+            eprintln!("revoked {n} {} token(s) of `{name}`", identity.kind());
         }
     }
     Ok(())

@@ -62,12 +62,15 @@ pub enum Request {
         /// SHA-256 of the secret.
         hash: [u8; 32],
     },
-    /// Revoke the live tokens of a name.
+    /// Revoke the live tokens of one agent id or one admin name; every socket
+    /// they authenticated is closed (1008, `token_revoked`).
     RevokeTokens {
-        /// The agent id or admin name.
-        name: String,
+        /// The kind and name whose tokens go.
+        identity: Identity,
         /// The row ids of its live tokens, read by the driver before asking.
         live_ids: Vec<i64>,
+        /// Live admin tokens that would remain (the last one is not revoked here).
+        admins_left: usize,
     },
     /// Every known agent.
     Agents,

@@ -56,7 +56,7 @@ mod requests;
 mod views;
 mod wire;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use queue_core::{AgentId, Change, RestoreError, Status, Task};
 use scheduler::{Action, Scheduler, SchedulerConfig};
@@ -84,6 +84,11 @@ pub struct SessionConfig {
     pub sweep_interval_ms: u64,
     /// Final tasks older than this are purged.
     pub retention_ms: u64,
+    /// A socket that has not identified by then is closed (1008).
+    pub identify_timeout_ms: u64,
+    /// At most this many sockets may be open without having identified; more are
+    /// closed at once (1008).
+    pub max_unidentified: usize,
 }
 
 impl Default for SessionConfig {
@@ -92,6 +97,8 @@ impl Default for SessionConfig {
             scheduler: SchedulerConfig::default(),
             sweep_interval_ms: 30_000,
             retention_ms: 7 * 24 * 3_600_000,
+            identify_timeout_ms: 10_000,
+            max_unidentified: 1_000,
         }
     }
 }
@@ -123,6 +130,8 @@ struct Conn {
     identifying: Option<PendingIdentify>,
     /// A close was asked for: nothing more is read from it.
     closing: bool,
+    /// Who the token it identified with speaks for (revoking it closes the socket).
+    identity: Option<Identity>,
 }
 
 /// The coordinator's session core. See the [module documentation](self) for the
@@ -140,6 +149,8 @@ pub struct Session {
     activity: Activity,
     /// Retries waiting for their stored record, by request.
     loading: HashMap<RequestId, String>,
+    /// Sockets that must have identified by then, oldest first.
+    identify_deadlines: BTreeSet<(u64, ConnId)>,
     started_ms: u64,
     next_sweep_ms: u64,
     fatal: Option<Fatal>,
@@ -163,6 +174,7 @@ impl Session {
             names: HashMap::new(),
             activity: Activity::new(),
             loading: HashMap::new(),
+            identify_deadlines: BTreeSet::new(),
             started_ms: now_ms,
             fatal: None,
         })
@@ -250,10 +262,15 @@ impl Session {
         if self.fatal.is_some() {
             return None;
         }
-        Some(match self.scheduler.poll_timeout() {
-            Some(at) => at.min(self.next_sweep_ms),
-            None => self.next_sweep_ms,
-        })
+        let identify = self.identify_deadlines.first().map(|(at, _)| *at);
+        [
+            self.scheduler.poll_timeout(),
+            identify,
+            Some(self.next_sweep_ms),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Timers: acceptance and recovery deadlines, reject back-offs, and every
@@ -264,6 +281,19 @@ impl Session {
         }
         if self.scheduler.poll_timeout().is_some_and(|at| at <= now_ms) {
             self.scheduler.handle_timeout(now_ms);
+        }
+        while let Some(&(at, conn)) = self.identify_deadlines.first() {
+            if at > now_ms {
+                break;
+            }
+            self.identify_deadlines.remove(&(at, conn));
+            let silent = self
+                .conns
+                .get(&conn)
+                .is_some_and(|c| c.agent.is_none() && !c.closing);
+            if silent {
+                self.close_now(conn, "identify timeout");
+            }
         }
         if self.next_sweep_ms <= now_ms {
             self.scheduler.handle_sweep(now_ms);
@@ -309,6 +339,18 @@ impl Session {
                 code: CLOSE_GOING_AWAY,
                 reason: "coordinator shutting down",
             }));
+        }
+    }
+
+    /// Closes a socket at once (1008); nothing more is read from it.
+    fn close_now(&mut self, conn: ConnId, reason: &'static str) {
+        if let Some(open) = self.conns.get_mut(&conn) {
+            open.closing = true;
+            self.ready.push_back(Output::Close {
+                conn,
+                code: CLOSE_POLICY,
+                reason,
+            });
         }
     }
 

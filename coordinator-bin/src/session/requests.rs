@@ -8,7 +8,7 @@ use scheduler::SchedulerError;
 
 use super::api::{Answer, Receipt, Refusal, RefusalKind, Request};
 use super::views::{AgentInfo, DashboardSnapshot};
-use super::{Held, Output, RequestId, Session, TokenWrite};
+use super::{ConnId, Held, Identity, Output, RequestId, Session, TokenWrite, CLOSE_POLICY};
 
 impl Session {
     /// A request; its [`Output::Reply`] comes out once what it changed is committed.
@@ -35,18 +35,11 @@ impl Session {
                 });
                 Answer::TokenCreated
             }
-            Request::RevokeTokens { name, live_ids } => {
-                if live_ids.is_empty() {
-                    refused(RefusalKind::NotFound, format!("no live token for `{name}`"))
-                } else {
-                    let n = live_ids.len();
-                    self.gate.stage_token(TokenWrite::Revoke {
-                        ids: live_ids,
-                        revoked_at_ms: now_ms,
-                    });
-                    Answer::TokensRevoked(n)
-                }
-            }
+            Request::RevokeTokens {
+                identity,
+                live_ids,
+                admins_left,
+            } => self.revoke(now_ms, identity, live_ids, admins_left),
             // Reads of the live state change nothing: answered at once.
             Request::Agents => {
                 let answer = Answer::Agents(self.agent_infos());
@@ -61,6 +54,63 @@ impl Session {
         };
         self.drain_scheduler();
         self.gate.hold(Held::Out(Output::Reply { request, answer }));
+    }
+
+    /// Revokes the tokens of one kind and name, and closes the sockets they
+    /// authenticated once the revocation is committed.
+    fn revoke(
+        &mut self,
+        now_ms: u64,
+        identity: Identity,
+        live_ids: Vec<i64>,
+        admins_left: usize,
+    ) -> Answer {
+        if live_ids.is_empty() {
+            return refused(
+                RefusalKind::NotFound,
+                format!(
+                    "no live {} token for `{}`",
+                    identity.kind(),
+                    identity.name()
+                ),
+            );
+        }
+        if matches!(identity, Identity::Admin(_)) && admins_left == 0 {
+            return refused(
+                RefusalKind::Conflict,
+                "this would revoke the last admin token; use `coordinator token revoke --admin --force` on the database",
+            );
+        }
+        let n = live_ids.len();
+        self.gate.stage_token(TokenWrite::Revoke {
+            ids: live_ids,
+            revoked_at_ms: now_ms,
+        });
+        let mut revoked: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.closing && c.identity.as_ref() == Some(&identity))
+            .map(|(conn, _)| *conn)
+            .collect();
+        revoked.sort();
+        for conn in revoked {
+            let Some(open) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            open.closing = true;
+            // Revocation bites at once: the agent is gone as for a disconnect (its
+            // task is reclaimed under the usual rules), whatever its socket does.
+            if let Some(agent_id) = open.agent.take() {
+                self.scheduler
+                    .handle_disconnect(now_ms, &agent_id, conn.get());
+            }
+            self.gate.hold(Held::Out(Output::Close {
+                conn,
+                code: CLOSE_POLICY,
+                reason: "token_revoked",
+            }));
+        }
+        Answer::TokensRevoked(n)
     }
 
     /// All tasks or none: every task is checked before the first is queued.

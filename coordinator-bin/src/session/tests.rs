@@ -82,7 +82,7 @@ fn codes(outputs: Vec<Output>) -> Vec<Output> {
 
 /// Opens `conn` and identifies it as `agent` with a valid token.
 fn connect(s: &mut Session, conn: ConnId, agent: &str) -> Vec<Output> {
-    s.handle_opened(conn);
+    s.handle_opened(T0, conn);
     s.handle_message(T0, conn, identify(agent, "secret"));
     assert_eq!(
         s.poll_output(),
@@ -230,7 +230,7 @@ fn identify_then_work_then_completion_acknowledged_after_commit() {
 fn protocol_rules_before_and_after_identify() {
     let mut s = session();
     let c = ConnId::new(1);
-    s.handle_opened(c);
+    s.handle_opened(T0, c);
     s.handle_message(
         T0,
         c,
@@ -291,7 +291,7 @@ fn a_bad_token_or_another_agents_token_is_refused_and_closed() {
             ErrorCode::TokenAgentMismatch,
         ),
     ] {
-        s.handle_opened(conn);
+        s.handle_opened(T0, conn);
         s.handle_message(T0, conn, identify("a1", "t"));
         let _ = drain(&mut s);
         s.handle_identity(T0, conn, identity);
@@ -310,7 +310,7 @@ fn a_bad_token_or_another_agents_token_is_refused_and_closed() {
     }
     // An admin token may identify any agent id.
     let c = ConnId::new(3);
-    s.handle_opened(c);
+    s.handle_opened(T0, c);
     s.handle_message(T0, c, identify("a1", "t"));
     let _ = drain(&mut s);
     s.handle_identity(T0, c, Some(Identity::Admin("ops".into())));
@@ -603,7 +603,7 @@ fn an_assignment_reclaimed_before_its_commit_is_not_sent() {
 
 /// Like [`connect`] but leaves the outputs for the caller.
 fn connect_without_settling(s: &mut Session, conn: ConnId, agent: &str) {
-    s.handle_opened(conn);
+    s.handle_opened(T0, conn);
     s.handle_message(T0, conn, identify(agent, "secret"));
     s.handle_identity(T0, conn, Some(Identity::Agent(agent.into())));
 }
@@ -615,8 +615,9 @@ fn token_writes_ride_in_the_batch_and_are_answered_after_it() {
         T0,
         RequestId::new(1),
         Request::RevokeTokens {
-            name: "a1".into(),
+            identity: Identity::Agent("a1".into()),
             live_ids: vec![],
+            admins_left: 1,
         },
     );
     let out = drain(&mut s);
@@ -627,8 +628,9 @@ fn token_writes_ride_in_the_batch_and_are_answered_after_it() {
         T0,
         RequestId::new(2),
         Request::RevokeTokens {
-            name: "a1".into(),
+            identity: Identity::Agent("a1".into()),
             live_ids: vec![4, 9],
+            admins_left: 1,
         },
     );
     let Some(Output::Persist(batch)) = s.poll_output() else {
@@ -913,7 +915,7 @@ fn an_agent_naming_its_current_task_on_identify_has_it_back() {
     settle(&mut s);
     s.handle_closed(T0 + 1, c1);
     settle(&mut s);
-    s.handle_opened(c2);
+    s.handle_opened(T0, c2);
     let AgentMessage::Identify {
         agent_id,
         token,
@@ -1048,7 +1050,7 @@ fn an_oversize_close_of_a_stranger_or_a_replaced_connection_changes_nothing() {
     let mut s = session();
     let (c1, c2, c3) = (ConnId::new(1), ConnId::new(2), ConnId::new(3));
     // Never identified.
-    s.handle_opened(c3);
+    s.handle_opened(T0, c3);
     s.handle_closed_too_large(T0, c3);
     assert_eq!(drain(&mut s), vec![]);
     assert_eq!(s.connections().count(), 0);
@@ -1102,4 +1104,129 @@ fn a_submission_whose_deadline_has_passed_is_refused_as_invalid() {
     assert_eq!(refusal.kind, RefusalKind::Invalid);
     assert!(refusal.detail.starts_with("task 1: "), "{}", refusal.detail);
     assert!(s.scheduler().queue().is_empty());
+}
+
+#[test]
+fn revoking_a_token_closes_the_sockets_it_authenticated_after_the_commit() {
+    let mut s = session();
+    let (c1, c2) = (ConnId::new(1), ConnId::new(2));
+    connect(&mut s, c1, "a1");
+    connect(&mut s, c2, "a2");
+    submit(&mut s, 1, &["t1"]);
+    settle(&mut s);
+    s.handle_request(
+        T0,
+        RequestId::new(2),
+        Request::RevokeTokens {
+            identity: Identity::Agent("a1".into()),
+            live_ids: vec![7],
+            admins_left: 1,
+        },
+    );
+    let before = drain(&mut s);
+    let Some(Output::Persist(batch)) = before.last().cloned() else {
+        panic!("the revocation is committed first: {before:?}")
+    };
+    assert!(
+        !before
+            .iter()
+            .any(|o| matches!(o, Output::Close { .. } | Output::Reply { .. })),
+        "nothing leaves before the commit: {before:?}"
+    );
+    s.handle_committed(batch.seq);
+    let out = drain(&mut s);
+    let closes: Vec<&Output> = out
+        .iter()
+        .filter(|o| matches!(o, Output::Close { .. } | Output::Reply { .. }))
+        .collect();
+    assert_eq!(
+        closes,
+        vec![
+            &Output::Close {
+                conn: c1,
+                code: CLOSE_POLICY,
+                reason: "token_revoked"
+            },
+            &Output::Reply {
+                request: RequestId::new(2),
+                answer: Answer::TokensRevoked(1)
+            }
+        ]
+    );
+    assert_eq!(assigned(&out), vec![(c2, "t1".to_owned(), 3)]);
+    // Nothing more is read from it, and its task was reclaimed at once as for a
+    // disconnect: it goes to the other agent, in the same commit.
+    let _ = out;
+    s.handle_message(T0, c1, AgentMessage::Ping {});
+    assert_eq!(drain(&mut s), vec![]);
+    s.handle_closed(T0 + 1, c1);
+    assert!(settle(&mut s).is_empty());
+    let task = s.scheduler().queue().get("t1").unwrap();
+    assert_eq!(
+        (task.assigned_to().map(|a| a.as_str()), task.generation),
+        (Some("a2"), 3)
+    );
+}
+
+#[test]
+fn the_last_admin_token_is_not_revoked_here() {
+    let mut s = session();
+    s.handle_request(
+        T0,
+        RequestId::new(1),
+        Request::RevokeTokens {
+            identity: Identity::Admin("admin".into()),
+            live_ids: vec![1],
+            admins_left: 0,
+        },
+    );
+    let out = drain(&mut s);
+    assert!(
+        matches!(&out[..], [Output::Reply { answer: Answer::Refused(r), .. }] if r.kind == RefusalKind::Conflict),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_socket_that_does_not_identify_in_time_is_closed() {
+    let mut s = Session::new(
+        SessionConfig {
+            identify_timeout_ms: 100,
+            max_unidentified: 2,
+            ..SessionConfig::default()
+        },
+        T0,
+        Vec::new(),
+    )
+    .unwrap();
+    let (c1, c2, c3) = (ConnId::new(1), ConnId::new(2), ConnId::new(3));
+    s.handle_opened(T0, c1);
+    s.handle_opened(T0 + 10, c2);
+    // A third waiting socket is over the limit.
+    s.handle_opened(T0 + 20, c3);
+    assert_eq!(
+        drain(&mut s),
+        vec![Output::Close {
+            conn: c3,
+            code: CLOSE_POLICY,
+            reason: "too many connections waiting to identify"
+        }]
+    );
+    // c2 identifies in time; c1 does not.
+    s.handle_message(T0 + 50, c2, identify("a2", "secret"));
+    let _ = drain(&mut s);
+    s.handle_identity(T0 + 50, c2, Some(Identity::Agent("a2".into())));
+    let _ = settle(&mut s);
+    assert_eq!(s.poll_timeout(), Some(T0 + 100));
+    s.handle_timeout(T0 + 100);
+    assert_eq!(
+        drain(&mut s),
+        vec![Output::Close {
+            conn: c1,
+            code: CLOSE_POLICY,
+            reason: "identify timeout"
+        }]
+    );
+    s.handle_timeout(T0 + 110);
+    assert_eq!(drain(&mut s), vec![], "an identified socket stays");
 }

@@ -9,12 +9,25 @@ use transport_ws::protocol::{AgentMessage, CoordinatorMessage, ErrorCode};
 use super::{Conn, ConnId, Held, Identity, Notice, Output, PendingIdentify, Session, CLOSE_POLICY};
 
 impl Session {
-    /// A socket opened; it must identify before anything else.
-    pub fn handle_opened(&mut self, conn: ConnId) {
-        if self.fatal.is_none() {
-            let previous = self.conns.insert(conn, Conn::default());
-            debug_assert!(previous.is_none(), "{conn} opened twice");
+    /// A socket opened; it must identify before anything else, within
+    /// `identify_timeout_ms`, and only `max_unidentified` may wait at once.
+    pub fn handle_opened(&mut self, now_ms: u64, conn: ConnId) {
+        if self.fatal.is_some() {
+            return;
         }
+        let waiting = self
+            .conns
+            .values()
+            .filter(|c| c.agent.is_none() && !c.closing)
+            .count();
+        let previous = self.conns.insert(conn, Conn::default());
+        debug_assert!(previous.is_none(), "{conn} opened twice");
+        if waiting >= self.config.max_unidentified {
+            self.close_now(conn, "too many connections waiting to identify");
+            return;
+        }
+        let deadline = now_ms.saturating_add(self.config.identify_timeout_ms);
+        self.identify_deadlines.insert((deadline, conn));
     }
 
     /// A socket ended (closed by either side, timed out, or broke). Its agent goes
@@ -205,6 +218,7 @@ impl Session {
         }
         if let Some(open) = self.conns.get_mut(&conn) {
             open.agent = Some(agent_id.clone());
+            open.identity = identity;
         }
         if let Some(name) = pending.name {
             self.names.insert(agent_id.clone(), name);

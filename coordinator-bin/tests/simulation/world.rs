@@ -187,6 +187,8 @@ impl World {
             },
             sweep_interval_ms: rng.between(1_000, 5_000),
             retention_ms: 7 * 24 * 3_600_000,
+            identify_timeout_ms: rng.between(300, 10_000),
+            max_unidentified: rng.between(1, 8) as usize,
         };
         let session = Session::new(config.clone(), T0, Vec::new()).expect("an empty restore");
         let agents = (0..params.agents)
@@ -658,7 +660,7 @@ impl World {
         let conn = ConnId::new(self.next_conn);
         self.next_conn += 1;
         self.sockets.insert(conn, Socket { agent, dead: false });
-        self.session.handle_opened(conn);
+        self.session.handle_opened(self.now, conn);
         self.agents[agent].conn = Some(conn);
         self.agents[agent].identified = false;
         let id = self.agents[agent].id.clone();
@@ -783,8 +785,9 @@ impl World {
                 Request::Retry { task_id },
             )
         } else if roll < 94 {
-            let name = format!("op-{}", self.rng.below(3));
-            let identity = Identity::Admin(name.clone());
+            let agent = self.rng.below(self.agents.len() as u64) as usize;
+            let name = self.agents[agent].id.clone();
+            let identity = Identity::Agent(name.clone());
             (
                 Pending::CreateToken { name },
                 Request::CreateToken {
@@ -793,7 +796,9 @@ impl World {
                 },
             )
         } else if roll < 96 {
-            let name = format!("op-{}", self.rng.below(3));
+            // Revoking an agent's tokens closes its sockets; it comes back.
+            let agent = self.rng.below(self.agents.len() as u64) as usize;
+            let name = self.agents[agent].id.clone();
             let live_ids: Vec<i64> = self
                 .store
                 .tokens
@@ -805,7 +810,11 @@ impl World {
                 Pending::RevokeTokens {
                     ids: live_ids.clone(),
                 },
-                Request::RevokeTokens { name, live_ids },
+                Request::RevokeTokens {
+                    identity: Identity::Agent(name),
+                    live_ids,
+                    admins_left: 1,
+                },
             )
         } else if roll < 98 {
             (Pending::Other, Request::Agents)

@@ -11,3 +11,4 @@ mod protocol;
 mod runner;
 mod scenarios;
 mod sim;
+mod tokens;

@@ -45,7 +45,10 @@ fn a_live_token_is_found_by_its_digest_and_nothing_else_is() {
 fn a_revoked_token_is_not_found() {
     let conn = memory_db();
     let token = create_token(&conn, &Identity::Agent("a1".into()), 1).unwrap();
-    assert_eq!(revoke_tokens(&conn, "a1", 5).unwrap(), 1);
+    assert_eq!(
+        revoke_tokens(&conn, &Identity::Agent("a1".into()), 5).unwrap(),
+        1
+    );
     assert_eq!(find(&load_live(&conn).unwrap(), &hash(&token)), None);
     let listed = list_tokens(&conn).unwrap();
     assert_eq!(listed.len(), 1);

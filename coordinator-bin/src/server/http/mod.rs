@@ -112,7 +112,7 @@ async fn dispatch(
         Route::GetAgent => agents::get(state, &id).await,
         Route::CreateToken => tokens::create(req, state).await,
         Route::ListTokens => tokens::list(state).await,
-        Route::RevokeToken => tokens::revoke(state, id).await,
+        Route::RevokeToken => tokens::revoke(state, id, &query).await,
     }
 }
 

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::server::api_error::ApiError;
 use crate::server::auth::{self, Identity};
 use crate::server::http::ask::{ask, unexpected};
-use crate::server::http::body::read_json;
+use crate::server::http::body::{query_pairs, read_json};
 use crate::server::http::response::{json_response, Resp};
 use crate::server::http::AppState;
 use crate::session::{Answer, Request as CoreRequest};
@@ -38,15 +38,35 @@ pub async fn list(state: &AppState) -> Result<Resp, ApiError> {
     Ok(json_response(StatusCode::OK, &json!({"tokens": tokens})))
 }
 
-/// `DELETE /api/admin/tokens/{agent_id}`: revokes the name's live tokens and
-/// drops the cached token table.
-pub async fn revoke(state: &AppState, name: String) -> Result<Resp, ApiError> {
-    let read_name = name.clone();
-    let live_ids = state
+/// `DELETE /api/admin/tokens/{agent_id}[?kind=admin]`: revokes the live agent
+/// tokens of that agent id (or, with `kind=admin`, the admin tokens of that name,
+/// never the last one), closes the sockets they authenticated, and drops the
+/// cached token table.
+pub async fn revoke(state: &AppState, name: String, query: &str) -> Result<Resp, ApiError> {
+    let identity = match query_pairs(query).find(|(k, _)| k == "kind") {
+        None => Identity::Agent(name),
+        Some((_, kind)) if kind == "agent" => Identity::Agent(name),
+        Some((_, kind)) if kind == "admin" => Identity::Admin(name),
+        Some((_, kind)) => {
+            return Err(ApiError::invalid_field(format!(
+                "kind must be agent or admin, not `{kind}`"
+            )))
+        }
+    };
+    let read = identity.clone();
+    let (live_ids, admins) = state
         .reads
-        .run(move |c| auth::live_token_ids(c, &read_name))
+        .run(move |c| Ok((auth::live_token_ids(c, &read)?, auth::live_admin_count(c)?)))
         .await?;
-    let request = CoreRequest::RevokeTokens { name, live_ids };
+    let admins_left = match identity {
+        Identity::Admin(_) => admins.saturating_sub(live_ids.len()),
+        Identity::Agent(_) => admins,
+    };
+    let request = CoreRequest::RevokeTokens {
+        identity,
+        live_ids,
+        admins_left,
+    };
     match ask(state, request).await? {
         Answer::TokensRevoked(revoked) => {
             state.auth.invalidate();
