@@ -106,6 +106,15 @@ pub struct ServeArgs {
     /// Largest HTTP request body (bigger is answered 413).
     #[arg(long, env = "COORDINATOR_MAX_BODY_BYTES", default_value_t = 1_048_576)]
     pub max_body_bytes: usize,
+    /// Longest time a client may take to send a request's headers, and again its
+    /// body; past it the headers' connection is closed, a body is answered 408
+    /// and its connection closed. Idle keep-alive connections close after it too.
+    #[arg(long, env = "COORDINATOR_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+    /// Most open connections (HTTP and WebSocket); one more is answered 503 with
+    /// `Retry-After` and closed.
+    #[arg(long, env = "COORDINATOR_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
     /// Log format.
     #[arg(long, env = "COORDINATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

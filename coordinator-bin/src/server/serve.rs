@@ -18,9 +18,10 @@ use transport_ws::server::SocketConfig;
 use crate::cli::ServeArgs;
 use crate::server::auth::{self, Authenticator, Identity};
 use crate::server::clock::now_ms;
+use crate::server::connections::Limiter;
 use crate::server::db;
 use crate::server::driver::{Driver, Inbox};
-use crate::server::http::{self, AppState};
+use crate::server::http::{self, AppState, BodyLimits};
 use crate::server::writer::Writer;
 use crate::session::{Session, SessionConfig};
 
@@ -116,6 +117,7 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     };
     let mut driver_task = tokio::spawn(driver.run(inbox));
 
+    let request_timeout = Duration::from_millis(args.request_timeout_ms.max(1));
     let state = Arc::new(AppState {
         commands: commands_tx,
         sockets: sockets_tx,
@@ -127,7 +129,10 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
             pong_timeout: Duration::from_millis(args.pong_timeout_ms),
             outbound_capacity: 1024,
         },
-        max_body_bytes: args.max_body_bytes,
+        body_limits: BodyLimits {
+            max_bytes: args.max_body_bytes,
+            timeout: request_timeout,
+        },
         started,
         next_connection: AtomicU64::new(1),
     });
@@ -138,7 +143,7 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
 
     let mut shutdown = shutdown_rx.clone();
     let signals = tokio::spawn(wait_for_signal(shutdown_tx));
-    let connections = Arc::new(tokio::sync::Semaphore::new(10_000));
+    let connections = Limiter::new(args.max_connections);
     let mut stopped = None;
     loop {
         let (stream, _) = tokio::select! {
@@ -157,17 +162,23 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
             }
         };
         let _ = stream.set_nodelay(true);
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            continue;
+        // The slot travels with the stream, through a WebSocket upgrade too.
+        let stream = match connections.admit(stream) {
+            Ok(stream) => stream,
+            Err(stream) => {
+                connections.refuse(stream);
+                continue;
+            }
         };
         let state = state.clone();
         let mut conn_shutdown = shutdown_rx.clone();
         tokio::spawn(async move {
-            let _permit = permit;
             let service = service_fn(move |req| http::handle(req, state.clone()));
+            // The header timeout also closes a keep-alive connection left idle
+            // that long (hyper starts it when it waits for the next request).
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
+                .header_read_timeout(request_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             tokio::pin!(conn);

@@ -5,6 +5,7 @@ mod api;
 mod crash;
 mod edges;
 mod harness;
+mod http_limits;
 mod operator;
 mod poison;
 mod protocol;

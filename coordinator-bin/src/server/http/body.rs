@@ -1,5 +1,7 @@
 //! Reading requests: JSON bodies under a size limit, and query strings.
 
+use std::time::Duration;
+
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
 use hyper::StatusCode;
@@ -7,29 +9,64 @@ use serde_json::Value;
 
 use crate::server::api_error::ApiError;
 
-/// The body as JSON. 413 when it exceeds `limit_bytes` (the rest is not read),
-/// 400 when it cannot be read or is not JSON.
-pub async fn read_json<B>(body: B, limit_bytes: usize) -> Result<Value, ApiError>
+/// How much of a body may arrive, and how fast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    /// Largest body, in bytes.
+    pub max_bytes: usize,
+    /// Longest time the whole body may take to arrive.
+    pub timeout: Duration,
+}
+
+/// The body as JSON.
+///
+/// - 413 when its declared length (`Content-Length`) exceeds `limits.max_bytes`,
+///   before any of it is read, or when more than that arrives (the rest is not
+///   read);
+/// - 408 when it has not arrived whole within `limits.timeout` (a client
+///   dribbling a body cannot hold a connection; both answers close it, see
+///   [`super::response::error_response`]);
+/// - 400 when it cannot be read or is not JSON.
+pub async fn read_json<B>(body: B, limits: BodyLimits) -> Result<Value, ApiError>
 where
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let body = Limited::new(body, limit_bytes)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!("the body exceeds {limit_bytes} bytes"),
-                )
-            } else {
-                ApiError::bad_body(format!("cannot read the body: {e}"))
-            }
-        })?;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body exceeds {} bytes", limits.max_bytes),
+        )
+    };
+    let declared = body.size_hint().lower();
+    if usize::try_from(declared).map_or(true, |n| n > limits.max_bytes) {
+        return Err(too_large());
+    }
+    let collected = tokio::time::timeout(
+        limits.timeout,
+        Limited::new(body, limits.max_bytes).collect(),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the body did not arrive within {} ms",
+                limits.timeout.as_millis()
+            ),
+        )
+    })?;
+    let body = collected.map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            too_large()
+        } else {
+            ApiError::bad_body(format!("cannot read the body: {e}"))
+        }
+    })?;
     serde_json::from_slice(&body.to_bytes())
         .map_err(|e| ApiError::bad_body(format!("the body is not valid JSON: {e}")))
 }

@@ -30,6 +30,7 @@ use crate::server::api_error::ApiError;
 use crate::server::auth::Authenticator;
 use crate::server::db::ReadPool;
 use crate::server::driver::Command;
+pub use body::BodyLimits;
 use handlers::{agents, ops, tasks, tokens, ws};
 use response::{error_response, Resp};
 use routes::{NoRoute, Route};
@@ -46,8 +47,8 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Limits of agent sockets.
     pub socket_config: SocketConfig,
-    /// Largest accepted request body.
-    pub max_body_bytes: usize,
+    /// How large a request body may be and how long it may take to arrive.
+    pub body_limits: BodyLimits,
     /// When the service started.
     pub started: Instant,
     /// Connection ids for sockets.

@@ -20,11 +20,11 @@ pub fn json_response(status: StatusCode, value: &Value) -> Resp {
         .expect("static response parts are valid")
 }
 
-/// The JSON answer of an error. A 413 also closes the connection: the rest of
-/// the body was not read, so the connection cannot be reused.
+/// The JSON answer of an error. A 413 or 408 also closes the connection: the
+/// rest of the body was not read, so the connection cannot be reused.
 pub fn error_response(err: &ApiError) -> Resp {
     let mut response = json_response(err.status, &err.body());
-    if err.status == StatusCode::PAYLOAD_TOO_LARGE {
+    if err.status == StatusCode::PAYLOAD_TOO_LARGE || err.status == StatusCode::REQUEST_TIMEOUT {
         response
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));

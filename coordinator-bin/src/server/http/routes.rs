@@ -183,8 +183,15 @@ fn matches(template: &str, path: &str) -> Option<Vec<String>> {
     }
 }
 
-/// The route for a request and the values of its `{}` segments.
+/// The route for a request and the values of its `{}` segments. `HEAD` takes
+/// the `GET` route of its path (hyper sends the answer's headers without its
+/// body).
 pub fn resolve(method: &Method, path: &str) -> Result<(&'static RouteSpec, Vec<String>), NoRoute> {
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
     let mut path_known = false;
     for spec in ROUTES {
         if let Some(params) = matches(spec.path, path) {

@@ -51,6 +51,18 @@ async fn a_413_closes_the_connection() {
     );
 }
 
+#[tokio::test]
+async fn a_408_closes_the_connection() {
+    let err = ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        "the body did not arrive within 5 ms",
+    );
+    let response = error_response(&err);
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(response.headers()[CONNECTION], "close");
+}
+
 #[test]
 fn unknown_paths_are_404_and_other_methods_405() {
     assert_eq!(

@@ -1,11 +1,48 @@
 //! Tests of body reading and query-string decoding.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::StatusCode;
 use serde_json::json;
 
-use super::{percent_decode, query_pairs, read_json};
+use super::{percent_decode, query_pairs, read_json, BodyLimits};
+
+/// Limits of `max_bytes` and a long timeout.
+fn limits(max_bytes: usize) -> BodyLimits {
+    BodyLimits {
+        max_bytes,
+        timeout: Duration::from_secs(60),
+    }
+}
+
+/// A body whose bytes never come, declaring `declared` bytes if given.
+struct Stalled {
+    declared: Option<u64>,
+    polled: bool,
+}
+
+impl Body for Stalled {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.get_mut().polled = true;
+        Poll::Pending
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.declared
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
+    }
+}
 
 fn pairs(query: &str) -> Vec<(String, String)> {
     query_pairs(query).collect()
@@ -75,7 +112,7 @@ async fn a_json_body_within_the_limit_is_read() {
     let text = r#"{"description":"x"}"#;
     let body = Full::new(Bytes::from(text));
     assert_eq!(
-        read_json(body, text.len()).await,
+        read_json(body, limits(text.len())).await,
         Ok(json!({"description": "x"}))
     );
 }
@@ -83,7 +120,7 @@ async fn a_json_body_within_the_limit_is_read() {
 #[tokio::test]
 async fn a_body_over_the_limit_is_413() {
     let body = Full::new(Bytes::from(r#"{"description":"x"}"#));
-    let err = read_json(body, 5).await.unwrap_err();
+    let err = read_json(body, limits(5)).await.unwrap_err();
     assert_eq!(
         (err.status, err.code, err.detail.as_str()),
         (
@@ -97,10 +134,56 @@ async fn a_body_over_the_limit_is_413() {
 #[tokio::test]
 async fn a_body_that_is_not_json_is_400() {
     let body = Full::new(Bytes::from("not json"));
-    let err = read_json(body, 1_000).await.unwrap_err();
+    let err = read_json(body, limits(1_000)).await.unwrap_err();
     assert_eq!(
         (err.status, err.code),
         (StatusCode::BAD_REQUEST, "invalid_body")
     );
     assert!(err.detail.starts_with("the body is not valid JSON"));
+}
+
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_413_before_reading() {
+    let mut body = Stalled {
+        declared: Some(1_000_001),
+        polled: false,
+    };
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        read_json(&mut body, limits(1_000_000)),
+    )
+    .await
+    .expect("answered without waiting for the body")
+    .unwrap_err();
+    assert_eq!(
+        (err.status, err.code),
+        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+    );
+    assert!(!body.polled, "the body was not read");
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_408() {
+    let body = Stalled {
+        declared: Some(10),
+        polled: false,
+    };
+    let timeout = Duration::from_millis(50);
+    let limits = BodyLimits {
+        max_bytes: 1_000,
+        timeout,
+    };
+    // The outer bound only catches a read that ignores the body timeout.
+    let err = tokio::time::timeout(Duration::from_secs(10), read_json(body, limits))
+        .await
+        .expect("the read ends")
+        .unwrap_err();
+    assert_eq!(
+        (err.status, err.code, err.detail.as_str()),
+        (
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the body did not arrive within 50 ms"
+        )
+    );
 }

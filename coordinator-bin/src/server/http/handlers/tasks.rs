@@ -28,7 +28,7 @@ pub async fn submit(
     state: &AppState,
     submitter: &str,
 ) -> Result<Resp, ApiError> {
-    let body = read_json(req.into_body(), state.max_body_bytes).await?;
+    let body = read_json(req.into_body(), state.body_limits).await?;
     let task = parse_submission(&body, submitter)?;
     let receipts = submit_tasks(state, vec![task]).await?;
     let r = receipts
@@ -46,7 +46,7 @@ pub async fn submit_batch(
     state: &AppState,
     submitter: &str,
 ) -> Result<Resp, ApiError> {
-    let body = read_json(req.into_body(), state.max_body_bytes).await?;
+    let body = read_json(req.into_body(), state.body_limits).await?;
     let tasks = decode_batch(&body, submitter)?;
     let receipts = submit_tasks(state, tasks).await?;
     let ids: Vec<&str> = receipts.iter().map(|r| r.task_id.as_str()).collect();

@@ -14,7 +14,7 @@ use crate::session::{Answer, Request as CoreRequest};
 
 /// `POST /api/admin/tokens`: 201 with the new secret, shown this once.
 pub async fn create(req: Request<Incoming>, state: &AppState) -> Result<Resp, ApiError> {
-    let body = read_json(req.into_body(), state.max_body_bytes).await?;
+    let body = read_json(req.into_body(), state.body_limits).await?;
     let who = decode_identity(&body)?;
     let token = auth::generate_token();
     let hash = auth::hash(&token);

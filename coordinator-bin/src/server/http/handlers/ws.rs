@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use transport_ws::server::spawn_socket;
 
 use crate::server::api_error::ApiError;
@@ -13,9 +13,10 @@ use crate::server::http::response::Resp;
 use crate::server::http::AppState;
 
 /// Answers 101 and, once the upgrade completes, hands the socket (with a fresh
-/// connection id) to the engine's socket inbox. 426 without an upgrade request.
+/// connection id) to the engine's socket inbox. 426 without an upgrade request
+/// (a `HEAD` is never one).
 pub fn upgrade(mut req: Request<Incoming>, state: &AppState) -> Result<Resp, ApiError> {
-    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+    if req.method() != Method::GET || !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return Err(ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
             "upgrade_required",

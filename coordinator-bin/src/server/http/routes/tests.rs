@@ -29,6 +29,47 @@ fn literal_routes_win_over_templates() {
 }
 
 #[test]
+fn head_takes_the_get_route_of_its_path() {
+    assert_eq!(
+        resolve(&Method::HEAD, "/health").unwrap().0.route,
+        Route::Health
+    );
+    assert_eq!(
+        resolve(&Method::HEAD, "/api/tasks/stats").unwrap().0.route,
+        Route::TaskStats
+    );
+    let (spec, params) = resolve(&Method::HEAD, "/api/tasks/abc").unwrap();
+    assert_eq!(
+        (spec.route, params),
+        (Route::GetTask, vec!["abc".to_owned()])
+    );
+    assert_eq!(
+        resolve(&Method::HEAD, "/api/tasks/abc/cancel").unwrap_err(),
+        NoRoute::MethodNotAllowed
+    );
+    assert_eq!(
+        resolve(&Method::HEAD, "/api/admin/tokens/x").unwrap_err(),
+        NoRoute::MethodNotAllowed
+    );
+    assert_eq!(
+        resolve(&Method::HEAD, "/nothing").unwrap_err(),
+        NoRoute::NotFound
+    );
+}
+
+#[test]
+fn every_get_route_takes_head() {
+    for spec in ROUTES.iter().filter(|r| r.method == Method::GET) {
+        let path = spec.path.replace("{id}", "x").replace("{agent_id}", "x");
+        assert_eq!(
+            resolve(&Method::HEAD, &path).map(|(s, _)| s.route),
+            Ok(spec.route),
+            "HEAD {path}"
+        );
+    }
+}
+
+#[test]
 fn the_openapi_document_lists_exactly_the_routes_served() {
     let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
