@@ -75,7 +75,11 @@ async fn main_loop(config: RunnerConfig) -> Result<(), String> {
     let state = StateFile::new(&config.state_file);
     let held = state.load()?;
     if let Some(task) = &held {
-        tracing::info!(task_id = %task.task_id, generation = task.generation, "state file holds a task; will recover it");
+        tracing::info!(
+            task_id = task.task_id.as_str(),
+            generation = task.generation,
+            "state file holds a task; will recover it"
+        );
     }
     let mut session = AgentSession::new(
         SessionConfig {
@@ -133,7 +137,7 @@ async fn main_loop(config: RunnerConfig) -> Result<(), String> {
                 backoff = Some(returned);
                 shell.conn = Some(result.map_err(|e| e.to_string())?);
                 shell.connected_at_ms = shell.now_ms();
-                tracing::info!(hub = %config.hub, agent_id = %config.agent_id, "connected and identified");
+                tracing::info!(hub = %config.hub, agent_id = config.agent_id.as_str(), "connected and identified");
                 session.handle_connected();
             }
             message = receive(&mut shell.conn) => match message {

@@ -258,7 +258,10 @@ impl AgentSession {
         debug_assert!(!self.connected, "handle_connected twice");
         self.connected = true;
         if let Some(task) = &self.held {
-            tracing::info!(task_id = %task.task_id, "holding a task; telling the coordinator");
+            tracing::info!(
+                task_id = task.task_id.as_str(),
+                "holding a task; telling the coordinator"
+            );
             let task_id = task.task_id.clone();
             self.recovering = true;
             self.send(AgentMessage::TaskRecovering { task_id });
@@ -358,10 +361,14 @@ impl AgentSession {
         };
         match &outcome {
             Outcome::Complete { .. } => {
-                tracing::info!(task_id = %task.task_id, "command succeeded")
+                tracing::info!(task_id = task.task_id.as_str(), "command succeeded")
             }
             Outcome::Failed { error } => {
-                tracing::warn!(task_id = %task.task_id, error = %error, "command failed")
+                tracing::warn!(
+                    task_id = task.task_id.as_str(),
+                    error = error.as_str(),
+                    "command failed"
+                )
             }
         }
         task.outcome = Some(outcome);
@@ -517,11 +524,18 @@ impl AgentSession {
             self.report();
         } else if !self.command_running {
             if self.phase != Phase::Serving {
-                tracing::info!(task_id = %task.task_id, "stopping: the task stays in the state file");
+                tracing::info!(
+                    task_id = task.task_id.as_str(),
+                    "stopping: the task stays in the state file"
+                );
                 self.exit();
                 return;
             }
-            tracing::info!(task_id = %task.task_id, generation = task.generation, "running the command");
+            tracing::info!(
+                task_id = task.task_id.as_str(),
+                generation = task.generation,
+                "running the command"
+            );
             self.command_running = true;
             let task = task.clone();
             self.steps

@@ -1,17 +1,19 @@
-//! Tokens: generation, hashing, lookup by digest and a short-lived cache.
+//! Tokens: generation, hashing, lookup by digest through a short-lived cache.
+
+mod cache;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
+use self::cache::{Lookup, TokenCache};
 use crate::server::db::{self, DbError};
-
-/// How long the in-memory copy of the token table is trusted.
-const CACHE_TTL: Duration = Duration::from_secs(1);
+use crate::server::metrics;
 
 pub use crate::session::Identity;
 
@@ -149,68 +151,83 @@ fn load_live(conn: &Connection) -> Result<HashMap<[u8; 32], Identity>, DbError> 
     Ok(map)
 }
 
-struct Snapshot {
-    loaded_at: Instant,
-    tokens: HashMap<[u8; 32], Identity>,
-}
-
-/// Checks tokens against the database, through a cache that is at most one second
-/// old, so tokens created or revoked with the CLI take effect at once.
+/// Checks tokens against the database through a [`TokenCache`]: a known token is
+/// answered from a copy of the table at most [`cache::KNOWN_TTL`] old, so tokens
+/// revoked with the CLI stop working by then; an unknown token causes a reload
+/// only within a small rate budget and is then remembered as unknown for a
+/// while, so tokens created with the CLI work at once in the usual case (within
+/// about a second under a flood of unknown tokens) and made-up tokens cost no
+/// database reads.
 #[derive(Clone)]
 pub struct Authenticator {
     pool: db::ReadPool,
-    snapshot: Arc<RwLock<Snapshot>>,
+    cache: Arc<Mutex<TokenCache>>,
+    /// Held while the table is read, so that concurrent lookups share one read.
+    reload_gate: Arc<tokio::sync::Mutex<()>>,
+    loads: Arc<AtomicU64>,
 }
 
 impl Authenticator {
     /// Loads the token table once.
     pub fn new(path: &Path) -> Result<Authenticator, DbError> {
+        let read_at = Instant::now();
         let conn = db::open_reader(path)?;
         let tokens = load_live(&conn)?;
+        metrics::record_token_table_load();
         Ok(Authenticator {
             pool: db::ReadPool::new(path),
-            snapshot: Arc::new(RwLock::new(Snapshot {
-                loaded_at: Instant::now(),
-                tokens,
-            })),
+            cache: Arc::new(Mutex::new(TokenCache::new(tokens, read_at))),
+            reload_gate: Arc::new(tokio::sync::Mutex::new(())),
+            loads: Arc::new(AtomicU64::new(1)),
         })
     }
 
     /// The identity of `token`, or `None` if it is unknown or revoked.
     pub async fn check(&self, token: &str) -> Option<Identity> {
         let digest = hash(token);
-        if let Some(found) = self.lookup_fresh(&digest) {
+        let asked_at = Instant::now();
+        if let Lookup::Answer(found) = self.cache().lookup(&digest, asked_at) {
             return found;
         }
-        let tokens = self.pool.run(load_live).await.ok()?;
-        let found = find(&tokens, &digest);
-        if let Ok(mut snapshot) = self.snapshot.write() {
-            *snapshot = Snapshot {
-                loaded_at: Instant::now(),
-                tokens,
-            };
+        let _gate = self.reload_gate.lock().await;
+        // Another lookup may have read the table while this one waited.
+        if let Some(found) = self.cache().answer_after(&digest, asked_at, Instant::now()) {
+            return found;
         }
-        found
-    }
-
-    /// Forgets the cached token table (after a revoke through the API).
-    pub fn invalidate(&self) {
-        if let Ok(mut snapshot) = self.snapshot.write() {
-            if let Some(stale) = Instant::now().checked_sub(CACHE_TTL * 2) {
-                snapshot.loaded_at = stale;
+        let read_at = Instant::now();
+        self.cache().handle_reload_started();
+        let tokens = self.pool.run(load_live).await;
+        let n_loads = self.loads.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::record_token_table_load();
+        tracing::debug!(n_loads, "token table read");
+        let tokens = match tokens {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the token table; refusing the token");
+                return None;
             }
-        }
+        };
+        let mut cache = self.cache();
+        cache.handle_reloaded(tokens, read_at);
+        cache
+            .answer_after(&digest, asked_at, Instant::now())
+            .flatten()
     }
 
-    /// `Some(answer)` when the cache is fresh enough to answer.
-    fn lookup_fresh(&self, digest: &[u8; 32]) -> Option<Option<Identity>> {
-        let snapshot = self.snapshot.read().ok()?;
-        if snapshot.loaded_at.elapsed() > CACHE_TTL {
-            return None;
-        }
-        let found = find(&snapshot.tokens, digest);
-        // A miss may be a token created a moment ago: ask the database.
-        found.map(Some)
+    /// Forgets the cached token table (after a token is created or revoked
+    /// through the API): the next lookup reads it again.
+    pub fn invalidate(&self) {
+        self.cache().invalidate();
+    }
+
+    /// How many times the token table was read (the first load included).
+    #[cfg(test)]
+    pub fn n_loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, TokenCache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

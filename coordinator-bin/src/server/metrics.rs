@@ -36,6 +36,7 @@ struct Metrics {
     reclaimed: Family<ReasonLabel, Counter>,
     protocol_errors: Family<CodeLabel, Counter>,
     frames: Family<TypeLabel, Counter>,
+    token_table_loads: Counter,
     batch_rows: Histogram,
     commit_seconds: Histogram,
     submit_to_assign: Histogram,
@@ -56,6 +57,7 @@ fn metrics() -> &'static Metrics {
             reclaimed: Family::default(),
             protocol_errors: Family::default(),
             frames: Family::default(),
+            token_table_loads: Counter::default(),
             batch_rows: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
             submit_to_assign: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
@@ -94,6 +96,11 @@ fn metrics() -> &'static Metrics {
             "ws_messages_received",
             "WebSocket messages received, by type",
             m.frames.clone(),
+        );
+        registry.register(
+            "token_table_loads",
+            "Reads of the whole token table (first load, expiry, unknown tokens within the reload budget)",
+            m.token_table_loads.clone(),
         );
         registry.register(
             "writer_batch_rows",
@@ -176,6 +183,11 @@ pub fn record_frame(kind: &'static str) {
         .frames
         .get_or_create(&TypeLabel { r#type: kind })
         .inc();
+}
+
+/// Counts one read of the token table.
+pub fn record_token_table_load() {
+    metrics().token_table_loads.inc();
 }
 
 /// Records one group commit.

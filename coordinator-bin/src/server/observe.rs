@@ -1,5 +1,8 @@
 //! Logs and metrics of what the session did: committed records, reclaims,
 //! agents coming and going, refused messages.
+//!
+//! Ids come from peers: they are logged as `&str` values (never `%`), which the
+//! text format quotes and escapes (see `crate::logging`).
 
 use queue_core::Change;
 use tracing::{info, warn};
@@ -21,7 +24,7 @@ fn log_change(change: &Change) {
     };
     let task = change.task();
     info!(
-        task_id = %task.id,
+        task_id = task.id.as_str(),
         agent_id = task.assigned_to().map(|a| a.as_str()).unwrap_or("-"),
         generation = task.generation,
         status = task.status.as_str(),
@@ -39,17 +42,26 @@ pub fn notice(notice: &Notice) {
             agent_id,
             reason,
         } => {
-            info!(task_id = %task_id, agent_id = %agent_id, reason = reason.as_str(), "task reclaimed");
+            info!(
+                task_id = task_id.as_str(),
+                agent_id = agent_id.as_str(),
+                reason = reason.as_str(),
+                "task reclaimed"
+            );
             metrics::record_reclaim(reason.as_str());
         }
         Notice::AgentIdentified { agent_id, conn } => {
-            info!(agent_id = %agent_id, %conn, "agent identified");
+            info!(agent_id = agent_id.as_str(), %conn, "agent identified");
         }
         Notice::AgentDisconnected { agent_id, conn } => {
-            info!(agent_id = %agent_id, %conn, "agent disconnected");
+            info!(agent_id = agent_id.as_str(), %conn, "agent disconnected");
         }
         Notice::IdentifyRefused { agent_id, code } => {
-            warn!(agent_id = %agent_id, code = code.as_str(), "identify refused");
+            warn!(
+                agent_id = agent_id.as_str(),
+                code = code.as_str(),
+                "identify refused"
+            );
         }
         Notice::ProtocolError { code } => metrics::record_protocol_error(code.as_str()),
         Notice::SlowConsumer { agent_id, conn } => {

@@ -44,32 +44,86 @@ fn admin_token_path(args: &ServeArgs) -> PathBuf {
     })
 }
 
-/// On the very first start, creates an admin token and writes it (mode 0600).
+/// Refuses an admin token file that others could read or that is a symbolic
+/// link; a missing one is fine.
+fn check_admin_token_file(path: &Path) -> Result<(), BoxError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(format!(
+                "cannot inspect the admin token file {}: {e}",
+                path.display()
+            )
+            .into())
+        }
+    };
+    if meta.file_type().is_symlink() {
+        return Err(format!(
+            "the admin token file {} is a symbolic link; refusing to use it (remove it, or point --admin-token-file at a regular file)",
+            path.display()
+        )
+        .into());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "the admin token file {} has mode {mode:03o}: group or others can read it; refusing to start (run `chmod 600 {}` and consider revoking that token)",
+                path.display(),
+                path.display()
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// On the very first start, creates an admin token and writes it to a new file
+/// (created exclusively, without following a symbolic link, mode 0600).
 fn bootstrap_admin(conn: &rusqlite::Connection, path: &Path) -> Result<(), BoxError> {
+    check_admin_token_file(path)?;
     if db::meta_get(conn, "admin_bootstrapped")?.is_some() {
         return Ok(());
     }
-    let token = auth::create_token(conn, &Identity::Admin("admin".into()), now_ms())?;
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        options.mode(0o600).custom_flags(nix::libc::O_NOFOLLOW);
     }
-    let mut file = options
-        .open(path)
-        .map_err(|e| format!("cannot write the admin token file {}: {e}", path.display()))?;
-    writeln!(file, "{token}")?;
-    file.sync_all()?;
-    db::meta_set(conn, "admin_bootstrapped", &now_ms().to_string())?;
+    let mut file = options.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            format!(
+                "cannot write the admin token file {}: it already exists (left from another database?); remove it or choose another --admin-token-file",
+                path.display()
+            )
+        } else {
+            format!("cannot write the admin token file {}: {e}", path.display())
+        }
+    })?;
+    let written = (|| -> Result<(), BoxError> {
+        let token = auth::create_token(conn, &Identity::Admin("admin".into()), now_ms())?;
+        writeln!(file, "{token}")?;
+        file.sync_all()?;
+        db::meta_set(conn, "admin_bootstrapped", &now_ms().to_string())?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        // Leave nothing half-made: the next start tries again.
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
     tracing::info!(path = %path.display(), "first start: admin token written (mode 0600)");
     Ok(())
 }
 
 async fn serve(args: ServeArgs) -> Result<(), BoxError> {
-    let conn = db::open(&args.db)?;
     let _lock = db::lock_exclusive(&args.db)?;
+    let conn = db::open(&args.db)?;
     bootstrap_admin(&conn, &admin_token_path(&args))?;
 
     let started = Instant::now();

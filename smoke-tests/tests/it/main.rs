@@ -4,6 +4,7 @@ mod agents;
 mod api;
 mod crash;
 mod edges;
+mod files_logs;
 mod harness;
 mod http_limits;
 mod operator;

@@ -54,3 +54,69 @@ fn a_revoked_token_is_not_found() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].revoked_at, Some(5));
 }
+
+fn temp_db(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("coordinator-auth-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("c.db")
+}
+
+#[tokio::test]
+async fn a_flood_of_unknown_tokens_reads_the_table_a_bounded_number_of_times() {
+    let path = temp_db("flood");
+    let conn = db::open(&path).unwrap();
+    let known = create_token(&conn, &Identity::Agent("a1".into()), 1).unwrap();
+    let auth = Authenticator::new(&path).unwrap();
+    assert_eq!(auth.n_loads(), 1);
+    let started = Instant::now();
+    for _ in 0..2_000 {
+        assert_eq!(auth.check(&generate_token()).await, None);
+    }
+    let same = generate_token();
+    for _ in 0..2_000 {
+        assert_eq!(auth.check(&same).await, None);
+    }
+    // The burst, then one read per interval of the time the flood took.
+    let bound = 1
+        + u64::from(cache::RELOAD_BURST)
+        + started.elapsed().as_secs() / cache::RELOAD_INTERVAL.as_secs()
+        + 1;
+    assert!(
+        auth.n_loads() <= bound,
+        "{} table reads for 4,000 unknown tokens (bound {bound})",
+        auth.n_loads()
+    );
+    // Known tokens are still answered.
+    assert_eq!(auth.check(&known).await, Some(Identity::Agent("a1".into())));
+}
+
+#[tokio::test]
+async fn a_token_created_by_another_connection_works_at_once() {
+    let path = temp_db("created");
+    let conn = db::open(&path).unwrap();
+    let auth = Authenticator::new(&path).unwrap();
+    let token = create_token(&conn, &Identity::Agent("late".into()), 1).unwrap();
+    assert_eq!(
+        auth.check(&token).await,
+        Some(Identity::Agent("late".into()))
+    );
+    assert_eq!(auth.n_loads(), 2);
+}
+
+#[tokio::test]
+async fn an_unknown_token_created_afterwards_works_once_the_cache_is_invalidated() {
+    let path = temp_db("invalidated");
+    let conn = db::open(&path).unwrap();
+    let auth = Authenticator::new(&path).unwrap();
+    let token = generate_token();
+    assert_eq!(auth.check(&token).await, None);
+    let loads = auth.n_loads();
+    // Remembered as unknown: asking again reads nothing.
+    assert_eq!(auth.check(&token).await, None);
+    assert_eq!(auth.n_loads(), loads);
+    insert_token(&conn, &Identity::Agent("a1".into()), &hash(&token), 1).unwrap();
+    auth.invalidate();
+    assert_eq!(auth.check(&token).await, Some(Identity::Agent("a1".into())));
+    assert_eq!(auth.n_loads(), loads + 1);
+}

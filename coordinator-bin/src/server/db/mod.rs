@@ -51,15 +51,64 @@ pub enum DbError {
     Io(PathBuf, std::io::Error),
 }
 
-/// Opens (creating if needed) and migrates the database at `path`.
+/// Opens (creating if needed, mode 0600) and migrates the database at `path`.
+/// The file and its `-wal` and `-shm` companions are made private to the owner.
 pub fn open(path: &Path) -> Result<Connection, DbError> {
+    create_private(path)?;
+    make_private(path)?;
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     migrate(&conn, path)?;
+    // SQLite gives its companion files the mode of the database; older ones may
+    // have been made before the database was private.
+    make_private(path)?;
     Ok(conn)
+}
+
+/// Creates the database file at `path` if it does not exist, readable and
+/// writable by the owner only (SQLite would make it 0644).
+fn create_private(path: &Path) -> Result<(), DbError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(DbError::Io(path.to_owned(), e)),
+    }
+}
+
+/// Takes group and world permissions off the database and its `-wal` and
+/// `-shm` files where they exist.
+fn make_private(path: &Path) -> Result<(), DbError> {
+    #[cfg(unix)]
+    for suffix in ["", "-wal", "-shm"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = PathBuf::from(file);
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o700))
+                .map_err(|e| DbError::Io(file.clone(), e))?;
+            tracing::warn!(
+                file = %file.display(),
+                mode = %format_args!("{mode:o}"),
+                "database file was open to group or others; made private to its owner"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Opens a read-only connection to a database `open` already prepared.
@@ -72,8 +121,11 @@ pub fn open_reader(path: &Path) -> Result<Connection, DbError> {
     Ok(conn)
 }
 
-/// Holds an exclusive advisory lock on the database file for the life of the service.
+/// Holds an exclusive advisory lock on the database file for the life of the
+/// service, creating the file (mode 0600) if needed. Taken before [`open`], so
+/// that a second process never migrates a database another one serves.
 pub fn lock_exclusive(path: &Path) -> Result<std::fs::File, DbError> {
+    create_private(path)?;
     let file = std::fs::File::open(path).map_err(|e| DbError::Io(path.to_owned(), e))?;
     match file.try_lock() {
         Ok(()) => Ok(file),

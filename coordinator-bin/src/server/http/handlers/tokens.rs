@@ -24,10 +24,14 @@ pub async fn create(req: Request<Incoming>, state: &AppState) -> Result<Resp, Ap
         hash,
     };
     match ask(state, request).await? {
-        Answer::TokenCreated => Ok(json_response(
-            StatusCode::CREATED,
-            &json!({"token": token, "kind": kind, "name": name}),
-        )),
+        Answer::TokenCreated => {
+            // It may have been presented (and remembered as unknown) already.
+            state.auth.invalidate();
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"token": token, "kind": kind, "name": name}),
+            ))
+        }
         other => Err(unexpected(other)),
     }
 }
