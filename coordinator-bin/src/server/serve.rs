@@ -193,9 +193,17 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     let listener = TcpListener::bind(&args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    // Signals are taken over before anyone can learn the address: a SIGTERM sent
+    // right after the `serving` line is a graceful stop, never the default kill.
+    #[cfg(unix)]
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
     tracing::info!(listen = %listener.local_addr()?, "coordinator serving");
 
     let mut shutdown = shutdown_rx.clone();
+    #[cfg(unix)]
+    let signals = tokio::spawn(wait_for_signal(shutdown_tx, term));
+    #[cfg(not(unix))]
     let signals = tokio::spawn(wait_for_signal(shutdown_tx));
     let connections = Limiter::new(args.max_connections);
     let mut stopped = None;
@@ -264,25 +272,17 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     }
 }
 
-async fn wait_for_signal(shutdown: watch::Sender<bool>) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    let _ = shutdown.send(true);
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+#[cfg(unix)]
+async fn wait_for_signal(shutdown: watch::Sender<bool>, mut term: tokio::signal::unix::Signal) {
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    let _ = shutdown.send(true);
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal(shutdown: watch::Sender<bool>) {
+    let _ = tokio::signal::ctrl_c().await;
     let _ = shutdown.send(true);
 }
