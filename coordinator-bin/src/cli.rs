@@ -103,6 +103,10 @@ pub struct ServeArgs {
     /// Largest WebSocket message (bigger closes the socket with 1009).
     #[arg(long, env = "COORDINATOR_MAX_FRAME_BYTES", default_value_t = 1_048_576)]
     pub max_frame_bytes: usize,
+    /// Bytes of frames queued to one socket and not yet written; a socket whose
+    /// queue would grow past this (or past 1024 frames) is closed with 1008.
+    #[arg(long, env = "COORDINATOR_MAX_OUTBOUND_BYTES", default_value_t = 8 << 20)]
+    pub max_outbound_bytes: usize,
     /// Largest HTTP request body (bigger is answered 413).
     #[arg(long, env = "COORDINATOR_MAX_BODY_BYTES", default_value_t = 1_048_576)]
     pub max_body_bytes: usize,

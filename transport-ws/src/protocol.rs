@@ -329,13 +329,30 @@ pub fn encode_task_assign(
     .into_bytes()
 }
 
+/// The most bytes of a peer's input an error reply quotes.
+pub const MAX_QUOTE_BYTES: usize = 256;
+
+/// `text` cut to at most [`MAX_QUOTE_BYTES`] bytes on a character boundary, with a
+/// note saying how long it was when it is cut: an error reply never hands a peer's
+/// input back at full length.
+pub fn clip_quote(text: &str) -> String {
+    if text.len() <= MAX_QUOTE_BYTES {
+        return text.to_owned();
+    }
+    let mut end = MAX_QUOTE_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… (cut; {} bytes in all)", &text[..end], text.len())
+}
+
 /// Why a frame could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code:?}: {detail}")]
 pub struct DecodeError {
     /// The code to send back.
     pub code: ErrorCode,
-    /// What was wrong.
+    /// What was wrong; quotes at most [`MAX_QUOTE_BYTES`] bytes of the input.
     pub detail: String,
 }
 
@@ -369,17 +386,19 @@ pub fn decode_agent_message(bytes: &[u8]) -> Result<AgentMessage, DecodeError> {
 pub fn decode_coordinator_message(bytes: &[u8]) -> Result<CoordinatorMessage, DecodeError> {
     serde_json::from_slice(bytes).map_err(|err| DecodeError {
         code: ErrorCode::InvalidMessage,
-        detail: err.to_string(),
+        detail: clip_quote(&err.to_string()),
     })
 }
 
+/// The error of an undecodable frame. serde's messages may quote a value of the
+/// input (`invalid type: string "…"`), so every detail is clipped.
 fn classify(bytes: &[u8], err: serde_json::Error) -> DecodeError {
     let value: Value = match serde_json::from_slice(bytes) {
         Ok(value) => value,
         Err(parse) => {
             return DecodeError {
                 code: ErrorCode::InvalidJson,
-                detail: parse.to_string(),
+                detail: clip_quote(&parse.to_string()),
             }
         }
     };
@@ -392,11 +411,11 @@ fn classify(bytes: &[u8], err: serde_json::Error) -> DecodeError {
     match object.get("type").and_then(Value::as_str) {
         Some(t) if AGENT_TYPES.contains(&t) => DecodeError {
             code: ErrorCode::InvalidMessage,
-            detail: err.to_string(),
+            detail: clip_quote(&err.to_string()),
         },
         Some(t) => DecodeError {
             code: ErrorCode::UnknownType,
-            detail: format!("unknown message type `{t}`"),
+            detail: format!("unknown message type `{}`", clip_quote(t)),
         },
         None => DecodeError {
             code: ErrorCode::UnknownType,

@@ -76,6 +76,64 @@ fn errors_are_classified() {
     );
 }
 
+/// How many bytes of the run of `x` in `detail` it quotes.
+fn quoted_xs(detail: &str) -> usize {
+    detail.split(|c| c != 'x').map(str::len).max().unwrap_or(0)
+}
+
+#[test]
+fn an_unknown_type_is_quoted_at_most_256_bytes_and_marked_as_cut() {
+    let long = "x".repeat(100_000);
+    let frame = format!(r#"{{"type":"{long}"}}"#);
+    let err = decode_agent_message(frame.as_bytes()).unwrap_err();
+    assert_eq!(err.code, ErrorCode::UnknownType);
+    assert_eq!(quoted_xs(&err.detail), MAX_QUOTE_BYTES);
+    assert!(
+        err.detail.contains("cut; 100000 bytes in all"),
+        "{}",
+        err.detail
+    );
+    assert!(err.detail.len() < 400, "{}", err.detail.len());
+}
+
+#[test]
+fn a_wrong_value_quoted_by_serde_is_cut_too() {
+    // serde's message quotes the string given where a number was expected.
+    let long = "x".repeat(100_000);
+    let frame = format!(r#"{{"type":"task_complete","task_id":"t","generation":"{long}"}}"#);
+    let err = decode_agent_message(frame.as_bytes()).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidMessage);
+    assert!(
+        quoted_xs(&err.detail) <= MAX_QUOTE_BYTES,
+        "{}",
+        err.detail.len()
+    );
+    assert!(err.detail.len() < 400, "{}", err.detail.len());
+    let reply = err.to_message().encode();
+    assert!(reply.len() < 512, "{}", reply.len());
+}
+
+#[test]
+fn a_short_input_is_quoted_whole() {
+    let err = decode_agent_message(br#"{"type":"dance"}"#).unwrap_err();
+    assert_eq!(err.detail, "unknown message type `dance`");
+    assert_eq!(
+        clip_quote(&"y".repeat(MAX_QUOTE_BYTES)),
+        "y".repeat(MAX_QUOTE_BYTES)
+    );
+}
+
+#[test]
+fn a_quote_is_cut_on_a_character_boundary() {
+    // 255 one-byte characters, then two-byte ones: byte 256 is inside a character.
+    let text = format!("{}{}", "a".repeat(255), "é".repeat(10));
+    let clipped = clip_quote(&text);
+    assert_eq!(
+        clipped,
+        format!("{}… (cut; {} bytes in all)", "a".repeat(255), text.len())
+    );
+}
+
 #[test]
 fn task_assign_with_text_that_is_not_an_object_sends_empty_metadata() {
     let bytes = encode_task_assign("t", "d", "not json", 1, 2);
@@ -286,6 +344,18 @@ proptest! {
             decode_coordinator_message(&bytes).unwrap(),
             CoordinatorMessage::TaskAssign { task_id, description, metadata, generation, assigned_at }
         );
+    }
+
+    #[test]
+    fn a_quote_never_exceeds_the_limit_and_keeps_its_start(text in ".{0,400}") {
+        let clipped = clip_quote(&text);
+        if text.len() <= MAX_QUOTE_BYTES {
+            prop_assert_eq!(clipped, text);
+        } else {
+            let kept = clipped.split("… (cut; ").next().unwrap_or("");
+            prop_assert!(kept.len() <= MAX_QUOTE_BYTES && kept.len() + 4 > MAX_QUOTE_BYTES);
+            prop_assert!(text.starts_with(kept));
+        }
     }
 
     #[test]

@@ -182,6 +182,7 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
             ping_interval: Duration::from_millis(args.ping_interval_ms.max(1)),
             pong_timeout: Duration::from_millis(args.pong_timeout_ms),
             outbound_capacity: 1024,
+            max_outbound_bytes: args.max_outbound_bytes,
         },
         body_limits: BodyLimits {
             max_bytes: args.max_body_bytes,
