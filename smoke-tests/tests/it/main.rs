@@ -6,6 +6,7 @@ mod crash;
 mod edges;
 mod files_logs;
 mod harness;
+mod hostile;
 mod http_limits;
 mod operator;
 mod poison;
