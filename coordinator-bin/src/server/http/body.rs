@@ -18,10 +18,14 @@ pub struct BodyLimits {
     pub timeout: Duration,
 }
 
+/// How long a refused body is still read and dropped before the 413 leaves.
+const LINGER: Duration = Duration::from_millis(500);
+
 /// The body as JSON.
 ///
 /// - 413 when its declared length (`Content-Length`) exceeds `limits.max_bytes`,
-///   before any of it is read, or when more than that arrives (the rest is not
+///   without keeping any of it (what arrives within `LINGER` is dropped, so the
+///   client can read the answer), or when more than that arrives (the rest is not
 ///   read);
 /// - 408 when it has not arrived whole within `limits.timeout` (a client
 ///   dribbling a body cannot hold a connection; both answers close it, see
@@ -41,6 +45,16 @@ where
     };
     let declared = body.size_hint().lower();
     if usize::try_from(declared).map_or(true, |n| n > limits.max_bytes) {
+        // Refused on the declared length, nothing kept. What the client is
+        // already sending is read and dropped for a moment (at most the limit, at
+        // most `LINGER`), so that it gets to read the 413 instead of a reset.
+        let _ = tokio::time::timeout(
+            LINGER.min(limits.timeout),
+            Limited::new(body, limits.max_bytes)
+                .map_frame(|frame| frame.map_data(|_| bytes::Bytes::new()))
+                .collect(),
+        )
+        .await;
         return Err(too_large());
     }
     let collected = tokio::time::timeout(
