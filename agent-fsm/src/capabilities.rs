@@ -41,9 +41,9 @@ impl Capabilities {
         self.0.is_empty()
     }
 
-    /// True when every name of `self` is in `other`.
+    /// True when every name of `self` is in `other` (the one subset rule of the
+    /// workspace, [`queue_core::is_subset`], over these sorted lists).
     pub fn is_subset_of(&self, other: &Capabilities) -> bool {
-        let mut theirs = other.0.iter();
-        self.0.iter().all(|mine| theirs.by_ref().any(|t| t == mine))
+        queue_core::is_subset(&self.0, &other.0)
     }
 }
