@@ -408,21 +408,34 @@ impl Queue {
         if task.status != Status::Queued {
             return Err(wrong_status(task));
         }
-        task.status = Status::Assigned;
+        Ok(self.hand_out(now_ms, id, agent, Status::Assigned))
+    }
+
+    /// Moves the queued task `id` to `agent` in `status` (assigned, or working when
+    /// re-attached) with a new generation, which is returned.
+    fn hand_out(&mut self, now_ms: u64, id: &str, agent: &AgentId, status: Status) -> u64 {
+        let task = self.tasks.get_mut(id).expect("a live queued task");
+        task.status = status;
         task.generation += 1;
         task.holder = Some(Box::new(Holder {
             agent_id: agent.clone(),
             assigned_at_ms: now_ms,
             last_alive_at_ms: now_ms,
         }));
-        let details = format!("agent={agent} generation={}", task.generation);
-        task.record(now_ms, HistoryEvent::Assigned, details);
         let generation = task.generation;
+        let (event, details) = if status == Status::Assigned {
+            let details = format!("agent={agent} generation={generation}");
+            (HistoryEvent::Assigned, details)
+        } else {
+            let details = format!("agent={agent} generation={generation} reattached");
+            (HistoryEvent::Recovered, details)
+        };
+        task.record(now_ms, event, details);
         let task_id = task.id.clone();
         self.unindex_queued(&task_id);
         self.held.insert(task_id.clone());
         self.emit(&task_id);
-        Ok(generation)
+        generation
     }
 
     /// The holder accepted its assigned task.
@@ -458,24 +471,7 @@ impl Queue {
         if task.reattachable_to().map(|(holder, _)| holder) != Some(agent.as_str()) {
             return Err(TaskError::NotAssigned(task.id.clone()));
         }
-        task.status = Status::Working;
-        task.generation += 1;
-        task.holder = Some(Box::new(Holder {
-            agent_id: agent.clone(),
-            assigned_at_ms: now_ms,
-            last_alive_at_ms: now_ms,
-        }));
-        let generation = task.generation;
-        task.record(
-            now_ms,
-            HistoryEvent::Recovered,
-            format!("agent={agent} generation={generation} reattached"),
-        );
-        let task_id = task.id.clone();
-        self.unindex_queued(&task_id);
-        self.held.insert(task_id.clone());
-        self.emit(&task_id);
-        Ok(generation)
+        Ok(self.hand_out(now_ms, id, agent, Status::Working))
     }
 
     /// The generation under which a report of `agent` about task `id`, carrying

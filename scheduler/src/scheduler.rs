@@ -645,31 +645,20 @@ impl Scheduler {
                 self.refresh_availability(now_ms, &agent_id);
             }
         }
-        while let Some((until, agent_id)) = self.settle_deadlines.first().cloned() {
-            if until > now_ms {
-                break;
-            }
-            self.settle_deadlines.remove(&(until, agent_id.clone()));
+        // Waits that keep an agent from work: when one ends, it may have work.
+        for agent_id in take_due(&mut self.settle_deadlines, now_ms) {
             if let Some(slot) = self.agents.get_mut(&agent_id) {
                 slot.settling_until_ms = None;
             }
             self.refresh_availability(now_ms, &agent_id);
         }
-        while let Some((until, agent_id)) = self.cancel_deadlines.first().cloned() {
-            if until > now_ms {
-                break;
-            }
-            self.cancel_deadlines.remove(&(until, agent_id.clone()));
+        for agent_id in take_due(&mut self.cancel_deadlines, now_ms) {
             if let Some(slot) = self.agents.get_mut(&agent_id) {
                 slot.cancelling = None;
             }
             self.refresh_availability(now_ms, &agent_id);
         }
-        while let Some((until, agent_id)) = self.cooldowns.first().cloned() {
-            if until > now_ms {
-                break;
-            }
-            self.cooldowns.remove(&(until, agent_id.clone()));
+        for agent_id in take_due(&mut self.cooldowns, now_ms) {
             if let Some(slot) = self.agents.get_mut(&agent_id) {
                 slot.cooldown_until_ms = None;
             }
@@ -967,6 +956,17 @@ impl Scheduler {
             metadata: task.metadata.clone(),
         }));
     }
+}
+
+/// Removes and returns, in deadline order, the agents whose deadline is due.
+fn take_due(deadlines: &mut BTreeSet<(u64, AgentId)>, now_ms: u64) -> Vec<AgentId> {
+    let mut due = Vec::new();
+    while deadlines.first().is_some_and(|(at, _)| *at <= now_ms) {
+        if let Some((_, agent_id)) = deadlines.pop_first() {
+            due.push(agent_id);
+        }
+    }
+    due
 }
 
 fn task_capabilities(task: &Task) -> Capabilities {

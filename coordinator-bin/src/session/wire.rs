@@ -33,22 +33,30 @@ impl Session {
     /// A socket ended (closed by either side, timed out, or broke). Its agent goes
     /// offline and its task is reclaimed, unless a newer connection took over.
     pub fn handle_closed(&mut self, now_ms: u64, conn: ConnId) {
+        self.socket_ended(now_ms, conn, false);
+    }
+
+    /// The end of a socket: forget it; its agent, if it had one, goes offline.
+    fn socket_ended(&mut self, now_ms: u64, conn: ConnId, too_large: bool) {
         if self.fatal.is_some() {
             return;
         }
-        let Some(closed) = self.conns.remove(&conn) else {
+        let Some(agent_id) = self.conns.remove(&conn).and_then(|c| c.agent) else {
             return;
         };
-        if let Some(agent_id) = closed.agent {
-            self.ready
-                .push_back(Output::Notice(Notice::AgentDisconnected {
-                    agent_id: agent_id.clone(),
-                    conn,
-                }));
+        self.ready
+            .push_back(Output::Notice(Notice::AgentDisconnected {
+                agent_id: agent_id.clone(),
+                conn,
+            }));
+        if too_large {
+            self.scheduler
+                .handle_oversize(now_ms, &agent_id, conn.get());
+        } else {
             self.scheduler
                 .handle_disconnect(now_ms, &agent_id, conn.get());
-            self.drain_scheduler();
         }
+        self.drain_scheduler();
     }
 
     /// A socket's outbound queue is full: the peer does not read. It is closed and
@@ -83,22 +91,7 @@ impl Session {
     /// is a counted failure with `last_error` `result_too_large` rather than a
     /// reclaim: a result that can never be delivered must not run again forever.
     pub fn handle_closed_too_large(&mut self, now_ms: u64, conn: ConnId) {
-        if self.fatal.is_some() {
-            return;
-        }
-        let Some(closed) = self.conns.remove(&conn) else {
-            return;
-        };
-        if let Some(agent_id) = closed.agent {
-            self.ready
-                .push_back(Output::Notice(Notice::AgentDisconnected {
-                    agent_id: agent_id.clone(),
-                    conn,
-                }));
-            self.scheduler
-                .handle_oversize(now_ms, &agent_id, conn.get());
-            self.drain_scheduler();
-        }
+        self.socket_ended(now_ms, conn, true);
     }
 
     /// A well-formed message from a socket.
