@@ -132,6 +132,8 @@ struct Conn {
     closing: bool,
     /// Who the token it identified with speaks for (revoking it closes the socket).
     identity: Option<Identity>,
+    /// While it waits to identify: its deadline (its entry in `identify_deadlines`).
+    identify_by_ms: Option<u64>,
 }
 
 /// The coordinator's session core. See the [module documentation](self) for the
@@ -149,7 +151,8 @@ pub struct Session {
     activity: Activity,
     /// Retries waiting for their stored record, by request.
     loading: HashMap<RequestId, String>,
-    /// Sockets that must have identified by then, oldest first.
+    /// Sockets waiting to identify, by deadline: exactly the open, not closing,
+    /// not yet identified ones (so its length is how many wait).
     identify_deadlines: BTreeSet<(u64, ConnId)>,
     started_ms: u64,
     next_sweep_ms: u64,
@@ -287,6 +290,9 @@ impl Session {
                 break;
             }
             self.identify_deadlines.remove(&(at, conn));
+            if let Some(open) = self.conns.get_mut(&conn) {
+                open.identify_by_ms = None;
+            }
             let silent = self
                 .conns
                 .get(&conn)
@@ -331,6 +337,7 @@ impl Session {
         let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
         conns.sort();
         for conn in conns {
+            self.stop_waiting(conn);
             if let Some(open) = self.conns.get_mut(&conn) {
                 open.closing = true;
             }
@@ -344,6 +351,7 @@ impl Session {
 
     /// Closes a socket at once (1008); nothing more is read from it.
     fn close_now(&mut self, conn: ConnId, reason: &'static str) {
+        self.stop_waiting(conn);
         if let Some(open) = self.conns.get_mut(&conn) {
             open.closing = true;
             self.ready.push_back(Output::Close {
@@ -351,6 +359,17 @@ impl Session {
                 code: CLOSE_POLICY,
                 reason,
             });
+        }
+    }
+
+    /// The socket no longer waits to identify (it did, or it is closing).
+    fn stop_waiting(&mut self, conn: ConnId) {
+        let deadline = self
+            .conns
+            .get_mut(&conn)
+            .and_then(|c| c.identify_by_ms.take());
+        if let Some(at) = deadline {
+            self.identify_deadlines.remove(&(at, conn));
         }
     }
 

@@ -15,11 +15,7 @@ impl Session {
         if self.fatal.is_some() {
             return;
         }
-        let waiting = self
-            .conns
-            .values()
-            .filter(|c| c.agent.is_none() && !c.closing)
-            .count();
+        let waiting = self.identify_deadlines.len();
         let previous = self.conns.insert(conn, Conn::default());
         debug_assert!(previous.is_none(), "{conn} opened twice");
         if waiting >= self.config.max_unidentified {
@@ -28,6 +24,9 @@ impl Session {
         }
         let deadline = now_ms.saturating_add(self.config.identify_timeout_ms);
         self.identify_deadlines.insert((deadline, conn));
+        if let Some(open) = self.conns.get_mut(&conn) {
+            open.identify_by_ms = Some(deadline);
+        }
     }
 
     /// A socket ended (closed by either side, timed out, or broke). Its agent goes
@@ -41,6 +40,7 @@ impl Session {
         if self.fatal.is_some() {
             return;
         }
+        self.stop_waiting(conn);
         let Some(agent_id) = self.conns.remove(&conn).and_then(|c| c.agent) else {
             return;
         };
@@ -65,7 +65,11 @@ impl Session {
         if self.fatal.is_some() {
             return;
         }
-        let Some(open) = self.conns.get_mut(&conn).filter(|c| !c.closing) else {
+        if self.conns.get(&conn).is_none_or(|c| c.closing) {
+            return;
+        }
+        self.stop_waiting(conn);
+        let Some(open) = self.conns.get_mut(&conn) else {
             return;
         };
         open.closing = true;
@@ -180,6 +184,7 @@ impl Session {
                     code,
                 }));
             self.refuse(conn, code, None, detail);
+            self.stop_waiting(conn);
             if let Some(open) = self.conns.get_mut(&conn) {
                 open.closing = true;
             }
@@ -209,6 +214,7 @@ impl Session {
                 }));
             }
         }
+        self.stop_waiting(conn);
         if let Some(open) = self.conns.get_mut(&conn) {
             open.agent = Some(agent_id.clone());
             open.identity = identity;
