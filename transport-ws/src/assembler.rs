@@ -35,7 +35,8 @@ pub enum Assembled {
     /// The message went over the limit and was dropped: close the connection with
     /// 1009. From now on every frame but a close is [`Assembled::Ignored`].
     TooLarge,
-    /// The peer closed the connection.
+    /// The peer closed the connection with a well-formed close frame (empty, or
+    /// an allowed code and a UTF-8 reason): echo it and end.
     Close,
 }
 
@@ -50,6 +51,44 @@ pub enum AssemblyError {
     /// A text or binary frame came while a fragmented message was still open.
     #[error("a new message started inside a fragmented one")]
     MessageInsideFragmented,
+    /// A close frame with a one-byte payload (a code takes two).
+    #[error("close frame with a one-byte payload")]
+    CloseTooShort,
+    /// A close frame with a code that no endpoint may send (RFC 6455 section 7.4).
+    #[error("close code {0} may not be sent")]
+    CloseCodeNotAllowed(u16),
+    /// A close frame whose reason is not UTF-8.
+    #[error("close reason is not UTF-8")]
+    CloseReasonNotUtf8,
+}
+
+impl AssemblyError {
+    /// The close code to fail the connection with: 1007 for a reason that is not
+    /// UTF-8, 1002 (protocol error) for everything else.
+    pub fn close_code(self) -> u16 {
+        match self {
+            AssemblyError::CloseReasonNotUtf8 => 1007,
+            _ => 1002,
+        }
+    }
+}
+
+/// Checks the payload of a peer's close frame: empty, or a code an endpoint may
+/// send followed by a UTF-8 reason.
+fn check_close(payload: &[u8]) -> Result<(), AssemblyError> {
+    let (code, reason) = match payload {
+        [] => return Ok(()),
+        [_] => return Err(AssemblyError::CloseTooShort),
+        [high, low, reason @ ..] => (u16::from_be_bytes([*high, *low]), reason),
+    };
+    // 1004-1006 and 1015 are reserved or never sent on the wire; 1000-2999 is
+    // otherwise the protocol's range, of which only these are defined.
+    let allowed = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+    if !allowed {
+        return Err(AssemblyError::CloseCodeNotAllowed(code));
+    }
+    std::str::from_utf8(reason).map_err(|_| AssemblyError::CloseReasonNotUtf8)?;
+    Ok(())
 }
 
 /// Where the assembler is between two frames.
@@ -118,7 +157,7 @@ impl FrameAssembler {
         payload: &[u8],
     ) -> Result<Assembled, AssemblyError> {
         match kind {
-            FrameKind::Close => return Ok(Assembled::Close),
+            FrameKind::Close => return check_close(payload).map(|()| Assembled::Close),
             FrameKind::Ping | FrameKind::Pong => return Ok(Assembled::Ignored),
             FrameKind::Text | FrameKind::Binary | FrameKind::Continuation => {}
         }

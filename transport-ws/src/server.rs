@@ -244,7 +244,9 @@ where
     // Pings are answered by the reader, so that the mask is checked and the pong
     // counts against the outbound limits.
     ws.set_auto_pong(false);
-    ws.set_auto_close(true);
+    // Closes too, so that an unmasked close is refused like any unmasked frame
+    // instead of being echoed before the mask is seen.
+    ws.set_auto_close(false);
     // Writes go through a buffer flushed once the outbound queue is drained, so a
     // burst of frames costs one system call.
     let (read, write) = ws.split(|stream| {
@@ -405,13 +407,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
         handle.close(CLOSE_GOING_AWAY, "shutting down");
         return;
     }
-    let echo_handle = handle.clone();
-    let mut obligated = move |frame: Frame<'_>| {
-        // The echo of the peer's close (or a 1002 for a bad close code): the
-        // connection ends either way, so a full queue changes nothing.
-        let _ = echo_handle.push(Outgoing::CloseEcho(frame.payload.to_vec()));
-        async { Ok::<(), std::convert::Infallible>(()) }
-    };
+    // Nothing is answered by the library (no automatic pong or close echo).
+    let mut obligated = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
     let overflow = |handle: &SocketHandle| {
         fail(
             handle,
@@ -488,12 +485,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
         let message = match assembled {
             Ok(Assembled::Message(message)) => message,
             Ok(Assembled::Incomplete | Assembled::Ignored) => continue,
+            Ok(Assembled::Close) | Err(_) if closing.is_some() => break CloseCause::TooLarge,
             Ok(Assembled::Close) => {
-                break if closing.is_some() {
-                    CloseCause::TooLarge
-                } else {
-                    CloseCause::Peer
-                };
+                // The echo of the peer's close: the connection ends either way, so
+                // a full queue changes nothing.
+                let _ = handle.push(Outgoing::CloseEcho(frame.payload.to_vec()));
+                break CloseCause::Peer;
             }
             Ok(Assembled::Binary) => {
                 let reply = CoordinatorMessage::error(
@@ -513,12 +510,17 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 continue;
             }
             Err(err) => {
+                let reason = if err.close_code() == CLOSE_INVALID_DATA {
+                    "invalid UTF-8"
+                } else {
+                    "protocol error"
+                };
                 break fail(
                     &handle,
-                    CLOSE_PROTOCOL,
-                    "protocol error",
+                    err.close_code(),
+                    reason,
                     CloseCause::Error(err.to_string()),
-                )
+                );
             }
         };
         // A fragmented message is checked here; a single frame, by the library.

@@ -241,3 +241,16 @@ async fn an_unmasked_client_frame_is_closed_with_1002() {
         "an unmasked ping was answered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmasked_close_frame_is_refused_with_1002_not_echoed() {
+    let c = Coordinator::start(&[]);
+    let mut peer = RawSocket::connect(&c.addr).await;
+    // Close 1000, unmasked: an echo would carry 1000 back.
+    peer.send_bytes(&[0x88, 0x02, 0x03, 0xe8]).await;
+    assert!(
+        peer.read_until_close(1002, REPLY).await,
+        "no close 1002: {:?}",
+        peer.received()
+    );
+}

@@ -415,3 +415,51 @@ proptest! {
         prop_assert_eq!(out, expected);
     }
 }
+
+#[test]
+fn a_close_is_checked_for_its_code_and_reason() {
+    let close = |payload: &[u8]| FrameAssembler::new(8).handle_frame(Close, true, payload);
+    assert_eq!(close(b""), Ok(Assembled::Close));
+    assert_eq!(close(b"\x03\xe8bye"), Ok(Assembled::Close));
+    assert_eq!(
+        close(b"\x0f\xa0"),
+        Ok(Assembled::Close),
+        "4000 is for applications"
+    );
+    assert_eq!(close(b"\x03"), Err(AssemblyError::CloseTooShort));
+    for code in [0u16, 999, 1004, 1005, 1006, 1015, 2999, 5000] {
+        let payload = code.to_be_bytes();
+        assert_eq!(
+            close(&payload),
+            Err(AssemblyError::CloseCodeNotAllowed(code)),
+            "{code}"
+        );
+    }
+    assert_eq!(
+        close(b"\x03\xe8\xff"),
+        Err(AssemblyError::CloseReasonNotUtf8)
+    );
+    assert_eq!(AssemblyError::CloseReasonNotUtf8.close_code(), 1007);
+    assert_eq!(AssemblyError::CloseTooShort.close_code(), 1002);
+}
+
+#[test]
+fn a_bad_close_leaves_an_open_fragment_as_it_was() {
+    let mut assembler = FrameAssembler::new(8);
+    let out = feed(
+        &mut assembler,
+        &[
+            frame(Text, false, b"ab"),
+            frame(Close, true, b"\x03"),
+            frame(Continuation, true, b"c"),
+        ],
+    );
+    assert_eq!(
+        out,
+        vec![
+            INCOMPLETE,
+            Err(AssemblyError::CloseTooShort),
+            message(b"abc")
+        ]
+    );
+}

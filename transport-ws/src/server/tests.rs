@@ -372,6 +372,53 @@ async fn an_unmasked_ping_closes_with_1002_and_gets_no_pong() {
 }
 
 #[tokio::test]
+async fn an_unmasked_close_is_refused_with_1002_not_echoed() {
+    let (mut agent, mut events) = connect().await;
+    agent.set_auto_close(false);
+    agent.set_auto_apply_mask(false);
+    send(&mut agent, true, OpCode::Close, b"\x03\xe8bye").await;
+    let (opcode, payload) = receive(&mut agent).await;
+    assert_eq!(opcode, OpCode::Close);
+    assert_eq!(close_code(&payload), CLOSE_PROTOCOL);
+    let event = next_event(&mut events).await;
+    assert!(
+        matches!(&event, SocketEventKind::Closed(CloseCause::Error(text)) if text == "unmasked client frame"),
+        "{event:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_close_is_echoed_with_its_payload() {
+    let (mut agent, mut events) = connect().await;
+    agent.set_auto_close(false);
+    send(&mut agent, true, OpCode::Close, b"\x0f\xa0done").await;
+    let (opcode, payload) = receive(&mut agent).await;
+    assert_eq!(opcode, OpCode::Close);
+    assert_eq!(payload, b"\x0f\xa0done");
+    let event = next_event(&mut events).await;
+    assert!(
+        matches!(event, SocketEventKind::Closed(CloseCause::Peer)),
+        "{event:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_close_with_a_reserved_code_or_a_bad_reason_is_refused() {
+    for (payload, code) in [
+        (&b"\x03\xed"[..], CLOSE_PROTOCOL),
+        (&b"\x03"[..], CLOSE_PROTOCOL),
+        (&b"\x03\xe8\xc3"[..], CLOSE_INVALID_DATA),
+    ] {
+        let (mut agent, _events) = connect().await;
+        agent.set_auto_close(false);
+        send(&mut agent, true, OpCode::Close, payload).await;
+        let (opcode, reply) = receive(&mut agent).await;
+        assert_eq!(opcode, OpCode::Close);
+        assert_eq!(close_code(&reply), code, "for {payload:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_broken_fragment_sequence_closes_with_1002() {
     let (mut agent, _events) = connect().await;
     agent.set_auto_close(false);
