@@ -229,6 +229,14 @@ async fn run_async(command: ClientCommand) -> Result<(), BoxError> {
                 ],
                 rows,
             );
+            for row in body["damaged"].as_array().into_iter().flatten() {
+                eprintln!(
+                    "left out, its stored row is damaged: task {} (row {}): {}",
+                    cell(&row["id"]),
+                    cell(&row["rowid"]),
+                    cell(&row["detail"])
+                );
+            }
         }
         ClientCommand::Task { id, client } => {
             let task = check(connect(&client)?.get(&format!("/api/tasks/{id}")).await?)?;

@@ -12,6 +12,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable detail.
     pub detail: String,
+    /// The task the error is about, when it is about one task's stored record.
+    pub task_id: Option<String>,
 }
 
 impl ApiError {
@@ -21,6 +23,7 @@ impl ApiError {
             status,
             code,
             detail: detail.into(),
+            task_id: None,
         }
     }
 
@@ -49,6 +52,24 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
     }
 
+    /// 500 `damaged_row`: the stored record asked for cannot be decoded. It is
+    /// the server's fault, not the request's, and retrying will not help until
+    /// the row is repaired.
+    pub fn damaged(row: &crate::server::db::DamagedRow) -> Self {
+        let mut err = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "damaged_row",
+            format!(
+                "the stored row of {row}; it is left as it is (`coordinator check` lists every damaged row)"
+            ),
+        );
+        err.task_id = match row.table {
+            crate::server::db::Table::Tasks => row.id.clone(),
+            _ => None,
+        };
+        err
+    }
+
     /// 503: shutting down.
     pub fn unavailable() -> Self {
         Self::new(
@@ -60,13 +81,25 @@ impl ApiError {
 
     /// The JSON body.
     pub fn body(&self) -> serde_json::Value {
-        json!({ "error": self.code, "detail": self.detail })
+        let mut body = json!({ "error": self.code, "detail": self.detail });
+        if let Some(task_id) = &self.task_id {
+            body["task_id"] = json!(task_id);
+        }
+        body
     }
 }
 
 impl From<crate::server::db::DbError> for ApiError {
     fn from(err: crate::server::db::DbError) -> Self {
-        tracing::error!(error = %err, "database read failed");
-        ApiError::internal(err.to_string())
+        match err {
+            crate::server::db::DbError::Damaged(row) => {
+                crate::server::damage::report(&row);
+                ApiError::damaged(&row)
+            }
+            err => {
+                tracing::error!(error = %err, "database read failed");
+                ApiError::internal(err.to_string())
+            }
+        }
     }
 }

@@ -12,8 +12,8 @@ use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
 use self::cache::{Lookup, TokenCache};
-use crate::server::db::{self, DbError};
-use crate::server::metrics;
+use crate::server::db::{self, DamagedRow, DbError};
+use crate::server::{damage, metrics};
 
 pub use crate::session::Identity;
 
@@ -112,43 +112,66 @@ pub fn revoke_tokens(
     )?)
 }
 
-/// Every token, oldest first.
-pub fn list_tokens(conn: &Connection) -> Result<Vec<TokenInfo>, DbError> {
-    let mut stmt =
-        conn.prepare("SELECT kind, name, created_at, revoked_at FROM tokens ORDER BY id")?;
-    let rows = stmt.query_map([], |r| {
-        Ok(TokenInfo {
-            kind: r.get(0)?,
-            name: r.get(1)?,
-            created_at: r.get::<_, i64>(2)? as u64,
-            revoked_at: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+/// Every token that decodes, oldest first, and the token rows that do not.
+#[derive(Debug, Clone, Default)]
+pub struct TokenList {
+    /// The tokens.
+    pub tokens: Vec<TokenInfo>,
+    /// Rows left out because they cannot be decoded.
+    pub damaged: Vec<DamagedRow>,
 }
 
-fn load_live(conn: &Connection) -> Result<HashMap<[u8; 32], Identity>, DbError> {
-    let mut stmt = conn.prepare("SELECT kind, name, hash FROM tokens WHERE revoked_at IS NULL")?;
-    let rows = stmt.query_map([], |r| {
-        let kind: String = r.get(0)?;
-        let name: String = r.get(1)?;
-        let hash: Vec<u8> = r.get(2)?;
-        Ok((kind, name, hash))
-    })?;
-    let mut map = HashMap::new();
-    for row in rows {
-        let (kind, name, hash) = row?;
-        let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else {
-            continue;
-        };
-        let identity = if kind == "admin" {
-            Identity::Admin(name)
-        } else {
-            Identity::Agent(name)
-        };
-        map.insert(hash, identity);
+/// Every token, oldest first (a row that cannot be decoded is left out and
+/// named in [`TokenList::damaged`]).
+pub fn list_tokens(conn: &Connection) -> Result<TokenList, DbError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {} FROM tokens ORDER BY id",
+        db::TOKEN_COLUMNS
+    ))?;
+    let mut list = TokenList::default();
+    for row in stmt.query_map([], db::token_from_row)? {
+        match row? {
+            Ok(token) => list.tokens.push(TokenInfo {
+                kind: token.identity.kind().to_owned(),
+                name: token.identity.name().to_owned(),
+                created_at: token.created_at_ms,
+                revoked_at: token.revoked_at_ms,
+            }),
+            Err(row) => list.damaged.push(row),
+        }
     }
-    Ok(map)
+    Ok(list)
+}
+
+/// The live tokens by digest, and the rows of live tokens that cannot be
+/// decoded (they authenticate nobody).
+type LiveTokens = (HashMap<[u8; 32], Identity>, Vec<DamagedRow>);
+
+fn load_live(conn: &Connection) -> Result<LiveTokens, DbError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {} FROM tokens WHERE revoked_at IS NULL",
+        db::TOKEN_COLUMNS
+    ))?;
+    let mut map = HashMap::new();
+    let mut damaged = Vec::new();
+    for row in stmt.query_map([], db::token_from_row)? {
+        match row? {
+            Ok(token) => {
+                map.insert(token.hash, token.identity);
+            }
+            Err(row) => damaged.push(row),
+        }
+    }
+    Ok((map, damaged))
+}
+
+/// Reads the live tokens and reports the rows that cannot be decoded.
+fn load_live_reported(conn: &Connection) -> Result<HashMap<[u8; 32], Identity>, DbError> {
+    let (tokens, damaged) = load_live(conn)?;
+    for row in &damaged {
+        damage::report(row);
+    }
+    Ok(tokens)
 }
 
 /// Checks tokens against the database through a [`TokenCache`]: a known token is
@@ -172,7 +195,7 @@ impl Authenticator {
     pub fn new(path: &Path) -> Result<Authenticator, DbError> {
         let read_at = Instant::now();
         let conn = db::open_reader(path)?;
-        let tokens = load_live(&conn)?;
+        let tokens = load_live_reported(&conn)?;
         metrics::record_token_table_load();
         Ok(Authenticator {
             pool: db::ReadPool::new(path),
@@ -196,7 +219,7 @@ impl Authenticator {
         }
         let read_at = Instant::now();
         self.cache().handle_reload_started();
-        let tokens = self.pool.run(load_live).await;
+        let tokens = self.pool.run(load_live_reported).await;
         let n_loads = self.loads.fetch_add(1, Ordering::Relaxed) + 1;
         metrics::record_token_table_load();
         tracing::debug!(n_loads, "token table read");

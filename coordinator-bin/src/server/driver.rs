@@ -245,10 +245,16 @@ impl Driver {
                     let reads = self.reads.clone();
                     let commands = self.commands.clone();
                     tokio::spawn(async move {
-                        let stored = reads
-                            .run(move |c| db::get_task(c, &task_id))
-                            .await
-                            .map_err(|e| format!("cannot read the task: {e}"));
+                        let stored =
+                            reads
+                                .run(move |c| db::get_task(c, &task_id))
+                                .await
+                                .map_err(|e| {
+                                    if let db::DbError::Damaged(row) = &e {
+                                        super::damage::report(row);
+                                    }
+                                    format!("cannot read the task: {e}")
+                                });
                         let _ = commands.send(Command::Loaded { request, stored }).await;
                     });
                 }

@@ -21,6 +21,11 @@ struct CodeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabel {
+    table: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TypeLabel {
     r#type: &'static str,
 }
@@ -37,6 +42,7 @@ struct Metrics {
     protocol_errors: Family<CodeLabel, Counter>,
     frames: Family<TypeLabel, Counter>,
     token_table_loads: Counter,
+    damaged_rows: Family<TableLabel, Counter>,
     batch_rows: Histogram,
     commit_seconds: Histogram,
     submit_to_assign: Histogram,
@@ -58,6 +64,7 @@ fn metrics() -> &'static Metrics {
             protocol_errors: Family::default(),
             frames: Family::default(),
             token_table_loads: Counter::default(),
+            damaged_rows: Family::default(),
             batch_rows: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
             submit_to_assign: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
@@ -101,6 +108,14 @@ fn metrics() -> &'static Metrics {
             "token_table_loads",
             "Reads of the whole token table (first load, expiry, unknown tokens within the reload budget)",
             m.token_table_loads.clone(),
+        );
+        for table in ["tasks", "tokens", "task_counts"] {
+            let _ = m.damaged_rows.get_or_create(&TableLabel { table });
+        }
+        registry.register(
+            "damaged_rows",
+            "Distinct stored rows that reads found cannot be decoded, by table: each row counts once, when first met since start (at most 10000 are told apart); the rows are left as they are",
+            m.damaged_rows.clone(),
         );
         registry.register(
             "writer_batch_rows",
@@ -188,6 +203,14 @@ pub fn record_frame(kind: &'static str) {
 /// Counts one read of the token table.
 pub fn record_token_table_load() {
     metrics().token_table_loads.inc();
+}
+
+/// Counts a damaged row met for the first time.
+pub fn record_damaged_row(table: &'static str) {
+    metrics()
+        .damaged_rows
+        .get_or_create(&TableLabel { table })
+        .inc();
 }
 
 /// Records one group commit.

@@ -6,6 +6,7 @@ pub(crate) mod api_error;
 pub(crate) mod auth;
 pub(crate) mod clock;
 pub(crate) mod connections;
+pub(crate) mod damage;
 pub(crate) mod dashboard;
 pub(crate) mod db;
 pub(crate) mod driver;

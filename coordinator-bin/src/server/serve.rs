@@ -127,7 +127,13 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     bootstrap_admin(&conn, &admin_token_path(&args))?;
 
     let started = Instant::now();
-    let records = db::load_live_tasks(&conn)?;
+    let records = db::load_live_tasks(&conn).map_err(|e| match e {
+        db::DbError::DamagedLive(_) => format!(
+            "{e}. No task was changed and the service did not start: run `coordinator check --db {}` to list every damaged row, repair or remove those rows, and start again",
+            args.db.display()
+        ),
+        e => e.to_string(),
+    })?;
     let n_live = records.len();
     let config = SessionConfig {
         scheduler: SchedulerConfig {

@@ -19,11 +19,12 @@ pub fn run(command: TokenCommand) -> Result<(), Box<dyn std::error::Error>> {
         }
         TokenCommand::List { db } => {
             let conn = db::open(&db)?;
+            let list = auth::list_tokens(&conn)?;
             println!(
                 "{:<6} {:<32} {:<15} REVOKED_AT",
                 "KIND", "NAME", "CREATED_AT"
             );
-            for t in auth::list_tokens(&conn)? {
+            for t in list.tokens {
                 let revoked = t
                     .revoked_at
                     .map(|r| r.to_string())
@@ -32,6 +33,9 @@ pub fn run(command: TokenCommand) -> Result<(), Box<dyn std::error::Error>> {
                     "{:<6} {:<32} {:<15} {}",
                     t.kind, t.name, t.created_at, revoked
                 );
+            }
+            for row in &list.damaged {
+                eprintln!("left out, damaged: the stored row of {row}");
             }
         }
         TokenCommand::Revoke {

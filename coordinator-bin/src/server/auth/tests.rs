@@ -26,7 +26,8 @@ fn a_live_token_is_found_by_its_digest_and_nothing_else_is() {
     let conn = memory_db();
     let agent = create_token(&conn, &Identity::Agent("a1".into()), 1).unwrap();
     let admin = create_token(&conn, &Identity::Admin("ops".into()), 2).unwrap();
-    let tokens = load_live(&conn).unwrap();
+    let (tokens, damaged) = load_live(&conn).unwrap();
+    assert_eq!(damaged, []);
     assert_eq!(
         find(&tokens, &hash(&agent)),
         Some(Identity::Agent("a1".into()))
@@ -49,10 +50,46 @@ fn a_revoked_token_is_not_found() {
         revoke_tokens(&conn, &Identity::Agent("a1".into()), 5).unwrap(),
         1
     );
-    assert_eq!(find(&load_live(&conn).unwrap(), &hash(&token)), None);
-    let listed = list_tokens(&conn).unwrap();
+    assert_eq!(find(&load_live(&conn).unwrap().0, &hash(&token)), None);
+    let listed = list_tokens(&conn).unwrap().tokens;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].revoked_at, Some(5));
+}
+
+#[test]
+fn a_token_row_that_cannot_be_decoded_is_left_out_and_named() {
+    let conn = memory_db();
+    let good = create_token(&conn, &Identity::Agent("a1".into()), 1).unwrap();
+    let bad = create_token(&conn, &Identity::Agent("a2".into()), 2).unwrap();
+    create_token(&conn, &Identity::Agent("a3".into()), 3).unwrap();
+    conn.execute_batch(
+        "UPDATE tokens SET hash = x'0102' WHERE name = 'a2'; \
+         UPDATE tokens SET created_at = 'yesterday' WHERE name = 'a3';",
+    )
+    .unwrap();
+
+    let (tokens, damaged) = load_live(&conn).unwrap();
+    assert_eq!(
+        find(&tokens, &hash(&good)),
+        Some(Identity::Agent("a1".into()))
+    );
+    assert_eq!(find(&tokens, &hash(&bad)), None);
+    assert_eq!(tokens.len(), 1);
+    let named: Vec<_> = damaged.iter().map(|d| (d.id.as_deref(), d.rowid)).collect();
+    assert_eq!(named, [(Some("a2"), Some(2)), (Some("a3"), Some(3))]);
+    assert_eq!(
+        damaged[0].reason,
+        "column `hash`: 2 bytes where a SHA-256 digest has 32"
+    );
+    assert_eq!(
+        damaged[1].reason,
+        "column `created_at`: expected an integer, found text"
+    );
+
+    let listed = list_tokens(&conn).unwrap();
+    let names: Vec<_> = listed.tokens.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["a1"]);
+    assert_eq!(listed.damaged, damaged);
 }
 
 fn temp_db(name: &str) -> std::path::PathBuf {

@@ -2,9 +2,11 @@
 //! and the pool of read connections. The schema, the task row codec and the reads
 //! live in the submodules; their public items are re-exported here.
 
+mod damaged;
 mod reads;
 mod rows;
 mod schema;
+mod tokens;
 
 #[cfg(test)]
 mod tests;
@@ -14,12 +16,14 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
+pub use damaged::{DamagedRow, Table};
 pub use reads::{
-    count_by_status_priority, get_task, list_tasks, load_live_tasks, task_seq, TaskFilter,
+    count_by_status_priority, get_task, list_tasks, load_live_tasks, task_seq, TaskFilter, TaskPage,
 };
 pub use rows::{delete_expired, upsert_task};
 pub(crate) use schema::migrate;
 pub use schema::SCHEMA_VERSION;
+pub use tokens::{token_from_row, TOKEN_COLUMNS};
 
 /// Why the database cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -35,20 +39,34 @@ pub enum DbError {
     /// Another coordinator serves this database.
     #[error("{0} is in use by another coordinator process (it holds the lock); stop it first or use another --db")]
     Locked(PathBuf),
-    /// A stored value is not what the schema promises.
-    #[error("corrupt row for task {id}: {what}")]
-    Corrupt {
-        /// The task.
-        id: String,
-        /// What is wrong.
-        what: String,
-    },
+    /// A stored row cannot be decoded (it is left as it is).
+    #[error("the stored row of {0}")]
+    Damaged(DamagedRow),
+    /// Rows that are, or may be, live tasks cannot be decoded, so the queue
+    /// cannot be rebuilt without leaving them out.
+    #[error("{} stored task row(s) that may be live cannot be decoded, so the queue cannot be restored without losing them: {}", .0.len(), list_damaged(.0))]
+    DamagedLive(Vec<DamagedRow>),
     /// SQLite said no.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// The file system said no.
     #[error("cannot open {0}: {1}")]
     Io(PathBuf, std::io::Error),
+}
+
+/// The first few damaged rows, `; `-separated, and how many more there are.
+fn list_damaged(rows: &[DamagedRow]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = rows
+        .iter()
+        .take(SHOWN)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if rows.len() > SHOWN {
+        text += &format!("; and {} more", rows.len() - SHOWN);
+    }
+    text
 }
 
 /// Opens (creating if needed, mode 0600) and migrates the database at `path`.

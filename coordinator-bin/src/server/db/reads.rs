@@ -1,25 +1,88 @@
 //! Reads of task rows: the live tasks at start, one task, filtered lists, counts.
+//! A row that cannot be decoded never fails a list: it comes back as a
+//! [`DamagedRow`] beside the rows that could be read.
+
+use std::str::FromStr;
 
 use queue_core::{Priority, Status, Task};
+use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension};
 
-use super::rows::{collect_tasks, task_from_row, COLUMNS};
+use super::damaged::{self, DamagedRow, Table};
+use super::rows::{task_from_row, COLUMNS};
 use super::DbError;
 
 /// Every non-final task, to rebuild the scheduler at start.
+///
+/// Refuses ([`DbError::DamagedLive`]) if a row that is, or may be, a live task
+/// cannot be decoded: a live row that does not decode, and any row whose status
+/// is none of the known ones (it may have been live). Starting without such a
+/// task would drop work that was acknowledged; rows of final tasks are not read.
 pub fn load_live_tasks(conn: &Connection) -> Result<Vec<Task>, DbError> {
+    let live: Vec<&str> = Status::ALL
+        .iter()
+        .filter(|s| !s.is_final())
+        .map(|s| s.as_str())
+        .collect();
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM tasks WHERE status IN ('queued', 'assigned', 'working') ORDER BY queue_seq"
+        "SELECT {COLUMNS} FROM tasks WHERE status IN ('{}') ORDER BY queue_seq",
+        live.join("', '")
     ))?;
-    let rows = stmt.query_map([], task_from_row)?;
-    collect_tasks(rows)
+    let mut tasks = Vec::new();
+    let mut damaged = Vec::new();
+    for row in stmt.query_map([], task_from_row)? {
+        match row? {
+            Ok(task) => tasks.push(task),
+            Err(row) => damaged.push(row),
+        }
+    }
+    for range in unknown_status_ranges() {
+        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM tasks WHERE {range}"))?;
+        for row in stmt.query_map([], task_from_row)? {
+            // An unknown status never decodes.
+            if let Err(row) = row? {
+                damaged.push(row);
+            }
+        }
+    }
+    if damaged.is_empty() {
+        Ok(tasks)
+    } else {
+        Err(DbError::DamagedLive(damaged))
+    }
 }
 
-/// One task.
+/// Conditions that, together, are true for rows whose status is none of the
+/// known ones: the ranges between the known names, each answered by the
+/// `(status, queue_seq)` index without visiting the rows of known statuses
+/// (SQLite orders numbers before text and blobs after it, so those land in
+/// the outer ranges; the column is `NOT NULL`).
+pub(super) fn unknown_status_ranges() -> Vec<String> {
+    let mut names: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+    names.sort_unstable();
+    let mut ranges = Vec::with_capacity(names.len() + 1);
+    let mut low: Option<&str> = None;
+    for name in names {
+        ranges.push(match low {
+            None => format!("status < '{name}'"),
+            Some(low) => format!("status > '{low}' AND status < '{name}'"),
+        });
+        low = Some(name);
+    }
+    if let Some(low) = low {
+        ranges.push(format!("status > '{low}'"));
+    }
+    ranges
+}
+
+/// One task; [`DbError::Damaged`] if its row cannot be decoded.
 pub fn get_task(conn: &Connection, id: &str) -> Result<Option<Task>, DbError> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"))?;
-    let row = stmt.query_row([id], task_from_row).optional()?;
-    row.transpose()
+    match stmt.query_row([id], task_from_row).optional()? {
+        None => Ok(None),
+        Some(Ok(task)) => Ok(Some(task)),
+        Some(Err(row)) => Err(DbError::Damaged(row)),
+    }
 }
 
 /// Filters of [`list_tasks`].
@@ -31,14 +94,28 @@ pub struct TaskFilter {
     pub priority: Option<Priority>,
     /// Only this agent's.
     pub assigned_to: Option<String>,
-    /// Only tasks after this one (its `queue_seq`), for paging.
-    pub after_seq: Option<u64>,
+    /// Only tasks after this position (a task's stored `queue_seq`, whatever
+    /// its type, see [`task_seq`]), for paging.
+    pub after_seq: Option<Value>,
     /// At most this many.
     pub limit: u32,
 }
 
-/// Tasks in submission order, filtered and paged.
-pub fn list_tasks(conn: &Connection, filter: &TaskFilter) -> Result<Vec<Task>, DbError> {
+/// One page of [`list_tasks`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskPage {
+    /// The rows that decoded, in order.
+    pub tasks: Vec<Task>,
+    /// The rows of the page that did not.
+    pub damaged: Vec<DamagedRow>,
+    /// The id of the last row of the page whose id could be read, damaged or
+    /// not: where the next page starts.
+    pub next_after: Option<String>,
+}
+
+/// Rows in submission order, filtered and paged; a row that cannot be decoded
+/// takes its place in the page as a [`DamagedRow`].
+pub fn list_tasks(conn: &Connection, filter: &TaskFilter) -> Result<TaskPage, DbError> {
     let mut sql = format!("SELECT {COLUMNS} FROM tasks WHERE 1 = 1");
     let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
     if let Some(status) = filter.status {
@@ -53,33 +130,94 @@ pub fn list_tasks(conn: &Connection, filter: &TaskFilter) -> Result<Vec<Task>, D
         args.push(Box::new(agent.clone()));
         sql += &format!(" AND assigned_to = ?{}", args.len());
     }
-    if let Some(after) = filter.after_seq {
-        args.push(Box::new(after as i64));
-        sql += &format!(" AND queue_seq > ?{}", args.len());
+    match &filter.after_seq {
+        None => {}
+        // NULL sorts first; everything else comes after it.
+        Some(Value::Null) => sql += " AND queue_seq IS NOT NULL",
+        Some(after) => {
+            args.push(Box::new(after.clone()));
+            sql += &format!(" AND queue_seq > ?{}", args.len());
+        }
     }
     args.push(Box::new(filter.limit));
     sql += &format!(" ORDER BY queue_seq LIMIT ?{}", args.len());
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), task_from_row)?;
-    collect_tasks(rows)
+    let mut page = TaskPage {
+        tasks: Vec::new(),
+        damaged: Vec::new(),
+        next_after: None,
+    };
+    for row in stmt.query_map(rusqlite::params_from_iter(args.iter()), task_from_row)? {
+        match row? {
+            Ok(task) => {
+                page.next_after = Some(task.id.to_string());
+                page.tasks.push(task);
+            }
+            Err(row) => {
+                if let Some(id) = &row.id {
+                    page.next_after = Some(id.clone());
+                }
+                page.damaged.push(row);
+            }
+        }
+    }
+    Ok(page)
 }
 
-/// `queue_seq` of a task, for the `after` cursor.
-pub fn task_seq(conn: &Connection, id: &str) -> Result<Option<u64>, DbError> {
+/// The stored `queue_seq` of a task, as stored (an integer unless the row is
+/// damaged), for the `after` cursor.
+pub fn task_seq(conn: &Connection, id: &str) -> Result<Option<Value>, DbError> {
     Ok(conn
         .query_row("SELECT queue_seq FROM tasks WHERE id = ?1", [id], |r| {
-            r.get::<_, i64>(0)
+            r.get::<_, Value>(0)
         })
-        .optional()?
-        .map(|v| v as u64))
+        .optional()?)
 }
 
-/// Counts by status and priority.
-pub fn count_by_status_priority(conn: &Connection) -> Result<Vec<(String, String, u64)>, DbError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT status, priority, n FROM task_counts WHERE n > 0")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+/// Task counts by status and lane, and the count rows that cannot be decoded
+/// (left out of the counts).
+pub type Counts = (Vec<(String, String, u64)>, Vec<DamagedRow>);
+
+/// Counts by status and priority (rows of zero left out).
+pub fn count_by_status_priority(conn: &Connection) -> Result<Counts, DbError> {
+    let mut stmt = conn.prepare_cached("SELECT status, priority, n FROM task_counts")?;
+    let mut counts = Vec::new();
+    let mut damaged = Vec::new();
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        match decode_count([row.get_ref(0)?, row.get_ref(1)?, row.get_ref(2)?]) {
+            Ok(Some(count)) => counts.push(count),
+            Ok(None) => {}
+            Err(row) => damaged.push(row),
+        }
+    }
+    Ok((counts, damaged))
+}
+
+/// One `task_counts` row: a known status and lane and a count that is not
+/// negative; `None` for a count of zero.
+pub(super) fn decode_count(
+    v: [ValueRef<'_>; 3],
+) -> Result<Option<(String, String, u64)>, DamagedRow> {
+    let fields = || -> Result<Option<(String, String, u64)>, String> {
+        let status = damaged::text("status", v[0])?;
+        Status::from_str(status).map_err(|e| format!("column `status`: {e}"))?;
+        let priority = damaged::text("priority", v[1])?;
+        Priority::from_str(priority).map_err(|e| format!("column `priority`: {e}"))?;
+        let n = damaged::int("n", v[2])?;
+        let n = u64::try_from(n).map_err(|_| format!("column `n`: {n} is negative"))?;
+        Ok((n > 0).then(|| (status.to_owned(), priority.to_owned(), n)))
+    };
+    fields().map_err(|reason| DamagedRow {
+        table: Table::TaskCounts,
+        id: match (
+            damaged::text("status", v[0]),
+            damaged::text("priority", v[1]),
+        ) {
+            (Ok(status), Ok(priority)) => Some(format!("{status}/{priority}")),
+            _ => None,
+        },
+        rowid: None,
+        reason,
+    })
 }

@@ -1,13 +1,15 @@
 //! The task row codec: a [`Task`] to a `tasks` row and back, with the history as
-//! JSON text; and the writes of task rows.
+//! JSON text (a row that cannot be decoded is a [`DamagedRow`], never a failed
+//! read); and the writes of task rows.
 
 use std::str::FromStr;
 
 use queue_core::{Completion, HistoryEntry, HistoryEvent, Holder, Priority, Status, Task, TaskId};
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, Row};
 use serde_json::Value;
 
-use super::DbError;
+use super::damaged::{self, DamagedRow, Table};
 
 /// Insert or update in place (an update, not a delete and insert, so that the
 /// counting triggers see it as one).
@@ -60,74 +62,103 @@ fn history_json(history: &[HistoryEntry]) -> String {
     Value::Array(entries).to_string()
 }
 
-/// The columns of a `tasks` row, in the order [`task_from_row`] reads them.
-pub(super) const COLUMNS: &str = "id, description, metadata, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history, reclaim_count";
+/// The columns of a `tasks` row, in the order [`task_from_row`] reads them
+/// (the rowid last, to name a row whose id cannot be read).
+pub(super) const COLUMNS: &str = "id, description, metadata, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history, reclaim_count, rowid";
 
-fn corrupt(id: &str, what: impl Into<String>) -> DbError {
-    DbError::Corrupt {
-        id: id.to_owned(),
-        what: what.into(),
+/// How many columns [`COLUMNS`] names.
+const N_COLUMNS: usize = 23;
+
+/// Decodes a row selected with [`COLUMNS`]: the outer error is SQLite's (the
+/// read itself failed), the inner one a row whose stored values the schema does
+/// not allow.
+pub(super) fn task_from_row(row: &Row<'_>) -> Result<Result<Task, DamagedRow>, rusqlite::Error> {
+    let mut values = [ValueRef::Null; N_COLUMNS];
+    for (i, value) in values.iter_mut().enumerate() {
+        *value = row.get_ref(i)?;
     }
+    Ok(decode_task(&values))
 }
 
-/// Decodes a row selected with [`COLUMNS`]: the outer error is SQLite's, the inner
-/// one a stored value the schema does not allow.
-pub(super) fn task_from_row(row: &Row<'_>) -> Result<Result<Task, DbError>, rusqlite::Error> {
-    let id: String = row.get(0)?;
-    let priority: String = row.get(3)?;
-    let status: String = row.get(4)?;
-    let capabilities: String = row.get(11)?;
-    let history: String = row.get(20)?;
-    let opt_u64 = |i: usize| -> Result<Option<u64>, rusqlite::Error> {
-        Ok(row.get::<_, Option<i64>>(i)?.map(|v| v as u64))
-    };
-    let build = || -> Result<Task, DbError> {
-        let priority = Priority::from_str(&priority).map_err(|e| corrupt(&id, e.to_string()))?;
-        let status = Status::from_str(&status).map_err(|e| corrupt(&id, e.to_string()))?;
-        let capabilities: Vec<String> =
-            serde_json::from_str(&capabilities).map_err(|e| corrupt(&id, e.to_string()))?;
-        let history = parse_history(&history).ok_or_else(|| corrupt(&id, "bad history"))?;
-        let assigned_at_ms = opt_u64(6)?.unwrap_or(0);
-        let holder = row.get::<_, Option<String>>(5)?.map(|agent| {
-            Box::new(Holder {
-                agent_id: agent.into(),
-                assigned_at_ms,
-                last_alive_at_ms: opt_u64(18).ok().flatten().unwrap_or(assigned_at_ms),
-            })
+/// A task from the values of a row selected with [`COLUMNS`], or what is wrong
+/// with them: a value of the wrong type, text that is not valid UTF-8, an
+/// unknown status or lane, metadata that is not a JSON object, a result that
+/// is not JSON, capabilities or a history that do not parse, or a live task
+/// whose holder does not match its status.
+pub(super) fn decode_task(values: &[ValueRef<'_>; N_COLUMNS]) -> Result<Task, DamagedRow> {
+    let id = damaged::text("id", values[0]);
+    decode_task_fields(values).map_err(|reason| DamagedRow {
+        table: Table::Tasks,
+        id: id.ok().map(str::to_owned),
+        rowid: damaged::int("rowid", values[22]).ok(),
+        reason,
+    })
+}
+
+fn decode_task_fields(v: &[ValueRef<'_>; N_COLUMNS]) -> Result<Task, String> {
+    let id = damaged::text("id", v[0])?;
+    let description = damaged::text("description", v[1])?;
+    let metadata = damaged::text("metadata", v[2])?;
+    damaged::json_object("metadata", metadata)?;
+    let priority = damaged::text("priority", v[3])?;
+    let priority = Priority::from_str(priority).map_err(|e| format!("column `priority`: {e}"))?;
+    let status = damaged::text("status", v[4])?;
+    let status = Status::from_str(status).map_err(|e| format!("column `status`: {e}"))?;
+    let assigned_to = damaged::opt_text("assigned_to", v[5])?;
+    let assigned_at_ms = damaged::opt_u64("assigned_at", v[6])?.unwrap_or(0);
+    let last_alive_at_ms = damaged::opt_u64("last_alive_at", v[18])?;
+    if !status.is_final() && status.is_held() != assigned_to.is_some() {
+        return Err(match assigned_to {
+            Some(_) => format!("a {status} task with an `assigned_to`"),
+            None => format!("a {status} task without an `assigned_to`"),
         });
-        let outcome = row.get::<_, Option<String>>(12)?.map(|result| {
-            Box::new(Completion {
-                result,
-                tokens_used: opt_u64(13).ok().flatten(),
-            })
-        });
-        Ok(Task {
-            id: TaskId::from(id.as_str()),
-            description: row.get::<_, String>(1)?.into(),
-            metadata: row.get::<_, String>(2)?.into(),
-            priority,
-            status,
-            holder,
-            generation: row.get::<_, i64>(7)? as u64,
-            retry_count: row.get(8)?,
-            reclaim_count: row.get(21)?,
-            max_retries: row.get(9)?,
-            complete_by_ms: opt_u64(10)?,
-            needed_capabilities: capabilities.into(),
-            outcome,
-            last_error: row.get::<_, Option<String>>(14)?.map(Into::into),
-            submitted_by: row.get::<_, Option<String>>(15)?.map(Into::into),
-            created_at_ms: row.get::<_, i64>(16)? as u64,
-            updated_at_ms: row.get::<_, i64>(17)? as u64,
-            queue_seq: row.get::<_, i64>(19)? as u64,
-            history,
-        })
-    };
-    match build() {
-        Ok(task) => Ok(Ok(task)),
-        Err(DbError::Sqlite(e)) => Err(e),
-        Err(e) => Ok(Err(e)),
     }
+    let holder = assigned_to.map(|agent| {
+        Box::new(Holder {
+            agent_id: agent.into(),
+            assigned_at_ms,
+            last_alive_at_ms: last_alive_at_ms.unwrap_or(assigned_at_ms),
+        })
+    });
+    let capabilities = damaged::text("needed_capabilities", v[11])?;
+    let capabilities: Vec<String> = serde_json::from_str(capabilities)
+        .map_err(|e| format!("column `needed_capabilities`: not a JSON list of strings ({e})"))?;
+    let result = damaged::opt_text("result", v[12])?;
+    let tokens_used = damaged::opt_u64("tokens_used", v[13])?;
+    let outcome = match result {
+        Some(result) => {
+            damaged::json("result", result)?;
+            Some(Box::new(Completion {
+                result: result.to_owned(),
+                tokens_used,
+            }))
+        }
+        None => None,
+    };
+    let history = damaged::text("history", v[20])?;
+    let history = parse_history(history)
+        .ok_or("column `history`: not a JSON list of {event, timestamp, details}")?;
+    Ok(Task {
+        id: TaskId::from(id),
+        description: description.into(),
+        metadata: metadata.into(),
+        priority,
+        status,
+        holder,
+        generation: damaged::u64_col("generation", v[7])?,
+        retry_count: damaged::u32_col("retry_count", v[8])?,
+        reclaim_count: damaged::u32_col("reclaim_count", v[21])?,
+        max_retries: damaged::u32_col("max_retries", v[9])?,
+        complete_by_ms: damaged::opt_u64("complete_by", v[10])?,
+        needed_capabilities: capabilities.into(),
+        outcome,
+        last_error: damaged::opt_text("last_error", v[14])?.map(Into::into),
+        submitted_by: damaged::opt_text("submitted_by", v[15])?.map(Into::into),
+        created_at_ms: damaged::u64_col("created_at", v[16])?,
+        updated_at_ms: damaged::u64_col("updated_at", v[17])?,
+        queue_seq: damaged::u64_col("queue_seq", v[19])?,
+        history,
+    })
 }
 
 /// Parses what [`history_json`] wrote; `None` if anything is missing or unknown.
@@ -143,17 +174,6 @@ fn parse_history(text: &str) -> Option<Vec<HistoryEntry>> {
             })
         })
         .collect()
-}
-
-/// Collects decoded rows, stopping at the first error of either kind.
-pub(super) fn collect_tasks(
-    rows: impl Iterator<Item = Result<Result<Task, DbError>, rusqlite::Error>>,
-) -> Result<Vec<Task>, DbError> {
-    let mut tasks = Vec::new();
-    for row in rows {
-        tasks.push(row??);
-    }
-    Ok(tasks)
 }
 
 /// Deletes final tasks (except dead letters) last updated before `before_ms`.

@@ -26,7 +26,8 @@ fn record(id: &str, status: Status) -> Task {
 }
 
 fn counts(conn: &Connection) -> Vec<(String, String, u64)> {
-    let mut counts = count_by_status_priority(conn).unwrap();
+    let (mut counts, damaged) = count_by_status_priority(conn).unwrap();
+    assert_eq!(damaged, []);
     counts.sort();
     counts
 }
@@ -135,8 +136,22 @@ fn holder() -> impl Strategy<Value = Option<Box<Holder>>> {
     ))
 }
 
+/// Any JSON text: a string, a number or an object of any text.
+fn json_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        text().prop_map(|t| serde_json::Value::String(t).to_string()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        json_object(),
+    ]
+}
+
+/// A JSON object holding any text.
+fn json_object() -> impl Strategy<Value = String> {
+    (text(), text()).prop_map(|(k, v)| serde_json::json!({ k: v }).to_string())
+}
+
 fn outcome() -> impl Strategy<Value = Option<Box<Completion>>> {
-    proptest::option::of((text(), proptest::option::of(any::<u64>())).prop_map(
+    proptest::option::of((json_text(), proptest::option::of(any::<u64>())).prop_map(
         |(result, tokens_used)| {
             Box::new(Completion {
                 result,
@@ -162,9 +177,10 @@ fn history() -> impl Strategy<Value = Vec<HistoryEntry>> {
     )
 }
 
-/// Any task record with the given id: every status with or without a holder, an
-/// outcome, a last error, any history, any counters, including values past
-/// `i64::MAX` that SQLite stores as negative integers.
+/// Any valid task record with the given id: every status, a holder exactly when
+/// a live status says so (any holder for a final one), an outcome, a last
+/// error, any history, any counters, including values past `i64::MAX` that
+/// SQLite stores as negative integers, metadata that is any JSON object.
 fn task_with_id(id: String) -> impl Strategy<Value = Task> {
     let kind = (
         proptest::sample::select(Priority::ALL.to_vec()),
@@ -186,7 +202,7 @@ fn task_with_id(id: String) -> impl Strategy<Value = Task> {
     );
     let texts = (
         text(),
-        text(),
+        json_object(),
         proptest::collection::vec(text(), 0..4),
         history(),
     );
@@ -210,7 +226,15 @@ fn task_with_id(id: String) -> impl Strategy<Value = Task> {
             metadata: metadata.into(),
             priority,
             status,
-            holder,
+            holder: match holder {
+                Some(_) if !status.is_final() && !status.is_held() => None,
+                None if status.is_held() => Some(Box::new(Holder {
+                    agent_id: "a".into(),
+                    assigned_at_ms: 1,
+                    last_alive_at_ms: 2,
+                })),
+                holder => holder,
+            },
             generation,
             retry_count,
             reclaim_count,
@@ -249,9 +273,342 @@ proptest! {
         let back = get_task(&conn, second.id.as_str()).unwrap();
         prop_assert_eq!(back.as_ref(), Some(&second));
         let listed = list_tasks(&conn, &TaskFilter { limit: 10, ..TaskFilter::default() }).unwrap();
-        prop_assert_eq!(listed, vec![second.clone()]);
+        prop_assert_eq!(listed.tasks, vec![second.clone()]);
+        prop_assert_eq!(listed.damaged, vec![]);
         let live = load_live_tasks(&conn).unwrap();
         let expected_live = if second.status.is_final() { vec![] } else { vec![second] };
         prop_assert_eq!(live, expected_live);
     }
+}
+
+/// Stores a queued task `id` at position `seq`.
+fn store(conn: &Connection, id: &str, seq: u64) {
+    let mut task = record(id, Status::Queued);
+    task.queue_seq = seq;
+    upsert_task(conn, &task).unwrap();
+}
+
+/// What reading task `id` says after `sql` (with `?1` = the id) changed its row.
+fn damage_of(sql: &str) -> DamagedRow {
+    let conn = memory_db();
+    store(&conn, "t", 1);
+    conn.execute(sql, ["t"]).unwrap();
+    match get_task(&conn, "t") {
+        Err(DbError::Damaged(row)) => row,
+        other => panic!("`{sql}` gave {other:?}"),
+    }
+}
+
+#[test]
+fn each_kind_of_damage_is_named_with_its_column() {
+    let cases = [
+        (
+            "UPDATE tasks SET history = 'garbage' WHERE id = ?1",
+            "column `history`: not a JSON list of {event, timestamp, details}",
+        ),
+        (
+            "UPDATE tasks SET history = '[{\"event\": \"exploded\", \"timestamp\": 1, \"details\": \"\"}]' WHERE id = ?1",
+            "column `history`: not a JSON list of {event, timestamp, details}",
+        ),
+        (
+            "UPDATE tasks SET metadata = '{\"a\": ' WHERE id = ?1",
+            "column `metadata`: not valid JSON (EOF while parsing a value at line 1 column 6)",
+        ),
+        (
+            "UPDATE tasks SET metadata = '[1]' WHERE id = ?1",
+            "column `metadata`: JSON that is not an object",
+        ),
+        (
+            "UPDATE tasks SET needed_capabilities = '[1, 2]' WHERE id = ?1",
+            "column `needed_capabilities`: not a JSON list of strings (invalid type: integer `1`, expected a string at line 1 column 2)",
+        ),
+        (
+            "UPDATE tasks SET result = 'not json' WHERE id = ?1",
+            "column `result`: not valid JSON (expected ident at line 1 column 2)",
+        ),
+        (
+            "UPDATE tasks SET status = 'queud' WHERE id = ?1",
+            "column `status`: unknown status `queud`",
+        ),
+        (
+            "UPDATE tasks SET priority = 'soon' WHERE id = ?1",
+            "column `priority`: unknown priority `soon` (expected urgent, high, normal or low)",
+        ),
+        (
+            "UPDATE tasks SET generation = 'one' WHERE id = ?1",
+            "column `generation`: expected an integer, found text",
+        ),
+        (
+            "UPDATE tasks SET created_at = 1.5 WHERE id = ?1",
+            "column `created_at`: expected an integer, found a real number",
+        ),
+        (
+            "UPDATE tasks SET retry_count = -1 WHERE id = ?1",
+            "column `retry_count`: -1 is out of range",
+        ),
+        (
+            "UPDATE tasks SET description = x'00ff' WHERE id = ?1",
+            "column `description`: expected text, found a blob",
+        ),
+        (
+            "UPDATE tasks SET description = CAST(x'c328' AS TEXT) WHERE id = ?1",
+            "column `description`: text that is not valid UTF-8",
+        ),
+        (
+            "UPDATE tasks SET status = 'working' WHERE id = ?1",
+            "a working task without an `assigned_to`",
+        ),
+        (
+            "UPDATE tasks SET assigned_to = 'a1' WHERE id = ?1",
+            "a queued task with an `assigned_to`",
+        ),
+    ];
+    for (sql, reason) in cases {
+        let row = damage_of(sql);
+        assert_eq!(
+            (row.table, row.id.as_deref(), row.rowid, row.reason.as_str()),
+            (Table::Tasks, Some("t"), Some(1), reason),
+            "{sql}"
+        );
+    }
+}
+
+#[test]
+fn a_null_where_the_schema_forbids_it_is_damage_too() {
+    // NOT NULL constraints can be bypassed by other writers (an edited schema,
+    // a copied file); the decoder does not trust them.
+    let conn = memory_db();
+    store(&conn, "t", 1);
+    let values: Vec<rusqlite::types::Value> = conn
+        .prepare(&format!("SELECT {} FROM tasks", super::rows::COLUMNS))
+        .unwrap()
+        .query_row([], |r| {
+            (0..23)
+                .map(|i| r.get::<_, rusqlite::types::Value>(i))
+                .collect()
+        })
+        .unwrap();
+    let mut refs: Vec<rusqlite::types::ValueRef<'_>> = values.iter().map(Into::into).collect();
+    refs[20] = rusqlite::types::ValueRef::Null;
+    let refs: [rusqlite::types::ValueRef<'_>; 23] = refs.try_into().unwrap();
+    let row = super::rows::decode_task(&refs).unwrap_err();
+    assert_eq!(
+        (row.id.as_deref(), row.reason.as_str()),
+        (Some("t"), "column `history`: expected text, found NULL")
+    );
+}
+
+#[test]
+fn a_row_whose_id_cannot_be_read_is_named_by_its_rowid() {
+    let conn = memory_db();
+    store(&conn, "t", 1);
+    conn.execute_batch("UPDATE tasks SET id = x'01' WHERE id = 't'")
+        .unwrap();
+    let page = list_tasks(
+        &conn,
+        &TaskFilter {
+            limit: 10,
+            ..TaskFilter::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(page.tasks, []);
+    assert_eq!(
+        page.damaged,
+        [DamagedRow {
+            table: Table::Tasks,
+            id: None,
+            rowid: Some(1),
+            reason: "column `id`: expected text, found a blob".into(),
+        }]
+    );
+    assert_eq!(page.next_after, None);
+    assert_eq!(
+        page.damaged[0].to_string(),
+        "tasks row 1: column `id`: expected text, found a blob"
+    );
+}
+
+fn page_of(conn: &Connection, after: Option<&str>, limit: u32) -> TaskPage {
+    let after_seq = after.map(|id| task_seq(conn, id).unwrap().unwrap());
+    list_tasks(
+        conn,
+        &TaskFilter {
+            after_seq,
+            limit,
+            ..TaskFilter::default()
+        },
+    )
+    .unwrap()
+}
+
+fn ids(page: &TaskPage) -> (Vec<&str>, Vec<&str>, Option<&str>) {
+    (
+        page.tasks.iter().map(|t| t.id.as_str()).collect(),
+        page.damaged
+            .iter()
+            .filter_map(|d| d.id.as_deref())
+            .collect(),
+        page.next_after.as_deref(),
+    )
+}
+
+#[test]
+fn a_list_skips_a_damaged_row_names_it_and_pages_past_it() {
+    let conn = memory_db();
+    for (i, id) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        store(&conn, id, i as u64);
+    }
+    conn.execute_batch(
+        "UPDATE tasks SET history = 'x' WHERE id = 'b'; \
+         UPDATE tasks SET metadata = 'x' WHERE id = 'c'; \
+         UPDATE tasks SET queue_seq = 'late' WHERE id = 'd';",
+    )
+    .unwrap();
+    // `d`'s position is text, which SQLite orders after every integer.
+    let first = page_of(&conn, None, 3);
+    assert_eq!(ids(&first), (vec!["a"], vec!["b", "c"], Some("c")));
+    let second = page_of(&conn, first.next_after.as_deref(), 3);
+    assert_eq!(ids(&second), (vec!["e"], vec!["d"], Some("d")));
+    let third = page_of(&conn, second.next_after.as_deref(), 3);
+    assert_eq!(ids(&third), (vec![], vec![], None), "the pages end");
+    assert_eq!(
+        second.damaged[0].reason,
+        "column `queue_seq`: expected an integer, found text"
+    );
+}
+
+#[test]
+fn a_page_filtered_by_status_still_names_its_damaged_rows() {
+    let conn = memory_db();
+    store(&conn, "a", 1);
+    store(&conn, "b", 2);
+    conn.execute_batch("UPDATE tasks SET tokens_used = 'many' WHERE id = 'b'")
+        .unwrap();
+    let page = list_tasks(
+        &conn,
+        &TaskFilter {
+            status: Some(Status::Queued),
+            limit: 10,
+            ..TaskFilter::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(ids(&page), (vec!["a"], vec!["b"], Some("b")));
+}
+
+#[test]
+fn restore_refuses_damaged_live_rows_and_rows_of_unknown_status_only() {
+    let conn = memory_db();
+    store(&conn, "live", 1);
+    store(&conn, "ok", 2);
+    let mut done = record("done", Status::Completed);
+    done.queue_seq = 3;
+    upsert_task(&conn, &done).unwrap();
+    conn.execute_batch("UPDATE tasks SET history = 'x' WHERE id = 'done'")
+        .unwrap();
+    let live = load_live_tasks(&conn).unwrap();
+    assert_eq!(
+        live.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        ["live", "ok"],
+        "a damaged final row does not stop a start"
+    );
+
+    conn.execute_batch(
+        "UPDATE tasks SET history = 'x' WHERE id = 'live'; \
+         UPDATE tasks SET status = 'queueD' WHERE id = 'ok';",
+    )
+    .unwrap();
+    let Err(DbError::DamagedLive(rows)) = load_live_tasks(&conn) else {
+        panic!("a damaged live row was restored")
+    };
+    let named: Vec<_> = rows
+        .iter()
+        .map(|r| (r.id.as_deref().unwrap_or("?"), r.reason.as_str()))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            (
+                "live",
+                "column `history`: not a JSON list of {event, timestamp, details}"
+            ),
+            ("ok", "column `status`: unknown status `queueD`"),
+        ]
+    );
+    let message = DbError::DamagedLive(rows).to_string();
+    assert!(
+        message.starts_with("2 stored task row(s) that may be live cannot be decoded"),
+        "{message}"
+    );
+    assert!(message.contains("task \"live\" (row 1)"), "{message}");
+}
+
+#[test]
+fn rows_of_unknown_status_are_found_whatever_their_type() {
+    let conn = memory_db();
+    for (i, status) in [
+        "7",
+        "x'00'",
+        "'aaa'",
+        "'completed2'",
+        "'zzz'",
+        "'cancelled'",
+    ]
+    .iter()
+    .enumerate()
+    {
+        store(&conn, &format!("t{i}"), i as u64);
+        conn.execute_batch(&format!(
+            "UPDATE tasks SET status = {status} WHERE id = 't{i}'"
+        ))
+        .unwrap();
+    }
+    let Err(DbError::DamagedLive(rows)) = load_live_tasks(&conn) else {
+        panic!("rows of unknown status were left out")
+    };
+    let mut found: Vec<_> = rows.iter().filter_map(|r| r.id.as_deref()).collect();
+    found.sort_unstable();
+    assert_eq!(found, ["t0", "t1", "t2", "t3", "t4"]);
+}
+
+#[test]
+fn rows_of_unknown_status_are_found_through_the_index() {
+    let conn = memory_db();
+    for range in super::reads::unknown_status_ranges() {
+        let plan: Vec<String> = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT id FROM tasks WHERE {range}"
+            ))
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().all(|step| step.contains("USING")),
+            "{range}: {plan:?}"
+        );
+    }
+}
+
+#[test]
+fn a_count_row_that_cannot_be_decoded_is_left_out_and_named() {
+    let conn = memory_db();
+    store(&conn, "a", 1);
+    conn.execute_batch(
+        "UPDATE task_counts SET n = 'lots' WHERE status = 'completed' AND priority = 'low'",
+    )
+    .unwrap();
+    let (counts, damaged) = count_by_status_priority(&conn).unwrap();
+    assert_eq!(counts, [("queued".into(), "normal".into(), 1)]);
+    assert_eq!(
+        damaged,
+        [DamagedRow {
+            table: Table::TaskCounts,
+            id: Some("completed/low".into()),
+            rowid: None,
+            reason: "column `n`: expected an integer, found text".into(),
+        }]
+    );
 }

@@ -1,9 +1,10 @@
 //! JSON views of what the session and the database answer (tasks themselves
 //! are in [`crate::server::task_json`]).
 
-use queue_core::{Priority, Status, Task};
+use queue_core::{Priority, Status};
 use serde_json::{json, Map, Value};
 
+use crate::server::db::{DamagedRow, TaskPage};
 use crate::server::task_json::task_json;
 use crate::session::{AgentInfo, DashboardSnapshot};
 
@@ -62,11 +63,19 @@ pub fn dashboard_json(snapshot: &DashboardSnapshot) -> Value {
     })
 }
 
-/// One page of tasks; `next_after` is the last task's id, to ask for the next.
-pub fn task_page_json(tasks: &[Task]) -> Value {
-    let next = tasks.last().map(|t| t.id.to_string());
-    let items: Vec<Value> = tasks.iter().map(task_json).collect();
-    json!({"tasks": items, "count": items.len(), "next_after": next})
+/// One page of tasks; `next_after` is the id of the page's last row, to ask
+/// for the next; `damaged` names the rows of the page that cannot be decoded
+/// (left out of `tasks` and `count`).
+pub fn task_page_json(page: &TaskPage) -> Value {
+    let items: Vec<Value> = page.tasks.iter().map(task_json).collect();
+    let damaged: Vec<Value> = page.damaged.iter().map(damaged_json).collect();
+    json!({"tasks": items, "count": items.len(), "next_after": page.next_after, "damaged": damaged})
+}
+
+/// A stored row left out of a list: its id (null if unreadable), its rowid and
+/// what is wrong with it.
+pub fn damaged_json(row: &DamagedRow) -> Value {
+    json!({"id": row.id, "rowid": row.rowid, "detail": row.reason})
 }
 
 /// Task counts from `(status, lane, n)` rows: the total, per status and per

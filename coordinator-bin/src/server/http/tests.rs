@@ -11,6 +11,7 @@ use super::no_route;
 use super::response::{error_response, Resp};
 use super::routes::NoRoute;
 use crate::server::api_error::ApiError;
+use crate::server::db::{DamagedRow, Table, TaskPage};
 use crate::session::{AgentInfo, DashboardSnapshot, RecentCompletion};
 
 async fn body_json(response: Resp) -> Value {
@@ -116,9 +117,70 @@ fn stats_of_no_rows_are_zeros() {
 
 #[test]
 fn an_empty_page_has_no_next() {
+    let page = TaskPage {
+        tasks: vec![],
+        damaged: vec![],
+        next_after: None,
+    };
     assert_eq!(
-        task_page_json(&[]),
-        json!({"tasks": [], "count": 0, "next_after": null})
+        task_page_json(&page),
+        json!({"tasks": [], "count": 0, "next_after": null, "damaged": []})
+    );
+}
+
+#[test]
+fn a_page_names_its_damaged_rows_and_goes_on_after_the_last_row() {
+    let page = TaskPage {
+        tasks: vec![],
+        damaged: vec![
+            DamagedRow {
+                table: Table::Tasks,
+                id: Some("t7".into()),
+                rowid: Some(7),
+                reason: "column `history`: not a JSON list of {event, timestamp, details}".into(),
+            },
+            DamagedRow {
+                table: Table::Tasks,
+                id: None,
+                rowid: Some(8),
+                reason: "column `id`: expected text, found a blob".into(),
+            },
+        ],
+        next_after: Some("t7".into()),
+    };
+    assert_eq!(
+        task_page_json(&page),
+        json!({
+            "tasks": [],
+            "count": 0,
+            "next_after": "t7",
+            "damaged": [
+                {"id": "t7", "rowid": 7, "detail": "column `history`: not a JSON list of {event, timestamp, details}"},
+                {"id": null, "rowid": 8, "detail": "column `id`: expected text, found a blob"},
+            ],
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_task_row_is_answered_500_damaged_row_with_the_task_id() {
+    let row = DamagedRow {
+        table: Table::Tasks,
+        id: Some("t7".into()),
+        rowid: Some(7),
+        reason: "column `status`: unknown status `queud`".into(),
+    };
+    let err = ApiError::from(crate::server::db::DbError::Damaged(row));
+    assert_eq!(
+        (err.status, err.code),
+        (StatusCode::INTERNAL_SERVER_ERROR, "damaged_row")
+    );
+    let body = body_json(error_response(&err)).await;
+    assert_eq!(body["error"], "damaged_row");
+    assert_eq!(body["task_id"], "t7");
+    assert_eq!(
+        body["detail"],
+        "the stored row of task \"t7\" (row 7): column `status`: unknown status `queud`; it is left as it is (`coordinator check` lists every damaged row)"
     );
 }
 

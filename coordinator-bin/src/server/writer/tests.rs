@@ -153,7 +153,8 @@ fn a_written_group_reads_back_as_the_newest_state() {
     assert_eq!(final_a.status, Status::Completed);
     assert_eq!(db::get_task(&conn, "a").unwrap(), Some(final_a));
     assert_eq!(db::get_task(&conn, "b").unwrap(), Some(queued_b));
-    let mut counts = db::count_by_status_priority(&conn).unwrap();
+    let (mut counts, damaged) = db::count_by_status_priority(&conn).unwrap();
+    assert_eq!(damaged, []);
     counts.sort();
     assert_eq!(
         counts,

@@ -8,11 +8,11 @@ use hyper::{Response, StatusCode};
 use serde_json::json;
 
 use crate::server::api_error::ApiError;
-use crate::server::db;
 use crate::server::http::ask::{agents, ask, unexpected};
 use crate::server::http::json::dashboard_json;
 use crate::server::http::response::{json_response, Resp};
 use crate::server::http::{routes, AppState};
+use crate::server::{damage, db};
 use crate::session::{AgentInfo, Answer, Request as CoreRequest};
 
 /// The agent states `/metrics` counts, each reported even at zero.
@@ -29,7 +29,8 @@ pub fn health(state: &AppState) -> Resp {
 /// `GET /metrics`: the process's metrics plus task and agent gauges, as
 /// OpenMetrics text.
 pub async fn metrics(state: &AppState) -> Result<Resp, ApiError> {
-    let counts = state.reads.run(db::count_by_status_priority).await?;
+    let (counts, damaged) = state.reads.run(db::count_by_status_priority).await?;
+    damaged.iter().for_each(damage::report);
     let agents = agents(state).await?;
     let text = crate::server::metrics::render(&metrics_gauges(&counts, &agents));
     Ok(Response::builder()

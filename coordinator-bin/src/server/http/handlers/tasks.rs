@@ -7,7 +7,8 @@ use queue_core::{NewTask, Status};
 use serde_json::{json, Value};
 
 use crate::server::api_error::ApiError;
-use crate::server::db::{self, TaskFilter};
+use crate::server::damage;
+use crate::server::db::{self, TaskFilter, TaskPage};
 use crate::server::http::ask::{ask, unexpected};
 use crate::server::http::body::{query_pairs, read_json};
 use crate::server::http::json::{stats_json, task_page_json};
@@ -56,27 +57,31 @@ pub async fn submit_batch(
     ))
 }
 
-/// `GET /api/tasks`: one page of tasks.
+/// `GET /api/tasks`: one page of tasks (rows that cannot be decoded are left
+/// out and named in `damaged`).
 pub async fn list(state: &AppState, query: &str) -> Result<Resp, ApiError> {
     let (filter, after) = decode_list_query(query, None)?;
-    let tasks = read_page(state, filter, after).await?;
-    Ok(json_response(StatusCode::OK, &task_page_json(&tasks)))
+    let page = read_page(state, filter, after).await?;
+    Ok(json_response(StatusCode::OK, &task_page_json(&page)))
 }
 
 /// `GET /api/tasks/dead-letter`: one page of dead-letter tasks.
 pub async fn dead_letter(state: &AppState, query: &str) -> Result<Resp, ApiError> {
     let (filter, after) = decode_list_query(query, Some(Status::DeadLetter))?;
-    let tasks = read_page(state, filter, after).await?;
-    Ok(json_response(StatusCode::OK, &task_page_json(&tasks)))
+    let page = read_page(state, filter, after).await?;
+    Ok(json_response(StatusCode::OK, &task_page_json(&page)))
 }
 
-/// `GET /api/tasks/stats`: counts by status and lane.
+/// `GET /api/tasks/stats`: counts by status and lane (count rows that cannot
+/// be decoded are left out and reported).
 pub async fn stats(state: &AppState) -> Result<Resp, ApiError> {
-    let counts = state.reads.run(db::count_by_status_priority).await?;
+    let (counts, damaged) = state.reads.run(db::count_by_status_priority).await?;
+    damaged.iter().for_each(damage::report);
     Ok(json_response(StatusCode::OK, &stats_json(&counts)))
 }
 
-/// `GET /api/tasks/{id}`: the task with its history, or 404.
+/// `GET /api/tasks/{id}`: the task with its history, 404, or 500
+/// `damaged_row` if its stored row cannot be decoded.
 pub async fn get(state: &AppState, id: String) -> Result<Resp, ApiError> {
     let task = state.reads.run(move |c| db::get_task(c, &id)).await?;
     let task = task.ok_or_else(|| ApiError::not_found("no task with this id"))?;
@@ -195,13 +200,14 @@ pub fn decode_list_query(
     Ok((filter, after))
 }
 
-/// One page of tasks; 422 when `after` names no task.
+/// One page of tasks, its damaged rows reported; 422 when `after` names no
+/// task.
 async fn read_page(
     state: &AppState,
     mut filter: TaskFilter,
     after: Option<String>,
-) -> Result<Vec<queue_core::Task>, ApiError> {
-    state
+) -> Result<TaskPage, ApiError> {
+    let page = state
         .reads
         .run(move |c| {
             if let Some(after) = after {
@@ -212,7 +218,9 @@ async fn read_page(
             }
             Ok(Ok(db::list_tasks(c, &filter)?))
         })
-        .await?
+        .await??;
+    page.damaged.iter().for_each(damage::report);
+    Ok(page)
 }
 
 async fn submit_tasks(state: &AppState, tasks: Vec<NewTask>) -> Result<Vec<Receipt>, ApiError> {

@@ -6,8 +6,10 @@ use serde_json::{json, Value};
 
 use crate::server::api_error::ApiError;
 use crate::server::auth::{self, Identity};
+use crate::server::damage;
 use crate::server::http::ask::{ask, unexpected};
 use crate::server::http::body::{query_pairs, read_json};
+use crate::server::http::json::damaged_json;
 use crate::server::http::response::{json_response, Resp};
 use crate::server::http::AppState;
 use crate::session::{Answer, Request as CoreRequest};
@@ -36,10 +38,16 @@ pub async fn create(req: Request<Incoming>, state: &AppState) -> Result<Resp, Ap
     }
 }
 
-/// `GET /api/admin/tokens`: every token, without secrets.
+/// `GET /api/admin/tokens`: every token, without secrets (rows that cannot be
+/// decoded are left out and named in `damaged`).
 pub async fn list(state: &AppState) -> Result<Resp, ApiError> {
-    let tokens = state.reads.run(auth::list_tokens).await?;
-    Ok(json_response(StatusCode::OK, &json!({"tokens": tokens})))
+    let list = state.reads.run(auth::list_tokens).await?;
+    list.damaged.iter().for_each(damage::report);
+    let damaged: Vec<Value> = list.damaged.iter().map(damaged_json).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"tokens": list.tokens, "damaged": damaged}),
+    ))
 }
 
 /// `DELETE /api/admin/tokens/{agent_id}[?kind=admin]`: revokes the live agent
