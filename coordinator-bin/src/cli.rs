@@ -1,4 +1,4 @@
-//! The command line: `serve`, `token`.
+//! The command line: `serve`, `agent`, `token`, `check` and the client commands.
 
 use std::path::PathBuf;
 
@@ -31,6 +31,33 @@ pub enum Commands {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Verify a database file: SQLite's integrity check, then every row decoded.
+    #[command(long_about = CHECK_ABOUT)]
+    Check(CheckArgs),
+}
+
+/// The long help of `coordinator check`.
+const CHECK_ABOUT: &str = "Verify a database file without changing it.
+
+Runs SQLite's `PRAGMA integrity_check` and `PRAGMA foreign_key_check`, then reads every row \
+of every table (tasks, tokens, meta, task_counts) and decodes it as the service does, and \
+compares the kept counts with the tasks. Prints rows checked per table and each damaged row \
+with its id and what is wrong with it.
+
+Safe while `coordinator serve` runs on the same file: the file is opened read-only, no lock is \
+taken, nothing is migrated or written; everything is read from one snapshot.
+
+Exit status: 0 clean; 1 damage found (a row that cannot be decoded, counts that disagree, or \
+SQLite's own checks failed); 2 the file could not be checked (missing or unreadable, not a \
+SQLite or coordinator database, or another schema version than this coordinator's), as for a \
+usage error.";
+
+/// Settings of `coordinator check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// The database file to check (never created, changed or locked).
+    #[arg(long, env = "COORDINATOR_DB", default_value = "./coordinator.db")]
+    pub db: PathBuf,
 }
 
 /// Log output format.

@@ -32,10 +32,27 @@ pub mod session;
 
 use cli::{Cli, Commands};
 
+/// An error that ends the program with its own exit status (any other error
+/// ends it with 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    /// The exit status.
+    pub status: u8,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The exit status for an error [`run`] returned.
+pub fn exit_status(err: &(dyn std::error::Error + 'static)) -> u8 {
+    err.downcast_ref::<Failure>().map_or(1, |f| f.status)
+}
+
 /// Runs one invocation of the `coordinator` program.
 pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Commands::Serve(args) => server::serve::run(args),
+        Commands::Check(args) => server::check_command::run(args),
         Commands::Token { command } => server::token_command::run(command),
         Commands::Agent(args) => args.resolve().and_then(agent::run).map_err(Into::into),
         Commands::Client(command) => client::commands::run(command),

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("coordinator: {err}");
-            ExitCode::FAILURE
+            ExitCode::from(coordinator_bin::exit_status(&*err))
         }
     }
 }

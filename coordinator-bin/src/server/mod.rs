@@ -4,6 +4,7 @@
 
 pub(crate) mod api_error;
 pub(crate) mod auth;
+pub(crate) mod check_command;
 pub(crate) mod clock;
 pub(crate) mod connections;
 pub(crate) mod damage;

@@ -12,16 +12,22 @@ pub enum Table {
     Tasks,
     /// `tokens`: one row per token (its digest, never its secret).
     Tokens,
+    /// `meta`: settings of the database itself.
+    Meta,
     /// `task_counts`: counts by status and lane, kept by triggers.
     TaskCounts,
 }
 
 impl Table {
+    /// Every table, in the order `coordinator check` reports them.
+    pub const ALL: [Table; 4] = [Table::Tasks, Table::Tokens, Table::Meta, Table::TaskCounts];
+
     /// The SQL name (also the `table` label of the metric).
     pub fn name(self) -> &'static str {
         match self {
             Table::Tasks => "tasks",
             Table::Tokens => "tokens",
+            Table::Meta => "meta",
             Table::TaskCounts => "task_counts",
         }
     }
@@ -31,6 +37,7 @@ impl Table {
         match self {
             Table::Tasks => "task",
             Table::Tokens => "token",
+            Table::Meta => "meta key",
             Table::TaskCounts => "count",
         }
     }

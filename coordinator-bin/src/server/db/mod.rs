@@ -2,6 +2,7 @@
 //! and the pool of read connections. The schema, the task row codec and the reads
 //! live in the submodules; their public items are re-exported here.
 
+pub mod check;
 mod damaged;
 mod reads;
 mod rows;
