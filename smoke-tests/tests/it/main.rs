@@ -3,6 +3,7 @@
 mod agents;
 mod api;
 mod crash;
+mod damaged;
 mod edges;
 mod files_logs;
 mod harness;
