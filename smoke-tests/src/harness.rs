@@ -55,7 +55,29 @@ pub fn coordinator_binary() -> PathBuf {
             let profile_dir = profile_dir();
             let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
+            let mut build = Command::new(cargo);
+            // Cargo gives a test process its package's variables; some build
+            // scripts (ring's) watch them, so a nested build that inherits them
+            // would count as changed and rebuild the graph, and so would the next
+            // build from a shell.
+            for (key, _) in std::env::vars_os() {
+                let inherited_from_cargo = key.to_str().is_some_and(|key| {
+                    key.starts_with("CARGO_PKG_")
+                        || key.starts_with("CARGO_MANIFEST_")
+                        || key.starts_with("CARGO_BIN_")
+                        || matches!(
+                            key,
+                            "CARGO_CRATE_NAME"
+                                | "CARGO_PRIMARY_PACKAGE"
+                                | "CARGO_TARGET_TMPDIR"
+                                | "OUT_DIR"
+                        )
+                });
+                if inherited_from_cargo {
+                    build.env_remove(key);
+                }
+            }
+            let status = build
                 .args([
                     "build",
                     "--release",

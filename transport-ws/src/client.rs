@@ -1,10 +1,22 @@
-//! The agent side: connect, identify, send and receive, reconnect with backoff.
+//! The agent side: connect, identify, send and receive, reconnect with backoff;
+//! and, on top of that, the agent SDK.
 //!
-//! # Holding a task across reconnects
+//! - [`agent`]: **the agent SDK**. [`agent::AgentClient`] owns reconnection and
+//!   outlives connections: jobs arrive as a stream, reports go through a handle
+//!   that works whatever connection is current, and outcomes are kept until the
+//!   coordinator acknowledges them. Start here to write an agent.
+//! - [`session`]: the pure agent-side protocol rules the SDK drives (no I/O).
+//! - [`Connection`]: one identified connection, for tests and tools that speak
+//!   the protocol by hand. It lives and dies with its socket.
+//! - [`HubUrl`]: `ws://`, `wss://` (with the `rustls` feature), `http(s)://`;
+//!   default ports 80 and 443.
 //!
-//! An agent that still holds a task when its connection drops (its work runs on,
-//! or its outcome is not acknowledged yet) says so on every reconnect, so that the
-//! coordinator re-attaches the task to it instead of running it a second time:
+//! # Holding a task across reconnects (by hand)
+//!
+//! The SDK does this for you. An agent written on [`Connection`] that still holds
+//! a task when its connection drops (its work runs on, or its outcome is not
+//! acknowledged yet) says so on every reconnect, so that the coordinator
+//! re-attaches the task to it instead of running it a second time:
 //!
 //! 1. set [`ClientConfig::current_task`] to the task and the generation of the
 //!    agent's assignment of it before connecting (every `identify` made with the
@@ -18,6 +30,7 @@
 //! A coordinator that does not know `current_task` ignores it; `task_recovering`
 //! works with every v1 coordinator.
 
+use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,21 +39,35 @@ use http_body_util::Empty;
 use hyper::header::{CONNECTION, HOST, UPGRADE};
 use hyper::Request;
 use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::protocol::{
     decode_coordinator_message, AgentMessage, CapabilityEntry, CoordinatorMessage, CurrentTask,
     ErrorCode,
 };
 
+pub mod agent;
+pub mod session;
+#[cfg(feature = "rustls")]
+mod tls;
+mod url;
+
+pub use url::{HubUrl, HubUrlError};
+
 #[cfg(test)]
 mod tests;
+
+/// How long a connection attempt may take, from the TCP connect to `identified`,
+/// unless configured otherwise: the coordinator's own identify timeout.
+pub const DEFAULT_IDENTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Who the agent is and where the coordinator listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
-    /// `ws://HOST:PORT/ws`.
+    /// The coordinator's WebSocket URL; see [`HubUrl`] for the forms accepted.
     pub url: String,
     /// The agent id the token was created for.
     pub agent_id: String,
@@ -58,10 +85,17 @@ pub struct ClientConfig {
     /// with this config (None: the field is left out). See the module doc for the
     /// whole re-attach exchange.
     pub current_task: Option<CurrentTask>,
+    /// The most a connection attempt may take, from the TCP connect through the
+    /// TLS and WebSocket handshakes to `identified`.
+    pub identify_timeout: Duration,
+    /// DER-encoded root certificates trusted for `wss://` besides the Mozilla
+    /// roots (a private CA, a self-signed coordinator). Needs the `rustls` feature.
+    pub extra_root_certificates: Vec<Vec<u8>>,
 }
 
 impl ClientConfig {
-    /// A configuration with no capabilities and a 30 s JSON heartbeat.
+    /// A configuration with no capabilities, a 30 s JSON heartbeat and a 10 s
+    /// identify timeout.
     pub fn new(
         url: impl Into<String>,
         agent_id: impl Into<String>,
@@ -76,6 +110,8 @@ impl ClientConfig {
             client_type: "transport-ws".to_owned(),
             ping_interval: Some(Duration::from_secs(30)),
             current_task: None,
+            identify_timeout: DEFAULT_IDENTIFY_TIMEOUT,
+            extra_root_certificates: Vec::new(),
         }
     }
 
@@ -98,13 +134,38 @@ impl ClientConfig {
     }
 }
 
+/// The step of a connection attempt that took too long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stage {
+    /// Opening the TCP connection.
+    Connect,
+    /// The TLS handshake of `wss://`.
+    Tls,
+    /// The WebSocket upgrade.
+    Handshake,
+    /// Waiting for `identified` after `identify`.
+    Identify,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Connect => "TCP connect",
+            Stage::Tls => "TLS handshake",
+            Stage::Handshake => "WebSocket handshake",
+            Stage::Identify => "waiting for `identified`",
+        })
+    }
+}
+
 /// Why a connection could not be made or used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The URL is not `ws://host:port/path`.
-    #[error("invalid coordinator URL `{0}` (expected ws://HOST:PORT/PATH)")]
-    InvalidUrl(String),
+    /// The URL is not one of the forms [`HubUrl`] accepts.
+    #[error(transparent)]
+    InvalidUrl(#[from] HubUrlError),
     /// TCP connect failed.
     #[error("cannot connect to {addr}: {source}")]
     Connect {
@@ -113,11 +174,34 @@ pub enum ClientError {
         /// Why.
         source: std::io::Error,
     },
+    /// A `wss://` URL, but this build has no TLS (the `rustls` feature is off).
+    #[error("wss:// needs transport-ws built with its `rustls` feature")]
+    TlsUnavailable,
+    /// The TLS settings cannot be used (a root certificate that does not parse, a
+    /// host that is no valid server name).
+    #[error("TLS settings: {0}")]
+    TlsConfig(String),
+    /// The TLS handshake failed (for example: the certificate is not trusted).
+    #[error("TLS handshake with {host} failed: {detail}")]
+    Tls {
+        /// The server name.
+        host: String,
+        /// Why.
+        detail: String,
+    },
     /// The WebSocket handshake failed.
     #[error("WebSocket handshake failed: {0}")]
     Handshake(#[from] WebSocketError),
+    /// The coordinator did not get through a step in time.
+    #[error("no answer from the coordinator within {after_ms} ms ({stage})")]
+    Timeout {
+        /// The step that took too long.
+        stage: Stage,
+        /// The time allowed for the whole attempt.
+        after_ms: u64,
+    },
     /// The coordinator refused the identify.
-    #[error("the coordinator refused identify: {code:?} {detail}")]
+    #[error("the coordinator refused identify: {} {detail}", code.as_str())]
     Refused {
         /// `invalid_token` or `token_agent_mismatch`.
         code: ErrorCode,
@@ -127,6 +211,20 @@ pub enum ClientError {
     /// The connection closed.
     #[error("the connection closed")]
     Closed,
+}
+
+impl ClientError {
+    /// True if trying again cannot help: a refused identify (the token), a bad
+    /// URL, or TLS that cannot be set up as configured.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Refused { .. }
+                | ClientError::InvalidUrl(_)
+                | ClientError::TlsUnavailable
+                | ClientError::TlsConfig(_)
+        )
+    }
 }
 
 /// Sends messages on a connection; cheap to clone and usable from any task.
@@ -165,12 +263,27 @@ pub struct Connection {
 
 impl Connection {
     /// Connects, identifies (with [`ClientConfig::identify`]) and waits for
-    /// `identified`.
+    /// `identified`, all within [`ClientConfig::identify_timeout`].
     pub async fn connect(config: &ClientConfig) -> Result<Connection, ClientError> {
-        let mut connection = Connection::open(&config.url).await?;
+        let hub = HubUrl::parse(&config.url)?;
+        Connection::connect_to(&hub, config).await
+    }
+
+    /// [`Connection::connect`] to `hub` instead of [`ClientConfig::url`].
+    pub async fn connect_to(
+        hub: &HubUrl,
+        config: &ClientConfig,
+    ) -> Result<Connection, ClientError> {
+        let allowed = config.identify_timeout;
+        let deadline = Instant::now() + allowed;
+        let mut connection =
+            Connection::open_hub(hub, deadline, allowed, &config.extra_root_certificates).await?;
         connection.sender.send(&config.identify()).await?;
         loop {
-            match connection.recv().await {
+            let message = tokio::time::timeout_at(deadline, connection.recv())
+                .await
+                .map_err(|_| timeout(Stage::Identify, allowed))?;
+            match message {
                 Some(CoordinatorMessage::Identified { .. }) => break,
                 Some(CoordinatorMessage::Error { error, detail, .. }) => {
                     return Err(ClientError::Refused {
@@ -185,7 +298,7 @@ impl Connection {
         if let Some(every) = config.ping_interval {
             let sender = connection.sender.clone();
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                let mut tick = tokio::time::interval_at(Instant::now() + every, every);
                 loop {
                     tick.tick().await;
                     if sender.send(&AgentMessage::Ping {}).await.is_err() {
@@ -197,20 +310,56 @@ impl Connection {
         Ok(connection)
     }
 
-    /// Opens the WebSocket without identifying (for tests of the protocol itself).
+    /// Opens the WebSocket without identifying (for tests of the protocol
+    /// itself), within [`DEFAULT_IDENTIFY_TIMEOUT`].
     pub async fn open(url: &str) -> Result<Connection, ClientError> {
-        let (addr, path) = parse_url(url)?;
-        let tcp = TcpStream::connect(&addr)
+        let hub = HubUrl::parse(url)?;
+        let allowed = DEFAULT_IDENTIFY_TIMEOUT;
+        Connection::open_hub(&hub, Instant::now() + allowed, allowed, &[]).await
+    }
+
+    /// TCP, TLS for `wss://`, and the WebSocket upgrade, each by `deadline`.
+    async fn open_hub(
+        hub: &HubUrl,
+        deadline: Instant,
+        allowed: Duration,
+        extra_roots: &[Vec<u8>],
+    ) -> Result<Connection, ClientError> {
+        #[cfg(not(feature = "rustls"))]
+        if hub.is_tls() {
+            let _ = extra_roots;
+            return Err(ClientError::TlsUnavailable);
+        }
+        let addr = hub.socket_address();
+        let tcp = tokio::time::timeout_at(deadline, TcpStream::connect((hub.host(), hub.port())))
             .await
-            .map_err(|source| ClientError::Connect {
-                addr: addr.clone(),
-                source,
-            })?;
+            .map_err(|_| timeout(Stage::Connect, allowed))?
+            .map_err(|source| ClientError::Connect { addr, source })?;
         let _ = tcp.set_nodelay(true);
+        #[cfg(feature = "rustls")]
+        if hub.is_tls() {
+            let tls = tokio::time::timeout_at(deadline, tls::wrap(hub, tcp, extra_roots))
+                .await
+                .map_err(|_| timeout(Stage::Tls, allowed))??;
+            return Connection::upgrade(hub, tls, deadline, allowed).await;
+        }
+        Connection::upgrade(hub, tcp, deadline, allowed).await
+    }
+
+    /// The WebSocket upgrade on `stream`, then the reader and writer tasks.
+    async fn upgrade<S>(
+        hub: &HubUrl,
+        stream: S,
+        deadline: Instant,
+        allowed: Duration,
+    ) -> Result<Connection, ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let request = Request::builder()
             .method("GET")
-            .uri(path)
-            .header(HOST, &addr)
+            .uri(hub.path())
+            .header(HOST, hub.host_header())
             .header(UPGRADE, "websocket")
             .header(CONNECTION, "upgrade")
             .header(
@@ -219,9 +368,18 @@ impl Connection {
             )
             .header("Sec-WebSocket-Version", "13")
             .body(Empty::<Bytes>::new())
-            .map_err(|_| ClientError::InvalidUrl(url.to_owned()))?;
-        let (ws, _) =
-            fastwebsockets::handshake::client(&TokioExecutor::new(), request, tcp).await?;
+            .map_err(|_| {
+                ClientError::InvalidUrl(HubUrlError {
+                    url: hub.to_string(),
+                    reason: "not a valid request target",
+                })
+            })?;
+        let (ws, _) = tokio::time::timeout_at(
+            deadline,
+            fastwebsockets::handshake::client(&TokioExecutor::new(), request, stream),
+        )
+        .await
+        .map_err(|_| timeout(Stage::Handshake, allowed))??;
         let (mut read, mut write) = ws.split(|stream| {
             let (r, w) = tokio::io::split(stream);
             (r, tokio::io::BufWriter::with_capacity(16 * 1024, w))
@@ -322,18 +480,11 @@ impl Connection {
     }
 }
 
-fn parse_url(url: &str) -> Result<(String, String), ClientError> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| ClientError::InvalidUrl(url.to_owned()))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/ws"),
-    };
-    if authority.is_empty() || !authority.contains(':') {
-        return Err(ClientError::InvalidUrl(url.to_owned()));
+fn timeout(stage: Stage, allowed: Duration) -> ClientError {
+    ClientError::Timeout {
+        stage,
+        after_ms: u64::try_from(allowed.as_millis()).unwrap_or(u64::MAX),
     }
-    Ok((authority.to_owned(), path.to_owned()))
 }
 
 /// Exponential backoff with jitter: `initial`, doubling up to `max`.
@@ -379,8 +530,8 @@ impl Backoff {
     }
 }
 
-/// Connects, retrying with `backoff` until it works or the coordinator refuses the
-/// token (a refusal is final: retrying would not help).
+/// Connects, retrying with `backoff` until it works or fails for good (see
+/// [`ClientError::is_final`]: a refused token, a bad URL or TLS settings).
 pub async fn connect_with_retry(
     config: &ClientConfig,
     backoff: &mut Backoff,
@@ -388,9 +539,7 @@ pub async fn connect_with_retry(
     loop {
         match Connection::connect(config).await {
             Ok(connection) => return Ok(connection),
-            Err(err @ ClientError::Refused { .. }) | Err(err @ ClientError::InvalidUrl(_)) => {
-                return Err(err)
-            }
+            Err(err) if err.is_final() => return Err(err),
             Err(err) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "cannot reach the coordinator");

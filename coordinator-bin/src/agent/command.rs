@@ -9,9 +9,8 @@ use nix::unistd::Pid;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
-use tokio::sync::{mpsc, watch};
-
-use super::state::{HeldTask, Outcome};
+use tokio::sync::mpsc;
+use transport_ws::client::agent::{CancelToken, Job, Outcome};
 
 /// How a command is run.
 #[derive(Debug, Clone)]
@@ -27,20 +26,31 @@ pub struct RunSettings {
 /// How many bytes of stderr's end are reported on failure.
 const STDERR_TAIL: usize = 2_048;
 
-/// Runs the task's command to its end (or until `cancel` turns true). Progress
-/// numbers read from `progress: N` lines go to `progress`.
+/// The JSON given to the command on stdin.
+fn stdin_json(job: &Job) -> Value {
+    serde_json::json!({
+        "task_id": job.task_id(),
+        "generation": job.generation(),
+        "description": job.description(),
+        "metadata": job.metadata(),
+        "assigned_at": job.assigned_at(),
+    })
+}
+
+/// Runs the job's command to its end (or until `cancel` fires: then `None`).
+/// Progress numbers read from `progress: N` lines go to `progress`.
 pub async fn run(
-    task: &HeldTask,
+    job: &Job,
     settings: &RunSettings,
     progress: mpsc::UnboundedSender<Value>,
-    mut cancel: watch::Receiver<bool>,
+    cancel: CancelToken,
 ) -> Option<Outcome> {
     let mut child = match Command::new("sh")
         .arg("-c")
         .arg(&settings.exec)
-        .env("TASK_ID", &task.task_id)
-        .env("TASK_GENERATION", task.generation.to_string())
-        .env("TASK_DESCRIPTION", &task.description)
+        .env("TASK_ID", job.task_id())
+        .env("TASK_GENERATION", job.generation().to_string())
+        .env("TASK_DESCRIPTION", job.description())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -57,7 +67,7 @@ pub async fn run(
     };
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     if let Some(mut stdin) = child.stdin.take() {
-        let input = task.stdin_json().to_string();
+        let input = stdin_json(job).to_string();
         tokio::spawn(async move {
             let _ = stdin.write_all(input.as_bytes()).await;
             let _ = stdin.shutdown().await;
@@ -113,9 +123,7 @@ pub async fn run(
     let timeout = settings
         .timeout
         .unwrap_or(Duration::from_secs(u64::MAX / 4));
-    let cancelled = async move {
-        let _ = cancel.wait_for(|c| *c).await;
-    };
+    let cancelled = cancel.cancelled();
     let status = tokio::select! {
         status = child.wait() => status,
         _ = tokio::time::sleep(timeout) => {

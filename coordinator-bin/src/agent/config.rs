@@ -13,9 +13,12 @@ pub struct AgentArgs {
     /// A TOML file with any of the settings below (keys as the flags, with `_`).
     #[arg(long, env = "COORDINATOR_AGENT_CONFIG")]
     pub config: Option<PathBuf>,
-    /// The coordinator's WebSocket URL, e.g. ws://127.0.0.1:4000/ws.
-    #[arg(long, env = "COORDINATOR_AGENT_HUB")]
-    pub hub: Option<String>,
+    /// The coordinator's WebSocket URL, e.g. ws://127.0.0.1:4000/ws (wss:// for
+    /// TLS; http(s):// also accepted; without a port, 80 or 443). Repeat for
+    /// several coordinators (the variable takes a comma-separated list): they are
+    /// tried in turn until one answers.
+    #[arg(long = "hub", env = "COORDINATOR_AGENT_HUB", value_delimiter = ',')]
+    pub hubs: Vec<String>,
     /// The agent id the token was created for.
     #[arg(long, env = "COORDINATOR_AGENT_AGENT_ID")]
     pub agent_id: Option<String>,
@@ -50,15 +53,28 @@ pub struct AgentArgs {
     /// Largest reconnect delay in milliseconds.
     #[arg(long, env = "COORDINATOR_AGENT_BACKOFF_MAX_MS")]
     pub backoff_max_ms: Option<u64>,
+    /// How long one connection attempt may take, from the TCP connect to the
+    /// coordinator's `identified`, in milliseconds (default 10000); a coordinator
+    /// that does not answer in time counts as unreachable and the next is tried.
+    #[arg(long, env = "COORDINATOR_AGENT_IDENTIFY_TIMEOUT_MS")]
+    pub identify_timeout_ms: Option<u64>,
     /// A display name.
     #[arg(long, env = "COORDINATOR_AGENT_NAME")]
     pub name: Option<String>,
 }
 
+/// `hub` in the file: one URL or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Hubs {
+    One(String),
+    Several(Vec<String>),
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    hub: Option<String>,
+    hub: Option<Hubs>,
     agent_id: Option<String>,
     token: Option<String>,
     #[serde(default)]
@@ -70,14 +86,15 @@ struct FileConfig {
     shutdown_grace: Option<u64>,
     backoff_initial_ms: Option<u64>,
     backoff_max_ms: Option<u64>,
+    identify_timeout_ms: Option<u64>,
     name: Option<String>,
 }
 
 /// The settings, complete and checked.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
-    /// WebSocket URL.
-    pub hub: String,
+    /// WebSocket URLs, tried in turn.
+    pub hubs: Vec<String>,
     /// Agent id.
     pub agent_id: String,
     /// Token.
@@ -98,6 +115,8 @@ pub struct RunnerConfig {
     pub backoff_initial: Duration,
     /// Backoff cap.
     pub backoff_max: Duration,
+    /// The most one connection attempt may take.
+    pub identify_timeout: Duration,
     /// Display name.
     pub name: Option<String>,
 }
@@ -128,8 +147,24 @@ impl AgentArgs {
         } else {
             self.capabilities
         };
+        let hubs: Vec<String> = if self.hubs.is_empty() {
+            match file.hub {
+                Some(Hubs::One(hub)) => vec![hub],
+                Some(Hubs::Several(hubs)) => hubs,
+                None => Vec::new(),
+            }
+        } else {
+            self.hubs
+        };
+        let hubs: Vec<String> = hubs.into_iter().filter(|h| !h.trim().is_empty()).collect();
+        if hubs.is_empty() {
+            need("hub", None)?;
+        }
+        for hub in &hubs {
+            transport_ws::client::HubUrl::parse(hub).map_err(|e| e.to_string())?;
+        }
         Ok(RunnerConfig {
-            hub: need("hub", self.hub.or(file.hub))?,
+            hubs,
             agent_id: need("agent-id", self.agent_id.or(file.agent_id))?,
             token: need("token", self.token.or(file.token))?,
             capabilities: capabilities.into_iter().filter(|c| !c.is_empty()).collect(),
@@ -159,6 +194,11 @@ impl AgentArgs {
                     .or(file.backoff_max_ms)
                     .unwrap_or(60_000),
             ),
+            identify_timeout: Duration::from_millis(
+                self.identify_timeout_ms
+                    .or(file.identify_timeout_ms)
+                    .unwrap_or(10_000),
+            ),
             name: self.name.or(file.name),
         })
     }
@@ -185,12 +225,25 @@ mod tests {
         };
         let config = args.resolve().unwrap();
         assert_eq!(config.agent_id, "from-flag");
-        assert_eq!(config.hub, "ws://127.0.0.1:4000/ws");
+        assert_eq!(config.hubs, ["ws://127.0.0.1:4000/ws"]);
         assert_eq!(config.capabilities, ["gpu"]);
         assert_eq!(config.task_timeout, Some(Duration::from_secs(9)));
         assert_eq!(config.state_file, PathBuf::from("./agent-state.json"));
         assert_eq!(config.backoff_initial, Duration::from_secs(1));
         assert_eq!(config.backoff_max, Duration::from_secs(60));
+        assert_eq!(config.identify_timeout, Duration::from_secs(10));
+        std::fs::write(
+            &file,
+            "hub = [\"ws://a:1/ws\", \"wss://b\"]\nagent_id = \"x\"\ntoken = \"t\"\nexec = \"true\"\n",
+        )
+        .unwrap();
+        let config = AgentArgs {
+            config: Some(file.clone()),
+            ..AgentArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(config.hubs, ["ws://a:1/ws", "wss://b"]);
         std::fs::write(&file, "hub = \"ws://x:1/ws\"\nunknown_key = 1\n").unwrap();
         let err = AgentArgs {
             config: Some(file),
@@ -203,9 +256,33 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_hub_url_is_refused_before_anything_starts() {
+        let err = AgentArgs {
+            hubs: vec!["ws://ok:1/ws".into(), "ftp://x/ws".into()],
+            agent_id: Some("a".into()),
+            token: Some("t".into()),
+            exec: Some("true".into()),
+            ..AgentArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(
+            err.contains("ftp://x/ws") && err.contains("scheme"),
+            "{err}"
+        );
+        let err = AgentArgs {
+            agent_id: Some("a".into()),
+            ..AgentArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.contains("--hub"), "{err}");
+    }
+
+    #[test]
     fn a_missing_setting_is_named() {
         let err = AgentArgs {
-            hub: Some("ws://x:1/ws".into()),
+            hubs: vec!["ws://x:1/ws".into()],
             ..AgentArgs::default()
         }
         .resolve()

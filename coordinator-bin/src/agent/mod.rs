@@ -1,38 +1,26 @@
 //! `coordinator agent`: the bundled sidecar that makes any command-line program an
-//! agent. One task at a time; the task is saved before it is accepted and its
-//! outcome is kept until the coordinator acknowledges it. Every (re)connect while
-//! holding a task names it in `identify` (`current_task`) and sends
-//! `task_recovering`, so that the task is re-attached rather than run again.
-//!
-//! Every decision is made by the pure [`session::AgentSession`]; this file is the
-//! shell around it: it feeds in connections, frames, command ends, progress lines,
-//! stop signals and timer ticks, and executes what comes out (save the state file,
-//! send, start or kill the command, exit).
+//! agent, written on the agent SDK of `transport-ws`
+//! ([`transport_ws::client::agent`]). One task at a time; the task is saved to the
+//! state file before it is accepted and its outcome is kept until the coordinator
+//! acknowledges it; every (re)connect while holding a task names it in `identify`
+//! (`current_task`) and sends `task_recovering`, so that the task is re-attached
+//! rather than run again. Those rules are the SDK's; this file only runs a
+//! command per job, forwards its progress lines and outcome, and turns SIGTERM
+//! and SIGINT into a graceful stop.
 
 mod command;
 pub mod config;
-mod session;
-mod state;
 
-use std::future::Future;
-use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use transport_ws::client::{connect_with_retry, Backoff, ClientConfig, ClientError, Connection};
-use transport_ws::protocol::CoordinatorMessage;
+use transport_ws::client::agent::{AgentClient, Job, Outcome, StateFile};
 
 use command::RunSettings;
 use config::RunnerConfig;
-use session::{AgentSession, Output, SessionConfig};
-use state::{HeldTask, Outcome, StateFile};
 
-/// A connection that lasted this long resets the reconnect backoff.
-const STABLE_AFTER_MS: u64 = 30_000;
-
-/// On exit, killed commands get this long to be reaped (their process group is
+/// On exit, stopped commands get this long to be reaped (their process group is
 /// killed on the way).
 const REAP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -47,232 +35,96 @@ pub fn run(config: RunnerConfig) -> Result<(), String> {
     runtime.block_on(main_loop(config))
 }
 
-/// The command being run.
-struct Running {
-    handle: JoinHandle<Option<Outcome>>,
-    cancel: watch::Sender<bool>,
-}
-
-/// A connection attempt that owns the backoff and hands it back.
-type Connecting = Pin<Box<dyn Future<Output = (Result<Connection, ClientError>, Backoff)>>>;
-
-/// The I/O around [`AgentSession`]: the state file, the connection, the command,
-/// signals and the one clock. It decides nothing.
-struct Shell {
-    state: StateFile,
-    settings: RunSettings,
-    progress_tx: mpsc::UnboundedSender<(String, Value)>,
-    /// The one clock: milliseconds since the runner started.
-    started: Instant,
-    conn: Option<Connection>,
-    connected_at_ms: u64,
-    command: Option<Running>,
-    /// Killed commands still being reaped.
-    dying: Vec<JoinHandle<Option<Outcome>>>,
-}
-
 async fn main_loop(config: RunnerConfig) -> Result<(), String> {
     let state = StateFile::new(&config.state_file);
-    let held = state.load()?;
-    if let Some(task) = &held {
+    if let Some(task) = state.read()? {
         tracing::info!(
             task_id = task.task_id.as_str(),
             generation = task.generation,
             "state file holds a task; will recover it"
         );
     }
-    let mut session = AgentSession::new(
-        SessionConfig {
-            shutdown_grace_ms: u64::try_from(config.shutdown_grace.as_millis()).unwrap_or(u64::MAX),
-        },
-        held,
+    let mut builder = AgentClient::builder(&config.hubs, &config.agent_id, &config.token)
+        .capabilities(config.capabilities.clone())
+        .client_type("coordinator-agent")
+        .state_hook(state)
+        .identify_timeout(config.identify_timeout)
+        .backoff(config.backoff_initial, config.backoff_max)
+        .shutdown_grace(config.shutdown_grace);
+    if let Some(name) = &config.name {
+        builder = builder.name(name);
+    }
+    let settings = RunSettings {
+        exec: config.exec.clone(),
+        timeout: config.task_timeout,
+        max_output_bytes: config.max_output_bytes,
+    };
+    let mut signals = Signals::new()?;
+    let mut agent = tokio::select! {
+        agent = builder.connect() => agent.map_err(|e| e.to_string())?,
+        // Nothing runs yet: a held task stays in the state file.
+        () = signals.recv() => return Ok(()),
+    };
+    let mut commands: Vec<JoinHandle<()>> = Vec::new();
+    loop {
+        tokio::select! {
+            job = agent.next() => match job {
+                Some(job) => {
+                    commands.retain(|c| !c.is_finished());
+                    commands.push(tokio::spawn(run_job(job, settings.clone())));
+                }
+                None => break,
+            },
+            () = signals.recv() => {
+                tracing::info!("stop requested: taking no new work");
+                agent.stop();
+            }
+        }
+    }
+    // Commands stopped by a cancellation: their process groups are killed; wait
+    // (bounded) until they are gone.
+    for command in commands {
+        let _ = tokio::time::timeout(REAP_TIMEOUT, command).await;
+    }
+    agent.join().await.map_err(|e| e.to_string())
+}
+
+/// Runs one job's command and reports its progress lines and outcome.
+async fn run_job(job: Job, settings: RunSettings) {
+    let handle = job.handle();
+    let task_id = job.task_id().to_owned();
+    tracing::info!(
+        task_id,
+        generation = job.generation(),
+        restored = job.is_restored(),
+        "running the command"
     );
     let (progress_tx, mut progress_rx) = mpsc::unbounded_channel();
-    let mut shell = Shell {
-        state,
-        settings: RunSettings {
-            exec: config.exec.clone(),
-            timeout: config.task_timeout,
-            max_output_bytes: config.max_output_bytes,
+    let progress = handle.clone();
+    // Ends with the command's stdout.
+    tokio::spawn(async move {
+        while let Some(value) = progress_rx.recv().await {
+            // Refused once the job is over; nothing to do about that.
+            let _ = progress.progress(value).await;
+        }
+    });
+    let outcome = command::run(&job, &settings, progress_tx, job.cancel_token()).await;
+    let reported = match outcome {
+        Some(Outcome::Complete {
+            result,
+            tokens_used,
+        }) => match tokens_used {
+            Some(tokens) => handle.complete_with_tokens(result, tokens).await,
+            None => handle.complete(result).await,
         },
-        progress_tx,
-        started: Instant::now(),
-        conn: None,
-        connected_at_ms: 0,
-        command: None,
-        dying: Vec::new(),
+        Some(Outcome::Failed { error }) => handle.fail(error).await,
+        None => {
+            tracing::info!(task_id, "command stopped: the job was cancelled");
+            return;
+        }
     };
-    let mut client = ClientConfig::new(&config.hub, &config.agent_id, &config.token);
-    client.capabilities = config.capabilities.clone();
-    client.name = config.name.clone();
-    client.client_type = "coordinator-agent".into();
-    let mut backoff = Some(Backoff::new(config.backoff_initial, config.backoff_max));
-    let mut connecting: Option<Connecting> = None;
-    let mut signals = Signals::new()?;
-    loop {
-        while let Some(output) = session.poll_output() {
-            if shell.execute(&mut session, output).await {
-                shell.reap().await;
-                return Ok(());
-            }
-        }
-        if shell.conn.is_none() && connecting.is_none() && session.wants_connection() {
-            if let Some(mut backoff) = backoff.take() {
-                // Every identify names the held task, so that the coordinator
-                // re-attaches it rather than running it again.
-                client.current_task = session.current_task();
-                let client = client.clone();
-                connecting = Some(Box::pin(async move {
-                    let result = connect_with_retry(&client, &mut backoff).await;
-                    (result, backoff)
-                }));
-            }
-        }
-        let deadline = session
-            .poll_timeout()
-            .map(|ms| tokio::time::Instant::from_std(shell.started + Duration::from_millis(ms)));
-        tokio::select! {
-            (result, returned) = attempt(&mut connecting), if session.wants_connection() => {
-                connecting = None;
-                backoff = Some(returned);
-                shell.conn = Some(result.map_err(|e| e.to_string())?);
-                shell.connected_at_ms = shell.now_ms();
-                tracing::info!(hub = %config.hub, agent_id = config.agent_id.as_str(), "connected and identified");
-                session.handle_connected();
-            }
-            message = receive(&mut shell.conn) => match message {
-                Some(message) => session.handle_message(message),
-                None => {
-                    shell.conn = None;
-                    if shell.now_ms().saturating_sub(shell.connected_at_ms) >= STABLE_AFTER_MS {
-                        if let Some(backoff) = backoff.as_mut() {
-                            backoff.reset();
-                        }
-                    }
-                    tracing::warn!("connection to the coordinator lost; reconnecting");
-                    session.handle_disconnected();
-                }
-            },
-            joined = finish(&mut shell.command) => {
-                shell.command = None;
-                let outcome = match joined {
-                    Ok(Some(outcome)) => outcome,
-                    Ok(None) => Outcome::Failed { error: "the command stopped without a result".into() },
-                    Err(e) => Outcome::Failed { error: format!("the runner lost the command: {e}") },
-                };
-                session.handle_command_finished(outcome);
-            }
-            Some((task_id, value)) = progress_rx.recv(), if shell.conn.is_some() => {
-                session.handle_progress(task_id, value);
-            }
-            _ = signals.recv() => session.handle_shutdown(shell.now_ms()),
-            _ = sleep_until(deadline) => session.handle_timeout(shell.now_ms()),
-        }
-    }
-}
-
-/// The end of the connection attempt; never, without one.
-async fn attempt(
-    connecting: &mut Option<Connecting>,
-) -> (Result<Connection, ClientError>, Backoff) {
-    match connecting {
-        Some(future) => future.await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The next frame (`None`: the connection closed); never, without a connection.
-async fn receive(conn: &mut Option<Connection>) -> Option<CoordinatorMessage> {
-    match conn {
-        Some(conn) => conn.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The end of the running command; never, without one.
-async fn finish(command: &mut Option<Running>) -> Result<Option<Outcome>, tokio::task::JoinError> {
-    match command {
-        Some(running) => (&mut running.handle).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The deadline; never, without one.
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
-impl Shell {
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Executes one output; true on [`Output::Exit`].
-    async fn execute(&mut self, session: &mut AgentSession, output: Output) -> bool {
-        match output {
-            Output::SaveState(task) => {
-                let result = self.state.save(Some(&task));
-                session.handle_state_saved(self.saved(result));
-            }
-            Output::ClearState => {
-                let result = self.state.save(None);
-                session.handle_state_saved(self.saved(result));
-            }
-            Output::Send(message) => {
-                if let Some(conn) = &self.conn {
-                    // A failed send shows up as the connection's end.
-                    let _ = conn.send(&message).await;
-                }
-            }
-            Output::StartCommand(task) => self.start_command(task),
-            Output::KillCommand { task_id } => {
-                if let Some(running) = self.command.take() {
-                    tracing::info!(task_id, "killing the command");
-                    let _ = running.cancel.send(true);
-                    self.dying.retain(|handle| !handle.is_finished());
-                    self.dying.push(running.handle);
-                }
-            }
-            Output::Exit => return true,
-        }
-        false
-    }
-
-    fn saved(&self, result: std::io::Result<()>) -> Result<(), String> {
-        result.map_err(|e| {
-            tracing::error!(error = %e, file = %self.state.path().display(), "cannot write the state file");
-            e.to_string()
-        })
-    }
-
-    fn start_command(&mut self, task: HeldTask) {
-        debug_assert!(self.command.is_none(), "one command at a time");
-        let (cancel, cancelled) = watch::channel(false);
-        let settings = self.settings.clone();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let forward = self.progress_tx.clone();
-        let id = task.task_id.clone();
-        tokio::spawn(async move {
-            while let Some(value) = rx.recv().await {
-                if forward.send((id.clone(), value)).is_err() {
-                    return;
-                }
-            }
-        });
-        let handle =
-            tokio::spawn(async move { command::run(&task, &settings, tx, cancelled).await });
-        self.command = Some(Running { handle, cancel });
-    }
-
-    /// Waits (bounded) for killed commands, so that their process groups are gone
-    /// before the runner exits.
-    async fn reap(&mut self) {
-        for handle in self.dying.drain(..) {
-            let _ = tokio::time::timeout(REAP_TIMEOUT, handle).await;
-        }
+    if let Err(e) = reported {
+        tracing::warn!(task_id, error = %e, "the command's outcome was not taken");
     }
 }
 

@@ -14,5 +14,6 @@ mod poison;
 mod protocol;
 mod runner;
 mod scenarios;
+mod sdk;
 mod sim;
 mod tokens;

@@ -1,6 +1,7 @@
-//! The agent runner's protocol decisions as a pure state machine: what to save,
-//! send, start and kill in answer to coordinator messages, command ends,
-//! connection changes and stop requests.
+//! The agent side of the protocol as a pure state machine: what to save, send,
+//! start and cancel in answer to coordinator messages, job ends, connection
+//! changes and stop requests. [`crate::client::agent`] drives it for the agent SDK,
+//! and through the SDK the bundled runner (`coordinator agent`).
 //!
 //! This module performs no I/O: no sockets, files, processes, tasks or clocks.
 //! Time comes in as `now_ms` (milliseconds on any monotonic clock the caller
@@ -8,52 +9,137 @@
 //!
 //! # Driving it
 //!
-//! ```text
-//! let mut session = AgentSession::new(config, state_file.load()?);
-//! loop {
-//!     while let Some(output) = session.poll_output() {
-//!         match output {
-//!             Output::SaveState(task) => session.handle_state_saved(save(Some(&task))),
-//!             Output::ClearState => session.handle_state_saved(save(None)),
-//!             Output::Send(message) => connection.send(message),
-//!             Output::StartCommand(task) => spawn the command,
-//!             Output::KillCommand { .. } => kill the command, forget it,
-//!             Output::Exit => return,
-//!         }
+//! ```
+//! use transport_ws::client::session::{AgentSession, Output, SessionConfig};
+//!
+//! let mut session = AgentSession::new(SessionConfig { shutdown_grace_ms: 30_000 }, None);
+//! session.handle_connected(); // identified, with `current_task()` in `identify`
+//! while let Some(output) = session.poll_output() {
+//!     match output {
+//!         // Persist, then say how it went before polling again.
+//!         Output::SaveState(_task) => session.handle_state_saved(Ok(())),
+//!         Output::ClearState => session.handle_state_saved(Ok(())),
+//!         Output::Send(_message) => { /* on the current connection */ }
+//!         Output::StartJob { .. } => { /* hand the job to the program */ }
+//!         Output::CancelJob { .. } => { /* fire the job's cancellation */ }
+//!         Output::Exit => break,
 //!     }
-//!     wait for one event (connect if `wants_connection()`, naming `current_task()`
-//!     in identify; a frame, the command's end, a progress line, a stop signal, the
-//!     `poll_timeout()` deadline) and feed it in with the matching `handle_*` call.
 //! }
+//! // Then wait for one event (connect if `wants_connection()`; a frame, a job's
+//! // end or progress, a stop request, the `poll_timeout()` deadline), feed it in
+//! // with the matching `handle_*` call, and drain again.
 //! ```
 //!
 //! # Re-attach after every reconnect
 //!
-//! Whenever the runner connects while it holds a task (after its own restart, a
+//! Whenever the agent connects while it holds a task (after its own restart, a
 //! network blip or a coordinator restart; running, or with an outcome not yet
 //! acknowledged), its `identify` names the task in `current_task` and, once
 //! identified, it sends `task_recovering`. It then holds its outcome back until
 //! the coordinator answers: `task_continue` (go on; later reports carry the
-//! generation given there) or `task_reassign` (the task went elsewhere: the command
-//! is killed and the task dropped, as for `task_cancel`). A coordinator that
+//! generation given there) or `task_reassign` (the task went elsewhere: the job is
+//! cancelled and the task dropped, as for `task_cancel`). A coordinator that
 //! re-attaches on `current_task` and then answers `task_recovering` too sends the
 //! same `task_continue` twice; the repeat changes nothing.
+//!
+//! # Outcomes are kept until acknowledged
+//!
+//! A job's outcome is saved (see [`Output::SaveState`]) and sent; it stays held,
+//! and is sent again after every reconnect (once the coordinator has answered
+//! `task_recovering`), until the coordinator acknowledges it with `task_ack`, or
+//! refuses it because the task is no longer this agent's. Only then is the agent
+//! free for the next task.
 
 use std::collections::VecDeque;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use transport_ws::protocol::{AgentMessage, CoordinatorMessage, CurrentTask, ErrorCode};
 
-use super::state::{HeldTask, Outcome};
+use crate::protocol::{AgentMessage, CoordinatorMessage, CurrentTask, ErrorCode};
 
 #[cfg(test)]
 mod tests;
 
+/// How a job ended on this agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Done: the result to report.
+    Complete {
+        /// The result JSON.
+        result: Value,
+        /// Tokens used, if known.
+        tokens_used: Option<u64>,
+    },
+    /// Failed: the reason to report.
+    Failed {
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// The task this agent holds, as a state hook persists it: from its assignment
+/// until its outcome is acknowledged (or the task is cancelled or taken away).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldTask {
+    /// The task.
+    pub task_id: String,
+    /// The generation of this agent's assignment of it; reports echo it.
+    pub generation: u64,
+    /// What to do.
+    pub description: String,
+    /// The submitter's metadata.
+    pub metadata: Value,
+    /// When it was assigned, ms since the Unix epoch.
+    pub assigned_at: u64,
+    /// Set once the job ended; kept until the coordinator acknowledges it.
+    pub outcome: Option<Outcome>,
+}
+
+/// One run of a job on this agent: a task is run again (a new run) only when it
+/// was restored from the state hook after a restart. Reports name their run, so
+/// a report from a run that was cancelled is told apart from the current one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RunId(pub u64);
+
+/// Why a job's report (progress, outcome) was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReportError {
+    /// The job was cancelled, or its task went to another agent, or the agent
+    /// stopped it at the end of a stop grace: nobody wants its report.
+    #[error("the job was cancelled or taken away; its report is not wanted")]
+    Cancelled,
+    /// The job's outcome was already given.
+    #[error("the job's outcome was already reported")]
+    AlreadyReported,
+    /// The agent has stopped.
+    #[error("the agent has stopped")]
+    Stopped,
+    /// No job of this agent has that run id (or it ended too long ago).
+    #[error("no such job")]
+    UnknownRun,
+}
+
+/// The failure reported for a job dropped without an outcome.
+pub const JOB_DROPPED: &str = "the agent program dropped the job without reporting an outcome";
+
+/// The reason of the `task_rejected` that reports on a cancelled task: the
+/// coordinator offers a cancelled task's holder no new work until it reports on
+/// that task (or its cancel grace passes), so the agent says it has let go of
+/// the task as soon as the program has: at once if no job was running, else
+/// when the job's handles are dropped or it gives an outcome anyway. The
+/// coordinator answers `task_ack {status: "cancelled"}` and changes nothing.
+pub const CANCELLED: &str = "cancelled";
+
+/// How many ended runs are remembered to explain a late report.
+const ENDED_RUNS_KEPT: usize = 16;
+
 /// Settings of the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionConfig {
-    /// After a stop request, a running command may go on this long before it is
-    /// killed.
+    /// After a stop request, a running job may go on this long before it is
+    /// cancelled.
     pub shutdown_grace_ms: u64,
 }
 
@@ -62,37 +148,49 @@ pub struct SessionConfig {
 #[derive(Debug, Clone, PartialEq)]
 #[must_use]
 pub enum Output {
-    /// Write this task to the state file (atomically), then report the result with
+    /// Persist this task (the state hook; a file written atomically, say), then
+    /// report the result with
     /// [`AgentSession::handle_state_saved`] before polling again.
     SaveState(HeldTask),
-    /// Empty the state file, then report the result with
+    /// Persist that no task is held, then report the result with
     /// [`AgentSession::handle_state_saved`] before polling again.
     ClearState,
-    /// Send this message on the current connection.
+    /// Send this message on the current connection (if there is none, drop it).
     Send(AgentMessage),
-    /// Run the command for this task; report its end with
-    /// [`AgentSession::handle_command_finished`]. At most one runs at a time.
-    StartCommand(HeldTask),
-    /// Kill the running command of this task. Its end is not reported: from now on
-    /// no command is running.
-    KillCommand {
-        /// The task whose command to kill.
+    /// Start working on this task; report the job's end with
+    /// [`AgentSession::handle_job_finished`] under `run`. At most one job runs at
+    /// a time.
+    StartJob {
+        /// The run, to name in reports.
+        run: RunId,
+        /// The task, with the generation of this agent's assignment.
+        task: HeldTask,
+        /// The task came from the state hook after a restart: work on it may have
+        /// begun in the earlier process.
+        restored: bool,
+    },
+    /// Stop this run: cancelled, taken away, or past the stop grace. Its end is
+    /// not wanted any more: from now on no job is running.
+    CancelJob {
+        /// The run to stop.
+        run: RunId,
+        /// Its task.
         task_id: String,
     },
-    /// The runner is done: exit (status 0). Nothing follows.
+    /// The agent is done: stop driving the session. Nothing follows.
     Exit,
 }
 
-/// Where the runner stands towards stopping.
+/// Where the agent stands towards stopping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Taking work.
     Serving,
-    /// Stop requested while connected: no new work; the running command may finish
+    /// Stop requested while connected: no new work; the running job may finish
     /// within the grace, its outcome is reported and acknowledged, then exit. A lost
     /// connection is made again to report.
     Draining,
-    /// Stop requested while disconnected: no reconnect; the running command may
+    /// Stop requested while disconnected: no reconnect; the running job may
     /// finish within the grace and its outcome is saved, then exit.
     Leaving,
     /// `Exit` was emitted.
@@ -116,11 +214,11 @@ enum SaveInFlight {
     NewTask(String),
 }
 
-/// The runner's protocol state: the task it holds, whether its command runs,
+/// The agent's protocol state: the task it holds, whether its job runs,
 /// whether it is connected, and whether it is stopping.
 ///
 /// Call order:
-/// 1. [`new`](Self::new) with the task found in the state file, if any.
+/// 1. [`new`](Self::new) with the task the state hook kept, if any.
 /// 2. After every `handle_*` call, drain [`poll_output`](Self::poll_output) until it
 ///    returns `None`, executing each output in order. After executing a
 ///    [`Output::SaveState`] or [`Output::ClearState`], call
@@ -134,32 +232,42 @@ enum SaveInFlight {
 ///    connection with [`handle_connected`](Self::handle_connected) and its loss with
 ///    [`handle_disconnected`](Self::handle_disconnected).
 ///
-/// After [`Output::Exit`], every input is ignored and nothing more comes out.
+/// After [`Output::Exit`], every input is ignored and nothing more comes out
+/// (reports are answered [`ReportError::Stopped`]).
 #[derive(Debug)]
 pub struct AgentSession {
     config: SessionConfig,
-    /// The task this agent holds (as in the state file).
+    /// The task this agent holds (as the state hook has it).
     held: Option<HeldTask>,
-    /// The held task's command runs. Implies `held.is_some()`.
-    command_running: bool,
+    /// The run of the held task's job, while it runs. Implies `held.is_some()`.
+    running: Option<RunId>,
+    /// The next run's number.
+    next_run: u64,
+    /// How the most recent runs ended, newest last, at most [`ENDED_RUNS_KEPT`].
+    ended: VecDeque<(RunId, ReportError)>,
+    /// A job cancelled with `task_cancel` whose end is still to be reported.
+    cancel_report: Option<(RunId, String)>,
     connected: bool,
     /// `task_recovering` went out on this connection and was not answered yet:
     /// the outcome waits for `task_continue`.
     recovering: bool,
     phase: Phase,
-    /// When the running command is killed (set by a stop request).
+    /// When the running job is cancelled (set by a stop request).
     kill_at_ms: Option<u64>,
     save_in_flight: Option<SaveInFlight>,
     steps: VecDeque<Step>,
 }
 
 impl AgentSession {
-    /// A session holding `held`, the content of the state file.
+    /// A session holding `held`, what the state hook kept from an earlier run.
     pub fn new(config: SessionConfig, held: Option<HeldTask>) -> AgentSession {
         AgentSession {
             config,
             held,
-            command_running: false,
+            running: None,
+            next_run: 1,
+            ended: VecDeque::new(),
+            cancel_report: None,
             connected: false,
             recovering: false,
             phase: Phase::Serving,
@@ -169,7 +277,7 @@ impl AgentSession {
         }
     }
 
-    /// True while the runner should be connected (or trying to connect).
+    /// True while the agent should be connected (or trying to connect).
     pub fn wants_connection(&self) -> bool {
         matches!(self.phase, Phase::Serving | Phase::Draining)
     }
@@ -177,7 +285,7 @@ impl AgentSession {
     /// The task to name in `identify` (its `current_task` field) when connecting:
     /// the held task, running or with an outcome not yet acknowledged, with the
     /// generation of this agent's assignment of it. It does not change while the
-    /// runner is disconnected, so the shell may read it when it starts connecting.
+    /// agent is disconnected, so the shell may read it when it starts connecting.
     pub fn current_task(&self) -> Option<CurrentTask> {
         self.held.as_ref().map(|task| CurrentTask {
             task_id: task.task_id.clone(),
@@ -230,10 +338,13 @@ impl AgentSession {
                     return;
                 };
                 tracing::info!(task_id, "task assigned and saved; accepting");
-                self.command_running = true;
+                let run = self.start_run();
                 // In front: these belong right after the save.
-                self.steps
-                    .push_front(Step::Output(Output::StartCommand(task)));
+                self.steps.push_front(Step::Output(Output::StartJob {
+                    run,
+                    task,
+                    restored: false,
+                }));
                 self.push_front_send(AgentMessage::TaskAccepted { task_id });
             }
             Err(error) => {
@@ -241,7 +352,7 @@ impl AgentSession {
                 self.held = None;
                 self.push_front_send(AgentMessage::TaskRejected {
                     task_id,
-                    reason: Some(format!("state file: {error}")),
+                    reason: Some(format!("cannot save the task: {error}")),
                 });
             }
         }
@@ -312,12 +423,9 @@ impl AgentSession {
                 );
                 self.release(&task_id);
             }
-            CoordinatorMessage::TaskCancel { task_id } => {
-                tracing::info!(task_id, "task cancelled; stopping the command");
-                self.release(&task_id);
-            }
+            CoordinatorMessage::TaskCancel { task_id } => self.on_cancel(task_id),
             CoordinatorMessage::TaskAck { task_id, status }
-                if status != "accepted" && !self.command_running =>
+                if status != "accepted" && self.running.is_none() =>
             {
                 tracing::info!(task_id, status, "outcome acknowledged");
                 self.release(&task_id);
@@ -340,34 +448,31 @@ impl AgentSession {
         }
     }
 
-    /// The held task's command ended with `outcome`. The outcome is saved, then
-    /// reported when the coordinator can take it; it is kept until acknowledged.
-    pub fn handle_command_finished(&mut self, outcome: Outcome) {
-        if !self.accepts_input() {
-            return;
+    /// The job of `run` ended with `outcome`. The outcome is saved, then reported
+    /// when the coordinator can take it; it is kept until acknowledged. A report
+    /// for a run that is not the running one is refused and changes nothing.
+    pub fn handle_job_finished(&mut self, run: RunId, outcome: Outcome) -> Result<(), ReportError> {
+        if let Err(refused) = self.check_run(run) {
+            // A cancelled job that ends anyway: it has let go of the task.
+            self.report_cancelled(run);
+            return Err(refused);
         }
-        debug_assert!(
-            self.command_running,
-            "a command finished that was not running"
-        );
-        if !self.command_running {
-            return;
-        }
-        self.command_running = false;
+        self.running = None;
         self.kill_at_ms = None;
+        self.remember_end(run, ReportError::AlreadyReported);
         let Some(task) = self.held.as_mut() else {
-            debug_assert!(false, "a running command without a held task");
-            return;
+            debug_assert!(false, "a running job without a held task");
+            return Ok(());
         };
         match &outcome {
             Outcome::Complete { .. } => {
-                tracing::info!(task_id = task.task_id.as_str(), "command succeeded")
+                tracing::info!(task_id = task.task_id.as_str(), "job done")
             }
             Outcome::Failed { error } => {
                 tracing::warn!(
                     task_id = task.task_id.as_str(),
                     error = error.as_str(),
-                    "command failed"
+                    "job failed"
                 )
             }
         }
@@ -378,30 +483,65 @@ impl AgentSession {
         } else {
             self.report();
         }
+        Ok(())
     }
 
-    /// The running command printed a progress line. It goes out while the task is
-    /// held, unfinished, and the coordinator is connected.
-    pub fn handle_progress(&mut self, task_id: String, progress: Value) {
-        if !self.accepts_input() || !self.connected {
-            return;
+    /// Every handle of the job of `run` was dropped. If it still runs, nothing can
+    /// report on it any more: it fails (so that the agent does not stay busy with
+    /// it); otherwise this changes nothing.
+    /// A cancelled job's drop is the sign that the program has stopped working
+    /// on it; see [`CANCELLED`].
+    pub fn handle_job_dropped(&mut self, run: RunId) {
+        if self.check_run(run).is_ok() {
+            let _ = self.handle_job_finished(
+                run,
+                Outcome::Failed {
+                    error: JOB_DROPPED.to_owned(),
+                },
+            );
+        } else {
+            self.report_cancelled(run);
         }
-        let working = self
-            .held
-            .as_ref()
-            .is_some_and(|t| t.task_id == task_id && t.outcome.is_none());
-        if working {
+    }
+
+    /// The job of `run` reports progress. It goes out while that job runs and the
+    /// coordinator is connected (disconnected, it is dropped: progress is only a
+    /// sign of life). A report for a run that is not the running one is refused.
+    pub fn handle_progress(&mut self, run: RunId, progress: Value) -> Result<(), ReportError> {
+        self.check_run(run)?;
+        if let Some(task) = &self.held {
+            let task_id = task.task_id.clone();
             self.send(AgentMessage::TaskProgress {
                 task_id,
                 progress: Some(progress),
             });
         }
+        Ok(())
     }
 
-    /// SIGTERM or SIGINT at `now_ms`: take no new work. Idle: exit at once.
-    /// Otherwise a running command gets the grace to finish; connected, the runner
-    /// reports the outcome and exits once it is acknowledged; disconnected, it only
-    /// saves the outcome and exits. A task without a command stays in the state file.
+    /// The coordinator refused this agent's `identify` (its token is no longer
+    /// valid): retrying would not help, so the agent stops. A running job is
+    /// cancelled; the held task stays as the state hook has it.
+    pub fn handle_refused(&mut self) {
+        if !self.accepts_input() {
+            return;
+        }
+        if let Some(run) = self.running {
+            let task_id = self
+                .held
+                .as_ref()
+                .map(|t| t.task_id.clone())
+                .unwrap_or_default();
+            self.kill_job(run, task_id);
+        }
+        self.exit();
+    }
+
+    /// A stop request (SIGTERM, the program's own) at `now_ms`: take no new work.
+    /// Idle: exit at once. Otherwise a running job gets the grace to finish;
+    /// connected, the agent reports the outcome and exits once it is acknowledged;
+    /// disconnected, it only saves the outcome and exits. A held task without a
+    /// running job stays with the state hook.
     pub fn handle_shutdown(&mut self, now_ms: u64) {
         if !self.accepts_input() || self.phase == Phase::Leaving {
             return;
@@ -415,18 +555,18 @@ impl AgentSession {
             self.phase = Phase::Draining;
         } else {
             self.phase = Phase::Leaving;
-            if !self.command_running {
+            if self.running.is_none() {
                 self.exit();
                 return;
             }
         }
-        if self.command_running && self.kill_at_ms.is_none() {
+        if self.running.is_some() && self.kill_at_ms.is_none() {
             self.kill_at_ms = Some(now_ms.saturating_add(self.config.shutdown_grace_ms));
         }
     }
 
-    /// The clock reached `now_ms`: past the grace, the running command is killed
-    /// and the runner exits; the task stays in the state file for the next start.
+    /// The clock reached `now_ms`: past the grace, the running job is cancelled
+    /// and the agent exits; the task stays with the state hook for the next start.
     pub fn handle_timeout(&mut self, now_ms: u64) {
         if !self.accepts_input() {
             return;
@@ -435,9 +575,10 @@ impl AgentSession {
             Some(at) if now_ms >= at => self.kill_at_ms = None,
             _ => return,
         }
-        if let Some(task_id) = self.running_task_id() {
-            tracing::warn!(task_id, "stop grace over; killing the command");
-            self.kill_command(task_id);
+        if let (Some(run), Some(task)) = (self.running, &self.held) {
+            let task_id = task.task_id.clone();
+            tracing::warn!(task_id, "stop grace over; cancelling the job");
+            self.kill_job(run, task_id);
             self.exit();
         }
     }
@@ -481,6 +622,36 @@ impl AgentSession {
         self.steps.push_back(Step::SaveNewTask(assigned));
     }
 
+    fn on_cancel(&mut self, task_id: String) {
+        if self.held.as_ref().is_none_or(|t| t.task_id != task_id) {
+            return;
+        }
+        tracing::info!(task_id, "task cancelled; stopping the job");
+        match self.running {
+            // Reported once the job has stopped.
+            Some(run) => self.cancel_report = Some((run, task_id.clone())),
+            None => self.send(AgentMessage::TaskRejected {
+                task_id: task_id.clone(),
+                reason: Some(CANCELLED.to_owned()),
+            }),
+        }
+        self.release(&task_id);
+    }
+
+    /// The cancelled job of `run` has ended: say so, once.
+    fn report_cancelled(&mut self, run: RunId) {
+        if self.phase == Phase::Exited {
+            return;
+        }
+        if let Some((_, task_id)) = self.cancel_report.take_if(|(r, _)| *r == run) {
+            tracing::info!(task_id, "the cancelled job has stopped");
+            self.send(AgentMessage::TaskRejected {
+                task_id,
+                reason: Some(CANCELLED.to_owned()),
+            });
+        }
+    }
+
     fn on_continue(&mut self, task_id: String, generation: u64) {
         let Some(task) = self.held.as_mut().filter(|t| t.task_id == task_id) else {
             return;
@@ -516,17 +687,18 @@ impl AgentSession {
         }
     }
 
-    /// The held task goes on: its outcome is reported, or its command started.
-    /// While stopping no command starts: the task stays saved and the runner exits.
+    /// The held task goes on: its outcome is reported, or its job started (it was
+    /// restored after a restart: nothing runs it in this process yet). While
+    /// stopping no job starts: the task stays saved and the agent exits.
     fn go_on(&mut self) {
         let Some(task) = &self.held else { return };
         if task.outcome.is_some() {
             self.report();
-        } else if !self.command_running {
+        } else if self.running.is_none() {
             if self.phase != Phase::Serving {
                 tracing::info!(
                     task_id = task.task_id.as_str(),
-                    "stopping: the task stays in the state file"
+                    "stopping: the task stays with the state hook"
                 );
                 self.exit();
                 return;
@@ -534,12 +706,15 @@ impl AgentSession {
             tracing::info!(
                 task_id = task.task_id.as_str(),
                 generation = task.generation,
-                "running the command"
+                "running the restored task"
             );
-            self.command_running = true;
             let task = task.clone();
-            self.steps
-                .push_back(Step::Output(Output::StartCommand(task)));
+            let run = self.start_run();
+            self.steps.push_back(Step::Output(Output::StartJob {
+                run,
+                task,
+                restored: true,
+            }));
         }
     }
 
@@ -571,14 +746,14 @@ impl AgentSession {
         self.send(message);
     }
 
-    /// Drops the held task if it is `task_id`: its command is killed and the state
-    /// file emptied. A stopping runner with nothing left exits.
+    /// Drops the held task if it is `task_id`: its job is cancelled and the state
+    /// cleared. A stopping agent with nothing left exits.
     fn release(&mut self, task_id: &str) {
         if self.held.as_ref().is_none_or(|t| t.task_id != task_id) {
             return;
         }
-        if self.command_running {
-            self.kill_command(task_id.to_owned());
+        if let Some(run) = self.running {
+            self.kill_job(run, task_id.to_owned());
         }
         self.held = None;
         self.recovering = false;
@@ -588,18 +763,43 @@ impl AgentSession {
         }
     }
 
-    fn kill_command(&mut self, task_id: String) {
-        self.command_running = false;
+    fn kill_job(&mut self, run: RunId, task_id: String) {
+        self.running = None;
         self.kill_at_ms = None;
+        self.remember_end(run, ReportError::Cancelled);
         self.steps
-            .push_back(Step::Output(Output::KillCommand { task_id }));
+            .push_back(Step::Output(Output::CancelJob { run, task_id }));
     }
 
-    fn running_task_id(&self) -> Option<String> {
-        self.held
-            .as_ref()
-            .filter(|_| self.command_running)
-            .map(|t| t.task_id.clone())
+    /// A new run of the held task starts now.
+    fn start_run(&mut self) -> RunId {
+        debug_assert!(self.running.is_none(), "one job at a time");
+        let run = RunId(self.next_run);
+        self.next_run += 1;
+        self.running = Some(run);
+        run
+    }
+
+    fn remember_end(&mut self, run: RunId, end: ReportError) {
+        if self.ended.len() == ENDED_RUNS_KEPT {
+            self.ended.pop_front();
+        }
+        self.ended.push_back((run, end));
+    }
+
+    /// Ok if `run` is the running job; else why its report is refused.
+    fn check_run(&self, run: RunId) -> Result<(), ReportError> {
+        if !self.accepts_input() {
+            return Err(ReportError::Stopped);
+        }
+        if self.running == Some(run) {
+            return Ok(());
+        }
+        Err(self
+            .ended
+            .iter()
+            .find(|(ended, _)| *ended == run)
+            .map_or(ReportError::UnknownRun, |(_, why)| *why))
     }
 
     fn save_held(&mut self) {
@@ -622,7 +822,7 @@ impl AgentSession {
     }
 
     fn exit(&mut self) {
-        debug_assert!(!self.command_running, "exit with a command running");
+        debug_assert!(self.running.is_none(), "exit with a job running");
         self.phase = Phase::Exited;
         self.kill_at_ms = None;
         self.steps.push_back(Step::Output(Output::Exit));

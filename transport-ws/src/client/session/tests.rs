@@ -1,11 +1,10 @@
-//! Unit tests of the agent runner's session: exact output sequences for each
-//! protocol path.
+//! Unit tests of the agent session: exact output sequences for each protocol
+//! path.
 
-use serde_json::json;
-use transport_ws::protocol::{AgentMessage, CoordinatorMessage, CurrentTask, ErrorCode};
+use serde_json::{json, Value};
 
-use super::{AgentSession, Output, SessionConfig};
-use crate::agent::state::{HeldTask, Outcome};
+use super::{AgentSession, HeldTask, Outcome, Output, ReportError, RunId, SessionConfig};
+use crate::protocol::{AgentMessage, CoordinatorMessage, CurrentTask, ErrorCode};
 
 const GRACE_MS: u64 = 1_000;
 
@@ -115,6 +114,45 @@ fn completed(task_id: &str, generation: u64) -> Output {
     })
 }
 
+/// A new job of `task` under run `run`.
+fn start(run: u64, task: HeldTask) -> Output {
+    Output::StartJob {
+        run: RunId(run),
+        task,
+        restored: false,
+    }
+}
+
+/// The job of a task restored from the state hook, under run `run`.
+fn resume(run: u64, task: HeldTask) -> Output {
+    Output::StartJob {
+        run: RunId(run),
+        task,
+        restored: true,
+    }
+}
+
+fn cancel_job(run: u64, task_id: &str) -> Output {
+    Output::CancelJob {
+        run: RunId(run),
+        task_id: task_id.into(),
+    }
+}
+
+/// The running job ends with `outcome`.
+fn finish(s: &mut AgentSession, outcome: Outcome) {
+    let run = s.running.expect("a job runs");
+    s.handle_job_finished(run, outcome)
+        .expect("the running job's outcome is taken");
+}
+
+/// The running job reports `progress`.
+fn progress(s: &mut AgentSession, progress: Value) {
+    let run = s.running.expect("a job runs");
+    s.handle_progress(run, progress)
+        .expect("the running job's progress is taken");
+}
+
 /// Every output until there is none, each save reported as done.
 fn drain(s: &mut AgentSession) -> Vec<Output> {
     let mut outputs = Vec::new();
@@ -145,7 +183,7 @@ fn running_t1() -> AgentSession {
         [
             Output::SaveState(task("t1", 1)),
             accepted("t1"),
-            Output::StartCommand(task("t1", 1)),
+            start(1, task("t1", 1)),
         ]
     );
     s
@@ -154,7 +192,7 @@ fn running_t1() -> AgentSession {
 /// A connected session whose t1 outcome went out and waits for its ack.
 fn reported_t1() -> AgentSession {
     let mut s = running_t1();
-    s.handle_command_finished(done());
+    finish(&mut s, done());
     assert_eq!(
         drain(&mut s),
         [
@@ -168,7 +206,7 @@ fn reported_t1() -> AgentSession {
 #[test]
 fn a_task_is_saved_accepted_run_reported_and_cleared_on_ack() {
     let mut s = running_t1();
-    s.handle_progress("t1".into(), json!(0.5));
+    progress(&mut s, json!(0.5));
     assert_eq!(
         drain(&mut s),
         [send(AgentMessage::TaskProgress {
@@ -178,7 +216,7 @@ fn a_task_is_saved_accepted_run_reported_and_cleared_on_ack() {
     );
     s.handle_message(ack("t1", "accepted"));
     assert_eq!(drain(&mut s), []);
-    s.handle_command_finished(done());
+    finish(&mut s, done());
     assert_eq!(
         drain(&mut s),
         [
@@ -195,7 +233,7 @@ fn a_task_is_saved_accepted_run_reported_and_cleared_on_ack() {
         [
             Output::SaveState(task("t2", 4)),
             accepted("t2"),
-            Output::StartCommand(task("t2", 4)),
+            start(2, task("t2", 4)),
         ]
     );
 }
@@ -209,7 +247,7 @@ fn nothing_is_sent_before_the_state_file_write_is_reported() {
     assert_eq!(s.poll_output(), None);
     s.handle_state_saved(Ok(()));
     assert_eq!(s.poll_output(), Some(accepted("t1")));
-    assert_eq!(s.poll_output(), Some(Output::StartCommand(task("t1", 1))));
+    assert_eq!(s.poll_output(), Some(start(1, task("t1", 1))));
     assert_eq!(s.poll_output(), None);
 }
 
@@ -219,7 +257,10 @@ fn a_task_that_cannot_be_saved_is_rejected_and_not_run() {
     s.handle_message(assign("t1", 1));
     assert_eq!(s.poll_output(), Some(Output::SaveState(task("t1", 1))));
     s.handle_state_saved(Err("disk full".into()));
-    assert_eq!(drain(&mut s), [rejected("t1", "state file: disk full")]);
+    assert_eq!(
+        drain(&mut s),
+        [rejected("t1", "cannot save the task: disk full")]
+    );
     // Nothing is held: the next task is taken.
     s.handle_message(assign("t2", 1));
     assert_eq!(
@@ -227,7 +268,7 @@ fn a_task_that_cannot_be_saved_is_rejected_and_not_run() {
         [
             Output::SaveState(task("t2", 1)),
             accepted("t2"),
-            Output::StartCommand(task("t2", 1)),
+            start(1, task("t2", 1)),
         ]
     );
 }
@@ -235,7 +276,7 @@ fn a_task_that_cannot_be_saved_is_rejected_and_not_run() {
 #[test]
 fn a_failed_update_of_the_state_file_changes_nothing() {
     let mut s = running_t1();
-    s.handle_command_finished(done());
+    finish(&mut s, done());
     assert_eq!(
         s.poll_output(),
         Some(Output::SaveState(with_outcome(task("t1", 1), done())))
@@ -247,7 +288,7 @@ fn a_failed_update_of_the_state_file_changes_nothing() {
 #[test]
 fn a_failed_command_is_reported_as_task_failed() {
     let mut s = running_t1();
-    s.handle_command_finished(broke());
+    finish(&mut s, broke());
     assert_eq!(
         drain(&mut s),
         [
@@ -272,7 +313,7 @@ fn a_task_arriving_while_busy_is_rejected() {
     s.handle_message(ack("t2", "rejected"));
     assert_eq!(drain(&mut s), []);
     // Still busy while the outcome waits for its ack.
-    s.handle_command_finished(done());
+    finish(&mut s, done());
     let _ = drain(&mut s);
     s.handle_message(assign("t3", 1));
     assert_eq!(drain(&mut s), [rejected("t3", "busy")]);
@@ -285,7 +326,7 @@ fn stale_and_unknown_acks_are_ignored() {
     s.handle_message(ack("t1", "complete"));
     s.handle_message(ack("other", "complete"));
     assert_eq!(drain(&mut s), []);
-    s.handle_command_finished(done());
+    finish(&mut s, done());
     let _ = drain(&mut s);
     s.handle_message(ack("t1", "accepted"));
     s.handle_message(ack("other", "complete"));
@@ -314,12 +355,9 @@ fn a_saved_task_is_recovered_then_continued_by_running_its_command() {
     s.handle_message(cont("t1", 2));
     assert_eq!(
         drain(&mut s),
-        [
-            Output::SaveState(task("t1", 2)),
-            Output::StartCommand(task("t1", 2)),
-        ]
+        [Output::SaveState(task("t1", 2)), resume(1, task("t1", 2)),]
     );
-    s.handle_command_finished(done());
+    finish(&mut s, done());
     assert_eq!(
         drain(&mut s),
         [
@@ -361,7 +399,7 @@ fn a_saved_task_reassigned_elsewhere_is_dropped() {
         [
             Output::SaveState(task("t2", 1)),
             accepted("t2"),
-            Output::StartCommand(task("t2", 1)),
+            start(1, task("t2", 1)),
         ]
     );
 }
@@ -389,7 +427,7 @@ fn the_held_task_assigned_again_is_adopted_not_rejected() {
         [
             Output::SaveState(task("t1", 3)),
             accepted("t1"),
-            Output::StartCommand(task("t1", 3)),
+            resume(1, task("t1", 3)),
         ]
     );
     // Assigned again while its command runs: adopted, the command goes on.
@@ -399,7 +437,7 @@ fn the_held_task_assigned_again_is_adopted_not_rejected() {
         [Output::SaveState(task("t1", 4)), accepted("t1")]
     );
     // With an outcome: reported again.
-    s.handle_command_finished(done());
+    finish(&mut s, done());
     let _ = drain(&mut s);
     s.handle_message(assign("t1", 5));
     assert_eq!(
@@ -417,7 +455,7 @@ fn an_outcome_made_while_disconnected_is_saved_and_reported_after_continue() {
     let mut s = running_t1();
     s.handle_disconnected();
     assert!(s.wants_connection());
-    s.handle_command_finished(done());
+    finish(&mut s, done());
     assert_eq!(
         drain(&mut s),
         [Output::SaveState(with_outcome(task("t1", 1), done()))]
@@ -442,7 +480,7 @@ fn an_outcome_made_while_recovering_waits_for_continue() {
     s.handle_disconnected();
     s.handle_connected();
     assert_eq!(drain(&mut s), [recovering("t1")]);
-    s.handle_command_finished(done());
+    finish(&mut s, done());
     assert_eq!(
         drain(&mut s),
         [Output::SaveState(with_outcome(task("t1", 1), done()))]
@@ -464,28 +502,31 @@ fn unsent_messages_are_dropped_on_disconnect() {
     assert_eq!(s.poll_output(), Some(Output::SaveState(task("t1", 1))));
     s.handle_state_saved(Ok(()));
     s.handle_disconnected();
-    assert_eq!(drain(&mut s), [Output::StartCommand(task("t1", 1))]);
+    assert_eq!(drain(&mut s), [start(1, task("t1", 1))]);
 }
 
 #[test]
-fn cancel_kills_the_running_command_and_clears_the_task() {
+fn cancel_stops_the_running_job_clears_the_task_and_reports_once_the_job_is_dropped() {
     let mut s = running_t1();
     s.handle_message(CoordinatorMessage::TaskCancel {
         task_id: "t1".into(),
     });
-    assert_eq!(
-        drain(&mut s),
-        [
-            Output::KillCommand {
-                task_id: "t1".into()
-            },
-            Output::ClearState,
-        ]
-    );
+    assert_eq!(drain(&mut s), [cancel_job(1, "t1"), Output::ClearState]);
     // Unknown or repeated cancels change nothing.
     s.handle_message(CoordinatorMessage::TaskCancel {
         task_id: "t1".into(),
     });
+    s.handle_message(CoordinatorMessage::TaskCancel {
+        task_id: "other".into(),
+    });
+    assert_eq!(drain(&mut s), []);
+    // The program lets go of the job: the coordinator hears that the agent is
+    // done with the task (so it need not wait for the cancel grace), once.
+    s.handle_job_dropped(RunId(1));
+    assert_eq!(drain(&mut s), [rejected("t1", "cancelled")]);
+    s.handle_job_dropped(RunId(1));
+    assert_eq!(drain(&mut s), []);
+    s.handle_message(ack("t1", "cancelled"));
     assert_eq!(drain(&mut s), []);
     s.handle_message(assign("t2", 1));
     assert_eq!(
@@ -493,18 +534,37 @@ fn cancel_kills_the_running_command_and_clears_the_task() {
         [
             Output::SaveState(task("t2", 1)),
             accepted("t2"),
-            Output::StartCommand(task("t2", 1)),
+            start(2, task("t2", 1)),
         ]
     );
 }
 
 #[test]
-fn cancel_after_the_command_ended_clears_the_outcome() {
+fn a_cancelled_job_that_gives_an_outcome_anyway_reports_the_cancel_once() {
+    let mut s = running_t1();
+    s.handle_message(CoordinatorMessage::TaskCancel {
+        task_id: "t1".into(),
+    });
+    let _ = drain(&mut s);
+    assert_eq!(
+        s.handle_job_finished(RunId(1), done()),
+        Err(ReportError::Cancelled)
+    );
+    assert_eq!(drain(&mut s), [rejected("t1", "cancelled")]);
+    s.handle_job_dropped(RunId(1));
+    assert_eq!(drain(&mut s), []);
+}
+
+#[test]
+fn cancel_after_the_command_ended_clears_the_outcome_and_reports_at_once() {
     let mut s = reported_t1();
     s.handle_message(CoordinatorMessage::TaskCancel {
         task_id: "t1".into(),
     });
-    assert_eq!(drain(&mut s), [Output::ClearState]);
+    assert_eq!(
+        drain(&mut s),
+        [rejected("t1", "cancelled"), Output::ClearState]
+    );
 }
 
 #[test]
@@ -536,7 +596,7 @@ fn shutdown_while_busy_lets_the_command_finish_and_exits_after_the_ack() {
     assert_eq!(drain(&mut s), []);
     s.handle_timeout(100 + GRACE_MS - 1);
     assert_eq!(drain(&mut s), []);
-    s.handle_command_finished(done());
+    finish(&mut s, done());
     assert_eq!(
         drain(&mut s),
         [
@@ -557,15 +617,7 @@ fn shutdown_while_busy_kills_the_command_after_the_grace_and_keeps_the_task() {
     assert_eq!(drain(&mut s), []);
     assert_eq!(s.poll_timeout(), Some(100 + GRACE_MS));
     s.handle_timeout(100 + GRACE_MS);
-    assert_eq!(
-        drain(&mut s),
-        [
-            Output::KillCommand {
-                task_id: "t1".into()
-            },
-            Output::Exit,
-        ]
-    );
+    assert_eq!(drain(&mut s), [cancel_job(1, "t1"), Output::Exit,]);
 }
 
 #[test]
@@ -576,7 +628,7 @@ fn shutdown_while_disconnected_waits_for_the_command_saves_its_outcome_and_exits
     assert_eq!(drain(&mut s), []);
     assert!(!s.wants_connection());
     assert_eq!(s.poll_timeout(), Some(100 + GRACE_MS));
-    s.handle_command_finished(done());
+    finish(&mut s, done());
     assert_eq!(
         drain(&mut s),
         [
@@ -589,15 +641,7 @@ fn shutdown_while_disconnected_waits_for_the_command_saves_its_outcome_and_exits
     s.handle_disconnected();
     s.handle_shutdown(100);
     s.handle_timeout(100 + GRACE_MS);
-    assert_eq!(
-        drain(&mut s),
-        [
-            Output::KillCommand {
-                task_id: "t1".into()
-            },
-            Output::Exit,
-        ]
-    );
+    assert_eq!(drain(&mut s), [cancel_job(1, "t1"), Output::Exit,]);
 }
 
 #[test]
@@ -614,7 +658,7 @@ fn a_draining_runner_reconnects_to_report_then_exits() {
     s.handle_shutdown(100);
     s.handle_disconnected();
     assert!(s.wants_connection());
-    s.handle_command_finished(done());
+    finish(&mut s, done());
     assert_eq!(
         drain(&mut s),
         [Output::SaveState(with_outcome(task("t1", 1), done()))]
@@ -700,7 +744,7 @@ fn a_refused_report_drops_the_task_only_if_it_is_no_longer_ours() {
         "",
     ));
     assert_eq!(drain(&mut s), []);
-    s.handle_command_finished(done());
+    finish(&mut s, done());
     assert_eq!(
         drain(&mut s),
         [
@@ -711,16 +755,111 @@ fn a_refused_report_drops_the_task_only_if_it_is_no_longer_ours() {
 }
 
 #[test]
-fn progress_goes_out_only_for_the_unfinished_held_task_while_connected() {
+fn progress_goes_out_only_for_the_running_job_while_connected() {
     let mut s = running_t1();
-    s.handle_progress("other".into(), json!(1));
+    assert_eq!(
+        s.handle_progress(RunId(7), json!(1)),
+        Err(ReportError::UnknownRun)
+    );
     assert_eq!(drain(&mut s), []);
     s.handle_disconnected();
-    s.handle_progress("t1".into(), json!(1));
+    // Taken, but there is nowhere to send it.
+    assert_eq!(s.handle_progress(RunId(1), json!(1)), Ok(()));
     assert_eq!(drain(&mut s), []);
     let mut s = reported_t1();
-    s.handle_progress("t1".into(), json!(1));
+    assert_eq!(
+        s.handle_progress(RunId(1), json!(1)),
+        Err(ReportError::AlreadyReported)
+    );
     assert_eq!(drain(&mut s), []);
+}
+
+#[test]
+fn a_report_from_a_run_that_is_over_is_refused_and_changes_nothing() {
+    // Reported twice.
+    let mut s = reported_t1();
+    assert_eq!(
+        s.handle_job_finished(RunId(1), broke()),
+        Err(ReportError::AlreadyReported)
+    );
+    assert_eq!(drain(&mut s), []);
+    assert_eq!(s.current_task(), current("t1", 1));
+
+    // Cancelled: its late outcome is not wanted, and the next task's run is not
+    // mistaken for it.
+    let mut s = running_t1();
+    s.handle_message(CoordinatorMessage::TaskCancel {
+        task_id: "t1".into(),
+    });
+    assert_eq!(drain(&mut s), [cancel_job(1, "t1"), Output::ClearState]);
+    assert_eq!(
+        s.handle_job_finished(RunId(1), done()),
+        Err(ReportError::Cancelled)
+    );
+    assert_eq!(drain(&mut s), [rejected("t1", "cancelled")]);
+    assert_eq!(
+        s.handle_progress(RunId(1), json!(1)),
+        Err(ReportError::Cancelled)
+    );
+    assert_eq!(drain(&mut s), []);
+    s.handle_message(assign("t2", 1));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(task("t2", 1)),
+            accepted("t2"),
+            start(2, task("t2", 1)),
+        ]
+    );
+    assert_eq!(
+        s.handle_job_finished(RunId(1), done()),
+        Err(ReportError::Cancelled)
+    );
+    assert_eq!(drain(&mut s), []);
+    assert_eq!(s.handle_job_finished(RunId(2), done()), Ok(()));
+
+    // A run that never was.
+    let mut s = idle();
+    assert_eq!(
+        s.handle_job_finished(RunId(1), done()),
+        Err(ReportError::UnknownRun)
+    );
+    assert_eq!(drain(&mut s), []);
+}
+
+#[test]
+fn reports_after_exit_are_refused_as_stopped() {
+    let mut s = running_t1();
+    s.handle_shutdown(100);
+    s.handle_timeout(100 + GRACE_MS);
+    assert_eq!(drain(&mut s), [cancel_job(1, "t1"), Output::Exit]);
+    assert_eq!(
+        s.handle_job_finished(RunId(1), done()),
+        Err(ReportError::Stopped)
+    );
+    assert_eq!(
+        s.handle_progress(RunId(1), json!(1)),
+        Err(ReportError::Stopped)
+    );
+    assert_eq!(drain(&mut s), []);
+}
+
+#[test]
+fn a_refused_identify_cancels_the_running_job_keeps_the_task_and_exits() {
+    let mut s = running_t1();
+    s.handle_disconnected();
+    s.handle_refused();
+    assert_eq!(drain(&mut s), [cancel_job(1, "t1"), Output::Exit]);
+    assert!(!s.wants_connection());
+    assert_eq!(s.current_task(), current("t1", 1));
+
+    let mut s = AgentSession::new(config(), Some(task("t1", 1)));
+    s.handle_refused();
+    assert_eq!(drain(&mut s), [Output::Exit]);
+
+    let mut s = AgentSession::new(config(), None);
+    s.handle_refused();
+    assert_eq!(drain(&mut s), [Output::Exit]);
 }
 
 #[test]
@@ -731,7 +870,7 @@ fn identify_names_the_held_task_from_assignment_to_ack() {
     s.handle_message(assign("t1", 1));
     assert_eq!(s.current_task(), current("t1", 1));
     let _ = drain(&mut s);
-    s.handle_command_finished(done());
+    finish(&mut s, done());
     let _ = drain(&mut s);
     assert_eq!(s.current_task(), current("t1", 1));
     s.handle_message(ack("t1", "complete"));
@@ -754,7 +893,7 @@ fn a_reconnect_while_running_names_the_task_recovers_it_and_reports_with_the_new
     // The command goes on: it is not started again.
     assert_eq!(drain(&mut s), [Output::SaveState(task("t1", 2))]);
     assert_eq!(s.current_task(), current("t1", 2));
-    s.handle_command_finished(done());
+    finish(&mut s, done());
     assert_eq!(
         drain(&mut s),
         [
@@ -778,7 +917,7 @@ fn every_reconnect_recovers_again_not_only_the_first() {
         s.handle_message(cont("t1", generation));
         assert_eq!(drain(&mut s), [Output::SaveState(task("t1", generation))]);
     }
-    s.handle_command_finished(done());
+    finish(&mut s, done());
     assert_eq!(
         drain(&mut s),
         [
@@ -874,7 +1013,7 @@ fn the_held_task_assigned_again_before_the_answer_is_adopted_and_the_answer_is_a
     );
     s.handle_message(cont("t1", 2));
     assert_eq!(drain(&mut s), []);
-    s.handle_command_finished(done());
+    finish(&mut s, done());
     assert_eq!(
         drain(&mut s),
         [
@@ -891,15 +1030,7 @@ fn a_reassign_after_a_reconnect_kills_the_running_command_and_drops_the_task() {
     s.handle_connected();
     assert_eq!(drain(&mut s), [recovering("t1")]);
     s.handle_message(reassign("t1"));
-    assert_eq!(
-        drain(&mut s),
-        [
-            Output::KillCommand {
-                task_id: "t1".into()
-            },
-            Output::ClearState,
-        ]
-    );
+    assert_eq!(drain(&mut s), [cancel_job(1, "t1"), Output::ClearState,]);
     assert_eq!(s.current_task(), None);
     // A repeated reassign changes nothing; the runner is free for new work.
     s.handle_message(reassign("t1"));
@@ -910,7 +1041,7 @@ fn a_reassign_after_a_reconnect_kills_the_running_command_and_drops_the_task() {
         [
             Output::SaveState(task("t2", 1)),
             accepted("t2"),
-            Output::StartCommand(task("t2", 1)),
+            start(2, task("t2", 1)),
         ]
     );
     // The next reconnect names the new task.
@@ -927,4 +1058,31 @@ fn a_reassign_after_a_reconnect_drops_an_unacknowledged_outcome_unsent() {
     s.handle_message(reassign("t1"));
     assert_eq!(drain(&mut s), [Output::ClearState]);
     assert_eq!(s.current_task(), None);
+}
+
+#[test]
+fn a_job_dropped_without_an_outcome_fails_and_a_reported_one_is_left_alone() {
+    let mut s = running_t1();
+    s.handle_job_dropped(RunId(1));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Output::SaveState(with_outcome(
+                task("t1", 1),
+                Outcome::Failed {
+                    error: super::JOB_DROPPED.into()
+                }
+            )),
+            send(AgentMessage::TaskFailed {
+                task_id: "t1".into(),
+                generation: 1,
+                error: Some(super::JOB_DROPPED.into()),
+                reason: None,
+            }),
+        ]
+    );
+    let mut s = reported_t1();
+    s.handle_job_dropped(RunId(1));
+    s.handle_job_dropped(RunId(9));
+    assert_eq!(drain(&mut s), []);
 }

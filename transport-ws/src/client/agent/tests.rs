@@ -1,0 +1,1 @@
+//! Tests of the agent SDK against a scripted WebSocket server on a real socket.
