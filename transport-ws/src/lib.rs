@@ -1,5 +1,5 @@
 //! Coordinator's WebSocket transport: the v1 wire protocol, the coordinator side of
-//! an agent socket on hyper + fastwebsockets, and a client for agents.
+//! an agent socket on hyper + fastwebsockets, and the agent SDK.
 //!
 //! - [`protocol`]: the messages in both directions, with exactly the field names
 //!   of the protocol, and a decoder that never panics.
@@ -9,7 +9,16 @@
 //! - [`server`]: [`server::spawn_socket`] turns an upgraded connection into a stream
 //!   of [`server::SocketEvent`]s and a [`server::SocketHandle`] to send with, with
 //!   heartbeats, a frame size limit and a bounded outbound queue.
-//! - [`client`]: connect, identify, send and receive, reconnect with backoff.
+//! - [`client`]: the agent side. [`client::agent::AgentClient`] is the agent SDK:
+//!   it owns reconnection (several hub URLs, backoff, identify timeout, `wss://`
+//!   with the `rustls` feature), hands out jobs, and keeps each outcome until the
+//!   coordinator acknowledges it, across reconnects and, with a state hook,
+//!   restarts. Its rules are the pure [`client::session::AgentSession`].
+//!   [`client::Connection`] is one bare connection, for protocol tests.
+//!
+//! Cargo feature `rustls` (off by default): `wss://` hub URLs, by rustls with the
+//! ring provider, trusting the Mozilla roots (webpki-roots) and any root a
+//! program adds.
 //!
 //! # Example
 //!

@@ -17,7 +17,12 @@ pub struct AgentArgs {
     /// TLS; http(s):// also accepted; without a port, 80 or 443). Repeat for
     /// several coordinators (the variable takes a comma-separated list): they are
     /// tried in turn until one answers.
-    #[arg(long = "hub", env = "COORDINATOR_AGENT_HUB", value_delimiter = ',')]
+    #[arg(
+        long = "hub",
+        value_name = "URL",
+        env = "COORDINATOR_AGENT_HUB",
+        value_delimiter = ','
+    )]
     pub hubs: Vec<String>,
     /// The agent id the token was created for.
     #[arg(long, env = "COORDINATOR_AGENT_AGENT_ID")]

@@ -229,18 +229,10 @@ pub(super) async fn run(mut d: Driver) -> Result<(), AgentError> {
             .session
             .poll_timeout()
             .map(|ms| d.started + Duration::from_millis(ms));
+        // In this order when several are ready: a stop request before the frames
+        // that follow it, the program's reports before new coordinator frames.
         tokio::select! {
-            round = attempt(&mut d.attempt) => {
-                d.attempt = None;
-                d.on_round(round);
-            }
-            () = sleep_until(d.retry_at) => d.retry_at = None,
-            message = receive(&mut d.conn) => d.on_frame(message),
-            Some(command) = d.commands.recv() => d.on_command(command),
-            Some(run) = d.dropped.recv() => {
-                tracing::warn!(?run, "a job was dropped without an outcome");
-                d.session.handle_job_dropped(run);
-            }
+            biased;
             changed = d.links.stop.changed(), if !d.stop_seen => {
                 if changed.is_err() || *d.links.stop.borrow() {
                     d.stop_seen = true;
@@ -252,6 +244,17 @@ pub(super) async fn run(mut d: Driver) -> Result<(), AgentError> {
                 let now = d.now_ms();
                 d.session.handle_timeout(now);
             }
+            Some(command) = d.commands.recv() => d.on_command(command),
+            Some(run) = d.dropped.recv() => {
+                tracing::debug!(?run, "every handle of a job was dropped");
+                d.session.handle_job_dropped(run);
+            }
+            message = receive(&mut d.conn) => d.on_frame(message),
+            round = attempt(&mut d.attempt) => {
+                d.attempt = None;
+                d.on_round(round);
+            }
+            () = sleep_until(d.retry_at) => d.retry_at = None,
         }
     }
 }
