@@ -11,8 +11,8 @@
 //! cargo run -p transport-ws --example echo_agent -- ws://a:4000/ws,ws://b:4000/ws echo-1 "$TOKEN"
 //! ```
 
+use coordinator_transport::client::agent::AgentClient;
 use serde_json::json;
-use transport_ws::client::agent::AgentClient;
 
 #[tokio::main]
 async fn main() {

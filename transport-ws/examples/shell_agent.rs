@@ -28,10 +28,10 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use coordinator_transport::client::agent::{AgentClient, Job, StateFile};
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
-use transport_ws::client::agent::{AgentClient, Job, StateFile};
 
 /// Each of stdout and stderr is cut to its last this many bytes.
 const KEEP_BYTES: usize = 64 * 1024;

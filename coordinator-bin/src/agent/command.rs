@@ -4,13 +4,13 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use coordinator_transport::client::agent::{CancelToken, Job, Outcome};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
-use transport_ws::client::agent::{CancelToken, Job, Outcome};
 
 /// How a command is run.
 #[derive(Debug, Clone)]

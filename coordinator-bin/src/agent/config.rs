@@ -166,7 +166,7 @@ impl AgentArgs {
             need("hub", None)?;
         }
         for hub in &hubs {
-            transport_ws::client::HubUrl::parse(hub).map_err(|e| e.to_string())?;
+            coordinator_transport::client::HubUrl::parse(hub).map_err(|e| e.to_string())?;
         }
         Ok(RunnerConfig {
             hubs,

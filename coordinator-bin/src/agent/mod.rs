@@ -1,6 +1,6 @@
 //! `coordinator agent`: the bundled sidecar that makes any command-line program an
 //! agent, written on the agent SDK of `transport-ws`
-//! ([`transport_ws::client::agent`]). One task at a time; the task is saved to the
+//! ([`coordinator_transport::client::agent`]). One task at a time; the task is saved to the
 //! state file before it is accepted and its outcome is kept until the coordinator
 //! acknowledges it; every (re)connect while holding a task names it in `identify`
 //! (`current_task`) and sends `task_recovering`, so that the task is re-attached
@@ -13,9 +13,9 @@ pub mod config;
 
 use std::time::Duration;
 
+use coordinator_transport::client::agent::{AgentClient, Job, Outcome, StateFile};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use transport_ws::client::agent::{AgentClient, Job, Outcome, StateFile};
 
 use command::RunSettings;
 use config::RunnerConfig;

@@ -1,4 +1,4 @@
-//! The agent SDK (`transport_ws::client::agent`) against the real binary: a
+//! The agent SDK (`coordinator_transport::client::agent`) against the real binary: a
 //! result whose report is lost with its connection, or with a coordinator killed
 //! by SIGKILL, still lands exactly once; cancellation reaches the job; a hub that
 //! never answers gives a clear error in bounded time; a refused hub is skipped
@@ -8,6 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use coordinator_transport::client::agent::{
+    AgentBuilder, AgentClient, AgentError, Job, ReportError, StateFile,
+};
+use coordinator_transport::client::{ClientConfig, ClientError, Connection, Stage};
 use serde_json::json;
 use smoke_tests::harness::{wait_for, Coordinator, TempDir};
 use smoke_tests::http::Client;
@@ -15,10 +19,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 use tokio::time::timeout;
-use transport_ws::client::agent::{
-    AgentBuilder, AgentClient, AgentError, Job, ReportError, StateFile,
-};
-use transport_ws::client::{ClientConfig, ClientError, Connection, Stage};
 
 use crate::agents::{completions, submit, task, task_action, wait_status};
 

@@ -24,7 +24,7 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use serde_json::json;
-//! use transport_ws::client::agent::{AgentClient, StateFile};
+//! use coordinator_transport::client::agent::{AgentClient, StateFile};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut agent = AgentClient::builder(

@@ -10,7 +10,7 @@
 //! # Driving it
 //!
 //! ```
-//! use transport_ws::client::session::{AgentSession, Output, SessionConfig};
+//! use coordinator_transport::client::session::{AgentSession, Output, SessionConfig};
 //!
 //! let mut session = AgentSession::new(SessionConfig { shutdown_grace_ms: 30_000 }, None);
 //! session.handle_connected(); // identified, with `current_task()` in `identify`
