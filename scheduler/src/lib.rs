@@ -65,3 +65,8 @@ pub use scheduler::{AgentView, Scheduler, SchedulerConfig, RESULT_TOO_LARGE};
 
 #[cfg(test)]
 mod tests;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
