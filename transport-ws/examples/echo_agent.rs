@@ -6,7 +6,7 @@
 //!
 //! ```sh
 //! TOKEN=$(coordinator token create echo-1)
-//! cargo run -p coordinator-transport --example echo_agent -- ws://127.0.0.1:4000/ws echo-1 "$TOKEN"
+//! cargo run -p coordinator-transport --features client --example echo_agent -- ws://127.0.0.1:4000/ws echo-1 "$TOKEN"
 //! ```
 
 use std::time::{Duration, Instant};
