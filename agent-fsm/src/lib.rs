@@ -11,6 +11,12 @@
 //! `offline → idle` (identified), and any state `→ offline` (disconnected).
 //! Any other move is an [`IllegalMove`] error and changes nothing.
 //!
+//! # Features
+//!
+//! - `serde` (off by default): `Serialize` and `Deserialize` for [`Capabilities`]
+//!   (a sorted list; any list reads as the set) and [`AgentState`] (its `as_str`
+//!   name), and the `serde` feature of `coordinator-queue`.
+//!
 //! # Example
 //!
 //! ```

@@ -27,6 +27,12 @@
 //! - Matching is event-driven: on submit, requeue, retry, connect and whenever an
 //!   agent becomes idle.
 //!
+//! # Features
+//!
+//! - `serde` (off by default): `Serialize` and `Deserialize` for [`Action`] and
+//!   [`Assignment`], and the `serde` features of `coordinator-queue` and
+//!   `coordinator-agent-fsm`.
+//!
 //! # Example
 //!
 //! ```
