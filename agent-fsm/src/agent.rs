@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use queue_core::{AgentId, TaskId};
+use coordinator_queue::{AgentId, TaskId};
 
 use crate::Capabilities;
 

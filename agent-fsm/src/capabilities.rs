@@ -25,7 +25,7 @@ impl Capabilities {
     }
 
     /// Wraps a list that is already sorted and free of duplicates (as
-    /// [`queue_core::Task::needed_capabilities`] is) without copying it.
+    /// [`coordinator_queue::Task::needed_capabilities`] is) without copying it.
     pub fn from_sorted(names: Arc<[String]>) -> Capabilities {
         debug_assert!(names.windows(2).all(|w| w[0] < w[1]));
         Capabilities(names)
@@ -42,9 +42,9 @@ impl Capabilities {
     }
 
     /// True when every name of `self` is in `other` (the one subset rule of the
-    /// workspace, [`queue_core::is_subset`], over these sorted lists).
+    /// workspace, [`coordinator_queue::is_subset`], over these sorted lists).
     pub fn is_subset_of(&self, other: &Capabilities) -> bool {
-        queue_core::is_subset(&self.0, &other.0)
+        coordinator_queue::is_subset(&self.0, &other.0)
     }
 }
 

@@ -20,8 +20,8 @@
 //! # Example
 //!
 //! ```
-//! use agent_fsm::{Agent, AgentState, Capabilities};
-//! use queue_core::{AgentId, TaskId};
+//! use coordinator_agent_fsm::{Agent, AgentState, Capabilities};
+//! use coordinator_queue::{AgentId, TaskId};
 //!
 //! let mut agent = Agent::new(AgentId::from("a1"), Capabilities::new(["gpu"]));
 //! let now_ms = 1_700_000_000_000;
@@ -34,7 +34,7 @@
 //! assert_eq!(expired.map(|held| held.task_id), Some(TaskId::from("t1")));
 //! assert_eq!(agent.state(), AgentState::Idle);
 //! assert!(agent.is_unresponsive());
-//! # Ok::<(), agent_fsm::IllegalMove>(())
+//! # Ok::<(), coordinator_agent_fsm::IllegalMove>(())
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

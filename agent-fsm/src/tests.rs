@@ -1,7 +1,7 @@
 //! Unit tests of every move, and a property test against the transition table.
 
+use coordinator_queue::{AgentId, TaskId};
 use proptest::prelude::*;
-use queue_core::{AgentId, TaskId};
 
 use crate::*;
 

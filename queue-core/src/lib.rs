@@ -20,7 +20,7 @@
 //! # Example
 //!
 //! ```
-//! use queue_core::{AgentId, Change, Completion, NewTask, Priority, Queue, QueueConfig};
+//! use coordinator_queue::{AgentId, Change, Completion, NewTask, Priority, Queue, QueueConfig};
 //!
 //! let mut queue = Queue::new(QueueConfig::default());
 //! let now_ms = 1_700_000_000_000;

@@ -8,9 +8,9 @@
 
 use std::time::Instant;
 
-use agent_fsm::Capabilities;
-use queue_core::{AgentId, Completion, NewTask, Queue, QueueConfig};
-use scheduler::{Action, Scheduler, SchedulerConfig};
+use coordinator_agent_fsm::Capabilities;
+use coordinator_queue::{AgentId, Completion, NewTask, Queue, QueueConfig};
+use coordinator_scheduler::{Action, Scheduler, SchedulerConfig};
 
 fn transitions() {
     const N: usize = 1_000_000;

@@ -2,8 +2,8 @@
 //! of the records, beyond the description and metadata bytes themselves:
 //! `cargo run --release -p coordinator-scheduler --example core_memory`
 
-use queue_core::NewTask;
-use scheduler::{Scheduler, SchedulerConfig};
+use coordinator_queue::NewTask;
+use coordinator_scheduler::{Scheduler, SchedulerConfig};
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
@@ -34,8 +34,8 @@ fn main() {
     );
     println!(
         "inline record size: Task {} bytes, HistoryEntry {} bytes",
-        std::mem::size_of::<queue_core::Task>(),
-        std::mem::size_of::<queue_core::HistoryEntry>()
+        std::mem::size_of::<coordinator_queue::Task>(),
+        std::mem::size_of::<coordinator_queue::HistoryEntry>()
     );
     std::hint::black_box(&s);
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use queue_core::{AgentId, ReclaimReason, TaskId};
+use coordinator_queue::{AgentId, ReclaimReason, TaskId};
 
 /// A task pushed to an agent (`task_assign` on the wire).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! The error of the scheduler's inputs.
 
-use agent_fsm::IllegalMove;
-use queue_core::{AgentId, SubmitError, TaskError};
+use coordinator_agent_fsm::IllegalMove;
+use coordinator_queue::{AgentId, SubmitError, TaskError};
 
 /// Why an input was refused. Nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! Matching of queued tasks to idle, capable agents, and the one pure core the
-//! coordinator drives: it owns the [`queue_core::Queue`] and one
-//! [`agent_fsm::Agent`] per known agent, and turns every input into records to
+//! coordinator drives: it owns the [`coordinator_queue::Queue`] and one
+//! [`coordinator_agent_fsm::Agent`] per known agent, and turns every input into records to
 //! persist and messages to send.
 //!
 //! This crate performs no I/O: no sockets, files, clocks, timers or threads.
@@ -36,9 +36,9 @@
 //! # Example
 //!
 //! ```
-//! use agent_fsm::Capabilities;
-//! use queue_core::{AgentId, Completion, NewTask};
-//! use scheduler::{Action, Scheduler, SchedulerConfig};
+//! use coordinator_agent_fsm::Capabilities;
+//! use coordinator_queue::{AgentId, Completion, NewTask};
+//! use coordinator_scheduler::{Action, Scheduler, SchedulerConfig};
 //!
 //! let mut scheduler = Scheduler::new(SchedulerConfig::default());
 //! let now_ms = 1_700_000_000_000;

@@ -2,8 +2,8 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use agent_fsm::{Agent, AgentState, Capabilities};
-use queue_core::{
+use coordinator_agent_fsm::{Agent, AgentState, Capabilities};
+use coordinator_queue::{
     AgentId, Change, Completion, FailOutcome, GroupedIndex, NewTask, Queue, QueueConfig,
     ReclaimOutcome, ReclaimReason, Recovery, RestoreError, Status, Swept, Task, TaskError, TaskId,
 };
@@ -445,7 +445,7 @@ impl Scheduler {
                 status: self
                     .queue
                     .get(task_id)
-                    .map_or(queue_core::Status::Working, |t| t.status),
+                    .map_or(coordinator_queue::Status::Working, |t| t.status),
             }
             .into());
         }

@@ -1,11 +1,11 @@
 //! Unit tests of the matching rules and the drive contract, and property tests.
 
-use agent_fsm::{AgentState, Capabilities};
-use proptest::prelude::*;
-use queue_core::{
+use coordinator_agent_fsm::{AgentState, Capabilities};
+use coordinator_queue::{
     AgentId, Change, Completion, FailOutcome, NewTask, Priority, ReclaimReason, Recovery, Status,
     Task, DEADLINE_EXCEEDED, TOO_MANY_RECLAIMS,
 };
+use proptest::prelude::*;
 
 use crate::*;
 
@@ -149,7 +149,7 @@ fn disconnect_reclaims_and_rematches_at_once() {
     assert!(matches!(
         stale,
         Err(SchedulerError::Task(
-            queue_core::TaskError::StaleGeneration { .. }
+            coordinator_queue::TaskError::StaleGeneration { .. }
         ))
     ));
 }
@@ -852,8 +852,8 @@ fn a_task_taken_by_another_agent_is_no_longer_the_old_holders() {
         .unwrap_err();
     assert!(matches!(
         err,
-        SchedulerError::Task(queue_core::TaskError::StaleGeneration { .. })
-            | SchedulerError::Task(queue_core::TaskError::NotAssigned(_))
+        SchedulerError::Task(coordinator_queue::TaskError::StaleGeneration { .. })
+            | SchedulerError::Task(coordinator_queue::TaskError::NotAssigned(_))
     ));
     assert_eq!(
         s.handle_recovering(T0 + 3, &id("a"), "t").unwrap(),

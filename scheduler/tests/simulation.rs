@@ -7,10 +7,10 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
-use agent_fsm::Capabilities;
+use coordinator_agent_fsm::Capabilities;
+use coordinator_queue::{AgentId, Change, Completion, HistoryEvent, NewTask, Status, Task};
+use coordinator_scheduler::{Action, Scheduler, SchedulerConfig};
 use proptest::prelude::*;
-use queue_core::{AgentId, Change, Completion, HistoryEvent, NewTask, Status, Task};
-use scheduler::{Action, Scheduler, SchedulerConfig};
 
 /// A small deterministic random number generator (xorshift64*).
 struct Rng(u64);
@@ -85,7 +85,7 @@ const CONFIG: fn() -> SchedulerConfig = || SchedulerConfig {
     reject_backoff_ms: 50,
     cancel_grace_ms: 500,
     identify_settle_ms: 0,
-    queue: queue_core::QueueConfig {
+    queue: coordinator_queue::QueueConfig {
         default_max_retries: 100,
         stuck_after_ms: 2_000,
         // Budgets out of reach: this run checks fencing, every task must complete.

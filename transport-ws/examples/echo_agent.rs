@@ -11,9 +11,9 @@
 
 use std::time::{Duration, Instant};
 
+use coordinator_transport::client::{connect_with_retry, Backoff, ClientConfig, Connection};
+use coordinator_transport::protocol::{AgentMessage, CoordinatorMessage, CurrentTask, ErrorCode};
 use serde_json::{json, Value};
-use transport_ws::client::{connect_with_retry, Backoff, ClientConfig, Connection};
-use transport_ws::protocol::{AgentMessage, CoordinatorMessage, CurrentTask, ErrorCode};
 
 /// The task this agent holds: its answer, kept until acknowledged.
 struct Held {

@@ -117,7 +117,7 @@ enum State {
 /// nothing.
 ///
 /// ```
-/// use transport_ws::assembler::{Assembled, FrameAssembler, FrameKind};
+/// use coordinator_transport::assembler::{Assembled, FrameAssembler, FrameKind};
 ///
 /// let mut assembler = FrameAssembler::new(16);
 /// assert_eq!(assembler.handle_frame(FrameKind::Text, false, b"{\"type\":"), Ok(Assembled::Incomplete));

@@ -28,7 +28,7 @@
 //! # Example
 //!
 //! ```
-//! use transport_ws::protocol::{decode_agent_message, AgentMessage};
+//! use coordinator_transport::protocol::{decode_agent_message, AgentMessage};
 //!
 //! let frame = br#"{"type":"task_failed","task_id":"t1","generation":2,"reason":"disk full","protocol_version":1}"#;
 //! let message = decode_agent_message(frame).unwrap();

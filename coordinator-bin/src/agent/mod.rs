@@ -18,11 +18,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use coordinator_transport::client::{
+    connect_with_retry, Backoff, ClientConfig, ClientError, Connection,
+};
+use coordinator_transport::protocol::CoordinatorMessage;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use transport_ws::client::{connect_with_retry, Backoff, ClientConfig, ClientError, Connection};
-use transport_ws::protocol::CoordinatorMessage;
 
 use command::RunSettings;
 use config::RunnerConfig;

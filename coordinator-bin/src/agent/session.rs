@@ -41,8 +41,8 @@
 
 use std::collections::VecDeque;
 
+use coordinator_transport::protocol::{AgentMessage, CoordinatorMessage, CurrentTask, ErrorCode};
 use serde_json::Value;
-use transport_ws::protocol::{AgentMessage, CoordinatorMessage, CurrentTask, ErrorCode};
 
 use super::state::{HeldTask, Outcome};
 

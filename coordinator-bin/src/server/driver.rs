@@ -6,12 +6,14 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use coordinator_transport::protocol::encode_task_assign;
+use coordinator_transport::server::{
+    CloseCause, SendError, SocketEvent, SocketEventKind, SocketHandle,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use transport_ws::protocol::encode_task_assign;
-use transport_ws::server::{CloseCause, SendError, SocketEvent, SocketEventKind, SocketHandle};
 
-use queue_core::Task;
+use coordinator_queue::Task;
 
 use super::auth::Authenticator;
 use super::clock::now_ms;

@@ -1,6 +1,6 @@
 //! Task ids made by the server: time-ordered UUIDv7 text.
 
-use queue_core::TaskId;
+use coordinator_queue::TaskId;
 
 /// A fresh task id: UUID version 7 text (48-bit millisecond time, then random
 /// bits). Time-ordered ids keep the storage index append-mostly.

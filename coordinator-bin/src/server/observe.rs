@@ -4,7 +4,7 @@
 //! Ids come from peers: they are logged as `&str` values (never `%`), which the
 //! text format quotes and escapes (see `crate::logging`).
 
-use queue_core::Change;
+use coordinator_queue::Change;
 use tracing::{info, warn};
 
 use super::metrics;

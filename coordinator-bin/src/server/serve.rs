@@ -6,14 +6,14 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use coordinator_queue::QueueConfig;
+use coordinator_scheduler::SchedulerConfig;
+use coordinator_transport::server::SocketConfig;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use queue_core::QueueConfig;
-use scheduler::SchedulerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use transport_ws::server::SocketConfig;
 
 use crate::cli::ServeArgs;
 use crate::server::auth::{self, Authenticator, Identity};

@@ -1,6 +1,6 @@
 //! JSON views of tasks and the parsing of submissions.
 
-use queue_core::{NewTask, Priority, Task};
+use coordinator_queue::{NewTask, Priority, Task};
 use serde_json::{json, Map, Value};
 
 use crate::server::api_error::ApiError;

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::thread;
 
-use queue_core::{Change, Task};
+use coordinator_queue::{Change, Task};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, watch};
 

@@ -1,6 +1,6 @@
 //! Requests from the HTTP side and their answers, as plain data.
 
-use queue_core::{NewTask, Status};
+use coordinator_queue::{NewTask, Status};
 
 use super::views::{AgentInfo, DashboardSnapshot};
 

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use queue_core::Change;
+use coordinator_queue::Change;
 
 use super::output::TokenWrite;
 

@@ -1,6 +1,6 @@
 //! The coordinator's own decisions as one pure state machine: which connection
 //! carries which agent, what a protocol message means in each state, how a request
-//! turns into calls on the [`scheduler::Scheduler`], and when a reply or frame may
+//! turns into calls on the [`coordinator_scheduler::Scheduler`], and when a reply or frame may
 //! leave (only after the commit of the changes it reports).
 //!
 //! This module performs no I/O: it reads no clock, spawns nothing, touches no
@@ -30,7 +30,7 @@
 //! use coordinator_bin::session::{
 //!     Answer, ConnId, Output, Request, RequestId, Session, SessionConfig,
 //! };
-//! use queue_core::NewTask;
+//! use coordinator_queue::NewTask;
 //!
 //! let now_ms = 1_700_000_000_000;
 //! let mut session = Session::new(SessionConfig::default(), now_ms, Vec::new())?;
@@ -46,7 +46,7 @@
 //!     session.poll_output() else { panic!() };
 //! assert_eq!((r, receipts[0].task_id.as_str()), (request, "t1"));
 //! # let _ = ConnId::new(1);
-//! # Ok::<(), queue_core::RestoreError>(())
+//! # Ok::<(), coordinator_queue::RestoreError>(())
 //! ```
 
 mod api;
@@ -58,9 +58,9 @@ mod wire;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use queue_core::{AgentId, Change, RestoreError, Status, Task};
-use scheduler::{Action, Scheduler, SchedulerConfig};
-use transport_ws::protocol::CoordinatorMessage;
+use coordinator_queue::{AgentId, Change, RestoreError, Status, Task};
+use coordinator_scheduler::{Action, Scheduler, SchedulerConfig};
+use coordinator_transport::protocol::CoordinatorMessage;
 
 pub use api::{Answer, Identity, Receipt, Refusal, RefusalKind, Request};
 pub use gate::Batch;

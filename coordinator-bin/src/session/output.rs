@@ -2,9 +2,9 @@
 
 use std::fmt;
 
-use queue_core::{AgentId, ReclaimReason, TaskId};
-use scheduler::Assignment;
-use transport_ws::protocol::{CoordinatorMessage, ErrorCode};
+use coordinator_queue::{AgentId, ReclaimReason, TaskId};
+use coordinator_scheduler::Assignment;
+use coordinator_transport::protocol::{CoordinatorMessage, ErrorCode};
 
 use super::api::{Answer, Identity};
 use super::gate::Batch;

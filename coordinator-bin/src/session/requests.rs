@@ -3,8 +3,8 @@
 
 use std::collections::HashSet;
 
-use queue_core::{Status, TaskError};
-use scheduler::SchedulerError;
+use coordinator_queue::{Status, TaskError};
+use coordinator_scheduler::SchedulerError;
 
 use super::api::{Answer, Receipt, Refusal, RefusalKind, Request};
 use super::views::{AgentInfo, DashboardSnapshot};
@@ -114,7 +114,7 @@ impl Session {
     }
 
     /// All tasks or none: every task is checked before the first is queued.
-    fn submit(&mut self, now_ms: u64, tasks: Vec<queue_core::NewTask>) -> Answer {
+    fn submit(&mut self, now_ms: u64, tasks: Vec<coordinator_queue::NewTask>) -> Answer {
         let numbered = tasks.len() > 1;
         let mut ids = HashSet::with_capacity(tasks.len());
         for (i, task) in tasks.iter().enumerate() {
@@ -181,7 +181,7 @@ impl Session {
         &mut self,
         now_ms: u64,
         request: RequestId,
-        stored: Result<Option<queue_core::Task>, String>,
+        stored: Result<Option<coordinator_queue::Task>, String>,
     ) {
         if self.fatal.is_some() {
             return;
@@ -214,7 +214,12 @@ impl Session {
         Ok(())
     }
 
-    fn retry(&mut self, now_ms: u64, task_id: &str, stored: Option<queue_core::Task>) -> Answer {
+    fn retry(
+        &mut self,
+        now_ms: u64,
+        task_id: &str,
+        stored: Option<coordinator_queue::Task>,
+    ) -> Answer {
         let Some(record) = stored else {
             return refused(RefusalKind::NotFound, "no task with this id");
         };

@@ -1,8 +1,10 @@
 //! Unit tests of the session core: exact outputs for each rule.
 
-use queue_core::{AgentId, NewTask, Status, Task, TaskError, TaskId};
-use scheduler::{SchedulerConfig, SchedulerError};
-use transport_ws::protocol::{AgentMessage, CapabilityEntry, CoordinatorMessage, ErrorCode};
+use coordinator_queue::{AgentId, NewTask, Status, Task, TaskError, TaskId};
+use coordinator_scheduler::{SchedulerConfig, SchedulerError};
+use coordinator_transport::protocol::{
+    AgentMessage, CapabilityEntry, CoordinatorMessage, ErrorCode,
+};
 
 use super::wire::error_code;
 use super::*;
@@ -786,7 +788,7 @@ fn refusals_map_to_stable_wire_codes() {
             ErrorCode::NotIdentified,
         ),
         (
-            SchedulerError::Submit(queue_core::SubmitError::EmptyId),
+            SchedulerError::Submit(coordinator_queue::SubmitError::EmptyId),
             ErrorCode::InvalidMessage,
         ),
     ];
@@ -828,7 +830,7 @@ fn the_session_core_does_no_io() {
         "crate::server",
         "crate::agent",
         "crate::client",
-        "transport_ws::server",
+        "coordinator_transport::server",
     ];
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/session");
     let mut checked = 0;
@@ -935,7 +937,7 @@ fn an_agent_naming_its_current_task_on_identify_has_it_back() {
             capabilities,
             status: None,
             client_type: None,
-            current_task: Some(transport_ws::protocol::CurrentTask {
+            current_task: Some(coordinator_transport::protocol::CurrentTask {
                 task_id: "t1".into(),
                 generation: 1,
             }),
@@ -1014,7 +1016,12 @@ fn an_oversize_close_fails_the_held_task_and_retries_it_on_another_agent() {
             failed.reclaim_count,
             failed.last_error.as_deref()
         ),
-        (Status::Queued, 1, 0, Some(scheduler::RESULT_TOO_LARGE))
+        (
+            Status::Queued,
+            1,
+            0,
+            Some(coordinator_scheduler::RESULT_TOO_LARGE)
+        )
     );
     assert_eq!(assigned(&out), vec![(c2, "t1".to_owned(), 3)]);
     let a1 = s.scheduler().agent("a1").unwrap();
@@ -1039,7 +1046,11 @@ fn an_oversize_close_past_max_retries_dead_letters_the_task() {
             records[0].retry_count,
             records[0].last_error.as_deref()
         ),
-        (Status::DeadLetter, 1, Some(scheduler::RESULT_TOO_LARGE))
+        (
+            Status::DeadLetter,
+            1,
+            Some(coordinator_scheduler::RESULT_TOO_LARGE)
+        )
     );
     assert!(assigned(&out).is_empty());
     assert!(s.scheduler().queue().is_empty());

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use queue_core::Task;
+use coordinator_queue::Task;
 
 /// What an agent looks like to the API.
 #[derive(Debug, Clone, PartialEq, Eq)]

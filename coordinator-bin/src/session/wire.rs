@@ -1,10 +1,10 @@
 //! Agent sockets: identify rules, what each lifecycle message means, and the
 //! wire codes of refusals.
 
-use agent_fsm::Capabilities;
-use queue_core::{AgentId, Completion, FailOutcome, Recovery, TaskError};
-use scheduler::SchedulerError;
-use transport_ws::protocol::{AgentMessage, CoordinatorMessage, ErrorCode};
+use coordinator_agent_fsm::Capabilities;
+use coordinator_queue::{AgentId, Completion, FailOutcome, Recovery, TaskError};
+use coordinator_scheduler::SchedulerError;
+use coordinator_transport::protocol::{AgentMessage, CoordinatorMessage, ErrorCode};
 
 use super::{Conn, ConnId, Held, Identity, Notice, Output, PendingIdentify, Session, CLOSE_POLICY};
 

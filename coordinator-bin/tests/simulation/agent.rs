@@ -5,7 +5,9 @@
 //! after a mere reconnect.
 
 use coordinator_bin::session::Frame;
-use transport_ws::protocol::{AgentMessage, CapabilityEntry, CoordinatorMessage, ErrorCode};
+use coordinator_transport::protocol::{
+    AgentMessage, CapabilityEntry, CoordinatorMessage, ErrorCode,
+};
 
 use crate::rng::Rng;
 use crate::world::{Event, Violation, World};

@@ -9,9 +9,9 @@ use coordinator_bin::session::{
     Answer, Batch, ConnId, Frame, Identity, Output, Request, RequestId, Session, SessionConfig,
     TokenWrite,
 };
-use queue_core::{Change, HistoryEvent, NewTask, Status, Task};
-use scheduler::SchedulerConfig;
-use transport_ws::protocol::{AgentMessage, CoordinatorMessage};
+use coordinator_queue::{Change, HistoryEvent, NewTask, Status, Task};
+use coordinator_scheduler::SchedulerConfig;
+use coordinator_transport::protocol::{AgentMessage, CoordinatorMessage};
 
 use crate::agent::SimAgent;
 use crate::rng::Rng;
@@ -179,7 +179,7 @@ impl World {
                 reject_backoff_ms: 1_000,
                 cancel_grace_ms: rng.between(1_000, 10_000),
                 identify_settle_ms: rng.between(100, 2_000),
-                queue: queue_core::QueueConfig {
+                queue: coordinator_queue::QueueConfig {
                     default_max_retries: rng.below(3) as u32,
                     stuck_after_ms: rng.between(10_000, 30_000),
                     max_reclaims: rng.between(1, 6) as u32,
@@ -576,7 +576,7 @@ impl World {
         let max_reclaims = self.config.scheduler.queue.max_reclaims;
         let spent = task.reclaim_count > max_reclaims;
         let dead_by_reclaims = task.status == Status::DeadLetter
-            && task.last_error.as_deref() == Some(queue_core::TOO_MANY_RECLAIMS);
+            && task.last_error.as_deref() == Some(coordinator_queue::TOO_MANY_RECLAIMS);
         if (spent && !dead_by_reclaims) || task.reclaim_count > max_reclaims + 1 {
             return Err(format!(
                 "task {id}: {} reclaims with a budget of {max_reclaims}, yet {}",

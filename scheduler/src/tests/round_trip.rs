@@ -1,8 +1,8 @@
 //! With the `serde` feature: every action the scheduler hands out, and every
 //! change, survives a JSON round trip.
 
-use agent_fsm::Capabilities;
-use queue_core::{AgentId, Change, NewTask, ReclaimReason, TaskId};
+use coordinator_agent_fsm::Capabilities;
+use coordinator_queue::{AgentId, Change, NewTask, ReclaimReason, TaskId};
 use serde_json::json;
 
 use crate::*;

@@ -17,11 +17,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use coordinator_transport::client::{ClientConfig, Connection};
+use coordinator_transport::protocol::{AgentMessage, CoordinatorMessage};
 use serde_json::{json, Value};
 use smoke_tests::harness::Coordinator;
 use smoke_tests::http::Client;
-use transport_ws::client::{ClientConfig, Connection};
-use transport_ws::protocol::{AgentMessage, CoordinatorMessage};
 
 /// Measures a coordinator end to end.
 #[derive(Debug, Parser, Clone)]

@@ -2,11 +2,11 @@
 
 use std::time::{Duration, Instant};
 
+use coordinator_transport::client::{ClientConfig, Connection};
+use coordinator_transport::protocol::{AgentMessage, CoordinatorMessage, ErrorCode};
 use serde_json::{json, Value};
 use smoke_tests::harness::Coordinator;
 use smoke_tests::http::Client;
-use transport_ws::client::{ClientConfig, Connection};
-use transport_ws::protocol::{AgentMessage, CoordinatorMessage, ErrorCode};
 
 use crate::sim::{Behaviour, SimAgent};
 

@@ -4,10 +4,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use coordinator_transport::client::Connection;
 use serde_json::{json, Value};
 use smoke_tests::harness::Coordinator;
 use smoke_tests::http::Client;
-use transport_ws::client::Connection;
 
 use crate::agents::{submit, task, wait_status};
 

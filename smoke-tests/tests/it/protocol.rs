@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
+use coordinator_transport::client::Connection;
 use serde_json::{json, Value};
 use smoke_tests::harness::{Coordinator, RawSocket};
 use smoke_tests::http::Client;
-use transport_ws::client::Connection;
 
 use crate::agents::{submit, wait_status};
 

@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use coordinator_transport::client::Connection;
 use serde_json::json;
 use smoke_tests::harness::Coordinator;
 use smoke_tests::http::Client;
-use transport_ws::client::Connection;
 
 use crate::agents::{completions, submit, task, wait_status};
 use crate::sim::{Behaviour, SimAgent};

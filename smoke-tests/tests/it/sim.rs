@@ -3,11 +3,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use coordinator_transport::client::ClientConfig;
+use coordinator_transport::protocol::{AgentMessage, CoordinatorMessage};
 use serde_json::json;
 use smoke_tests::harness::Coordinator;
 use tokio::task::JoinHandle;
-use transport_ws::client::ClientConfig;
-use transport_ws::protocol::{AgentMessage, CoordinatorMessage};
 
 /// What the simulated agent does with each task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

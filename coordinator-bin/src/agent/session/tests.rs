@@ -1,8 +1,8 @@
 //! Unit tests of the agent runner's session: exact output sequences for each
 //! protocol path.
 
+use coordinator_transport::protocol::{AgentMessage, CoordinatorMessage, CurrentTask, ErrorCode};
 use serde_json::json;
-use transport_ws::protocol::{AgentMessage, CoordinatorMessage, CurrentTask, ErrorCode};
 
 use super::{AgentSession, Output, SessionConfig};
 use crate::agent::state::{HeldTask, Outcome};

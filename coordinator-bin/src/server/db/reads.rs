@@ -4,7 +4,7 @@
 
 use std::str::FromStr;
 
-use queue_core::{Priority, Status, Task};
+use coordinator_queue::{Priority, Status, Task};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension};
 

@@ -4,7 +4,9 @@
 
 use std::str::FromStr;
 
-use queue_core::{Completion, HistoryEntry, HistoryEvent, Holder, Priority, Status, Task, TaskId};
+use coordinator_queue::{
+    Completion, HistoryEntry, HistoryEvent, Holder, Priority, Status, Task, TaskId,
+};
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, Row};
 use serde_json::Value;

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use proptest::prelude::*;
-use queue_core::{
+use coordinator_queue::{
     Completion, HistoryEntry, HistoryEvent, Holder, Priority, Status, Task, TaskId, HISTORY_CAP,
 };
+use proptest::prelude::*;
 
 use super::schema::{APPLICATION_ID, MIGRATIONS};
 use super::*;
@@ -18,8 +18,10 @@ fn temp_db(name: &str) -> PathBuf {
 }
 
 fn record(id: &str, status: Status) -> Task {
-    let mut queue = queue_core::Queue::new(queue_core::QueueConfig::default());
-    queue.submit(1, queue_core::NewTask::new(id, "x")).unwrap();
+    let mut queue = coordinator_queue::Queue::new(coordinator_queue::QueueConfig::default());
+    queue
+        .submit(1, coordinator_queue::NewTask::new(id, "x"))
+        .unwrap();
     let mut task = queue.drain_changes().pop().unwrap().into_task();
     task.status = status;
     task

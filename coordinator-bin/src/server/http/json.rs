@@ -1,7 +1,7 @@
 //! JSON views of what the session and the database answer (tasks themselves
 //! are in [`crate::server::task_json`]).
 
-use queue_core::{Priority, Status};
+use coordinator_queue::{Priority, Status};
 use serde_json::{json, Map, Value};
 
 use crate::server::db::{DamagedRow, TaskPage};

@@ -21,10 +21,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
+use coordinator_transport::server::{SocketConfig, SocketEvent};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use tokio::sync::mpsc;
-use transport_ws::server::{SocketConfig, SocketEvent};
 
 use crate::server::api_error::ApiError;
 use crate::server::auth::Authenticator;

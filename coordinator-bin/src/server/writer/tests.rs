@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use coordinator_queue::{AgentId, Completion, NewTask, Queue, QueueConfig, Status};
 use proptest::prelude::*;
-use queue_core::{AgentId, Completion, NewTask, Queue, QueueConfig, Status};
 
 use super::*;
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use queue_core::{NewTask, Queue, QueueConfig};
+use coordinator_queue::{NewTask, Queue, QueueConfig};
 
 use super::*;
 use crate::server::db::{open, upsert_task};

@@ -1,9 +1,9 @@
 //! The task routes: submit one or a batch, list, dead letter, stats, get,
 //! cancel, retry.
 
+use coordinator_queue::{NewTask, Status};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
-use queue_core::{NewTask, Status};
 use serde_json::{json, Value};
 
 use crate::server::api_error::ApiError;
@@ -175,15 +175,14 @@ pub fn decode_list_query(
         }
         match key.as_str() {
             "status" if forced.is_none() => {
-                filter.status = Some(value.parse().map_err(|e: queue_core::UnknownStatus| {
-                    ApiError::invalid_field(e.to_string())
-                })?)
+                filter.status = Some(value.parse().map_err(
+                    |e: coordinator_queue::UnknownStatus| ApiError::invalid_field(e.to_string()),
+                )?)
             }
             "priority" => {
-                filter.priority =
-                    Some(value.parse().map_err(|e: queue_core::UnknownPriority| {
-                        ApiError::invalid_field(e.to_string())
-                    })?)
+                filter.priority = Some(value.parse().map_err(
+                    |e: coordinator_queue::UnknownPriority| ApiError::invalid_field(e.to_string()),
+                )?)
             }
             "assigned_to" => filter.assigned_to = Some(value),
             "limit" => {

@@ -1,8 +1,8 @@
 //! Tests of the handlers' decoding and encoding: batch bodies, list queries,
 //! token bodies, metric gauges.
 
+use coordinator_queue::{Priority, Status};
 use hyper::StatusCode;
-use queue_core::{Priority, Status};
 use serde_json::{json, Value};
 
 use super::ops::metrics_gauges;

@@ -3,10 +3,10 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use coordinator_transport::server::spawn_socket;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use transport_ws::server::spawn_socket;
 
 use crate::server::api_error::ApiError;
 use crate::server::http::response::Resp;
