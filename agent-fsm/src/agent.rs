@@ -8,6 +8,11 @@ use crate::Capabilities;
 
 /// Where an agent is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum AgentState {
     /// Not connected.
     Offline,

@@ -47,3 +47,20 @@ impl Capabilities {
         coordinator_queue::is_subset(&self.0, &other.0)
     }
 }
+
+/// A list of names, sorted.
+#[cfg(feature = "serde")]
+impl serde::Serialize for Capabilities {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.names())
+    }
+}
+
+/// Any list of names, read as the set [`Capabilities::new`] makes of it.
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Capabilities {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let names = <Vec<String> as serde::Deserialize>::deserialize(deserializer)?;
+        Ok(Capabilities::new(names))
+    }
+}

@@ -11,6 +11,12 @@
 //! `offline → idle` (identified), and any state `→ offline` (disconnected).
 //! Any other move is an [`IllegalMove`] error and changes nothing.
 //!
+//! # Features
+//!
+//! - `serde` (off by default): `Serialize` and `Deserialize` for [`Capabilities`]
+//!   (a sorted list; any list reads as the set) and [`AgentState`] (its `as_str`
+//!   name), and the `serde` feature of `coordinator-queue`.
+//!
 //! # Example
 //!
 //! ```
@@ -41,3 +47,8 @@ pub use capabilities::Capabilities;
 
 #[cfg(test)]
 mod tests;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -206,3 +206,6 @@ proptest! {
         }
     }
 }
+
+#[cfg(feature = "serde")]
+mod round_trip;

@@ -5,6 +5,11 @@ use crate::{HistoryEntry, Task};
 /// A record the shell must write durably before it acknowledges the operation
 /// that produced it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum Change {
     /// The task's record changed and its newest history entry says how; write it
     /// (insert or replace).

@@ -11,6 +11,11 @@ macro_rules! id_type {
         /// Cloning is cheap (a reference-count increment), so the id can sit in
         /// several indexes at once without copying the text.
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[cfg_attr(
+            feature = "serde",
+            derive(serde::Serialize, serde::Deserialize),
+            serde(transparent)
+        )]
         pub struct $name(Arc<str>);
 
         impl $name {

@@ -9,6 +9,14 @@
 //! Only live work stays in memory: a task that reaches a final state (completed,
 //! dead letter, cancelled) comes out as [`Change::Finalized`] and leaves the queue.
 //!
+//! # Features
+//!
+//! - `serde` (off by default): `Serialize` and `Deserialize` for [`Task`],
+//!   [`NewTask`], [`Change`] and what they hold. Ids are plain strings, lanes,
+//!   statuses, history events and reclaim reasons their `as_str` names; a
+//!   deserialized task's capabilities are sorted and de-duplicated. The core
+//!   never serializes anything itself.
+//!
 //! # Example
 //!
 //! ```
@@ -58,3 +66,8 @@ pub use task::{
 
 #[cfg(test)]
 mod tests;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

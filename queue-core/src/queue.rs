@@ -72,6 +72,7 @@ impl QueueKey {
 
 /// What a completion reports.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Completion {
     /// The result as JSON text.
     pub result: String,

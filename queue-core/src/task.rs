@@ -11,6 +11,11 @@ pub const HISTORY_CAP: usize = 50;
 
 /// A priority lane. Higher lanes are served first; FIFO inside a lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum Priority {
     /// Served before everything else.
     Urgent,
@@ -72,6 +77,11 @@ impl FromStr for Priority {
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum Status {
     /// Waiting in its lane for an agent.
     Queued,
@@ -149,6 +159,11 @@ impl FromStr for Status {
 /// Why a held task was taken back from its agent without counting as a failure
 /// (it counts against the task's reclaim budget instead).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum ReclaimReason {
     /// The agent's connection closed or stopped answering pings.
     Disconnected,
@@ -177,6 +192,11 @@ impl ReclaimReason {
 
 /// What happened to a task, as recorded in its history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum HistoryEvent {
     /// Entered the queue.
     Submitted,
@@ -243,6 +263,7 @@ impl HistoryEvent {
 
 /// One line of a task's history.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct HistoryEntry {
     /// What happened.
     pub event: HistoryEvent,
@@ -254,6 +275,7 @@ pub struct HistoryEntry {
 
 /// The agent holding a task (for a final task: the last one that held it).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Holder {
     /// The agent.
     pub agent_id: AgentId,
@@ -265,6 +287,7 @@ pub struct Holder {
 
 /// A task as submitted: what the caller decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct NewTask {
     /// The caller-chosen unique id.
     pub id: TaskId,
@@ -333,6 +356,7 @@ impl NewTask {
 /// The core hands these out in [`Change`](crate::Change)s and takes them back in
 /// [`Queue::restore`](crate::Queue::restore).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Task {
     /// Unique id.
     pub id: TaskId,
@@ -358,7 +382,12 @@ pub struct Task {
     pub max_retries: u32,
     /// Deadline, if any.
     pub complete_by_ms: Option<u64>,
-    /// Capabilities an agent must have, sorted and without duplicates.
+    /// Capabilities an agent must have, sorted and without duplicates (a
+    /// deserialized record is sorted and de-duplicated on the way in).
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "deserialize_capability_set")
+    )]
     pub needed_capabilities: Arc<[String]>,
     /// What the agent reported, once completed.
     pub outcome: Option<Box<crate::Completion>>,
@@ -374,6 +403,19 @@ pub struct Task {
     pub queue_seq: u64,
     /// What happened, oldest first, at most [`HISTORY_CAP`] entries.
     pub history: Vec<HistoryEntry>,
+}
+
+/// Reads a list of capability names as the sorted, duplicate-free set a
+/// [`Task`] keeps.
+#[cfg(feature = "serde")]
+fn deserialize_capability_set<'de, D>(deserializer: D) -> Result<Arc<[String]>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let mut names = <Vec<String> as serde::Deserialize>::deserialize(deserializer)?;
+    names.sort_unstable();
+    names.dedup();
+    Ok(names.into())
 }
 
 impl Task {

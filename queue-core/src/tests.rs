@@ -754,6 +754,8 @@ fn restore_refuses_inconsistent_records() {
 }
 
 mod model;
+#[cfg(feature = "serde")]
+mod round_trip;
 
 #[test]
 fn queue_keys_order_by_lane_then_arrival() {

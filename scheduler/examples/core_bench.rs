@@ -1,5 +1,5 @@
 //! Benchmark of the pure cores (release build):
-//! `cargo run --release -p scheduler --example core_bench`
+//! `cargo run --release -p coordinator-scheduler --example core_bench`
 //!
 //! 1. 1,000,000 tasks through submit → assign → accept → complete in queue-core;
 //! 2. matching with 100,000 queued tasks over 10 capability sets and 1,000 agents.

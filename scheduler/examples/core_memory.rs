@@ -1,6 +1,6 @@
 //! Memory per queued task, counted exactly on the heap (dhat) plus the inline size
 //! of the records, beyond the description and metadata bytes themselves:
-//! `cargo run --release -p scheduler --example core_memory`
+//! `cargo run --release -p coordinator-scheduler --example core_memory`
 
 use coordinator_queue::NewTask;
 use coordinator_scheduler::{Scheduler, SchedulerConfig};

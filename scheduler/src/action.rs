@@ -6,6 +6,7 @@ use coordinator_queue::{AgentId, ReclaimReason, TaskId};
 
 /// A task pushed to an agent (`task_assign` on the wire).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Assignment {
     /// Who gets it.
     pub agent_id: AgentId,
@@ -23,6 +24,11 @@ pub struct Assignment {
 
 /// Something the shell must carry out after the current changes are committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum Action {
     /// Push this task to its agent.
     Assign(Assignment),

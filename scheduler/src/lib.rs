@@ -27,6 +27,12 @@
 //! - Matching is event-driven: on submit, requeue, retry, connect and whenever an
 //!   agent becomes idle.
 //!
+//! # Features
+//!
+//! - `serde` (off by default): `Serialize` and `Deserialize` for [`Action`] and
+//!   [`Assignment`], and the `serde` features of `coordinator-queue` and
+//!   `coordinator-agent-fsm`.
+//!
 //! # Example
 //!
 //! ```
@@ -60,8 +66,13 @@ mod error;
 mod scheduler;
 
 pub use action::{Action, Assignment};
-pub use coordinator_scheduler::{AgentView, Scheduler, SchedulerConfig, RESULT_TOO_LARGE};
 pub use error::SchedulerError;
+pub use scheduler::{AgentView, Scheduler, SchedulerConfig, RESULT_TOO_LARGE};
 
 #[cfg(test)]
 mod tests;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -860,3 +860,6 @@ fn a_task_taken_by_another_agent_is_no_longer_the_old_holders() {
         Recovery::Reassign
     );
 }
+
+#[cfg(feature = "serde")]
+mod round_trip;

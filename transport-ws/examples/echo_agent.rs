@@ -6,9 +6,9 @@
 //!
 //! ```sh
 //! TOKEN=$(coordinator token create echo-1)
-//! cargo run -p transport-ws --example echo_agent -- ws://127.0.0.1:4000/ws echo-1 "$TOKEN"
+//! cargo run -p coordinator-transport --features client --example echo_agent -- ws://127.0.0.1:4000/ws echo-1 "$TOKEN"
 //! # several coordinators: a comma-separated list, tried in turn
-//! cargo run -p transport-ws --example echo_agent -- ws://a:4000/ws,ws://b:4000/ws echo-1 "$TOKEN"
+//! cargo run -p coordinator-transport --features client --example echo_agent -- ws://a:4000/ws,ws://b:4000/ws echo-1 "$TOKEN"
 //! ```
 
 use coordinator_transport::client::agent::AgentClient;

@@ -20,7 +20,7 @@
 //!
 //! ```sh
 //! TOKEN=$(coordinator token create sh-1)
-//! cargo run -p transport-ws --example shell_agent -- ws://127.0.0.1:4000/ws sh-1 "$TOKEN" ./sh-1.state.json
+//! cargo run -p coordinator-transport --features client --example shell_agent -- ws://127.0.0.1:4000/ws sh-1 "$TOKEN" ./sh-1.state.json
 //! curl -s -XPOST -H "Authorization: Bearer $ADMIN" localhost:4000/api/tasks \
 //!   -d '{"description":"uname","metadata":{"command":"uname -a"}}'
 //! ```

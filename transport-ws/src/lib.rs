@@ -1,24 +1,34 @@
 //! Coordinator's WebSocket transport: the v1 wire protocol, the coordinator side of
-//! an agent socket on hyper + fastwebsockets, and the agent SDK.
+//! an agent socket on fastwebsockets, and the agent SDK.
 //!
-//! - [`protocol`]: the messages in both directions, with exactly the field names
+//! - `protocol` (feature `protocol`, on by default): the messages in both
+//!   directions, with exactly the field names
 //!   of the protocol, and a decoder that never panics.
 //! - [`assembler`]: [`assembler::FrameAssembler`] turns frames into whole text
 //!   messages (fragments, the size limit across fragments, control frames, refused
 //!   binary frames); it performs no I/O.
-//! - [`server`]: [`server::spawn_socket`] turns an upgraded connection into a stream
-//!   of [`server::SocketEvent`]s and a [`server::SocketHandle`] to send with, with
+//! - `server` (feature `server`): `server::spawn_socket` turns an upgraded connection into a stream
+//!   of `SocketEvent`s and a `SocketHandle` to send with, with
 //!   heartbeats, a frame size limit and a bounded outbound queue.
-//! - [`client`]: the agent side. [`client::agent::AgentClient`] is the agent SDK:
+//! - `client` (feature `client`): the agent side. `client::agent::AgentClient` is the agent SDK:
 //!   it owns reconnection (several hub URLs, backoff, identify timeout, `wss://`
 //!   with the `rustls` feature), hands out jobs, and keeps each outcome until the
 //!   coordinator acknowledges it, across reconnects and, with a state hook,
-//!   restarts. Its rules are the pure [`client::session::AgentSession`].
-//!   [`client::Connection`] is one bare connection, for protocol tests.
+//!   restarts. Its rules are the pure `client::session::AgentSession`.
+//!   `client::Connection` is one bare connection, for protocol tests.
 //!
-//! Cargo feature `rustls` (off by default): `wss://` hub URLs, by rustls with the
-//! ring provider, trusting the Mozilla roots (webpki-roots) and any root a
-//! program adds.
+//! # Features
+//!
+//! | feature | adds | pulls in |
+//! |---|---|---|
+//! | `protocol` (default) | `protocol` | serde, serde_json |
+//! | `client` | `client` and `protocol` | tokio (rt, net, sync, time, macros, io-util), fastwebsockets with its hyper handshake, hyper-util, rand, tracing |
+//! | `server` | `server` and `protocol` | tokio (rt, sync, time, macros, io-util), fastwebsockets |
+//! | `rustls` | `wss://` hub URLs for `client` | rustls (ring), tokio-rustls, webpki-roots |
+//!
+//! With only `protocol`, nothing async or networked is built. The server side
+//! takes an already upgraded connection; the HTTP upgrade is the caller's (the
+//! `coordinator` program does it with hyper and fastwebsockets' `upgrade`).
 //!
 //! # Example
 //!
@@ -34,9 +44,17 @@
 #![warn(missing_docs)]
 
 pub mod assembler;
+#[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "protocol")]
 pub mod protocol;
+#[cfg(feature = "server")]
 pub mod server;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "protocol"))]
 mod tests;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(all(doctest, feature = "protocol"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -3,6 +3,7 @@
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
+#[cfg(feature = "client")]
 use crate::client::Backoff;
 use crate::protocol::*;
 
@@ -175,6 +176,7 @@ fn coordinator_messages_use_the_wire_names() {
     );
 }
 
+#[cfg(feature = "client")]
 #[test]
 fn backoff_doubles_to_the_cap_with_jitter_and_resets() {
     let mut b = Backoff::new(
