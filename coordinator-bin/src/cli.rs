@@ -146,6 +146,15 @@ pub struct ServeArgs {
     /// `Retry-After` and closed.
     #[arg(long, env = "COORDINATOR_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Most tasks that may wait in the queue: a submission (or a retry from the
+    /// dead letter) that would take it past this is refused whole, 429
+    /// `queue_full` with `Retry-After`, and changes nothing.
+    #[arg(long, env = "COORDINATOR_MAX_QUEUED", default_value_t = 1_000_000)]
+    pub max_queued: usize,
+    /// Largest metadata of one task, in bytes of its JSON text: a submission with
+    /// a larger one is refused whole, 413 `metadata_too_large`, and changes nothing.
+    #[arg(long, env = "COORDINATOR_MAX_METADATA_BYTES", default_value_t = 65_536)]
+    pub max_metadata_bytes: usize,
     /// Log format.
     #[arg(long, env = "COORDINATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

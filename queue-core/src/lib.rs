@@ -8,6 +8,9 @@
 //!
 //! Only live work stays in memory: a task that reaches a final state (completed,
 //! dead letter, cancelled) comes out as [`Change::Finalized`] and leaves the queue.
+//! And a live task costs the same whatever it carries: a long description or
+//! metadata comes out in the task's first record and is then kept only by its
+//! length ([`Payload::Stored`]); whoever must send it reads it back from storage.
 //!
 //! # Features
 //!
@@ -48,6 +51,7 @@ mod change;
 mod error;
 mod ids;
 mod index;
+mod payload;
 mod queue;
 mod task;
 
@@ -55,6 +59,7 @@ pub use change::Change;
 pub use error::{RestoreError, SubmitError, TaskError};
 pub use ids::{AgentId, TaskId};
 pub use index::{is_subset, GroupedIndex};
+pub use payload::Payload;
 pub use queue::{
     Completion, FailOutcome, Queue, QueueConfig, QueueKey, ReclaimOutcome, Reclaimed, Recovery,
     Stats, Swept, DEADLINE_EXCEEDED, TOO_MANY_RECLAIMS,

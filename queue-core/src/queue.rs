@@ -6,8 +6,8 @@ use crate::Holder;
 use std::sync::Arc;
 
 use crate::{
-    is_subset, AgentId, Change, GroupedIndex, HistoryEvent, NewTask, Priority, ReclaimReason,
-    RestoreError, Status, SubmitError, Task, TaskError, TaskId,
+    is_subset, AgentId, Change, GroupedIndex, HistoryEvent, NewTask, Payload, Priority,
+    ReclaimReason, RestoreError, Status, SubmitError, Task, TaskError, TaskId,
 };
 
 /// Settings of a [`Queue`].
@@ -20,6 +20,11 @@ pub struct QueueConfig {
     /// Reclaims a task may go through; the one past this sends it to the dead letter
     /// with `last_error` [`TOO_MANY_RECLAIMS`].
     pub max_reclaims: u32,
+    /// A description or metadata longer than this is not kept in memory once the
+    /// record that carries it has been emitted: the task keeps only its length
+    /// ([`Payload::Stored`]), so memory per live task stays bounded whatever
+    /// tasks carry.
+    pub max_inline_payload_bytes: usize,
 }
 
 /// `last_error` of a task that went to the dead letter through its reclaim budget.
@@ -33,6 +38,7 @@ impl Default for QueueConfig {
             default_max_retries: 3,
             stuck_after_ms: 300_000,
             max_reclaims: 5,
+            max_inline_payload_bytes: 256,
         }
     }
 }
@@ -223,6 +229,8 @@ impl Queue {
     ///
     /// Final records are skipped (they live in storage only). The result is in
     /// exactly the state the queue was in when those records were emitted.
+    /// Records may carry their description and metadata as text or as
+    /// [`Payload::Stored`]; texts over `max_inline_payload_bytes` are not kept.
     pub fn restore(
         config: QueueConfig,
         records: impl IntoIterator<Item = Task>,
@@ -239,7 +247,8 @@ impl Queue {
                 return Err(RestoreError::DuplicateId(task.id));
             }
             queue.next_seq = queue.next_seq.max(task.queue_seq + 1);
-            let task = queue.adopt(task);
+            let mut task = queue.adopt(task);
+            queue.elide_payloads(&mut task);
             match task.status {
                 Status::Queued => queue.index_queued(&task),
                 _ => {
@@ -281,7 +290,9 @@ impl Queue {
         Ok(())
     }
 
-    /// Adds a task at the back of its lane.
+    /// Adds a task at the back of its lane. The record emitted carries the
+    /// description and metadata; the queue keeps them only if they are short
+    /// (see [`QueueConfig::max_inline_payload_bytes`]).
     pub fn submit(&mut self, now_ms: u64, new: NewTask) -> Result<&Task, SubmitError> {
         self.check_submission(now_ms, &new)?;
         let mut capabilities = new.needed_capabilities;
@@ -296,8 +307,8 @@ impl Queue {
         self.next_seq += 1;
         let mut task = Box::new(Task {
             id: new.id.clone(),
-            description: Arc::from(new.description),
-            metadata: self.intern_metadata(new.metadata),
+            description: Payload::from(new.description),
+            metadata: Payload::Inline(self.intern_metadata(new.metadata)),
             priority: new.priority,
             status: Status::Queued,
             holder: None,
@@ -318,6 +329,7 @@ impl Queue {
         task.record(now_ms, HistoryEvent::Submitted, String::new());
         self.index_queued(&task);
         self.changes.push_back(Change::Updated(Task::clone(&task)));
+        self.elide_payloads(&mut task);
         Ok(self.tasks.entry(new.id).or_insert(task))
     }
 
@@ -695,7 +707,9 @@ impl Queue {
     }
 
     /// Puts a dead-letter record (read back from storage) into the queue again,
-    /// at the back of its lane, with its retry and reclaim counts reset.
+    /// at the back of its lane, with its retry and reclaim counts reset. The
+    /// record emitted carries the texts the given record has; the queue keeps
+    /// only the short ones.
     pub fn retry_dead_letter(&mut self, now_ms: u64, task: Task) -> Result<(), TaskError> {
         if let Some(live) = self.tasks.get(&task.id) {
             return Err(wrong_status(live));
@@ -711,10 +725,10 @@ impl Queue {
         task.queue_seq = self.next_seq;
         self.next_seq += 1;
         task.record(now_ms, HistoryEvent::Requeued, String::new());
-        let task_id = task.id.clone();
         self.index_queued(&task);
-        self.tasks.insert(task_id.clone(), task);
-        self.emit(&task_id);
+        self.changes.push_back(Change::Updated(Task::clone(&task)));
+        self.elide_payloads(&mut task);
+        self.tasks.insert(task.id.clone(), task);
         Ok(())
     }
 
@@ -837,6 +851,14 @@ impl Queue {
         {
             self.queued_by_lane[key.rank() as usize] -= 1;
         }
+    }
+
+    /// Drops the texts longer than `max_inline_payload_bytes` from a record the
+    /// queue keeps, leaving their lengths.
+    fn elide_payloads(&self, task: &mut Task) {
+        let max = self.config.max_inline_payload_bytes;
+        task.description.elide(max);
+        task.metadata.elide(max);
     }
 
     /// Most tasks carry no metadata: they all share one `{}`.

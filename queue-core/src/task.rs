@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::{AgentId, TaskId};
+use crate::{AgentId, Payload, TaskId};
 
 /// How many history entries a task keeps; older ones are dropped first.
 pub const HISTORY_CAP: usize = 50;
@@ -360,10 +360,10 @@ impl NewTask {
 pub struct Task {
     /// Unique id.
     pub id: TaskId,
-    /// What to do.
-    pub description: Arc<str>,
-    /// Opaque JSON object text.
-    pub metadata: Arc<str>,
+    /// What to do (out of memory when large, see [`Payload`]).
+    pub description: Payload,
+    /// Opaque JSON object text (out of memory when large, see [`Payload`]).
+    pub metadata: Payload,
     /// The lane.
     pub priority: Priority,
     /// Where it is in its life.

@@ -34,7 +34,7 @@ fn submit_emits_a_queued_record_with_defaults() {
     assert_eq!(task.generation, 0);
     assert_eq!(task.max_retries, 3);
     assert_eq!(task.created_at_ms, T0);
-    assert_eq!(&*task.metadata, "{}");
+    assert_eq!(task.metadata.as_inline(), Some("{}"));
     assert_eq!(task.history.len(), 1);
     assert_eq!(task.history[0].event, HistoryEvent::Submitted);
     assert_eq!(q.drain_changes(), vec![Change::Updated(task)]);
@@ -65,7 +65,7 @@ fn submit_refuses_bad_input_and_changes_nothing() {
         SubmitError::DuplicateId(TaskId::from("t1"))
     );
     assert!(q.drain_changes().is_empty());
-    assert_eq!(&*q.get("t1").unwrap().description, "x");
+    assert_eq!(q.get("t1").unwrap().description.as_inline(), Some("x"));
 }
 
 #[test]
@@ -756,6 +756,105 @@ fn restore_refuses_inconsistent_records() {
 mod model;
 #[cfg(feature = "serde")]
 mod round_trip;
+
+fn with_metadata(id: &str, description: &str, metadata: &str) -> NewTask {
+    let mut new = NewTask::new(id, description);
+    new.metadata = metadata.to_owned();
+    new
+}
+
+#[test]
+fn long_texts_are_emitted_once_and_then_kept_out_of_memory() {
+    let mut q = Queue::new(QueueConfig {
+        max_inline_payload_bytes: 8,
+        ..QueueConfig::default()
+    });
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(100));
+    q.submit(T0, with_metadata("big", "a long description", &big))
+        .unwrap();
+    q.submit(T0, with_metadata("small", "short", r#"{"k":1}"#))
+        .unwrap();
+    // The records to persist carry every text ...
+    let submitted = q.drain_changes();
+    assert_eq!(submitted[0].task().metadata.as_inline(), Some(big.as_str()));
+    assert_eq!(
+        submitted[0].task().description.as_inline(),
+        Some("a long description")
+    );
+    // ... the queue keeps only the short ones, and the lengths of the others.
+    let kept = q.get("big").unwrap();
+    assert_eq!(kept.metadata, Payload::Stored { len: big.len() });
+    assert_eq!(kept.description, Payload::Stored { len: 18 });
+    assert_eq!(
+        q.get("small").unwrap().metadata.as_inline(),
+        Some(r#"{"k":1}"#)
+    );
+    assert_eq!(
+        q.get("small").unwrap().description.as_inline(),
+        Some("short")
+    );
+    // Later records of the task leave the stored texts out (storage keeps them).
+    let g = q.assign(T0 + 1, "big", &agent("a1")).unwrap();
+    let assigned = q.drain_changes().pop().unwrap().into_task();
+    assert!(assigned.metadata.is_stored() && assigned.description.is_stored());
+    q.complete(T0 + 2, "big", &agent("a1"), g, done("{}"))
+        .unwrap();
+    let finalized = q.drain_changes().pop().unwrap();
+    assert!(matches!(&finalized, Change::Finalized(t) if t.metadata.is_stored()));
+}
+
+#[test]
+fn a_payload_costs_one_shared_pointer_in_the_record() {
+    assert_eq!(
+        std::mem::size_of::<Payload>(),
+        std::mem::size_of::<std::sync::Arc<str>>()
+    );
+}
+
+#[test]
+fn restore_keeps_long_texts_out_of_memory_whether_or_not_storage_sent_them() {
+    let config = QueueConfig {
+        max_inline_payload_bytes: 4,
+        ..QueueConfig::default()
+    };
+    let mut q = Queue::new(config.clone());
+    q.submit(T0, with_metadata("a", "describe a", r#"{"n":1}"#))
+        .unwrap();
+    q.submit(T0, NewTask::new("b", "b")).unwrap();
+    let mut records: Vec<Task> = q
+        .drain_changes()
+        .into_iter()
+        .map(Change::into_task)
+        .collect();
+    let full = Queue::restore(config.clone(), records.clone()).unwrap();
+    assert_eq!(full.get("a"), q.get("a"));
+    assert_eq!(full.get("b").unwrap().description.as_inline(), Some("b"));
+    // Storage may send only the lengths of long texts.
+    records[0].description = Payload::Stored { len: 10 };
+    records[0].metadata = Payload::Stored { len: 7 };
+    let lengths_only = Queue::restore(config, records).unwrap();
+    assert_eq!(lengths_only.get("a"), q.get("a"));
+}
+
+#[test]
+fn a_retry_from_the_dead_letter_emits_its_texts_and_keeps_only_short_ones() {
+    let mut q = Queue::new(QueueConfig {
+        max_inline_payload_bytes: 4,
+        ..QueueConfig::default()
+    });
+    q.submit(T0, NewTask::new("t", "long enough").with_max_retries(0))
+        .unwrap();
+    let a1 = agent("a1");
+    let g = q.assign(T0, "t", &a1).unwrap();
+    let _ = q.fail(T0, "t", &a1, g, "boom").unwrap();
+    let mut dead = q.drain_changes().pop().unwrap().into_task();
+    // As read back from storage: with its text.
+    dead.description = Payload::from("long enough");
+    q.retry_dead_letter(T0 + 1, dead).unwrap();
+    let requeued = q.drain_changes().pop().unwrap().into_task();
+    assert_eq!(requeued.description.as_inline(), Some("long enough"));
+    assert_eq!(q.get("t").unwrap().description, Payload::Stored { len: 11 });
+}
 
 #[test]
 fn queue_keys_order_by_lane_then_arrival() {

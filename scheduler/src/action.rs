@@ -1,10 +1,12 @@
 //! Messages the shell must send once the records they depend on are committed.
 
-use std::sync::Arc;
-
-use coordinator_queue::{AgentId, ReclaimReason, TaskId};
+use coordinator_queue::{AgentId, Payload, ReclaimReason, TaskId};
 
 /// A task pushed to an agent (`task_assign` on the wire).
+///
+/// Its description and metadata are the queue's: a long text is
+/// [`Payload::Stored`], and the shell must read it back from storage before the
+/// message can be written (see [`Assignment::texts`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Assignment {
@@ -17,9 +19,16 @@ pub struct Assignment {
     /// When it was assigned.
     pub assigned_at_ms: u64,
     /// What to do.
-    pub description: Arc<str>,
+    pub description: Payload,
     /// Opaque JSON object text.
-    pub metadata: Arc<str>,
+    pub metadata: Payload,
+}
+
+impl Assignment {
+    /// The description and metadata, once both are in memory.
+    pub fn texts(&self) -> Option<(&str, &str)> {
+        Some((self.description.as_inline()?, self.metadata.as_inline()?))
+    }
 }
 
 /// Something the shell must carry out after the current changes are committed.

@@ -67,7 +67,7 @@ mod scheduler;
 
 pub use action::{Action, Assignment};
 pub use error::SchedulerError;
-pub use scheduler::{AgentView, Scheduler, SchedulerConfig, RESULT_TOO_LARGE};
+pub use scheduler::{AgentView, Scheduler, SchedulerConfig, PAYLOAD_UNREADABLE, RESULT_TOO_LARGE};
 
 #[cfg(test)]
 mod tests;

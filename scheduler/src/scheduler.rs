@@ -14,6 +14,11 @@ use crate::{Action, Assignment, SchedulerError};
 /// the size limit (see [`Scheduler::handle_oversize`]).
 pub const RESULT_TOO_LARGE: &str = "result_too_large";
 
+/// `last_error` of a task whose `task_assign` could not be written because its
+/// stored description and metadata could not be read back (see
+/// [`Scheduler::handle_undeliverable`]).
+pub const PAYLOAD_UNREADABLE: &str = "payload_unreadable";
+
 /// Settings of a [`Scheduler`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchedulerConfig {
@@ -402,6 +407,39 @@ impl Scheduler {
         if let Some(held) = held {
             self.fail_holder(now_ms, &held.task_id, RESULT_TOO_LARGE);
         }
+    }
+
+    /// The assignment of `task_id` to `agent_id` at `generation` cannot be
+    /// sent (the shell could not read back the task's stored description and
+    /// metadata): a counted failure with `last_error` [`PAYLOAD_UNREADABLE`],
+    /// retried or dead-lettered as any failure, and the agent is free again.
+    /// Refused, changing nothing, unless the agent holds the task at that
+    /// generation.
+    pub fn handle_undeliverable(
+        &mut self,
+        now_ms: u64,
+        agent_id: &AgentId,
+        task_id: &str,
+        generation: u64,
+    ) -> Result<(), SchedulerError> {
+        let task = self
+            .queue
+            .get(task_id)
+            .ok_or_else(|| TaskError::NotFound(TaskId::from(task_id)))?;
+        if task.generation != generation {
+            return Err(TaskError::StaleGeneration {
+                task_id: task.id.clone(),
+                given: generation,
+                current: task.generation,
+            }
+            .into());
+        }
+        if !task.is_held_by(agent_id) {
+            return Err(TaskError::NotAssigned(task.id.clone()).into());
+        }
+        let task_id = task.id.clone();
+        self.fail_holder(now_ms, &task_id, PAYLOAD_UNREADABLE);
+        Ok(())
     }
 
     fn drop_agent(

@@ -553,6 +553,39 @@ fn an_oversize_close_is_a_counted_failure_of_the_held_task() {
     assert!(drain(&mut s).0.is_empty());
 }
 
+#[test]
+fn an_undeliverable_assignment_is_a_counted_failure_and_frees_the_agent() {
+    let mut s = Scheduler::new(config());
+    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_submit(T0, NewTask::new("t", "x").with_max_retries(0))
+        .unwrap();
+    assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 1)]);
+    let _ = drain(&mut s);
+    // Only for the current holder at the current generation.
+    let stale = s.handle_undeliverable(T0 + 1, &id("a"), "t", 7);
+    assert!(matches!(
+        stale,
+        Err(SchedulerError::Task(
+            coordinator_queue::TaskError::StaleGeneration { .. }
+        ))
+    ));
+    let other = s.handle_undeliverable(T0 + 1, &id("b"), "t", 1);
+    assert!(matches!(
+        other,
+        Err(SchedulerError::Task(
+            coordinator_queue::TaskError::NotAssigned(_)
+        ))
+    ));
+    assert!(drain(&mut s).0.is_empty(), "a refusal changes nothing");
+    s.handle_undeliverable(T0 + 1, &id("a"), "t", 1).unwrap();
+    let (finals, _) = drain(&mut s);
+    assert_eq!(
+        finals.iter().map(ending).collect::<Vec<_>>(),
+        [(Status::DeadLetter, 1, 0, Some(PAYLOAD_UNREADABLE))]
+    );
+    assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Idle);
+}
+
 // ---- property test ----
 
 const CAPS: [&[&str]; 4] = [&[], &["gpu"], &["linux"], &["gpu", "linux"]];

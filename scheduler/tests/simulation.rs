@@ -90,6 +90,7 @@ const CONFIG: fn() -> SchedulerConfig = || SchedulerConfig {
         stuck_after_ms: 2_000,
         // Budgets out of reach: this run checks fencing, every task must complete.
         max_reclaims: 100,
+        ..coordinator_queue::QueueConfig::default()
     },
 };
 

@@ -14,6 +14,8 @@ pub struct ApiError {
     pub detail: String,
     /// The task the error is about, when it is about one task's stored record.
     pub task_id: Option<String>,
+    /// Seconds for the `Retry-After` header, when the client should come back later.
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -24,6 +26,21 @@ impl ApiError {
             code,
             detail: detail.into(),
             task_id: None,
+            retry_after_s: None,
+        }
+    }
+
+    /// 413 `metadata_too_large`: a task's metadata is over the limit (the
+    /// body was read whole).
+    pub fn metadata_too_large(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "metadata_too_large", detail)
+    }
+
+    /// 429 `queue_full` with `Retry-After`: the queue has no room now.
+    pub fn queue_full(detail: impl Into<String>, retry_after_s: u64) -> Self {
+        ApiError {
+            retry_after_s: Some(retry_after_s),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", detail)
         }
     }
 

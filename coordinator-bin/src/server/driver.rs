@@ -13,14 +13,19 @@ use coordinator_transport::server::{
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use coordinator_queue::Task;
+use coordinator_queue::{Task, TaskId};
 
 use super::auth::Authenticator;
 use super::clock::now_ms;
 use super::db::{self, ReadPool};
 use super::observe;
 use super::writer::{WriteJob, Writer, WriterReport};
-use crate::session::{Answer, ConnId, Fatal, Frame, Identity, Output, Request, RequestId, Session};
+use crate::session::{
+    Answer, ConnId, Fatal, Frame, Identity, LoadedPayload, Output, Request, RequestId, Session,
+};
+
+/// A task's stored description and metadata, or why they could not be read.
+pub type PayloadRead = (TaskId, Result<Option<LoadedPayload>, String>);
 
 /// What the HTTP side and token checks send to the driver.
 pub enum Command {
@@ -38,6 +43,8 @@ pub enum Command {
         /// The record, or why it could not be read.
         stored: Result<Option<Task>, String>,
     },
+    /// The texts asked for by [`Output::LoadPayload`]s, read together.
+    PayloadsLoaded(Vec<PayloadRead>),
     /// The result of a token check asked for by [`Output::Authenticate`].
     Identity {
         /// The connection that identified.
@@ -194,6 +201,11 @@ impl Driver {
                 self.session.handle_request(now, request, body);
             }
             Command::Loaded { request, stored } => self.session.handle_loaded(now, request, stored),
+            Command::PayloadsLoaded(loaded) => {
+                for (task_id, texts) in loaded {
+                    self.session.handle_payload_loaded(now, &task_id, texts);
+                }
+            }
             Command::Identity { conn, identity } => {
                 self.session.handle_identity(now, conn, identity)
             }
@@ -224,8 +236,22 @@ impl Driver {
         }
     }
 
-    /// Carries out every output the session has.
+    /// Carries out every output the session has (the texts it asks for are read
+    /// together, once it has nothing more).
     async fn carry_out(&mut self, now: u64) -> Result<(), Fatal> {
+        let mut payloads = Vec::new();
+        let carried = self.carry_out_outputs(now, &mut payloads).await;
+        if !payloads.is_empty() {
+            self.load_payloads(payloads);
+        }
+        carried
+    }
+
+    async fn carry_out_outputs(
+        &mut self,
+        now: u64,
+        payloads: &mut Vec<TaskId>,
+    ) -> Result<(), Fatal> {
         while let Some(output) = self.session.poll_output() {
             match output {
                 Output::Persist(batch) => {
@@ -260,6 +286,7 @@ impl Driver {
                         let _ = commands.send(Command::Loaded { request, stored }).await;
                     });
                 }
+                Output::LoadPayload { task_id } => payloads.push(task_id),
                 Output::Send { conn, frame } => self.send(now, conn, frame),
                 Output::Reply { request, answer } => {
                     if let Some(reply) = self.replies.remove(&request) {
@@ -284,19 +311,70 @@ impl Driver {
         Ok(())
     }
 
+    /// Reads the stored texts of `task_ids` on one pooled connection and hands
+    /// them to the session.
+    fn load_payloads(&self, task_ids: Vec<TaskId>) {
+        let reads = self.reads.clone();
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            let asked = task_ids.clone();
+            let read = reads
+                .run(move |c| {
+                    Ok(task_ids
+                        .into_iter()
+                        .map(|task_id| {
+                            let texts = db::get_payload(c, task_id.as_str())
+                                .map(|found| {
+                                    found.map(|(description, metadata)| LoadedPayload {
+                                        description,
+                                        metadata,
+                                    })
+                                })
+                                .map_err(|e| {
+                                    if let db::DbError::Damaged(row) = &e {
+                                        super::damage::report(row);
+                                    }
+                                    e.to_string()
+                                });
+                            (task_id, texts)
+                        })
+                        .collect::<Vec<PayloadRead>>())
+                })
+                .await;
+            let loaded = read.unwrap_or_else(|e| {
+                let error = e.to_string();
+                asked
+                    .into_iter()
+                    .map(|task_id| (task_id, Err(error.clone())))
+                    .collect()
+            });
+            let _ = commands.send(Command::PayloadsLoaded(loaded)).await;
+        });
+    }
+
     fn send(&mut self, now: u64, conn: ConnId, frame: Frame) {
         let Some(handle) = self.sockets.get(&conn) else {
             return;
         };
         let text = match &frame {
             Frame::Message(message) => message.encode(),
-            Frame::Assign(a) => encode_task_assign(
-                &a.task_id,
-                &a.description,
-                &a.metadata,
-                a.generation,
-                a.assigned_at_ms,
-            ),
+            Frame::Assign(a) => {
+                let Some((description, metadata)) = a.texts() else {
+                    // The session sends assignments only with their texts.
+                    tracing::error!(
+                        task_id = a.task_id.as_str(),
+                        "task_assign without its texts; not sent"
+                    );
+                    return;
+                };
+                encode_task_assign(
+                    &a.task_id,
+                    description,
+                    metadata,
+                    a.generation,
+                    a.assigned_at_ms,
+                )
+            }
         };
         // A closed socket reports its own end; only a full queue is handled here.
         if handle.send_encoded(text) == Err(SendError::Full) {

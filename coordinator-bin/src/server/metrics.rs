@@ -40,6 +40,7 @@ struct Metrics {
     cancelled: Counter,
     reclaimed: Family<ReasonLabel, Counter>,
     protocol_errors: Family<CodeLabel, Counter>,
+    submits_refused: Family<ReasonLabel, Counter>,
     frames: Family<TypeLabel, Counter>,
     token_table_loads: Counter,
     damaged_rows: Family<TableLabel, Counter>,
@@ -62,6 +63,7 @@ fn metrics() -> &'static Metrics {
             cancelled: Counter::default(),
             reclaimed: Family::default(),
             protocol_errors: Family::default(),
+            submits_refused: Family::default(),
             frames: Family::default(),
             token_table_loads: Counter::default(),
             damaged_rows: Family::default(),
@@ -98,6 +100,11 @@ fn metrics() -> &'static Metrics {
             "protocol_errors",
             "Error frames sent to agents, by code",
             m.protocol_errors.clone(),
+        );
+        registry.register(
+            "submits_refused",
+            "Submissions (and retries from the dead letter) refused by admission control, by reason (queue_full, metadata_too_large)",
+            m.submits_refused.clone(),
         );
         registry.register(
             "ws_messages_received",
@@ -180,6 +187,14 @@ pub fn record_change(change: &Change) {
 pub fn record_reclaim(reason: &'static str) {
     metrics()
         .reclaimed
+        .get_or_create(&ReasonLabel { reason })
+        .inc();
+}
+
+/// Counts a submission refused by admission control.
+pub fn record_submit_refused(reason: &'static str) {
+    metrics()
+        .submits_refused
         .get_or_create(&ReasonLabel { reason })
         .inc();
 }

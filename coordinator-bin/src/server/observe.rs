@@ -68,5 +68,18 @@ pub fn notice(notice: &Notice) {
             let agent_id = agent_id.as_ref().map(|a| a.as_str()).unwrap_or("-");
             warn!(agent_id, %conn, "agent too slow to read; dropping its connection");
         }
+        Notice::SubmitRefused { reason } => metrics::record_submit_refused(reason),
+        Notice::AssignUndeliverable {
+            task_id,
+            agent_id,
+            error,
+        } => {
+            warn!(
+                task_id = task_id.as_str(),
+                agent_id = agent_id.as_str(),
+                error = error.as_str(),
+                "task_assign not sent: the task's stored description and metadata could not be read; the task failed"
+            );
+        }
     }
 }

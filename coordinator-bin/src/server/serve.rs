@@ -127,20 +127,13 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     bootstrap_admin(&conn, &admin_token_path(&args))?;
 
     let started = Instant::now();
-    let records = db::load_live_tasks(&conn).map_err(|e| match e {
-        db::DbError::DamagedLive(_) => format!(
-            "{e}. No task was changed and the service did not start: run `coordinator check --db {}` to list every damaged row, repair or remove those rows, and start again",
-            args.db.display()
-        ),
-        e => e.to_string(),
-    })?;
-    let n_live = records.len();
     let config = SessionConfig {
         scheduler: SchedulerConfig {
             queue: QueueConfig {
                 default_max_retries: args.max_retries,
                 stuck_after_ms: args.stuck_after_ms,
                 max_reclaims: args.max_reclaims,
+                ..QueueConfig::default()
             },
             accept_timeout_ms: args.accept_timeout_ms,
             recovery_grace_ms: args.recovery_grace_ms,
@@ -152,7 +145,19 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         retention_ms: args.retention_hours.saturating_mul(3_600_000),
         identify_timeout_ms: args.identify_timeout_ms,
         max_unidentified: args.max_unidentified,
+        max_queued: args.max_queued,
+        max_metadata_bytes: args.max_metadata_bytes,
     };
+    // Long descriptions and metadata stay in storage: only their lengths are read.
+    let max_inline = config.scheduler.queue.max_inline_payload_bytes;
+    let records = db::load_live_tasks(&conn, max_inline).map_err(|e| match e {
+        db::DbError::DamagedLive(_) => format!(
+            "{e}. No task was changed and the service did not start: run `coordinator check --db {}` to list every damaged row, repair or remove those rows, and start again",
+            args.db.display()
+        ),
+        e => e.to_string(),
+    })?;
+    let n_live = records.len();
     let session = Session::new(config, now_ms(), records)?;
     tracing::info!(live_tasks = n_live, elapsed_ms = started.elapsed().as_millis() as u64, db = %args.db.display(), "state restored");
 

@@ -14,8 +14,8 @@ pub fn task_json(task: &Task) -> Value {
         .collect();
     json!({
         "id": task.id.as_str(),
-        "description": &*task.description,
-        "metadata": parse_or_string(&task.metadata),
+        "description": task.description.as_inline(),
+        "metadata": task.metadata.as_inline().map(parse_or_string),
         "priority": task.priority.as_str(),
         "status": task.status.as_str(),
         "assigned_to": task.assigned_to().map(|a| a.as_str()),

@@ -1,10 +1,11 @@
 //! The single writer: owns the read-write connection and commits in groups.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::thread;
 
-use coordinator_queue::{Change, Task};
+use coordinator_queue::{Change, Task, TaskId};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, watch};
 
@@ -128,8 +129,8 @@ fn write_group(
 ) -> Result<usize, rusqlite::Error> {
     let tx = conn.unchecked_transaction()?;
     let newest = newest_per_task(batches);
-    for task in &newest {
-        db::upsert_task(&tx, task)?;
+    for (task, texts) in &newest {
+        db::write_task(&tx, task, *texts)?;
     }
     let mut rows = newest.len();
     for write in batches.iter().flat_map(|batch| &batch.tokens) {
@@ -156,16 +157,33 @@ fn write_group(
 }
 
 /// The newest record of each task in `batches` (oldest batch first, oldest change
-/// first within a batch): only those need writing. Newest first.
-fn newest_per_task(batches: &[Batch]) -> Vec<&Task> {
-    let mut seen = HashSet::new();
-    batches
+/// first within a batch): only those need writing. Newest first. Each comes
+/// with its description and metadata, taken from an older record of the group
+/// when the newest leaves them out (a task submitted and assigned within one
+/// group is inserted with the texts its submission carried).
+fn newest_per_task(batches: &[Batch]) -> Vec<(&Task, db::Texts<'_>)> {
+    let mut at: HashMap<&TaskId, usize> = HashMap::new();
+    let mut newest: Vec<(&Task, db::Texts<'_>)> = Vec::new();
+    for task in batches
         .iter()
         .rev()
         .flat_map(|batch| batch.changes.iter().rev())
         .map(Change::task)
-        .filter(|task| seen.insert(&task.id))
-        .collect()
+    {
+        match at.entry(&task.id) {
+            Entry::Vacant(slot) => {
+                slot.insert(newest.len());
+                newest.push((task, db::Texts::of(task)));
+            }
+            Entry::Occupied(slot) => {
+                let texts = &mut newest[*slot.get()].1;
+                let older = db::Texts::of(task);
+                texts.description = texts.description.or(older.description);
+                texts.metadata = texts.metadata.or(older.metadata);
+            }
+        }
+    }
+    newest
 }
 
 #[cfg(test)]

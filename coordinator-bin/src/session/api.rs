@@ -98,6 +98,14 @@ pub enum RefusalKind {
     Conflict,
     /// A field has an invalid value (HTTP 422).
     Invalid,
+    /// A task's metadata is over `max_metadata_bytes` (HTTP 413
+    /// `metadata_too_large`).
+    MetadataTooLarge,
+    /// The tasks would take the queue past `max_queued` (HTTP 429 `queue_full`).
+    QueueFull {
+        /// How long the client should wait before trying again.
+        retry_after_s: u64,
+    },
     /// Storage could not be read (HTTP 500).
     Internal,
 }

@@ -19,6 +19,8 @@
 //!   the session only hands them out once the changes they report are committed;
 //! - [`Output::Authenticate`]: check the token, then call
 //!   [`Session::handle_identity`];
+//! - [`Output::Load`] and [`Output::LoadPayload`]: read from storage, then call
+//!   [`Session::handle_loaded`] or [`Session::handle_payload_loaded`];
 //! - [`Output::Fatal`]: stop the process with a non-zero exit.
 //!
 //! Then it arms one timer for [`Session::poll_timeout`] and calls
@@ -52,6 +54,7 @@
 mod api;
 mod gate;
 mod output;
+mod payloads;
 mod requests;
 mod views;
 mod wire;
@@ -64,10 +67,11 @@ use coordinator_transport::protocol::CoordinatorMessage;
 
 pub use api::{Answer, Identity, Receipt, Refusal, RefusalKind, Request};
 pub use gate::Batch;
-pub use output::{ConnId, Fatal, Frame, Notice, Output, RequestId, TokenWrite};
+pub use output::{ConnId, Fatal, Frame, LoadedPayload, Notice, Output, RequestId, TokenWrite};
 pub use views::{AgentInfo, DashboardSnapshot, RecentCompletion};
 
 use gate::Gate;
+use payloads::AwaitingPayload;
 use views::Activity;
 
 /// WebSocket close code: the server is going away (shutdown).
@@ -89,6 +93,12 @@ pub struct SessionConfig {
     /// At most this many sockets may be open without having identified; more are
     /// closed at once (1008).
     pub max_unidentified: usize,
+    /// A submission that would take the number of queued tasks past this is
+    /// refused whole ([`RefusalKind::QueueFull`]).
+    pub max_queued: usize,
+    /// A submission with a task whose metadata text is longer than this is
+    /// refused whole ([`RefusalKind::MetadataTooLarge`]).
+    pub max_metadata_bytes: usize,
 }
 
 impl Default for SessionConfig {
@@ -99,6 +109,8 @@ impl Default for SessionConfig {
             retention_ms: 7 * 24 * 3_600_000,
             identify_timeout_ms: 10_000,
             max_unidentified: 1_000,
+            max_queued: 1_000_000,
+            max_metadata_bytes: 64 * 1024,
         }
     }
 }
@@ -151,6 +163,9 @@ pub struct Session {
     activity: Activity,
     /// Retries waiting for their stored record, by request.
     loading: HashMap<RequestId, String>,
+    /// Agents whose next frame is a `task_assign` waiting for its texts from
+    /// storage, with the frames queued behind it.
+    awaiting_payload: HashMap<AgentId, AwaitingPayload>,
     /// Sockets waiting to identify, by deadline: exactly the open, not closing,
     /// not yet identified ones (so its length is how many wait).
     identify_deadlines: BTreeSet<(u64, ConnId)>,
@@ -177,6 +192,7 @@ impl Session {
             names: HashMap::new(),
             activity: Activity::new(),
             loading: HashMap::new(),
+            awaiting_payload: HashMap::new(),
             identify_deadlines: BTreeSet::new(),
             started_ms: now_ms,
             fatal: None,
@@ -203,9 +219,9 @@ impl Session {
         self.fatal.is_some()
     }
 
-    /// True when nothing is staged, in flight, held or ready.
+    /// True when nothing is staged, in flight, held, waiting for a read or ready.
     pub fn is_settled(&self) -> bool {
-        self.gate.is_settled() && self.ready.is_empty()
+        self.gate.is_settled() && self.ready.is_empty() && self.awaiting_payload.is_empty()
     }
 
     /// True while a batch handed out in [`Output::Persist`] is not committed yet.
@@ -230,29 +246,8 @@ impl Session {
             match held {
                 Held::Out(output) => return Some(output),
                 Held::ToAgent { agent_id, frame } => {
-                    if let Frame::Assign(a) = &frame {
-                        // Reclaimed (and maybe assigned again) while waiting for its
-                        // commit: this assignment is history, not work to start.
-                        let current =
-                            self.scheduler
-                                .queue()
-                                .get(a.task_id.as_str())
-                                .is_some_and(|t| {
-                                    t.generation == a.generation
-                                        && t.assigned_to() == Some(&a.agent_id)
-                                });
-                        if !current {
-                            continue;
-                        }
-                    }
-                    // The agent's connection now, which may be newer than when queued.
-                    let conn = self
-                        .scheduler
-                        .agent(agent_id.as_str())
-                        .and_then(|view| view.connection)
-                        .map(ConnId::new);
-                    if let Some(conn) = conn.filter(|c| self.conns.contains_key(c)) {
-                        return Some(Output::Send { conn, frame });
+                    if let Some(output) = self.release_to_agent(agent_id, frame) {
+                        return Some(output);
                     }
                 }
             }

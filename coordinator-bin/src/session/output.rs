@@ -53,8 +53,21 @@ pub enum Frame {
     /// A protocol message.
     Message(CoordinatorMessage),
     /// `task_assign`, kept as the core's assignment so that its metadata text is
-    /// written as stored, without a parse and re-encode.
+    /// written as stored, without a parse and re-encode. In an [`Output::Send`]
+    /// its description and metadata are always in memory
+    /// ([`Assignment::texts`] is `Some`).
     Assign(Assignment),
+}
+
+/// A task's description and metadata as read back from storage, for a
+/// `task_assign` whose texts the queue does not keep in memory (see
+/// [`Output::LoadPayload`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedPayload {
+    /// The description.
+    pub description: String,
+    /// The metadata (JSON object text).
+    pub metadata: String,
 }
 
 /// A token row to write in a batch.
@@ -123,6 +136,22 @@ pub enum Notice {
         /// The connection.
         conn: ConnId,
     },
+    /// A `task_assign` could not be sent because the task's stored texts could
+    /// not be read; the task failed (`payload_unreadable`).
+    AssignUndeliverable {
+        /// The task.
+        task_id: TaskId,
+        /// The agent it was assigned to.
+        agent_id: AgentId,
+        /// What the store said.
+        error: String,
+    },
+    /// A submission (or a retry from the dead letter) was refused by admission
+    /// control.
+    SubmitRefused {
+        /// `queue_full` or `metadata_too_large`.
+        reason: &'static str,
+    },
 }
 
 /// Why the session stopped for good. The driver must exit non-zero: serving on
@@ -140,6 +169,15 @@ pub enum Fatal {
         reported: u64,
         /// The newest batch number handed out.
         sent: u64,
+    },
+    /// The store has no record of a task it committed, whose description and
+    /// metadata an agent must be sent.
+    #[error("cannot read the stored description and metadata of task {task_id}: {error}")]
+    PayloadUnreadable {
+        /// The task.
+        task_id: TaskId,
+        /// What the store said.
+        error: String,
     },
 }
 
@@ -164,6 +202,14 @@ pub enum Output {
         request: RequestId,
         /// The task.
         task_id: String,
+    },
+    /// Read this task's stored description and metadata and call
+    /// [`super::Session::handle_payload_loaded`] with them: a committed
+    /// `task_assign` waits for them (the queue keeps long texts out of memory),
+    /// and so does every later frame for the same agent.
+    LoadPayload {
+        /// The task.
+        task_id: TaskId,
     },
     /// Write a frame to a connection (if it is still open).
     Send {

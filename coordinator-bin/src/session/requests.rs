@@ -8,7 +8,10 @@ use coordinator_scheduler::SchedulerError;
 
 use super::api::{Answer, Receipt, Refusal, RefusalKind, Request};
 use super::views::{AgentInfo, DashboardSnapshot};
-use super::{ConnId, Held, Identity, Output, RequestId, Session, TokenWrite, CLOSE_POLICY};
+use super::{ConnId, Held, Identity, Notice, Output, RequestId, Session, TokenWrite, CLOSE_POLICY};
+
+/// The longest `Retry-After` a refused submission is told, in seconds.
+const MAX_RETRY_AFTER_S: u64 = 60;
 
 impl Session {
     /// A request; its [`Output::Reply`] comes out once what it changed is committed.
@@ -19,7 +22,7 @@ impl Session {
         let answer = match body {
             Request::Submit { tasks } => self.submit(now_ms, tasks),
             Request::Cancel { task_id, stored } => self.cancel(now_ms, &task_id, stored),
-            Request::Retry { task_id } => match self.start_retry(&task_id) {
+            Request::Retry { task_id } => match self.start_retry(now_ms, &task_id) {
                 Ok(()) => {
                     self.loading.insert(request, task_id.clone());
                     self.gate.hold(Held::Out(Output::Load { request, task_id }));
@@ -114,8 +117,26 @@ impl Session {
     }
 
     /// All tasks or none: every task is checked before the first is queued.
+    /// Checked in this order: metadata sizes (413) before anything else, then
+    /// each task's fields (422), then room in the queue (429).
     fn submit(&mut self, now_ms: u64, tasks: Vec<coordinator_queue::NewTask>) -> Answer {
         let numbered = tasks.len() > 1;
+        let max_metadata_bytes = self.config.max_metadata_bytes;
+        let too_large = tasks
+            .iter()
+            .position(|t| t.metadata.len() > max_metadata_bytes);
+        if let Some(i) = too_large {
+            let detail = format!(
+                "metadata is {} bytes, over the limit of {max_metadata_bytes}",
+                tasks[i].metadata.len()
+            );
+            let detail = if numbered {
+                format!("task {i}: {detail}")
+            } else {
+                detail
+            };
+            return self.refuse_admission(RefusalKind::MetadataTooLarge, detail);
+        }
         let mut ids = HashSet::with_capacity(tasks.len());
         for (i, task) in tasks.iter().enumerate() {
             let checked = self
@@ -138,6 +159,9 @@ impl Session {
                 };
                 return refused(RefusalKind::Invalid, detail);
             }
+        }
+        if let Err(refusal) = self.check_room(now_ms, tasks.len()) {
+            return refusal;
         }
         let mut receipts = Vec::with_capacity(tasks.len());
         for task in tasks {
@@ -197,8 +221,51 @@ impl Session {
         self.gate.hold(Held::Out(Output::Reply { request, answer }));
     }
 
-    /// A retry may only start for a task that is not live and not being retried.
-    fn start_retry(&self, task_id: &str) -> Result<(), Refusal> {
+    /// Room for `n` more queued tasks under `max_queued`, or the refusal
+    /// (429) with how long to wait.
+    fn check_room(&mut self, now_ms: u64, n: usize) -> Result<(), Answer> {
+        let queued = self.scheduler.queue().queued_len();
+        let max_queued = self.config.max_queued;
+        let excess = (queued + n).saturating_sub(max_queued);
+        if excess == 0 {
+            return Ok(());
+        }
+        let retry_after_s = self.retry_after_s(now_ms, excess);
+        let detail = format!(
+            "the queue holds {queued} tasks and takes at most {max_queued}; {n} more do not fit, try again in {retry_after_s} s"
+        );
+        Err(self.refuse_admission(RefusalKind::QueueFull { retry_after_s }, detail))
+    }
+
+    /// How long a client refused for a full queue should wait: the time the
+    /// completions of the last minute would take to make room for `excess`
+    /// tasks, from 1 s to [`MAX_RETRY_AFTER_S`] (the longest when nothing
+    /// completed).
+    fn retry_after_s(&self, now_ms: u64, excess: usize) -> u64 {
+        let per_minute = self.activity.last_minute(now_ms);
+        if per_minute == 0 {
+            return MAX_RETRY_AFTER_S;
+        }
+        (excess as u64)
+            .saturating_mul(60)
+            .div_ceil(per_minute)
+            .clamp(1, MAX_RETRY_AFTER_S)
+    }
+
+    /// A refusal by admission control, counted.
+    fn refuse_admission(&mut self, kind: RefusalKind, detail: String) -> Answer {
+        let reason = match kind {
+            RefusalKind::QueueFull { .. } => "queue_full",
+            _ => "metadata_too_large",
+        };
+        self.ready
+            .push_back(Output::Notice(Notice::SubmitRefused { reason }));
+        refused(kind, detail)
+    }
+
+    /// A retry may only start for a task that is not live and not being
+    /// retried, and while the queue has room for it.
+    fn start_retry(&mut self, now_ms: u64, task_id: &str) -> Result<(), Refusal> {
         if let Some(live) = self.scheduler.queue().get(task_id) {
             return Err(Refusal::new(
                 RefusalKind::Conflict,
@@ -211,7 +278,10 @@ impl Session {
                 "a retry of this task is already in progress",
             ));
         }
-        Ok(())
+        match self.check_room(now_ms, 1) {
+            Err(Answer::Refused(refusal)) => Err(refusal),
+            _ => Ok(()),
+        }
     }
 
     fn retry(

@@ -9,6 +9,8 @@ use coordinator_transport::protocol::{
 use super::wire::error_code;
 use super::*;
 
+mod admission;
+
 const T0: u64 = 1_700_000_000_000;
 
 fn session() -> Session {
@@ -836,7 +838,11 @@ fn the_session_core_does_no_io() {
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.file_name().is_some_and(|n| n == "tests.rs") {
+        // The tests (`tests.rs` and its submodules in `tests/`) may do what they like.
+        if path
+            .file_name()
+            .is_some_and(|n| n == "tests.rs" || n == "tests")
+        {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();

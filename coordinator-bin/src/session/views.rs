@@ -34,8 +34,9 @@ pub struct AgentInfo {
 pub struct RecentCompletion {
     /// The task.
     pub task_id: String,
-    /// The first 120 characters of its description.
-    pub description: String,
+    /// The first 120 characters of its description; `None` when the
+    /// description is long and only storage holds it (the shell reads it there).
+    pub description: Option<String>,
     /// Who completed it.
     pub agent_id: Option<String>,
     /// From assignment to completion.
@@ -101,7 +102,10 @@ impl Activity {
         }
         self.recent.push_front(RecentCompletion {
             task_id: task.id.to_string(),
-            description: task.description.chars().take(120).collect(),
+            description: task
+                .description
+                .as_inline()
+                .map(|d| d.chars().take(120).collect()),
             agent_id: task.assigned_to().map(|a| a.to_string()),
             duration_ms: task
                 .updated_at_ms

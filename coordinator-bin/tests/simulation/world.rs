@@ -6,10 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use coordinator_bin::session::{
-    Answer, Batch, ConnId, Frame, Identity, Output, Request, RequestId, Session, SessionConfig,
-    TokenWrite,
+    Answer, Batch, ConnId, Frame, Identity, LoadedPayload, Output, RefusalKind, Request, RequestId,
+    Session, SessionConfig, TokenWrite,
 };
-use coordinator_queue::{Change, HistoryEvent, NewTask, Status, Task};
+use coordinator_queue::{Change, HistoryEvent, NewTask, Status, Task, TaskId};
 use coordinator_scheduler::SchedulerConfig;
 use coordinator_transport::protocol::{AgentMessage, CoordinatorMessage};
 
@@ -69,6 +69,8 @@ pub enum Event {
         request: RequestId,
         task_id: String,
     },
+    /// A read of a task's stored description and metadata finishes.
+    PayloadLoaded { epoch: u64, task_id: TaskId },
     /// A token check finishes.
     Identity {
         epoch: u64,
@@ -88,10 +90,22 @@ pub enum Event {
     FaultTick,
 }
 
+/// What the answer to a submission must be, decided when it is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Accepted,
+    /// A task's metadata is over the limit (checked before anything else).
+    TooLarge,
+    /// A task is invalid.
+    Invalid,
+    /// Valid, but the queue has no room for it.
+    QueueFull,
+}
+
 /// What a request was, to check its answer.
 #[derive(Debug, Clone)]
 enum Pending {
-    Submit { ids: Vec<String>, valid: bool },
+    Submit { ids: Vec<String>, expect: Expect },
     Cancel { task_id: String },
     Retry { task_id: String },
     CreateToken { name: String },
@@ -146,6 +160,9 @@ pub struct World {
     submitted: u64,
     /// Tasks whose submission was acknowledged.
     acked: BTreeSet<String>,
+    /// The description and metadata of every task submitted, by id: what a
+    /// `task_assign` must carry, byte for byte.
+    texts: BTreeMap<String, (String, String)>,
     /// `task_ack complete` frames sent, per task.
     completes_acked: BTreeMap<String, u32>,
     /// Completed records committed, per task.
@@ -183,12 +200,21 @@ impl World {
                     default_max_retries: rng.below(3) as u32,
                     stuck_after_ms: rng.between(10_000, 30_000),
                     max_reclaims: rng.between(1, 6) as u32,
+                    // Mostly small, so that many texts stay in storage only and
+                    // every assignment of them waits for a read.
+                    max_inline_payload_bytes: if rng.chance(700) { 8 } else { 256 },
                 },
             },
             sweep_interval_ms: rng.between(1_000, 5_000),
             retention_ms: 7 * 24 * 3_600_000,
             identify_timeout_ms: rng.between(300, 10_000),
             max_unidentified: rng.between(1, 8) as usize,
+            max_queued: if rng.chance(300) {
+                rng.between(2, 12) as usize
+            } else {
+                1_000_000
+            },
+            max_metadata_bytes: 64,
         };
         let session = Session::new(config.clone(), T0, Vec::new()).expect("an empty restore");
         let agents = (0..params.agents)
@@ -212,6 +238,7 @@ impl World {
             next_request: 1,
             submitted: 0,
             acked: BTreeSet::new(),
+            texts: BTreeMap::new(),
             completes_acked: BTreeMap::new(),
             completions_committed: BTreeMap::new(),
             requeues_committed: BTreeMap::new(),
@@ -352,6 +379,27 @@ impl World {
                     self.session.handle_loaded(self.now, request, Ok(stored));
                 }
             }
+            Event::PayloadLoaded { epoch, task_id } => {
+                if epoch == self.epoch {
+                    // Read now, as the driver's read would; during faults the
+                    // read may fail, which stops the session if it matters.
+                    let loaded = if self.faults && self.rng.chance(5) {
+                        Err("simulated read error".to_owned())
+                    } else {
+                        Ok(self
+                            .store
+                            .committed
+                            .get(task_id.as_str())
+                            .map(|t| LoadedPayload {
+                                description: t.description.as_inline().unwrap_or("").to_owned(),
+                                metadata: t.metadata.as_inline().unwrap_or("").to_owned(),
+                            }))
+                    };
+                    self.note(|| format!("texts of {task_id} read: {}", loaded.is_ok()));
+                    self.session
+                        .handle_payload_loaded(self.now, &task_id, loaded);
+                }
+            }
             Event::Identity {
                 epoch,
                 conn,
@@ -416,6 +464,11 @@ impl World {
                             task_id,
                         },
                     );
+                }
+                Output::LoadPayload { task_id } => {
+                    let delay = self.rng.below(20);
+                    let epoch = self.epoch;
+                    self.schedule(delay, Event::PayloadLoaded { epoch, task_id });
                 }
                 Output::Authenticate { conn, token } => {
                     let identity = if token == ADMIN_TOKEN {
@@ -554,8 +607,29 @@ impl World {
         let requeued = change
             .recorded_event()
             .is_some_and(|e| e.event == HistoryEvent::Requeued);
-        let task = change.into_task();
+        let mut task = change.into_task();
         let id = task.id.to_string();
+        // A text the record leaves out keeps the stored one, as the writer does;
+        // there must be one.
+        let stored = self.store.committed.get(&id);
+        if task.description.is_stored() {
+            task.description = stored.map(|t| t.description.clone()).ok_or_else(|| {
+                format!("task {id}: a record without its description, and none stored")
+            })?;
+        }
+        if task.metadata.is_stored() {
+            task.metadata = stored.map(|t| t.metadata.clone()).ok_or_else(|| {
+                format!("task {id}: a record without its metadata, and none stored")
+            })?;
+        }
+        let submitted = self.texts.get(&id).map(|(d, m)| (d.as_str(), m.as_str()));
+        if submitted.is_some_and(|texts| {
+            Some(texts) != task.description.as_inline().zip(task.metadata.as_inline())
+        }) {
+            return Err(format!(
+                "task {id}: stored texts differ from the submitted ones"
+            ));
+        }
         if requeued {
             *self.requeues_committed.entry(id.clone()).or_default() += 1;
         }
@@ -720,14 +794,31 @@ impl World {
             let mut tasks = Vec::new();
             let mut ids = Vec::new();
             let mut valid = true;
+            let mut too_large = false;
             for _ in 0..n {
                 self.submitted += 1;
                 let id = format!("t{}", self.submitted);
                 let broken = self.rng.chance(40);
                 valid &= !broken;
-                let description = if broken { " " } else { "work" };
-                let mut task = NewTask::new(id.as_str(), description)
+                // Short texts stay in memory; long ones (past the inline limit)
+                // only in storage, read back for each assignment.
+                let description = if broken {
+                    " ".to_owned()
+                } else if self.rng.chance(400) {
+                    format!("work on {id}, described at length")
+                } else {
+                    "work".to_owned()
+                };
+                let mut task = NewTask::new(id.as_str(), description.clone())
                     .with_max_retries(self.rng.below(3) as u32);
+                if self.rng.chance(400) {
+                    // Now and then over the metadata limit, which refuses the batch.
+                    let pad = self.rng.between(0, 70) as usize;
+                    task.metadata = format!(r#"{{"{id}":"{}"}}"#, "m".repeat(pad));
+                    too_large |= task.metadata.len() > self.config.max_metadata_bytes;
+                }
+                self.texts
+                    .insert(id.clone(), (description, task.metadata.clone()));
                 if self.rng.chance(300) {
                     task = task.with_capabilities(["gpu"]);
                 }
@@ -754,7 +845,17 @@ impl World {
                     }
                 }
             }
-            (Pending::Submit { ids, valid }, Request::Submit { tasks })
+            let queue = self.session.scheduler().queue();
+            let expect = if too_large {
+                Expect::TooLarge
+            } else if !valid {
+                Expect::Invalid
+            } else if queue.queued_len() + tasks.len() > self.config.max_queued {
+                Expect::QueueFull
+            } else {
+                Expect::Accepted
+            };
+            (Pending::Submit { ids, expect }, Request::Submit { tasks })
         } else if roll < 75 && !self.acked.is_empty() {
             let i = self.rng.below(self.acked.len() as u64) as usize;
             let task_id = self.acked.iter().nth(i).cloned().expect("in range");
@@ -967,6 +1068,16 @@ impl World {
         let stored = |id: &str| self.store.committed.get(id);
         match frame {
             Frame::Assign(a) => {
+                // With the texts submitted, byte for byte (read back from
+                // storage when the queue does not keep them).
+                let submitted = self.texts.get(a.task_id.as_str());
+                let sent = a.texts();
+                if submitted.map(|(d, m)| (d.as_str(), m.as_str())) != sent {
+                    return Err(format!(
+                        "task_assign {}@{} carries {sent:?}, submitted {submitted:?}",
+                        a.task_id, a.generation
+                    ));
+                }
                 // Exactly the committed assignment: never an older one.
                 let ok = stored(a.task_id.as_str()).is_some_and(|t| {
                     t.generation == a.generation && t.assigned_to() == Some(&a.agent_id)
@@ -1039,9 +1150,11 @@ impl World {
         self.note(|| format!("reply {} {answer:?}", request.get()));
         let stored = |id: &str| self.store.committed.get(id);
         match (pending, answer) {
-            (Pending::Submit { ids, valid }, Answer::Submitted(receipts)) => {
-                if !valid {
-                    return Err(format!("a batch with a bad task was accepted: {ids:?}"));
+            (Pending::Submit { ids, expect }, Answer::Submitted(receipts)) => {
+                if expect != Expect::Accepted {
+                    return Err(format!(
+                        "a batch to refuse ({expect:?}) was accepted: {ids:?}"
+                    ));
                 }
                 let got: Vec<&str> = receipts.iter().map(|r| r.task_id.as_str()).collect();
                 if got != ids {
@@ -1054,9 +1167,19 @@ impl World {
                     self.acked.insert(id);
                 }
             }
-            (Pending::Submit { ids, valid }, Answer::Refused(_)) => {
-                if valid {
-                    return Err(format!("a valid batch was refused: {ids:?}"));
+            (Pending::Submit { ids, expect }, Answer::Refused(refusal)) => {
+                let as_expected = match refusal.kind {
+                    RefusalKind::MetadataTooLarge => expect == Expect::TooLarge,
+                    RefusalKind::Invalid => expect == Expect::Invalid,
+                    RefusalKind::QueueFull { retry_after_s } => {
+                        expect == Expect::QueueFull && (1..=60).contains(&retry_after_s)
+                    }
+                    _ => false,
+                };
+                if !as_expected {
+                    return Err(format!(
+                        "batch {ids:?} refused with {refusal:?}, expected {expect:?}"
+                    ));
                 }
                 for id in ids {
                     if self.session.scheduler().queue().get(&id).is_some() || stored(&id).is_some()

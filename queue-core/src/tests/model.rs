@@ -16,6 +16,8 @@ enum Op {
         /// 0: `complete_by` now, 1: just before now (both refused), 2-3: in the
         /// future, otherwise none.
         deadline: u8,
+        /// A description longer than the queue keeps in memory.
+        long: bool,
     },
     AssignNext {
         agent: usize,
@@ -72,7 +74,7 @@ fn op() -> impl Strategy<Value = Op> {
     let t = 0usize..12;
     let a = 0usize..AGENTS.len();
     prop_oneof![
-        3 => (0u8..4, 0u8..3, 0u8..10).prop_map(|(priority, max_retries, deadline)| Op::Submit { priority, max_retries, deadline }),
+        3 => (0u8..4, 0u8..3, 0u8..10, any::<bool>()).prop_map(|(priority, max_retries, deadline, long)| Op::Submit { priority, max_retries, deadline, long }),
         3 => a.clone().prop_map(|agent| Op::AssignNext { agent }),
         2 => (t.clone(), a.clone()).prop_map(|(task, agent)| Op::Accept { task, agent }),
         1 => (t.clone(), a.clone()).prop_map(|(task, agent)| Op::Progress { task, agent }),
@@ -109,6 +111,8 @@ struct ModelTask {
     /// Taken back from this agent (and its assignment's generation) when its
     /// connection dropped, assigned to nobody since: it may have it back.
     reattachable: Option<(usize, u64)>,
+    /// As submitted; storage must always hold it.
+    description: String,
 }
 
 struct Harness {
@@ -124,12 +128,15 @@ struct Harness {
 const STUCK_MS: u64 = 1_000;
 /// Small, so that sequences reach the end of the reclaim budget.
 const MAX_RECLAIMS: u32 = 2;
+/// Small, so that long descriptions are kept out of memory.
+const MAX_INLINE: usize = 8;
 
 fn config() -> QueueConfig {
     QueueConfig {
         default_max_retries: 3,
         stuck_after_ms: STUCK_MS,
         max_reclaims: MAX_RECLAIMS,
+        max_inline_payload_bytes: MAX_INLINE,
     }
 }
 
@@ -153,10 +160,26 @@ impl Harness {
         Some((idx, self.ids[idx].clone()))
     }
 
+    /// Writes the records as the shell does: a text the record leaves out
+    /// ([`Payload::Stored`]) keeps the one already stored.
     fn persist(&mut self) -> Vec<Change> {
         let changes = self.queue.drain_changes();
         for c in &changes {
-            self.store.insert(c.task().id.clone(), c.task().clone());
+            let mut record = c.task().clone();
+            if let Some(old) = self.store.get(&record.id) {
+                if record.description.is_stored() {
+                    record.description = old.description.clone();
+                }
+                if record.metadata.is_stored() {
+                    record.metadata = old.metadata.clone();
+                }
+            }
+            assert!(
+                !record.description.is_stored() && !record.metadata.is_stored(),
+                "the first record of {} leaves out its text",
+                record.id
+            );
+            self.store.insert(record.id.clone(), record);
         }
         changes
     }
@@ -218,6 +241,7 @@ impl Harness {
                 priority,
                 max_retries,
                 deadline,
+                long,
             } => 'submit: {
                 let idx = self.ids.len();
                 let id = TaskId::from(format!("t{idx}"));
@@ -228,7 +252,12 @@ impl Harness {
                     2 | 3 => Some(now + 300),
                     _ => None,
                 };
-                let mut new = NewTask::new(id.clone(), "work")
+                let description = if long {
+                    format!("the long description of {id}")
+                } else {
+                    "work".to_owned()
+                };
+                let mut new = NewTask::new(id.clone(), description.clone())
                     .with_priority(priority)
                     .with_max_retries(max_retries as u32);
                 new.complete_by_ms = complete_by_ms;
@@ -260,6 +289,7 @@ impl Harness {
                         complete_by_ms,
                         last_assigned: None,
                         reattachable: None,
+                        description,
                     },
                 );
                 self.next_seq += 1;
@@ -623,10 +653,23 @@ impl Harness {
                 stored.assigned_to().as_ref().map(|a| a.to_string()),
                 m.holder.map(|h| AGENTS[h].to_owned())
             );
+            assert_eq!(
+                stored.description.as_inline(),
+                Some(m.description.as_str()),
+                "{id}: storage holds the description"
+            );
             match self.queue.get(id) {
                 Some(live) => {
                     assert!(!m.status.is_final(), "{id} final but live");
-                    assert_eq!(live, stored, "{id}: memory and storage agree");
+                    assert_eq!(
+                        live.description.is_stored(),
+                        m.description.len() > MAX_INLINE,
+                        "{id}: only a short description stays in memory"
+                    );
+                    let mut kept = stored.clone();
+                    kept.description.elide(MAX_INLINE);
+                    kept.metadata.elide(MAX_INLINE);
+                    assert_eq!(live, &kept, "{id}: memory and storage agree");
                 }
                 None => assert!(m.status.is_final(), "{id} live but missing"),
             }

@@ -170,3 +170,18 @@ fn bad_records_are_refused_with_an_error() {
     let err = serde_json::from_value::<Change>(json!({"deleted": good})).unwrap_err();
     assert!(err.to_string().contains("deleted"), "{err}");
 }
+
+#[test]
+fn a_text_is_a_string_on_the_wire_and_a_stored_one_its_length() {
+    let mut q = Queue::new(QueueConfig {
+        max_inline_payload_bytes: 4,
+        ..QueueConfig::default()
+    });
+    q.submit(T0, NewTask::new("t", "long enough")).unwrap();
+    let submitted = q.drain_changes().pop().unwrap();
+    assert_eq!(json!(submitted.task())["description"], json!("long enough"));
+    let kept = q.get("t").unwrap();
+    assert_eq!(json!(kept)["description"], json!({"stored_bytes": 11}));
+    assert_eq!(json!(kept)["metadata"], json!("{}"));
+    assert_eq!(&through_json(kept), kept);
+}

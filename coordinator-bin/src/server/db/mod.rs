@@ -19,9 +19,12 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 pub use damaged::{DamagedRow, Table};
 pub use reads::{
-    count_by_status_priority, get_task, list_tasks, load_live_tasks, task_seq, TaskFilter, TaskPage,
+    count_by_status_priority, description_heads, get_payload, get_task, list_tasks,
+    load_live_tasks, task_seq, TaskFilter, TaskPage,
 };
-pub use rows::{delete_expired, upsert_task};
+#[cfg(test)]
+pub use rows::upsert_task;
+pub use rows::{delete_expired, write_task, Texts};
 pub(crate) use schema::migrate;
 pub use schema::SCHEMA_VERSION;
 pub use tokens::{token_from_row, TOKEN_COLUMNS};

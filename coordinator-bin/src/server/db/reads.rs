@@ -9,7 +9,9 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension};
 
 use super::damaged::{self, DamagedRow, Table};
-use super::rows::{task_from_row, COLUMNS};
+use super::rows::{
+    decode_texts, task_from_row, task_from_row_short_texts, COLUMNS, COLUMNS_SHORT_TEXTS,
+};
 use super::DbError;
 
 /// Every non-final task, to rebuild the scheduler at start.
@@ -18,19 +20,25 @@ use super::DbError;
 /// cannot be decoded: a live row that does not decode, and any row whose status
 /// is none of the known ones (it may have been live). Starting without such a
 /// task would drop work that was acknowledged; rows of final tasks are not read.
-pub fn load_live_tasks(conn: &Connection) -> Result<Vec<Task>, DbError> {
+///
+/// A description or metadata longer than `max_inline_bytes` comes as its length
+/// only ([`coordinator_queue::Payload::Stored`]): the queue would not keep it,
+/// so it is not read (and a long metadata is checked when it is read back, see
+/// [`get_payload`]).
+pub fn load_live_tasks(conn: &Connection, max_inline_bytes: usize) -> Result<Vec<Task>, DbError> {
     let live: Vec<&str> = Status::ALL
         .iter()
         .filter(|s| !s.is_final())
         .map(|s| s.as_str())
         .collect();
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM tasks WHERE status IN ('{}') ORDER BY queue_seq",
+        "SELECT {COLUMNS_SHORT_TEXTS} FROM tasks WHERE status IN ('{}') ORDER BY queue_seq",
         live.join("', '")
     ))?;
+    let max = i64::try_from(max_inline_bytes).unwrap_or(i64::MAX);
     let mut tasks = Vec::new();
     let mut damaged = Vec::new();
-    for row in stmt.query_map([], task_from_row)? {
+    for row in stmt.query_map([max], task_from_row_short_texts)? {
         match row? {
             Ok(task) => tasks.push(task),
             Err(row) => damaged.push(row),
@@ -73,6 +81,47 @@ pub(super) fn unknown_status_ranges() -> Vec<String> {
         ranges.push(format!("status > '{low}'"));
     }
     ranges
+}
+
+/// The stored description and metadata of a task, if it exists;
+/// [`DbError::Damaged`] if they are not text, or the metadata not a JSON object.
+pub fn get_payload(conn: &Connection, id: &str) -> Result<Option<(String, String)>, DbError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT description, metadata, rowid FROM tasks WHERE id = ?1")?;
+    let mut rows = stmt.query([id])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    decode_texts(row.get_ref(0)?, row.get_ref(1)?)
+        .map(Some)
+        .map_err(|reason| {
+            DbError::Damaged(DamagedRow {
+                table: Table::Tasks,
+                id: Some(id.to_owned()),
+                rowid: row.get(2).ok(),
+                reason,
+            })
+        })
+}
+
+/// The first `chars` characters of the descriptions of `ids`, by id (those
+/// found and stored as text).
+pub fn description_heads(
+    conn: &Connection,
+    ids: &[String],
+    chars: u32,
+) -> Result<Vec<(String, String)>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT substr(description, 1, ?2) FROM tasks WHERE id = ?1 AND typeof(description) = 'text'",
+    )?;
+    let mut heads = Vec::with_capacity(ids.len());
+    for id in ids {
+        let head = stmt
+            .query_row(rusqlite::params![id, chars], |r| r.get::<_, String>(0))
+            .optional()?;
+        heads.extend(head.map(|head| (id.clone(), head)));
+    }
+    Ok(heads)
 }
 
 /// One task; [`DbError::Damaged`] if its row cannot be decoded.

@@ -5,7 +5,7 @@
 use std::str::FromStr;
 
 use coordinator_queue::{
-    Completion, HistoryEntry, HistoryEvent, Holder, Priority, Status, Task, TaskId,
+    Completion, HistoryEntry, HistoryEvent, Holder, Payload, Priority, Status, Task, TaskId,
 };
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, Row};
@@ -17,15 +17,47 @@ use super::damaged::{self, DamagedRow, Table};
 /// counting triggers see it as one).
 const UPSERT: &str = "INSERT INTO tasks (id, description, metadata, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history, reclaim_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22) ON CONFLICT(id) DO UPDATE SET description = excluded.description, metadata = excluded.metadata, priority = excluded.priority, status = excluded.status, assigned_to = excluded.assigned_to, assigned_at = excluded.assigned_at, generation = excluded.generation, retry_count = excluded.retry_count, max_retries = excluded.max_retries, complete_by = excluded.complete_by, needed_capabilities = excluded.needed_capabilities, result = excluded.result, tokens_used = excluded.tokens_used, last_error = excluded.last_error, submitted_by = excluded.submitted_by, created_at = excluded.created_at, updated_at = excluded.updated_at, last_alive_at = excluded.last_alive_at, queue_seq = excluded.queue_seq, history = excluded.history, reclaim_count = excluded.reclaim_count";
 
-/// Writes one task record (insert or replace).
+/// Updates a stored row in place; a text given as NULL keeps the stored one.
+const UPDATE: &str = "UPDATE tasks SET description = COALESCE(?2, description), metadata = COALESCE(?3, metadata), priority = ?4, status = ?5, assigned_to = ?6, assigned_at = ?7, generation = ?8, retry_count = ?9, max_retries = ?10, complete_by = ?11, needed_capabilities = ?12, result = ?13, tokens_used = ?14, last_error = ?15, submitted_by = ?16, created_at = ?17, updated_at = ?18, last_alive_at = ?19, queue_seq = ?20, history = ?21, reclaim_count = ?22 WHERE id = ?1";
+
+/// The description and metadata to write with a record: its own texts, or
+/// `None` for a text it leaves out ([`Payload::Stored`]: keep the stored one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Texts<'a> {
+    /// The description, if written.
+    pub description: Option<&'a str>,
+    /// The metadata, if written.
+    pub metadata: Option<&'a str>,
+}
+
+impl<'a> Texts<'a> {
+    /// The texts `task` carries.
+    pub fn of(task: &'a Task) -> Texts<'a> {
+        Texts {
+            description: task.description.as_inline(),
+            metadata: task.metadata.as_inline(),
+        }
+    }
+}
+
+/// Writes one whole task record (insert or replace), with the texts it carries.
+#[cfg(test)]
 pub fn upsert_task(conn: &Connection, task: &Task) -> Result<(), rusqlite::Error> {
-    let mut stmt = conn.prepare_cached(UPSERT)?;
+    write_task(conn, task, Texts::of(task))
+}
+
+/// Writes one task record with `texts`: inserted or replaced when both texts
+/// are given, else updated in place keeping the stored texts it leaves out (a
+/// row must then exist: a missing one is an error, and the commit fails).
+pub fn write_task(conn: &Connection, task: &Task, texts: Texts<'_>) -> Result<(), rusqlite::Error> {
+    let whole = texts.description.is_some() && texts.metadata.is_some();
+    let mut stmt = conn.prepare_cached(if whole { UPSERT } else { UPDATE })?;
     let capabilities =
         serde_json::to_string(&*task.needed_capabilities).unwrap_or_else(|_| "[]".into());
-    stmt.execute(params![
+    let written = stmt.execute(params![
         task.id.as_str(),
-        &*task.description,
-        &*task.metadata,
+        texts.description,
+        texts.metadata,
         task.priority.as_str(),
         task.status.as_str(),
         task.assigned_to().map(|a| a.as_str()),
@@ -46,6 +78,15 @@ pub fn upsert_task(conn: &Connection, task: &Task) -> Result<(), rusqlite::Error
         history_json(&task.history),
         task.reclaim_count,
     ])?;
+    if written == 0 {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+            Some(format!(
+                "task {}: a record without its description or metadata, and no stored row to keep them from",
+                task.id
+            )),
+        ));
+    }
     Ok(())
 }
 
@@ -68,28 +109,61 @@ fn history_json(history: &[HistoryEntry]) -> String {
 /// (the rowid last, to name a row whose id cannot be read).
 pub(super) const COLUMNS: &str = "id, description, metadata, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history, reclaim_count, rowid";
 
+/// [`COLUMNS`] with the description and metadata longer than `?1` bytes
+/// replaced by their lengths (integers, read as [`Payload::Stored`]) so that
+/// those texts are not copied out of storage, and any stored value that is not
+/// text replaced by NULL (so an integer there is always a length).
+pub(super) const COLUMNS_SHORT_TEXTS: &str = "id, CASE WHEN typeof(description) <> 'text' THEN NULL WHEN octet_length(description) > ?1 THEN octet_length(description) ELSE description END, CASE WHEN typeof(metadata) <> 'text' THEN NULL WHEN octet_length(metadata) > ?1 THEN octet_length(metadata) ELSE metadata END, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history, reclaim_count, rowid";
+
 /// How many columns [`COLUMNS`] names.
 const N_COLUMNS: usize = 23;
+
+/// What the description and metadata columns of a selected row hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TextColumns {
+    /// The texts ([`COLUMNS`]).
+    Whole,
+    /// The short texts and the lengths of the long ones
+    /// ([`COLUMNS_SHORT_TEXTS`]); a long metadata is not checked here.
+    ShortOrLength,
+}
 
 /// Decodes a row selected with [`COLUMNS`]: the outer error is SQLite's (the
 /// read itself failed), the inner one a row whose stored values the schema does
 /// not allow.
 pub(super) fn task_from_row(row: &Row<'_>) -> Result<Result<Task, DamagedRow>, rusqlite::Error> {
+    decode_row(row, TextColumns::Whole)
+}
+
+/// Decodes a row selected with [`COLUMNS_SHORT_TEXTS`], like [`task_from_row`].
+pub(super) fn task_from_row_short_texts(
+    row: &Row<'_>,
+) -> Result<Result<Task, DamagedRow>, rusqlite::Error> {
+    decode_row(row, TextColumns::ShortOrLength)
+}
+
+fn decode_row(
+    row: &Row<'_>,
+    texts: TextColumns,
+) -> Result<Result<Task, DamagedRow>, rusqlite::Error> {
     let mut values = [ValueRef::Null; N_COLUMNS];
     for (i, value) in values.iter_mut().enumerate() {
         *value = row.get_ref(i)?;
     }
-    Ok(decode_task(&values))
+    Ok(decode_task(&values, texts))
 }
 
-/// A task from the values of a row selected with [`COLUMNS`], or what is wrong
-/// with them: a value of the wrong type, text that is not valid UTF-8, an
-/// unknown status or lane, metadata that is not a JSON object, a result that
-/// is not JSON, capabilities or a history that do not parse, or a live task
-/// whose holder does not match its status.
-pub(super) fn decode_task(values: &[ValueRef<'_>; N_COLUMNS]) -> Result<Task, DamagedRow> {
+/// A task from the values of a row selected with [`COLUMNS`] (or
+/// [`COLUMNS_SHORT_TEXTS`]), or what is wrong with them: a value of the wrong
+/// type, text that is not valid UTF-8, an unknown status or lane, metadata that
+/// is not a JSON object, a result that is not JSON, capabilities or a history
+/// that do not parse, or a live task whose holder does not match its status.
+pub(super) fn decode_task(
+    values: &[ValueRef<'_>; N_COLUMNS],
+    texts: TextColumns,
+) -> Result<Task, DamagedRow> {
     let id = damaged::text("id", values[0]);
-    decode_task_fields(values).map_err(|reason| DamagedRow {
+    decode_task_fields(values, texts).map_err(|reason| DamagedRow {
         table: Table::Tasks,
         id: id.ok().map(str::to_owned),
         rowid: damaged::int("rowid", values[22]).ok(),
@@ -97,11 +171,40 @@ pub(super) fn decode_task(values: &[ValueRef<'_>; N_COLUMNS]) -> Result<Task, Da
     })
 }
 
-fn decode_task_fields(v: &[ValueRef<'_>; N_COLUMNS]) -> Result<Task, String> {
-    let id = damaged::text("id", v[0])?;
-    let description = damaged::text("description", v[1])?;
-    let metadata = damaged::text("metadata", v[2])?;
+/// The stored description and metadata, as given back to an assignment: the
+/// description text and the metadata text, which must be a JSON object.
+pub(super) fn decode_texts(
+    description: ValueRef<'_>,
+    metadata: ValueRef<'_>,
+) -> Result<(String, String), String> {
+    let description = damaged::text("description", description)?;
+    let metadata = damaged::text("metadata", metadata)?;
     damaged::json_object("metadata", metadata)?;
+    Ok((description.to_owned(), metadata.to_owned()))
+}
+
+/// A description or metadata column: its text, or with
+/// [`TextColumns::ShortOrLength`] the length of a text left in storage.
+fn payload(name: &str, value: ValueRef<'_>, texts: TextColumns) -> Result<Payload, String> {
+    match (value, texts) {
+        (ValueRef::Integer(len), TextColumns::ShortOrLength) => usize::try_from(len)
+            .map(|len| Payload::Stored { len })
+            .map_err(|_| format!("column `{name}`: a length of {len}")),
+        // The short-texts select turns a stored value that is not text into NULL.
+        (ValueRef::Null, TextColumns::ShortOrLength) => Err(format!(
+            "column `{name}`: expected text, found NULL or a value of another type"
+        )),
+        (value, _) => damaged::text(name, value).map(Payload::from),
+    }
+}
+
+fn decode_task_fields(v: &[ValueRef<'_>; N_COLUMNS], texts: TextColumns) -> Result<Task, String> {
+    let id = damaged::text("id", v[0])?;
+    let description = payload("description", v[1], texts)?;
+    let metadata = payload("metadata", v[2], texts)?;
+    if let Some(metadata) = metadata.as_inline() {
+        damaged::json_object("metadata", metadata)?;
+    }
     let priority = damaged::text("priority", v[3])?;
     let priority = Priority::from_str(priority).map_err(|e| format!("column `priority`: {e}"))?;
     let status = damaged::text("status", v[4])?;
@@ -142,8 +245,8 @@ fn decode_task_fields(v: &[ValueRef<'_>; N_COLUMNS]) -> Result<Task, String> {
         .ok_or("column `history`: not a JSON list of {event, timestamp, details}")?;
     Ok(Task {
         id: TaskId::from(id),
-        description: description.into(),
-        metadata: metadata.into(),
+        description,
+        metadata,
         priority,
         status,
         holder,

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use coordinator_queue::{
-    Completion, HistoryEntry, HistoryEvent, Holder, Priority, Status, Task, TaskId, HISTORY_CAP,
+    Completion, HistoryEntry, HistoryEvent, Holder, Payload, Priority, Status, Task, TaskId,
+    HISTORY_CAP,
 };
 use proptest::prelude::*;
 
@@ -277,9 +278,22 @@ proptest! {
         let listed = list_tasks(&conn, &TaskFilter { limit: 10, ..TaskFilter::default() }).unwrap();
         prop_assert_eq!(listed.tasks, vec![second.clone()]);
         prop_assert_eq!(listed.damaged, vec![]);
-        let live = load_live_tasks(&conn).unwrap();
-        let expected_live = if second.status.is_final() { vec![] } else { vec![second] };
+        let live = load_live_tasks(&conn, usize::MAX).unwrap();
+        let expected_live = if second.status.is_final() { vec![] } else { vec![second.clone()] };
         prop_assert_eq!(live, expected_live);
+        // With no room for texts, every non-empty one comes as its length.
+        let lengths = load_live_tasks(&conn, 0).unwrap();
+        let only_length = |p: &Payload| if p.is_empty() { p.clone() } else { Payload::Stored { len: p.len() } };
+        let expected: Vec<Task> = if second.status.is_final() {
+            vec![]
+        } else {
+            vec![Task {
+                description: only_length(&second.description),
+                metadata: only_length(&second.metadata),
+                ..second
+            }]
+        };
+        prop_assert_eq!(lengths, expected);
     }
 }
 
@@ -393,7 +407,7 @@ fn a_null_where_the_schema_forbids_it_is_damage_too() {
     let mut refs: Vec<rusqlite::types::ValueRef<'_>> = values.iter().map(Into::into).collect();
     refs[20] = rusqlite::types::ValueRef::Null;
     let refs: [rusqlite::types::ValueRef<'_>; 23] = refs.try_into().unwrap();
-    let row = super::rows::decode_task(&refs).unwrap_err();
+    let row = super::rows::decode_task(&refs, super::rows::TextColumns::Whole).unwrap_err();
     assert_eq!(
         (row.id.as_deref(), row.reason.as_str()),
         (Some("t"), "column `history`: expected text, found NULL")
@@ -509,7 +523,7 @@ fn restore_refuses_damaged_live_rows_and_rows_of_unknown_status_only() {
     upsert_task(&conn, &done).unwrap();
     conn.execute_batch("UPDATE tasks SET history = 'x' WHERE id = 'done'")
         .unwrap();
-    let live = load_live_tasks(&conn).unwrap();
+    let live = load_live_tasks(&conn, usize::MAX).unwrap();
     assert_eq!(
         live.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
         ["live", "ok"],
@@ -521,7 +535,7 @@ fn restore_refuses_damaged_live_rows_and_rows_of_unknown_status_only() {
          UPDATE tasks SET status = 'queueD' WHERE id = 'ok';",
     )
     .unwrap();
-    let Err(DbError::DamagedLive(rows)) = load_live_tasks(&conn) else {
+    let Err(DbError::DamagedLive(rows)) = load_live_tasks(&conn, usize::MAX) else {
         panic!("a damaged live row was restored")
     };
     let named: Vec<_> = rows
@@ -566,7 +580,7 @@ fn rows_of_unknown_status_are_found_whatever_their_type() {
         ))
         .unwrap();
     }
-    let Err(DbError::DamagedLive(rows)) = load_live_tasks(&conn) else {
+    let Err(DbError::DamagedLive(rows)) = load_live_tasks(&conn, usize::MAX) else {
         panic!("rows of unknown status were left out")
     };
     let mut found: Vec<_> = rows.iter().filter_map(|r| r.id.as_deref()).collect();
@@ -612,5 +626,66 @@ fn a_count_row_that_cannot_be_decoded_is_left_out_and_named() {
             rowid: None,
             reason: "column `n`: expected an integer, found text".into(),
         }]
+    );
+}
+
+#[test]
+fn the_restore_read_leaves_long_texts_in_storage_by_their_length_in_bytes() {
+    let conn = memory_db();
+    let mut task = record("a", Status::Queued);
+    task.description = Payload::from("héllo");
+    task.metadata = Payload::from(r#"{"k":1}"#);
+    upsert_task(&conn, &task).unwrap();
+    let live = load_live_tasks(&conn, 6).unwrap();
+    assert_eq!(live[0].description, Payload::from("héllo"), "6 bytes fit");
+    assert_eq!(live[0].metadata, Payload::Stored { len: 7 });
+    let live = load_live_tasks(&conn, 5).unwrap();
+    assert_eq!(live[0].description, Payload::Stored { len: 6 });
+    assert_eq!(
+        get_payload(&conn, "a").unwrap(),
+        Some(("héllo".to_owned(), r#"{"k":1}"#.to_owned()))
+    );
+    assert_eq!(get_payload(&conn, "nope").unwrap(), None);
+}
+
+#[test]
+fn description_heads_are_the_first_characters_of_the_tasks_found() {
+    let conn = memory_db();
+    let mut task = record("a", Status::Completed);
+    task.description = Payload::from("ééééé and more");
+    upsert_task(&conn, &task).unwrap();
+    let heads = description_heads(&conn, &["a".to_owned(), "gone".to_owned()], 3).unwrap();
+    assert_eq!(heads, vec![("a".to_owned(), "ééé".to_owned())]);
+}
+
+#[test]
+fn a_long_text_is_checked_when_it_is_read_back_and_one_that_is_not_text_at_restore() {
+    let conn = memory_db();
+    store(&conn, "t", 1);
+    conn.execute_batch("UPDATE tasks SET metadata = '[\"not an object\"]' WHERE id = 't'")
+        .unwrap();
+    // Long: only its length is read at start; reading it back names the damage.
+    let live = load_live_tasks(&conn, 4).unwrap();
+    assert_eq!(live[0].metadata, Payload::Stored { len: 17 });
+    let Err(DbError::Damaged(row)) = get_payload(&conn, "t") else {
+        panic!("damaged metadata was given back")
+    };
+    assert_eq!(
+        (row.id.as_deref(), row.rowid, row.reason.as_str()),
+        (
+            Some("t"),
+            Some(1),
+            "column `metadata`: JSON that is not an object"
+        )
+    );
+    // A value that is not text is never taken for a length.
+    conn.execute_batch("UPDATE tasks SET description = x'3132' WHERE id = 't'")
+        .unwrap();
+    let Err(DbError::DamagedLive(rows)) = load_live_tasks(&conn, 4) else {
+        panic!("a description that is not text was restored")
+    };
+    assert_eq!(
+        rows[0].reason,
+        "column `description`: expected text, found NULL or a value of another type"
     );
 }

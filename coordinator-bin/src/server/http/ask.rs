@@ -41,6 +41,10 @@ fn refusal_error(refusal: Refusal) -> ApiError {
         RefusalKind::NotFound => ApiError::not_found(refusal.detail),
         RefusalKind::Conflict => ApiError::conflict(refusal.detail),
         RefusalKind::Invalid => ApiError::invalid_field(refusal.detail),
+        RefusalKind::MetadataTooLarge => ApiError::metadata_too_large(refusal.detail),
+        RefusalKind::QueueFull { retry_after_s } => {
+            ApiError::queue_full(refusal.detail, retry_after_s)
+        }
         RefusalKind::Internal => ApiError::internal(refusal.detail),
     }
 }

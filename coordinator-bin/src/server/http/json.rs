@@ -38,7 +38,7 @@ pub fn dashboard_json(snapshot: &DashboardSnapshot) -> Value {
         .map(|c| {
             json!({
                 "task_id": c.task_id,
-                "description": c.description,
+                "description": c.description.as_deref().unwrap_or_default(),
                 "agent_id": c.agent_id,
                 "duration_ms": c.duration_ms,
                 "tokens_used": c.tokens_used,

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use serde_json::Value;
 
@@ -20,14 +20,23 @@ pub fn json_response(status: StatusCode, value: &Value) -> Resp {
         .expect("static response parts are valid")
 }
 
-/// The JSON answer of an error. A 413 or 408 also closes the connection: the
-/// rest of the body was not read, so the connection cannot be reused.
+/// The JSON answer of an error, with `Retry-After` when the error says when to
+/// come back. A body refused for its size (413 `body_too_large`) or its
+/// slowness (408) also closes the connection: the rest of the body was not
+/// read, so the connection cannot be reused.
 pub fn error_response(err: &ApiError) -> Resp {
     let mut response = json_response(err.status, &err.body());
-    if err.status == StatusCode::PAYLOAD_TOO_LARGE || err.status == StatusCode::REQUEST_TIMEOUT {
+    let body_unread = (err.status == StatusCode::PAYLOAD_TOO_LARGE && err.code == "body_too_large")
+        || err.status == StatusCode::REQUEST_TIMEOUT;
+    if body_unread {
         response
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    if let Some(seconds) = err.retry_after_s {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
 }

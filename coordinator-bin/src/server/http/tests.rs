@@ -53,6 +53,29 @@ async fn a_413_closes_the_connection() {
 }
 
 #[tokio::test]
+async fn a_full_queue_is_429_with_retry_after_and_keeps_the_connection() {
+    let response = error_response(&ApiError::queue_full("no room", 7));
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()[hyper::header::RETRY_AFTER], "7");
+    assert_eq!(response.headers().get(CONNECTION), None);
+    assert_eq!(
+        body_json(response).await,
+        json!({"error": "queue_full", "detail": "no room"})
+    );
+}
+
+#[tokio::test]
+async fn metadata_too_large_is_413_on_a_body_read_whole_and_keeps_the_connection() {
+    let response = error_response(&ApiError::metadata_too_large("task 0: too big"));
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(response.headers().get(CONNECTION), None);
+    assert_eq!(
+        body_json(response).await,
+        json!({"error": "metadata_too_large", "detail": "task 0: too big"})
+    );
+}
+
+#[tokio::test]
 async fn a_408_closes_the_connection() {
     let err = ApiError::new(
         StatusCode::REQUEST_TIMEOUT,
@@ -230,7 +253,7 @@ fn the_dashboard_names_lanes_and_derives_throughput() {
         agents: vec![agent()],
         recent_completions: vec![RecentCompletion {
             task_id: "t0".to_owned(),
-            description: "done".to_owned(),
+            description: Some("done".to_owned()),
             agent_id: Some("a1".to_owned()),
             duration_ms: 500,
             tokens_used: None,

@@ -25,10 +25,10 @@ fn batch(seq: u64, changes: Vec<Change>) -> Batch {
     }
 }
 
-fn versions(tasks: &[&Task]) -> Vec<(String, u64)> {
-    let mut versions: Vec<_> = tasks
+fn versions(rows: &[(&Task, db::Texts<'_>)]) -> Vec<(String, u64)> {
+    let mut versions: Vec<_> = rows
         .iter()
-        .map(|t| (t.id.to_string(), t.updated_at_ms))
+        .map(|(t, _)| (t.id.to_string(), t.updated_at_ms))
         .collect();
     versions.sort();
     versions
@@ -163,6 +163,83 @@ fn a_written_group_reads_back_as_the_newest_state() {
             ("queued".into(), "normal".into(), 1)
         ]
     );
+}
+
+/// A queue that keeps texts of more than 8 bytes out of memory.
+fn forgetful_queue() -> Queue {
+    Queue::new(QueueConfig {
+        max_inline_payload_bytes: 8,
+        ..QueueConfig::default()
+    })
+}
+
+fn long_task(id: &str) -> NewTask {
+    let mut new = NewTask::new(id, "a description too long to keep");
+    new.metadata = r#"{"pad":"a metadata object too long to keep"}"#.into();
+    new
+}
+
+#[test]
+fn texts_left_out_of_the_newest_record_come_from_an_older_one_in_the_group() {
+    let mut queue = forgetful_queue();
+    let _ = queue.submit(1, long_task("a")).unwrap();
+    let submitted = queue.drain_changes();
+    let _ = queue.assign(2, "a", &AgentId::from("agent-1")).unwrap();
+    let assigned = queue.drain_changes();
+    assert!(assigned[0].task().metadata.is_stored());
+    let batches = [batch(1, submitted), batch(2, assigned)];
+    let newest = newest_per_task(&batches);
+    assert_eq!(newest.len(), 1);
+    assert_eq!(newest[0].0.status, Status::Assigned);
+    assert_eq!(
+        newest[0].1,
+        db::Texts {
+            description: Some("a description too long to keep"),
+            metadata: Some(r#"{"pad":"a metadata object too long to keep"}"#),
+        }
+    );
+}
+
+#[test]
+fn a_record_that_leaves_its_texts_out_keeps_the_stored_ones() {
+    let conn = Connection::open_in_memory().unwrap();
+    db::migrate(&conn, Path::new(":memory:")).unwrap();
+    let mut queue = forgetful_queue();
+    let _ = queue.submit(1, long_task("a")).unwrap();
+    let submitted = queue.drain_changes();
+    let submitted_record = submitted[0].task().clone();
+    // Submitted and assigned in one group: inserted with its texts.
+    let _ = queue.assign(2, "a", &AgentId::from("agent-1")).unwrap();
+    let assigned = queue.drain_changes();
+    write_group(&conn, &[batch(1, submitted), batch(2, assigned)], &[]).unwrap();
+    let stored = db::get_task(&conn, "a").unwrap().unwrap();
+    assert_eq!(stored.status, Status::Assigned);
+    assert_eq!(stored.description, submitted_record.description);
+    assert_eq!(stored.metadata, submitted_record.metadata);
+    // Reclaimed in a later group: updated in place, texts kept.
+    let _ = queue
+        .reclaim(3, "a", coordinator_queue::ReclaimReason::Disconnected)
+        .unwrap();
+    let reclaimed = queue.drain_changes();
+    assert!(reclaimed[0].task().description.is_stored());
+    write_group(&conn, &[batch(3, reclaimed)], &[]).unwrap();
+    let stored = db::get_task(&conn, "a").unwrap().unwrap();
+    assert_eq!((stored.status, stored.generation), (Status::Queued, 2));
+    assert_eq!(stored.metadata, submitted_record.metadata);
+}
+
+#[test]
+fn a_record_without_texts_and_without_a_stored_row_fails_the_commit() {
+    let conn = Connection::open_in_memory().unwrap();
+    db::migrate(&conn, Path::new(":memory:")).unwrap();
+    let mut queue = forgetful_queue();
+    let _ = queue.submit(1, long_task("a")).unwrap();
+    let _ = queue.drain_changes();
+    let _ = queue.assign(2, "a", &AgentId::from("agent-1")).unwrap();
+    let assigned = queue.drain_changes();
+    let err = write_group(&conn, &[batch(1, assigned)], &[]).unwrap_err();
+    assert!(err.to_string().contains("no stored row"), "{err}");
+    assert_eq!(db::get_task(&conn, "a").unwrap(), None, "nothing written");
 }
 
 #[test]

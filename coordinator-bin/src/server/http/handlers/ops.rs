@@ -13,7 +13,10 @@ use crate::server::http::json::dashboard_json;
 use crate::server::http::response::{json_response, Resp};
 use crate::server::http::{routes, AppState};
 use crate::server::{damage, db};
-use crate::session::{AgentInfo, Answer, Request as CoreRequest};
+use crate::session::{AgentInfo, Answer, DashboardSnapshot, Request as CoreRequest};
+
+/// Characters of a description the dashboard shows.
+const DESCRIPTION_HEAD_CHARS: u32 = 120;
 
 /// The agent states `/metrics` counts, each reported even at zero.
 const AGENT_STATES: [&str; 5] = ["offline", "idle", "assigned", "working", "blocked"];
@@ -65,11 +68,42 @@ pub fn dashboard_page() -> Resp {
 /// `GET /api/dashboard/state`: the session's dashboard snapshot.
 pub async fn dashboard_state(state: &AppState) -> Result<Resp, ApiError> {
     match ask(state, CoreRequest::Dashboard).await? {
-        Answer::Dashboard(snapshot) => {
+        Answer::Dashboard(mut snapshot) => {
+            read_long_descriptions(state, &mut snapshot).await?;
             Ok(json_response(StatusCode::OK, &dashboard_json(&snapshot)))
         }
         other => Err(unexpected(other)),
     }
+}
+
+/// Recent completions whose description is long (the session keeps only its
+/// length) get its first characters from storage.
+async fn read_long_descriptions(
+    state: &AppState,
+    snapshot: &mut DashboardSnapshot,
+) -> Result<(), ApiError> {
+    let ids: Vec<String> = snapshot
+        .recent_completions
+        .iter()
+        .filter(|c| c.description.is_none())
+        .map(|c| c.task_id.clone())
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let heads = state
+        .reads
+        .run(move |c| db::description_heads(c, &ids, DESCRIPTION_HEAD_CHARS))
+        .await?;
+    for completion in &mut snapshot.recent_completions {
+        if completion.description.is_none() {
+            completion.description = heads
+                .iter()
+                .find(|(id, _)| *id == completion.task_id)
+                .map(|(_, head)| head.clone());
+        }
+    }
+    Ok(())
 }
 
 /// The `coordinator_tasks` and `coordinator_agents` gauge families, in
