@@ -126,6 +126,12 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     let conn = db::open(&args.db)?;
     bootstrap_admin(&conn, &admin_token_path(&args))?;
 
+    // Bound before the state is restored: a client that connects meanwhile
+    // waits in the listen backlog and is served once restore is done, rather
+    // than being refused.
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let started = Instant::now();
     let config = SessionConfig {
         scheduler: SchedulerConfig {
@@ -202,9 +208,6 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         started,
         next_connection: AtomicU64::new(1),
     });
-    let listener = TcpListener::bind(&args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     // Signals are taken over before anyone can learn the address: a SIGTERM sent
     // right after the `serving` line is a graceful stop, never the default kill.
     #[cfg(unix)]
