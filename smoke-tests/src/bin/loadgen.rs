@@ -70,6 +70,22 @@ struct Args {
     /// Give up waiting for completions after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// Give every task a metadata object of this many bytes (its JSON text),
+    /// e.g. 10240 to measure large payloads; 0 sends none.
+    #[arg(long, default_value_t = 0)]
+    metadata_bytes: usize,
+}
+
+/// The task body of task number `k`: its description and, with
+/// `metadata_bytes > 0`, a metadata object whose JSON text is exactly that long
+/// (or as short as `{"k":K,"pad":""}` allows).
+fn task_body(k: usize, metadata_bytes: usize) -> Value {
+    if metadata_bytes == 0 {
+        return json!({"description": format!("load {k}")});
+    }
+    let bare = format!(r#"{{"k":{k},"pad":""}}"#).len();
+    let pad = "x".repeat(metadata_bytes.saturating_sub(bare));
+    json!({"description": format!("load {k}"), "metadata": {"k": k, "pad": pad}})
 }
 
 #[derive(Default)]
@@ -354,6 +370,7 @@ async fn main() {
         let timings = timings.clone();
         let errors = errors.clone();
         let batch = args.batch.max(1);
+        let metadata_bytes = args.metadata_bytes;
         let pace = args.rate.map(|rate| {
             Duration::from_secs_f64(batch as f64 * args.submitters as f64 / rate as f64)
         });
@@ -370,12 +387,11 @@ async fn main() {
                 let sent = Instant::now();
                 let reply = if n == 1 && batch == 1 {
                     client
-                        .post("/api/tasks", &json!({"description": format!("load {i}")}))
+                        .post("/api/tasks", &task_body(i, metadata_bytes))
                         .await
                 } else {
-                    let tasks: Vec<Value> = (i..i + n)
-                        .map(|k| json!({"description": format!("load {k}")}))
-                        .collect();
+                    let tasks: Vec<Value> =
+                        (i..i + n).map(|k| task_body(k, metadata_bytes)).collect();
                     client
                         .post("/api/tasks/batch", &json!({"tasks": tasks}))
                         .await
