@@ -20,11 +20,13 @@ enum Attempt {
     Failed(std::io::Error),
 }
 
-/// A response: status and JSON body (or the raw text as a JSON string).
+/// A response: status, headers and JSON body (or the raw text as a JSON string).
 #[derive(Debug, Clone)]
 pub struct Reply {
     /// The HTTP status code.
     pub status: u16,
+    /// The headers.
+    pub headers: hyper::HeaderMap,
     /// The body.
     pub body: Value,
 }
@@ -110,8 +112,8 @@ impl Client {
             .headers()
             .get(hyper::header::CONNECTION)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let bytes = response
-            .into_body()
+        let (parts, body) = response.into_parts();
+        let bytes = body
             .collect()
             .await
             .map_err(|e| Attempt::Failed(std::io::Error::other(e)))?
@@ -121,7 +123,11 @@ impl Client {
         if closing {
             self.sender = None;
         }
-        Ok(Reply { status, body })
+        Ok(Reply {
+            status,
+            headers: parts.headers,
+            body,
+        })
     }
 
     /// Sends a JSON request.

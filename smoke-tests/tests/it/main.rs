@@ -1,5 +1,6 @@
 //! End-to-end tests against the real `coordinator` binary.
 
+mod admission;
 mod agents;
 mod api;
 mod crash;
