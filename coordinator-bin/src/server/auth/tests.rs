@@ -157,3 +157,27 @@ async fn an_unknown_token_created_afterwards_works_once_the_cache_is_invalidated
     assert_eq!(auth.check(&token).await, Some(Identity::Agent("a1".into())));
     assert_eq!(auth.n_loads(), loads + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_identifying_while_more_tokens_are_created_are_all_let_in() {
+    // The load generator's pattern: create a token, start its agent, create the
+    // next one while the earlier agents identify.
+    let path = temp_db("burst");
+    let conn = db::open(&path).unwrap();
+    let auth = Authenticator::new(&path).unwrap();
+    let mut checks = Vec::new();
+    for i in 0..64 {
+        let token = create_token(&conn, &Identity::Agent(format!("a{i}")), 1).unwrap();
+        auth.invalidate();
+        let auth = auth.clone();
+        checks.push(tokio::spawn(async move { auth.check(&token).await }));
+    }
+    for (i, check) in checks.into_iter().enumerate() {
+        let identity = check.await.unwrap();
+        assert_eq!(
+            identity,
+            Some(Identity::Agent(format!("a{i}"))),
+            "agent {i}"
+        );
+    }
+}
