@@ -69,6 +69,13 @@ impl<G: Hash + Eq + Clone, K: Ord + Clone, V> GroupedIndex<G, K, V> {
         self.len == 0
     }
 
+    /// Every group with its number of entries (unordered).
+    pub fn groups(&self) -> impl Iterator<Item = (&G, usize)> + '_ {
+        self.groups
+            .iter()
+            .map(|(group, entries)| (group, entries.len()))
+    }
+
     /// Every entry, group by group (unordered across groups).
     pub fn iter(&self) -> impl Iterator<Item = (&G, &K, &V)> + '_ {
         self.groups

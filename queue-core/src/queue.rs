@@ -380,6 +380,12 @@ impl Queue {
             .map(|(_, _, id)| &*self.tasks[id])
     }
 
+    /// The capability sets of the queued tasks with how many tasks need each
+    /// (unordered; O(distinct sets)).
+    pub fn queued_by_capabilities(&self) -> impl Iterator<Item = (&[String], usize)> + '_ {
+        self.queued.groups().map(|(needed, n)| (&**needed, n))
+    }
+
     /// Queued tasks in serving order (sorts them: O(n log n)).
     pub fn queued_in_order(&self) -> impl Iterator<Item = &Task> + '_ {
         let mut keys: Vec<(&QueueKey, &TaskId)> =

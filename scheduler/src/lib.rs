@@ -26,11 +26,13 @@
 //!   `unresponsive` come last.
 //! - Matching is event-driven: on submit, requeue, retry, connect and whenever an
 //!   agent becomes idle.
+//! - An agent drained by an operator ([`Scheduler::handle_drain`]) is offered no
+//!   new work until it is undrained; the drain is kept in memory only.
 //!
 //! # Features
 //!
-//! - `serde` (off by default): `Serialize` and `Deserialize` for [`Action`] and
-//!   [`Assignment`], and the `serde` features of `coordinator-queue` and
+//! - `serde` (off by default): `Serialize` and `Deserialize` for [`Action`],
+//!   [`Assignment`] and [`Unroutable`], and the `serde` features of `coordinator-queue` and
 //!   `coordinator-agent-fsm`.
 //!
 //! # Example
@@ -67,7 +69,9 @@ mod scheduler;
 
 pub use action::{Action, Assignment};
 pub use error::SchedulerError;
-pub use scheduler::{AgentView, Scheduler, SchedulerConfig, PAYLOAD_UNREADABLE, RESULT_TOO_LARGE};
+pub use scheduler::{
+    AgentView, Scheduler, SchedulerConfig, Unroutable, PAYLOAD_UNREADABLE, RESULT_TOO_LARGE,
+};
 
 #[cfg(test)]
 mod tests;

@@ -76,6 +76,9 @@ struct AgentSlot {
     cancelling: Option<(TaskId, u64)>,
     /// Freshly identified as a last holder: no work before this time or its first message.
     settling_until_ms: Option<u64>,
+    /// An operator drained it: no new work until undrained (its current task
+    /// finishes; re-attaching its own task is not new work).
+    drained: bool,
 }
 
 /// A read-only view of one agent.
@@ -99,6 +102,20 @@ pub struct AgentView<'a> {
     /// Freshly identified as a last holder: no work before this time or its first
     /// message.
     pub settling_until_ms: Option<u64>,
+    /// Drained by an operator: offered no new work until undrained.
+    pub drained: bool,
+}
+
+/// Queued tasks that no connected agent can take (see [`Scheduler::unroutable`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Unroutable {
+    /// The capability set the tasks need (sorted).
+    pub needed: Vec<String>,
+    /// Names of that set no connected, undrained agent offers.
+    pub missing: Vec<String>,
+    /// How many queued tasks need exactly this set.
+    pub n_tasks: usize,
 }
 
 /// The coordinator's pure core. See the [crate documentation](crate) for the
@@ -210,6 +227,7 @@ impl Scheduler {
             cooldown_until_ms: slot.cooldown_until_ms,
             cancelling: slot.cancelling.as_ref().map(|(task_id, _)| task_id),
             settling_until_ms: slot.settling_until_ms,
+            drained: slot.drained,
         }
     }
 
@@ -278,6 +296,7 @@ impl Scheduler {
                 cooldown_until_ms: None,
                 cancelling: None,
                 settling_until_ms: None,
+                drained: false,
             };
             self.next_agent_seq += 1;
             self.agents.insert(agent_id.clone(), slot);
@@ -657,6 +676,67 @@ impl Scheduler {
         true
     }
 
+    /// An operator drains (`true`) or undrains (`false`) an agent that has
+    /// connected since start. A drained agent is offered no new work, also after
+    /// it reconnects; the task it holds goes on to its end, and its own task taken
+    /// back on a disconnect may still be re-attached when it reports on it. An
+    /// undrained idle agent is offered work at once. Returns whether anything
+    /// changed (draining a drained agent changes nothing).
+    pub fn handle_drain(
+        &mut self,
+        now_ms: u64,
+        agent_id: &AgentId,
+        drained: bool,
+    ) -> Result<bool, SchedulerError> {
+        let slot = self
+            .agents
+            .get_mut(agent_id)
+            .ok_or_else(|| SchedulerError::UnknownAgent(agent_id.clone()))?;
+        if slot.drained == drained {
+            return Ok(false);
+        }
+        slot.drained = drained;
+        self.refresh_availability(now_ms, agent_id);
+        Ok(true)
+    }
+
+    /// Queued tasks that no connected, undrained agent can take, grouped by their
+    /// needed capabilities: for each set, how many tasks, and which of its names
+    /// no such agent offers at all (empty when each name is offered, but by no
+    /// single agent). Costs O(capability sets queued × agents).
+    pub fn unroutable(&self) -> Vec<Unroutable> {
+        let offered: Vec<&Capabilities> = self
+            .agents
+            .values()
+            .filter(|slot| slot.connection.is_some() && !slot.drained)
+            .map(|slot| slot.fsm.capabilities())
+            .collect();
+        let mut out: Vec<Unroutable> = self
+            .queue
+            .queued_by_capabilities()
+            .filter(|(needed, _)| {
+                !offered
+                    .iter()
+                    .any(|caps| coordinator_queue::is_subset(needed, caps.names()))
+            })
+            .map(|(needed, n_tasks)| Unroutable {
+                needed: needed.to_vec(),
+                missing: needed
+                    .iter()
+                    .filter(|name| !offered.iter().any(|caps| caps.names().contains(name)))
+                    .cloned()
+                    .collect(),
+                n_tasks,
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.n_tasks
+                .cmp(&a.n_tasks)
+                .then_with(|| a.needed.cmp(&b.needed))
+        });
+        out
+    }
+
     /// Deadlines: acceptance timeouts (reclaim and flag), recovery grace (reclaim),
     /// cancel graces and reject back-offs (offer work again).
     pub fn handle_timeout(&mut self, now_ms: u64) {
@@ -914,6 +994,7 @@ impl Scheduler {
             && slot.cooldown_until_ms.is_none()
             && slot.cancelling.is_none()
             && slot.settling_until_ms.is_none()
+            && !slot.drained
             && !waiting;
         if !available {
             self.make_unavailable(agent_id);

@@ -894,5 +894,84 @@ fn a_task_taken_by_another_agent_is_no_longer_the_old_holders() {
     );
 }
 
+#[test]
+fn a_drained_agent_gets_no_new_work_until_undrained() {
+    let mut s = Scheduler::new(config());
+    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_connect(T0 + 1, id("b"), caps(&[]), 2);
+    assert_eq!(s.handle_drain(T0 + 2, &id("a"), true), Ok(true));
+    assert_eq!(s.handle_drain(T0 + 2, &id("a"), true), Ok(false));
+    assert!(s.agent("a").unwrap().drained);
+    // `a` has been idle longest, yet the task goes to `b`; the next one waits.
+    submit(&mut s, T0 + 3, "t1", &[]);
+    submit(&mut s, T0 + 3, "t2", &[]);
+    assert_eq!(assignments(&mut s), [("t1".into(), "b".into(), 1)]);
+    // A reconnect keeps the drain.
+    s.handle_disconnect(T0 + 4, &id("a"), 1);
+    s.handle_connect(T0 + 5, id("a"), caps(&[]), 3);
+    assert_eq!(assignments(&mut s), []);
+    assert!(s.agent("a").unwrap().drained);
+    // Undrained, it takes the waiting task at once.
+    assert_eq!(s.handle_drain(T0 + 6, &id("a"), false), Ok(true));
+    assert_eq!(assignments(&mut s), [("t2".into(), "a".into(), 1)]);
+    assert_eq!(
+        s.handle_drain(T0 + 7, &id("nobody"), true),
+        Err(SchedulerError::UnknownAgent(id("nobody")))
+    );
+}
+
+#[test]
+fn draining_a_busy_agent_lets_its_task_finish() {
+    let mut s = Scheduler::new(config());
+    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    submit(&mut s, T0 + 1, "t1", &[]);
+    submit(&mut s, T0 + 1, "t2", &[]);
+    assert_eq!(assignments(&mut s), [("t1".into(), "a".into(), 1)]);
+    s.handle_drain(T0 + 2, &id("a"), true).unwrap();
+    s.handle_accepted(T0 + 3, &id("a"), "t1").unwrap();
+    s.handle_complete(T0 + 4, &id("a"), "t1", 1, Completion::default())
+        .unwrap();
+    assert_eq!(assignments(&mut s), []);
+    assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Idle);
+    assert_eq!(s.queue().get("t2").unwrap().status, Status::Queued);
+}
+
+#[test]
+fn unroutable_tasks_are_grouped_with_what_is_missing() {
+    let mut s = Scheduler::new(config());
+    s.handle_connect(T0, id("gpu"), caps(&["gpu"]), 1);
+    s.handle_connect(T0, id("arm"), caps(&["arm"]), 2);
+    // Keep both busy so that nothing is assigned.
+    submit(&mut s, T0 + 1, "busy1", &[]);
+    submit(&mut s, T0 + 1, "busy2", &[]);
+    submit(&mut s, T0 + 2, "both", &["arm", "gpu"]);
+    submit(&mut s, T0 + 3, "tpu1", &["tpu"]);
+    submit(&mut s, T0 + 4, "tpu2", &["tpu"]);
+    submit(&mut s, T0 + 5, "fine", &["gpu"]);
+    let _ = assignments(&mut s);
+    let unroutable = s.unroutable();
+    assert_eq!(
+        unroutable,
+        vec![
+            Unroutable {
+                needed: vec!["tpu".into()],
+                missing: vec!["tpu".into()],
+                n_tasks: 2
+            },
+            Unroutable {
+                needed: vec!["arm".into(), "gpu".into()],
+                missing: vec![],
+                n_tasks: 1
+            },
+        ]
+    );
+    // A drained agent routes nothing: the gpu task is now unroutable too.
+    s.handle_drain(T0 + 6, &id("gpu"), true).unwrap();
+    assert!(s
+        .unroutable()
+        .iter()
+        .any(|u| u.needed == ["gpu"] && u.missing == ["gpu"]));
+}
+
 #[cfg(feature = "serde")]
 mod round_trip;
