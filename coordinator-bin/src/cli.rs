@@ -233,7 +233,8 @@ pub enum ClientCommand {
         /// Failures retried before the dead letter.
         #[arg(long)]
         max_retries: Option<u32>,
-        /// Follow the task until it is final; exit non-zero unless it completed.
+        /// Follow the task (over the event stream) until it is final and print
+        /// its result; exit non-zero unless it completed.
         #[arg(long)]
         wait: bool,
         /// Connection settings.
@@ -281,6 +282,40 @@ pub enum ClientCommand {
     Retry {
         /// The task id.
         id: String,
+        /// Connection settings.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print task and agent changes as they are committed (live, from
+    /// /api/events), one line each; reconnects and resumes by itself.
+    Watch {
+        /// Only this task's changes; ends when the task is final (exit non-zero
+        /// unless it completed).
+        #[arg(long)]
+        task: Option<String>,
+        /// Only this agent's changes and those of the tasks it holds.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only task changes to this status; repeat for several.
+        #[arg(long)]
+        status: Vec<String>,
+        /// Connection settings.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Stop offering new work to an agent (its current task finishes); kept
+    /// until `undrain` or a coordinator restart. Needs an admin token.
+    Drain {
+        /// The agent id.
+        agent_id: String,
+        /// Connection settings.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Offer new work to a drained agent again. Needs an admin token.
+    Undrain {
+        /// The agent id.
+        agent_id: String,
         /// Connection settings.
         #[command(flatten)]
         client: ClientArgs,

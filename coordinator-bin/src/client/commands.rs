@@ -1,8 +1,8 @@
-//! The client subcommands: `submit`, `tasks`, `task`, `agents`, `cancel`, `retry`.
-
-use std::time::Duration;
+//! The client subcommands: `submit`, `tasks`, `task`, `agents`, `cancel`,
+//! `retry`, `watch`, `drain`, `undrain`.
 
 use crate::client::api_client::{Client, Reply};
+use crate::client::watch;
 use serde_json::{json, Value};
 
 use crate::cli::{ClientArgs, ClientCommand};
@@ -19,7 +19,7 @@ macro_rules! out {
     }};
 }
 
-fn connect(args: &ClientArgs) -> Result<Client, BoxError> {
+pub(crate) fn connect(args: &ClientArgs) -> Result<Client, BoxError> {
     let addr = args
         .url
         .strip_prefix("http://")
@@ -32,7 +32,7 @@ fn connect(args: &ClientArgs) -> Result<Client, BoxError> {
     Ok(Client::new(addr, Some(token)))
 }
 
-fn check(reply: Reply) -> Result<Value, BoxError> {
+pub(crate) fn check(reply: Reply) -> Result<Value, BoxError> {
     if (200..300).contains(&reply.status) {
         Ok(reply.body)
     } else {
@@ -114,6 +114,21 @@ fn print_task(task: &Value) {
     }
 }
 
+/// Drains or undrains an agent.
+async fn drain(client: &ClientArgs, agent_id: &str, drained: bool) -> Result<(), BoxError> {
+    let action = if drained { "drain" } else { "undrain" };
+    let path = format!("/api/agents/{}/{action}", watch::escape(agent_id));
+    let body = check(connect(client)?.post(&path, &json!({})).await?)?;
+    if client.json {
+        out!("{body}");
+    } else if body["changed"] == json!(false) {
+        out!("{agent_id} was already {action}ed");
+    } else {
+        out!("{agent_id} {action}ed");
+    }
+    Ok(())
+}
+
 /// Runs one client subcommand.
 pub fn run(command: ClientCommand) -> Result<(), BoxError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -154,28 +169,28 @@ async fn run_async(command: ClientCommand) -> Result<(), BoxError> {
                 return Ok(());
             }
             eprintln!("submitted {id}; waiting for it to finish");
-            loop {
-                let task = check(http.get(&format!("/api/tasks/{id}")).await?)?;
-                let status = task["status"].as_str().unwrap_or_default().to_owned();
-                if matches!(status.as_str(), "completed" | "dead_letter" | "cancelled") {
-                    if client.json {
-                        out!("{task}");
-                    } else {
-                        out!("{id} {status}");
-                        out!("{}", task["result"]);
-                    }
-                    if status != "completed" {
-                        return Err(format!(
-                            "task {id} ended {status}: {}",
-                            cell(&task["last_error"])
-                        )
-                        .into());
-                    }
-                    return Ok(());
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            let task = watch::until_final(&client, &mut http, &id, |_| {}).await?;
+            let status = task["status"].as_str().unwrap_or_default().to_owned();
+            if client.json {
+                out!("{task}");
+            } else {
+                out!("{id} {status}");
+                out!("{}", task["result"]);
+            }
+            if status != "completed" {
+                return Err(
+                    format!("task {id} ended {status}: {}", cell(&task["last_error"])).into(),
+                );
             }
         }
+        ClientCommand::Watch {
+            task,
+            agent,
+            status,
+            client,
+        } => watch::watch(&client, task, agent, status).await?,
+        ClientCommand::Drain { agent_id, client } => drain(&client, &agent_id, true).await?,
+        ClientCommand::Undrain { agent_id, client } => drain(&client, &agent_id, false).await?,
         ClientCommand::Tasks {
             status,
             priority,
@@ -265,6 +280,9 @@ async fn run_async(command: ClientCommand) -> Result<(), BoxError> {
                                 cell(&a["current_task"]),
                                 cell(&a["capabilities"]),
                                 cell(&a["flags"]),
+                                cell(&a["drained"]),
+                                cell(&a["completed"]),
+                                cell(&a["failed"]),
                             ]
                         })
                         .collect()
@@ -278,6 +296,9 @@ async fn run_async(command: ClientCommand) -> Result<(), BoxError> {
                     "TASK",
                     "CAPABILITIES",
                     "FLAGS",
+                    "DRAINED",
+                    "DONE",
+                    "FAILED",
                 ],
                 rows,
             );

@@ -4,6 +4,7 @@
 //! writer). It decides nothing itself.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use coordinator_transport::protocol::encode_task_assign;
@@ -18,6 +19,7 @@ use coordinator_queue::{Task, TaskId};
 use super::auth::Authenticator;
 use super::clock::now_ms;
 use super::db::{self, ReadPool};
+use super::events::EventHub;
 use super::observe;
 use super::writer::{WriteJob, Writer, WriterReport};
 use crate::session::{
@@ -88,6 +90,8 @@ pub struct Driver {
     sockets: HashMap<ConnId, SocketHandle>,
     replies: HashMap<RequestId, oneshot::Sender<Answer>>,
     next_request: u64,
+    /// Where committed events go to watchers.
+    events: Arc<EventHub>,
 }
 
 impl Driver {
@@ -98,6 +102,7 @@ impl Driver {
         auth: Authenticator,
         reads: ReadPool,
         commands: mpsc::Sender<Command>,
+        events: Arc<EventHub>,
     ) -> Driver {
         Driver {
             session,
@@ -108,6 +113,7 @@ impl Driver {
             sockets: HashMap::new(),
             replies: HashMap::new(),
             next_request: 1,
+            events,
         }
     }
 
@@ -180,6 +186,7 @@ impl Driver {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), all_closed).await;
+        self.events.close();
         self.writer.shutdown();
         tracing::info!("stopped; everything acknowledged is committed");
         Ok(())
@@ -301,6 +308,7 @@ impl Driver {
                 Output::Purge { before_ms } => {
                     let _ = self.writer.submit(WriteJob::Purge { before_ms }).await;
                 }
+                Output::Event(event) => self.events.publish(event),
                 Output::Notice(notice) => observe::notice(&notice),
                 Output::Fatal(fatal) => {
                     tracing::error!(error = %fatal, "stopping so that nothing is acknowledged that is not on disk");

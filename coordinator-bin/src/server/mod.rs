@@ -11,6 +11,7 @@ pub(crate) mod damage;
 pub(crate) mod dashboard;
 pub(crate) mod db;
 pub(crate) mod driver;
+pub(crate) mod events;
 pub(crate) mod http;
 pub(crate) mod ids;
 pub(crate) mod metrics;

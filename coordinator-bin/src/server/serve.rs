@@ -21,6 +21,7 @@ use crate::server::clock::now_ms;
 use crate::server::connections::Limiter;
 use crate::server::db;
 use crate::server::driver::{Driver, Inbox};
+use crate::server::events::{self, EventHub};
 use crate::server::http::{self, AppState, BodyLimits};
 use crate::server::writer::Writer;
 use crate::session::{Session, SessionConfig};
@@ -173,12 +174,14 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     let (sockets_tx, sockets_rx) = mpsc::channel(8192);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let reads = db::ReadPool::new(&args.db);
+    let events = Arc::new(EventHub::new(events::WINDOW, events::LAG_LIMIT));
     let driver = Driver::new(
         session,
         writer,
         auth.clone(),
         reads.clone(),
         commands_tx.clone(),
+        events.clone(),
     );
     let inbox = Inbox {
         commands: commands_rx,
@@ -207,6 +210,7 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         },
         started,
         next_connection: AtomicU64::new(1),
+        events,
     });
     // Signals are taken over before anyone can learn the address: a SIGTERM sent
     // right after the `serving` line is a graceful stop, never the default kill.

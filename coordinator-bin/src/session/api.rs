@@ -72,6 +72,14 @@ pub enum Request {
         /// Live admin tokens that would remain (the last one is not revoked here).
         admins_left: usize,
     },
+    /// Drain (`drained: true`) or undrain an agent: no new work for it until
+    /// undrained (kept in memory only).
+    Drain {
+        /// The agent.
+        agent_id: String,
+        /// Drain or undrain.
+        drained: bool,
+    },
     /// Every known agent.
     Agents,
     /// The dashboard snapshot.
@@ -141,6 +149,13 @@ pub enum Answer {
     TokenCreated,
     /// This many tokens were revoked.
     TokensRevoked(usize),
+    /// The agent is drained or undrained now.
+    Drained {
+        /// Its drain now.
+        drained: bool,
+        /// False when it already was.
+        changed: bool,
+    },
     /// Every known agent, by id.
     Agents(Vec<AgentInfo>),
     /// The dashboard snapshot.

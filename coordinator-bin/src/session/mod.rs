@@ -15,8 +15,9 @@
 //! - [`Output::Persist`]: commit the batch in one transaction, then call
 //!   [`Session::handle_committed`] with its `seq` (or
 //!   [`Session::handle_commit_failed`]);
-//! - [`Output::Send`], [`Output::Reply`], [`Output::Close`]: carry out at once;
-//!   the session only hands them out once the changes they report are committed;
+//! - [`Output::Send`], [`Output::Reply`], [`Output::Close`], [`Output::Event`]:
+//!   carry out at once (an event goes to the watchers of `/api/events`); the
+//!   session only hands them out once the changes they report are committed;
 //! - [`Output::Authenticate`]: check the token, then call
 //!   [`Session::handle_identity`];
 //! - [`Output::Load`] and [`Output::LoadPayload`]: read from storage, then call
@@ -44,6 +45,8 @@
 //! let Some(Output::Persist(batch)) = session.poll_output() else { panic!() };
 //! assert_eq!(session.poll_output(), None);
 //! session.handle_committed(batch.seq);
+//! // Watchers hear of the task, then the submitter gets its answer.
+//! let Some(Output::Event(_)) = session.poll_output() else { panic!() };
 //! let Some(Output::Reply { request: r, answer: Answer::Submitted(receipts) }) =
 //!     session.poll_output() else { panic!() };
 //! assert_eq!((r, receipts[0].task_id.as_str()), (request, "t1"));
@@ -52,7 +55,9 @@
 //! ```
 
 mod api;
+mod events;
 mod gate;
+mod operators;
 mod output;
 mod payloads;
 mod requests;
@@ -66,11 +71,15 @@ use coordinator_scheduler::{Action, Scheduler, SchedulerConfig};
 use coordinator_transport::protocol::CoordinatorMessage;
 
 pub use api::{Answer, Identity, Receipt, Refusal, RefusalKind, Request};
+pub use events::{AgentEvent, Event, EventKind, TaskEvent, IDS_PER_MS};
 pub use gate::Batch;
+pub use operators::{AgentTally, MinuteSample, CHART_MINUTES};
 pub use output::{ConnId, Fatal, Frame, LoadedPayload, Notice, Output, RequestId, TokenWrite};
 pub use views::{AgentInfo, DashboardSnapshot, RecentCompletion};
 
+use events::EventLog;
 use gate::Gate;
+use operators::Tallies;
 use payloads::AwaitingPayload;
 use views::Activity;
 
@@ -161,6 +170,10 @@ pub struct Session {
     conns: HashMap<ConnId, Conn>,
     names: HashMap<AgentId, String>,
     activity: Activity,
+    /// Event numbering and what watchers were last shown of each agent.
+    events: EventLog,
+    /// Per-agent tallies and per-minute samples for operators.
+    tallies: Tallies,
     /// Retries waiting for their stored record, by request.
     loading: HashMap<RequestId, String>,
     /// Agents whose next frame is a `task_assign` waiting for its texts from
@@ -191,6 +204,8 @@ impl Session {
             conns: HashMap::new(),
             names: HashMap::new(),
             activity: Activity::new(),
+            events: EventLog::new(now_ms),
+            tallies: Tallies::default(),
             loading: HashMap::new(),
             awaiting_payload: HashMap::new(),
             identify_deadlines: BTreeSet::new(),
@@ -303,6 +318,8 @@ impl Session {
                 before_ms: now_ms.saturating_sub(self.config.retention_ms),
             });
         }
+        // Timers change agents without telling which (graces, cooldowns).
+        self.touch_all_agents();
         self.drain_scheduler();
     }
 
@@ -391,13 +408,27 @@ impl Session {
                     self.activity.note_completion(task);
                 }
             }
+            self.tallies
+                .note(&change, self.scheduler.queue().queued_by_lane());
+            let event = self.task_event(&change);
             self.gate.stage(change);
+            // Behind the record it reports.
+            if let Some(event) = event {
+                self.gate.hold(Held::Out(Output::Event(event)));
+            }
         }
     }
 
-    /// Holds the scheduler's messages behind the records staged so far.
+    /// Holds the scheduler's messages behind the records staged so far, then the
+    /// events of the agents that changed.
     fn hold_actions(&mut self) {
         while let Some(action) = self.scheduler.poll_action() {
+            match &action {
+                Action::Assign(a) => self.touch_agent(&a.agent_id),
+                Action::Cancel { agent_id, .. }
+                | Action::Reattach { agent_id, .. }
+                | Action::Reclaimed { agent_id, .. } => self.touch_agent(agent_id),
+            }
             match action {
                 Action::Assign(assignment) => self.gate.hold(Held::ToAgent {
                     agent_id: assignment.agent_id.clone(),
@@ -431,6 +462,7 @@ impl Session {
                 })),
             }
         }
+        self.flush_agent_events();
     }
 
     /// Holds a frame for a connection behind the current changes.

@@ -7,6 +7,7 @@ use coordinator_scheduler::Assignment;
 use coordinator_transport::protocol::{CoordinatorMessage, ErrorCode};
 
 use super::api::{Answer, Identity};
+use super::events::Event;
 use super::gate::Batch;
 
 /// The driver's name for one agent socket. Never reused while the process runs.
@@ -239,6 +240,8 @@ pub enum Output {
         /// The cut-off time.
         before_ms: u64,
     },
+    /// Publish this event to watchers (it reports only what is committed).
+    Event(Event),
     /// For logs and metrics.
     Notice(Notice),
     /// Stop: nothing more will come out of the session.

@@ -43,6 +43,10 @@ impl Session {
                 live_ids,
                 admins_left,
             } => self.revoke(now_ms, identity, live_ids, admins_left),
+            Request::Drain { agent_id, drained } => {
+                self.drain(now_ms, request, &agent_id, drained);
+                return;
+            }
             // Reads of the live state change nothing: answered at once.
             Request::Agents => {
                 let answer = Answer::Agents(self.agent_infos());
@@ -106,6 +110,7 @@ impl Session {
             if let Some(agent_id) = open.agent.take() {
                 self.scheduler
                     .handle_disconnect(now_ms, &agent_id, conn.get());
+                self.touch_agent(&agent_id);
             }
             self.gate.hold(Held::Out(Output::Close {
                 conn,
@@ -331,6 +336,8 @@ impl Session {
                     .collect(),
                     state_since_ms: agent.state_since_ms(),
                     awaiting_recovery: view.awaiting_recovery,
+                    drained: view.drained,
+                    tally: self.tallies.agent(agent.id().as_str()),
                 }
             })
             .collect();
@@ -352,6 +359,8 @@ impl Session {
             agents: self.agent_infos(),
             recent_completions: self.activity.recent(),
             completed_last_minute: self.activity.last_minute(now_ms),
+            unroutable: self.scheduler.unroutable(),
+            chart: self.tallies.chart(now_ms, queue.queued_by_lane()),
         }
     }
 }

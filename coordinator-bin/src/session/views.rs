@@ -3,6 +3,9 @@
 use std::collections::VecDeque;
 
 use coordinator_queue::Task;
+use coordinator_scheduler::Unroutable;
+
+use super::operators::{AgentTally, MinuteSample};
 
 /// What an agent looks like to the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +30,10 @@ pub struct AgentInfo {
     pub state_since_ms: u64,
     /// Tasks it held before a restart or reconnect, not yet recovered.
     pub awaiting_recovery: usize,
+    /// Drained by an operator: no new work.
+    pub drained: bool,
+    /// Its work since the coordinator started.
+    pub tally: AgentTally,
 }
 
 /// A completion shown on the dashboard.
@@ -68,6 +75,10 @@ pub struct DashboardSnapshot {
     pub recent_completions: Vec<RecentCompletion>,
     /// Completions over the last 60 seconds.
     pub completed_last_minute: u64,
+    /// Queued tasks no connected, undrained agent can take, by capability set.
+    pub unroutable: Vec<Unroutable>,
+    /// The last hour, one sample per minute, oldest first.
+    pub chart: Vec<MinuteSample>,
 }
 
 /// How many recent completions the dashboard shows.

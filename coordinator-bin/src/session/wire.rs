@@ -49,6 +49,7 @@ impl Session {
                 agent_id: agent_id.clone(),
                 conn,
             }));
+        self.touch_agent(&agent_id);
         if too_large {
             self.scheduler
                 .handle_oversize(now_ms, &agent_id, conn.get());
@@ -84,6 +85,7 @@ impl Session {
             conn,
         }));
         if let Some(agent_id) = agent_id {
+            self.touch_agent(&agent_id);
             self.scheduler
                 .handle_slow_consumer(now_ms, &agent_id, conn.get());
             self.drain_scheduler();
@@ -152,6 +154,7 @@ impl Session {
                 self.refuse(conn, ErrorCode::NotIdentified, None, &detail);
             }
             (message, Some(agent_id)) => {
+                self.touch_agent(&agent_id);
                 self.on_lifecycle(now_ms, conn, &agent_id, message);
                 // It has spoken: a freshly identified agent can be offered work.
                 self.scheduler.handle_agent_message(now_ms, &agent_id);
@@ -233,6 +236,7 @@ impl Session {
                 agent_id: pending.agent_id,
             },
         );
+        self.touch_agent(&agent_id);
         self.scheduler.handle_connect(
             now_ms,
             agent_id.clone(),

@@ -105,11 +105,30 @@ enum Expect {
 /// What a request was, to check its answer.
 #[derive(Debug, Clone)]
 enum Pending {
-    Submit { ids: Vec<String>, expect: Expect },
-    Cancel { task_id: String },
-    Retry { task_id: String },
-    CreateToken { name: String },
-    RevokeTokens { ids: Vec<i64> },
+    Submit {
+        ids: Vec<String>,
+        expect: Expect,
+    },
+    Cancel {
+        task_id: String,
+    },
+    Retry {
+        task_id: String,
+    },
+    CreateToken {
+        name: String,
+    },
+    RevokeTokens {
+        ids: Vec<i64>,
+    },
+    Drain {
+        agent_id: String,
+        drained: bool,
+        /// The agent was known to the session when asked.
+        known: bool,
+        /// The agent's drain requests so far, this one included.
+        nth: u64,
+    },
     Other,
 }
 
@@ -176,6 +195,17 @@ pub struct World {
     max_generation: BTreeMap<String, u64>,
     /// Connections closed with 1001 (going away).
     going_away: BTreeSet<ConnId>,
+    /// Every task state committed: (task, generation, status, updated at).
+    states_committed: BTreeSet<(String, u64, Status, u64)>,
+    /// Every holding committed: (task, generation, agent).
+    holds_committed: BTreeSet<(String, u64, String)>,
+    /// The id of the last event that came out.
+    last_event_id: u64,
+    /// Agents whose drain was answered (and not undrained since, nor lost in a
+    /// coordinator crash): no `task_assign` may reach them.
+    drained: BTreeSet<String>,
+    /// Drain and undrain requests made, per agent.
+    drain_requests: BTreeMap<String, u64>,
     pub faults: bool,
     pub steps: u64,
     pub crashes: u64,
@@ -246,6 +276,11 @@ impl World {
             reports_sent: BTreeSet::new(),
             max_generation: BTreeMap::new(),
             going_away: BTreeSet::new(),
+            states_committed: BTreeSet::new(),
+            holds_committed: BTreeSet::new(),
+            last_event_id: 0,
+            drained: BTreeSet::new(),
+            drain_requests: BTreeMap::new(),
             faults: true,
             steps: 0,
             crashes: 0,
@@ -509,6 +544,7 @@ impl World {
                         self.schedule(delay, Event::CoordinatorSeesClose { conn });
                     }
                 }
+                Output::Event(event) => self.check_event(&event)?,
                 Output::Purge { .. } | Output::Notice(_) => {}
                 Output::Fatal(f) => {
                     self.note(|| format!("fatal: {f}"));
@@ -684,7 +720,76 @@ impl World {
                 return Err(format!("task {id} completed twice"));
             }
         }
+        self.states_committed.insert((
+            id.clone(),
+            task.generation,
+            task.status,
+            task.updated_at_ms,
+        ));
+        if let Some(holder) = task.assigned_to().filter(|_| task.status.is_held()) {
+            self.holds_committed
+                .insert((id.clone(), task.generation, holder.to_string()));
+        }
         self.store.committed.insert(id, task);
+        Ok(())
+    }
+
+    /// A drain request's record. An undrain takes effect when asked (work may
+    /// reach the agent before the answer), a drain once answered.
+    fn drain_request(&mut self, agent_id: &str, drained: bool) -> Pending {
+        let nth = self.drain_requests.entry(agent_id.to_owned()).or_default();
+        *nth += 1;
+        let nth = *nth;
+        if !drained {
+            self.drained.remove(agent_id);
+        }
+        Pending::Drain {
+            agent_id: agent_id.to_owned(),
+            drained,
+            known: self.session.scheduler().agent(agent_id).is_some(),
+            nth,
+        }
+    }
+
+    /// Persist before publish, for events: a task event reports a committed
+    /// record, an agent event a committed holding; ids only grow, across
+    /// restarts too.
+    fn check_event(&mut self, event: &coordinator_bin::session::Event) -> Result<(), Violation> {
+        use coordinator_bin::session::EventKind;
+        if event.id <= self.last_event_id {
+            return Err(format!(
+                "event {} came out after event {}",
+                event.id, self.last_event_id
+            ));
+        }
+        self.last_event_id = event.id;
+        match &event.kind {
+            EventKind::Task(t) => {
+                let key = (
+                    t.task_id.to_string(),
+                    t.generation,
+                    t.status,
+                    t.updated_at_ms,
+                );
+                if !self.states_committed.contains(&key) {
+                    return Err(format!(
+                        "event {} reports an uncommitted state: {t:?}",
+                        event.id
+                    ));
+                }
+            }
+            EventKind::Agent(a) => {
+                if let (Some(task), Some(generation)) = (&a.current_task, a.generation) {
+                    let key = (task.to_string(), generation, a.agent_id.to_string());
+                    if !self.holds_committed.contains(&key) {
+                        return Err(format!(
+                            "event {} shows an uncommitted holding: {a:?}",
+                            event.id
+                        ));
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -698,6 +803,8 @@ impl World {
         self.store.commit_scheduled = false;
         self.store.last_seq = 0;
         self.requests.clear();
+        // Drains are kept in memory only.
+        self.drained.clear();
         let sockets = std::mem::take(&mut self.sockets);
         for (conn, socket) in sockets {
             let delay = self.rng.between(1, 200);
@@ -917,6 +1024,19 @@ impl World {
                     admins_left: 1,
                 },
             )
+        } else if roll < 97 {
+            // An operator drains or undrains an agent (only while faults happen:
+            // every agent is undrained when they stop).
+            if !self.faults {
+                return;
+            }
+            let agent = self.rng.below(self.agents.len() as u64) as usize;
+            let agent_id = self.agents[agent].id.clone();
+            let drained = self.rng.chance(600);
+            (
+                self.drain_request(&agent_id, drained),
+                Request::Drain { agent_id, drained },
+            )
         } else if roll < 98 {
             (Pending::Other, Request::Agents)
         } else {
@@ -980,6 +1100,22 @@ impl World {
     fn stop_faults(&mut self) {
         self.note(|| "faults stop".into());
         self.faults = false;
+        // Every agent gets work again.
+        for agent in 0..self.agents.len() {
+            let request = RequestId::new(self.next_request);
+            self.next_request += 1;
+            let agent_id = self.agents[agent].id.clone();
+            let pending = self.drain_request(&agent_id, false);
+            self.requests.insert(request, pending);
+            self.session.handle_request(
+                self.now,
+                request,
+                Request::Drain {
+                    agent_id,
+                    drained: false,
+                },
+            );
+        }
         for agent in 0..self.agents.len() {
             self.agents[agent].hang = false;
             if !self.agents[agent].alive || self.agents[agent].conn.is_none() {
@@ -1068,6 +1204,12 @@ impl World {
         let stored = |id: &str| self.store.committed.get(id);
         match frame {
             Frame::Assign(a) => {
+                if self.drained.contains(a.agent_id.as_str()) {
+                    return Err(format!(
+                        "task_assign {} to {}, which is drained",
+                        a.task_id, a.agent_id
+                    ));
+                }
                 // With the texts submitted, byte for byte (read back from
                 // storage when the queue does not keep them).
                 let submitted = self.texts.get(a.task_id.as_str());
@@ -1214,6 +1356,33 @@ impl World {
                 }
             }
             (Pending::RevokeTokens { ids }, Answer::Refused(_)) if ids.is_empty() => {}
+            (
+                Pending::Drain {
+                    agent_id,
+                    drained,
+                    nth,
+                    ..
+                },
+                Answer::Drained { drained: now, .. },
+            ) => {
+                if now != drained {
+                    return Err(format!("drain {drained} of {agent_id} answered {now}"));
+                }
+                // Drained from this answer on, unless an undrain came after it.
+                if drained && self.drain_requests.get(&agent_id) == Some(&nth) {
+                    self.drained.insert(agent_id);
+                }
+            }
+            (
+                Pending::Drain {
+                    agent_id, known, ..
+                },
+                Answer::Refused(_),
+            ) => {
+                if known {
+                    return Err(format!("drain of known agent {agent_id} refused"));
+                }
+            }
             (Pending::Other, Answer::Agents(_) | Answer::Dashboard(_)) => {}
             (pending, answer) => {
                 return Err(format!("answer {answer:?} to {pending:?}"));

@@ -143,6 +143,10 @@ pub struct TaskFilter {
     pub priority: Option<Priority>,
     /// Only this agent's.
     pub assigned_to: Option<String>,
+    /// Only tasks that need this capability.
+    pub capability: Option<String>,
+    /// Only tasks whose id or description starts with this (ASCII case ignored).
+    pub search: Option<String>,
     /// Only tasks after this position (a task's stored `queue_seq`, whatever
     /// its type, see [`task_seq`]), for paging.
     pub after_seq: Option<Value>,
@@ -179,6 +183,19 @@ pub fn list_tasks(conn: &Connection, filter: &TaskFilter) -> Result<TaskPage, Db
         args.push(Box::new(agent.clone()));
         sql += &format!(" AND assigned_to = ?{}", args.len());
     }
+    if let Some(capability) = &filter.capability {
+        args.push(Box::new(capability.clone()));
+        sql += &format!(
+            // A damaged (not JSON) column matches nothing rather than failing the page.
+            " AND CASE WHEN json_valid(needed_capabilities) THEN EXISTS (SELECT 1 FROM json_each(needed_capabilities) WHERE value = ?{}) ELSE 0 END",
+            args.len()
+        );
+    }
+    if let Some(search) = &filter.search {
+        args.push(Box::new(like_prefix(search)));
+        let n = args.len();
+        sql += &format!(" AND (id LIKE ?{n} ESCAPE '\\' OR description LIKE ?{n} ESCAPE '\\')");
+    }
     match &filter.after_seq {
         None => {}
         // NULL sorts first; everything else comes after it.
@@ -211,6 +228,20 @@ pub fn list_tasks(conn: &Connection, filter: &TaskFilter) -> Result<TaskPage, Db
         }
     }
     Ok(page)
+}
+
+/// A `LIKE` pattern matching what starts with `prefix` (its `%`, `_` and `\`
+/// escaped with `\`).
+fn like_prefix(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 /// The stored `queue_seq` of a task, as stored (an integer unless the row is
@@ -270,3 +301,6 @@ pub(super) fn decode_count(
         reason,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,6 +21,10 @@ pub fn agent_json(agent: &AgentInfo) -> Value {
         "flags": agent.flags,
         "state_since": agent.state_since_ms,
         "awaiting_recovery": agent.awaiting_recovery,
+        "drained": agent.drained,
+        "completed": agent.tally.completed,
+        "failed": agent.tally.failed,
+        "mean_duration_ms": agent.tally.mean_duration_ms(),
     })
 }
 
@@ -48,6 +52,23 @@ pub fn dashboard_json(snapshot: &DashboardSnapshot) -> Value {
         .collect();
     let agents: Vec<Value> = snapshot.agents.iter().map(agent_json).collect();
     let per_minute = snapshot.completed_last_minute;
+    let unroutable: Vec<Value> = snapshot
+        .unroutable
+        .iter()
+        .map(|u| json!({"needed_capabilities": u.needed, "missing": u.missing, "tasks": u.n_tasks}))
+        .collect();
+    let chart: Vec<Value> = snapshot
+        .chart
+        .iter()
+        .map(|m| {
+            let depth: Map<String, Value> = Priority::ALL
+                .iter()
+                .zip(m.queue_depth)
+                .map(|(p, depth)| (p.as_str().to_owned(), json!(depth)))
+                .collect();
+            json!({"minute": m.minute_ms, "completed": m.completed, "failed": m.failed, "queue_depth": depth})
+        })
+        .collect();
     json!({
         "uptime_ms": snapshot.uptime_ms,
         "now": snapshot.now_ms,
@@ -60,6 +81,8 @@ pub fn dashboard_json(snapshot: &DashboardSnapshot) -> Value {
         "agents": agents,
         "recent_completions": recent,
         "throughput": {"completed_last_minute": per_minute, "per_second": per_minute as f64 / 60.0},
+        "unroutable": {"tasks": unroutable.iter().filter_map(|u| u["tasks"].as_u64()).sum::<u64>(), "by_capabilities": unroutable},
+        "chart": chart,
     })
 }
 

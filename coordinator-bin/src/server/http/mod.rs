@@ -30,8 +30,9 @@ use crate::server::api_error::ApiError;
 use crate::server::auth::Authenticator;
 use crate::server::db::ReadPool;
 use crate::server::driver::Command;
+use crate::server::events::EventHub;
 pub use body::BodyLimits;
-use handlers::{agents, ops, tasks, tokens, ws};
+use handlers::{agents, events, ops, tasks, tokens, ws};
 use response::{error_response, Resp};
 use routes::{NoRoute, Route};
 
@@ -53,6 +54,8 @@ pub struct AppState {
     pub started: Instant,
     /// Connection ids for sockets.
     pub next_connection: AtomicU64,
+    /// Committed events for watchers.
+    pub events: Arc<EventHub>,
 }
 
 /// Serves one request; never fails (errors become JSON answers).
@@ -75,7 +78,8 @@ struct Call {
 async fn serve(req: Request<Incoming>, state: &AppState) -> Result<Resp, ApiError> {
     let (spec, params) = routes::resolve(req.method(), req.uri().path())
         .map_err(|no| no_route(no, req.method(), req.uri().path()))?;
-    let identity = access::authenticate(req.headers(), &state.auth, spec.access).await?;
+    let query = req.uri().query().unwrap_or("");
+    let identity = access::authenticate(req.headers(), query, &state.auth, spec.access).await?;
     let call = Call {
         caller: identity
             .as_ref()
@@ -111,6 +115,9 @@ async fn dispatch(
         Route::RetryTask => tasks::retry(state, id).await,
         Route::ListAgents => agents::list(state).await,
         Route::GetAgent => agents::get(state, &id).await,
+        Route::DrainAgent => agents::drain(state, &id, true).await,
+        Route::UndrainAgent => agents::drain(state, &id, false).await,
+        Route::Events => events::stream(state, req.headers(), &query),
         Route::CreateToken => tokens::create(req, state).await,
         Route::ListTokens => tokens::list(state).await,
         Route::RevokeToken => tokens::revoke(state, id, &query).await,

@@ -1,22 +1,63 @@
-//! Building answers: JSON, fixed documents, and errors.
+//! Building answers: JSON, fixed documents, event streams, and errors.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
+use hyper::body::{Body as HttpBody, Frame};
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use serde_json::Value;
+use tokio::sync::mpsc;
 
 use crate::server::api_error::ApiError;
 
+/// The body of an answer: whole, or streamed (server-sent events).
+pub type Body = Either<Full<Bytes>, StreamedBody>;
+
 /// An answer of the API.
-pub type Resp = Response<Full<Bytes>>;
+pub type Resp = Response<Body>;
+
+/// A whole body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Either::Left(Full::new(bytes.into()))
+}
+
+/// A body whose chunks arrive on a channel; it ends when the sender is dropped.
+#[derive(Debug)]
+pub struct StreamedBody {
+    chunks: mpsc::Receiver<Bytes>,
+}
+
+impl StreamedBody {
+    /// A body of what `chunks` delivers.
+    pub fn new(chunks: mpsc::Receiver<Bytes>) -> Body {
+        Either::Right(StreamedBody { chunks })
+    }
+}
+
+impl HttpBody for StreamedBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.chunks
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
+    }
+}
 
 /// `value` as an `application/json` answer with `status`.
 pub fn json_response(status: StatusCode, value: &Value) -> Resp {
     Response::builder()
         .status(status)
         .header(CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(value.to_string())))
+        .body(full(value.to_string()))
         .expect("static response parts are valid")
 }
 

@@ -10,6 +10,8 @@ pub enum Access {
     Public,
     /// Any valid token (agent or admin).
     Token,
+    /// Any valid token, in the header or as `?token=` (for `EventSource`).
+    Watch,
     /// An admin token.
     Admin,
 }
@@ -55,6 +57,12 @@ pub enum Route {
     RevokeToken,
     /// `GET /api/dashboard/state`: the dashboard snapshot.
     DashboardState,
+    /// `GET /api/events`: server-sent events of committed changes.
+    Events,
+    /// `POST /api/agents/{id}/drain`: no new work for the agent.
+    DrainAgent,
+    /// `POST /api/agents/{id}/undrain`: new work for the agent again.
+    UndrainAgent,
 }
 
 /// One row of the table.
@@ -131,6 +139,19 @@ pub const ROUTES: &[RouteSpec] = &[
         Route::GetAgent,
         Access::Token,
     ),
+    spec(
+        Method::POST,
+        "/api/agents/{id}/drain",
+        Route::DrainAgent,
+        Access::Admin,
+    ),
+    spec(
+        Method::POST,
+        "/api/agents/{id}/undrain",
+        Route::UndrainAgent,
+        Access::Admin,
+    ),
+    spec(Method::GET, "/api/events", Route::Events, Access::Watch),
     spec(
         Method::GET,
         "/api/dashboard/state",

@@ -12,7 +12,8 @@ use super::response::{error_response, Resp};
 use super::routes::NoRoute;
 use crate::server::api_error::ApiError;
 use crate::server::db::{DamagedRow, Table, TaskPage};
-use crate::session::{AgentInfo, DashboardSnapshot, RecentCompletion};
+use crate::session::{AgentInfo, AgentTally, DashboardSnapshot, MinuteSample, RecentCompletion};
+use coordinator_scheduler::Unroutable;
 
 async fn body_json(response: Resp) -> Value {
     let bytes = response
@@ -219,6 +220,12 @@ fn agent() -> AgentInfo {
         flags: vec!["unresponsive"],
         state_since_ms: 1_000,
         awaiting_recovery: 0,
+        drained: true,
+        tally: AgentTally {
+            completed: 3,
+            failed: 1,
+            busy_ms: 900,
+        },
     }
 }
 
@@ -237,6 +244,10 @@ fn an_agent_shows_every_field() {
             "flags": ["unresponsive"],
             "state_since": 1_000,
             "awaiting_recovery": 0,
+            "drained": true,
+            "completed": 3,
+            "failed": 1,
+            "mean_duration_ms": 300,
         })
     );
 }
@@ -260,6 +271,17 @@ fn the_dashboard_names_lanes_and_derives_throughput() {
             completed_at_ms: 89_000,
         }],
         completed_last_minute: 30,
+        unroutable: vec![Unroutable {
+            needed: vec!["arm".to_owned(), "gpu".to_owned()],
+            missing: vec!["arm".to_owned()],
+            n_tasks: 2,
+        }],
+        chart: vec![MinuteSample {
+            minute_ms: 60_000,
+            completed: 4,
+            failed: 1,
+            queue_depth: [0, 1, 2, 3],
+        }],
     };
     assert_eq!(
         dashboard_json(&snapshot),
@@ -278,6 +300,11 @@ fn the_dashboard_names_lanes_and_derives_throughput() {
                 "completed_at": 89_000,
             }],
             "throughput": {"completed_last_minute": 30, "per_second": 0.5},
+            "unroutable": {"tasks": 2, "by_capabilities": [
+                {"needed_capabilities": ["arm", "gpu"], "missing": ["arm"], "tasks": 2}
+            ]},
+            "chart": [{"minute": 60_000, "completed": 4, "failed": 1,
+                "queue_depth": {"urgent": 0, "high": 1, "normal": 2, "low": 3}}],
         })
     );
 }

@@ -4,6 +4,7 @@
 //! plain function beside it.
 
 pub mod agents;
+pub mod events;
 pub mod ops;
 pub mod tasks;
 pub mod tokens;

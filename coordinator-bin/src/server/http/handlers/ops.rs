@@ -2,7 +2,6 @@
 //! page and its state.
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Response, StatusCode};
 use serde_json::json;
@@ -10,7 +9,7 @@ use serde_json::json;
 use crate::server::api_error::ApiError;
 use crate::server::http::ask::{agents, ask, unexpected};
 use crate::server::http::json::dashboard_json;
-use crate::server::http::response::{json_response, Resp};
+use crate::server::http::response::{full, json_response, Resp};
 use crate::server::http::{routes, AppState};
 use crate::server::{damage, db};
 use crate::session::{AgentInfo, Answer, DashboardSnapshot, Request as CoreRequest};
@@ -42,7 +41,7 @@ pub async fn metrics(state: &AppState) -> Result<Resp, ApiError> {
             CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )
-        .body(Full::new(Bytes::from(text)))
+        .body(full(text))
         .expect("static response parts are valid"))
 }
 
@@ -50,7 +49,7 @@ pub async fn metrics(state: &AppState) -> Result<Resp, ApiError> {
 pub fn openapi() -> Resp {
     Response::builder()
         .header(CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from_static(routes::OPENAPI.as_bytes())))
+        .body(full(Bytes::from_static(routes::OPENAPI.as_bytes())))
         .expect("static response parts are valid")
 }
 
@@ -59,7 +58,7 @@ pub fn dashboard_page() -> Resp {
     Response::builder()
         .header(CONTENT_TYPE, "text/html; charset=utf-8")
         .header("cache-control", "no-store")
-        .body(Full::new(Bytes::from_static(
+        .body(full(Bytes::from_static(
             crate::server::dashboard::PAGE.as_bytes(),
         )))
         .expect("static response parts are valid")

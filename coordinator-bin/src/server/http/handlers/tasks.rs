@@ -185,6 +185,8 @@ pub fn decode_list_query(
                 )?)
             }
             "assigned_to" => filter.assigned_to = Some(value),
+            "capability" => filter.capability = Some(value),
+            "q" => filter.search = Some(value),
             "limit" => {
                 filter.limit = value
                     .parse()

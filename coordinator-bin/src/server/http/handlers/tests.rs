@@ -189,6 +189,8 @@ fn agent_in(state: &'static str) -> AgentInfo {
         flags: Vec::new(),
         state_since_ms: 0,
         awaiting_recovery: 0,
+        drained: false,
+        tally: Default::default(),
     }
 }
 

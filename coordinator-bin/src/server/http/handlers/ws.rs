@@ -4,12 +4,11 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use coordinator_transport::server::spawn_socket;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::server::api_error::ApiError;
-use crate::server::http::response::Resp;
+use crate::server::http::response::{full, Resp};
 use crate::server::http::AppState;
 
 /// Answers 101 and, once the upgrade completes, hands the socket (with a fresh
@@ -37,5 +36,5 @@ pub fn upgrade(mut req: Request<Incoming>, state: &AppState) -> Result<Resp, Api
         }
     });
     let (parts, _) = response.into_parts();
-    Ok(Response::from_parts(parts, Full::new(Bytes::new())))
+    Ok(Response::from_parts(parts, full(Bytes::new())))
 }
