@@ -3,8 +3,10 @@
 mod admission;
 mod agents;
 mod api;
+mod browser;
 mod crash;
 mod damaged;
+mod dashboard;
 mod edges;
 mod files_logs;
 mod harness;
