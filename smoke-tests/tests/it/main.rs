@@ -8,6 +8,7 @@ mod crash;
 mod damaged;
 mod dashboard;
 mod edges;
+mod events;
 mod files_logs;
 mod harness;
 mod hostile;

@@ -149,8 +149,9 @@ async fn pump(subscription: Subscription, filter: Filter, chunks: mpsc::Sender<B
                 keepalive.reset();
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
+                // The last chunk, if the watcher reads it within the send timeout.
                 let dropped = json!({"reason": "slow_consumer", "missed": missed, "detail": "this watcher fell too far behind; reconnect with Last-Event-ID"});
-                let _ = chunks.try_send(Bytes::from(sse_control("dropped", &dropped)));
+                let _ = send(&chunks, sse_control("dropped", &dropped)).await;
                 return;
             }
             Err(broadcast::error::RecvError::Closed) => return,
