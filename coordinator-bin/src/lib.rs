@@ -26,6 +26,8 @@
 mod agent;
 pub mod cli;
 pub mod client;
+#[doc(hidden)]
+pub mod fuzzing;
 mod logging;
 mod server;
 pub mod session;

@@ -135,7 +135,7 @@ pub fn get_task(conn: &Connection, id: &str) -> Result<Option<Task>, DbError> {
 }
 
 /// Filters of [`list_tasks`].
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct TaskFilter {
     /// Only this status.
     pub status: Option<Status>,

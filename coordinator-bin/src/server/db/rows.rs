@@ -228,6 +228,11 @@ fn decode_task_fields(v: &[ValueRef<'_>; N_COLUMNS], texts: TextColumns) -> Resu
     let capabilities = damaged::text("needed_capabilities", v[11])?;
     let capabilities: Vec<String> = serde_json::from_str(capabilities)
         .map_err(|e| format!("column `needed_capabilities`: not a JSON list of strings ({e})"))?;
+    if !is_capability_set(&capabilities) {
+        return Err(
+            "column `needed_capabilities`: not sorted, distinct, non-empty names".to_owned(),
+        );
+    }
     let result = damaged::opt_text("result", v[12])?;
     let tokens_used = damaged::opt_u64("tokens_used", v[13])?;
     let outcome = match result {
@@ -264,6 +269,13 @@ fn decode_task_fields(v: &[ValueRef<'_>; N_COLUMNS], texts: TextColumns) -> Resu
         queue_seq: damaged::u64_col("queue_seq", v[19])?,
         history,
     })
+}
+
+/// True if `names` are as a task keeps them: sorted, without duplicates, none
+/// empty. Matching compares sorted sets, so a task with any other list could
+/// never be assigned.
+fn is_capability_set(names: &[String]) -> bool {
+    names.windows(2).all(|w| w[0] < w[1]) && names.iter().all(|n| !n.is_empty())
 }
 
 /// Parses what [`history_json`] wrote; `None` if anything is missing or unknown.

@@ -164,6 +164,12 @@ fn outcome() -> impl Strategy<Value = Option<Box<Completion>>> {
     ))
 }
 
+/// A capability list as a task keeps it: sorted, distinct, no empty name.
+fn capabilities() -> impl Strategy<Value = Vec<String>> {
+    proptest::collection::btree_set(text().prop_filter("a name", |s| !s.is_empty()), 0..4)
+        .prop_map(|names| names.into_iter().collect())
+}
+
 fn history() -> impl Strategy<Value = Vec<HistoryEntry>> {
     proptest::collection::vec(
         (
@@ -203,12 +209,7 @@ fn task_with_id(id: String) -> impl Strategy<Value = Task> {
         any::<u64>(),
         any::<u32>(),
     );
-    let texts = (
-        text(),
-        json_object(),
-        proptest::collection::vec(text(), 0..4),
-        history(),
-    );
+    let texts = (text(), json_object(), capabilities(), history());
     (kind, counters, texts).prop_map(
         move |(
             (priority, status, holder, outcome, last_error, submitted_by),
@@ -387,6 +388,31 @@ fn each_kind_of_damage_is_named_with_its_column() {
             "{sql}"
         );
     }
+}
+
+/// Found by the `task_row` fuzz target: a stored capability list that no task
+/// can have (out of order, repeated, an empty name) is damage, not a task that
+/// no agent could ever be matched with (matching compares sorted sets).
+#[test]
+fn a_capability_list_no_task_can_have_is_damage() {
+    for list in [r#"["linux","gpu"]"#, r#"["gpu","gpu"]"#, r#"[""]"#] {
+        let row = damage_of(&format!(
+            "UPDATE tasks SET needed_capabilities = '{list}' WHERE id = ?1"
+        ));
+        assert_eq!(
+            row.reason, "column `needed_capabilities`: not sorted, distinct, non-empty names",
+            "{list}"
+        );
+    }
+    let conn = memory_db();
+    store(&conn, "t", 1);
+    conn.execute(
+        r#"UPDATE tasks SET needed_capabilities = '["gpu","linux"]' WHERE id = 't'"#,
+        [],
+    )
+    .unwrap();
+    let task = get_task(&conn, "t").unwrap().unwrap();
+    assert_eq!(&*task.needed_capabilities, ["gpu", "linux"]);
 }
 
 #[test]

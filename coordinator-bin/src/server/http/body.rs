@@ -81,7 +81,12 @@ where
             ApiError::bad_body(format!("cannot read the body: {e}"))
         }
     })?;
-    serde_json::from_slice(&body.to_bytes())
+    json_body(&body.to_bytes())
+}
+
+/// The bytes of a whole body as JSON; 400 when they are not JSON.
+pub fn json_body(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_body(format!("the body is not valid JSON: {e}")))
 }
 

@@ -10,8 +10,8 @@
 
 mod access;
 mod ask;
-mod body;
-mod handlers;
+pub(crate) mod body;
+pub(crate) mod handlers;
 mod json;
 mod response;
 pub(crate) mod routes;
