@@ -656,6 +656,12 @@ fn list_query_text(filter: &TaskFilter, after: Option<&str>) -> String {
     if let Some(agent) = &filter.assigned_to {
         pairs.push(("assigned_to", agent.clone()));
     }
+    if let Some(capability) = &filter.capability {
+        pairs.push(("capability", capability.clone()));
+    }
+    if let Some(search) = &filter.search {
+        pairs.push(("q", search.clone()));
+    }
     if let Some(after) = after {
         pairs.push(("after", after.to_owned()));
     }

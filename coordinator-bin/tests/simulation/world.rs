@@ -128,6 +128,8 @@ enum Pending {
         known: bool,
         /// The agent's drain requests so far, this one included.
         nth: u64,
+        /// When it was asked.
+        at_ms: u64,
     },
     Other,
 }
@@ -202,8 +204,10 @@ pub struct World {
     /// The id of the last event that came out.
     last_event_id: u64,
     /// Agents whose drain was answered (and not undrained since, nor lost in a
-    /// coordinator crash): no `task_assign` may reach them.
-    drained: BTreeSet<String>,
+    /// coordinator crash), with the time the drain was asked: no assignment made
+    /// after it may reach them (one made before may still be on its way, its
+    /// frame waiting for its commit or its texts).
+    drained: BTreeMap<String, u64>,
     /// Drain and undrain requests made, per agent.
     drain_requests: BTreeMap<String, u64>,
     pub faults: bool,
@@ -279,7 +283,7 @@ impl World {
             states_committed: BTreeSet::new(),
             holds_committed: BTreeSet::new(),
             last_event_id: 0,
-            drained: BTreeSet::new(),
+            drained: BTreeMap::new(),
             drain_requests: BTreeMap::new(),
             faults: true,
             steps: 0,
@@ -748,6 +752,7 @@ impl World {
             drained,
             known: self.session.scheduler().agent(agent_id).is_some(),
             nth,
+            at_ms: self.now,
         }
     }
 
@@ -1204,11 +1209,13 @@ impl World {
         let stored = |id: &str| self.store.committed.get(id);
         match frame {
             Frame::Assign(a) => {
-                if self.drained.contains(a.agent_id.as_str()) {
-                    return Err(format!(
-                        "task_assign {} to {}, which is drained",
-                        a.task_id, a.agent_id
-                    ));
+                if let Some(since) = self.drained.get(a.agent_id.as_str()) {
+                    if a.assigned_at_ms > *since {
+                        return Err(format!(
+                            "task_assign {} to {}, assigned at {} after its drain at {since}",
+                            a.task_id, a.agent_id, a.assigned_at_ms
+                        ));
+                    }
                 }
                 // With the texts submitted, byte for byte (read back from
                 // storage when the queue does not keep them).
@@ -1361,6 +1368,7 @@ impl World {
                     agent_id,
                     drained,
                     nth,
+                    at_ms,
                     ..
                 },
                 Answer::Drained { drained: now, .. },
@@ -1370,7 +1378,7 @@ impl World {
                 }
                 // Drained from this answer on, unless an undrain came after it.
                 if drained && self.drain_requests.get(&agent_id) == Some(&nth) {
-                    self.drained.insert(agent_id);
+                    self.drained.insert(agent_id, at_ms);
                 }
             }
             (
