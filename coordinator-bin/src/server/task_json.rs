@@ -110,3 +110,6 @@ pub fn parse_submission(value: &Value, submitted_by: &str) -> Result<NewTask, Ap
     }
     Ok(task)
 }
+
+#[cfg(test)]
+mod tests;
