@@ -16,7 +16,8 @@ use coordinator_transport::protocol::{
 };
 use coordinator_transport::server::{spawn_socket, SocketConfig, SocketEventKind};
 use fastwebsockets::{OpCode, Role, WebSocket};
-use hyper::StatusCode;
+use hyper::header::HeaderValue;
+use hyper::{HeaderMap, StatusCode};
 use rusqlite::types::Value as Cell;
 use rusqlite::Connection;
 use serde_json::{json, Value};
@@ -25,7 +26,9 @@ use tokio::sync::mpsc;
 
 use crate::server::api_error::ApiError;
 use crate::server::db::{self, TaskFilter};
+use crate::server::events;
 use crate::server::http::body::{json_body, percent_decode, query_pairs};
+use crate::server::http::handlers::events::{decode_filter, last_event_id};
 use crate::server::http::handlers::tasks::{decode_batch, decode_list_query, MAX_BATCH};
 use crate::server::task_json::parse_submission;
 
@@ -190,10 +193,13 @@ pub fn batch_body(data: &[u8]) -> Verdict {
     verdict(&decoded)
 }
 
-/// A list query string (the bytes as text) through `decode_list_query`, for the
-/// task list and for the dead letter. An accepted filter has a limit of 1 to 1000
-/// and, written back as a query string, decodes to itself; a refusal is a 422;
-/// every key and value survives percent-encoding and `percent_decode`.
+/// A query string (the bytes as text) through the filter decoders: the task
+/// list's and the dead letter's (`decode_list_query`) and the event stream's
+/// (`decode_filter`, and `last_event_id` from the query or, the same bytes, from
+/// the `Last-Event-ID` header). An accepted list filter has a limit of 1 to
+/// 1000; every accepted filter and event id, written back as a query string,
+/// decodes to itself; a refusal is a 422; every key and value survives
+/// percent-encoding and `percent_decode`. The verdict is the list decoder's.
 pub fn list_query(data: &[u8]) -> Verdict {
     let query = String::from_utf8_lossy(data);
     let mut result = Verdict::Refused;
@@ -211,12 +217,32 @@ pub fn list_query(data: &[u8]) -> Verdict {
                     .unwrap_or_else(|e| panic!("{text} is refused: {e:?}"));
                 assert_eq!(again, (filter, after), "re-encoded as {text}");
             }
-            Err(err) => {
-                assert_eq!(
-                    (err.status, err.code),
-                    (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field")
-                );
+            Err(err) => check_query_error(&err),
+        }
+    }
+    match decode_filter(&query) {
+        Ok(filter) => {
+            let text = events_query_text(&filter);
+            let again = decode_filter(&text).unwrap_or_else(|e| panic!("{text} is refused: {e:?}"));
+            assert_eq!(again, filter, "re-encoded as {text}");
+        }
+        Err(err) => check_query_error(&err),
+    }
+    for from_header in [false, true] {
+        let mut headers = HeaderMap::new();
+        if from_header {
+            let Ok(value) = HeaderValue::from_bytes(data) else {
+                continue;
+            };
+            headers.insert("last-event-id", value);
+        }
+        match last_event_id(&headers, if from_header { "" } else { &query }) {
+            Ok(Some(id)) => {
+                let text = format!("last_event_id={id}");
+                assert_eq!(last_event_id(&HeaderMap::new(), &text), Ok(Some(id)));
             }
+            Ok(None) => {}
+            Err(err) => check_query_error(&err),
         }
     }
     for (key, value) in query_pairs(&query) {
@@ -642,6 +668,30 @@ fn submission_json(task: &NewTask) -> Value {
         "complete_by": task.complete_by_ms,
         "needed_capabilities": task.needed_capabilities,
     })
+}
+
+/// What a refused query string is answered with.
+fn check_query_error(err: &ApiError) {
+    assert_eq!(
+        (err.status, err.code),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field")
+    );
+}
+
+/// A query string that asks the event stream for `filter`.
+fn events_query_text(filter: &events::Filter) -> String {
+    let mut pairs = Vec::new();
+    if let Some(task_id) = &filter.task_id {
+        pairs.push(format!("task_id={}", percent_encode(task_id)));
+    }
+    if let Some(agent_id) = &filter.agent_id {
+        pairs.push(format!("agent_id={}", percent_encode(agent_id)));
+    }
+    if !filter.statuses.is_empty() {
+        let names: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+        pairs.push(format!("status={}", percent_encode(&names.join(","))));
+    }
+    pairs.join("&")
 }
 
 /// A query string that asks for `filter` and `after`.
