@@ -234,7 +234,11 @@ async fn take_and_check(c: &Coordinator, agent_id: &str, pool: &[(String, usize)
         };
         assert!(seen.insert(task_id.clone()), "{task_id} assigned twice");
         assert_eq!(description, format!("large {k}"));
-        assert_eq!(metadata.to_string(), metadata_text(*k), "metadata of {task_id}");
+        assert_eq!(
+            metadata.to_string(),
+            metadata_text(*k),
+            "metadata of {task_id}"
+        );
         if i + 1 == n {
             return;
         }
