@@ -69,8 +69,9 @@ pub enum Request {
         identity: Identity,
         /// The row ids of its live tokens, read by the driver before asking.
         live_ids: Vec<i64>,
-        /// Live admin tokens that would remain (the last one is not revoked here).
-        admins_left: usize,
+        /// Live admin tokens in the table, read with `live_ids` (the last one is
+        /// not revoked here).
+        live_admins: usize,
     },
     /// Drain (`drained: true`) or undrain an agent: no new work for it until
     /// undrained (kept in memory only).

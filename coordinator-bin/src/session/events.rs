@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use coordinator_queue::{AgentId, Change, Payload, Priority, Status, TaskId};
 
+use super::views::agent_flags;
 use super::{Held, Output, Session};
 
 /// How many event ids one millisecond of the session's start time is worth: ids
@@ -190,13 +191,7 @@ impl Session {
             current_task: agent.task().map(|h| h.task_id.clone()),
             generation: agent.task().map(|h| h.generation),
             drained: view.drained,
-            flags: [
-                agent.is_unresponsive().then_some("unresponsive"),
-                view.cancelling.is_some().then_some("cancelling"),
-            ]
-            .into_iter()
-            .flatten()
-            .collect(),
+            flags: agent_flags(&view),
             state_since_ms: agent.state_since_ms(),
         })
     }

@@ -7,7 +7,7 @@ use coordinator_queue::{Status, TaskError};
 use coordinator_scheduler::SchedulerError;
 
 use super::api::{Answer, Receipt, Refusal, RefusalKind, Request};
-use super::views::{AgentInfo, DashboardSnapshot};
+use super::views::{agent_flags, AgentInfo, DashboardSnapshot};
 use super::{ConnId, Held, Identity, Notice, Output, RequestId, Session, TokenWrite, CLOSE_POLICY};
 
 /// The longest `Retry-After` a refused submission is told, in seconds.
@@ -41,8 +41,8 @@ impl Session {
             Request::RevokeTokens {
                 identity,
                 live_ids,
-                admins_left,
-            } => self.revoke(now_ms, identity, live_ids, admins_left),
+                live_admins,
+            } => self.revoke(now_ms, identity, live_ids, live_admins),
             Request::Drain { agent_id, drained } => {
                 self.drain(now_ms, request, &agent_id, drained);
                 return;
@@ -70,7 +70,7 @@ impl Session {
         now_ms: u64,
         identity: Identity,
         live_ids: Vec<i64>,
-        admins_left: usize,
+        live_admins: usize,
     ) -> Answer {
         if live_ids.is_empty() {
             return refused(
@@ -82,7 +82,7 @@ impl Session {
                 ),
             );
         }
-        if matches!(identity, Identity::Admin(_)) && admins_left == 0 {
+        if matches!(identity, Identity::Admin(_)) && live_admins <= live_ids.len() {
             return refused(
                 RefusalKind::Conflict,
                 "this would revoke the last admin token; use `coordinator token revoke --admin --force` on the database",
@@ -327,13 +327,7 @@ impl Session {
                     current_task: agent.task().map(|h| h.task_id.to_string()),
                     generation: agent.task().map(|h| h.generation),
                     capabilities: agent.capabilities().names().to_vec(),
-                    flags: [
-                        agent.is_unresponsive().then_some("unresponsive"),
-                        view.cancelling.is_some().then_some("cancelling"),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .collect(),
+                    flags: agent_flags(&view),
                     state_since_ms: agent.state_since_ms(),
                     awaiting_recovery: view.awaiting_recovery,
                     drained: view.drained,

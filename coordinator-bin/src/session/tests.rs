@@ -631,7 +631,7 @@ fn token_writes_ride_in_the_batch_and_are_answered_after_it() {
         Request::RevokeTokens {
             identity: Identity::Agent("a1".into()),
             live_ids: vec![],
-            admins_left: 1,
+            live_admins: 1,
         },
     );
     let out = drain(&mut s);
@@ -644,7 +644,7 @@ fn token_writes_ride_in_the_batch_and_are_answered_after_it() {
         Request::RevokeTokens {
             identity: Identity::Agent("a1".into()),
             live_ids: vec![4, 9],
-            admins_left: 1,
+            live_admins: 1,
         },
     );
     let Some(Output::Persist(batch)) = poll(&mut s) else {
@@ -1154,7 +1154,7 @@ fn revoking_a_token_closes_the_sockets_it_authenticated_after_the_commit() {
         Request::RevokeTokens {
             identity: Identity::Agent("a1".into()),
             live_ids: vec![7],
-            admins_left: 1,
+            live_admins: 1,
         },
     );
     let before = drain(&mut s);
@@ -1211,7 +1211,7 @@ fn the_last_admin_token_is_not_revoked_here() {
         Request::RevokeTokens {
             identity: Identity::Admin("admin".into()),
             live_ids: vec![1],
-            admins_left: 0,
+            live_admins: 1,
         },
     );
     let out = drain(&mut s);

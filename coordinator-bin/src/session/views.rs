@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 
 use coordinator_queue::Task;
-use coordinator_scheduler::Unroutable;
+use coordinator_scheduler::{AgentView, Unroutable};
 
 use super::operators::{AgentTally, MinuteSample};
 
@@ -138,4 +138,16 @@ impl Activity {
             .map(|(_, n)| n)
             .sum()
     }
+}
+
+/// The flags shown for an agent (in its card and its events): `unresponsive`
+/// after a missed acceptance, `cancelling` while a cancel awaits its report.
+pub(crate) fn agent_flags(view: &AgentView<'_>) -> Vec<&'static str> {
+    [
+        view.agent.is_unresponsive().then_some("unresponsive"),
+        view.cancelling.is_some().then_some("cancelling"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }

@@ -1026,7 +1026,7 @@ impl World {
                 Request::RevokeTokens {
                     identity: Identity::Agent(name),
                     live_ids,
-                    admins_left: 1,
+                    live_admins: 1,
                 },
             )
         } else if roll < 97 {

@@ -66,18 +66,14 @@ pub async fn revoke(state: &AppState, name: String, query: &str) -> Result<Resp,
         }
     };
     let read = identity.clone();
-    let (live_ids, admins) = state
+    let (live_ids, live_admins) = state
         .reads
         .run(move |c| Ok((auth::live_token_ids(c, &read)?, auth::live_admin_count(c)?)))
         .await?;
-    let admins_left = match identity {
-        Identity::Admin(_) => admins.saturating_sub(live_ids.len()),
-        Identity::Agent(_) => admins,
-    };
     let request = CoreRequest::RevokeTokens {
         identity,
         live_ids,
-        admins_left,
+        live_admins,
     };
     match ask(state, request).await? {
         Answer::TokensRevoked(revoked) => {
