@@ -85,5 +85,12 @@ pub fn report(row: &DamagedRow) {
     }
 }
 
+/// [`report`]s the damaged row a failed read carries, if that is why it failed.
+pub fn report_if_damaged(err: &crate::server::db::DbError) {
+    if let crate::server::db::DbError::Damaged(row) = err {
+        report(row);
+    }
+}
+
 #[cfg(test)]
 mod tests;

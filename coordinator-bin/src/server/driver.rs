@@ -285,9 +285,7 @@ impl Driver {
                                 .run(move |c| db::get_task(c, &task_id))
                                 .await
                                 .map_err(|e| {
-                                    if let db::DbError::Damaged(row) = &e {
-                                        super::damage::report(row);
-                                    }
+                                    super::damage::report_if_damaged(&e);
                                     format!("cannot read the task: {e}")
                                 });
                         let _ = commands.send(Command::Loaded { request, stored }).await;
@@ -339,9 +337,7 @@ impl Driver {
                                     })
                                 })
                                 .map_err(|e| {
-                                    if let db::DbError::Damaged(row) = &e {
-                                        super::damage::report(row);
-                                    }
+                                    super::damage::report_if_damaged(&e);
                                     e.to_string()
                                 });
                             (task_id, texts)
