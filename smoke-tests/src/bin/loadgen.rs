@@ -193,6 +193,14 @@ async fn run_agent(url: String, agent_id: String, token: String, shared: Shared)
     }
 }
 
+/// Bytes the process caused to be sent to storage so far (`write_bytes` of
+/// `/proc/<pid>/io`): the database, its WAL and anything else it wrote.
+fn storage_write_bytes(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let line = io.lines().find(|l| l.starts_with("write_bytes:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn current_rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -513,6 +521,10 @@ async fn main() {
             })
             .sum();
         report["db_bytes"] = json!(db_bytes);
+        let written = c.pid().and_then(storage_write_bytes);
+        report["coordinator_write_bytes"] = json!(written);
+        report["write_bytes_per_task"] =
+            json!(written.map(|w| (w as f64 / submitted.max(1) as f64).round()));
     }
     if args.json {
         println!("{report}");
@@ -530,6 +542,10 @@ async fn main() {
         if let Some(rss) = report.get("coordinator_peak_rss_bytes") {
             println!("coordinator peak RSS  {rss} bytes");
             println!("database size         {} bytes", report["db_bytes"]);
+            println!(
+                "written to storage    {} bytes ({} per task)",
+                report["coordinator_write_bytes"], report["write_bytes_per_task"]
+            );
         }
         println!("errors                {error_count}");
     }
