@@ -13,9 +13,9 @@
 //!
 //! # Features
 //!
-//! - `serde` (off by default): `Serialize` and `Deserialize` for [`Capabilities`]
-//!   (a sorted list; any list reads as the set) and [`AgentState`] (its `as_str`
-//!   name), and the `serde` feature of `coordinator-queue`.
+//! - `serde` (off by default): `Serialize` and `Deserialize` for [`AgentState`]
+//!   (its `as_str` name), and the `serde` feature of `coordinator-queue` (which
+//!   covers [`Capabilities`], defined there and re-exported here).
 //!
 //! # Example
 //!

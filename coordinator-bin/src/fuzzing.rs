@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use coordinator_queue::{NewTask, Payload, Status, Task, TaskId};
+use coordinator_queue::{NewTask, Status, Task, TaskId};
 use coordinator_transport::assembler::{Assembled, AssemblyError, FrameAssembler, FrameKind};
 use coordinator_transport::protocol::{
     decode_agent_message, decode_coordinator_message, CoordinatorMessage, ErrorCode,
@@ -571,12 +571,12 @@ pub fn task_row(data: &[u8]) -> Verdict {
             assert!(!page.damaged[0].reason.is_empty());
             return Verdict::Refused;
         };
-        let names = &task.needed_capabilities;
+        let names = &task.needed_capabilities();
         assert!(
             names.windows(2).all(|w| w[0] < w[1]) && names.iter().all(|n| !n.is_empty()),
             "capabilities {names:?} are not sorted, distinct and non-empty"
         );
-        let expected_live = if task.status.is_final() {
+        let expected_live = if task.status().is_final() {
             vec![]
         } else {
             vec![elided(task, ROW_MAX_INLINE_BYTES)]
@@ -596,16 +596,7 @@ pub fn task_row(data: &[u8]) -> Verdict {
 /// `task` as the start-up read gives it: texts over `max_inline_bytes` long
 /// left in storage.
 fn elided(task: &Task, max_inline_bytes: usize) -> Task {
-    let elide = |payload: &Payload| match payload {
-        Payload::Inline(text) if text.len() > max_inline_bytes => {
-            Payload::Stored { len: text.len() }
-        }
-        other => other.clone(),
-    };
-    let mut task = task.clone();
-    task.description = elide(&task.description);
-    task.metadata = elide(&task.metadata);
-    task
+    task.clone().with_payloads_elided(max_inline_bytes)
 }
 
 /// One column of [`task_row`]'s input: the value to bind and whether it is bound

@@ -58,14 +58,76 @@ pub enum TaskError {
     },
 }
 
-/// Why [`Queue::restore`](crate::Queue::restore) refused the records.
+/// Why [`Task::from_parts`](crate::Task::from_parts) refused a record: it is not
+/// one the queue could have emitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidTask {
+    /// The id is empty.
+    #[error("a task record has an empty id")]
+    EmptyId,
+    /// An `assigned` or `working` task names no holder.
+    #[error("task `{task_id}` is {status} but has no holder")]
+    HeldWithoutHolder {
+        /// The task.
+        task_id: TaskId,
+        /// Its status.
+        status: Status,
+    },
+    /// A queued task names a holder.
+    #[error("task `{0}` is queued but has a holder")]
+    QueuedWithHolder(TaskId),
+    /// A held task at generation 0 (every assignment bumps the generation).
+    #[error("task `{0}` is held at generation 0")]
+    HeldAtGenerationZero(TaskId),
+    /// A live task counts more failures than it may retry (it would be in the
+    /// dead letter).
+    #[error(
+        "live task `{task_id}` has retry_count {retry_count} beyond max_retries {max_retries}"
+    )]
+    RetriesBeyondMax {
+        /// The task.
+        task_id: TaskId,
+        /// Its failures counted.
+        retry_count: u32,
+        /// Its retry limit.
+        max_retries: u32,
+    },
+    /// The history holds more than [`HISTORY_CAP`](crate::HISTORY_CAP) entries.
+    #[error("task `{task_id}` has {len} history entries (at most 50 are kept)")]
+    HistoryTooLong {
+        /// The task.
+        task_id: TaskId,
+        /// How many entries it has.
+        len: usize,
+    },
+    /// The place in the lane is 2^56 or more.
+    #[error("task `{task_id}` has queue_seq {queue_seq}, beyond 2^56 - 1")]
+    QueueSeqOutOfRange {
+        /// The task.
+        task_id: TaskId,
+        /// The place given.
+        queue_seq: u64,
+    },
+}
+
+/// Why [`Queue::restore`](crate::Queue::restore) refused the records. Nothing
+/// was built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RestoreError {
-    /// Two records share one id.
+    /// Two live records share one id.
     #[error("two records have the id `{0}`")]
     DuplicateId(TaskId),
-    /// A held task has no agent, or a queued task has one.
-    #[error("task `{0}` is inconsistent: its status and assignee disagree")]
-    Inconsistent(TaskId),
+    /// Two live records share one place in the queue (`queue_seq`): one of them
+    /// would be lost from its lane.
+    #[error("tasks `{first}` and `{second}` have the same queue_seq {queue_seq}")]
+    DuplicateQueueSeq {
+        /// The task seen first.
+        first: TaskId,
+        /// The task seen second.
+        second: TaskId,
+        /// The place both claim.
+        queue_seq: u64,
+    },
 }

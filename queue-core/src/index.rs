@@ -3,12 +3,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
-/// True when every name of the sorted list `needed` is in the sorted list `offered`.
-pub fn is_subset(needed: &[String], offered: &[String]) -> bool {
-    let mut theirs = offered.iter();
-    needed.iter().all(|mine| theirs.by_ref().any(|t| t == mine))
-}
-
 /// Entries (queued tasks, idle agents) grouped by their capability set `G` and
 /// ordered by key `K` inside each group, so that the best entry whose set passes a
 /// test is found by looking at the head of each group only: one lookup costs

@@ -15,10 +15,12 @@
 //! # Features
 //!
 //! - `serde` (off by default): `Serialize` and `Deserialize` for [`Task`],
-//!   [`NewTask`], [`Change`] and what they hold. Ids are plain strings, lanes,
-//!   statuses, history events and reclaim reasons their `as_str` names; a
-//!   deserialized task's capabilities are sorted and de-duplicated. The core
-//!   never serializes anything itself.
+//!   [`TaskParts`], [`NewTask`], [`Change`], [`Capabilities`] and what they
+//!   hold. Ids are plain strings, lanes, statuses, history events and reclaim
+//!   reasons their `as_str` names; capabilities a list (any list reads as the
+//!   sorted, de-duplicated set). A deserialized [`Task`] is checked by
+//!   [`Task::from_parts`] on the way in: deserialization is no way around its
+//!   checks. The core never serializes anything itself.
 //!
 //! # Example
 //!
@@ -40,13 +42,14 @@
 //! // Everything to persist, in order; the last record is final.
 //! let changes = queue.drain_changes();
 //! assert_eq!(changes.len(), 4);
-//! assert!(matches!(changes.last(), Some(Change::Finalized(t)) if t.id.as_str() == "t1"));
+//! assert!(matches!(changes.last(), Some(Change::Finalized(t)) if t.id().as_str() == "t1"));
 //! assert!(queue.is_empty());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod capabilities;
 mod change;
 mod error;
 mod ids;
@@ -55,17 +58,18 @@ mod payload;
 mod queue;
 mod task;
 
+pub use capabilities::Capabilities;
 pub use change::Change;
-pub use error::{RestoreError, SubmitError, TaskError};
+pub use error::{InvalidTask, RestoreError, SubmitError, TaskError};
 pub use ids::{AgentId, TaskId};
-pub use index::{is_subset, GroupedIndex};
+pub use index::GroupedIndex;
 pub use payload::Payload;
 pub use queue::{
     Completion, FailOutcome, Queue, QueueConfig, QueueKey, ReclaimOutcome, Reclaimed, Recovery,
     Stats, Swept, DEADLINE_EXCEEDED, TOO_MANY_RECLAIMS,
 };
 pub use task::{
-    HistoryEntry, HistoryEvent, Holder, NewTask, Priority, ReclaimReason, Status, Task,
+    HistoryEntry, HistoryEvent, Holder, NewTask, Priority, ReclaimReason, Status, Task, TaskParts,
     UnknownPriority, UnknownStatus, HISTORY_CAP,
 };
 

@@ -6,7 +6,7 @@ use crate::Holder;
 use std::sync::Arc;
 
 use crate::{
-    is_subset, AgentId, Change, GroupedIndex, HistoryEvent, NewTask, Payload, Priority,
+    AgentId, Capabilities, Change, GroupedIndex, HistoryEvent, NewTask, Payload, Priority,
     ReclaimReason, RestoreError, Status, SubmitError, Task, TaskError, TaskId,
 };
 
@@ -205,11 +205,11 @@ pub struct Queue {
     /// Boxed, so that the table's spare slots cost a pointer, not a record.
     tasks: HashMap<TaskId, Box<Task>>,
     /// Queued tasks grouped by needed capabilities, in serving order inside a group.
-    queued: GroupedIndex<Arc<[String]>, QueueKey, TaskId>,
+    queued: GroupedIndex<Capabilities, QueueKey, TaskId>,
     queued_by_lane: [usize; 4],
     held: HashSet<TaskId>,
     /// One shared copy of each capability set and submitter name.
-    capability_sets: HashSet<Arc<[String]>>,
+    capability_sets: HashSet<Capabilities>,
     submitters: HashSet<Arc<str>>,
     empty_metadata: Option<Arc<str>>,
     next_seq: u64,
@@ -231,20 +231,30 @@ impl Queue {
     /// exactly the state the queue was in when those records were emitted.
     /// Records may carry their description and metadata as text or as
     /// [`Payload::Stored`]; texts over `max_inline_payload_bytes` are not kept.
+    ///
+    /// Each record is consistent in itself (a [`Task`] can only be built
+    /// through [`Task::from_parts`], which checks it); the set is refused if two
+    /// live records share an id ([`RestoreError::DuplicateId`]) or a place in
+    /// the queue ([`RestoreError::DuplicateQueueSeq`]).
     pub fn restore(
         config: QueueConfig,
         records: impl IntoIterator<Item = Task>,
     ) -> Result<Queue, RestoreError> {
         let mut queue = Queue::new(config);
+        let mut seqs: HashMap<u64, TaskId> = HashMap::new();
         for task in records {
             if task.status.is_final() {
                 continue;
             }
-            if task.status.is_held() != task.holder.is_some() {
-                return Err(RestoreError::Inconsistent(task.id));
-            }
             if queue.tasks.contains_key(&task.id) {
                 return Err(RestoreError::DuplicateId(task.id));
+            }
+            if let Some(first) = seqs.insert(task.queue_seq, task.id.clone()) {
+                return Err(RestoreError::DuplicateQueueSeq {
+                    first,
+                    second: task.id,
+                    queue_seq: task.queue_seq,
+                });
             }
             queue.next_seq = queue.next_seq.max(task.queue_seq + 1);
             let mut task = queue.adopt(task);
@@ -295,10 +305,8 @@ impl Queue {
     /// (see [`QueueConfig::max_inline_payload_bytes`]).
     pub fn submit(&mut self, now_ms: u64, new: NewTask) -> Result<&Task, SubmitError> {
         self.check_submission(now_ms, &new)?;
-        let mut capabilities = new.needed_capabilities;
-        capabilities.sort_unstable();
-        capabilities.dedup();
-        let needed_capabilities = self.intern_capabilities(&capabilities);
+        let needed_capabilities =
+            self.intern_capabilities(Capabilities::new(new.needed_capabilities));
         let submitted_by = new
             .submitted_by
             .as_deref()
@@ -365,25 +373,19 @@ impl Queue {
             .map(|(_, _, id)| &*self.tasks[id])
     }
 
-    /// The next queued task an agent offering `capabilities` (sorted) can take:
+    /// The next queued task an agent offering `capabilities` can take:
     /// highest lane first, oldest first, skipping tasks it cannot take.
     /// Costs O(distinct capability sets queued + log n).
-    pub fn best_queued(&self, capabilities: &[String]) -> Option<&Task> {
-        if capabilities.is_empty() {
-            return self
-                .queued
-                .best(|needed| needed.is_empty())
-                .map(|(_, _, id)| &*self.tasks[id]);
-        }
+    pub fn best_queued(&self, capabilities: &Capabilities) -> Option<&Task> {
         self.queued
-            .best(|needed| is_subset(needed, capabilities))
+            .best(|needed| needed.is_subset_of(capabilities))
             .map(|(_, _, id)| &*self.tasks[id])
     }
 
     /// The capability sets of the queued tasks with how many tasks need each
     /// (unordered; O(distinct sets)).
-    pub fn queued_by_capabilities(&self) -> impl Iterator<Item = (&[String], usize)> + '_ {
-        self.queued.groups().map(|(needed, n)| (&**needed, n))
+    pub fn queued_by_capabilities(&self) -> impl Iterator<Item = (&Capabilities, usize)> + '_ {
+        self.queued.groups()
     }
 
     /// Queued tasks in serving order (sorts them: O(n log n)).
@@ -882,7 +884,7 @@ impl Queue {
     /// parts interned.
     fn adopt(&mut self, task: Task) -> Box<Task> {
         let mut task = Box::new(task);
-        task.needed_capabilities = self.intern_capabilities(&task.needed_capabilities);
+        task.needed_capabilities = self.intern_capabilities(task.needed_capabilities.clone());
         task.submitted_by = task
             .submitted_by
             .as_deref()
@@ -890,13 +892,12 @@ impl Queue {
         task
     }
 
-    fn intern_capabilities(&mut self, names: &[String]) -> Arc<[String]> {
-        if let Some(shared) = self.capability_sets.get(names) {
+    fn intern_capabilities(&mut self, capabilities: Capabilities) -> Capabilities {
+        if let Some(shared) = self.capability_sets.get(capabilities.names()) {
             return shared.clone();
         }
-        let shared: Arc<[String]> = Arc::from(names.to_vec());
-        self.capability_sets.insert(shared.clone());
-        shared
+        self.capability_sets.insert(capabilities.clone());
+        capabilities
     }
 
     fn intern_submitter(&mut self, name: &str) -> Arc<str> {

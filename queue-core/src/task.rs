@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::{AgentId, Payload, TaskId};
+use crate::{AgentId, Capabilities, Completion, InvalidTask, Payload, TaskId};
 
 /// How many history entries a task keeps; older ones are dropped first.
 pub const HISTORY_CAP: usize = 50;
@@ -354,11 +354,48 @@ impl NewTask {
 /// The whole record of a task: what is persisted and what the API shows.
 ///
 /// The core hands these out in [`Change`](crate::Change)s and takes them back in
-/// [`Queue::restore`](crate::Queue::restore).
+/// [`Queue::restore`](crate::Queue::restore). Its fields are read through the
+/// accessors of the same names; a record read back from storage is built with
+/// [`Task::from_parts`], which refuses an inconsistent record, so that every
+/// `Task` in existence is one the queue could have emitted. With the `serde`
+/// feature, deserializing a `Task` goes through the same check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(try_from = "TaskParts")
+)]
+pub struct Task {
+    pub(crate) id: TaskId,
+    pub(crate) description: Payload,
+    pub(crate) metadata: Payload,
+    pub(crate) priority: Priority,
+    pub(crate) status: Status,
+    /// Boxed, like `outcome`: queued tasks, the many, pay one pointer.
+    pub(crate) holder: Option<Box<Holder>>,
+    pub(crate) generation: u64,
+    pub(crate) retry_count: u32,
+    pub(crate) reclaim_count: u32,
+    pub(crate) max_retries: u32,
+    pub(crate) complete_by_ms: Option<u64>,
+    pub(crate) needed_capabilities: Capabilities,
+    pub(crate) outcome: Option<Box<Completion>>,
+    pub(crate) last_error: Option<Box<str>>,
+    /// Shared between the tasks of one submitter.
+    pub(crate) submitted_by: Option<Arc<str>>,
+    pub(crate) created_at_ms: u64,
+    pub(crate) updated_at_ms: u64,
+    pub(crate) queue_seq: u64,
+    pub(crate) history: Vec<HistoryEntry>,
+}
+
+/// Every part of a [`Task`], in the open: what storage gives back, to be checked
+/// and turned into a task by [`Task::from_parts`] (and what
+/// [`Task::into_parts`] gives for a record to be rewritten).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct Task {
-    /// Unique id.
+pub struct TaskParts {
+    /// Unique id; must not be empty.
     pub id: TaskId,
     /// What to do (out of memory when large, see [`Payload`]).
     pub description: Payload,
@@ -368,54 +405,266 @@ pub struct Task {
     pub priority: Priority,
     /// Where it is in its life.
     pub status: Status,
-    /// Who holds it, while `assigned` or `working`; for a final task, who held it
-    /// last. Boxed, like `outcome`: queued tasks, the many, pay one pointer.
-    pub holder: Option<Box<Holder>>,
-    /// The fencing token: bumped by every assignment and every reclaim.
+    /// Who holds it: required while `assigned` or `working`, absent while
+    /// `queued`; for a final task, who held it last, if anyone.
+    pub holder: Option<Holder>,
+    /// The fencing token: bumped by every assignment and every reclaim (at
+    /// least 1 for a held task).
     pub generation: u64,
-    /// Failures counted so far.
+    /// Failures counted so far; at most `max_retries` for a live task.
     pub retry_count: u32,
-    /// Reclaims (of any reason) counted so far; past the queue's `max_reclaims`
-    /// the task goes to the dead letter.
+    /// Reclaims (of any reason) counted so far.
     pub reclaim_count: u32,
     /// Failures retried before the dead letter.
     pub max_retries: u32,
     /// Deadline, if any.
     pub complete_by_ms: Option<u64>,
-    /// Capabilities an agent must have, sorted and without duplicates (a
-    /// deserialized record is sorted and de-duplicated on the way in).
-    #[cfg_attr(
-        feature = "serde",
-        serde(deserialize_with = "deserialize_capability_set")
-    )]
-    pub needed_capabilities: Arc<[String]>,
+    /// Capabilities an agent must have.
+    pub needed_capabilities: Capabilities,
     /// What the agent reported, once completed.
-    pub outcome: Option<Box<crate::Completion>>,
+    pub outcome: Option<Completion>,
     /// The most recent failure reason.
-    pub last_error: Option<Box<str>>,
-    /// Who submitted it (shared between the tasks of one submitter).
-    pub submitted_by: Option<Arc<str>>,
+    pub last_error: Option<String>,
+    /// Who submitted it.
+    pub submitted_by: Option<String>,
     /// Submission time.
     pub created_at_ms: u64,
     /// Time of the last change.
     pub updated_at_ms: u64,
-    /// The task's place in its lane: smaller runs first. Kept across requeues.
+    /// The task's place in its lane: smaller runs first; below 2^56.
     pub queue_seq: u64,
     /// What happened, oldest first, at most [`HISTORY_CAP`] entries.
     pub history: Vec<HistoryEntry>,
 }
 
-/// Reads a list of capability names as the sorted, duplicate-free set a
-/// [`Task`] keeps.
+/// The largest `queue_seq` a task may have (the arrival order takes 56 bits of a
+/// lane's ordering key).
+pub(crate) const MAX_QUEUE_SEQ: u64 = (1 << 56) - 1;
+
+impl Task {
+    /// Checks `parts` and makes a task of them: refused, with what is wrong, if
+    /// the record is one the queue could never have emitted (an empty id, a held
+    /// task without a holder or at generation 0, a queued task with a holder, a
+    /// live task with more failures counted than `max_retries`, a history longer
+    /// than [`HISTORY_CAP`], a `queue_seq` of 2^56 or more).
+    ///
+    /// What depends on the queue's settings (the reclaim budget) is not checked:
+    /// a task past a lowered `max_reclaims` goes to the dead letter on its next
+    /// reclaim.
+    pub fn from_parts(parts: TaskParts) -> Result<Task, InvalidTask> {
+        let id = parts.id;
+        if id.is_empty() {
+            return Err(InvalidTask::EmptyId);
+        }
+        let status = parts.status;
+        match (status, &parts.holder) {
+            (Status::Assigned | Status::Working, None) => {
+                return Err(InvalidTask::HeldWithoutHolder {
+                    task_id: id,
+                    status,
+                })
+            }
+            (Status::Queued, Some(_)) => return Err(InvalidTask::QueuedWithHolder(id)),
+            _ => {}
+        }
+        if status.is_held() && parts.generation == 0 {
+            return Err(InvalidTask::HeldAtGenerationZero(id));
+        }
+        if !status.is_final() && parts.retry_count > parts.max_retries {
+            return Err(InvalidTask::RetriesBeyondMax {
+                task_id: id,
+                retry_count: parts.retry_count,
+                max_retries: parts.max_retries,
+            });
+        }
+        if parts.history.len() > HISTORY_CAP {
+            return Err(InvalidTask::HistoryTooLong {
+                task_id: id,
+                len: parts.history.len(),
+            });
+        }
+        if parts.queue_seq > MAX_QUEUE_SEQ {
+            return Err(InvalidTask::QueueSeqOutOfRange {
+                task_id: id,
+                queue_seq: parts.queue_seq,
+            });
+        }
+        Ok(Task {
+            id,
+            description: parts.description,
+            metadata: parts.metadata,
+            priority: parts.priority,
+            status,
+            holder: parts.holder.map(Box::new),
+            generation: parts.generation,
+            retry_count: parts.retry_count,
+            reclaim_count: parts.reclaim_count,
+            max_retries: parts.max_retries,
+            complete_by_ms: parts.complete_by_ms,
+            needed_capabilities: parts.needed_capabilities,
+            outcome: parts.outcome.map(Box::new),
+            last_error: parts.last_error.map(String::into_boxed_str),
+            submitted_by: parts.submitted_by.map(Arc::from),
+            created_at_ms: parts.created_at_ms,
+            updated_at_ms: parts.updated_at_ms,
+            queue_seq: parts.queue_seq,
+            history: parts.history,
+        })
+    }
+
+    /// Every part of the record, in the open ([`Task::from_parts`] takes them back).
+    pub fn into_parts(self) -> TaskParts {
+        TaskParts {
+            id: self.id,
+            description: self.description,
+            metadata: self.metadata,
+            priority: self.priority,
+            status: self.status,
+            holder: self.holder.map(|h| *h),
+            generation: self.generation,
+            retry_count: self.retry_count,
+            reclaim_count: self.reclaim_count,
+            max_retries: self.max_retries,
+            complete_by_ms: self.complete_by_ms,
+            needed_capabilities: self.needed_capabilities,
+            outcome: self.outcome.map(|o| *o),
+            last_error: self.last_error.map(String::from),
+            submitted_by: self.submitted_by.map(|s| String::from(&*s)),
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.updated_at_ms,
+            queue_seq: self.queue_seq,
+            history: self.history,
+        }
+    }
+
+    /// Unique id.
+    pub fn id(&self) -> &TaskId {
+        &self.id
+    }
+
+    /// What to do (out of memory when large, see [`Payload`]).
+    pub fn description(&self) -> &Payload {
+        &self.description
+    }
+
+    /// Opaque JSON object text (out of memory when large, see [`Payload`]).
+    pub fn metadata(&self) -> &Payload {
+        &self.metadata
+    }
+
+    /// The lane.
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    /// Where it is in its life.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// Who holds it, while `assigned` or `working`; for a final task, who held
+    /// it last.
+    pub fn holder(&self) -> Option<&Holder> {
+        self.holder.as_deref()
+    }
+
+    /// The fencing token: bumped by every assignment and every reclaim.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Failures counted so far.
+    pub fn retry_count(&self) -> u32 {
+        self.retry_count
+    }
+
+    /// Reclaims (of any reason) counted so far; past the queue's `max_reclaims`
+    /// the task goes to the dead letter.
+    pub fn reclaim_count(&self) -> u32 {
+        self.reclaim_count
+    }
+
+    /// Failures retried before the dead letter.
+    pub fn max_retries(&self) -> u32 {
+        self.max_retries
+    }
+
+    /// Deadline, if any.
+    pub fn complete_by_ms(&self) -> Option<u64> {
+        self.complete_by_ms
+    }
+
+    /// Capabilities an agent must have to take it.
+    pub fn needed_capabilities(&self) -> &Capabilities {
+        &self.needed_capabilities
+    }
+
+    /// What the agent reported, once completed.
+    pub fn outcome(&self) -> Option<&Completion> {
+        self.outcome.as_deref()
+    }
+
+    /// The most recent failure reason.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    /// Who submitted it (the token's name), for the record.
+    pub fn submitted_by(&self) -> Option<&str> {
+        self.submitted_by.as_deref()
+    }
+
+    /// Submission time.
+    pub fn created_at_ms(&self) -> u64 {
+        self.created_at_ms
+    }
+
+    /// Time of the last change.
+    pub fn updated_at_ms(&self) -> u64 {
+        self.updated_at_ms
+    }
+
+    /// The task's place in its lane: smaller runs first. Kept across requeues.
+    pub fn queue_seq(&self) -> u64 {
+        self.queue_seq
+    }
+
+    /// What happened, oldest first, at most [`HISTORY_CAP`] entries.
+    pub fn history(&self) -> &[HistoryEntry] {
+        &self.history
+    }
+
+    /// The same record with another description: what a store that keeps the
+    /// texts does with a record carrying [`Payload::Stored`] (the text is
+    /// unchanged and the store has it).
+    pub fn with_description(mut self, description: Payload) -> Task {
+        self.description = description;
+        self
+    }
+
+    /// The same record with other metadata (see [`Task::with_description`]).
+    pub fn with_metadata(mut self, metadata: Payload) -> Task {
+        self.metadata = metadata;
+        self
+    }
+
+    /// The same record with its description and metadata replaced by their
+    /// lengths ([`Payload::Stored`]) where they are longer than
+    /// `max_inline_bytes`, as the queue keeps it.
+    pub fn with_payloads_elided(mut self, max_inline_bytes: usize) -> Task {
+        self.description.elide(max_inline_bytes);
+        self.metadata.elide(max_inline_bytes);
+        self
+    }
+}
+
 #[cfg(feature = "serde")]
-fn deserialize_capability_set<'de, D>(deserializer: D) -> Result<Arc<[String]>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    let mut names = <Vec<String> as serde::Deserialize>::deserialize(deserializer)?;
-    names.sort_unstable();
-    names.dedup();
-    Ok(names.into())
+impl TryFrom<TaskParts> for Task {
+    type Error = InvalidTask;
+
+    fn try_from(parts: TaskParts) -> Result<Task, InvalidTask> {
+        Task::from_parts(parts)
+    }
 }
 
 impl Task {

@@ -78,7 +78,7 @@ fn capabilities_are_sorted_and_deduplicated() {
         )
         .unwrap();
     assert_eq!(
-        &*t.needed_capabilities,
+        t.needed_capabilities().names(),
         &["arm".to_owned(), "gpu".to_owned()]
     );
 }
@@ -730,7 +730,7 @@ fn restore_from_the_changes_gives_the_same_queue() {
         |q: &Queue| -> Vec<String> { q.queued_in_order().map(|t| t.id.to_string()).collect() };
     assert_eq!(order(&restored), order(&q));
     assert_eq!(restored.get("t3"), q.get("t3"));
-    assert_eq!(restored.get("t1").unwrap().reclaim_count, 1);
+    assert_eq!(restored.get("t1").unwrap().reclaim_count(), 1);
     assert_eq!(restored.get("t1"), q.get("t1"));
     // New submissions go behind the restored ones.
     restored.submit(T0, NewTask::new("t9", "x")).unwrap();
@@ -738,19 +738,106 @@ fn restore_from_the_changes_gives_the_same_queue() {
 }
 
 #[test]
-fn restore_refuses_inconsistent_records() {
+fn restore_refuses_a_set_with_a_duplicate_id_or_place() {
     let mut q = queue();
     q.submit(T0, NewTask::new("t", "x")).unwrap();
-    let mut t = q.drain_changes().pop().unwrap().into_task();
+    q.submit(T0, NewTask::new("u", "y")).unwrap();
+    let mut changes = q.drain_changes();
+    let u = changes.pop().unwrap().into_task();
+    let t = changes.pop().unwrap().into_task();
     assert_eq!(
         Queue::restore(QueueConfig::default(), [t.clone(), t.clone()]).unwrap_err(),
         RestoreError::DuplicateId("t".into())
     );
-    t.status = Status::Working;
+    let mut parts = u.into_parts();
+    parts.queue_seq = t.queue_seq();
+    let u = Task::from_parts(parts).unwrap();
     assert_eq!(
-        Queue::restore(QueueConfig::default(), [t]).unwrap_err(),
-        RestoreError::Inconsistent("t".into())
+        Queue::restore(QueueConfig::default(), [t, u]).unwrap_err(),
+        RestoreError::DuplicateQueueSeq {
+            first: "t".into(),
+            second: "u".into(),
+            queue_seq: 0,
+        }
     );
+}
+
+/// The parts of a task `t` held by `a1` at generation 1, as the queue emits them.
+fn working_parts() -> TaskParts {
+    let mut q = queue();
+    q.submit(T0, NewTask::new("t", "x").with_max_retries(1))
+        .unwrap();
+    q.assign(T0 + 1, "t", &agent("a1")).unwrap();
+    q.accept(T0 + 2, "t", &agent("a1")).unwrap();
+    q.drain_changes().pop().unwrap().into_task().into_parts()
+}
+
+#[test]
+fn from_parts_takes_back_what_into_parts_gave() {
+    let parts = working_parts();
+    let task = Task::from_parts(parts.clone()).unwrap();
+    assert_eq!(task.status(), Status::Working);
+    assert_eq!(task.assigned_to(), Some(&agent("a1")));
+    assert_eq!(task.into_parts(), parts);
+}
+
+#[test]
+fn from_parts_refuses_a_record_the_queue_could_not_have_emitted() {
+    let refused = |change: fn(&mut TaskParts)| {
+        let mut parts = working_parts();
+        change(&mut parts);
+        Task::from_parts(parts).unwrap_err()
+    };
+    assert_eq!(refused(|p| p.id = "".into()), InvalidTask::EmptyId);
+    assert_eq!(
+        refused(|p| p.holder = None),
+        InvalidTask::HeldWithoutHolder {
+            task_id: "t".into(),
+            status: Status::Working
+        }
+    );
+    assert_eq!(
+        refused(|p| p.status = Status::Queued),
+        InvalidTask::QueuedWithHolder("t".into())
+    );
+    assert_eq!(
+        refused(|p| p.generation = 0),
+        InvalidTask::HeldAtGenerationZero("t".into())
+    );
+    assert_eq!(
+        refused(|p| p.retry_count = 2),
+        InvalidTask::RetriesBeyondMax {
+            task_id: "t".into(),
+            retry_count: 2,
+            max_retries: 1
+        }
+    );
+    assert_eq!(
+        refused(|p| p.history = vec![p.history[0].clone(); HISTORY_CAP + 1]),
+        InvalidTask::HistoryTooLong {
+            task_id: "t".into(),
+            len: HISTORY_CAP + 1
+        }
+    );
+    assert_eq!(
+        refused(|p| p.queue_seq = 1 << 56),
+        InvalidTask::QueueSeqOutOfRange {
+            task_id: "t".into(),
+            queue_seq: 1 << 56
+        }
+    );
+}
+
+#[test]
+fn from_parts_accepts_what_final_records_hold() {
+    // A dead letter counts one failure more than it may retry, and a final
+    // record keeps its last holder, or has none.
+    let mut parts = working_parts();
+    parts.status = Status::DeadLetter;
+    parts.retry_count = 2;
+    assert!(Task::from_parts(parts.clone()).is_ok());
+    parts.holder = None;
+    assert!(Task::from_parts(parts).is_ok());
 }
 
 mod model;

@@ -164,7 +164,7 @@ impl Scheduler {
         let held: Vec<(TaskId, AgentId)> = scheduler
             .queue
             .held()
-            .filter_map(|t| Some((t.id.clone(), t.assigned_to()?.clone())))
+            .filter_map(|t| Some((t.id().clone(), t.assigned_to()?.clone())))
             .collect();
         let deadline = now_ms.saturating_add(scheduler.config.recovery_grace_ms);
         for (task_id, agent_id) in held {
@@ -173,7 +173,7 @@ impl Scheduler {
         let reattachable: Vec<(AgentId, TaskId)> = scheduler
             .queue
             .queued_in_order()
-            .filter_map(|t| Some((AgentId::from(t.reattachable_to()?.0), t.id.clone())))
+            .filter_map(|t| Some((AgentId::from(t.reattachable_to()?.0), t.id().clone())))
             .collect();
         scheduler.reattachable.extend(reattachable);
         Ok(scheduler)
@@ -259,14 +259,14 @@ impl Scheduler {
 
     /// A task was submitted: queue it and match it at once if an agent can take it.
     pub fn handle_submit(&mut self, now_ms: u64, task: NewTask) -> Result<(), SchedulerError> {
-        let task_id = self.queue.submit(now_ms, task)?.id.clone();
+        let task_id = self.queue.submit(now_ms, task)?.id().clone();
         self.enqueue(now_ms, &task_id);
         Ok(())
     }
 
     /// A dead-letter record (read back from storage) is retried by an operator.
     pub fn handle_retry(&mut self, now_ms: u64, record: Task) -> Result<(), SchedulerError> {
-        let task_id = record.id.clone();
+        let task_id = record.id().clone();
         self.queue.retry_dead_letter(now_ms, record)?;
         self.enqueue(now_ms, &task_id);
         Ok(())
@@ -445,18 +445,18 @@ impl Scheduler {
             .queue
             .get(task_id)
             .ok_or_else(|| TaskError::NotFound(TaskId::from(task_id)))?;
-        if task.generation != generation {
+        if task.generation() != generation {
             return Err(TaskError::StaleGeneration {
-                task_id: task.id.clone(),
+                task_id: task.id().clone(),
                 given: generation,
-                current: task.generation,
+                current: task.generation(),
             }
             .into());
         }
         if !task.is_held_by(agent_id) {
-            return Err(TaskError::NotAssigned(task.id.clone()).into());
+            return Err(TaskError::NotAssigned(task.id().clone()).into());
         }
-        let task_id = task.id.clone();
+        let task_id = task.id().clone();
         self.fail_holder(now_ms, &task_id, PAYLOAD_UNREADABLE);
         Ok(())
     }
@@ -502,7 +502,7 @@ impl Scheduler {
                 status: self
                     .queue
                     .get(task_id)
-                    .map_or(coordinator_queue::Status::Working, |t| t.status),
+                    .map_or(coordinator_queue::Status::Working, |t| t.status()),
             }
             .into());
         }
@@ -714,16 +714,12 @@ impl Scheduler {
         let mut out: Vec<Unroutable> = self
             .queue
             .queued_by_capabilities()
-            .filter(|(needed, _)| {
-                !offered
-                    .iter()
-                    .any(|caps| coordinator_queue::is_subset(needed, caps.names()))
-            })
+            .filter(|(needed, _)| !offered.iter().any(|caps| needed.is_subset_of(caps)))
             .map(|(needed, n_tasks)| Unroutable {
-                needed: needed.to_vec(),
+                needed: needed.names().to_vec(),
                 missing: needed
                     .iter()
-                    .filter(|name| !offered.iter().any(|caps| caps.names().contains(name)))
+                    .filter(|name| !offered.iter().any(|caps| caps.contains(name)))
                     .cloned()
                     .collect(),
                 n_tasks,
@@ -839,7 +835,7 @@ impl Scheduler {
         }
         let task_id = TaskId::from(task_id);
         self.forget_recovery(&task_id);
-        let generation = self.queue.get(&task_id).map_or(0, |t| t.generation);
+        let generation = self.queue.get(&task_id).map_or(0, |t| t.generation());
         self.make_unavailable(agent_id);
         let slot = self.agents.get_mut(agent_id).expect("connected agent");
         if slot
@@ -968,11 +964,11 @@ impl Scheduler {
         let Some(task) = self
             .queue
             .get(task_id)
-            .filter(|t| t.status == Status::Queued)
+            .filter(|t| t.status() == Status::Queued)
         else {
             return;
         };
-        let caps = task_capabilities(task);
+        let caps = task.needed_capabilities().clone();
         let agent = self
             .idle
             .best(|agent_caps| caps.is_subset_of(agent_caps))
@@ -1046,8 +1042,8 @@ impl Scheduler {
         };
         let best = self
             .queue
-            .best_queued(slot.fsm.capabilities().names())
-            .map(|task| task.id.clone());
+            .best_queued(slot.fsm.capabilities())
+            .map(|task| task.id().clone());
         if let Some(task_id) = best {
             self.assign(now_ms, &task_id, agent_id);
         }
@@ -1071,8 +1067,8 @@ impl Scheduler {
             task_id: task_id.clone(),
             generation,
             assigned_at_ms: now_ms,
-            description: task.description.clone(),
-            metadata: task.metadata.clone(),
+            description: task.description().clone(),
+            metadata: task.metadata().clone(),
         }));
     }
 }
@@ -1086,8 +1082,4 @@ fn take_due(deadlines: &mut BTreeSet<(u64, AgentId)>, now_ms: u64) -> Vec<AgentI
         }
     }
     due
-}
-
-fn task_capabilities(task: &Task) -> Capabilities {
-    Capabilities::from_sorted(task.needed_capabilities.clone())
 }

@@ -66,7 +66,7 @@ fn changes_come_out_in_order_with_the_assignment() {
     s.handle_connect(T0, id("a"), caps(&[]), 1);
     submit(&mut s, T0, "t", &[]);
     let statuses: Vec<Status> = std::iter::from_fn(|| s.poll_change())
-        .map(|c| c.task().status)
+        .map(|c| c.task().status())
         .collect();
     assert_eq!(statuses, [Status::Queued, Status::Assigned]);
 }
@@ -78,7 +78,7 @@ fn an_unmatchable_task_does_not_block_later_ones() {
     submit(&mut s, T0, "any", &[]);
     s.handle_connect(T0 + 1, id("cpu"), caps(&["linux"]), 1);
     assert_eq!(assignments(&mut s), [("any".into(), "cpu".into(), 1)]);
-    assert_eq!(s.queue().get("needs-gpu").unwrap().status, Status::Queued);
+    assert_eq!(s.queue().get("needs-gpu").unwrap().status(), Status::Queued);
 }
 
 #[test]
@@ -175,7 +175,7 @@ fn a_reconnecting_agent_recovers_its_task() {
     // A new connection replaces the old one before it closed: the task is taken
     // back at once, kept for its holder, which settles before it gets work.
     s.handle_connect(T0 + 2, id("a"), caps(&[]), 2);
-    assert_eq!(s.queue().get("t").unwrap().status, Status::Queued);
+    assert_eq!(s.queue().get("t").unwrap().status(), Status::Queued);
     assert!(s.agent("a").unwrap().settling_until_ms.is_some());
     assert!(
         assignments(&mut s).is_empty(),
@@ -205,7 +205,7 @@ fn restore_waits_for_recovery_then_reclaims() {
     submit(&mut s, T0, "t3", &[]);
     let mut store = std::collections::HashMap::<String, Task>::new();
     while let Some(c) = s.poll_change() {
-        store.insert(c.task().id.to_string(), c.into_task());
+        store.insert(c.task().id().to_string(), c.into_task());
     }
     let mut s = Scheduler::restore(config(), T0 + 10, store.into_values()).unwrap();
     assert_eq!(s.poll_timeout(), Some(T0 + 510));
@@ -223,8 +223,8 @@ fn restore_waits_for_recovery_then_reclaims() {
     s.handle_accepted(T0 + 21, &id("c"), "t3").unwrap();
     // b never comes back: after the grace its task is reclaimed and goes to c when free.
     s.handle_timeout(T0 + 510);
-    assert_eq!(s.queue().get("t2").unwrap().status, Status::Queued);
-    assert_eq!(s.queue().get("t2").unwrap().generation, 2);
+    assert_eq!(s.queue().get("t2").unwrap().status(), Status::Queued);
+    assert_eq!(s.queue().get("t2").unwrap().generation(), 2);
     s.handle_complete(T0 + 600, &id("c"), "t3", 1, Completion::default())
         .unwrap();
     assert_eq!(assignments(&mut s), [("t2".into(), "c".into(), 3)]);
@@ -238,7 +238,7 @@ fn a_rejecting_agent_cools_down() {
     assignments(&mut s);
     s.handle_rejected(T0 + 1, &id("a"), "t", "busy").unwrap();
     assert!(assignments(&mut s).is_empty());
-    assert_eq!(s.queue().get("t").unwrap().retry_count, 0);
+    assert_eq!(s.queue().get("t").unwrap().retry_count(), 0);
     assert_eq!(s.poll_timeout(), Some(T0 + 51));
     s.handle_timeout(T0 + 51);
     assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 3)]);
@@ -357,10 +357,10 @@ fn budget(max_reclaims: u32) -> SchedulerConfig {
 /// (status, retry_count, reclaim_count, last_error) of a final record.
 fn ending(t: &Task) -> (Status, u32, u32, Option<&str>) {
     (
-        t.status,
-        t.retry_count,
-        t.reclaim_count,
-        t.last_error.as_deref(),
+        t.status(),
+        t.retry_count(),
+        t.reclaim_count(),
+        t.last_error(),
     )
 }
 
@@ -426,7 +426,7 @@ fn a_recovery_that_expires_past_the_budget_dead_letters_the_task() {
     submit(&mut s, T0, "t", &[]);
     let mut store = std::collections::HashMap::<String, Task>::new();
     while let Some(c) = s.poll_change() {
-        store.insert(c.task().id.to_string(), c.into_task());
+        store.insert(c.task().id().to_string(), c.into_task());
     }
     let mut s = Scheduler::restore(budget(0), T0 + 10, store.into_values()).unwrap();
     s.handle_connect(T0 + 20, id("b"), caps(&[]), 2);
@@ -496,7 +496,7 @@ fn an_overdue_task_is_a_counted_failure_retried_elsewhere_then_dead_lettered() {
     assert_eq!(assignments(&mut s), [("t".into(), "b".into(), 3)]);
     let t = s.queue().get("t").unwrap();
     assert_eq!(
-        (t.retry_count, t.reclaim_count, t.last_error.as_deref()),
+        (t.retry_count(), t.reclaim_count(), t.last_error()),
         (1, 0, Some(DEADLINE_EXCEEDED))
     );
     assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Idle);
@@ -532,7 +532,7 @@ fn an_oversize_close_is_a_counted_failure_of_the_held_task() {
     assert_eq!(assignments(&mut s), [("t".into(), "b".into(), 3)]);
     let t = s.queue().get("t").unwrap();
     assert_eq!(
-        (t.retry_count, t.reclaim_count, t.last_error.as_deref()),
+        (t.retry_count(), t.reclaim_count(), t.last_error()),
         (1, 0, Some(RESULT_TOO_LARGE))
     );
     // A connection that was replaced changes nothing.
@@ -653,11 +653,11 @@ fn check_invariants(s: &Scheduler) -> Result<(), TestCaseError> {
         let holds = view
             .agent
             .task()
-            .is_some_and(|h| h.task_id == task.id && h.generation == task.generation);
+            .is_some_and(|h| &h.task_id == task.id() && h.generation == task.generation());
         prop_assert!(
             holds || view.awaiting_recovery > 0,
             "{} held by {} but the agent disagrees",
-            task.id,
+            task.id(),
             holder
         );
     }
@@ -680,12 +680,12 @@ fn check_invariants(s: &Scheduler) -> Result<(), TestCaseError> {
             continue;
         }
         for task in s.queue().queued_in_order() {
-            let needs = Capabilities::from_sorted(task.needed_capabilities.clone());
+            let needs = task.needed_capabilities();
             prop_assert!(
                 !needs.is_subset_of(view.agent.capabilities()),
                 "{} could take {}",
                 view.agent.id(),
-                task.id
+                task.id()
             );
         }
     }
@@ -753,14 +753,14 @@ proptest! {
                 Op::Sweep => s.handle_sweep(now),
             }
             while let Some(change) = s.poll_change() {
-                if let Change::Finalized(t) = change { prop_assert!(t.status.is_final()); }
+                if let Change::Finalized(t) = change { prop_assert!(t.status().is_final()); }
             }
             while let Some(action) = s.poll_action() {
                 if let Action::Assign(a) = action {
                     let task = s.queue().get(&a.task_id).unwrap();
-                    let needs = Capabilities::from_sorted(task.needed_capabilities.clone());
+                    let needs = task.needed_capabilities();
                     prop_assert!(needs.is_subset_of(&agent_caps[a.agent_id.as_str()]), "assigned to a non-capable agent");
-                    prop_assert_eq!(task.generation, a.generation);
+                    prop_assert_eq!(task.generation(), a.generation);
                 }
             }
             check_invariants(&s)?;
@@ -847,7 +847,7 @@ fn a_silent_holder_that_reconnects_gets_its_task_back_after_the_settle_window() 
     s.handle_accepted(T0, &id("a"), "t").unwrap();
     // A network blip: the task is taken back; nobody else can take it.
     s.handle_disconnect(T0 + 1, &id("a"), 1);
-    assert_eq!(s.queue().get("t").unwrap().generation, 2);
+    assert_eq!(s.queue().get("t").unwrap().generation(), 2);
     s.handle_connect(T0 + 2, id("a"), caps(&[]), 2);
     assert!(assignments(&mut s).is_empty(), "settling");
     // It says nothing (pings only); after the settle window its task is re-attached
@@ -933,7 +933,7 @@ fn draining_a_busy_agent_lets_its_task_finish() {
         .unwrap();
     assert_eq!(assignments(&mut s), []);
     assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Idle);
-    assert_eq!(s.queue().get("t2").unwrap().status, Status::Queued);
+    assert_eq!(s.queue().get("t2").unwrap().status(), Status::Queued);
 }
 
 #[test]

@@ -106,12 +106,12 @@ impl Sim {
     fn drain(&mut self) {
         while let Some(change) = self.scheduler.poll_change() {
             if let Change::Finalized(task) = &change {
-                if task.status == Status::Completed {
-                    *self.completions.entry(task.id.to_string()).or_default() += 1;
+                if task.status() == Status::Completed {
+                    *self.completions.entry(task.id().to_string()).or_default() += 1;
                 }
             }
             let task = change.into_task();
-            self.store.insert(task.id.to_string(), task);
+            self.store.insert(task.id().to_string(), task);
         }
         while let Some(action) = self.scheduler.poll_action() {
             if let Action::Assign(a) = action {
@@ -197,7 +197,7 @@ impl Sim {
                     .scheduler
                     .queue()
                     .get(&task)
-                    .map(|t| (t.assigned_to().cloned(), t.generation, t.status));
+                    .map(|t| (t.assigned_to().cloned(), t.generation(), t.status()));
                 let result = if ok {
                     self.scheduler
                         .handle_complete(now, &id(agent), &task, generation, Completion::default())
@@ -333,7 +333,7 @@ fn run(seed: u64, n_agents: usize, n_tasks: usize, faults: bool) {
         );
         let record = &sim.store[&task];
         let completed = record
-            .history
+            .history()
             .iter()
             .filter(|h| h.event == HistoryEvent::Completed)
             .count();

@@ -155,14 +155,14 @@ pub fn record_change(change: &Change) {
     let Some(entry) = change.recorded_event() else {
         return;
     };
-    let since_submit = entry.timestamp_ms.saturating_sub(task.created_at_ms) as f64 / 1000.0;
+    let since_submit = entry.timestamp_ms.saturating_sub(task.created_at_ms()) as f64 / 1000.0;
     match entry.event {
         HistoryEvent::Submitted | HistoryEvent::Requeued => {
             m.submitted.inc();
         }
         HistoryEvent::Assigned => {
             m.assigned.inc();
-            if task.generation == 1 {
+            if task.generation() == 1 {
                 m.submit_to_assign.observe(since_submit);
             }
         }

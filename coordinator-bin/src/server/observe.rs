@@ -24,10 +24,10 @@ fn log_change(change: &Change) {
     };
     let task = change.task();
     info!(
-        task_id = task.id.as_str(),
+        task_id = task.id().as_str(),
         agent_id = task.assigned_to().map(|a| a.as_str()).unwrap_or("-"),
-        generation = task.generation,
-        status = task.status.as_str(),
+        generation = task.generation(),
+        status = task.status().as_str(),
         event = entry.event.as_str(),
         "task {}",
         entry.event.as_str()

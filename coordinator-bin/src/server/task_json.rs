@@ -8,30 +8,30 @@ use crate::server::api_error::ApiError;
 /// The full JSON record of a task, with history.
 pub fn task_json(task: &Task) -> Value {
     let history: Vec<Value> = task
-        .history
+        .history()
         .iter()
         .map(|h| json!({"event": h.event.as_str(), "timestamp": h.timestamp_ms, "details": &*h.details}))
         .collect();
     json!({
-        "id": task.id.as_str(),
-        "description": task.description.as_inline(),
-        "metadata": task.metadata.as_inline().map(parse_or_string),
-        "priority": task.priority.as_str(),
-        "status": task.status.as_str(),
+        "id": task.id().as_str(),
+        "description": task.description().as_inline(),
+        "metadata": task.metadata().as_inline().map(parse_or_string),
+        "priority": task.priority().as_str(),
+        "status": task.status().as_str(),
         "assigned_to": task.assigned_to().map(|a| a.as_str()),
         "assigned_at": task.assigned_at_ms(),
-        "generation": task.generation,
-        "retry_count": task.retry_count,
-        "reclaim_count": task.reclaim_count,
-        "max_retries": task.max_retries,
-        "complete_by": task.complete_by_ms,
-        "needed_capabilities": &*task.needed_capabilities,
+        "generation": task.generation(),
+        "retry_count": task.retry_count(),
+        "reclaim_count": task.reclaim_count(),
+        "max_retries": task.max_retries(),
+        "complete_by": task.complete_by_ms(),
+        "needed_capabilities": task.needed_capabilities().names(),
         "result": task.result().map(parse_or_string),
         "tokens_used": task.tokens_used(),
-        "last_error": task.last_error.as_deref(),
-        "submitted_by": task.submitted_by.as_deref(),
-        "created_at": task.created_at_ms,
-        "updated_at": task.updated_at_ms,
+        "last_error": task.last_error(),
+        "submitted_by": task.submitted_by(),
+        "created_at": task.created_at_ms(),
+        "updated_at": task.updated_at_ms(),
         "history": history,
     })
 }

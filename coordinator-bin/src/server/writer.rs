@@ -170,7 +170,7 @@ fn newest_per_task(batches: &[Batch]) -> Vec<(&Task, db::Texts<'_>)> {
         .flat_map(|batch| batch.changes.iter().rev())
         .map(Change::task)
     {
-        match at.entry(&task.id) {
+        match at.entry(task.id()) {
             Entry::Vacant(slot) => {
                 slot.insert(newest.len());
                 newest.push((task, db::Texts::of(task)));

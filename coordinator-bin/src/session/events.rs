@@ -11,7 +11,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use coordinator_queue::{AgentId, Change, Payload, Priority, Status, TaskId};
+use coordinator_queue::{AgentId, Capabilities, Change, Payload, Priority, Status, TaskId};
 
 use super::views::agent_flags;
 use super::{Held, Output, Session};
@@ -65,7 +65,7 @@ pub struct TaskEvent {
     /// and only storage holds it.
     pub description: Option<Arc<str>>,
     /// Capabilities it needs.
-    pub needed_capabilities: Arc<[String]>,
+    pub needed_capabilities: Capabilities,
     /// Time of the change.
     pub updated_at_ms: u64,
 }
@@ -131,21 +131,21 @@ impl Session {
             self.events.touched.insert(agent.clone());
         }
         let event = self.events.number(EventKind::Task(TaskEvent {
-            task_id: task.id.clone(),
+            task_id: task.id().clone(),
             event: entry.event.as_str(),
-            status: task.status,
-            priority: task.priority,
-            generation: task.generation,
+            status: task.status(),
+            priority: task.priority(),
+            generation: task.generation(),
             assigned_to,
             agent_id,
-            retry_count: task.retry_count,
-            last_error: task.last_error.clone(),
-            description: match &task.description {
+            retry_count: task.retry_count(),
+            last_error: task.last_error().map(Into::into),
+            description: match &task.description() {
                 Payload::Inline(text) => Some(text.clone()),
                 Payload::Stored { .. } => None,
             },
-            needed_capabilities: task.needed_capabilities.clone(),
-            updated_at_ms: task.updated_at_ms,
+            needed_capabilities: task.needed_capabilities().clone(),
+            updated_at_ms: task.updated_at_ms(),
         }));
         Some(event)
     }

@@ -404,7 +404,7 @@ impl Session {
     fn stage_changes(&mut self) {
         while let Some(change) = self.scheduler.poll_change() {
             if let Change::Finalized(task) = &change {
-                if task.status == Status::Completed {
+                if task.status() == Status::Completed {
                     self.activity.note_completion(task);
                 }
             }

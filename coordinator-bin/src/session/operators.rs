@@ -74,11 +74,12 @@ impl Tallies {
             .assigned_to()
             .cloned()
             .or_else(|| task.last_assignment().map(|(a, _)| AgentId::from(a)));
-        let completed = entry.event == HistoryEvent::Completed && task.status == Status::Completed;
+        let completed =
+            entry.event == HistoryEvent::Completed && task.status() == Status::Completed;
         let failed = matches!(
             entry.event,
             HistoryEvent::Retried | HistoryEvent::DeadLettered
-        ) && task.last_error.as_deref() != Some(coordinator_queue::TOO_MANY_RECLAIMS);
+        ) && task.last_error() != Some(coordinator_queue::TOO_MANY_RECLAIMS);
         if let Some(sample) = self.minutes.back_mut() {
             sample.queue_depth = depth;
             sample.completed += u64::from(completed);

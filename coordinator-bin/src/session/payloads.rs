@@ -169,7 +169,7 @@ impl Session {
             .queue()
             .get(assignment.task_id.as_str())
             .is_some_and(|t| {
-                t.generation == assignment.generation
+                t.generation() == assignment.generation
                     && t.assigned_to() == Some(&assignment.agent_id)
             })
     }

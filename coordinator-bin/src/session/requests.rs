@@ -274,7 +274,7 @@ impl Session {
         if let Some(live) = self.scheduler.queue().get(task_id) {
             return Err(Refusal::new(
                 RefusalKind::Conflict,
-                format!("the task is {}, not in the dead letter", live.status),
+                format!("the task is {}, not in the dead letter", live.status()),
             ));
         }
         if self.loading.values().any(|id| id == task_id) {
@@ -300,10 +300,10 @@ impl Session {
         };
         // Nothing else can make a final task live again while this retry holds it.
         debug_assert!(self.scheduler.queue().get(task_id).is_none());
-        if record.status != Status::DeadLetter {
+        if record.status() != Status::DeadLetter {
             return refused(
                 RefusalKind::Conflict,
-                format!("the task is {}, not in the dead letter", record.status),
+                format!("the task is {}, not in the dead letter", record.status()),
             );
         }
         match self.scheduler.handle_retry(now_ms, record) {

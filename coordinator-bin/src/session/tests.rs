@@ -356,7 +356,7 @@ fn a_new_connection_replaces_the_old_one_whose_end_changes_nothing() {
     );
     // Taken back at once from the replaced connection, kept for its holder.
     let task = s.scheduler().queue().get("t1").unwrap();
-    assert_eq!((task.status, task.generation), (Status::Queued, 2));
+    assert_eq!((task.status(), task.generation()), (Status::Queued, 2));
     assert_eq!(task.reattachable_to(), Some(("a1", 1)));
     // The agent recovers its task on the new connection: re-attached, fenced anew.
     s.handle_message(
@@ -377,7 +377,7 @@ fn a_new_connection_replaces_the_old_one_whose_end_changes_nothing() {
         )]
     );
     let task = s.scheduler().queue().get("t1").unwrap();
-    assert_eq!((task.status, task.generation), (Status::Working, 3));
+    assert_eq!((task.status(), task.generation()), (Status::Working, 3));
 }
 
 #[test]
@@ -426,7 +426,7 @@ fn stale_generation_is_refused_and_changes_nothing() {
         vec![error(c, ErrorCode::StaleGeneration, Some("t1")).unwrap()]
     );
     assert_eq!(
-        s.scheduler().queue().get("t1").unwrap().status,
+        s.scheduler().queue().get("t1").unwrap().status(),
         Status::Assigned
     );
 }
@@ -506,7 +506,7 @@ fn dead_letter_record() -> Task {
         }
     }
     let record = record.expect("the failure is persisted");
-    assert_eq!(record.status, Status::DeadLetter);
+    assert_eq!(record.status(), Status::DeadLetter);
     record
 }
 
@@ -547,7 +547,7 @@ fn retry_reads_the_record_after_the_commits_in_flight_and_answers_404_409_or_req
         }]
     );
     assert_eq!(
-        s.scheduler().queue().get("d1").unwrap().status,
+        s.scheduler().queue().get("d1").unwrap().status(),
         Status::Queued
     );
     // Live again: a second retry is refused without a read.
@@ -734,7 +734,7 @@ fn an_overflowing_socket_is_closed_and_its_task_reclaimed() {
     );
     assert!(matches!(out.last(), Some(Output::Persist(_))));
     assert_eq!(
-        s.scheduler().queue().get("t1").unwrap().status,
+        s.scheduler().queue().get("t1").unwrap().status(),
         Status::Queued
     );
 }
@@ -1034,10 +1034,10 @@ fn an_oversize_close_fails_the_held_task_and_retries_it_on_another_agent() {
     let failed = &records[0];
     assert_eq!(
         (
-            failed.status,
-            failed.retry_count,
-            failed.reclaim_count,
-            failed.last_error.as_deref()
+            failed.status(),
+            failed.retry_count(),
+            failed.reclaim_count(),
+            failed.last_error()
         ),
         (
             Status::Queued,
@@ -1065,9 +1065,9 @@ fn an_oversize_close_past_max_retries_dead_letters_the_task() {
     assert_eq!(records.len(), 1);
     assert_eq!(
         (
-            records[0].status,
-            records[0].retry_count,
-            records[0].last_error.as_deref()
+            records[0].status(),
+            records[0].retry_count(),
+            records[0].last_error()
         ),
         (
             Status::DeadLetter,
@@ -1097,7 +1097,7 @@ fn an_oversize_close_of_a_stranger_or_a_replaced_connection_changes_nothing() {
     s.handle_closed_too_large(T0 + 1, c1);
     assert_eq!(drain(&mut s), vec![]);
     assert_eq!(s.scheduler().queue().get("t1").cloned(), before);
-    assert_eq!(before.map(|t| t.retry_count), Some(0));
+    assert_eq!(before.map(|t| t.retry_count()), Some(0));
     // Unknown connections, and twice the same, are ignored.
     s.handle_closed_too_large(T0 + 2, c1);
     s.handle_closed_too_large(T0 + 2, ConnId::new(99));
@@ -1197,7 +1197,7 @@ fn revoking_a_token_closes_the_sockets_it_authenticated_after_the_commit() {
     assert!(settle(&mut s).is_empty());
     let task = s.scheduler().queue().get("t1").unwrap();
     assert_eq!(
-        (task.assigned_to().map(|a| a.as_str()), task.generation),
+        (task.assigned_to().map(|a| a.as_str()), task.generation()),
         (Some("a2"), 3)
     );
 }

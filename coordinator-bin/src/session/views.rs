@@ -102,7 +102,7 @@ impl Activity {
 
     /// A task completed (its final record).
     pub(crate) fn note_completion(&mut self, task: &Task) {
-        let second = task.updated_at_ms / 1000;
+        let second = task.updated_at_ms() / 1000;
         let slot = &mut self.buckets[(second % 60) as usize];
         if slot.0 != second {
             *slot = (second, 0);
@@ -112,17 +112,17 @@ impl Activity {
             self.recent.pop_back();
         }
         self.recent.push_front(RecentCompletion {
-            task_id: task.id.to_string(),
+            task_id: task.id().to_string(),
             description: task
-                .description
+                .description()
                 .as_inline()
                 .map(|d| d.chars().take(120).collect()),
             agent_id: task.assigned_to().map(|a| a.to_string()),
             duration_ms: task
-                .updated_at_ms
-                .saturating_sub(task.assigned_at_ms().unwrap_or(task.created_at_ms)),
+                .updated_at_ms()
+                .saturating_sub(task.assigned_at_ms().unwrap_or(task.created_at_ms())),
             tokens_used: task.tokens_used(),
-            completed_at_ms: task.updated_at_ms,
+            completed_at_ms: task.updated_at_ms(),
         });
     }
 

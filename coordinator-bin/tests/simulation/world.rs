@@ -430,8 +430,8 @@ impl World {
                             .committed
                             .get(task_id.as_str())
                             .map(|t| LoadedPayload {
-                                description: t.description.as_inline().unwrap_or("").to_owned(),
-                                metadata: t.metadata.as_inline().unwrap_or("").to_owned(),
+                                description: t.description().as_inline().unwrap_or("").to_owned(),
+                                metadata: t.metadata().as_inline().unwrap_or("").to_owned(),
                             }))
                     };
                     self.note(|| format!("texts of {task_id} read: {}", loaded.is_ok()));
@@ -648,23 +648,29 @@ impl World {
             .recorded_event()
             .is_some_and(|e| e.event == HistoryEvent::Requeued);
         let mut task = change.into_task();
-        let id = task.id.to_string();
+        let id = task.id().to_string();
         // A text the record leaves out keeps the stored one, as the writer does;
         // there must be one.
         let stored = self.store.committed.get(&id);
-        if task.description.is_stored() {
-            task.description = stored.map(|t| t.description.clone()).ok_or_else(|| {
+        if task.description().is_stored() {
+            let description = stored.map(|t| t.description().clone()).ok_or_else(|| {
                 format!("task {id}: a record without its description, and none stored")
             })?;
+            task = task.with_description(description);
         }
-        if task.metadata.is_stored() {
-            task.metadata = stored.map(|t| t.metadata.clone()).ok_or_else(|| {
+        if task.metadata().is_stored() {
+            let metadata = stored.map(|t| t.metadata().clone()).ok_or_else(|| {
                 format!("task {id}: a record without its metadata, and none stored")
             })?;
+            task = task.with_metadata(metadata);
         }
         let submitted = self.texts.get(&id).map(|(d, m)| (d.as_str(), m.as_str()));
         if submitted.is_some_and(|texts| {
-            Some(texts) != task.description.as_inline().zip(task.metadata.as_inline())
+            Some(texts)
+                != task
+                    .description()
+                    .as_inline()
+                    .zip(task.metadata().as_inline())
         }) {
             return Err(format!(
                 "task {id}: stored texts differ from the submitted ones"
@@ -674,13 +680,14 @@ impl World {
             *self.requeues_committed.entry(id.clone()).or_default() += 1;
         }
         if let Some(old) = self.store.committed.get(&id) {
-            if task.generation < old.generation {
+            if task.generation() < old.generation() {
                 return Err(format!(
                     "task {id}: generation went back from {} to {} in the store",
-                    old.generation, task.generation
+                    old.generation(),
+                    task.generation()
                 ));
             }
-            if old.status == Status::Completed {
+            if old.status() == Status::Completed {
                 return Err(format!(
                     "task {id}: a record after its completion: {task:?}"
                 ));
@@ -688,34 +695,37 @@ impl World {
         }
         // Budgets: no task outlives its reclaims or its retries.
         let max_reclaims = self.config.scheduler.queue.max_reclaims;
-        let spent = task.reclaim_count > max_reclaims;
-        let dead_by_reclaims = task.status == Status::DeadLetter
-            && task.last_error.as_deref() == Some(coordinator_queue::TOO_MANY_RECLAIMS);
-        if (spent && !dead_by_reclaims) || task.reclaim_count > max_reclaims + 1 {
+        let spent = task.reclaim_count() > max_reclaims;
+        let dead_by_reclaims = task.status() == Status::DeadLetter
+            && task.last_error() == Some(coordinator_queue::TOO_MANY_RECLAIMS);
+        if (spent && !dead_by_reclaims) || task.reclaim_count() > max_reclaims + 1 {
             return Err(format!(
                 "task {id}: {} reclaims with a budget of {max_reclaims}, yet {}",
-                task.reclaim_count, task.status
+                task.reclaim_count(),
+                task.status()
             ));
         }
-        if task.retry_count > task.max_retries + 1
-            || (task.retry_count > task.max_retries && task.status != Status::DeadLetter)
+        if task.retry_count() > task.max_retries() + 1
+            || (task.retry_count() > task.max_retries() && task.status() != Status::DeadLetter)
         {
             return Err(format!(
                 "task {id}: {} failures with max_retries {}, yet {}",
-                task.retry_count, task.max_retries, task.status
+                task.retry_count(),
+                task.max_retries(),
+                task.status()
             ));
         }
-        if task.status == Status::Completed {
+        if task.status() == Status::Completed {
             // Fencing: the outcome recorded is a report of the current generation, or
             // the holder's report carrying the generation of its own last assignment.
             let last = task.last_assignment().map(|(_, g)| g);
             let reported = |g: Option<u64>| {
                 g.is_some_and(|g| self.reports_sent.contains(&(id.clone(), g, true)))
             };
-            if !reported(Some(task.generation)) && !reported(last) {
+            if !reported(Some(task.generation())) && !reported(last) {
                 return Err(format!(
                     "task {id} completed at generation {} without a report of that generation",
-                    task.generation
+                    task.generation()
                 ));
             }
             let n = self.completions_committed.entry(id.clone()).or_default();
@@ -726,13 +736,13 @@ impl World {
         }
         self.states_committed.insert((
             id.clone(),
-            task.generation,
-            task.status,
-            task.updated_at_ms,
+            task.generation(),
+            task.status(),
+            task.updated_at_ms(),
         ));
-        if let Some(holder) = task.assigned_to().filter(|_| task.status.is_held()) {
+        if let Some(holder) = task.assigned_to().filter(|_| task.status().is_held()) {
             self.holds_committed
-                .insert((id.clone(), task.generation, holder.to_string()));
+                .insert((id.clone(), task.generation(), holder.to_string()));
         }
         self.store.committed.insert(id, task);
         Ok(())
@@ -827,13 +837,13 @@ impl World {
             .store
             .committed
             .iter()
-            .map(|(id, t)| (id.clone(), t.generation))
+            .map(|(id, t)| (id.clone(), t.generation()))
             .collect();
         let records: Vec<Task> = self
             .store
             .committed
             .values()
-            .filter(|t| !t.status.is_final())
+            .filter(|t| !t.status().is_final())
             .cloned()
             .collect();
         self.session = Session::new(self.config.clone(), self.now, records)
@@ -971,7 +981,7 @@ impl World {
         } else if roll < 75 && !self.acked.is_empty() {
             let i = self.rng.below(self.acked.len() as u64) as usize;
             let task_id = self.acked.iter().nth(i).cloned().expect("in range");
-            let stored = self.store.committed.get(&task_id).map(|t| t.status);
+            let stored = self.store.committed.get(&task_id).map(|t| t.status());
             (
                 Pending::Cancel {
                     task_id: task_id.clone(),
@@ -983,13 +993,13 @@ impl World {
                 .store
                 .committed
                 .values()
-                .filter(|t| t.status == Status::DeadLetter)
+                .filter(|t| t.status() == Status::DeadLetter)
                 .collect();
             if dead.is_empty() {
                 return;
             }
             let task_id = dead[self.rng.below(dead.len() as u64) as usize]
-                .id
+                .id()
                 .to_string();
             (
                 Pending::Retry {
@@ -1138,7 +1148,7 @@ impl World {
                 self.store
                     .committed
                     .get(id)
-                    .is_some_and(|t| t.status.is_final())
+                    .is_some_and(|t| t.status().is_final())
             })
             && self.session.is_settled()
     }
@@ -1149,7 +1159,7 @@ impl World {
             .iter()
             .filter_map(|id| {
                 let t = self.store.committed.get(id)?;
-                (!t.status.is_final()).then(|| format!("{id}:{}@{}", t.status, t.generation))
+                (!t.status().is_final()).then(|| format!("{id}:{}@{}", t.status(), t.generation()))
             })
             .collect();
         format!(
@@ -1229,14 +1239,14 @@ impl World {
                 }
                 // Exactly the committed assignment: never an older one.
                 let ok = stored(a.task_id.as_str()).is_some_and(|t| {
-                    t.generation == a.generation && t.assigned_to() == Some(&a.agent_id)
+                    t.generation() == a.generation && t.assigned_to() == Some(&a.agent_id)
                 });
                 if !ok {
                     return Err(format!(
                         "task_assign {}@{} is not the committed assignment (stored: {:?})",
                         a.task_id,
                         a.generation,
-                        stored(a.task_id.as_str()).map(|t| (t.status, t.generation))
+                        stored(a.task_id.as_str()).map(|t| (t.status(), t.generation()))
                     ));
                 }
             }
@@ -1244,8 +1254,8 @@ impl World {
                 let t = stored(task_id);
                 let held_by_agent_at = |g: u64| {
                     t.is_some_and(|t| {
-                        t.status.is_held()
-                            && t.generation == g
+                        t.status().is_held()
+                            && t.generation() == g
                             && agent.is_some_and(|a| {
                                 t.assigned_to().map(|x| x.as_str()) == Some(a.id.as_str())
                             })
@@ -1253,14 +1263,16 @@ impl World {
                 };
                 let generation = agent.and_then(|a| a.generation_of(task_id));
                 let ok = match status.as_str() {
-                    "complete" => t.is_some_and(|t| t.status == Status::Completed),
+                    "complete" => t.is_some_and(|t| t.status() == Status::Completed),
                     "accepted" => {
                         t.is_some()
                             && !generation.is_some_and(|g| {
-                                t.is_some_and(|t| t.status == Status::Assigned && t.generation == g)
+                                t.is_some_and(|t| {
+                                    t.status() == Status::Assigned && t.generation() == g
+                                })
                             })
                     }
-                    "cancelled" => t.is_some_and(|t| t.status == Status::Cancelled),
+                    "cancelled" => t.is_some_and(|t| t.status() == Status::Cancelled),
                     "retried" | "dead_letter" | "rejected" => {
                         t.is_some() && !generation.is_some_and(held_by_agent_at)
                     }
@@ -1269,12 +1281,12 @@ impl World {
                 if !ok {
                     return Err(format!(
                         "task_ack {status} for {task_id} sent before its commit (stored: {:?})",
-                        t.map(|t| (t.status, t.generation))
+                        t.map(|t| (t.status(), t.generation()))
                     ));
                 }
             }
             Frame::Message(CoordinatorMessage::TaskCancel { task_id }) => {
-                if stored(task_id).is_none_or(|t| t.status != Status::Cancelled) {
+                if stored(task_id).is_none_or(|t| t.status() != Status::Cancelled) {
                     return Err(format!("task_cancel for {task_id} sent before its commit"));
                 }
             }
@@ -1282,7 +1294,7 @@ impl World {
                 task_id,
                 generation,
             }) => {
-                if stored(task_id).is_none_or(|t| t.generation < *generation) {
+                if stored(task_id).is_none_or(|t| t.generation() < *generation) {
                     return Err(format!("task_continue for {task_id} before its commit"));
                 }
             }
@@ -1338,7 +1350,7 @@ impl World {
                 }
             }
             (Pending::Cancel { task_id }, Answer::Cancelled) => {
-                if stored(&task_id).is_none_or(|t| t.status != Status::Cancelled) {
+                if stored(&task_id).is_none_or(|t| t.status() != Status::Cancelled) {
                     return Err(format!("cancel of {task_id} answered before its commit"));
                 }
             }
@@ -1421,15 +1433,15 @@ impl World {
                 let Some(task) = queue.get(&task_id) else {
                     return Err(format!("{agent_id} holds {task_id}, which is not live"));
                 };
-                if !task.status.is_held()
+                if !task.status().is_held()
                     || task.assigned_to() != Some(view.agent.id())
-                    || task.generation != held.generation
+                    || task.generation() != held.generation
                 {
                     return Err(format!(
                         "{agent_id} holds {task_id}@{}, the task is {}@{} held by {:?}",
                         held.generation,
-                        task.status,
-                        task.generation,
+                        task.status(),
+                        task.generation(),
                         task.assigned_to()
                     ));
                 }
@@ -1444,14 +1456,19 @@ impl World {
             }
         }
         for task in queue.held().chain(queue.queued_in_order()) {
-            let seen = self.max_generation.entry(task.id.to_string()).or_default();
-            if task.generation < *seen {
+            let seen = self
+                .max_generation
+                .entry(task.id().to_string())
+                .or_default();
+            if task.generation() < *seen {
                 return Err(format!(
                     "task {}: generation went back from {} to {}",
-                    task.id, seen, task.generation
+                    task.id(),
+                    seen,
+                    task.generation()
                 ));
             }
-            *seen = task.generation;
+            *seen = task.generation();
         }
         Ok(())
     }

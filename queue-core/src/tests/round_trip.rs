@@ -150,7 +150,17 @@ fn a_record_with_unsorted_capabilities_reads_as_the_sorted_set() {
     let mut value = json!(q.get("t3").unwrap());
     value["needed_capabilities"] = json!(["linux", "gpu", "linux"]);
     let task: Task = serde_json::from_value(value).unwrap();
-    assert_eq!(&task.needed_capabilities[..], ["gpu", "linux"]);
+    assert_eq!(task.needed_capabilities().names(), ["gpu", "linux"]);
+}
+
+#[test]
+fn an_inconsistent_record_does_not_deserialize() {
+    let (q, _) = busy_queue();
+    let mut value = json!(q.get("t3").unwrap());
+    assert_eq!(value["status"], json!("assigned"));
+    value["holder"] = Value::Null;
+    let err = serde_json::from_value::<Task>(value).unwrap_err();
+    assert!(err.to_string().contains("has no holder"), "{err}");
 }
 
 #[test]

@@ -216,7 +216,7 @@ pub fn list_tasks(conn: &Connection, filter: &TaskFilter) -> Result<TaskPage, Db
     for row in stmt.query_map(rusqlite::params_from_iter(args.iter()), task_from_row)? {
         match row? {
             Ok(task) => {
-                page.next_after = Some(task.id.to_string());
+                page.next_after = Some(task.id().to_string());
                 page.tasks.push(task);
             }
             Err(row) => {

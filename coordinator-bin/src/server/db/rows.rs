@@ -5,7 +5,8 @@
 use std::str::FromStr;
 
 use coordinator_queue::{
-    Completion, HistoryEntry, HistoryEvent, Holder, Payload, Priority, Status, Task, TaskId,
+    Capabilities, Completion, HistoryEntry, HistoryEvent, Holder, Payload, Priority, Status, Task,
+    TaskId, TaskParts,
 };
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, Row};
@@ -34,8 +35,8 @@ impl<'a> Texts<'a> {
     /// The texts `task` carries.
     pub fn of(task: &'a Task) -> Texts<'a> {
         Texts {
-            description: task.description.as_inline(),
-            metadata: task.metadata.as_inline(),
+            description: task.description().as_inline(),
+            metadata: task.metadata().as_inline(),
         }
     }
 }
@@ -53,37 +54,37 @@ pub fn write_task(conn: &Connection, task: &Task, texts: Texts<'_>) -> Result<()
     let whole = texts.description.is_some() && texts.metadata.is_some();
     let mut stmt = conn.prepare_cached(if whole { UPSERT } else { UPDATE })?;
     let capabilities =
-        serde_json::to_string(&*task.needed_capabilities).unwrap_or_else(|_| "[]".into());
+        serde_json::to_string(task.needed_capabilities().names()).unwrap_or_else(|_| "[]".into());
     let written = stmt.execute(params![
-        task.id.as_str(),
+        task.id().as_str(),
         texts.description,
         texts.metadata,
-        task.priority.as_str(),
-        task.status.as_str(),
+        task.priority().as_str(),
+        task.status().as_str(),
         task.assigned_to().map(|a| a.as_str()),
         task.assigned_at_ms().map(|v| v as i64),
-        task.generation as i64,
-        task.retry_count,
-        task.max_retries,
-        task.complete_by_ms.map(|v| v as i64),
+        task.generation() as i64,
+        task.retry_count(),
+        task.max_retries(),
+        task.complete_by_ms().map(|v| v as i64),
         capabilities,
         task.result(),
         task.tokens_used().map(|v| v as i64),
-        task.last_error.as_deref(),
-        task.submitted_by.as_deref(),
-        task.created_at_ms as i64,
-        task.updated_at_ms as i64,
+        task.last_error(),
+        task.submitted_by(),
+        task.created_at_ms() as i64,
+        task.updated_at_ms() as i64,
         task.last_alive_at_ms().map(|v| v as i64),
-        task.queue_seq as i64,
-        history_json(&task.history),
-        task.reclaim_count,
+        task.queue_seq() as i64,
+        history_json(task.history()),
+        task.reclaim_count(),
     ])?;
     if written == 0 {
         return Err(rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
             Some(format!(
                 "task {}: a record without its description or metadata, and no stored row to keep them from",
-                task.id
+                task.id()
             )),
         ));
     }
@@ -218,12 +219,10 @@ fn decode_task_fields(v: &[ValueRef<'_>; N_COLUMNS], texts: TextColumns) -> Resu
             None => format!("a {status} task without an `assigned_to`"),
         });
     }
-    let holder = assigned_to.map(|agent| {
-        Box::new(Holder {
-            agent_id: agent.into(),
-            assigned_at_ms,
-            last_alive_at_ms: last_alive_at_ms.unwrap_or(assigned_at_ms),
-        })
+    let holder = assigned_to.map(|agent| Holder {
+        agent_id: agent.into(),
+        assigned_at_ms,
+        last_alive_at_ms: last_alive_at_ms.unwrap_or(assigned_at_ms),
     });
     let capabilities = damaged::text("needed_capabilities", v[11])?;
     let capabilities: Vec<String> = serde_json::from_str(capabilities)
@@ -238,17 +237,17 @@ fn decode_task_fields(v: &[ValueRef<'_>; N_COLUMNS], texts: TextColumns) -> Resu
     let outcome = match result {
         Some(result) => {
             damaged::json("result", result)?;
-            Some(Box::new(Completion {
+            Some(Completion {
                 result: result.to_owned(),
                 tokens_used,
-            }))
+            })
         }
         None => None,
     };
     let history = damaged::text("history", v[20])?;
     let history = parse_history(history)
         .ok_or("column `history`: not a JSON list of {event, timestamp, details}")?;
-    Ok(Task {
+    let parts = TaskParts {
         id: TaskId::from(id),
         description,
         metadata,
@@ -260,15 +259,16 @@ fn decode_task_fields(v: &[ValueRef<'_>; N_COLUMNS], texts: TextColumns) -> Resu
         reclaim_count: damaged::u32_col("reclaim_count", v[21])?,
         max_retries: damaged::u32_col("max_retries", v[9])?,
         complete_by_ms: damaged::opt_u64("complete_by", v[10])?,
-        needed_capabilities: capabilities.into(),
+        needed_capabilities: Capabilities::new(capabilities),
         outcome,
-        last_error: damaged::opt_text("last_error", v[14])?.map(Into::into),
-        submitted_by: damaged::opt_text("submitted_by", v[15])?.map(Into::into),
+        last_error: damaged::opt_text("last_error", v[14])?.map(str::to_owned),
+        submitted_by: damaged::opt_text("submitted_by", v[15])?.map(str::to_owned),
         created_at_ms: damaged::u64_col("created_at", v[16])?,
         updated_at_ms: damaged::u64_col("updated_at", v[17])?,
         queue_seq: damaged::u64_col("queue_seq", v[19])?,
         history,
-    })
+    };
+    Task::from_parts(parts).map_err(|e| e.to_string())
 }
 
 /// True if `names` are as a task keeps them: sorted, without duplicates, none

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use coordinator_queue::{AgentId, Priority, Status, TaskId};
+use coordinator_queue::{AgentId, Capabilities, Priority, Status, TaskId};
 
 use super::*;
 use crate::session::{AgentEvent, Event, EventKind, TaskEvent};
@@ -22,7 +22,7 @@ fn task_event(id: u64, task: &str, status: Status, agent: Option<&str>) -> Event
             retry_count: 0,
             last_error: None,
             description: Some(Arc::from("line one\nline two")),
-            needed_capabilities: Arc::from(Vec::<String>::new()),
+            needed_capabilities: Capabilities::default(),
             updated_at_ms: 5,
         }),
     }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use coordinator_queue::{AgentId, Completion, NewTask, Queue, QueueConfig, Status};
+use coordinator_queue::{AgentId, Completion, NewTask, Queue, QueueConfig, Status, TaskParts};
 use proptest::prelude::*;
 
 use super::*;
@@ -12,9 +12,15 @@ use super::*;
 fn record(id: &str, version: u64) -> Task {
     let mut queue = Queue::new(QueueConfig::default());
     let _ = queue.submit(1, NewTask::new(id, "x")).unwrap();
-    let mut task = queue.drain_changes().pop().unwrap().into_task();
-    task.updated_at_ms = version;
-    task
+    let task = queue.drain_changes().pop().unwrap().into_task();
+    edited(task, |p| p.updated_at_ms = version)
+}
+
+/// `task` with its parts changed by `change` (and checked again).
+fn edited(task: Task, change: impl FnOnce(&mut TaskParts)) -> Task {
+    let mut parts = task.into_parts();
+    change(&mut parts);
+    Task::from_parts(parts).unwrap()
 }
 
 fn batch(seq: u64, changes: Vec<Change>) -> Batch {
@@ -28,7 +34,7 @@ fn batch(seq: u64, changes: Vec<Change>) -> Batch {
 fn versions(rows: &[(&Task, db::Texts<'_>)]) -> Vec<(String, u64)> {
     let mut versions: Vec<_> = rows
         .iter()
-        .map(|(t, _)| (t.id.to_string(), t.updated_at_ms))
+        .map(|(t, _)| (t.id().to_string(), t.updated_at_ms()))
         .collect();
     versions.sort();
     versions
@@ -150,7 +156,7 @@ fn a_written_group_reads_back_as_the_newest_state() {
     .unwrap();
 
     assert_eq!(rows, 2);
-    assert_eq!(final_a.status, Status::Completed);
+    assert_eq!(final_a.status(), Status::Completed);
     assert_eq!(db::get_task(&conn, "a").unwrap(), Some(final_a));
     assert_eq!(db::get_task(&conn, "b").unwrap(), Some(queued_b));
     let (mut counts, damaged) = db::count_by_status_priority(&conn).unwrap();
@@ -186,11 +192,11 @@ fn texts_left_out_of_the_newest_record_come_from_an_older_one_in_the_group() {
     let submitted = queue.drain_changes();
     let _ = queue.assign(2, "a", &AgentId::from("agent-1")).unwrap();
     let assigned = queue.drain_changes();
-    assert!(assigned[0].task().metadata.is_stored());
+    assert!(assigned[0].task().metadata().is_stored());
     let batches = [batch(1, submitted), batch(2, assigned)];
     let newest = newest_per_task(&batches);
     assert_eq!(newest.len(), 1);
-    assert_eq!(newest[0].0.status, Status::Assigned);
+    assert_eq!(newest[0].0.status(), Status::Assigned);
     assert_eq!(
         newest[0].1,
         db::Texts {
@@ -213,19 +219,19 @@ fn a_record_that_leaves_its_texts_out_keeps_the_stored_ones() {
     let assigned = queue.drain_changes();
     write_group(&conn, &[batch(1, submitted), batch(2, assigned)], &[]).unwrap();
     let stored = db::get_task(&conn, "a").unwrap().unwrap();
-    assert_eq!(stored.status, Status::Assigned);
-    assert_eq!(stored.description, submitted_record.description);
-    assert_eq!(stored.metadata, submitted_record.metadata);
+    assert_eq!(stored.status(), Status::Assigned);
+    assert_eq!(stored.description(), submitted_record.description());
+    assert_eq!(stored.metadata(), submitted_record.metadata());
     // Reclaimed in a later group: updated in place, texts kept.
     let _ = queue
         .reclaim(3, "a", coordinator_queue::ReclaimReason::Disconnected)
         .unwrap();
     let reclaimed = queue.drain_changes();
-    assert!(reclaimed[0].task().description.is_stored());
+    assert!(reclaimed[0].task().description().is_stored());
     write_group(&conn, &[batch(3, reclaimed)], &[]).unwrap();
     let stored = db::get_task(&conn, "a").unwrap().unwrap();
-    assert_eq!((stored.status, stored.generation), (Status::Queued, 2));
-    assert_eq!(stored.metadata, submitted_record.metadata);
+    assert_eq!((stored.status(), stored.generation()), (Status::Queued, 2));
+    assert_eq!(stored.metadata(), submitted_record.metadata());
 }
 
 #[test]
@@ -246,8 +252,7 @@ fn a_record_without_texts_and_without_a_stored_row_fails_the_commit() {
 fn a_purge_in_the_group_deletes_old_final_tasks() {
     let conn = Connection::open_in_memory().unwrap();
     db::migrate(&conn, Path::new(":memory:")).unwrap();
-    let mut done = record("old", 10);
-    done.status = Status::Completed;
+    let done = edited(record("old", 10), |p| p.status = Status::Completed);
     let batches = vec![batch(1, vec![Change::Finalized(done)])];
     assert_eq!(write_group(&conn, &batches, &[]).unwrap(), 1);
     assert_eq!(write_group(&conn, &[], &[11]).unwrap(), 0);

@@ -213,7 +213,7 @@ fn an_assignment_whose_texts_are_in_storage_waits_for_them() {
     assert!(s.is_settled());
     // The queue still keeps only the lengths.
     let kept = s.scheduler().queue().get("t1").unwrap();
-    assert_eq!(kept.metadata, Payload::Stored { len: 12 });
+    assert_eq!(*kept.metadata(), Payload::Stored { len: 12 });
 }
 
 #[test]

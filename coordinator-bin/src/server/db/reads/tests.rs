@@ -25,7 +25,7 @@ fn db_with(tasks: &[(&str, &str, &[&str])]) -> Connection {
 }
 
 fn ids(tasks: Vec<Task>) -> Vec<String> {
-    tasks.into_iter().map(|t| t.id.to_string()).collect()
+    tasks.into_iter().map(|t| t.id().to_string()).collect()
 }
 
 fn list(conn: &Connection, capability: Option<&str>, search: Option<&str>) -> Vec<String> {

@@ -96,7 +96,7 @@ pub async fn cancel(state: &AppState, id: String) -> Result<Resp, ApiError> {
         .reads
         .run(move |c| db::get_task(c, &read_id))
         .await?
-        .map(|task| task.status);
+        .map(|task| task.status());
     let request = CoreRequest::Cancel {
         task_id: id.clone(),
         stored,
