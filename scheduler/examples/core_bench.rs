@@ -8,9 +8,10 @@
 
 use std::time::Instant;
 
-use coordinator_agent_fsm::Capabilities;
-use coordinator_queue::{AgentId, Completion, NewTask, Queue, QueueConfig};
-use coordinator_scheduler::{Action, Scheduler, SchedulerConfig};
+use coordinator_scheduler::{
+    Action, AgentId, Capabilities, Completion, ConnId, NewTask, Queue, QueueConfig, Scheduler,
+    SchedulerConfig,
+};
 
 fn transitions() {
     const N: usize = 1_000_000;
@@ -52,7 +53,12 @@ fn matching() {
     let mut assigned = 0;
     for i in 0..AGENTS {
         let caps = Capabilities::new(sets[i % 10].clone());
-        s.handle_connect(1, AgentId::from(format!("a{i}")), caps, i as u64);
+        s.handle_connect(
+            1,
+            AgentId::from(format!("a{i}")),
+            caps,
+            ConnId::new(i as u64),
+        );
         while s.poll_change().is_some() {}
         while let Some(action) = s.poll_action() {
             if matches!(action, Action::Assign(_)) {

@@ -4,8 +4,7 @@
 //! queue does not keep):
 //! `cargo run --release -p coordinator-scheduler --example core_memory`
 
-use coordinator_queue::NewTask;
-use coordinator_scheduler::{Scheduler, SchedulerConfig};
+use coordinator_scheduler::{NewTask, Scheduler, SchedulerConfig};
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;

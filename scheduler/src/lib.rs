@@ -38,14 +38,15 @@
 //! # Example
 //!
 //! ```
-//! use coordinator_agent_fsm::Capabilities;
-//! use coordinator_queue::{AgentId, Completion, NewTask};
-//! use coordinator_scheduler::{Action, Scheduler, SchedulerConfig};
+//! // Everything comes from this crate: it re-exports the types of its API.
+//! use coordinator_scheduler::{
+//!     Action, AgentId, Capabilities, Completion, ConnId, NewTask, Scheduler, SchedulerConfig,
+//! };
 //!
 //! let mut scheduler = Scheduler::new(SchedulerConfig::default());
 //! let now_ms = 1_700_000_000_000;
 //! let agent = AgentId::from("builder-1");
-//! scheduler.handle_connect(now_ms, agent.clone(), Capabilities::new(["linux"]), 1);
+//! scheduler.handle_connect(now_ms, agent.clone(), Capabilities::new(["linux"]), ConnId::new(1));
 //! scheduler.handle_submit(now_ms, NewTask::new("t1", "cargo build").with_capabilities(["linux"]))?;
 //!
 //! // Persist first ...
@@ -64,13 +65,29 @@
 #![warn(missing_docs)]
 
 mod action;
+mod conn_id;
 mod error;
 mod scheduler;
 
 pub use action::{Action, Assignment};
+pub use conn_id::ConnId;
 pub use error::SchedulerError;
 pub use scheduler::{
     AgentView, Scheduler, SchedulerConfig, Unroutable, PAYLOAD_UNREADABLE, RESULT_TOO_LARGE,
+};
+
+// What the scheduler's own API takes and gives, so that a user can depend on
+// this crate alone.
+/// The agent state-machine crate, for what the flat re-exports above leave out.
+pub use coordinator_agent_fsm as agent_fsm;
+pub use coordinator_agent_fsm::{Agent, AgentState, HeldTask, IllegalMove, Move};
+/// The queue crate, for what the flat re-exports above leave out.
+pub use coordinator_queue as queue;
+pub use coordinator_queue::{
+    AgentId, Capabilities, Change, Completion, FailOutcome, HistoryEntry, HistoryEvent, Holder,
+    InvalidTask, NewTask, Payload, Priority, Queue, QueueConfig, ReclaimOutcome, ReclaimReason,
+    Recovery, RestoreError, Stats, Status, SubmitError, Task, TaskError, TaskId, TaskParts,
+    UnknownPriority, UnknownStatus, DEADLINE_EXCEEDED, HISTORY_CAP, TOO_MANY_RECLAIMS,
 };
 
 #[cfg(test)]

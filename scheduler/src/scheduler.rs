@@ -8,7 +8,7 @@ use coordinator_queue::{
     ReclaimOutcome, ReclaimReason, Recovery, RestoreError, Status, Swept, Task, TaskError, TaskId,
 };
 
-use crate::{Action, Assignment, SchedulerError};
+use crate::{Action, Assignment, ConnId, SchedulerError};
 
 /// `last_error` of a task whose holder's connection was closed for a frame over
 /// the size limit (see [`Scheduler::handle_oversize`]).
@@ -65,7 +65,7 @@ struct IdleKey {
 struct AgentSlot {
     fsm: Agent,
     /// The shell's id of the connection currently speaking for this agent.
-    connection: Option<u64>,
+    connection: Option<ConnId>,
     /// Arrival order, the tie-break between agents idle since the same instant.
     seq: u64,
     /// The agent's key in the idle index while it is in there.
@@ -90,7 +90,7 @@ pub struct AgentView<'a> {
     pub connected: bool,
     /// The shell's id of the connection speaking for the agent (as given to
     /// [`Scheduler::handle_connect`]).
-    pub connection: Option<u64>,
+    pub connection: Option<ConnId>,
     /// Tasks the agent still holds from before a restart or reconnect and has not
     /// recovered yet.
     pub awaiting_recovery: usize,
@@ -285,7 +285,7 @@ impl Scheduler {
         now_ms: u64,
         agent_id: AgentId,
         capabilities: Capabilities,
-        connection: u64,
+        connection: ConnId,
     ) {
         if !self.agents.contains_key(&agent_id) {
             let slot = AgentSlot {
@@ -394,31 +394,47 @@ impl Scheduler {
     }
 
     /// Connection `connection` of an agent closed or stopped answering: the agent goes
-    /// offline and its task is reclaimed and matched again at once. A connection
-    /// that was already replaced by a newer one changes nothing.
-    pub fn handle_disconnect(&mut self, now_ms: u64, agent_id: &AgentId, connection: u64) {
-        self.drop_agent(now_ms, agent_id, connection, ReclaimReason::Disconnected);
+    /// offline and its task is reclaimed and matched again at once.
+    ///
+    /// A connection that no longer speaks for the agent (replaced by a newer
+    /// one, or already gone) is refused with [`SchedulerError::StaleConnection`]
+    /// and changes nothing; an agent that never connected with
+    /// [`SchedulerError::UnknownAgent`].
+    pub fn handle_disconnect(
+        &mut self,
+        now_ms: u64,
+        agent_id: &AgentId,
+        connection: ConnId,
+    ) -> Result<(), SchedulerError> {
+        self.drop_agent(now_ms, agent_id, connection, ReclaimReason::Disconnected)
     }
 
-    /// The agent's outbound queue overflowed and the shell dropped its connection.
-    pub fn handle_slow_consumer(&mut self, now_ms: u64, agent_id: &AgentId, connection: u64) {
-        self.drop_agent(now_ms, agent_id, connection, ReclaimReason::SlowConsumer);
+    /// The agent's outbound queue overflowed and the shell dropped its
+    /// connection: as [`Scheduler::handle_disconnect`], with the reclaim reason
+    /// `slow_consumer`.
+    pub fn handle_slow_consumer(
+        &mut self,
+        now_ms: u64,
+        agent_id: &AgentId,
+        connection: ConnId,
+    ) -> Result<(), SchedulerError> {
+        self.drop_agent(now_ms, agent_id, connection, ReclaimReason::SlowConsumer)
     }
 
     /// Connection `connection` of an agent was closed because the agent sent a frame
     /// over the size limit (typically a result too large to carry): the agent goes
     /// offline as for a disconnect, and the task it held gets a counted failure with
     /// `last_error` [`RESULT_TOO_LARGE`] (retried or dead-lettered), so that a result
-    /// that can never be delivered does not make the task run forever. A connection
-    /// that was already replaced by a newer one changes nothing.
-    pub fn handle_oversize(&mut self, now_ms: u64, agent_id: &AgentId, connection: u64) {
-        let Some(slot) = self.agents.get_mut(agent_id) else {
-            return;
-        };
-        if slot.connection != Some(connection) {
-            return;
-        }
-        slot.connection = None;
+    /// that can never be delivered does not make the task run forever. A
+    /// connection that no longer speaks for the agent is refused as by
+    /// [`Scheduler::handle_disconnect`].
+    pub fn handle_oversize(
+        &mut self,
+        now_ms: u64,
+        agent_id: &AgentId,
+        connection: ConnId,
+    ) -> Result<(), SchedulerError> {
+        self.take_connection(agent_id, connection)?;
         let held = self
             .move_agent(agent_id, |fsm| fsm.disconnect(now_ms))
             .flatten();
@@ -426,6 +442,29 @@ impl Scheduler {
         if let Some(held) = held {
             self.fail_holder(now_ms, &held.task_id, RESULT_TOO_LARGE);
         }
+        Ok(())
+    }
+
+    /// Marks the agent's connection `connection` gone, if it is the one that
+    /// speaks for the agent.
+    fn take_connection(
+        &mut self,
+        agent_id: &AgentId,
+        connection: ConnId,
+    ) -> Result<(), SchedulerError> {
+        let slot = self
+            .agents
+            .get_mut(agent_id)
+            .ok_or_else(|| SchedulerError::UnknownAgent(agent_id.clone()))?;
+        if slot.connection != Some(connection) {
+            return Err(SchedulerError::StaleConnection {
+                agent_id: agent_id.clone(),
+                given: connection,
+                current: slot.connection,
+            });
+        }
+        slot.connection = None;
+        Ok(())
     }
 
     /// The assignment of `task_id` to `agent_id` at `generation` cannot be
@@ -465,16 +504,10 @@ impl Scheduler {
         &mut self,
         now_ms: u64,
         agent_id: &AgentId,
-        connection: u64,
+        connection: ConnId,
         reason: ReclaimReason,
-    ) {
-        let Some(slot) = self.agents.get_mut(agent_id) else {
-            return;
-        };
-        if slot.connection != Some(connection) {
-            return;
-        }
-        slot.connection = None;
+    ) -> Result<(), SchedulerError> {
+        self.take_connection(agent_id, connection)?;
         let held = self
             .move_agent(agent_id, |fsm| fsm.disconnect(now_ms))
             .flatten();
@@ -482,6 +515,7 @@ impl Scheduler {
         if let Some(held) = held {
             self.reclaim(now_ms, &held.task_id, reason);
         }
+        Ok(())
     }
 
     /// The agent accepted its task.

@@ -1,10 +1,5 @@
 //! Unit tests of the matching rules and the drive contract, and property tests.
 
-use coordinator_agent_fsm::{AgentState, Capabilities};
-use coordinator_queue::{
-    AgentId, Change, Completion, FailOutcome, NewTask, Priority, ReclaimReason, Recovery, Status,
-    Task, DEADLINE_EXCEEDED, TOO_MANY_RECLAIMS,
-};
 use proptest::prelude::*;
 
 use crate::*;
@@ -53,8 +48,8 @@ fn submit(s: &mut Scheduler, now: u64, task: &str, needs: &[&str]) {
 #[test]
 fn a_submitted_task_goes_to_an_idle_capable_agent_at_once() {
     let mut s = Scheduler::new(config());
-    s.handle_connect(T0, id("cpu"), caps(&["linux"]), 1);
-    s.handle_connect(T0, id("gpu"), caps(&["linux", "gpu"]), 2);
+    s.handle_connect(T0, id("cpu"), caps(&["linux"]), ConnId::new(1));
+    s.handle_connect(T0, id("gpu"), caps(&["linux", "gpu"]), ConnId::new(2));
     submit(&mut s, T0 + 1, "t", &["gpu"]);
     assert_eq!(assignments(&mut s), [("t".into(), "gpu".into(), 1)]);
     assert_eq!(s.agent("gpu").unwrap().agent.state(), AgentState::Assigned);
@@ -63,7 +58,7 @@ fn a_submitted_task_goes_to_an_idle_capable_agent_at_once() {
 #[test]
 fn changes_come_out_in_order_with_the_assignment() {
     let mut s = Scheduler::new(config());
-    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     submit(&mut s, T0, "t", &[]);
     let statuses: Vec<Status> = std::iter::from_fn(|| s.poll_change())
         .map(|c| c.task().status())
@@ -76,7 +71,7 @@ fn an_unmatchable_task_does_not_block_later_ones() {
     let mut s = Scheduler::new(config());
     submit(&mut s, T0, "needs-gpu", &["gpu"]);
     submit(&mut s, T0, "any", &[]);
-    s.handle_connect(T0 + 1, id("cpu"), caps(&["linux"]), 1);
+    s.handle_connect(T0 + 1, id("cpu"), caps(&["linux"]), ConnId::new(1));
     assert_eq!(assignments(&mut s), [("any".into(), "cpu".into(), 1)]);
     assert_eq!(s.queue().get("needs-gpu").unwrap().status(), Status::Queued);
 }
@@ -92,7 +87,7 @@ fn higher_lanes_go_first_when_an_agent_becomes_idle() {
     )
     .unwrap();
     s.handle_submit(T0, NewTask::new("normal", "x")).unwrap();
-    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     let got = assignments(&mut s);
     assert_eq!(got[0].0, "urgent");
     let a = id("a");
@@ -104,9 +99,9 @@ fn higher_lanes_go_first_when_an_agent_becomes_idle() {
 #[test]
 fn the_longest_idle_agent_wins_and_unresponsive_ones_come_last() {
     let mut s = Scheduler::new(config());
-    s.handle_connect(T0, id("slow"), caps(&[]), 1);
-    s.handle_connect(T0 + 1, id("b"), caps(&[]), 2);
-    s.handle_connect(T0 + 2, id("c"), caps(&[]), 3);
+    s.handle_connect(T0, id("slow"), caps(&[]), ConnId::new(1));
+    s.handle_connect(T0 + 1, id("b"), caps(&[]), ConnId::new(2));
+    s.handle_connect(T0 + 2, id("c"), caps(&[]), ConnId::new(3));
     submit(&mut s, T0 + 3, "t1", &[]);
     assert_eq!(assignments(&mut s)[0].1, "slow");
     // `slow` never accepts: reclaimed, flagged, and the task goes to `b` at once.
@@ -125,11 +120,12 @@ fn the_longest_idle_agent_wins_and_unresponsive_ones_come_last() {
 #[test]
 fn disconnect_reclaims_and_rematches_at_once() {
     let mut s = Scheduler::new(config());
-    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     submit(&mut s, T0, "t", &[]);
     assert_eq!(assignments(&mut s)[0].1, "a");
-    s.handle_connect(T0 + 1, id("b"), caps(&[]), 2);
-    s.handle_disconnect(T0 + 2, &id("a"), 1);
+    s.handle_connect(T0 + 1, id("b"), caps(&[]), ConnId::new(2));
+    s.handle_disconnect(T0 + 2, &id("a"), ConnId::new(1))
+        .unwrap();
     let actions: Vec<Action> = {
         while s.poll_change().is_some() {}
         std::iter::from_fn(|| s.poll_action()).collect()
@@ -155,26 +151,58 @@ fn disconnect_reclaims_and_rematches_at_once() {
 }
 
 #[test]
-fn a_replaced_connection_closing_late_changes_nothing() {
+fn a_replaced_connection_closing_late_is_refused_and_changes_nothing() {
     let mut s = Scheduler::new(config());
-    s.handle_connect(T0, id("a"), caps(&[]), 1);
-    s.handle_connect(T0 + 1, id("a"), caps(&[]), 2);
-    s.handle_disconnect(T0 + 2, &id("a"), 1);
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
+    s.handle_connect(T0 + 1, id("a"), caps(&[]), ConnId::new(2));
+    let stale = SchedulerError::StaleConnection {
+        agent_id: id("a"),
+        given: ConnId::new(1),
+        current: Some(ConnId::new(2)),
+    };
+    assert_eq!(
+        s.handle_disconnect(T0 + 2, &id("a"), ConnId::new(1)),
+        Err(stale.clone())
+    );
+    assert_eq!(
+        s.handle_slow_consumer(T0 + 2, &id("a"), ConnId::new(1)),
+        Err(stale.clone())
+    );
+    assert_eq!(
+        s.handle_oversize(T0 + 2, &id("a"), ConnId::new(1)),
+        Err(stale)
+    );
     assert!(s.agent("a").unwrap().connected);
+    assert_eq!(s.agent("a").unwrap().connection, Some(ConnId::new(2)));
     assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Idle);
+    // Gone once: a second report of it is refused too.
+    s.handle_disconnect(T0 + 3, &id("a"), ConnId::new(2))
+        .unwrap();
+    assert_eq!(
+        s.handle_disconnect(T0 + 4, &id("a"), ConnId::new(2)),
+        Err(SchedulerError::StaleConnection {
+            agent_id: id("a"),
+            given: ConnId::new(2),
+            current: None,
+        })
+    );
+    assert_eq!(
+        s.handle_disconnect(T0 + 4, &id("nobody"), ConnId::new(2)),
+        Err(SchedulerError::UnknownAgent(id("nobody")))
+    );
 }
 
 #[test]
 fn a_reconnecting_agent_recovers_its_task() {
     let mut s = Scheduler::new(config());
-    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     submit(&mut s, T0, "t", &[]);
     submit(&mut s, T0, "u", &[]);
     assignments(&mut s);
     s.handle_accepted(T0 + 1, &id("a"), "t").unwrap();
     // A new connection replaces the old one before it closed: the task is taken
     // back at once, kept for its holder, which settles before it gets work.
-    s.handle_connect(T0 + 2, id("a"), caps(&[]), 2);
+    s.handle_connect(T0 + 2, id("a"), caps(&[]), ConnId::new(2));
     assert_eq!(s.queue().get("t").unwrap().status(), Status::Queued);
     assert!(s.agent("a").unwrap().settling_until_ms.is_some());
     assert!(
@@ -198,8 +226,8 @@ fn a_reconnecting_agent_recovers_its_task() {
 #[test]
 fn restore_waits_for_recovery_then_reclaims() {
     let mut s = Scheduler::new(config());
-    s.handle_connect(T0, id("a"), caps(&[]), 1);
-    s.handle_connect(T0, id("b"), caps(&[]), 2);
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
+    s.handle_connect(T0, id("b"), caps(&[]), ConnId::new(2));
     submit(&mut s, T0, "t1", &[]);
     submit(&mut s, T0, "t2", &[]);
     submit(&mut s, T0, "t3", &[]);
@@ -209,7 +237,7 @@ fn restore_waits_for_recovery_then_reclaims() {
     }
     let mut s = Scheduler::restore(config(), T0 + 10, store.into_values()).unwrap();
     assert_eq!(s.poll_timeout(), Some(T0 + 510));
-    s.handle_connect(T0 + 20, id("a"), caps(&[]), 7);
+    s.handle_connect(T0 + 20, id("a"), caps(&[]), ConnId::new(7));
     assert_eq!(
         s.handle_recovering(T0 + 21, &id("a"), "t1").unwrap(),
         Recovery::Continue { generation: 1 }
@@ -218,7 +246,7 @@ fn restore_waits_for_recovery_then_reclaims() {
         s.handle_recovering(T0 + 21, &id("a"), "t2").unwrap(),
         Recovery::Reassign
     );
-    s.handle_connect(T0 + 20, id("c"), caps(&[]), 8);
+    s.handle_connect(T0 + 20, id("c"), caps(&[]), ConnId::new(8));
     assert_eq!(assignments(&mut s), [("t3".into(), "c".into(), 1)]);
     s.handle_accepted(T0 + 21, &id("c"), "t3").unwrap();
     // b never comes back: after the grace its task is reclaimed and goes to c when free.
@@ -233,7 +261,7 @@ fn restore_waits_for_recovery_then_reclaims() {
 #[test]
 fn a_rejecting_agent_cools_down() {
     let mut s = Scheduler::new(config());
-    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     submit(&mut s, T0, "t", &[]);
     assignments(&mut s);
     s.handle_rejected(T0 + 1, &id("a"), "t", "busy").unwrap();
@@ -247,7 +275,7 @@ fn a_rejecting_agent_cools_down() {
 #[test]
 fn failures_retry_and_rematch() {
     let mut s = Scheduler::new(config());
-    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     s.handle_submit(T0, NewTask::new("t", "x").with_max_retries(1))
         .unwrap();
     assignments(&mut s);
@@ -267,7 +295,7 @@ fn failures_retry_and_rematch() {
 #[test]
 fn cancel_of_a_held_task_tells_the_agent() {
     let mut s = Scheduler::new(config());
-    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     submit(&mut s, T0, "t", &[]);
     submit(&mut s, T0, "q", &["gpu"]);
     assignments(&mut s);
@@ -302,7 +330,7 @@ fn sweep_reclaims_stuck_tasks_and_rematches() {
     cfg.queue.stuck_after_ms = 1_000;
     cfg.accept_timeout_ms = 10_000;
     let mut s = Scheduler::new(cfg);
-    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     submit(&mut s, T0, "t", &[]);
     assignments(&mut s);
     s.handle_accepted(T0, &id("a"), "t").unwrap();
@@ -315,7 +343,7 @@ fn sweep_reclaims_stuck_tasks_and_rematches() {
 fn equal_work_spreads_evenly_over_four_agents() {
     let mut s = Scheduler::new(config());
     for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
-        s.handle_connect(T0 + i as u64, id(name), caps(&[]), i as u64);
+        s.handle_connect(T0 + i as u64, id(name), caps(&[]), ConnId::new(i as u64));
     }
     let mut now = T0 + 10;
     for i in 0..20 {
@@ -367,13 +395,15 @@ fn ending(t: &Task) -> (Status, u32, u32, Option<&str>) {
 #[test]
 fn a_task_reclaimed_past_its_budget_by_disconnects_is_dead_lettered_not_requeued() {
     let mut s = Scheduler::new(budget(1));
-    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     submit(&mut s, T0, "t", &[]);
     assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 1)]);
-    s.handle_connect(T0 + 1, id("b"), caps(&[]), 2);
-    s.handle_disconnect(T0 + 1, &id("a"), 1);
+    s.handle_connect(T0 + 1, id("b"), caps(&[]), ConnId::new(2));
+    s.handle_disconnect(T0 + 1, &id("a"), ConnId::new(1))
+        .unwrap();
     assert_eq!(assignments(&mut s), [("t".into(), "b".into(), 3)]);
-    s.handle_slow_consumer(T0 + 3, &id("b"), 2);
+    s.handle_slow_consumer(T0 + 3, &id("b"), ConnId::new(2))
+        .unwrap();
     let (finals, actions) = drain(&mut s);
     assert_eq!(
         actions,
@@ -389,7 +419,7 @@ fn a_task_reclaimed_past_its_budget_by_disconnects_is_dead_lettered_not_requeued
         (Status::DeadLetter, 0, 2, Some(TOO_MANY_RECLAIMS))
     );
     assert!(s.queue().is_empty());
-    s.handle_connect(T0 + 4, id("b"), caps(&[]), 3);
+    s.handle_connect(T0 + 4, id("b"), caps(&[]), ConnId::new(3));
     assert!(assignments(&mut s).is_empty(), "nothing left to run");
     assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Offline);
     assert_eq!(s.agent("b").unwrap().agent.state(), AgentState::Idle);
@@ -398,7 +428,7 @@ fn a_task_reclaimed_past_its_budget_by_disconnects_is_dead_lettered_not_requeued
 #[test]
 fn an_accept_timeout_past_the_budget_frees_the_agent_for_other_work() {
     let mut s = Scheduler::new(budget(0));
-    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     submit(&mut s, T0, "t", &[]);
     submit(&mut s, T0, "u", &[]);
     assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 1)]);
@@ -422,14 +452,14 @@ fn an_accept_timeout_past_the_budget_frees_the_agent_for_other_work() {
 #[test]
 fn a_recovery_that_expires_past_the_budget_dead_letters_the_task() {
     let mut s = Scheduler::new(budget(0));
-    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     submit(&mut s, T0, "t", &[]);
     let mut store = std::collections::HashMap::<String, Task>::new();
     while let Some(c) = s.poll_change() {
         store.insert(c.task().id().to_string(), c.into_task());
     }
     let mut s = Scheduler::restore(budget(0), T0 + 10, store.into_values()).unwrap();
-    s.handle_connect(T0 + 20, id("b"), caps(&[]), 2);
+    s.handle_connect(T0 + 20, id("b"), caps(&[]), ConnId::new(2));
     s.handle_timeout(T0 + 510);
     let (finals, actions) = drain(&mut s);
     assert_eq!(
@@ -449,7 +479,7 @@ fn a_stuck_task_past_the_budget_is_dead_lettered_by_the_sweep() {
     cfg.queue.stuck_after_ms = 1_000;
     cfg.accept_timeout_ms = 10_000;
     let mut s = Scheduler::new(cfg);
-    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     submit(&mut s, T0, "t", &[]);
     submit(&mut s, T0, "u", &[]);
     assignments(&mut s);
@@ -475,7 +505,7 @@ fn a_stuck_task_past_the_budget_is_dead_lettered_by_the_sweep() {
 #[test]
 fn an_overdue_task_is_a_counted_failure_retried_elsewhere_then_dead_lettered() {
     let mut s = Scheduler::new(config());
-    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     s.handle_submit(
         T0,
         NewTask::new("t", "x")
@@ -485,7 +515,7 @@ fn an_overdue_task_is_a_counted_failure_retried_elsewhere_then_dead_lettered() {
     .unwrap();
     assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 1)]);
     s.handle_accepted(T0 + 1, &id("a"), "t").unwrap();
-    s.handle_connect(T0 + 2, id("b"), caps(&[]), 2);
+    s.handle_connect(T0 + 2, id("b"), caps(&[]), ConnId::new(2));
     s.handle_sweep(T0 + 100);
     assert!(
         assignments(&mut s).is_empty(),
@@ -519,13 +549,13 @@ fn an_overdue_task_is_a_counted_failure_retried_elsewhere_then_dead_lettered() {
 #[test]
 fn an_oversize_close_is_a_counted_failure_of_the_held_task() {
     let mut s = Scheduler::new(config());
-    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     s.handle_submit(T0, NewTask::new("t", "x").with_max_retries(1))
         .unwrap();
     assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 1)]);
     s.handle_accepted(T0 + 1, &id("a"), "t").unwrap();
-    s.handle_connect(T0 + 2, id("b"), caps(&[]), 2);
-    s.handle_oversize(T0 + 3, &id("a"), 1);
+    s.handle_connect(T0 + 2, id("b"), caps(&[]), ConnId::new(2));
+    s.handle_oversize(T0 + 3, &id("a"), ConnId::new(1)).unwrap();
     let view = s.agent("a").unwrap();
     assert!(!view.connected);
     assert_eq!(view.agent.state(), AgentState::Offline);
@@ -535,12 +565,13 @@ fn an_oversize_close_is_a_counted_failure_of_the_held_task() {
         (t.retry_count(), t.reclaim_count(), t.last_error()),
         (1, 0, Some(RESULT_TOO_LARGE))
     );
-    // A connection that was replaced changes nothing.
-    s.handle_connect(T0 + 4, id("c"), caps(&[]), 4);
-    s.handle_connect(T0 + 4, id("c"), caps(&[]), 5);
-    s.handle_oversize(T0 + 5, &id("c"), 4);
+    // A connection that was replaced is refused and changes nothing.
+    s.handle_connect(T0 + 4, id("c"), caps(&[]), ConnId::new(4));
+    s.handle_connect(T0 + 4, id("c"), caps(&[]), ConnId::new(5));
+    let stale = s.handle_oversize(T0 + 5, &id("c"), ConnId::new(4));
+    assert!(matches!(stale, Err(SchedulerError::StaleConnection { .. })));
     assert!(s.agent("c").unwrap().connected);
-    s.handle_oversize(T0 + 7, &id("b"), 2);
+    s.handle_oversize(T0 + 7, &id("b"), ConnId::new(2)).unwrap();
     let (finals, actions) = drain(&mut s);
     assert_eq!(
         finals.iter().map(ending).collect::<Vec<_>>(),
@@ -548,7 +579,7 @@ fn an_oversize_close_is_a_counted_failure_of_the_held_task() {
     );
     assert!(actions.is_empty(), "{actions:?}");
     // An agent holding nothing just goes offline.
-    s.handle_oversize(T0 + 9, &id("c"), 5);
+    s.handle_oversize(T0 + 9, &id("c"), ConnId::new(5)).unwrap();
     assert!(!s.agent("c").unwrap().connected);
     assert!(drain(&mut s).0.is_empty());
 }
@@ -556,7 +587,7 @@ fn an_oversize_close_is_a_counted_failure_of_the_held_task() {
 #[test]
 fn an_undeliverable_assignment_is_a_counted_failure_and_frees_the_agent() {
     let mut s = Scheduler::new(config());
-    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     s.handle_submit(T0, NewTask::new("t", "x").with_max_retries(0))
         .unwrap();
     assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 1)]);
@@ -715,16 +746,16 @@ proptest! {
                     connections.insert(agent, conn);
                     let capabilities = caps(CAPS[c]);
                     agent_caps.insert(format!("a{agent}"), capabilities.clone());
-                    s.handle_connect(now, id(&format!("a{agent}")), capabilities, conn);
+                    s.handle_connect(now, id(&format!("a{agent}")), capabilities, ConnId::new(conn));
                 }
                 Op::Disconnect { agent } => {
                     if let Some(c) = connections.remove(&agent) {
-                        s.handle_disconnect(now, &id(&format!("a{agent}")), c);
+                        s.handle_disconnect(now, &id(&format!("a{agent}")), ConnId::new(c)).unwrap();
                     }
                 }
                 Op::Oversize { agent } => {
                     if let Some(c) = connections.remove(&agent) {
-                        s.handle_oversize(now, &id(&format!("a{agent}")), c);
+                        s.handle_oversize(now, &id(&format!("a{agent}")), ConnId::new(c)).unwrap();
                     }
                 }
                 Op::Submit { caps: c, priority, deadline } => {
@@ -771,7 +802,7 @@ proptest! {
     fn equal_work_spreads_evenly(n_agents in 2usize..6, per_agent in 2usize..8) {
         let mut s = Scheduler::new(config());
         for i in 0..n_agents {
-            s.handle_connect(T0 + i as u64, id(&format!("a{i}")), caps(&[]), i as u64);
+            s.handle_connect(T0 + i as u64, id(&format!("a{i}")), caps(&[]), ConnId::new(i as u64));
         }
         let n_tasks = n_agents * per_agent;
         let mut now = T0 + 100;
@@ -796,7 +827,7 @@ proptest! {
 #[test]
 fn a_cancelled_agent_gets_no_work_until_it_reports_on_the_cancelled_task() {
     let mut s = Scheduler::new(config());
-    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     submit(&mut s, T0, "t1", &[]);
     assert_eq!(assignments(&mut s).len(), 1);
     s.handle_cancel(T0 + 1, "t1").unwrap();
@@ -823,7 +854,7 @@ fn a_cancelled_agent_gets_no_work_until_it_reports_on_the_cancelled_task() {
 #[test]
 fn the_cancel_grace_ends_the_wait_for_an_agent_that_never_reports() {
     let mut s = Scheduler::new(config());
-    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     submit(&mut s, T0, "t1", &[]);
     assert_eq!(assignments(&mut s).len(), 1);
     s.handle_cancel(T0, "t1").unwrap();
@@ -841,14 +872,15 @@ fn the_cancel_grace_ends_the_wait_for_an_agent_that_never_reports() {
 #[test]
 fn a_silent_holder_that_reconnects_gets_its_task_back_after_the_settle_window() {
     let mut s = Scheduler::new(config());
-    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     submit(&mut s, T0, "t", &[]);
     assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 1)]);
     s.handle_accepted(T0, &id("a"), "t").unwrap();
     // A network blip: the task is taken back; nobody else can take it.
-    s.handle_disconnect(T0 + 1, &id("a"), 1);
+    s.handle_disconnect(T0 + 1, &id("a"), ConnId::new(1))
+        .unwrap();
     assert_eq!(s.queue().get("t").unwrap().generation(), 2);
-    s.handle_connect(T0 + 2, id("a"), caps(&[]), 2);
+    s.handle_connect(T0 + 2, id("a"), caps(&[]), ConnId::new(2));
     assert!(assignments(&mut s).is_empty(), "settling");
     // It says nothing (pings only); after the settle window its task is re-attached
     // (task_continue), never assigned anew.
@@ -873,13 +905,14 @@ fn a_silent_holder_that_reconnects_gets_its_task_back_after_the_settle_window() 
 #[test]
 fn a_task_taken_by_another_agent_is_no_longer_the_old_holders() {
     let mut s = Scheduler::new(config());
-    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     submit(&mut s, T0, "t", &[]);
     assignments(&mut s);
-    s.handle_connect(T0, id("b"), caps(&[]), 2);
-    s.handle_disconnect(T0 + 1, &id("a"), 1);
+    s.handle_connect(T0, id("b"), caps(&[]), ConnId::new(2));
+    s.handle_disconnect(T0 + 1, &id("a"), ConnId::new(1))
+        .unwrap();
     assert_eq!(assignments(&mut s), [("t".into(), "b".into(), 3)]);
-    s.handle_connect(T0 + 2, id("a"), caps(&[]), 3);
+    s.handle_connect(T0 + 2, id("a"), caps(&[]), ConnId::new(3));
     let err = s
         .handle_complete(T0 + 3, &id("a"), "t", 1, Completion::default())
         .unwrap_err();
@@ -897,8 +930,8 @@ fn a_task_taken_by_another_agent_is_no_longer_the_old_holders() {
 #[test]
 fn a_drained_agent_gets_no_new_work_until_undrained() {
     let mut s = Scheduler::new(config());
-    s.handle_connect(T0, id("a"), caps(&[]), 1);
-    s.handle_connect(T0 + 1, id("b"), caps(&[]), 2);
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
+    s.handle_connect(T0 + 1, id("b"), caps(&[]), ConnId::new(2));
     assert_eq!(s.handle_drain(T0 + 2, &id("a"), true), Ok(true));
     assert_eq!(s.handle_drain(T0 + 2, &id("a"), true), Ok(false));
     assert!(s.agent("a").unwrap().drained);
@@ -907,8 +940,9 @@ fn a_drained_agent_gets_no_new_work_until_undrained() {
     submit(&mut s, T0 + 3, "t2", &[]);
     assert_eq!(assignments(&mut s), [("t1".into(), "b".into(), 1)]);
     // A reconnect keeps the drain.
-    s.handle_disconnect(T0 + 4, &id("a"), 1);
-    s.handle_connect(T0 + 5, id("a"), caps(&[]), 3);
+    s.handle_disconnect(T0 + 4, &id("a"), ConnId::new(1))
+        .unwrap();
+    s.handle_connect(T0 + 5, id("a"), caps(&[]), ConnId::new(3));
     assert_eq!(assignments(&mut s), []);
     assert!(s.agent("a").unwrap().drained);
     // Undrained, it takes the waiting task at once.
@@ -923,7 +957,7 @@ fn a_drained_agent_gets_no_new_work_until_undrained() {
 #[test]
 fn draining_a_busy_agent_lets_its_task_finish() {
     let mut s = Scheduler::new(config());
-    s.handle_connect(T0, id("a"), caps(&[]), 1);
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     submit(&mut s, T0 + 1, "t1", &[]);
     submit(&mut s, T0 + 1, "t2", &[]);
     assert_eq!(assignments(&mut s), [("t1".into(), "a".into(), 1)]);
@@ -939,8 +973,8 @@ fn draining_a_busy_agent_lets_its_task_finish() {
 #[test]
 fn unroutable_tasks_are_grouped_with_what_is_missing() {
     let mut s = Scheduler::new(config());
-    s.handle_connect(T0, id("gpu"), caps(&["gpu"]), 1);
-    s.handle_connect(T0, id("arm"), caps(&["arm"]), 2);
+    s.handle_connect(T0, id("gpu"), caps(&["gpu"]), ConnId::new(1));
+    s.handle_connect(T0, id("arm"), caps(&["arm"]), ConnId::new(2));
     // Keep both busy so that nothing is assigned.
     submit(&mut s, T0 + 1, "busy1", &[]);
     submit(&mut s, T0 + 1, "busy2", &[]);

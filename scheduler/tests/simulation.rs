@@ -7,9 +7,11 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
-use coordinator_agent_fsm::Capabilities;
-use coordinator_queue::{AgentId, Change, Completion, HistoryEvent, NewTask, Status, Task};
-use coordinator_scheduler::{Action, Scheduler, SchedulerConfig};
+// Only this crate's paths: what it re-exports is enough to drive it.
+use coordinator_scheduler::{
+    Action, AgentId, Capabilities, Change, Completion, ConnId, HistoryEvent, NewTask, Scheduler,
+    SchedulerConfig, Status, Task,
+};
 use proptest::prelude::*;
 
 /// A small deterministic random number generator (xorshift64*).
@@ -224,7 +226,9 @@ impl Sim {
             }
             Event::Crash { agent } => {
                 if let Some(conn) = self.conns[agent].take() {
-                    self.scheduler.handle_disconnect(now, &id(agent), conn);
+                    self.scheduler
+                        .handle_disconnect(now, &id(agent), ConnId::new(conn))
+                        .unwrap();
                 }
                 let d = 50 + self.rng.below(500);
                 self.at(d, Event::Connect { agent });
@@ -237,7 +241,7 @@ impl Sim {
                         now,
                         id(agent),
                         Capabilities::default(),
-                        self.next_conn,
+                        ConnId::new(self.next_conn),
                     );
                 }
             }

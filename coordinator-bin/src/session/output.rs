@@ -1,7 +1,5 @@
 //! What the session core asks its driver to do, and the ids it addresses.
 
-use std::fmt;
-
 use coordinator_queue::{AgentId, ReclaimReason, TaskId};
 use coordinator_scheduler::Assignment;
 use coordinator_transport::protocol::{CoordinatorMessage, ErrorCode};
@@ -11,26 +9,8 @@ use super::events::Event;
 use super::gate::Batch;
 
 /// The driver's name for one agent socket. Never reused while the process runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(u64);
-
-impl ConnId {
-    /// The connection with this number.
-    pub const fn new(n: u64) -> ConnId {
-        ConnId(n)
-    }
-
-    /// The number.
-    pub const fn get(self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for ConnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "conn-{}", self.0)
-    }
-}
+/// The scheduler's own connection id, so that it goes to the scheduler as is.
+pub use coordinator_scheduler::ConnId;
 
 /// The driver's name for one request waiting for its [`Answer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use coordinator_queue::{AgentId, Payload, TaskId};
 use coordinator_scheduler::Assignment;
 
-use super::{ConnId, Fatal, Frame, LoadedPayload, Notice, Output, Session};
+use super::{Fatal, Frame, LoadedPayload, Notice, Output, Session};
 
 /// A `task_assign` waiting for its texts, and the frames for the same agent
 /// released after it.
@@ -180,8 +180,7 @@ impl Session {
         let conn = self
             .scheduler
             .agent(agent_id.as_str())
-            .and_then(|view| view.connection)
-            .map(ConnId::new)?;
+            .and_then(|view| view.connection)?;
         self.conns
             .contains_key(&conn)
             .then_some(Output::Send { conn, frame })

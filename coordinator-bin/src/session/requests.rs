@@ -108,8 +108,9 @@ impl Session {
             // Revocation bites at once: the agent is gone as for a disconnect (its
             // task is reclaimed under the usual rules), whatever its socket does.
             if let Some(agent_id) = open.agent.take() {
-                self.scheduler
-                    .handle_disconnect(now_ms, &agent_id, conn.get());
+                super::wire::connection_gone(
+                    self.scheduler.handle_disconnect(now_ms, &agent_id, conn),
+                );
                 self.touch_agent(&agent_id);
             }
             self.gate.hold(Held::Out(Output::Close {

@@ -51,11 +51,9 @@ impl Session {
             }));
         self.touch_agent(&agent_id);
         if too_large {
-            self.scheduler
-                .handle_oversize(now_ms, &agent_id, conn.get());
+            connection_gone(self.scheduler.handle_oversize(now_ms, &agent_id, conn));
         } else {
-            self.scheduler
-                .handle_disconnect(now_ms, &agent_id, conn.get());
+            connection_gone(self.scheduler.handle_disconnect(now_ms, &agent_id, conn));
         }
         self.drain_scheduler();
     }
@@ -86,8 +84,7 @@ impl Session {
         }));
         if let Some(agent_id) = agent_id {
             self.touch_agent(&agent_id);
-            self.scheduler
-                .handle_slow_consumer(now_ms, &agent_id, conn.get());
+            connection_gone(self.scheduler.handle_slow_consumer(now_ms, &agent_id, conn));
             self.drain_scheduler();
         }
     }
@@ -203,7 +200,6 @@ impl Session {
             .scheduler
             .agent(agent_id.as_str())
             .and_then(|view| view.connection)
-            .map(ConnId::new)
             .filter(|old| *old != conn);
         if let Some(old) = previous {
             if let Some(old_conn) = self.conns.get_mut(&old) {
@@ -241,7 +237,7 @@ impl Session {
             now_ms,
             agent_id.clone(),
             Capabilities::new(pending.capabilities),
-            conn.get(),
+            conn,
         );
         if let Some(task_id) = pending.current_task {
             // As `task_recovering` right after identify.
@@ -393,5 +389,17 @@ pub(crate) fn error_code(err: &SchedulerError) -> ErrorCode {
         SchedulerError::UnknownAgent(_) => ErrorCode::NotIdentified,
         // Variants the scheduler may add later.
         _ => ErrorCode::InvalidState,
+    }
+}
+
+/// The scheduler's answer to "this agent's connection is gone". A connection
+/// that no longer speaks for its agent changed nothing and needs nothing more:
+/// the newer connection is the agent's (the session forgets the agent of a
+/// replaced connection, so this is not expected, but it is harmless). Any other
+/// refusal would mean the session reported an agent the scheduler never saw.
+pub(super) fn connection_gone(result: Result<(), SchedulerError>) {
+    match result {
+        Ok(()) | Err(SchedulerError::StaleConnection { .. }) => {}
+        Err(e) => debug_assert!(false, "a connection's agent is known to the scheduler: {e}"),
     }
 }

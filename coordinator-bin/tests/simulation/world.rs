@@ -1418,7 +1418,7 @@ impl World {
         let mut holders: BTreeMap<String, String> = BTreeMap::new();
         for view in scheduler.agents() {
             let agent_id = view.agent.id().to_string();
-            if let Some(conn) = view.connection.map(ConnId::new) {
+            if let Some(conn) = view.connection {
                 if self.session.agent_of(conn) != Some(view.agent.id()) {
                     return Err(format!(
                         "agent {agent_id} says {conn} speaks for it, the connection disagrees"
@@ -1450,7 +1450,7 @@ impl World {
         for conn in self.session.connections() {
             if let Some(agent) = self.session.agent_of(conn) {
                 let view = scheduler.agent(agent.as_str());
-                if view.and_then(|v| v.connection) != Some(conn.get()) {
+                if view.and_then(|v| v.connection) != Some(conn) {
                     return Err(format!("{conn} speaks for {agent}, who does not know it"));
                 }
             }

@@ -1,8 +1,6 @@
 //! With the `serde` feature: every action the scheduler hands out, and every
 //! change, survives a JSON round trip.
 
-use coordinator_agent_fsm::Capabilities;
-use coordinator_queue::{AgentId, Change, NewTask, ReclaimReason, TaskId};
 use serde_json::json;
 
 use crate::*;
@@ -13,12 +11,17 @@ const T0: u64 = 1_000_000;
 fn every_action_and_change_of_a_run_survives_a_json_round_trip() {
     let mut s = Scheduler::new(SchedulerConfig::default());
     let a1 = AgentId::from("a1");
-    s.handle_connect(T0, a1.clone(), Capabilities::new(["linux"]), 1);
+    s.handle_connect(T0, a1.clone(), Capabilities::new(["linux"]), ConnId::new(1));
     s.handle_submit(T0, NewTask::new("t1", "build").with_capabilities(["linux"]))
         .unwrap();
     s.handle_accepted(T0 + 1, &a1, "t1").unwrap();
-    s.handle_disconnect(T0 + 2, &a1, 1);
-    s.handle_connect(T0 + 3, a1.clone(), Capabilities::new(["linux"]), 2);
+    s.handle_disconnect(T0 + 2, &a1, ConnId::new(1)).unwrap();
+    s.handle_connect(
+        T0 + 3,
+        a1.clone(),
+        Capabilities::new(["linux"]),
+        ConnId::new(2),
+    );
     // The agent stays silent: once it has settled, its task is its own again.
     let settled_ms = s.poll_timeout().expect("a settle deadline");
     s.handle_timeout(settled_ms);
