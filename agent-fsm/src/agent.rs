@@ -7,6 +7,9 @@ use coordinator_queue::{AgentId, TaskId};
 use crate::Capabilities;
 
 /// Where an agent is.
+///
+/// Exhaustive on purpose: these are the protocol's agent states, and whoever
+/// acts on an agent's state must handle each; a new one is a breaking change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(
     feature = "serde",
@@ -47,6 +50,7 @@ impl fmt::Display for AgentState {
 
 /// An input to the state machine, named in [`IllegalMove`] errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Move {
     /// The agent identified.
     Connect,
@@ -67,6 +71,7 @@ pub enum Move {
 /// The move is not legal from the agent's current state; nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("agent `{agent_id}` cannot {attempted:?} while {from}")]
+#[non_exhaustive]
 pub struct IllegalMove {
     /// The agent.
     pub agent_id: AgentId,

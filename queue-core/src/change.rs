@@ -4,6 +4,9 @@ use crate::{HistoryEntry, Task};
 
 /// A record the shell must write durably before it acknowledges the operation
 /// that produced it.
+///
+/// Exhaustive on purpose: a shell that persists changes must handle every kind,
+/// or records would be lost; a new kind must be a breaking change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(
     feature = "serde",

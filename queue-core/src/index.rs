@@ -8,7 +8,7 @@ use std::hash::Hash;
 /// test is found by looking at the head of each group only: one lookup costs
 /// O(number of groups + log n).
 #[derive(Debug)]
-pub struct GroupedIndex<G, K, V> {
+pub(crate) struct GroupedIndex<G, K, V> {
     groups: HashMap<G, BTreeMap<K, V>>,
     len: usize,
 }
@@ -24,7 +24,7 @@ impl<G, K, V> Default for GroupedIndex<G, K, V> {
 
 impl<G: Hash + Eq + Clone, K: Ord + Clone, V> GroupedIndex<G, K, V> {
     /// Adds an entry to the group `group`.
-    pub fn insert(&mut self, group: &G, key: K, value: V) {
+    pub(crate) fn insert(&mut self, group: &G, key: K, value: V) {
         let entries = self.groups.entry(group.clone()).or_default();
         if entries.insert(key, value).is_none() {
             self.len += 1;
@@ -32,7 +32,7 @@ impl<G: Hash + Eq + Clone, K: Ord + Clone, V> GroupedIndex<G, K, V> {
     }
 
     /// Removes an entry; empty groups disappear.
-    pub fn remove(&mut self, group: &G, key: &K) -> Option<V> {
+    pub(crate) fn remove(&mut self, group: &G, key: &K) -> Option<V> {
         let entries = self.groups.get_mut(group)?;
         let removed = entries.remove(key);
         if entries.is_empty() {
@@ -45,7 +45,7 @@ impl<G: Hash + Eq + Clone, K: Ord + Clone, V> GroupedIndex<G, K, V> {
     }
 
     /// The entry with the smallest key among the groups that pass `fits`.
-    pub fn best(&self, fits: impl Fn(&G) -> bool) -> Option<(&G, &K, &V)> {
+    pub(crate) fn best(&self, fits: impl Fn(&G) -> bool) -> Option<(&G, &K, &V)> {
         self.groups
             .iter()
             .filter(|(group, _)| fits(group))
@@ -54,24 +54,19 @@ impl<G: Hash + Eq + Clone, K: Ord + Clone, V> GroupedIndex<G, K, V> {
     }
 
     /// Number of entries.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    /// True when there is no entry.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Every group with its number of entries (unordered).
-    pub fn groups(&self) -> impl Iterator<Item = (&G, usize)> + '_ {
+    pub(crate) fn groups(&self) -> impl Iterator<Item = (&G, usize)> + '_ {
         self.groups
             .iter()
             .map(|(group, entries)| (group, entries.len()))
     }
 
     /// Every entry, group by group (unordered across groups).
-    pub fn iter(&self) -> impl Iterator<Item = (&G, &K, &V)> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&G, &K, &V)> + '_ {
         self.groups
             .iter()
             .flat_map(|(group, entries)| entries.iter().map(move |(k, v)| (group, k, v)))

@@ -62,11 +62,10 @@ pub use capabilities::Capabilities;
 pub use change::Change;
 pub use error::{InvalidTask, RestoreError, SubmitError, TaskError};
 pub use ids::{AgentId, TaskId};
-pub use index::GroupedIndex;
 pub use payload::Payload;
 pub use queue::{
-    Completion, FailOutcome, Queue, QueueConfig, QueueKey, ReclaimOutcome, Reclaimed, Recovery,
-    Stats, Swept, DEADLINE_EXCEEDED, TOO_MANY_RECLAIMS,
+    Completion, FailOutcome, Queue, QueueConfig, ReclaimOutcome, Reclaimed, Recovery, Stats, Swept,
+    DEADLINE_EXCEEDED, TOO_MANY_RECLAIMS,
 };
 pub use task::{
     HistoryEntry, HistoryEvent, Holder, NewTask, Priority, ReclaimReason, Status, Task, TaskParts,

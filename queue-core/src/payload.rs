@@ -16,6 +16,8 @@ use std::sync::Arc;
 ///
 /// With the `serde` feature, a text is a JSON string and a stored one
 /// `{"stored_bytes": N}`.
+///
+/// Exhaustive on purpose: a reader must handle both the text and its absence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(
     feature = "serde",

@@ -5,13 +5,19 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use crate::Holder;
 use std::sync::Arc;
 
+use crate::index::GroupedIndex;
 use crate::{
-    AgentId, Capabilities, Change, GroupedIndex, HistoryEvent, NewTask, Payload, Priority,
-    ReclaimReason, RestoreError, Status, SubmitError, Task, TaskError, TaskId,
+    AgentId, Capabilities, Change, HistoryEvent, NewTask, Payload, Priority, ReclaimReason,
+    RestoreError, Status, SubmitError, Task, TaskError, TaskId,
 };
 
 /// Settings of a [`Queue`].
+///
+/// Start from [`QueueConfig::default`] and change what you need, field by field
+/// or with the `with_*` methods (the struct may grow, so it cannot be built
+/// from a literal outside this crate).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueueConfig {
     /// `max_retries` of a task submitted without one.
     pub default_max_retries: u32,
@@ -32,6 +38,32 @@ pub const TOO_MANY_RECLAIMS: &str = "too_many_reclaims";
 /// `last_error` of a task failed by the sweep because its `complete_by` passed.
 pub const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
 
+impl QueueConfig {
+    /// Sets [`QueueConfig::default_max_retries`].
+    pub fn with_default_max_retries(mut self, default_max_retries: u32) -> Self {
+        self.default_max_retries = default_max_retries;
+        self
+    }
+
+    /// Sets [`QueueConfig::stuck_after_ms`].
+    pub fn with_stuck_after_ms(mut self, stuck_after_ms: u64) -> Self {
+        self.stuck_after_ms = stuck_after_ms;
+        self
+    }
+
+    /// Sets [`QueueConfig::max_reclaims`].
+    pub fn with_max_reclaims(mut self, max_reclaims: u32) -> Self {
+        self.max_reclaims = max_reclaims;
+        self
+    }
+
+    /// Sets [`QueueConfig::max_inline_payload_bytes`].
+    pub fn with_max_inline_payload_bytes(mut self, max_inline_payload_bytes: usize) -> Self {
+        self.max_inline_payload_bytes = max_inline_payload_bytes;
+        self
+    }
+}
+
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
@@ -49,29 +81,30 @@ impl Default for QueueConfig {
 /// The lane's rank sits in the top byte and the arrival order in the low 56 bits,
 /// so a key is one word in the index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct QueueKey(u64);
+pub(crate) struct QueueKey(u64);
 
 impl QueueKey {
     const SEQ_BITS: u32 = 56;
 
     /// The key of a lane rank (0 = urgent) and an arrival number (below 2^56).
-    pub fn new(rank: u8, seq: u64) -> QueueKey {
+    pub(crate) fn new(rank: u8, seq: u64) -> QueueKey {
         debug_assert!(seq < 1 << Self::SEQ_BITS);
         QueueKey((u64::from(rank) << Self::SEQ_BITS) | (seq & ((1 << Self::SEQ_BITS) - 1)))
     }
 
     /// The key of a task.
-    pub fn of(task: &Task) -> QueueKey {
+    pub(crate) fn of(task: &Task) -> QueueKey {
         QueueKey::new(task.priority.rank(), task.queue_seq)
     }
 
     /// The lane's rank (0 = urgent).
-    pub fn rank(self) -> u8 {
+    pub(crate) fn rank(self) -> u8 {
         (self.0 >> Self::SEQ_BITS) as u8
     }
 
     /// The arrival order inside the lane.
-    pub fn seq(self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn seq(self) -> u64 {
         self.0 & ((1 << Self::SEQ_BITS) - 1)
     }
 }
@@ -87,6 +120,9 @@ pub struct Completion {
 }
 
 /// Where a failed task went.
+///
+/// Exhaustive on purpose: the caller decides from it whether the task is still
+/// live, so it must handle every case; a new case would be a breaking change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub enum FailOutcome {
@@ -97,6 +133,8 @@ pub enum FailOutcome {
 }
 
 /// Where a reclaimed task went.
+///
+/// Exhaustive on purpose, as [`FailOutcome`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub enum ReclaimOutcome {
@@ -110,6 +148,7 @@ pub enum ReclaimOutcome {
 /// A reclaim carried out: who held the task and where it went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
+#[non_exhaustive]
 pub struct Reclaimed {
     /// The agent that held the task.
     pub agent_id: AgentId,
@@ -118,6 +157,9 @@ pub struct Reclaimed {
 }
 
 /// What [`Queue::sweep`] did to one held task.
+///
+/// Exhaustive on purpose: whoever sweeps must free the agent of every swept
+/// task (and requeue or report it), so it must handle every case.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Swept {
     /// No sign of life for `stuck_after_ms`: reclaimed.
@@ -151,6 +193,9 @@ impl Swept {
 }
 
 /// The answer to an agent that restarted holding a task.
+///
+/// Exhaustive on purpose: it is the answer sent to the agent (`task_continue`
+/// or `task_reassign`), and every case must be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub enum Recovery {
@@ -165,6 +210,7 @@ pub enum Recovery {
 
 /// Counts of the live tasks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Live tasks by status, indexed like [`Status::ALL`] (final statuses are always 0).
     pub by_status: [usize; 6],
@@ -744,6 +790,10 @@ impl Queue {
     /// failure with `last_error` [`DEADLINE_EXCEEDED`], see [`Queue::fail_holder`])
     /// or has shown no sign of life for `stuck_after_ms` (stuck: a reclaim). Returns
     /// what it did, in queue order.
+    ///
+    /// Call it periodically, on a period short against `stuck_after_ms`: due
+    /// tasks are acted on up to one period late. A late call loses nothing (it
+    /// acts on everything due by `now_ms`). It costs O(held tasks).
     pub fn sweep(&mut self, now_ms: u64) -> Vec<Swept> {
         let stuck_after_ms = self.config.stuck_after_ms;
         let mut due: Vec<(TaskId, bool)> = self

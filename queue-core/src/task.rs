@@ -10,6 +10,9 @@ use crate::{AgentId, Capabilities, Completion, InvalidTask, Payload, TaskId};
 pub const HISTORY_CAP: usize = 50;
 
 /// A priority lane. Higher lanes are served first; FIFO inside a lane.
+///
+/// Exhaustive on purpose: the four lanes are part of the wire protocol and of
+/// the per-lane counts (`[usize; 4]`); a fifth would be a breaking change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 #[cfg_attr(
     feature = "serde",
@@ -76,6 +79,9 @@ impl FromStr for Priority {
 }
 
 /// Where a task is in its life.
+///
+/// Exhaustive on purpose: whoever shows or stores a task must handle every
+/// status (is it final? held?), so a new one must be a breaking change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(
     feature = "serde",
@@ -164,6 +170,7 @@ impl FromStr for Status {
     derive(serde::Serialize, serde::Deserialize),
     serde(rename_all = "snake_case")
 )]
+#[non_exhaustive]
 pub enum ReclaimReason {
     /// The agent's connection closed or stopped answering pings.
     Disconnected,
@@ -197,6 +204,7 @@ impl ReclaimReason {
     derive(serde::Serialize, serde::Deserialize),
     serde(rename_all = "snake_case")
 )]
+#[non_exhaustive]
 pub enum HistoryEvent {
     /// Entered the queue.
     Submitted,
@@ -286,8 +294,13 @@ pub struct Holder {
 }
 
 /// A task as submitted: what the caller decides.
+///
+/// Built with [`NewTask::new`] and the `with_*` methods (it may grow, so it
+/// cannot be built from a literal outside this crate); its fields can be set
+/// directly too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct NewTask {
     /// The caller-chosen unique id.
     pub id: TaskId,
@@ -349,6 +362,18 @@ impl NewTask {
         self.complete_by_ms = Some(complete_by_ms);
         self
     }
+
+    /// Sets the metadata (JSON object text).
+    pub fn with_metadata(mut self, metadata: impl Into<String>) -> Self {
+        self.metadata = metadata.into();
+        self
+    }
+
+    /// Sets who submitted it.
+    pub fn with_submitted_by(mut self, submitted_by: impl Into<String>) -> Self {
+        self.submitted_by = Some(submitted_by.into());
+        self
+    }
 }
 
 /// The whole record of a task: what is persisted and what the API shows.
@@ -392,6 +417,9 @@ pub struct Task {
 /// Every part of a [`Task`], in the open: what storage gives back, to be checked
 /// and turned into a task by [`Task::from_parts`] (and what
 /// [`Task::into_parts`] gives for a record to be rewritten).
+///
+/// Exhaustive on purpose: it mirrors every part of a task, and whoever builds
+/// one must set every part; a new part is a breaking change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TaskParts {

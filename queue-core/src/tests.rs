@@ -1,6 +1,7 @@
 //! Unit tests of every queue rule, and a model-based property test.
 
 use super::*;
+use crate::queue::QueueKey;
 
 const T0: u64 = 1_000_000;
 

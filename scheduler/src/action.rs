@@ -9,6 +9,7 @@ use coordinator_queue::{AgentId, Payload, ReclaimReason, TaskId};
 /// message can be written (see [`Assignment::texts`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct Assignment {
     /// Who gets it.
     pub agent_id: AgentId,
@@ -32,6 +33,9 @@ impl Assignment {
 }
 
 /// Something the shell must carry out after the current changes are committed.
+///
+/// Exhaustive on purpose: a shell must carry out every action (an action it
+/// ignored would be a lost message), so a new kind must be a breaking change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(
     feature = "serde",
@@ -58,7 +62,15 @@ pub enum Action {
         /// The new generation the agent must echo.
         generation: u64,
     },
-    /// A task was taken back from its agent (for logs and metrics; nothing to send).
+    /// A task was taken back from its agent: for logs and metrics. **Nothing is
+    /// sent to the agent**, and the scheduler expects nothing to be: the agent
+    /// is gone (disconnected, or its connection dropped as a slow consumer), or
+    /// it did not accept in time, stopped showing signs of life, or did not
+    /// come back after a restart. If it does speak about the task later, its
+    /// report carries the old generation and is refused as stale (or, after a
+    /// lost connection, the task is re-attached to it, see
+    /// [`Action::Reattach`]). Whether to tell it anything (close its socket,
+    /// send an error) is the caller's choice.
     Reclaimed {
         /// The task, now queued again, or in the dead letter if this reclaim used
         /// up its reclaim budget.

@@ -14,7 +14,13 @@
 //!    records of step 1 are committed (persist before acknowledge);
 //! 3. arm one timer for [`Scheduler::poll_timeout`] and call
 //!    [`Scheduler::handle_timeout`] when it fires, and call
-//!    [`Scheduler::handle_sweep`] periodically as a safety net.
+//!    [`Scheduler::handle_sweep`] periodically (every few seconds to tens of
+//!    seconds, short against `stuck_after_ms`; see its doc for what a late
+//!    call does).
+//!
+//! [`Action::Reclaimed`] is for logs and metrics only: nothing is sent to the
+//! agent the task was taken from; what to tell it, if anything, is the
+//! shell's choice.
 //!
 //! # Matching rules
 //!
@@ -67,6 +73,7 @@
 mod action;
 mod conn_id;
 mod error;
+mod idle;
 mod scheduler;
 
 pub use action::{Action, Assignment};

@@ -4,10 +4,11 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use coordinator_agent_fsm::{Agent, AgentState, Capabilities};
 use coordinator_queue::{
-    AgentId, Change, Completion, FailOutcome, GroupedIndex, NewTask, Queue, QueueConfig,
-    ReclaimOutcome, ReclaimReason, Recovery, RestoreError, Status, Swept, Task, TaskError, TaskId,
+    AgentId, Change, Completion, FailOutcome, NewTask, Queue, QueueConfig, ReclaimOutcome,
+    ReclaimReason, Recovery, RestoreError, Status, Swept, Task, TaskError, TaskId,
 };
 
+use crate::idle::{IdleAgents, IdleKey};
 use crate::{Action, Assignment, ConnId, SchedulerError};
 
 /// `last_error` of a task whose holder's connection was closed for a frame over
@@ -20,7 +21,12 @@ pub const RESULT_TOO_LARGE: &str = "result_too_large";
 pub const PAYLOAD_UNREADABLE: &str = "payload_unreadable";
 
 /// Settings of a [`Scheduler`].
+///
+/// Start from [`SchedulerConfig::default`] and change what you need, field by
+/// field or with the `with_*` methods (the struct may grow, so it cannot be
+/// built from a literal outside this crate).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SchedulerConfig {
     /// Settings of the queue (default retries, stuck threshold, reclaim budget).
     pub queue: QueueConfig,
@@ -40,6 +46,44 @@ pub struct SchedulerConfig {
     pub identify_settle_ms: u64,
 }
 
+impl SchedulerConfig {
+    /// Sets the queue's settings.
+    pub fn with_queue(mut self, queue: QueueConfig) -> Self {
+        self.queue = queue;
+        self
+    }
+
+    /// Sets [`SchedulerConfig::accept_timeout_ms`].
+    pub fn with_accept_timeout_ms(mut self, accept_timeout_ms: u64) -> Self {
+        self.accept_timeout_ms = accept_timeout_ms;
+        self
+    }
+
+    /// Sets [`SchedulerConfig::recovery_grace_ms`].
+    pub fn with_recovery_grace_ms(mut self, recovery_grace_ms: u64) -> Self {
+        self.recovery_grace_ms = recovery_grace_ms;
+        self
+    }
+
+    /// Sets [`SchedulerConfig::reject_backoff_ms`].
+    pub fn with_reject_backoff_ms(mut self, reject_backoff_ms: u64) -> Self {
+        self.reject_backoff_ms = reject_backoff_ms;
+        self
+    }
+
+    /// Sets [`SchedulerConfig::cancel_grace_ms`].
+    pub fn with_cancel_grace_ms(mut self, cancel_grace_ms: u64) -> Self {
+        self.cancel_grace_ms = cancel_grace_ms;
+        self
+    }
+
+    /// Sets [`SchedulerConfig::identify_settle_ms`].
+    pub fn with_identify_settle_ms(mut self, identify_settle_ms: u64) -> Self {
+        self.identify_settle_ms = identify_settle_ms;
+        self
+    }
+}
+
 impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
@@ -51,14 +95,6 @@ impl Default for SchedulerConfig {
             identify_settle_ms: 1_000,
         }
     }
-}
-
-/// Ordering of idle agents: responsive before unresponsive, then idle longest first.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct IdleKey {
-    unresponsive: bool,
-    idle_since_ms: u64,
-    seq: u64,
 }
 
 #[derive(Debug)]
@@ -83,6 +119,7 @@ struct AgentSlot {
 
 /// A read-only view of one agent.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct AgentView<'a> {
     /// The state machine (state, task, flags, capabilities).
     pub agent: &'a Agent,
@@ -128,7 +165,7 @@ pub struct Scheduler {
     next_agent_seq: u64,
     /// Idle agents that can be offered work, grouped by capabilities; the queued
     /// tasks are indexed the same way inside the queue.
-    idle: GroupedIndex<Capabilities, IdleKey, AgentId>,
+    idle: IdleAgents,
     accept_deadlines: BTreeSet<(u64, AgentId)>,
     cooldowns: BTreeSet<(u64, AgentId)>,
     cancel_deadlines: BTreeSet<(u64, AgentId)>,
@@ -185,7 +222,7 @@ impl Scheduler {
             queue,
             agents: HashMap::new(),
             next_agent_seq: 0,
-            idle: GroupedIndex::default(),
+            idle: IdleAgents::default(),
             accept_deadlines: BTreeSet::new(),
             cooldowns: BTreeSet::new(),
             cancel_deadlines: BTreeSet::new(),
@@ -816,6 +853,22 @@ impl Scheduler {
 
     /// The periodic safety net: fails overdue tasks (`deadline_exceeded`, a counted
     /// failure) and reclaims stuck ones, then matches whatever can be matched.
+    ///
+    /// # How often
+    ///
+    /// Held tasks' `complete_by` deadlines and the stuck threshold
+    /// ([`QueueConfig::stuck_after_ms`]) are checked here only, not through
+    /// [`Scheduler::poll_timeout`] (they move with every sign of life of every
+    /// held task). Call it on a fixed period, short against `stuck_after_ms`
+    /// and against the deadlines you care about: a task is failed or reclaimed
+    /// up to one period after it became due. The coordinator's default is
+    /// every 30 s for a `stuck_after_ms` of 5 min. Each call costs
+    /// O(held tasks + idle agents).
+    ///
+    /// A late call (the shell was busy, the machine slept) loses nothing: it
+    /// acts on everything due by `now_ms` at once, in queue order, then matches.
+    /// A call with nothing due changes nothing but may still match (it is also
+    /// the safety net for a match missed by the event-driven rules).
     pub fn handle_sweep(&mut self, now_ms: u64) {
         for swept in self.queue.sweep(now_ms) {
             match swept {
@@ -835,7 +888,7 @@ impl Scheduler {
         let mut idle: Vec<(IdleKey, AgentId)> = self
             .idle
             .iter()
-            .map(|(_, key, agent)| (key.clone(), agent.clone()))
+            .map(|(key, agent)| (key.clone(), agent.clone()))
             .collect();
         idle.sort_unstable();
         for (_, agent_id) in idle {
@@ -1006,7 +1059,7 @@ impl Scheduler {
         let agent = self
             .idle
             .best(|agent_caps| caps.is_subset_of(agent_caps))
-            .map(|(_, _, agent_id)| agent_id.clone());
+            .cloned();
         if let Some(agent_id) = agent {
             self.assign(now_ms, task_id, &agent_id);
         }

@@ -9,8 +9,8 @@ use std::collections::{BinaryHeap, HashMap};
 
 // Only this crate's paths: what it re-exports is enough to drive it.
 use coordinator_scheduler::{
-    Action, AgentId, Capabilities, Change, Completion, ConnId, HistoryEvent, NewTask, Scheduler,
-    SchedulerConfig, Status, Task,
+    Action, AgentId, Capabilities, Change, Completion, ConnId, HistoryEvent, NewTask, QueueConfig,
+    Scheduler, SchedulerConfig, Status, Task,
 };
 use proptest::prelude::*;
 
@@ -81,19 +81,20 @@ struct Sim {
     completions: HashMap<String, usize>,
 }
 
-const CONFIG: fn() -> SchedulerConfig = || SchedulerConfig {
-    accept_timeout_ms: 300,
-    recovery_grace_ms: 400,
-    reject_backoff_ms: 50,
-    cancel_grace_ms: 500,
-    identify_settle_ms: 0,
-    queue: coordinator_queue::QueueConfig {
-        default_max_retries: 100,
-        stuck_after_ms: 2_000,
-        // Budgets out of reach: this run checks fencing, every task must complete.
-        max_reclaims: 100,
-        ..coordinator_queue::QueueConfig::default()
-    },
+const CONFIG: fn() -> SchedulerConfig = || {
+    SchedulerConfig::default()
+        .with_accept_timeout_ms(300)
+        .with_recovery_grace_ms(400)
+        .with_reject_backoff_ms(50)
+        .with_cancel_grace_ms(500)
+        .with_identify_settle_ms(0)
+        .with_queue(
+            QueueConfig::default()
+                .with_default_max_retries(100)
+                .with_stuck_after_ms(2_000)
+                // Budgets out of reach: this run checks fencing, every task must complete.
+                .with_max_reclaims(100),
+        )
 };
 
 impl Sim {

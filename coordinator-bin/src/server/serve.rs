@@ -135,19 +135,18 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let started = Instant::now();
     let config = SessionConfig {
-        scheduler: SchedulerConfig {
-            queue: QueueConfig {
-                default_max_retries: args.max_retries,
-                stuck_after_ms: args.stuck_after_ms,
-                max_reclaims: args.max_reclaims,
-                ..QueueConfig::default()
-            },
-            accept_timeout_ms: args.accept_timeout_ms,
-            recovery_grace_ms: args.recovery_grace_ms,
-            reject_backoff_ms: 1_000,
-            cancel_grace_ms: args.cancel_grace_ms,
-            identify_settle_ms: args.identify_settle_ms,
-        },
+        scheduler: SchedulerConfig::default()
+            .with_queue(
+                QueueConfig::default()
+                    .with_default_max_retries(args.max_retries)
+                    .with_stuck_after_ms(args.stuck_after_ms)
+                    .with_max_reclaims(args.max_reclaims),
+            )
+            .with_accept_timeout_ms(args.accept_timeout_ms)
+            .with_recovery_grace_ms(args.recovery_grace_ms)
+            .with_reject_backoff_ms(1_000)
+            .with_cancel_grace_ms(args.cancel_grace_ms)
+            .with_identify_settle_ms(args.identify_settle_ms),
         sweep_interval_ms: args.sweep_interval_ms.max(1),
         retention_ms: args.retention_hours.saturating_mul(3_600_000),
         identify_timeout_ms: args.identify_timeout_ms,

@@ -224,21 +224,21 @@ impl World {
         let mut rng = Rng::new(seed);
         let params = Params::draw(&mut rng);
         let config = SessionConfig {
-            scheduler: SchedulerConfig {
-                accept_timeout_ms: rng.between(2_000, 8_000),
-                recovery_grace_ms: rng.between(1_000, 5_000),
-                reject_backoff_ms: 1_000,
-                cancel_grace_ms: rng.between(1_000, 10_000),
-                identify_settle_ms: rng.between(100, 2_000),
-                queue: coordinator_queue::QueueConfig {
-                    default_max_retries: rng.below(3) as u32,
-                    stuck_after_ms: rng.between(10_000, 30_000),
-                    max_reclaims: rng.between(1, 6) as u32,
-                    // Mostly small, so that many texts stay in storage only and
-                    // every assignment of them waits for a read.
-                    max_inline_payload_bytes: if rng.chance(700) { 8 } else { 256 },
-                },
-            },
+            scheduler: SchedulerConfig::default()
+                .with_accept_timeout_ms(rng.between(2_000, 8_000))
+                .with_recovery_grace_ms(rng.between(1_000, 5_000))
+                .with_reject_backoff_ms(1_000)
+                .with_cancel_grace_ms(rng.between(1_000, 10_000))
+                .with_identify_settle_ms(rng.between(100, 2_000))
+                .with_queue(
+                    coordinator_queue::QueueConfig::default()
+                        .with_default_max_retries(rng.below(3) as u32)
+                        .with_stuck_after_ms(rng.between(10_000, 30_000))
+                        .with_max_reclaims(rng.between(1, 6) as u32)
+                        // Mostly small, so that many texts stay in storage only and
+                        // every assignment of them waits for a read.
+                        .with_max_inline_payload_bytes(if rng.chance(700) { 8 } else { 256 }),
+                ),
             sweep_interval_ms: rng.between(1_000, 5_000),
             retention_ms: 7 * 24 * 3_600_000,
             identify_timeout_ms: rng.between(300, 10_000),

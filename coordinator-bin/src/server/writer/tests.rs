@@ -173,10 +173,7 @@ fn a_written_group_reads_back_as_the_newest_state() {
 
 /// A queue that keeps texts of more than 8 bytes out of memory.
 fn forgetful_queue() -> Queue {
-    Queue::new(QueueConfig {
-        max_inline_payload_bytes: 8,
-        ..QueueConfig::default()
-    })
+    Queue::new(QueueConfig::default().with_max_inline_payload_bytes(8))
 }
 
 fn long_task(id: &str) -> NewTask {
