@@ -34,6 +34,10 @@
 //! - `serde` (off by default): `Serialize` and `Deserialize` for [`Action`],
 //!   [`Assignment`] and [`Unroutable`], and the `serde` features of `coordinator-queue` and
 //!   `coordinator-agent-fsm`.
+//! - `testing` (off by default): the test kit in [`testing`]: an invariant
+//!   checker, a virtual-clock driver with an in-memory store, operation
+//!   sequences, and the kits of `coordinator-queue` and
+//!   `coordinator-agent-fsm`. Pulls in proptest.
 //!
 //! # Example
 //!
@@ -72,6 +76,9 @@ pub use error::SchedulerError;
 pub use scheduler::{
     AgentView, Scheduler, SchedulerConfig, Unroutable, PAYLOAD_UNREADABLE, RESULT_TOO_LARGE,
 };
+
+#[cfg(feature = "testing")]
+pub mod testing;
 
 #[cfg(test)]
 mod tests;
