@@ -48,7 +48,7 @@ mod capabilities;
 pub use agent::{Agent, AgentState, HeldTask, IllegalMove, Move};
 pub use capabilities::Capabilities;
 
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 #[cfg(test)]

@@ -78,7 +78,7 @@ pub use task::{
     UnknownPriority, UnknownStatus, HISTORY_CAP,
 };
 
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 #[cfg(test)]

@@ -77,7 +77,7 @@ pub use scheduler::{
     AgentView, Scheduler, SchedulerConfig, Unroutable, PAYLOAD_UNREADABLE, RESULT_TOO_LARGE,
 };
 
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 #[cfg(test)]
