@@ -35,12 +35,9 @@ use proptest::prelude::*;
 use crate::{Agent, AgentState, Capabilities};
 use coordinator_queue::{AgentId, TaskId};
 
-/// A set of capabilities of the names of
-/// `coordinator_queue::testing::strategies::CAPABILITY_NAMES` (up to three,
-/// often none).
-pub fn capabilities() -> impl Strategy<Value = Capabilities> {
-    coordinator_queue::testing::strategies::capability_names().prop_map(Capabilities::new)
-}
+/// A set of capabilities (up to three names, often none); the strategy of
+/// `coordinator_queue::testing::strategies`, for the one capability type.
+pub use coordinator_queue::testing::strategies::capabilities;
 
 /// One input to an agent; see [`AgentModel::apply`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,11 +1,11 @@
-//! proptest strategies for the queue's inputs: tasks as submitted, capability
-//! names, lanes, and operation sequences for [`QueueModel`](super::QueueModel).
+//! proptest strategies for the queue's inputs: tasks as submitted,
+//! capabilities, lanes, and operation sequences for [`QueueModel`](super::QueueModel).
 
 use proptest::collection::vec;
 use proptest::prelude::*;
 
 use super::QueueOp;
-use crate::{NewTask, Priority, TaskId};
+use crate::{Capabilities, NewTask, Priority, TaskId};
 
 /// The names [`capability_names`] draws from.
 pub const CAPABILITY_NAMES: [&str; 4] = ["arm", "gpu", "linux", "x86"];
@@ -20,6 +20,12 @@ pub fn priority() -> impl Strategy<Value = Priority> {
 pub fn capability_names() -> impl Strategy<Value = Vec<String>> {
     prop::sample::subsequence(CAPABILITY_NAMES.to_vec(), 0..=3)
         .prop_map(|names| names.into_iter().map(str::to_owned).collect())
+}
+
+/// A [`Capabilities`] set of [`capability_names`]: what a task needs or an
+/// agent offers.
+pub fn capabilities() -> impl Strategy<Value = Capabilities> {
+    capability_names().prop_map(Capabilities::new)
 }
 
 /// A valid submission with the given id: any lane, capabilities of
