@@ -16,7 +16,7 @@
 //! - `serde` (off by default): `Serialize` and `Deserialize` for [`AgentState`]
 //!   (its `as_str` name), and the `serde` feature of `coordinator-queue` (which
 //!   covers [`Capabilities`], defined there and re-exported here).
-//! - `testing` (off by default): the test kit in [`testing`]: strategies for
+//! - `testing` (off by default): the test kit in the `testing` module: strategies for
 //!   capabilities and move sequences and a checker of the legal moves, with
 //!   the kit of `coordinator-queue`. Pulls in proptest.
 //!

@@ -21,7 +21,7 @@
 //!   sorted, de-duplicated set). A deserialized [`Task`] is checked by
 //!   [`Task::from_parts`] on the way in: deserialization is no way around its
 //!   checks. The core never serializes anything itself.
-//! - `testing` (off by default): the test kit in [`testing`]: proptest
+//! - `testing` (off by default): the test kit in the `testing` module: proptest
 //!   strategies for tasks, capabilities and operation sequences, an in-memory
 //!   store that applies [`Change`]s and restores a queue from them, and the
 //!   reference model this crate's own property test runs against. Pulls in

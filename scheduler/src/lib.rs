@@ -34,7 +34,7 @@
 //! - `serde` (off by default): `Serialize` and `Deserialize` for [`Action`],
 //!   [`Assignment`] and [`Unroutable`], and the `serde` features of `coordinator-queue` and
 //!   `coordinator-agent-fsm`.
-//! - `testing` (off by default): the test kit in [`testing`]: an invariant
+//! - `testing` (off by default): the test kit in the `testing` module: an invariant
 //!   checker, a virtual-clock driver with an in-memory store, operation
 //!   sequences, and the kits of `coordinator-queue` and
 //!   `coordinator-agent-fsm`. Pulls in proptest.
