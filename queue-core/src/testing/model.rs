@@ -13,7 +13,8 @@ const AGENTS: [&str; 3] = MODEL_AGENTS;
 
 /// One operation on the queue, its store and the model; see
 /// [`strategies::queue_op`](super::strategies::queue_op).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum QueueOp {
     /// Submits the next task `t0`, `t1`, ...
     Submit {
@@ -148,6 +149,7 @@ struct ModelTask {
 ///
 /// The queue runs with [`QueueModel::config`]: small budgets, so that short
 /// sequences reach the dead letter.
+#[derive(Debug)]
 pub struct QueueModel {
     queue: Queue,
     /// Everything persisted so far, as the shell would keep it.
