@@ -16,6 +16,9 @@
 //! - `serde` (off by default): `Serialize` and `Deserialize` for [`AgentState`]
 //!   (its `as_str` name), and the `serde` feature of `coordinator-queue` (which
 //!   covers [`Capabilities`], defined there and re-exported here).
+//! - `testing` (off by default): the test kit in the `testing` module: strategies for
+//!   capabilities and move sequences and a checker of the legal moves, with
+//!   the kit of `coordinator-queue`. Pulls in proptest.
 //!
 //! # Example
 //!
@@ -44,6 +47,9 @@ mod capabilities;
 
 pub use agent::{Agent, AgentState, HeldTask, IllegalMove, Move};
 pub use capabilities::Capabilities;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 #[cfg(test)]
 mod tests;

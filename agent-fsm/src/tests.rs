@@ -117,93 +117,26 @@ fn capabilities_subset() {
     assert!(!Capabilities::new(["x"]).is_subset_of(&Capabilities::default()));
 }
 
-#[derive(Debug, Clone)]
-enum Op {
-    Connect,
-    Assign,
-    Accept,
-    Release,
-    Block,
-    Unblock,
-    Resume,
-    Disconnect,
-    Tick(u64),
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        Just(Op::Connect),
-        Just(Op::Assign),
-        Just(Op::Accept),
-        Just(Op::Release),
-        Just(Op::Block),
-        Just(Op::Unblock),
-        Just(Op::Resume),
-        Just(Op::Disconnect),
-        (0u64..80).prop_map(Op::Tick),
-    ]
-}
-
-/// The legal moves of SPEC §4, written as a table.
-fn expected(from: AgentState, op: &Op) -> Option<AgentState> {
-    use AgentState::*;
-    match (from, op) {
-        (Offline, Op::Connect) => Some(Idle),
-        (Idle, Op::Assign) => Some(Assigned),
-        (Assigned, Op::Accept) => Some(Working),
-        (Assigned | Working | Blocked, Op::Release) => Some(Idle),
-        (Working, Op::Block) => Some(Blocked),
-        (Blocked, Op::Unblock) => Some(Working),
-        (Idle, Op::Resume) => Some(Working),
-        (_, Op::Disconnect) => Some(Offline),
-        _ => None,
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(
         std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000)
     ))]
 
     #[test]
-    fn only_legal_moves_happen(ops in proptest::collection::vec(op(), 1..60)) {
-        let mut a = agent();
-        let mut now = T0;
-        let mut generation = 0;
-        for op in ops {
-            now += 1;
-            let before = a.clone();
-            let ok = match op {
-                Op::Connect => a.connect(now).is_ok(),
-                Op::Assign => { generation += 1; a.assign(now, TaskId::from("t"), generation, 50).is_ok() }
-                Op::Accept => a.accept(now).is_ok(),
-                Op::Release => a.release(now).is_ok(),
-                Op::Block => a.block(now).is_ok(),
-                Op::Unblock => a.unblock(now).is_ok(),
-                Op::Resume => a.resume(now, TaskId::from("t"), generation).is_ok(),
-                Op::Disconnect => { let _ = a.disconnect(now); true }
-                Op::Tick(ms) => {
-                    now += ms;
-                    let due = before.poll_timeout().is_some_and(|d| now >= d);
-                    let expired = a.handle_timeout(now);
-                    prop_assert_eq!(expired.is_some(), due);
-                    if due {
-                        prop_assert_eq!(a.state(), AgentState::Idle);
-                        prop_assert!(a.is_unresponsive());
-                    } else {
-                        prop_assert_eq!(&a, &before);
-                    }
-                    continue;
-                }
-            };
-            match expected(before.state(), &op) {
-                Some(state) => { prop_assert!(ok, "{:?} from {:?}", op, before.state()); prop_assert_eq!(a.state(), state); }
-                None => { prop_assert!(!ok); prop_assert_eq!(&a, &before, "an illegal move changed the agent"); }
-            }
-            let busy = matches!(a.state(), AgentState::Assigned | AgentState::Working | AgentState::Blocked);
-            prop_assert_eq!(a.task().is_some(), busy);
-            prop_assert_eq!(a.poll_timeout().is_some(), a.state() == AgentState::Assigned);
+    fn only_legal_moves_happen(ops in testing::agent_ops(1..60)) {
+        let mut model = testing::AgentModel::new(T0);
+        for op in &ops {
+            model.apply(op)?;
         }
+    }
+
+    #[test]
+    fn capabilities_are_sorted_sets(caps in testing::capabilities(), other in testing::capabilities()) {
+        prop_assert!(caps.names().windows(2).all(|w| w[0] < w[1]));
+        prop_assert!(Capabilities::default().is_subset_of(&caps));
+        prop_assert!(caps.is_subset_of(&caps));
+        let both = Capabilities::new(caps.names().iter().chain(other.names()).cloned());
+        prop_assert!(caps.is_subset_of(&both) && other.is_subset_of(&both));
     }
 }
 

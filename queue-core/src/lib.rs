@@ -21,6 +21,11 @@
 //!   sorted, de-duplicated set). A deserialized [`Task`] is checked by
 //!   [`Task::from_parts`] on the way in: deserialization is no way around its
 //!   checks. The core never serializes anything itself.
+//! - `testing` (off by default): the test kit in the `testing` module: proptest
+//!   strategies for tasks, capabilities and operation sequences, an in-memory
+//!   store that applies [`Change`]s and restores a queue from them, and the
+//!   reference model this crate's own property test runs against. Pulls in
+//!   proptest.
 //!
 //! # Example
 //!
@@ -71,6 +76,9 @@ pub use task::{
     HistoryEntry, HistoryEvent, Holder, NewTask, Priority, ReclaimReason, Status, Task, TaskParts,
     UnknownPriority, UnknownStatus, HISTORY_CAP,
 };
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 #[cfg(test)]
 mod tests;

@@ -40,6 +40,10 @@
 //! - `serde` (off by default): `Serialize` and `Deserialize` for [`Action`],
 //!   [`Assignment`] and [`Unroutable`], and the `serde` features of `coordinator-queue` and
 //!   `coordinator-agent-fsm`.
+//! - `testing` (off by default): the test kit in the `testing` module: an invariant
+//!   checker, a virtual-clock driver with an in-memory store, operation
+//!   sequences, and the kits of `coordinator-queue` and
+//!   `coordinator-agent-fsm`. Pulls in proptest.
 //!
 //! # Example
 //!
@@ -96,6 +100,9 @@ pub use coordinator_queue::{
     Recovery, RestoreError, Stats, Status, SubmitError, Task, TaskError, TaskId, TaskParts,
     UnknownPriority, UnknownStatus, DEADLINE_EXCEEDED, HISTORY_CAP, TOO_MANY_RECLAIMS,
 };
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 #[cfg(test)]
 mod tests;

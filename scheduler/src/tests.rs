@@ -617,111 +617,7 @@ fn an_undeliverable_assignment_is_a_counted_failure_and_frees_the_agent() {
     assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Idle);
 }
 
-// ---- property test ----
-
-const CAPS: [&[&str]; 4] = [&[], &["gpu"], &["linux"], &["gpu", "linux"]];
-
-#[derive(Debug, Clone)]
-enum Op {
-    Connect {
-        agent: usize,
-        caps: usize,
-    },
-    Disconnect {
-        agent: usize,
-    },
-    Submit {
-        caps: usize,
-        priority: usize,
-        deadline: bool,
-    },
-    Accept {
-        agent: usize,
-    },
-    Complete {
-        agent: usize,
-    },
-    Fail {
-        agent: usize,
-    },
-    Reject {
-        agent: usize,
-    },
-    Oversize {
-        agent: usize,
-    },
-    Cancel {
-        task: usize,
-    },
-    Tick {
-        ms: u64,
-    },
-    Sweep,
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    let agent = 0usize..4;
-    prop_oneof![
-        2 => (agent.clone(), 0usize..4).prop_map(|(agent, caps)| Op::Connect { agent, caps }),
-        1 => agent.clone().prop_map(|agent| Op::Disconnect { agent }),
-        4 => (0usize..4, 0usize..4, any::<bool>()).prop_map(|(caps, priority, deadline)| Op::Submit { caps, priority, deadline }),
-        2 => agent.clone().prop_map(|agent| Op::Accept { agent }),
-        3 => agent.clone().prop_map(|agent| Op::Complete { agent }),
-        1 => agent.clone().prop_map(|agent| Op::Fail { agent }),
-        1 => agent.clone().prop_map(|agent| Op::Reject { agent }),
-        1 => agent.prop_map(|agent| Op::Oversize { agent }),
-        1 => (0usize..30).prop_map(|task| Op::Cancel { task }),
-        1 => (0u64..200).prop_map(|ms| Op::Tick { ms }),
-        1 => Just(Op::Sweep),
-    ]
-}
-
-fn check_invariants(s: &Scheduler) -> Result<(), TestCaseError> {
-    // Every held task is held by exactly the agent the queue names, or awaits recovery.
-    for task in s.queue().held() {
-        let holder = task.assigned_to().unwrap();
-        let view = s.agent(holder).unwrap();
-        let holds = view
-            .agent
-            .task()
-            .is_some_and(|h| &h.task_id == task.id() && h.generation == task.generation());
-        prop_assert!(
-            holds || view.awaiting_recovery > 0,
-            "{} held by {} but the agent disagrees",
-            task.id(),
-            holder
-        );
-    }
-    // No agent holds a task the queue does not give it.
-    for view in s.agents() {
-        if let Some(h) = view.agent.task() {
-            let task = s.queue().get(&h.task_id).unwrap();
-            prop_assert_eq!(task.assigned_to(), Some(view.agent.id()));
-        }
-    }
-    // No matchable pair is left unmatched.
-    for view in s.agents() {
-        let available = view.connected
-            && view.agent.state() == AgentState::Idle
-            && view.awaiting_recovery == 0
-            && view.cooldown_until_ms.is_none()
-            && view.cancelling.is_none()
-            && view.settling_until_ms.is_none();
-        if !available {
-            continue;
-        }
-        for task in s.queue().queued_in_order() {
-            let needs = task.needed_capabilities();
-            prop_assert!(
-                !needs.is_subset_of(view.agent.capabilities()),
-                "{} could take {}",
-                view.agent.id(),
-                task.id()
-            );
-        }
-    }
-    Ok(())
-}
+// ---- property tests (with the test kit) ----
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(
@@ -729,73 +625,19 @@ proptest! {
     ))]
 
     #[test]
-    fn scheduler_keeps_its_matching_invariants(ops in proptest::collection::vec(op(), 1..80)) {
+    fn scheduler_keeps_its_matching_invariants(ops in testing::scheduler_ops(1..80, true)) {
         let mut cfg = budget(2);
         cfg.queue.stuck_after_ms = 150;
-        let mut s = Scheduler::new(cfg);
-        let mut now = T0;
-        let mut conn = 0u64;
-        let mut connections = std::collections::HashMap::<usize, u64>::new();
-        let mut agent_caps = std::collections::HashMap::<String, Capabilities>::new();
-        let mut n_tasks = 0usize;
-        for op in ops {
-            now += 1;
-            match op {
-                Op::Connect { agent, caps: c } => {
-                    conn += 1;
-                    connections.insert(agent, conn);
-                    let capabilities = caps(CAPS[c]);
-                    agent_caps.insert(format!("a{agent}"), capabilities.clone());
-                    s.handle_connect(now, id(&format!("a{agent}")), capabilities, ConnId::new(conn));
-                }
-                Op::Disconnect { agent } => {
-                    if let Some(c) = connections.remove(&agent) {
-                        s.handle_disconnect(now, &id(&format!("a{agent}")), ConnId::new(c)).unwrap();
-                    }
-                }
-                Op::Oversize { agent } => {
-                    if let Some(c) = connections.remove(&agent) {
-                        s.handle_oversize(now, &id(&format!("a{agent}")), ConnId::new(c)).unwrap();
-                    }
-                }
-                Op::Submit { caps: c, priority, deadline } => {
-                    let mut t = NewTask::new(format!("t{n_tasks}"), "x")
-                        .with_capabilities(CAPS[c].iter().copied())
-                        .with_priority(Priority::ALL[priority]);
-                    t.complete_by_ms = deadline.then_some(now + 100);
-                    n_tasks += 1;
-                    s.handle_submit(now, t).unwrap();
-                }
-                Op::Accept { agent } | Op::Complete { agent } | Op::Fail { agent } | Op::Reject { agent } => {
-                    let a = id(&format!("a{agent}"));
-                    let Some(held) = s.agent(&a).and_then(|v| v.agent.task().cloned()) else { continue };
-                    let r = match op {
-                        Op::Accept { .. } => s.handle_accepted(now, &a, &held.task_id),
-                        Op::Complete { .. } => s.handle_complete(now, &a, &held.task_id, held.generation, Completion::default()),
-                        Op::Fail { .. } => s.handle_failed(now, &a, &held.task_id, held.generation, "e").map(|_| ()),
-                        _ => s.handle_rejected(now, &a, &held.task_id, "busy"),
-                    };
-                    if !matches!(op, Op::Accept { .. }) {
-                        prop_assert!(r.is_ok(), "{:?}: {:?}", op, r);
-                    }
-                }
-                Op::Cancel { task } => { let _ = s.handle_cancel(now, &format!("t{task}")); }
-                Op::Tick { ms } => { now += ms; s.handle_timeout(now); }
-                Op::Sweep => s.handle_sweep(now),
-            }
-            while let Some(change) = s.poll_change() {
-                if let Change::Finalized(t) = change { prop_assert!(t.status().is_final()); }
-            }
-            while let Some(action) = s.poll_action() {
-                if let Action::Assign(a) = action {
-                    let task = s.queue().get(&a.task_id).unwrap();
-                    let needs = task.needed_capabilities();
-                    prop_assert!(needs.is_subset_of(&agent_caps[a.agent_id.as_str()]), "assigned to a non-capable agent");
-                    prop_assert_eq!(task.generation(), a.generation);
+        let mut driver = testing::Driver::new(cfg, T0).with_sweep_every(None);
+        for op in &ops {
+            driver.apply(op)?;
+            for change in driver.take_persisted() {
+                if let Change::Finalized(t) = change {
+                    prop_assert!(t.status().is_final());
                 }
             }
-            check_invariants(&s)?;
         }
+        driver.run_until_idle(10_000)?;
     }
 
     #[test]

@@ -1,17 +1,18 @@
 //! Deterministic simulation: the scheduler as the coordinator, simulated agents,
 //! a virtual clock and a lossy in-memory network with crashes of agents and of
 //! the coordinator itself (rebuilt from the persisted records). One seed replays
-//! one run. Checked: every task ends completed exactly once, and every accepted
-//! completion came from the holder of the current generation.
+//! one run. Checked: every task ends completed exactly once, every accepted
+//! completion came from the holder of the current generation, and the
+//! scheduler's invariants hold after every input. The coordinator, its store,
+//! clock, timers and sweeps are the test kit's `Driver`.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
-// Only this crate's paths: what it re-exports is enough to drive it.
-use coordinator_scheduler::{
-    Action, AgentId, Capabilities, Change, Completion, ConnId, HistoryEvent, NewTask, QueueConfig,
-    Scheduler, SchedulerConfig, Status, Task,
-};
+use coordinator_agent_fsm::Capabilities;
+use coordinator_queue::{AgentId, Change, Completion, HistoryEvent, NewTask, QueueConfig, Status};
+use coordinator_scheduler::testing::Driver;
+use coordinator_scheduler::{Action, ConnId, SchedulerConfig};
 use proptest::prelude::*;
 
 /// A small deterministic random number generator (xorshift64*).
@@ -39,14 +40,14 @@ enum Event {
     /// A task assignment reaches the agent (if its connection still stands).
     Assign {
         agent: usize,
-        conn: u64,
+        conn: ConnId,
         task: String,
         generation: u64,
     },
     /// The agent's report reaches the coordinator.
     Report {
         agent: usize,
-        conn: u64,
+        conn: ConnId,
         task: String,
         generation: u64,
         ok: bool,
@@ -54,7 +55,7 @@ enum Event {
     /// The agent's acceptance reaches the coordinator.
     Accept {
         agent: usize,
-        conn: u64,
+        conn: ConnId,
         task: String,
     },
     /// The agent's process dies.
@@ -63,8 +64,6 @@ enum Event {
     Connect { agent: usize },
     /// The coordinator dies and restarts from its records.
     Restart,
-    /// The periodic sweep.
-    Sweep,
 }
 
 struct Sim {
@@ -73,11 +72,10 @@ struct Sim {
     seq: u64,
     events: BinaryHeap<Reverse<(u64, u64, usize)>>,
     bodies: Vec<Event>,
-    scheduler: Scheduler,
-    store: HashMap<String, Task>,
+    /// The coordinator: scheduler, store, timers and sweeps.
+    driver: Driver,
     /// Current connection of each agent (None: down).
-    conns: Vec<Option<u64>>,
-    next_conn: u64,
+    conns: Vec<Option<ConnId>>,
     completions: HashMap<String, usize>,
 }
 
@@ -105,18 +103,17 @@ impl Sim {
             .push(Reverse((self.now + delay, self.seq, self.bodies.len() - 1)));
     }
 
-    /// Persists the changes, then delivers the actions (persist before acknowledge).
+    /// Counts the completions persisted, then delivers the actions (the driver
+    /// persisted their changes first).
     fn drain(&mut self) {
-        while let Some(change) = self.scheduler.poll_change() {
+        for change in self.driver.take_persisted() {
             if let Change::Finalized(task) = &change {
                 if task.status() == Status::Completed {
                     *self.completions.entry(task.id().to_string()).or_default() += 1;
                 }
             }
-            let task = change.into_task();
-            self.store.insert(task.id().to_string(), task);
         }
-        while let Some(action) = self.scheduler.poll_action() {
+        for action in self.driver.take_actions() {
             if let Action::Assign(a) = action {
                 let agent: usize = a.agent_id.as_str()[1..].parse().unwrap();
                 if let Some(conn) = self.conns[agent] {
@@ -135,12 +132,11 @@ impl Sim {
         }
     }
 
-    fn connected(&self, agent: usize, conn: u64) -> bool {
+    fn connected(&self, agent: usize, conn: ConnId) -> bool {
         self.conns[agent] == Some(conn)
     }
 
-    fn step(&mut self, event: Event) {
-        let now = self.now;
+    fn step(&mut self, event: Event) -> Result<(), TestCaseError> {
         match event {
             Event::Assign {
                 agent,
@@ -149,7 +145,7 @@ impl Sim {
                 generation,
             } => {
                 if !self.connected(agent, conn) {
-                    return;
+                    return Ok(());
                 }
                 // Accept most of the time, sometimes too late (the deadline reclaims and
                 // the late report must be fenced out), sometimes never.
@@ -183,7 +179,9 @@ impl Sim {
             }
             Event::Accept { agent, conn, task } => {
                 if self.connected(agent, conn) {
-                    let _ = self.scheduler.handle_accepted(now, &id(agent), &task);
+                    let _ = self
+                        .driver
+                        .call(|s, now| s.handle_accepted(now, &id(agent), &task))?;
                 }
             }
             Event::Report {
@@ -194,22 +192,22 @@ impl Sim {
                 ok,
             } => {
                 if !self.connected(agent, conn) {
-                    return;
+                    return Ok(());
                 }
                 let holder_before = self
-                    .scheduler
+                    .driver
+                    .scheduler()
                     .queue()
                     .get(&task)
                     .map(|t| (t.assigned_to().cloned(), t.generation(), t.status()));
-                let result = if ok {
-                    self.scheduler
-                        .handle_complete(now, &id(agent), &task, generation, Completion::default())
-                        .map(|_| ())
-                } else {
-                    self.scheduler
-                        .handle_failed(now, &id(agent), &task, generation, "sim failure")
-                        .map(|_| ())
-                };
+                let result = self.driver.call(|s, now| {
+                    if ok {
+                        s.handle_complete(now, &id(agent), &task, generation, Completion::default())
+                    } else {
+                        s.handle_failed(now, &id(agent), &task, generation, "sim failure")
+                            .map(|_| ())
+                    }
+                })?;
                 if result.is_ok() {
                     let (holder, current, status) =
                         holder_before.expect("accepted reports are about live tasks");
@@ -226,30 +224,20 @@ impl Sim {
                 }
             }
             Event::Crash { agent } => {
-                if let Some(conn) = self.conns[agent].take() {
-                    self.scheduler
-                        .handle_disconnect(now, &id(agent), ConnId::new(conn))
-                        .unwrap();
+                if self.conns[agent].take().is_some() {
+                    self.driver.disconnect(id(agent).as_str())?;
                 }
                 let d = 50 + self.rng.below(500);
                 self.at(d, Event::Connect { agent });
             }
             Event::Connect { agent } => {
                 if self.conns[agent].is_none() {
-                    self.next_conn += 1;
-                    self.conns[agent] = Some(self.next_conn);
-                    self.scheduler.handle_connect(
-                        now,
-                        id(agent),
-                        Capabilities::default(),
-                        ConnId::new(self.next_conn),
-                    );
+                    let conn = self.driver.connect(id(agent), Capabilities::default())?;
+                    self.conns[agent] = Some(conn);
                 }
             }
             Event::Restart => {
-                let records: Vec<Task> = self.store.values().cloned().collect();
-                self.scheduler =
-                    Scheduler::restore(CONFIG(), now, records).expect("own records restore");
+                self.driver.restart()?;
                 // Every connection drops; agents come back after a while.
                 for agent in 0..self.conns.len() {
                     if self.conns[agent].take().is_some() {
@@ -258,11 +246,8 @@ impl Sim {
                     }
                 }
             }
-            Event::Sweep => {
-                self.scheduler.handle_sweep(now);
-                self.at(500, Event::Sweep);
-            }
         }
+        Ok(())
     }
 }
 
@@ -270,17 +255,16 @@ fn id(agent: usize) -> AgentId {
     AgentId::from(format!("a{agent}"))
 }
 
-fn run(seed: u64, n_agents: usize, n_tasks: usize, faults: bool) {
+fn run(seed: u64, n_agents: usize, n_tasks: usize, faults: bool) -> Result<(), TestCaseError> {
+    let now = 1_000_000;
     let mut sim = Sim {
         rng: Rng(seed | 1),
-        now: 1_000_000,
+        now,
         seq: 0,
         events: BinaryHeap::new(),
         bodies: Vec::new(),
-        scheduler: Scheduler::new(CONFIG()),
-        store: HashMap::new(),
+        driver: Driver::new(CONFIG(), now).with_sweep_every(Some(500)),
         conns: vec![None; n_agents],
-        next_conn: 0,
         completions: HashMap::new(),
     };
     for agent in 0..n_agents {
@@ -288,12 +272,10 @@ fn run(seed: u64, n_agents: usize, n_tasks: usize, faults: bool) {
         sim.at(d, Event::Connect { agent });
     }
     for i in 0..n_tasks {
-        sim.scheduler
-            .handle_submit(sim.now, NewTask::new(format!("t{i}"), "work"))
-            .unwrap();
+        sim.driver
+            .call(|s, now| s.handle_submit(now, NewTask::new(format!("t{i}"), "work")))??;
     }
     sim.drain();
-    sim.at(500, Event::Sweep);
     if faults {
         for _ in 0..6 {
             let d = sim.rng.below(2_000);
@@ -307,24 +289,19 @@ fn run(seed: u64, n_agents: usize, n_tasks: usize, faults: bool) {
     }
     let horizon = sim.now + 120_000;
     while sim.completions.len() < n_tasks && sim.now < horizon {
-        let timer = sim.scheduler.poll_timeout();
-        let next_event = sim.events.peek().map(|Reverse((t, _, _))| *t);
-        match (timer, next_event) {
-            (Some(t), Some(e)) if t <= e => {
-                sim.now = sim.now.max(t);
-                sim.scheduler.handle_timeout(sim.now);
-            }
-            (Some(t), None) => {
-                sim.now = sim.now.max(t);
-                sim.scheduler.handle_timeout(sim.now);
-            }
-            (_, Some(_)) => {
-                let Reverse((t, _, idx)) = sim.events.pop().unwrap();
-                sim.now = sim.now.max(t);
+        match sim.events.pop() {
+            Some(Reverse((t, _, idx))) => {
+                // Timers and sweeps due before the event fire first.
+                sim.driver.advance_to(t)?;
+                sim.drain();
+                sim.now = sim.driver.now_ms();
                 let event = sim.bodies[idx].clone();
-                sim.step(event);
+                sim.step(event)?;
             }
-            (None, None) => break,
+            None => {
+                sim.driver.advance(500)?;
+                sim.now = sim.driver.now_ms();
+            }
         }
         sim.drain();
     }
@@ -336,7 +313,7 @@ fn run(seed: u64, n_agents: usize, n_tasks: usize, faults: bool) {
             "seed {seed}: {task} completed {:?} times",
             sim.completions.get(&task)
         );
-        let record = &sim.store[&task];
+        let record = sim.driver.store().get(&task).expect("every task is stored");
         let completed = record
             .history()
             .iter()
@@ -348,14 +325,15 @@ fn run(seed: u64, n_agents: usize, n_tasks: usize, faults: bool) {
         );
     }
     assert!(
-        sim.scheduler.queue().is_empty(),
+        sim.driver.scheduler().queue().is_empty(),
         "seed {seed}: live tasks left"
     );
+    Ok(())
 }
 
 #[test]
-fn a_quiet_run_completes_everything_once() {
-    run(7, 3, 20, false);
+fn a_quiet_run_completes_everything_once() -> Result<(), TestCaseError> {
+    run(7, 3, 20, false)
 }
 
 proptest! {
@@ -369,6 +347,6 @@ proptest! {
         n_agents in 1usize..5,
         n_tasks in 1usize..25,
     ) {
-        run(seed, n_agents, n_tasks, true);
+        run(seed, n_agents, n_tasks, true)?;
     }
 }

@@ -7,9 +7,11 @@ use toml::{Table, Value};
 /// The folders of the three pure cores.
 const CORES: [&str; 3] = ["queue-core", "agent-fsm", "scheduler"];
 /// What a core may depend on. Anything else (an async runtime, a network, a
-/// database, randomness) would make it do I/O; `serde` only as an optional feature.
+/// database, randomness) would make it do I/O; `serde` only as an optional feature,
+/// and `proptest` only as the optional `testing` feature (the test kit, whose
+/// strategies are random by design; the cores' own code never calls it).
 const CORE_DEPS: [&str; 3] = ["thiserror", "coordinator-queue", "coordinator-agent-fsm"];
-const CORE_OPTIONAL_DEPS: [&str; 1] = ["serde"];
+const CORE_OPTIONAL_DEPS: [&str; 2] = ["serde", "proptest"];
 const FORBIDDEN_CODE: [&str; 8] = [
     "SystemTime::now",
     "Instant::now",

@@ -1,0 +1,753 @@
+//! The reference model of the queue: the real [`Queue`], a [`MemoryStore`] and
+//! a tiny model that predicts every observable, driven by one [`QueueOp`] at a
+//! time.
+
+use std::collections::BTreeMap;
+
+use super::MemoryStore;
+use crate::*;
+
+/// The agents the model's operations speak for.
+pub const MODEL_AGENTS: [&str; 3] = ["a0", "a1", "a2"];
+const AGENTS: [&str; 3] = MODEL_AGENTS;
+
+/// One operation on the queue, its store and the model; see
+/// [`strategies::queue_op`](super::strategies::queue_op).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueueOp {
+    /// Submits the next task `t0`, `t1`, ...
+    Submit {
+        /// Lane index into [`Priority::ALL`].
+        priority: u8,
+        /// Its `max_retries`.
+        max_retries: u8,
+        /// 0: `complete_by` now, 1: just before now (both refused), 2-3: in the
+        /// future, otherwise none.
+        deadline: u8,
+        /// A description longer than the queue keeps in memory.
+        long: bool,
+    },
+    /// Assigns the head of the queue to an agent.
+    AssignNext {
+        /// Index into [`MODEL_AGENTS`].
+        agent: usize,
+    },
+    /// An agent accepts a task.
+    Accept {
+        /// Index of a submitted task (modulo their number).
+        task: usize,
+        /// Index into [`MODEL_AGENTS`].
+        agent: usize,
+    },
+    /// An agent reports progress.
+    Progress {
+        /// Index of a submitted task (modulo their number).
+        task: usize,
+        /// Index into [`MODEL_AGENTS`].
+        agent: usize,
+    },
+    /// An agent completes a task, with its current generation or a stale one.
+    Complete {
+        /// Index of a submitted task (modulo their number).
+        task: usize,
+        /// Index into [`MODEL_AGENTS`].
+        agent: usize,
+        /// Whether the generation sent is not the current one.
+        stale: bool,
+    },
+    /// An agent fails a task, with its current generation or another one.
+    Fail {
+        /// Index of a submitted task (modulo their number).
+        task: usize,
+        /// Index into [`MODEL_AGENTS`].
+        agent: usize,
+        /// Whether the generation sent is not the current one.
+        stale: bool,
+    },
+    /// An agent rejects a task.
+    Reject {
+        /// Index of a submitted task (modulo their number).
+        task: usize,
+        /// Index into [`MODEL_AGENTS`].
+        agent: usize,
+    },
+    /// The task is taken back from its holder (its connection dropped).
+    Reclaim {
+        /// Index of a submitted task (modulo their number).
+        task: usize,
+    },
+    /// The holder's connection closed over an oversize result.
+    FailHolder {
+        /// Index of a submitted task (modulo their number).
+        task: usize,
+    },
+    /// An agent says, after a reconnect, that it still works on a task.
+    Recover {
+        /// Index of a submitted task (modulo their number).
+        task: usize,
+        /// Index into [`MODEL_AGENTS`].
+        agent: usize,
+    },
+    /// An agent re-attaches to a task reclaimed from it.
+    Reattach {
+        /// Index of a submitted task (modulo their number).
+        task: usize,
+        /// Index into [`MODEL_AGENTS`].
+        agent: usize,
+    },
+    /// An operator cancels a task.
+    Cancel {
+        /// Index of a submitted task (modulo their number).
+        task: usize,
+    },
+    /// An operator retries a task from the dead letter (its stored record).
+    RetryDeadLetter {
+        /// Index of a submitted task (modulo their number).
+        task: usize,
+    },
+    /// Time passes, then the sweep runs.
+    Sweep {
+        /// The pause.
+        advance_ms: u64,
+    },
+    /// The process restarts: the queue is restored from the store.
+    Restore,
+}
+
+/// The reference model: just enough to predict every observable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ModelTask {
+    status: Status,
+    generation: u64,
+    retry_count: u32,
+    reclaim_count: u32,
+    max_retries: u32,
+    last_error: Option<String>,
+    holder: Option<usize>,
+    priority: Priority,
+    seq: u64,
+    last_alive_ms: Option<u64>,
+    complete_by_ms: Option<u64>,
+    /// The agent and generation of the newest assignment.
+    last_assigned: Option<(usize, u64)>,
+    /// Taken back from this agent (and its assignment's generation) when its
+    /// connection dropped, assigned to nobody since: it may have it back.
+    reattachable: Option<(usize, u64)>,
+    /// As submitted; storage must always hold it.
+    description: String,
+}
+
+/// The real queue, its store and the reference model side by side.
+///
+/// [`QueueModel::apply`] runs a [`QueueOp`] on the queue, persists its changes
+/// into the store, predicts the outcome with the model and panics with a
+/// message naming the difference if queue, store and model disagree: results
+/// and errors of every call, lane and FIFO order, generations, retry and
+/// reclaim counts, holders, sweeps, texts kept out of memory, a refused
+/// operation changing nothing, and a restore giving the same queue.
+///
+/// The queue runs with [`QueueModel::config`]: small budgets, so that short
+/// sequences reach the dead letter.
+#[derive(Debug)]
+pub struct QueueModel {
+    queue: Queue,
+    /// Everything persisted so far, as the shell would keep it.
+    store: MemoryStore,
+    model: BTreeMap<usize, ModelTask>,
+    ids: Vec<TaskId>,
+    now_ms: u64,
+    next_seq: u64,
+}
+
+const STUCK_MS: u64 = 1_000;
+/// Small, so that sequences reach the end of the reclaim budget.
+const MAX_RECLAIMS: u32 = 2;
+/// Small, so that long descriptions are kept out of memory.
+const MAX_INLINE: usize = 8;
+
+fn config() -> QueueConfig {
+    QueueConfig {
+        default_max_retries: 3,
+        stuck_after_ms: STUCK_MS,
+        max_reclaims: MAX_RECLAIMS,
+        max_inline_payload_bytes: MAX_INLINE,
+    }
+}
+
+impl Default for QueueModel {
+    fn default() -> Self {
+        QueueModel::new()
+    }
+}
+
+impl QueueModel {
+    /// An empty queue, store and model at a fixed start time.
+    pub fn new() -> QueueModel {
+        QueueModel {
+            queue: Queue::new(config()),
+            store: MemoryStore::new(),
+            model: BTreeMap::new(),
+            ids: Vec::new(),
+            now_ms: 1_000_000,
+            next_seq: 0,
+        }
+    }
+
+    /// The settings of the model's queue: a stuck task after 1 s, two reclaims,
+    /// texts over 8 bytes out of memory, three retries by default.
+    pub fn config() -> QueueConfig {
+        config()
+    }
+
+    /// The real queue.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// What was persisted.
+    pub fn store(&self) -> &MemoryStore {
+        &self.store
+    }
+
+    /// The virtual time of the last operation.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    fn pick(&self, task: usize) -> Option<(usize, TaskId)> {
+        if self.ids.is_empty() {
+            return None;
+        }
+        let idx = task % self.ids.len();
+        Some((idx, self.ids[idx].clone()))
+    }
+
+    /// Writes the records as the shell does: a text the record leaves out
+    /// ([`Payload::Stored`]) keeps the one already stored.
+    fn persist(&mut self) -> Vec<Change> {
+        match self.store.persist(&mut self.queue) {
+            Ok(changes) => changes,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn requeue(m: &mut ModelTask) {
+        m.status = Status::Queued;
+        m.holder = None;
+        m.last_alive_ms = None;
+        m.reattachable = None;
+    }
+
+    /// Whether a report of `agent` with generation `gen` is its own last
+    /// assignment's, while nobody else was assigned the task since.
+    fn widened(m: &ModelTask, agent: usize, gen: u64) -> bool {
+        m.last_assigned == Some((agent, gen))
+            && ((m.status == Status::Queued && m.reattachable == Some((agent, gen)))
+                || (m.status.is_held() && m.holder == Some(agent)))
+    }
+
+    /// A counted failure of a held task; a dead letter keeps its last holder.
+    fn fail(m: &mut ModelTask, error: &str) -> FailOutcome {
+        m.retry_count += 1;
+        m.last_error = Some(error.to_owned());
+        if m.retry_count <= m.max_retries {
+            QueueModel::requeue(m);
+            FailOutcome::Retried
+        } else {
+            m.status = Status::DeadLetter;
+            m.reattachable = None;
+            FailOutcome::DeadLettered
+        }
+    }
+
+    /// A reclaim of a held task: the generation moves on, one reclaim is counted.
+    fn reclaim(m: &mut ModelTask) -> ReclaimOutcome {
+        m.generation += 1;
+        m.reclaim_count += 1;
+        if m.reclaim_count <= MAX_RECLAIMS {
+            QueueModel::requeue(m);
+            ReclaimOutcome::Requeued
+        } else {
+            m.status = Status::DeadLetter;
+            m.reattachable = None;
+            m.last_error = Some(TOO_MANY_RECLAIMS.to_owned());
+            ReclaimOutcome::DeadLettered
+        }
+    }
+
+    /// Runs one operation on queue, store and model, then checks them all.
+    ///
+    /// # Panics
+    ///
+    /// Where the queue, the store and the model disagree.
+    pub fn apply(&mut self, op: &QueueOp) {
+        self.now_ms += 1;
+        let now = self.now_ms;
+        let before: Vec<Task> = self
+            .ids
+            .iter()
+            .filter_map(|id| self.queue.get(id).cloned())
+            .collect();
+        let ok = match *op {
+            QueueOp::Submit {
+                priority,
+                max_retries,
+                deadline,
+                long,
+            } => 'submit: {
+                let idx = self.ids.len();
+                let id = TaskId::from(format!("t{idx}"));
+                let priority = Priority::ALL[priority as usize];
+                let complete_by_ms = match deadline {
+                    0 => Some(now),
+                    1 => Some(now - 1),
+                    2 | 3 => Some(now + 300),
+                    _ => None,
+                };
+                let description = if long {
+                    format!("the long description of {id}")
+                } else {
+                    "work".to_owned()
+                };
+                let mut new = NewTask::new(id.clone(), description.clone())
+                    .with_priority(priority)
+                    .with_max_retries(max_retries as u32);
+                new.complete_by_ms = complete_by_ms;
+                if let Some(by) = complete_by_ms.filter(|by| *by <= now) {
+                    assert_eq!(
+                        self.queue.submit(now, new).unwrap_err(),
+                        SubmitError::DeadlinePassed {
+                            complete_by_ms: by,
+                            now_ms: now
+                        }
+                    );
+                    break 'submit false;
+                }
+                self.queue.submit(now, new).expect("fresh id");
+                self.ids.push(id);
+                self.model.insert(
+                    idx,
+                    ModelTask {
+                        status: Status::Queued,
+                        generation: 0,
+                        retry_count: 0,
+                        reclaim_count: 0,
+                        max_retries: max_retries as u32,
+                        last_error: None,
+                        holder: None,
+                        priority,
+                        seq: self.next_seq,
+                        last_alive_ms: None,
+                        complete_by_ms,
+                        last_assigned: None,
+                        reattachable: None,
+                        description,
+                    },
+                );
+                self.next_seq += 1;
+                true
+            }
+            QueueOp::AssignNext { agent } => {
+                let expected = self
+                    .model
+                    .iter()
+                    .filter(|(_, m)| m.status == Status::Queued)
+                    .min_by_key(|(_, m)| (m.priority.rank(), m.seq))
+                    .map(|(idx, _)| *idx);
+                let head = self.queue.next_queued().map(|t| t.id.clone());
+                assert_eq!(
+                    head,
+                    expected.map(|i| self.ids[i].clone()),
+                    "lane/FIFO order"
+                );
+                match expected {
+                    None => false,
+                    Some(idx) => {
+                        let g = self
+                            .queue
+                            .assign(now, self.ids[idx].as_str(), &AgentId::from(AGENTS[agent]))
+                            .expect("head is queued");
+                        let m = self.model.get_mut(&idx).unwrap();
+                        m.generation += 1;
+                        assert_eq!(g, m.generation);
+                        m.status = Status::Assigned;
+                        m.holder = Some(agent);
+                        m.last_alive_ms = Some(now);
+                        m.last_assigned = Some((agent, g));
+                        m.reattachable = None;
+                        true
+                    }
+                }
+            }
+            QueueOp::Accept { task, agent } => self.held_op(
+                task,
+                agent,
+                |q, id, a| q.accept(now, id, a),
+                |m| {
+                    if m.status != Status::Assigned {
+                        return false;
+                    }
+                    m.status = Status::Working;
+                    m.last_alive_ms = Some(now);
+                    true
+                },
+            ),
+            QueueOp::Progress { task, agent } => self.held_op(
+                task,
+                agent,
+                |q, id, a| q.progress(now, id, a),
+                |m| {
+                    m.last_alive_ms = Some(now);
+                    true
+                },
+            ),
+            QueueOp::Reject { task, agent } => self.held_op(
+                task,
+                agent,
+                |q, id, a| q.reject(now, id, a, "busy"),
+                |m| {
+                    m.generation += 1;
+                    QueueModel::requeue(m);
+                    true
+                },
+            ),
+            QueueOp::Complete { task, agent, stale } => {
+                let Some((idx, id)) = self.pick(task) else {
+                    return;
+                };
+                let m = self.model.get(&idx).unwrap().clone();
+                let gen = if stale {
+                    m.generation.wrapping_sub(1)
+                } else {
+                    m.generation
+                };
+                let res = self.queue.complete(
+                    now,
+                    id.as_str(),
+                    &AgentId::from(AGENTS[agent]),
+                    gen,
+                    Completion::default(),
+                );
+                let normal = !m.status.is_final() && !stale && m.holder == Some(agent);
+                let widened = QueueModel::widened(&m, agent, gen);
+                let legal = normal || widened;
+                assert_eq!(res.is_ok(), legal, "complete {op:?} on {m:?}: {res:?}");
+                if !m.status.is_final() && stale && !widened {
+                    assert!(matches!(res, Err(TaskError::StaleGeneration { .. })));
+                }
+                if widened && m.status == Status::Queued {
+                    // Re-attached on the way: one more generation, held by the agent.
+                    let m = self.model.get_mut(&idx).unwrap();
+                    m.generation += 1;
+                    m.holder = Some(agent);
+                }
+                if legal {
+                    let m = self.model.get_mut(&idx).unwrap();
+                    m.status = Status::Completed;
+                }
+                legal
+            }
+            QueueOp::Fail { task, agent, stale } => {
+                let Some((idx, id)) = self.pick(task) else {
+                    return;
+                };
+                let m = self.model.get(&idx).unwrap().clone();
+                let gen = if stale {
+                    m.generation + 1
+                } else {
+                    m.generation
+                };
+                let res =
+                    self.queue
+                        .fail(now, id.as_str(), &AgentId::from(AGENTS[agent]), gen, "boom");
+                let normal = !m.status.is_final() && !stale && m.holder == Some(agent);
+                let widened = QueueModel::widened(&m, agent, gen);
+                let legal = normal || widened;
+                assert_eq!(res.is_ok(), legal, "fail {op:?} on {m:?}: {res:?}");
+                if legal {
+                    let m = self.model.get_mut(&idx).unwrap();
+                    if widened && m.status == Status::Queued {
+                        m.generation += 1;
+                        m.holder = Some(agent);
+                    }
+                    assert_eq!(res.unwrap(), QueueModel::fail(m, "boom"));
+                }
+                legal
+            }
+            QueueOp::Reclaim { task } => {
+                let Some((idx, id)) = self.pick(task) else {
+                    return;
+                };
+                let res = self
+                    .queue
+                    .reclaim(now, id.as_str(), ReclaimReason::Disconnected);
+                let m = self.model.get_mut(&idx).unwrap();
+                let legal = m.status.is_held();
+                assert_eq!(res.is_ok(), legal);
+                if legal {
+                    let holder = AgentId::from(AGENTS[m.holder.unwrap()]);
+                    let last = m.last_assigned;
+                    let outcome = QueueModel::reclaim(m);
+                    if outcome == ReclaimOutcome::Requeued {
+                        // Taken back for a lost connection: its holder may re-attach.
+                        m.reattachable = last;
+                    }
+                    assert_eq!(
+                        res.unwrap(),
+                        Reclaimed {
+                            agent_id: holder,
+                            outcome
+                        }
+                    );
+                }
+                legal
+            }
+            QueueOp::FailHolder { task } => {
+                let Some((idx, id)) = self.pick(task) else {
+                    return;
+                };
+                let res = self.queue.fail_holder(now, id.as_str(), "result_too_large");
+                let m = self.model.get_mut(&idx).unwrap();
+                let legal = m.status.is_held();
+                assert_eq!(res.is_ok(), legal);
+                if legal {
+                    let holder = AgentId::from(AGENTS[m.holder.unwrap()]);
+                    m.generation += 1;
+                    let outcome = QueueModel::fail(m, "result_too_large");
+                    assert_eq!(res.unwrap(), (holder, outcome));
+                }
+                legal
+            }
+            QueueOp::Reattach { task, agent } => {
+                let Some((idx, id)) = self.pick(task) else {
+                    return;
+                };
+                let res = self
+                    .queue
+                    .reattach(now, id.as_str(), &AgentId::from(AGENTS[agent]));
+                let m = self.model.get_mut(&idx).unwrap();
+                let legal =
+                    m.status == Status::Queued && m.reattachable.map(|(a, _)| a) == Some(agent);
+                assert_eq!(res.is_ok(), legal, "reattach {op:?} on {m:?}: {res:?}");
+                if legal {
+                    m.generation += 1;
+                    assert_eq!(res.unwrap(), m.generation);
+                    m.status = Status::Working;
+                    m.holder = Some(agent);
+                    m.last_alive_ms = Some(now);
+                    m.reattachable = None;
+                }
+                legal
+            }
+            QueueOp::Recover { task, agent } => {
+                let Some((idx, id)) = self.pick(task) else {
+                    return;
+                };
+                let res = self
+                    .queue
+                    .recover(now, id.as_str(), &AgentId::from(AGENTS[agent]));
+                let m = self.model.get_mut(&idx).unwrap();
+                if m.status.is_held() && m.holder == Some(agent) {
+                    assert_eq!(
+                        res,
+                        Recovery::Continue {
+                            generation: m.generation
+                        }
+                    );
+                    m.last_alive_ms = Some(now);
+                    true
+                } else {
+                    assert_eq!(res, Recovery::Reassign);
+                    false
+                }
+            }
+            QueueOp::Cancel { task } => {
+                let Some((idx, id)) = self.pick(task) else {
+                    return;
+                };
+                let res = self.queue.cancel(now, id.as_str());
+                let m = self.model.get_mut(&idx).unwrap();
+                let legal = !m.status.is_final();
+                assert_eq!(res.is_ok(), legal);
+                if legal {
+                    assert_eq!(
+                        res.unwrap().map(|a| a.to_string()),
+                        m.holder.map(|h| AGENTS[h].to_owned())
+                    );
+                    m.status = Status::Cancelled;
+                }
+                legal
+            }
+            QueueOp::RetryDeadLetter { task } => {
+                let Some((idx, id)) = self.pick(task) else {
+                    return;
+                };
+                let record = self
+                    .store
+                    .get(&id)
+                    .cloned()
+                    .expect("submitted tasks are persisted");
+                let res = self.queue.retry_dead_letter(now, record);
+                let m = self.model.get_mut(&idx).unwrap();
+                let legal = m.status == Status::DeadLetter;
+                assert_eq!(res.is_ok(), legal, "{res:?}");
+                if legal {
+                    m.status = Status::Queued;
+                    m.holder = None;
+                    m.retry_count = 0;
+                    m.reclaim_count = 0;
+                    m.seq = self.next_seq;
+                    self.next_seq = self.next_seq.max(m.seq) + 1;
+                }
+                legal
+            }
+            QueueOp::Sweep { advance_ms } => {
+                self.now_ms += advance_ms;
+                let now = self.now_ms;
+                let swept = self.queue.sweep(now);
+                let mut expected = Vec::new();
+                for (idx, m) in self.model.iter_mut() {
+                    if !m.status.is_held() {
+                        continue;
+                    }
+                    let task_id = self.ids[*idx].clone();
+                    let agent_id = AgentId::from(AGENTS[m.holder.unwrap()]);
+                    if m.complete_by_ms.is_some_and(|by| now > by) {
+                        m.generation += 1;
+                        let outcome = QueueModel::fail(m, DEADLINE_EXCEEDED);
+                        expected.push(Swept::Overdue {
+                            task_id,
+                            agent_id,
+                            outcome,
+                        });
+                    } else if m.last_alive_ms.is_some_and(|a| now - a >= STUCK_MS) {
+                        let outcome = QueueModel::reclaim(m);
+                        expected.push(Swept::Stuck {
+                            task_id,
+                            agent_id,
+                            outcome,
+                        });
+                    }
+                }
+                let mut got = swept;
+                got.sort_by(|a, b| a.task_id().cmp(b.task_id()));
+                expected.sort_by(|a, b| a.task_id().cmp(b.task_id()));
+                assert_eq!(got, expected);
+                !expected.is_empty()
+            }
+            QueueOp::Restore => {
+                self.persist();
+                let restored = self
+                    .store
+                    .restore_queue(config())
+                    .expect("own records restore");
+                let order = |q: &Queue| -> Vec<TaskId> {
+                    q.queued_in_order().map(|t| t.id.clone()).collect()
+                };
+                assert_eq!(order(&restored), order(&self.queue));
+                for id in &self.ids {
+                    assert_eq!(restored.get(id), self.queue.get(id), "restored {id}");
+                }
+                assert_eq!(restored.len(), self.queue.len());
+                self.queue = restored;
+                false
+            }
+        };
+        let changes = self.persist();
+        if !ok {
+            assert!(
+                changes.is_empty(),
+                "a refused operation emitted {changes:?}"
+            );
+            let after: Vec<Task> = self
+                .ids
+                .iter()
+                .filter_map(|id| self.queue.get(id).cloned())
+                .collect();
+            assert_eq!(before, after, "a refused operation changed the queue");
+        }
+        self.check();
+    }
+
+    /// Runs an operation that needs `agent` to hold `task`; `model` applies the change.
+    fn held_op(
+        &mut self,
+        task: usize,
+        agent: usize,
+        real: impl FnOnce(&mut Queue, &str, &AgentId) -> Result<(), TaskError>,
+        model: impl FnOnce(&mut ModelTask) -> bool,
+    ) -> bool {
+        let Some((idx, id)) = self.pick(task) else {
+            return false;
+        };
+        let res = real(&mut self.queue, id.as_str(), &AgentId::from(AGENTS[agent]));
+        let m = self.model.get_mut(&idx).unwrap();
+        let legal = m.status.is_held() && m.holder == Some(agent) && model(m);
+        assert_eq!(res.is_ok(), legal, "{res:?} on {m:?}");
+        legal
+    }
+
+    /// Checks that store and queue hold what the model predicts.
+    ///
+    /// # Panics
+    ///
+    /// At the first difference.
+    pub fn check(&self) {
+        for (idx, m) in &self.model {
+            let id = &self.ids[*idx];
+            let stored = self
+                .store
+                .get(id)
+                .expect("no task is ever lost from storage");
+            assert_eq!(stored.status, m.status, "{id} stored status");
+            assert_eq!(stored.generation, m.generation, "{id} generation");
+            assert_eq!(stored.retry_count, m.retry_count, "{id} retry_count");
+            assert_eq!(stored.reclaim_count, m.reclaim_count, "{id} reclaim_count");
+            assert_eq!(
+                stored.last_error.as_deref(),
+                m.last_error.as_deref(),
+                "{id} last_error"
+            );
+            assert_eq!(
+                stored.assigned_to().as_ref().map(|a| a.to_string()),
+                m.holder.map(|h| AGENTS[h].to_owned())
+            );
+            assert_eq!(
+                stored.description.as_inline(),
+                Some(m.description.as_str()),
+                "{id}: storage holds the description"
+            );
+            match self.queue.get(id) {
+                Some(live) => {
+                    assert!(!m.status.is_final(), "{id} final but live");
+                    assert_eq!(
+                        live.description.is_stored(),
+                        m.description.len() > MAX_INLINE,
+                        "{id}: only a short description stays in memory"
+                    );
+                    let mut kept = stored.clone();
+                    kept.description.elide(MAX_INLINE);
+                    kept.metadata.elide(MAX_INLINE);
+                    assert_eq!(live, &kept, "{id}: memory and storage agree");
+                }
+                None => assert!(m.status.is_final(), "{id} live but missing"),
+            }
+            assert!(stored.history.len() <= HISTORY_CAP);
+        }
+        let live = self.model.values().filter(|m| !m.status.is_final()).count();
+        assert_eq!(self.queue.len(), live);
+        let queued: Vec<TaskId> = self.queue.queued_in_order().map(|t| t.id.clone()).collect();
+        let mut expected: Vec<(u8, u64, TaskId)> = self
+            .model
+            .iter()
+            .filter(|(_, m)| m.status == Status::Queued)
+            .map(|(i, m)| (m.priority.rank(), m.seq, self.ids[*i].clone()))
+            .collect();
+        expected.sort();
+        assert_eq!(
+            queued,
+            expected.into_iter().map(|e| e.2).collect::<Vec<_>>()
+        );
+    }
+}
