@@ -10,7 +10,7 @@ use std::collections::{BinaryHeap, HashMap};
 // Only this crate's paths: what it re-exports is enough to drive it.
 use coordinator_scheduler::{
     Action, AgentId, Capabilities, Change, Completion, ConnId, HistoryEvent, NewTask, QueueConfig,
-    Scheduler, SchedulerConfig, Status, Task,
+    Scheduler, SchedulerConfig, Status, Task, TaskId,
 };
 use proptest::prelude::*;
 
@@ -183,7 +183,11 @@ impl Sim {
             }
             Event::Accept { agent, conn, task } => {
                 if self.connected(agent, conn) {
-                    let _ = self.scheduler.handle_accepted(now, &id(agent), &task);
+                    let _ = self.scheduler.handle_accepted(
+                        now,
+                        &id(agent),
+                        &TaskId::from(task.as_str()),
+                    );
                 }
             }
             Event::Report {
@@ -199,15 +203,27 @@ impl Sim {
                 let holder_before = self
                     .scheduler
                     .queue()
-                    .get(&task)
+                    .get(&TaskId::from(task.as_str()))
                     .map(|t| (t.assigned_to().cloned(), t.generation(), t.status()));
                 let result = if ok {
                     self.scheduler
-                        .handle_complete(now, &id(agent), &task, generation, Completion::default())
+                        .handle_complete(
+                            now,
+                            &id(agent),
+                            &TaskId::from(task.as_str()),
+                            generation,
+                            Completion::default(),
+                        )
                         .map(|_| ())
                 } else {
                     self.scheduler
-                        .handle_failed(now, &id(agent), &task, generation, "sim failure")
+                        .handle_failed(
+                            now,
+                            &id(agent),
+                            &TaskId::from(task.as_str()),
+                            generation,
+                            "sim failure",
+                        )
                         .map(|_| ())
                 };
                 if result.is_ok() {

@@ -313,7 +313,11 @@ impl Harness {
                     Some(idx) => {
                         let g = self
                             .queue
-                            .assign(now, self.ids[idx].as_str(), &AgentId::from(AGENTS[agent]))
+                            .assign(
+                                now,
+                                &TaskId::from(self.ids[idx].as_str()),
+                                &AgentId::from(AGENTS[agent]),
+                            )
                             .expect("head is queued");
                         let m = self.model.get_mut(&idx).unwrap();
                         m.generation += 1;
@@ -330,7 +334,7 @@ impl Harness {
             Op::Accept { task, agent } => self.held_op(
                 task,
                 agent,
-                |q, id, a| q.accept(now, id, a),
+                |q, id, a| q.accept(now, &TaskId::from(id), a),
                 |m| {
                     if m.status != Status::Assigned {
                         return false;
@@ -343,7 +347,7 @@ impl Harness {
             Op::Progress { task, agent } => self.held_op(
                 task,
                 agent,
-                |q, id, a| q.progress(now, id, a),
+                |q, id, a| q.progress(now, &TaskId::from(id), a),
                 |m| {
                     m.last_alive_ms = Some(now);
                     true
@@ -352,7 +356,7 @@ impl Harness {
             Op::Reject { task, agent } => self.held_op(
                 task,
                 agent,
-                |q, id, a| q.reject(now, id, a, "busy"),
+                |q, id, a| q.reject(now, &TaskId::from(id), a, "busy"),
                 |m| {
                     m.generation += 1;
                     Harness::requeue(m);
@@ -371,7 +375,7 @@ impl Harness {
                 };
                 let res = self.queue.complete(
                     now,
-                    id.as_str(),
+                    &TaskId::from(id.as_str()),
                     &AgentId::from(AGENTS[agent]),
                     gen,
                     Completion::default(),
@@ -405,9 +409,13 @@ impl Harness {
                 } else {
                     m.generation
                 };
-                let res =
-                    self.queue
-                        .fail(now, id.as_str(), &AgentId::from(AGENTS[agent]), gen, "boom");
+                let res = self.queue.fail(
+                    now,
+                    &TaskId::from(id.as_str()),
+                    &AgentId::from(AGENTS[agent]),
+                    gen,
+                    "boom",
+                );
                 let normal = !m.status.is_final() && !stale && m.holder == Some(agent);
                 let widened = Harness::widened(&m, agent, gen);
                 let legal = normal || widened;
@@ -426,9 +434,11 @@ impl Harness {
                 let Some((idx, id)) = self.pick(task) else {
                     return;
                 };
-                let res = self
-                    .queue
-                    .reclaim(now, id.as_str(), ReclaimReason::Disconnected);
+                let res = self.queue.reclaim(
+                    now,
+                    &TaskId::from(id.as_str()),
+                    ReclaimReason::Disconnected,
+                );
                 let m = self.model.get_mut(&idx).unwrap();
                 let legal = m.status.is_held();
                 assert_eq!(res.is_ok(), legal);
@@ -454,7 +464,9 @@ impl Harness {
                 let Some((idx, id)) = self.pick(task) else {
                     return;
                 };
-                let res = self.queue.fail_holder(now, id.as_str(), "result_too_large");
+                let res =
+                    self.queue
+                        .fail_holder(now, &TaskId::from(id.as_str()), "result_too_large");
                 let m = self.model.get_mut(&idx).unwrap();
                 let legal = m.status.is_held();
                 assert_eq!(res.is_ok(), legal);
@@ -470,9 +482,11 @@ impl Harness {
                 let Some((idx, id)) = self.pick(task) else {
                     return;
                 };
-                let res = self
-                    .queue
-                    .reattach(now, id.as_str(), &AgentId::from(AGENTS[agent]));
+                let res = self.queue.reattach(
+                    now,
+                    &TaskId::from(id.as_str()),
+                    &AgentId::from(AGENTS[agent]),
+                );
                 let m = self.model.get_mut(&idx).unwrap();
                 let legal =
                     m.status == Status::Queued && m.reattachable.map(|(a, _)| a) == Some(agent);
@@ -491,9 +505,11 @@ impl Harness {
                 let Some((idx, id)) = self.pick(task) else {
                     return;
                 };
-                let res = self
-                    .queue
-                    .recover(now, id.as_str(), &AgentId::from(AGENTS[agent]));
+                let res = self.queue.recover(
+                    now,
+                    &TaskId::from(id.as_str()),
+                    &AgentId::from(AGENTS[agent]),
+                );
                 let m = self.model.get_mut(&idx).unwrap();
                 if m.status.is_held() && m.holder == Some(agent) {
                     assert_eq!(
@@ -513,7 +529,7 @@ impl Harness {
                 let Some((idx, id)) = self.pick(task) else {
                     return;
                 };
-                let res = self.queue.cancel(now, id.as_str());
+                let res = self.queue.cancel(now, &TaskId::from(id.as_str()));
                 let m = self.model.get_mut(&idx).unwrap();
                 let legal = !m.status.is_final();
                 assert_eq!(res.is_ok(), legal);
