@@ -113,7 +113,7 @@ fn changes_round_trip_through_json() {
         let back: Change = serde_json::from_str(&text).expect("a change deserializes");
         assert_eq!(back, change);
     }
-    let task = store.get("t1").expect("stored");
+    let task = store.get(&TaskId::from("t1")).expect("stored");
     assert_eq!(task.needed_capabilities().names(), ["arm", "gpu"]);
 }
 

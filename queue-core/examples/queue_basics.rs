@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use coordinator_queue::{
     AgentId, Change, Completion, FailOutcome, NewTask, Priority, Queue, QueueConfig, Status, Task,
-    TaskError,
+    TaskError, TaskId,
 };
 
 /// Writes the queue's changes as a database would: the newest record per task.
@@ -31,6 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut store = HashMap::new();
     let mut now_ms = 1_700_000_000_000;
     let worker = AgentId::from("worker");
+    let (hotfix, report) = (TaskId::from("hotfix"), TaskId::from("report"));
 
     println!("submit: a normal task, then an urgent one");
     queue.submit(now_ms, NewTask::new("report", "write the weekly report"))?;
@@ -48,21 +49,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("assign the hotfix twice over: the first run's report is fenced off");
     now_ms += 10;
-    let first = queue.assign(now_ms, "hotfix", &worker)?;
-    queue.reject(now_ms, "hotfix", &worker, "busy")?; // back to the queue
-    let second = queue.assign(now_ms, "hotfix", &worker)?;
-    let stale = queue.complete(now_ms, "hotfix", &worker, first, Completion::default());
+    let first = queue.assign(now_ms, &hotfix, &worker)?;
+    queue.reject(now_ms, &hotfix, &worker, "busy")?; // back to the queue
+    let second = queue.assign(now_ms, &hotfix, &worker)?;
+    let stale = queue.complete(now_ms, &hotfix, &worker, first, Completion::default());
     assert!(matches!(stale, Err(TaskError::StaleGeneration { .. })));
     println!("  generation {first} refused: {}", stale.unwrap_err());
-    queue.accept(now_ms, "hotfix", &worker)?;
-    queue.complete(now_ms, "hotfix", &worker, second, Completion::default())?;
+    queue.accept(now_ms, &hotfix, &worker)?;
+    queue.complete(now_ms, &hotfix, &worker, second, Completion::default())?;
     persist(&mut queue, &mut store);
 
     println!("the report fails twice: retried once, then the dead letter");
     for expected in [FailOutcome::Retried, FailOutcome::DeadLettered] {
         now_ms += 10;
-        let generation = queue.assign(now_ms, "report", &worker)?;
-        let outcome = queue.fail(now_ms, "report", &worker, generation, "printer on fire")?;
+        let generation = queue.assign(now_ms, &report, &worker)?;
+        let outcome = queue.fail(now_ms, &report, &worker, generation, "printer on fire")?;
         assert_eq!(outcome, expected);
     }
     persist(&mut queue, &mut store);

@@ -12,6 +12,12 @@
 //! metadata comes out in the task's first record and is then kept only by its
 //! length ([`Payload::Stored`]); whoever must send it reads it back from storage.
 //!
+//! # Ids
+//!
+//! One convention in every call: an operation on a task or agent borrows its
+//! id (`&TaskId`, `&AgentId`); what the queue keeps takes it by value
+//! ([`NewTask::new`]). Ids clone cheaply (a reference count).
+//!
 //! # Features
 //!
 //! - `serde` (off by default): `Serialize` and `Deserialize` for [`Task`],
@@ -30,16 +36,17 @@
 //! # Example
 //!
 //! ```
-//! use coordinator_queue::{AgentId, Change, Completion, NewTask, Priority, Queue, QueueConfig};
+//! use coordinator_queue::{AgentId, Change, Completion, NewTask, Priority, Queue, QueueConfig, TaskId};
 //!
 //! let mut queue = Queue::new(QueueConfig::default());
 //! let now_ms = 1_700_000_000_000;
-//! queue.submit(now_ms, NewTask::new("t1", "build the docs").with_priority(Priority::High))?;
+//! let t1 = TaskId::from("t1");
+//! queue.submit(now_ms, NewTask::new(t1.clone(), "build the docs").with_priority(Priority::High))?;
 //!
 //! let agent = AgentId::from("agent-1");
-//! let generation = queue.assign(now_ms + 1, "t1", &agent)?;
-//! queue.accept(now_ms + 2, "t1", &agent)?;
-//! queue.complete(now_ms + 3, "t1", &agent, generation, Completion {
+//! let generation = queue.assign(now_ms + 1, &t1, &agent)?;
+//! queue.accept(now_ms + 2, &t1, &agent)?;
+//! queue.complete(now_ms + 3, &t1, &agent, generation, Completion {
 //!     result: r#"{"ok":true}"#.into(),
 //!     tokens_used: Some(42),
 //! })?;
@@ -47,7 +54,7 @@
 //! // Everything to persist, in order; the last record is final.
 //! let changes = queue.drain_changes();
 //! assert_eq!(changes.len(), 4);
-//! assert!(matches!(changes.last(), Some(Change::Finalized(t)) if t.id().as_str() == "t1"));
+//! assert!(matches!(changes.last(), Some(Change::Finalized(t)) if t.id() == &t1));
 //! assert!(queue.is_empty());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

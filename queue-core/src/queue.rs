@@ -388,7 +388,7 @@ impl Queue {
     }
 
     /// A live task.
-    pub fn get(&self, id: &str) -> Option<&Task> {
+    pub fn get(&self, id: &TaskId) -> Option<&Task> {
         self.tasks.get(id).map(|t| &**t)
     }
 
@@ -470,7 +470,7 @@ impl Queue {
     }
 
     /// Hands a queued task to `agent`; returns the new generation.
-    pub fn assign(&mut self, now_ms: u64, id: &str, agent: &AgentId) -> Result<u64, TaskError> {
+    pub fn assign(&mut self, now_ms: u64, id: &TaskId, agent: &AgentId) -> Result<u64, TaskError> {
         let task = self.live_mut(id)?;
         if task.status != Status::Queued {
             return Err(wrong_status(task));
@@ -480,7 +480,7 @@ impl Queue {
 
     /// Moves the queued task `id` to `agent` in `status` (assigned, or working when
     /// re-attached) with a new generation, which is returned.
-    fn hand_out(&mut self, now_ms: u64, id: &str, agent: &AgentId, status: Status) -> u64 {
+    fn hand_out(&mut self, now_ms: u64, id: &TaskId, agent: &AgentId, status: Status) -> u64 {
         let task = self.tasks.get_mut(id).expect("a live queued task");
         task.status = status;
         task.generation += 1;
@@ -506,7 +506,7 @@ impl Queue {
     }
 
     /// The holder accepted its assigned task.
-    pub fn accept(&mut self, now_ms: u64, id: &str, agent: &AgentId) -> Result<(), TaskError> {
+    pub fn accept(&mut self, now_ms: u64, id: &TaskId, agent: &AgentId) -> Result<(), TaskError> {
         let task = self.held_by_mut(id, agent)?;
         if task.status != Status::Assigned {
             return Err(wrong_status(task));
@@ -521,7 +521,7 @@ impl Queue {
     }
 
     /// The holder showed a sign of life (progress report).
-    pub fn progress(&mut self, now_ms: u64, id: &str, agent: &AgentId) -> Result<(), TaskError> {
+    pub fn progress(&mut self, now_ms: u64, id: &TaskId, agent: &AgentId) -> Result<(), TaskError> {
         let task = self.held_by_mut(id, agent)?;
         touch(task, now_ms);
         task.updated_at_ms = now_ms;
@@ -533,7 +533,12 @@ impl Queue {
     /// Gives a queued task back to the agent it was taken from when its
     /// connection dropped (see [`Task::reattachable_to`]): held by that agent
     /// again, working, with a new generation, which is returned.
-    pub fn reattach(&mut self, now_ms: u64, id: &str, agent: &AgentId) -> Result<u64, TaskError> {
+    pub fn reattach(
+        &mut self,
+        now_ms: u64,
+        id: &TaskId,
+        agent: &AgentId,
+    ) -> Result<u64, TaskError> {
         let task = self.live_mut(id)?;
         if task.reattachable_to().map(|(holder, _)| holder) != Some(agent.as_str()) {
             return Err(TaskError::NotAssigned(task.id.clone()));
@@ -550,7 +555,7 @@ impl Queue {
     fn adopt_report(
         &mut self,
         now_ms: u64,
-        id: &str,
+        id: &TaskId,
         agent: &AgentId,
         generation: u64,
     ) -> Result<u64, TaskError> {
@@ -573,7 +578,7 @@ impl Queue {
     pub fn complete(
         &mut self,
         now_ms: u64,
-        id: &str,
+        id: &TaskId,
         agent: &AgentId,
         generation: u64,
         completion: Completion,
@@ -595,7 +600,7 @@ impl Queue {
     pub fn fail(
         &mut self,
         now_ms: u64,
-        id: &str,
+        id: &TaskId,
         agent: &AgentId,
         generation: u64,
         error: &str,
@@ -613,7 +618,7 @@ impl Queue {
     pub fn fail_holder(
         &mut self,
         now_ms: u64,
-        id: &str,
+        id: &TaskId,
         error: &str,
     ) -> Result<(AgentId, FailOutcome), TaskError> {
         let task = self.live_mut(id)?;
@@ -630,7 +635,7 @@ impl Queue {
 
     /// Counts a failure of the held task `id`: retried or dead-lettered; with
     /// `bump`, the generation of the run that failed is fenced off.
-    fn count_failure(&mut self, now_ms: u64, id: &str, error: &str, bump: bool) -> FailOutcome {
+    fn count_failure(&mut self, now_ms: u64, id: &TaskId, error: &str, bump: bool) -> FailOutcome {
         let task = self.tasks.get_mut(id).expect("a held task is live");
         let (agent, generation) = (task.assigned_to().cloned(), task.generation);
         let agent = agent.expect("a held task has a holder");
@@ -660,7 +665,7 @@ impl Queue {
     pub fn reject(
         &mut self,
         now_ms: u64,
-        id: &str,
+        id: &TaskId,
         agent: &AgentId,
         reason: &str,
     ) -> Result<(), TaskError> {
@@ -680,7 +685,7 @@ impl Queue {
     pub fn reclaim(
         &mut self,
         now_ms: u64,
-        id: &str,
+        id: &TaskId,
         reason: ReclaimReason,
     ) -> Result<Reclaimed, TaskError> {
         let max_reclaims = self.config.max_reclaims;
@@ -720,7 +725,7 @@ impl Queue {
     }
 
     /// An agent restarted holding task `id`: continue if it is still the holder.
-    pub fn recover(&mut self, now_ms: u64, id: &str, agent: &AgentId) -> Recovery {
+    pub fn recover(&mut self, now_ms: u64, id: &TaskId, agent: &AgentId) -> Recovery {
         let Ok(task) = self.held_by_mut(id, agent) else {
             return Recovery::Reassign;
         };
@@ -738,7 +743,7 @@ impl Queue {
 
     /// Cancels a live task. Returns the agent that held it, which must be told.
     /// Final records keep their last assignee, for the record.
-    pub fn cancel(&mut self, now_ms: u64, id: &str) -> Result<Option<AgentId>, TaskError> {
+    pub fn cancel(&mut self, now_ms: u64, id: &TaskId) -> Result<Option<AgentId>, TaskError> {
         let task = self.live_mut(id)?;
         let holder = task
             .assigned_to()
@@ -817,18 +822,15 @@ impl Queue {
         due.into_iter()
             .filter_map(|(task_id, overdue)| {
                 if overdue {
-                    let (agent_id, outcome) = self
-                        .fail_holder(now_ms, task_id.as_str(), DEADLINE_EXCEEDED)
-                        .ok()?;
+                    let (agent_id, outcome) =
+                        self.fail_holder(now_ms, &task_id, DEADLINE_EXCEEDED).ok()?;
                     Some(Swept::Overdue {
                         task_id,
                         agent_id,
                         outcome,
                     })
                 } else {
-                    let reclaimed = self
-                        .reclaim(now_ms, task_id.as_str(), ReclaimReason::Stuck)
-                        .ok()?;
+                    let reclaimed = self.reclaim(now_ms, &task_id, ReclaimReason::Stuck).ok()?;
                     Some(Swept::Stuck {
                         task_id,
                         agent_id: reclaimed.agent_id,
@@ -839,14 +841,14 @@ impl Queue {
             .collect()
     }
 
-    fn live_mut(&mut self, id: &str) -> Result<&mut Task, TaskError> {
+    fn live_mut(&mut self, id: &TaskId) -> Result<&mut Task, TaskError> {
         self.tasks
             .get_mut(id)
             .map(|t| &mut **t)
-            .ok_or_else(|| TaskError::NotFound(TaskId::from(id)))
+            .ok_or_else(|| TaskError::NotFound(id.clone()))
     }
 
-    fn held_by_mut(&mut self, id: &str, agent: &AgentId) -> Result<&mut Task, TaskError> {
+    fn held_by_mut(&mut self, id: &TaskId, agent: &AgentId) -> Result<&mut Task, TaskError> {
         let task = self.live_mut(id)?;
         if !task.is_held_by(agent) {
             return Err(TaskError::NotAssigned(task.id.clone()));
@@ -857,7 +859,7 @@ impl Queue {
     /// The task, if `generation` is current and `agent` holds it.
     fn fenced_mut(
         &mut self,
-        id: &str,
+        id: &TaskId,
         agent: &AgentId,
         generation: u64,
     ) -> Result<&mut Task, TaskError> {
@@ -899,7 +901,7 @@ impl Queue {
         self.queued_by_lane[key.rank() as usize] += 1;
     }
 
-    fn unindex_queued(&mut self, id: &str) {
+    fn unindex_queued(&mut self, id: &TaskId) {
         let task = &self.tasks[id];
         let key = QueueKey::of(task);
         if self
@@ -960,7 +962,7 @@ impl Queue {
     }
 
     /// Moves a task that just reached a final state out of the core.
-    fn finalize(&mut self, id: &str) {
+    fn finalize(&mut self, id: &TaskId) {
         let task = self.tasks.remove(id).expect("finalize of a live task");
         debug_assert!(task.status.is_final());
         self.held.remove(id);

@@ -66,7 +66,10 @@ fn submit_refuses_bad_input_and_changes_nothing() {
         SubmitError::DuplicateId(TaskId::from("t1"))
     );
     assert!(q.drain_changes().is_empty());
-    assert_eq!(q.get("t1").unwrap().description.as_inline(), Some("x"));
+    assert_eq!(
+        q.get(&TaskId::from("t1")).unwrap().description.as_inline(),
+        Some("x")
+    );
 }
 
 #[test]
@@ -111,8 +114,10 @@ fn requeued_task_keeps_its_original_place() {
         q.submit(T0, NewTask::new(id, "x")).unwrap();
     }
     let a1 = agent("a1");
-    q.assign(T0, "a", &a1).unwrap();
-    let _ = q.reclaim(T0 + 1, "a", ReclaimReason::Disconnected).unwrap();
+    q.assign(T0, &TaskId::from("a"), &a1).unwrap();
+    let _ = q
+        .reclaim(T0 + 1, &TaskId::from("a"), ReclaimReason::Disconnected)
+        .unwrap();
     let ids: Vec<&str> = q.queued_in_order().map(|t| t.id.as_str()).collect();
     assert_eq!(ids, ["a", "b", "c"]);
 }
@@ -122,43 +127,44 @@ fn assignment_and_reclaim_bump_the_generation() {
     let mut q = queue();
     q.submit(T0, NewTask::new("t", "x")).unwrap();
     let a1 = agent("a1");
-    assert_eq!(q.assign(T0 + 1, "t", &a1).unwrap(), 1);
-    let t = q.get("t").unwrap();
+    assert_eq!(q.assign(T0 + 1, &TaskId::from("t"), &a1).unwrap(), 1);
+    let t = q.get(&TaskId::from("t")).unwrap();
     assert_eq!(t.status, Status::Assigned);
     assert_eq!(t.assigned_to(), Some(&a1));
     assert_eq!(t.assigned_at_ms(), Some(T0 + 1));
     assert_eq!(
-        q.reclaim(T0 + 2, "t", ReclaimReason::AcceptTimeout)
+        q.reclaim(T0 + 2, &TaskId::from("t"), ReclaimReason::AcceptTimeout)
             .unwrap(),
         Reclaimed {
             agent_id: a1.clone(),
             outcome: ReclaimOutcome::Requeued
         }
     );
-    let t = q.get("t").unwrap();
+    let t = q.get(&TaskId::from("t")).unwrap();
     assert_eq!(
         (t.status, t.generation, t.retry_count, t.reclaim_count),
         (Status::Queued, 2, 0, 1)
     );
     assert_eq!(t.assigned_to(), None);
-    assert_eq!(q.assign(T0 + 3, "t", &a1).unwrap(), 3);
+    assert_eq!(q.assign(T0 + 3, &TaskId::from("t"), &a1).unwrap(), 3);
 }
 
 #[test]
 fn assign_of_a_task_that_is_not_queued_is_refused() {
     let mut q = queue();
     q.submit(T0, NewTask::new("t", "x")).unwrap();
-    q.assign(T0, "t", &agent("a1")).unwrap();
+    q.assign(T0, &TaskId::from("t"), &agent("a1")).unwrap();
     let _ = q.drain_changes();
     assert_eq!(
-        q.assign(T0, "t", &agent("a2")).unwrap_err(),
+        q.assign(T0, &TaskId::from("t"), &agent("a2")).unwrap_err(),
         TaskError::WrongStatus {
             task_id: "t".into(),
             status: Status::Assigned
         }
     );
     assert_eq!(
-        q.assign(T0, "nope", &agent("a2")).unwrap_err(),
+        q.assign(T0, &TaskId::from("nope"), &agent("a2"))
+            .unwrap_err(),
         TaskError::NotFound("nope".into())
     );
     assert!(q.drain_changes().is_empty());
@@ -169,12 +175,12 @@ fn full_lifecycle_finalizes_and_leaves_the_core() {
     let mut q = queue();
     q.submit(T0, NewTask::new("t", "x")).unwrap();
     let a1 = agent("a1");
-    let g = q.assign(T0 + 1, "t", &a1).unwrap();
-    q.accept(T0 + 2, "t", &a1).unwrap();
-    q.progress(T0 + 3, "t", &a1).unwrap();
+    let g = q.assign(T0 + 1, &TaskId::from("t"), &a1).unwrap();
+    q.accept(T0 + 2, &TaskId::from("t"), &a1).unwrap();
+    q.progress(T0 + 3, &TaskId::from("t"), &a1).unwrap();
     q.complete(
         T0 + 4,
-        "t",
+        &TaskId::from("t"),
         &a1,
         g,
         Completion {
@@ -211,7 +217,7 @@ fn full_lifecycle_finalizes_and_leaves_the_core() {
         ]
     );
     assert!(q.is_empty());
-    assert!(q.get("t").is_none());
+    assert!(q.get(&TaskId::from("t")).is_none());
 }
 
 #[test]
@@ -219,43 +225,57 @@ fn stale_generation_changes_nothing() {
     let mut q = queue();
     q.submit(T0, NewTask::new("t", "x")).unwrap();
     let (a1, a2) = (agent("a1"), agent("a2"));
-    let old = q.assign(T0, "t", &a1).unwrap();
-    let _ = q.reclaim(T0 + 1, "t", ReclaimReason::Disconnected).unwrap();
-    let new = q.assign(T0 + 2, "t", &a2).unwrap();
+    let old = q.assign(T0, &TaskId::from("t"), &a1).unwrap();
+    let _ = q
+        .reclaim(T0 + 1, &TaskId::from("t"), ReclaimReason::Disconnected)
+        .unwrap();
+    let new = q.assign(T0 + 2, &TaskId::from("t"), &a2).unwrap();
     let _ = q.drain_changes();
-    let before = q.get("t").unwrap().clone();
+    let before = q.get(&TaskId::from("t")).unwrap().clone();
     let stale = TaskError::StaleGeneration {
         task_id: "t".into(),
         given: old,
         current: new,
     };
     assert_eq!(
-        q.complete(T0 + 3, "t", &a1, old, done("{}")).unwrap_err(),
+        q.complete(T0 + 3, &TaskId::from("t"), &a1, old, done("{}"))
+            .unwrap_err(),
         stale
     );
-    assert_eq!(q.fail(T0 + 3, "t", &a1, old, "boom").unwrap_err(), stale);
-    assert_eq!(q.get("t").unwrap(), &before);
+    assert_eq!(
+        q.fail(T0 + 3, &TaskId::from("t"), &a1, old, "boom")
+            .unwrap_err(),
+        stale
+    );
+    assert_eq!(q.get(&TaskId::from("t")).unwrap(), &before);
     assert!(q.drain_changes().is_empty());
-    q.complete(T0 + 4, "t", &a2, new, done("{\"by\":\"a2\"}"))
-        .unwrap();
+    q.complete(
+        T0 + 4,
+        &TaskId::from("t"),
+        &a2,
+        new,
+        done("{\"by\":\"a2\"}"),
+    )
+    .unwrap();
 }
 
 #[test]
 fn right_generation_from_the_wrong_agent_is_not_assigned() {
     let mut q = queue();
     q.submit(T0, NewTask::new("t", "x")).unwrap();
-    let g = q.assign(T0, "t", &agent("a1")).unwrap();
+    let g = q.assign(T0, &TaskId::from("t"), &agent("a1")).unwrap();
     assert_eq!(
-        q.complete(T0, "t", &agent("a2"), g, done("{}"))
+        q.complete(T0, &TaskId::from("t"), &agent("a2"), g, done("{}"))
             .unwrap_err(),
         TaskError::NotAssigned("t".into())
     );
     assert_eq!(
-        q.accept(T0, "t", &agent("a2")).unwrap_err(),
+        q.accept(T0, &TaskId::from("t"), &agent("a2")).unwrap_err(),
         TaskError::NotAssigned("t".into())
     );
     assert_eq!(
-        q.progress(T0, "t", &agent("a2")).unwrap_err(),
+        q.progress(T0, &TaskId::from("t"), &agent("a2"))
+            .unwrap_err(),
         TaskError::NotAssigned("t".into())
     );
 }
@@ -265,10 +285,10 @@ fn accept_twice_is_an_error() {
     let mut q = queue();
     q.submit(T0, NewTask::new("t", "x")).unwrap();
     let a1 = agent("a1");
-    q.assign(T0, "t", &a1).unwrap();
-    q.accept(T0, "t", &a1).unwrap();
+    q.assign(T0, &TaskId::from("t"), &a1).unwrap();
+    q.accept(T0, &TaskId::from("t"), &a1).unwrap();
     assert_eq!(
-        q.accept(T0, "t", &a1).unwrap_err(),
+        q.accept(T0, &TaskId::from("t"), &a1).unwrap_err(),
         TaskError::WrongStatus {
             task_id: "t".into(),
             status: Status::Working
@@ -285,11 +305,14 @@ fn failures_retry_then_dead_letter_exactly_as_max_retries_says() {
         let a1 = agent("a1");
         let mut attempts = 0;
         loop {
-            let g = q.assign(T0, "t", &a1).unwrap();
+            let g = q.assign(T0, &TaskId::from("t"), &a1).unwrap();
             attempts += 1;
-            match q.fail(T0, "t", &a1, g, &format!("err{attempts}")).unwrap() {
+            match q
+                .fail(T0, &TaskId::from("t"), &a1, g, &format!("err{attempts}"))
+                .unwrap()
+            {
                 FailOutcome::Retried => {
-                    let t = q.get("t").unwrap();
+                    let t = q.get(&TaskId::from("t")).unwrap();
                     assert_eq!(t.status, Status::Queued);
                     assert_eq!(t.retry_count, attempts);
                 }
@@ -313,9 +336,9 @@ fn reject_requeues_without_counting_a_retry() {
     let mut q = queue();
     q.submit(T0, NewTask::new("t", "x")).unwrap();
     let a1 = agent("a1");
-    q.assign(T0, "t", &a1).unwrap();
-    q.reject(T0 + 1, "t", &a1, "busy").unwrap();
-    let t = q.get("t").unwrap();
+    q.assign(T0, &TaskId::from("t"), &a1).unwrap();
+    q.reject(T0 + 1, &TaskId::from("t"), &a1, "busy").unwrap();
+    let t = q.get(&TaskId::from("t")).unwrap();
     assert_eq!(
         (t.status, t.retry_count, t.generation),
         (Status::Queued, 0, 2)
@@ -330,14 +353,14 @@ fn retry_from_the_dead_letter_requeues_with_history() {
     q.submit(T0, NewTask::new("t", "x").with_max_retries(0))
         .unwrap();
     let a1 = agent("a1");
-    let g = q.assign(T0, "t", &a1).unwrap();
+    let g = q.assign(T0, &TaskId::from("t"), &a1).unwrap();
     assert_eq!(
-        q.fail(T0, "t", &a1, g, "boom").unwrap(),
+        q.fail(T0, &TaskId::from("t"), &a1, g, "boom").unwrap(),
         FailOutcome::DeadLettered
     );
     let dead = q.drain_changes().pop().unwrap().into_task();
     q.retry_dead_letter(T0 + 5, dead.clone()).unwrap();
-    let t = q.get("t").unwrap();
+    let t = q.get(&TaskId::from("t")).unwrap();
     assert_eq!((t.status, t.retry_count), (Status::Queued, 0));
     assert_eq!(t.last_error.as_deref(), Some("boom"));
     assert_eq!(t.history.last().unwrap().event, HistoryEvent::Requeued);
@@ -352,8 +375,9 @@ fn retry_of_a_record_that_is_not_dead_letter_is_refused() {
     let mut q = queue();
     q.submit(T0, NewTask::new("t", "x")).unwrap();
     let a1 = agent("a1");
-    let g = q.assign(T0, "t", &a1).unwrap();
-    q.complete(T0, "t", &a1, g, done("{}")).unwrap();
+    let g = q.assign(T0, &TaskId::from("t"), &a1).unwrap();
+    q.complete(T0, &TaskId::from("t"), &a1, g, done("{}"))
+        .unwrap();
     let completed = q.drain_changes().pop().unwrap().into_task();
     assert_eq!(
         q.retry_dead_letter(T0, completed).unwrap_err(),
@@ -371,13 +395,13 @@ fn cancel_reports_the_holder_and_removes_the_task() {
     q.submit(T0, NewTask::new("q", "x")).unwrap();
     q.submit(T0, NewTask::new("h", "x")).unwrap();
     let a1 = agent("a1");
-    q.assign(T0, "h", &a1).unwrap();
-    assert_eq!(q.cancel(T0, "q").unwrap(), None);
-    assert_eq!(q.cancel(T0, "h").unwrap(), Some(a1));
+    q.assign(T0, &TaskId::from("h"), &a1).unwrap();
+    assert_eq!(q.cancel(T0, &TaskId::from("q")).unwrap(), None);
+    assert_eq!(q.cancel(T0, &TaskId::from("h")).unwrap(), Some(a1));
     assert!(q.is_empty());
     assert_eq!(q.queued_len(), 0);
     assert_eq!(
-        q.cancel(T0, "h").unwrap_err(),
+        q.cancel(T0, &TaskId::from("h")).unwrap_err(),
         TaskError::NotFound("h".into())
     );
 }
@@ -387,15 +411,24 @@ fn recover_continues_only_for_the_holder() {
     let mut q = queue();
     q.submit(T0, NewTask::new("t", "x")).unwrap();
     let a1 = agent("a1");
-    let g = q.assign(T0, "t", &a1).unwrap();
+    let g = q.assign(T0, &TaskId::from("t"), &a1).unwrap();
     assert_eq!(
-        q.recover(T0 + 1, "t", &a1),
+        q.recover(T0 + 1, &TaskId::from("t"), &a1),
         Recovery::Continue { generation: g }
     );
-    assert_eq!(q.recover(T0 + 1, "t", &agent("a2")), Recovery::Reassign);
-    assert_eq!(q.recover(T0 + 1, "gone", &a1), Recovery::Reassign);
-    let _ = q.reclaim(T0 + 2, "t", ReclaimReason::RecoveryExpired);
-    assert_eq!(q.recover(T0 + 3, "t", &a1), Recovery::Reassign);
+    assert_eq!(
+        q.recover(T0 + 1, &TaskId::from("t"), &agent("a2")),
+        Recovery::Reassign
+    );
+    assert_eq!(
+        q.recover(T0 + 1, &TaskId::from("gone"), &a1),
+        Recovery::Reassign
+    );
+    let _ = q.reclaim(T0 + 2, &TaskId::from("t"), ReclaimReason::RecoveryExpired);
+    assert_eq!(
+        q.recover(T0 + 3, &TaskId::from("t"), &a1),
+        Recovery::Reassign
+    );
 }
 
 #[test]
@@ -411,11 +444,11 @@ fn sweep_fails_overdue_and_reclaims_stuck_tasks_only() {
     q.submit(T0, NewTask::new("queued", "x").with_complete_by(T0 + 1))
         .unwrap();
     let (a1, a2, a3) = (agent("a1"), agent("a2"), agent("a3"));
-    q.assign(T0, "overdue", &a1).unwrap();
-    q.assign(T0, "stuck", &a2).unwrap();
-    q.assign(T0, "alive", &a3).unwrap();
+    q.assign(T0, &TaskId::from("overdue"), &a1).unwrap();
+    q.assign(T0, &TaskId::from("stuck"), &a2).unwrap();
+    q.assign(T0, &TaskId::from("alive"), &a3).unwrap();
     assert!(q.sweep(T0 + 400).is_empty());
-    q.progress(T0 + 900, "alive", &a3).unwrap();
+    q.progress(T0 + 900, &TaskId::from("alive"), &a3).unwrap();
     let _ = q.drain_changes();
     assert_eq!(
         q.sweep(T0 + 1_000),
@@ -432,7 +465,7 @@ fn sweep_fails_overdue_and_reclaims_stuck_tasks_only() {
             },
         ]
     );
-    let overdue = q.get("overdue").unwrap();
+    let overdue = q.get(&TaskId::from("overdue")).unwrap();
     assert_eq!(
         (
             overdue.status,
@@ -448,13 +481,19 @@ fn sweep_fails_overdue_and_reclaims_stuck_tasks_only() {
         &*overdue.history.last().unwrap().details,
         "agent=a1 generation=1 retry_count=1 error=deadline_exceeded"
     );
-    let stuck = q.get("stuck").unwrap();
+    let stuck = q.get(&TaskId::from("stuck")).unwrap();
     assert_eq!(
         (stuck.status, stuck.retry_count, stuck.reclaim_count),
         (Status::Queued, 0, 1)
     );
-    assert_eq!(q.get("alive").unwrap().status, Status::Assigned);
-    assert_eq!(q.get("queued").unwrap().status, Status::Queued);
+    assert_eq!(
+        q.get(&TaskId::from("alive")).unwrap().status,
+        Status::Assigned
+    );
+    assert_eq!(
+        q.get(&TaskId::from("queued")).unwrap().status,
+        Status::Queued
+    );
     assert_eq!(
         statuses(&q.drain_changes()),
         vec![
@@ -475,8 +514,8 @@ fn an_overdue_task_is_retried_then_dead_lettered_never_reassigned_forever() {
     )
     .unwrap();
     let a1 = agent("a1");
-    q.assign(T0, "t", &a1).unwrap();
-    q.accept(T0 + 1, "t", &a1).unwrap();
+    q.assign(T0, &TaskId::from("t"), &a1).unwrap();
+    q.accept(T0 + 1, &TaskId::from("t"), &a1).unwrap();
     assert_eq!(q.sweep(T0 + 100), vec![], "not overdue at its deadline");
     let swept = q.sweep(T0 + 101);
     assert_eq!(
@@ -487,7 +526,7 @@ fn an_overdue_task_is_retried_then_dead_lettered_never_reassigned_forever() {
             outcome: FailOutcome::Retried
         }]
     );
-    let g = q.assign(T0 + 102, "t", &a1).unwrap();
+    let g = q.assign(T0 + 102, &TaskId::from("t"), &a1).unwrap();
     assert_eq!(g, 3, "assign 1, fail 2, assign 3");
     let _ = q.drain_changes();
     assert_eq!(
@@ -498,7 +537,7 @@ fn an_overdue_task_is_retried_then_dead_lettered_never_reassigned_forever() {
             outcome: FailOutcome::DeadLettered
         }]
     );
-    assert!(q.get("t").is_none());
+    assert!(q.get(&TaskId::from("t")).is_none());
     let changes = q.drain_changes();
     let [Change::Finalized(last)] = &changes[..] else {
         panic!("{changes:?}")
@@ -527,22 +566,25 @@ fn fail_holder_counts_a_failure_and_fences_the_holder_off() {
         .unwrap();
     q.submit(T0, NewTask::new("q", "x")).unwrap();
     let a1 = agent("a1");
-    let g = q.assign(T0, "t", &a1).unwrap();
-    q.accept(T0, "t", &a1).unwrap();
+    let g = q.assign(T0, &TaskId::from("t"), &a1).unwrap();
+    q.accept(T0, &TaskId::from("t"), &a1).unwrap();
     assert_eq!(
-        q.fail_holder(T0, "q", "result_too_large").unwrap_err(),
+        q.fail_holder(T0, &TaskId::from("q"), "result_too_large")
+            .unwrap_err(),
         TaskError::WrongStatus {
             task_id: "q".into(),
             status: Status::Queued
         }
     );
     assert_eq!(
-        q.fail_holder(T0, "nope", "result_too_large").unwrap_err(),
+        q.fail_holder(T0, &TaskId::from("nope"), "result_too_large")
+            .unwrap_err(),
         TaskError::NotFound("nope".into())
     );
     let _ = q.drain_changes();
     assert_eq!(
-        q.fail_holder(T0 + 1, "t", "result_too_large").unwrap(),
+        q.fail_holder(T0 + 1, &TaskId::from("t"), "result_too_large")
+            .unwrap(),
         (a1.clone(), FailOutcome::DeadLettered)
     );
     let changes = q.drain_changes();
@@ -574,26 +616,30 @@ fn the_reclaim_past_the_budget_dead_letters_the_task() {
     let a1 = agent("a1");
     let reasons = [ReclaimReason::Disconnected, ReclaimReason::AcceptTimeout];
     for (i, reason) in reasons.into_iter().enumerate() {
-        q.assign(T0, "t", &a1).unwrap();
+        q.assign(T0, &TaskId::from("t"), &a1).unwrap();
         assert_eq!(
-            q.reclaim(T0 + 1, "t", reason).unwrap(),
+            q.reclaim(T0 + 1, &TaskId::from("t"), reason).unwrap(),
             Reclaimed {
                 agent_id: a1.clone(),
                 outcome: ReclaimOutcome::Requeued
             }
         );
-        assert_eq!(q.get("t").unwrap().reclaim_count, i as u32 + 1);
+        assert_eq!(
+            q.get(&TaskId::from("t")).unwrap().reclaim_count,
+            i as u32 + 1
+        );
     }
-    q.assign(T0 + 2, "t", &a1).unwrap();
+    q.assign(T0 + 2, &TaskId::from("t"), &a1).unwrap();
     let _ = q.drain_changes();
     assert_eq!(
-        q.reclaim(T0 + 3, "t", ReclaimReason::Stuck).unwrap(),
+        q.reclaim(T0 + 3, &TaskId::from("t"), ReclaimReason::Stuck)
+            .unwrap(),
         Reclaimed {
             agent_id: a1.clone(),
             outcome: ReclaimOutcome::DeadLettered
         }
     );
-    assert!(q.get("t").is_none());
+    assert!(q.get(&TaskId::from("t")).is_none());
     assert_eq!(q.queued_len(), 0);
     let changes = q.drain_changes();
     let [Change::Finalized(last)] = &changes[..] else {
@@ -617,7 +663,7 @@ fn the_reclaim_past_the_budget_dead_letters_the_task() {
     );
     // An operator's retry starts a fresh budget.
     q.retry_dead_letter(T0 + 4, last.clone()).unwrap();
-    let t = q.get("t").unwrap();
+    let t = q.get(&TaskId::from("t")).unwrap();
     assert_eq!(
         (t.status, t.reclaim_count, t.retry_count),
         (Status::Queued, 0, 0)
@@ -633,13 +679,13 @@ fn rejects_do_not_count_against_the_reclaim_budget() {
     q.submit(T0, NewTask::new("t", "x")).unwrap();
     let a1 = agent("a1");
     for _ in 0..3 {
-        q.assign(T0, "t", &a1).unwrap();
-        q.reject(T0, "t", &a1, "busy").unwrap();
+        q.assign(T0, &TaskId::from("t"), &a1).unwrap();
+        q.reject(T0, &TaskId::from("t"), &a1, "busy").unwrap();
     }
-    assert_eq!(q.get("t").unwrap().reclaim_count, 0);
-    q.assign(T0, "t", &a1).unwrap();
+    assert_eq!(q.get(&TaskId::from("t")).unwrap().reclaim_count, 0);
+    q.assign(T0, &TaskId::from("t"), &a1).unwrap();
     assert_eq!(
-        q.reclaim(T0, "t", ReclaimReason::Disconnected)
+        q.reclaim(T0, &TaskId::from("t"), ReclaimReason::Disconnected)
             .unwrap()
             .outcome,
         ReclaimOutcome::DeadLettered
@@ -678,10 +724,10 @@ fn history_keeps_the_newest_fifty_entries() {
     q.submit(T0, NewTask::new("t", "x")).unwrap();
     let a1 = agent("a1");
     for i in 0..40 {
-        q.assign(T0 + i, "t", &a1).unwrap();
-        q.reject(T0 + i, "t", &a1, "busy").unwrap();
+        q.assign(T0 + i, &TaskId::from("t"), &a1).unwrap();
+        q.reject(T0 + i, &TaskId::from("t"), &a1, "busy").unwrap();
     }
-    let t = q.get("t").unwrap();
+    let t = q.get(&TaskId::from("t")).unwrap();
     assert_eq!(t.history.len(), HISTORY_CAP);
     assert_eq!(t.history.last().unwrap().event, HistoryEvent::Rejected);
     assert_eq!(t.history.first().unwrap().event, HistoryEvent::Assigned);
@@ -699,7 +745,7 @@ fn stats_count_live_tasks_by_status_and_lane() {
         q.submit(T0, NewTask::new(format!("t{i}"), "x").with_priority(p))
             .unwrap();
     }
-    q.assign(T0, "t0", &agent("a1")).unwrap();
+    q.assign(T0, &TaskId::from("t0"), &agent("a1")).unwrap();
     let stats = q.stats();
     assert_eq!(stats.status(Status::Queued), 5);
     assert_eq!(stats.status(Status::Assigned), 1);
@@ -713,12 +759,15 @@ fn restore_from_the_changes_gives_the_same_queue() {
         q.submit(T0, NewTask::new(format!("t{i}"), "x")).unwrap();
     }
     let a1 = agent("a1");
-    let g = q.assign(T0, "t0", &a1).unwrap();
-    q.accept(T0, "t0", &a1).unwrap();
-    q.complete(T0, "t0", &a1, g, done("{}")).unwrap();
-    q.assign(T0, "t3", &a1).unwrap();
-    q.assign(T0, "t1", &a1).unwrap();
-    let _ = q.reclaim(T0, "t1", ReclaimReason::Disconnected).unwrap();
+    let g = q.assign(T0, &TaskId::from("t0"), &a1).unwrap();
+    q.accept(T0, &TaskId::from("t0"), &a1).unwrap();
+    q.complete(T0, &TaskId::from("t0"), &a1, g, done("{}"))
+        .unwrap();
+    q.assign(T0, &TaskId::from("t3"), &a1).unwrap();
+    q.assign(T0, &TaskId::from("t1"), &a1).unwrap();
+    let _ = q
+        .reclaim(T0, &TaskId::from("t1"), ReclaimReason::Disconnected)
+        .unwrap();
     // Storage keeps the newest record of each task.
     let store: std::collections::HashMap<TaskId, Task> = q
         .drain_changes()
@@ -730,9 +779,18 @@ fn restore_from_the_changes_gives_the_same_queue() {
     let order =
         |q: &Queue| -> Vec<String> { q.queued_in_order().map(|t| t.id.to_string()).collect() };
     assert_eq!(order(&restored), order(&q));
-    assert_eq!(restored.get("t3"), q.get("t3"));
-    assert_eq!(restored.get("t1").unwrap().reclaim_count(), 1);
-    assert_eq!(restored.get("t1"), q.get("t1"));
+    assert_eq!(
+        restored.get(&TaskId::from("t3")),
+        q.get(&TaskId::from("t3"))
+    );
+    assert_eq!(
+        restored.get(&TaskId::from("t1")).unwrap().reclaim_count(),
+        1
+    );
+    assert_eq!(
+        restored.get(&TaskId::from("t1")),
+        q.get(&TaskId::from("t1"))
+    );
     // New submissions go behind the restored ones.
     restored.submit(T0, NewTask::new("t9", "x")).unwrap();
     assert_eq!(order(&restored).last().map(String::as_str), Some("t9"));
@@ -768,8 +826,8 @@ fn working_parts() -> TaskParts {
     let mut q = queue();
     q.submit(T0, NewTask::new("t", "x").with_max_retries(1))
         .unwrap();
-    q.assign(T0 + 1, "t", &agent("a1")).unwrap();
-    q.accept(T0 + 2, "t", &agent("a1")).unwrap();
+    q.assign(T0 + 1, &TaskId::from("t"), &agent("a1")).unwrap();
+    q.accept(T0 + 2, &TaskId::from("t"), &agent("a1")).unwrap();
     q.drain_changes().pop().unwrap().into_task().into_parts()
 }
 
@@ -870,22 +928,27 @@ fn long_texts_are_emitted_once_and_then_kept_out_of_memory() {
         Some("a long description")
     );
     // ... the queue keeps only the short ones, and the lengths of the others.
-    let kept = q.get("big").unwrap();
+    let kept = q.get(&TaskId::from("big")).unwrap();
     assert_eq!(kept.metadata, Payload::Stored { len: big.len() });
     assert_eq!(kept.description, Payload::Stored { len: 18 });
     assert_eq!(
-        q.get("small").unwrap().metadata.as_inline(),
+        q.get(&TaskId::from("small")).unwrap().metadata.as_inline(),
         Some(r#"{"k":1}"#)
     );
     assert_eq!(
-        q.get("small").unwrap().description.as_inline(),
+        q.get(&TaskId::from("small"))
+            .unwrap()
+            .description
+            .as_inline(),
         Some("short")
     );
     // Later records of the task leave the stored texts out (storage keeps them).
-    let g = q.assign(T0 + 1, "big", &agent("a1")).unwrap();
+    let g = q
+        .assign(T0 + 1, &TaskId::from("big"), &agent("a1"))
+        .unwrap();
     let assigned = q.drain_changes().pop().unwrap().into_task();
     assert!(assigned.metadata.is_stored() && assigned.description.is_stored());
-    q.complete(T0 + 2, "big", &agent("a1"), g, done("{}"))
+    q.complete(T0 + 2, &TaskId::from("big"), &agent("a1"), g, done("{}"))
         .unwrap();
     let finalized = q.drain_changes().pop().unwrap();
     assert!(matches!(&finalized, Change::Finalized(t) if t.metadata.is_stored()));
@@ -915,13 +978,22 @@ fn restore_keeps_long_texts_out_of_memory_whether_or_not_storage_sent_them() {
         .map(Change::into_task)
         .collect();
     let full = Queue::restore(config.clone(), records.clone()).unwrap();
-    assert_eq!(full.get("a"), q.get("a"));
-    assert_eq!(full.get("b").unwrap().description.as_inline(), Some("b"));
+    assert_eq!(full.get(&TaskId::from("a")), q.get(&TaskId::from("a")));
+    assert_eq!(
+        full.get(&TaskId::from("b"))
+            .unwrap()
+            .description
+            .as_inline(),
+        Some("b")
+    );
     // Storage may send only the lengths of long texts.
     records[0].description = Payload::Stored { len: 10 };
     records[0].metadata = Payload::Stored { len: 7 };
     let lengths_only = Queue::restore(config, records).unwrap();
-    assert_eq!(lengths_only.get("a"), q.get("a"));
+    assert_eq!(
+        lengths_only.get(&TaskId::from("a")),
+        q.get(&TaskId::from("a"))
+    );
 }
 
 #[test]
@@ -933,15 +1005,18 @@ fn a_retry_from_the_dead_letter_emits_its_texts_and_keeps_only_short_ones() {
     q.submit(T0, NewTask::new("t", "long enough").with_max_retries(0))
         .unwrap();
     let a1 = agent("a1");
-    let g = q.assign(T0, "t", &a1).unwrap();
-    let _ = q.fail(T0, "t", &a1, g, "boom").unwrap();
+    let g = q.assign(T0, &TaskId::from("t"), &a1).unwrap();
+    let _ = q.fail(T0, &TaskId::from("t"), &a1, g, "boom").unwrap();
     let mut dead = q.drain_changes().pop().unwrap().into_task();
     // As read back from storage: with its text.
     dead.description = Payload::from("long enough");
     q.retry_dead_letter(T0 + 1, dead).unwrap();
     let requeued = q.drain_changes().pop().unwrap().into_task();
     assert_eq!(requeued.description.as_inline(), Some("long enough"));
-    assert_eq!(q.get("t").unwrap().description, Payload::Stored { len: 11 });
+    assert_eq!(
+        q.get(&TaskId::from("t")).unwrap().description,
+        Payload::Stored { len: 11 }
+    );
 }
 
 #[test]
@@ -958,13 +1033,13 @@ fn a_progress_report_is_a_touch_without_a_history_entry() {
     let mut q = queue();
     q.submit(T0, NewTask::new("t", "x")).unwrap();
     let a1 = agent("a1");
-    q.assign(T0, "t", &a1).unwrap();
+    q.assign(T0, &TaskId::from("t"), &a1).unwrap();
     let _ = q.drain_changes();
-    q.progress(T0, "t", &a1).unwrap();
+    q.progress(T0, &TaskId::from("t"), &a1).unwrap();
     let changes = q.drain_changes();
     assert!(matches!(&changes[..], [Change::Touched(t)] if t.history.len() == 2));
     assert_eq!(changes[0].recorded_event(), None);
-    q.accept(T0, "t", &a1).unwrap();
+    q.accept(T0, &TaskId::from("t"), &a1).unwrap();
     let accepted = q.drain_changes().pop().unwrap();
     assert_eq!(
         accepted.recorded_event().map(|e| e.event),

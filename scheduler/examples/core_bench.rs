@@ -10,19 +10,21 @@ use std::time::Instant;
 
 use coordinator_scheduler::{
     Action, AgentId, Capabilities, Completion, ConnId, NewTask, Queue, QueueConfig, Scheduler,
-    SchedulerConfig,
+    SchedulerConfig, TaskId,
 };
 
 fn transitions() {
     const N: usize = 1_000_000;
     let mut queue = Queue::new(QueueConfig::default());
     let agent = AgentId::from("bench-agent");
-    let ids: Vec<String> = (0..N).map(|i| format!("task-{i:08}")).collect();
+    let ids: Vec<TaskId> = (0..N)
+        .map(|i| TaskId::from(format!("task-{i:08}")))
+        .collect();
     let started = Instant::now();
     for (i, id) in ids.iter().enumerate() {
         let now = i as u64;
         queue
-            .submit(now, NewTask::new(id.as_str(), "x"))
+            .submit(now, NewTask::new(id.clone(), "x"))
             .expect("submit");
         let generation = queue.assign(now, id, &agent).expect("assign");
         queue.accept(now, id, &agent).expect("accept");

@@ -22,7 +22,7 @@ use std::collections::{BinaryHeap, HashMap};
 // The scheduler re-exports the queue and agent types its API uses.
 use coordinator_scheduler::{
     Action, AgentId, Capabilities, Change, Completion, ConnId, NewTask, QueueConfig, Scheduler,
-    SchedulerConfig, Status, Task,
+    SchedulerConfig, Status, Task, TaskId,
 };
 
 const N_TASKS: usize = 1_000;
@@ -36,19 +36,19 @@ enum Event {
     Deliver {
         agent: usize,
         conn: ConnId,
-        task: String,
+        task: TaskId,
         generation: u64,
     },
     /// The agent's `task_accepted`.
     Accepted {
         agent: usize,
         conn: ConnId,
-        task: String,
+        task: TaskId,
     },
     /// The agent's `task_complete`, with the generation it was given.
     Completed {
         agent: usize,
-        task: String,
+        task: TaskId,
         generation: u64,
     },
     /// The agent's connection drops.
@@ -61,7 +61,7 @@ struct Dispatcher {
     scheduler: Scheduler,
     now_ms: u64,
     /// What a database would hold: the newest record of every task.
-    store: HashMap<String, Task>,
+    store: HashMap<TaskId, Task>,
     events: BinaryHeap<Reverse<(u64, u64, usize)>>,
     bodies: Vec<Event>,
     conns: Vec<Option<ConnId>>,
@@ -98,14 +98,14 @@ impl Dispatcher {
                 }
             }
             let task = change.into_task();
-            self.store.insert(task.id().to_string(), task);
+            self.store.insert(task.id().clone(), task);
         }
         while let Some(action) = self.scheduler.poll_action() {
             match action {
                 Action::Assign(a) => {
                     let agent: usize = a.agent_id.as_str()[1..].parse().expect("our own ids");
                     if let Some(conn) = self.conns[agent] {
-                        let task = a.task_id.to_string();
+                        let task = a.task_id.clone();
                         self.at(
                             1,
                             Event::Deliver {
@@ -129,7 +129,7 @@ impl Dispatcher {
     }
 
     /// What the simulated agent does with a delivered assignment.
-    fn on_deliver(&mut self, agent: usize, conn: ConnId, task: String, generation: u64) {
+    fn on_deliver(&mut self, agent: usize, conn: ConnId, task: TaskId, generation: u64) {
         if self.conns[agent] != Some(conn) {
             return;
         }

@@ -35,6 +35,13 @@
 //! - An agent drained by an operator ([`Scheduler::handle_drain`]) is offered no
 //!   new work until it is undrained; the drain is kept in memory only.
 //!
+//! # Ids
+//!
+//! As in `coordinator-queue`: inputs about a task or an agent borrow its id
+//! (`&TaskId`, `&AgentId`); what the scheduler keeps is taken by value
+//! ([`Scheduler::handle_connect`]'s agent id, [`NewTask`]). Connections are
+//! named by [`ConnId`].
+//!
 //! # Features
 //!
 //! - `serde` (off by default): `Serialize` and `Deserialize` for [`Action`],
@@ -50,14 +57,15 @@
 //! ```
 //! // Everything comes from this crate: it re-exports the types of its API.
 //! use coordinator_scheduler::{
-//!     Action, AgentId, Capabilities, Completion, ConnId, NewTask, Scheduler, SchedulerConfig,
+//!     Action, AgentId, Capabilities, Completion, ConnId, NewTask, Scheduler, SchedulerConfig, TaskId,
 //! };
 //!
 //! let mut scheduler = Scheduler::new(SchedulerConfig::default());
 //! let now_ms = 1_700_000_000_000;
 //! let agent = AgentId::from("builder-1");
+//! let t1 = TaskId::from("t1");
 //! scheduler.handle_connect(now_ms, agent.clone(), Capabilities::new(["linux"]), ConnId::new(1));
-//! scheduler.handle_submit(now_ms, NewTask::new("t1", "cargo build").with_capabilities(["linux"]))?;
+//! scheduler.handle_submit(now_ms, NewTask::new(t1.clone(), "cargo build").with_capabilities(["linux"]))?;
 //!
 //! // Persist first ...
 //! let changes: Vec<_> = std::iter::from_fn(|| scheduler.poll_change()).collect();
@@ -66,8 +74,8 @@
 //! let Some(Action::Assign(assignment)) = scheduler.poll_action() else { panic!() };
 //! assert_eq!(assignment.agent_id, agent);
 //!
-//! scheduler.handle_accepted(now_ms + 1, &agent, "t1")?;
-//! scheduler.handle_complete(now_ms + 2, &agent, "t1", assignment.generation, Completion::default())?;
+//! scheduler.handle_accepted(now_ms + 1, &agent, &t1)?;
+//! scheduler.handle_complete(now_ms + 2, &agent, &t1, assignment.generation, Completion::default())?;
 //! assert!(scheduler.queue().is_empty());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -88,18 +96,16 @@ pub use scheduler::{
 };
 
 // What the scheduler's own API takes and gives, so that a user can depend on
-// this crate alone.
-/// The agent state-machine crate, for what the flat re-exports above leave out.
-pub use coordinator_agent_fsm as agent_fsm;
+// this crate alone; and the two crates, for what the flat re-exports leave out.
 pub use coordinator_agent_fsm::{Agent, AgentState, HeldTask, IllegalMove, Move};
-/// The queue crate, for what the flat re-exports above leave out.
-pub use coordinator_queue as queue;
 pub use coordinator_queue::{
     AgentId, Capabilities, Change, Completion, FailOutcome, HistoryEntry, HistoryEvent, Holder,
     InvalidTask, NewTask, Payload, Priority, Queue, QueueConfig, ReclaimOutcome, ReclaimReason,
     Recovery, RestoreError, Stats, Status, SubmitError, Task, TaskError, TaskId, TaskParts,
     UnknownPriority, UnknownStatus, DEADLINE_EXCEEDED, HISTORY_CAP, TOO_MANY_RECLAIMS,
 };
+#[doc(no_inline)]
+pub use {coordinator_agent_fsm as agent_fsm, coordinator_queue as queue};
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

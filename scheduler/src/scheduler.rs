@@ -245,7 +245,7 @@ impl Scheduler {
     }
 
     /// One agent, if it ever connected.
-    pub fn agent(&self, id: &str) -> Option<AgentView<'_>> {
+    pub fn agent(&self, id: &AgentId) -> Option<AgentView<'_>> {
         let slot = self.agents.get(id)?;
         Some(self.view(slot))
     }
@@ -402,7 +402,7 @@ impl Scheduler {
         &mut self,
         now_ms: u64,
         agent_id: &AgentId,
-        task_id: &str,
+        task_id: &TaskId,
         announce: bool,
     ) -> Option<u64> {
         let idle = self
@@ -415,7 +415,7 @@ impl Scheduler {
         let generation = self.queue.reattach(now_ms, task_id, agent_id).ok()?;
         self.reattachable.remove(agent_id);
         self.make_unavailable(agent_id);
-        let task_id = TaskId::from(task_id);
+        let task_id = task_id.clone();
         self.move_agent(agent_id, |fsm| {
             fsm.resume(now_ms, task_id.clone(), generation)
         })
@@ -514,13 +514,13 @@ impl Scheduler {
         &mut self,
         now_ms: u64,
         agent_id: &AgentId,
-        task_id: &str,
+        task_id: &TaskId,
         generation: u64,
     ) -> Result<(), SchedulerError> {
         let task = self
             .queue
             .get(task_id)
-            .ok_or_else(|| TaskError::NotFound(TaskId::from(task_id)))?;
+            .ok_or_else(|| TaskError::NotFound(task_id.clone()))?;
         if task.generation() != generation {
             return Err(TaskError::StaleGeneration {
                 task_id: task.id().clone(),
@@ -560,16 +560,13 @@ impl Scheduler {
         &mut self,
         now_ms: u64,
         agent_id: &AgentId,
-        task_id: &str,
+        task_id: &TaskId,
     ) -> Result<(), SchedulerError> {
         let slot = self.slot(agent_id)?;
-        let holds_it = slot
-            .fsm
-            .task()
-            .is_some_and(|h| h.task_id.as_str() == task_id);
+        let holds_it = slot.fsm.task().is_some_and(|h| &h.task_id == task_id);
         if holds_it && slot.fsm.state() != AgentState::Assigned {
             return Err(TaskError::WrongStatus {
-                task_id: TaskId::from(task_id),
+                task_id: task_id.clone(),
                 status: self
                     .queue
                     .get(task_id)
@@ -593,7 +590,7 @@ impl Scheduler {
         &mut self,
         now_ms: u64,
         agent_id: &AgentId,
-        task_id: &str,
+        task_id: &TaskId,
     ) -> Result<(), SchedulerError> {
         self.slot(agent_id)?;
         if self.reattachable_task(agent_id).as_deref() == Some(task_id) {
@@ -615,7 +612,7 @@ impl Scheduler {
         &mut self,
         now_ms: u64,
         agent_id: &AgentId,
-        task_id: &str,
+        task_id: &TaskId,
         generation: u64,
         completion: Completion,
     ) -> Result<(), SchedulerError> {
@@ -631,7 +628,7 @@ impl Scheduler {
         &mut self,
         now_ms: u64,
         agent_id: &AgentId,
-        task_id: &str,
+        task_id: &TaskId,
         generation: u64,
         error: &str,
     ) -> Result<FailOutcome, SchedulerError> {
@@ -642,7 +639,7 @@ impl Scheduler {
         // The task is offered to the other idle agents before this one.
         self.release_agent(now_ms, agent_id, task_id);
         if outcome == FailOutcome::Retried {
-            self.enqueue(now_ms, &TaskId::from(task_id));
+            self.enqueue(now_ms, task_id);
         }
         self.refresh_availability(now_ms, agent_id);
         Ok(outcome)
@@ -654,7 +651,7 @@ impl Scheduler {
         &mut self,
         now_ms: u64,
         agent_id: &AgentId,
-        task_id: &str,
+        task_id: &TaskId,
         reason: &str,
     ) -> Result<(), SchedulerError> {
         self.slot(agent_id)?;
@@ -666,7 +663,7 @@ impl Scheduler {
         }
         self.cooldowns.insert((until, agent_id.clone()));
         self.release_agent(now_ms, agent_id, task_id);
-        self.enqueue(now_ms, &TaskId::from(task_id));
+        self.enqueue(now_ms, task_id);
         self.refresh_availability(now_ms, agent_id);
         Ok(())
     }
@@ -676,13 +673,10 @@ impl Scheduler {
         &mut self,
         now_ms: u64,
         agent_id: &AgentId,
-        task_id: &str,
+        task_id: &TaskId,
     ) -> Result<Recovery, SchedulerError> {
         let slot = self.slot(agent_id)?;
-        let holds_other = slot
-            .fsm
-            .task()
-            .is_some_and(|h| h.task_id.as_str() != task_id);
+        let holds_other = slot.fsm.task().is_some_and(|h| &h.task_id != task_id);
         if holds_other {
             return Ok(Recovery::Reassign);
         }
@@ -702,10 +696,10 @@ impl Scheduler {
     /// An operator cancelled a live task; its holder, if any, is told to stop and
     /// is offered no work until it reports on the task or `cancel_grace_ms` passes
     /// (an agent may well go on working until it reads the cancel, or ignore it).
-    pub fn handle_cancel(&mut self, now_ms: u64, task_id: &str) -> Result<(), SchedulerError> {
+    pub fn handle_cancel(&mut self, now_ms: u64, task_id: &TaskId) -> Result<(), SchedulerError> {
         let holder = self.queue.cancel(now_ms, task_id)?;
         if let Some(agent_id) = holder {
-            let task_id = TaskId::from(task_id);
+            let task_id = task_id.clone();
             self.actions.push_back(Action::Cancel {
                 agent_id: agent_id.clone(),
                 task_id: task_id.clone(),
@@ -731,14 +725,14 @@ impl Scheduler {
         &mut self,
         now_ms: u64,
         agent_id: &AgentId,
-        task_id: &str,
+        task_id: &TaskId,
     ) -> bool {
         let Some(slot) = self.agents.get_mut(agent_id) else {
             return false;
         };
         let Some((_, until)) = slot
             .cancelling
-            .take_if(|(cancelled, _)| cancelled.as_str() == task_id)
+            .take_if(|(cancelled, _)| cancelled == task_id)
         else {
             return false;
         };
@@ -916,11 +910,11 @@ impl Scheduler {
     }
 
     /// If `task_id` was waiting for `agent_id` to come back, the agent has it again.
-    fn reattach(&mut self, now_ms: u64, agent_id: &AgentId, task_id: &str) {
+    fn reattach(&mut self, now_ms: u64, agent_id: &AgentId, task_id: &TaskId) {
         if self.awaiting_recovery.get(task_id).map(|(owner, _)| owner) != Some(agent_id) {
             return;
         }
-        let task_id = TaskId::from(task_id);
+        let task_id = task_id.clone();
         self.forget_recovery(&task_id);
         let generation = self.queue.get(&task_id).map_or(0, |t| t.generation());
         self.make_unavailable(agent_id);
@@ -938,16 +932,16 @@ impl Scheduler {
 
     /// `task_id` reached an end with `agent_id` (completed, failed, rejected,
     /// cancelled): the agent is free again.
-    fn task_left_agent(&mut self, now_ms: u64, agent_id: &AgentId, task_id: &str) {
+    fn task_left_agent(&mut self, now_ms: u64, agent_id: &AgentId, task_id: &TaskId) {
         self.release_agent(now_ms, agent_id, task_id);
         self.refresh_availability(now_ms, agent_id);
     }
 
     /// Frees the agent from `task_id` without offering it new work yet.
-    fn release_agent(&mut self, now_ms: u64, agent_id: &AgentId, task_id: &str) {
+    fn release_agent(&mut self, now_ms: u64, agent_id: &AgentId, task_id: &TaskId) {
         self.forget_recovery(task_id);
         self.move_agent(agent_id, |fsm| {
-            if fsm.task().is_some_and(|h| h.task_id.as_str() == task_id) {
+            if fsm.task().is_some_and(|h| &h.task_id == task_id) {
                 fsm.release(now_ms).expect("a busy agent can be released");
             }
         });
@@ -976,10 +970,9 @@ impl Scheduler {
     }
 
     /// Stops waiting for the agent that held `task_id` to recover it; returns that agent.
-    fn forget_recovery(&mut self, task_id: &str) -> Option<AgentId> {
+    fn forget_recovery(&mut self, task_id: &TaskId) -> Option<AgentId> {
         let (agent_id, deadline) = self.awaiting_recovery.remove(task_id)?;
-        self.recovery_deadlines
-            .remove(&(deadline, TaskId::from(task_id)));
+        self.recovery_deadlines.remove(&(deadline, task_id.clone()));
         Some(agent_id)
     }
 

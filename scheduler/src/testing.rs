@@ -27,7 +27,7 @@
 //!
 //! ```
 //! use coordinator_scheduler::testing::{scheduler_ops, Driver};
-//! use coordinator_scheduler::SchedulerConfig;
+//! use coordinator_scheduler::{SchedulerConfig, TaskId};
 //! use proptest::prelude::*;
 //!
 //! proptest! {
@@ -38,7 +38,7 @@
 //!         for op in &ops {
 //!             driver.apply(op)?; // also checks the scheduler's invariants
 //!             for n in 0..driver.n_submitted() {
-//!                 let id = format!("t{n}");
+//!                 let id = TaskId::from(format!("t{n}"));
 //!                 let Some(stored) = driver.store().get(&id) else {
 //!                     return Err(TestCaseError::fail(format!("{id} was never stored")));
 //!                 };

@@ -52,7 +52,10 @@ fn a_submitted_task_goes_to_an_idle_capable_agent_at_once() {
     s.handle_connect(T0, id("gpu"), caps(&["linux", "gpu"]), ConnId::new(2));
     submit(&mut s, T0 + 1, "t", &["gpu"]);
     assert_eq!(assignments(&mut s), [("t".into(), "gpu".into(), 1)]);
-    assert_eq!(s.agent("gpu").unwrap().agent.state(), AgentState::Assigned);
+    assert_eq!(
+        s.agent(&AgentId::from("gpu")).unwrap().agent.state(),
+        AgentState::Assigned
+    );
 }
 
 #[test]
@@ -73,7 +76,10 @@ fn an_unmatchable_task_does_not_block_later_ones() {
     submit(&mut s, T0, "any", &[]);
     s.handle_connect(T0 + 1, id("cpu"), caps(&["linux"]), ConnId::new(1));
     assert_eq!(assignments(&mut s), [("any".into(), "cpu".into(), 1)]);
-    assert_eq!(s.queue().get("needs-gpu").unwrap().status(), Status::Queued);
+    assert_eq!(
+        s.queue().get(&TaskId::from("needs-gpu")).unwrap().status(),
+        Status::Queued
+    );
 }
 
 #[test]
@@ -91,8 +97,14 @@ fn higher_lanes_go_first_when_an_agent_becomes_idle() {
     let got = assignments(&mut s);
     assert_eq!(got[0].0, "urgent");
     let a = id("a");
-    s.handle_complete(T0 + 1, &a, "urgent", 1, Completion::default())
-        .unwrap();
+    s.handle_complete(
+        T0 + 1,
+        &a,
+        &TaskId::from("urgent"),
+        1,
+        Completion::default(),
+    )
+    .unwrap();
     assert_eq!(assignments(&mut s)[0].0, "normal");
 }
 
@@ -106,7 +118,11 @@ fn the_longest_idle_agent_wins_and_unresponsive_ones_come_last() {
     assert_eq!(assignments(&mut s)[0].1, "slow");
     // `slow` never accepts: reclaimed, flagged, and the task goes to `b` at once.
     s.handle_timeout(T0 + 103);
-    assert!(s.agent("slow").unwrap().agent.is_unresponsive());
+    assert!(s
+        .agent(&AgentId::from("slow"))
+        .unwrap()
+        .agent
+        .is_unresponsive());
     let got = assignments(&mut s);
     assert_eq!(got, [("t1".into(), "b".into(), 3)]);
     // `slow` has been idle since before `c`'s connect? No: it went idle at T0+103,
@@ -140,8 +156,17 @@ fn disconnect_reclaims_and_rematches_at_once() {
     assert!(
         matches!(&actions[1], Action::Assign(a) if a.agent_id.as_str() == "b" && a.generation == 3)
     );
-    assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Offline);
-    let stale = s.handle_complete(T0 + 3, &id("b"), "t", 1, Completion::default());
+    assert_eq!(
+        s.agent(&AgentId::from("a")).unwrap().agent.state(),
+        AgentState::Offline
+    );
+    let stale = s.handle_complete(
+        T0 + 3,
+        &id("b"),
+        &TaskId::from("t"),
+        1,
+        Completion::default(),
+    );
     assert!(matches!(
         stale,
         Err(SchedulerError::Task(
@@ -172,9 +197,15 @@ fn a_replaced_connection_closing_late_is_refused_and_changes_nothing() {
         s.handle_oversize(T0 + 2, &id("a"), ConnId::new(1)),
         Err(stale)
     );
-    assert!(s.agent("a").unwrap().connected);
-    assert_eq!(s.agent("a").unwrap().connection, Some(ConnId::new(2)));
-    assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Idle);
+    assert!(s.agent(&AgentId::from("a")).unwrap().connected);
+    assert_eq!(
+        s.agent(&AgentId::from("a")).unwrap().connection,
+        Some(ConnId::new(2))
+    );
+    assert_eq!(
+        s.agent(&AgentId::from("a")).unwrap().agent.state(),
+        AgentState::Idle
+    );
     // Gone once: a second report of it is refused too.
     s.handle_disconnect(T0 + 3, &id("a"), ConnId::new(2))
         .unwrap();
@@ -199,27 +230,46 @@ fn a_reconnecting_agent_recovers_its_task() {
     submit(&mut s, T0, "t", &[]);
     submit(&mut s, T0, "u", &[]);
     assignments(&mut s);
-    s.handle_accepted(T0 + 1, &id("a"), "t").unwrap();
+    s.handle_accepted(T0 + 1, &id("a"), &TaskId::from("t"))
+        .unwrap();
     // A new connection replaces the old one before it closed: the task is taken
     // back at once, kept for its holder, which settles before it gets work.
     s.handle_connect(T0 + 2, id("a"), caps(&[]), ConnId::new(2));
-    assert_eq!(s.queue().get("t").unwrap().status(), Status::Queued);
-    assert!(s.agent("a").unwrap().settling_until_ms.is_some());
+    assert_eq!(
+        s.queue().get(&TaskId::from("t")).unwrap().status(),
+        Status::Queued
+    );
+    assert!(s
+        .agent(&AgentId::from("a"))
+        .unwrap()
+        .settling_until_ms
+        .is_some());
     assert!(
         assignments(&mut s).is_empty(),
         "no new work while it settles"
     );
-    let r = s.handle_recovering(T0 + 3, &id("a"), "t").unwrap();
+    let r = s
+        .handle_recovering(T0 + 3, &id("a"), &TaskId::from("t"))
+        .unwrap();
     assert_eq!(r, Recovery::Continue { generation: 3 });
-    assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Working);
+    assert_eq!(
+        s.agent(&AgentId::from("a")).unwrap().agent.state(),
+        AgentState::Working
+    );
     s.handle_agent_message(T0 + 3, &id("a"));
     assert!(
         assignments(&mut s).is_empty(),
         "busy with its own task again"
     );
     // Its report with its original generation is accepted.
-    s.handle_complete(T0 + 4, &id("a"), "t", 1, Completion::default())
-        .unwrap();
+    s.handle_complete(
+        T0 + 4,
+        &id("a"),
+        &TaskId::from("t"),
+        1,
+        Completion::default(),
+    )
+    .unwrap();
     assert_eq!(assignments(&mut s)[0].0, "u");
 }
 
@@ -239,22 +289,34 @@ fn restore_waits_for_recovery_then_reclaims() {
     assert_eq!(s.poll_timeout(), Some(T0 + 510));
     s.handle_connect(T0 + 20, id("a"), caps(&[]), ConnId::new(7));
     assert_eq!(
-        s.handle_recovering(T0 + 21, &id("a"), "t1").unwrap(),
+        s.handle_recovering(T0 + 21, &id("a"), &TaskId::from("t1"))
+            .unwrap(),
         Recovery::Continue { generation: 1 }
     );
     assert_eq!(
-        s.handle_recovering(T0 + 21, &id("a"), "t2").unwrap(),
+        s.handle_recovering(T0 + 21, &id("a"), &TaskId::from("t2"))
+            .unwrap(),
         Recovery::Reassign
     );
     s.handle_connect(T0 + 20, id("c"), caps(&[]), ConnId::new(8));
     assert_eq!(assignments(&mut s), [("t3".into(), "c".into(), 1)]);
-    s.handle_accepted(T0 + 21, &id("c"), "t3").unwrap();
+    s.handle_accepted(T0 + 21, &id("c"), &TaskId::from("t3"))
+        .unwrap();
     // b never comes back: after the grace its task is reclaimed and goes to c when free.
     s.handle_timeout(T0 + 510);
-    assert_eq!(s.queue().get("t2").unwrap().status(), Status::Queued);
-    assert_eq!(s.queue().get("t2").unwrap().generation(), 2);
-    s.handle_complete(T0 + 600, &id("c"), "t3", 1, Completion::default())
-        .unwrap();
+    assert_eq!(
+        s.queue().get(&TaskId::from("t2")).unwrap().status(),
+        Status::Queued
+    );
+    assert_eq!(s.queue().get(&TaskId::from("t2")).unwrap().generation(), 2);
+    s.handle_complete(
+        T0 + 600,
+        &id("c"),
+        &TaskId::from("t3"),
+        1,
+        Completion::default(),
+    )
+    .unwrap();
     assert_eq!(assignments(&mut s), [("t2".into(), "c".into(), 3)]);
 }
 
@@ -264,9 +326,10 @@ fn a_rejecting_agent_cools_down() {
     s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     submit(&mut s, T0, "t", &[]);
     assignments(&mut s);
-    s.handle_rejected(T0 + 1, &id("a"), "t", "busy").unwrap();
+    s.handle_rejected(T0 + 1, &id("a"), &TaskId::from("t"), "busy")
+        .unwrap();
     assert!(assignments(&mut s).is_empty());
-    assert_eq!(s.queue().get("t").unwrap().retry_count(), 0);
+    assert_eq!(s.queue().get(&TaskId::from("t")).unwrap().retry_count(), 0);
     assert_eq!(s.poll_timeout(), Some(T0 + 51));
     s.handle_timeout(T0 + 51);
     assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 3)]);
@@ -280,16 +343,21 @@ fn failures_retry_and_rematch() {
         .unwrap();
     assignments(&mut s);
     assert_eq!(
-        s.handle_failed(T0, &id("a"), "t", 1, "e1").unwrap(),
+        s.handle_failed(T0, &id("a"), &TaskId::from("t"), 1, "e1")
+            .unwrap(),
         FailOutcome::Retried
     );
     assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 2)]);
     assert_eq!(
-        s.handle_failed(T0, &id("a"), "t", 2, "e2").unwrap(),
+        s.handle_failed(T0, &id("a"), &TaskId::from("t"), 2, "e2")
+            .unwrap(),
         FailOutcome::DeadLettered
     );
     assert!(s.queue().is_empty());
-    assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Idle);
+    assert_eq!(
+        s.agent(&AgentId::from("a")).unwrap().agent.state(),
+        AgentState::Idle
+    );
 }
 
 #[test]
@@ -299,8 +367,8 @@ fn cancel_of_a_held_task_tells_the_agent() {
     submit(&mut s, T0, "t", &[]);
     submit(&mut s, T0, "q", &["gpu"]);
     assignments(&mut s);
-    s.handle_cancel(T0 + 1, "t").unwrap();
-    s.handle_cancel(T0 + 1, "q").unwrap();
+    s.handle_cancel(T0 + 1, &TaskId::from("t")).unwrap();
+    s.handle_cancel(T0 + 1, &TaskId::from("q")).unwrap();
     while s.poll_change().is_some() {}
     let actions: Vec<Action> = std::iter::from_fn(|| s.poll_action()).collect();
     assert_eq!(
@@ -310,16 +378,20 @@ fn cancel_of_a_held_task_tells_the_agent() {
             task_id: "t".into()
         }]
     );
-    assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Idle);
+    assert_eq!(
+        s.agent(&AgentId::from("a")).unwrap().agent.state(),
+        AgentState::Idle
+    );
     assert!(s.queue().is_empty());
-    assert!(s.handle_cancel(T0, "t").is_err());
+    assert!(s.handle_cancel(T0, &TaskId::from("t")).is_err());
 }
 
 #[test]
 fn messages_from_unknown_agents_are_refused() {
     let mut s = Scheduler::new(config());
     assert_eq!(
-        s.handle_accepted(T0, &id("ghost"), "t").unwrap_err(),
+        s.handle_accepted(T0, &id("ghost"), &TaskId::from("t"))
+            .unwrap_err(),
         SchedulerError::UnknownAgent(id("ghost"))
     );
 }
@@ -333,7 +405,7 @@ fn sweep_reclaims_stuck_tasks_and_rematches() {
     s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     submit(&mut s, T0, "t", &[]);
     assignments(&mut s);
-    s.handle_accepted(T0, &id("a"), "t").unwrap();
+    s.handle_accepted(T0, &id("a"), &TaskId::from("t")).unwrap();
     s.handle_sweep(T0 + 1_000);
     // The agent is idle again and takes the task back with a new generation.
     assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 3)]);
@@ -355,8 +427,14 @@ fn equal_work_spreads_evenly_over_four_agents() {
     while let Some((task, agent, gen)) = in_flight.pop_front() {
         now += 1;
         *counts.entry(agent.clone()).or_default() += 1;
-        s.handle_complete(now, &id(&agent), &task, gen, Completion::default())
-            .unwrap();
+        s.handle_complete(
+            now,
+            &id(&agent),
+            &TaskId::from(task.as_str()),
+            gen,
+            Completion::default(),
+        )
+        .unwrap();
         in_flight.extend(assignments(&mut s));
     }
     assert_eq!(counts.values().sum::<usize>(), 20);
@@ -421,8 +499,14 @@ fn a_task_reclaimed_past_its_budget_by_disconnects_is_dead_lettered_not_requeued
     assert!(s.queue().is_empty());
     s.handle_connect(T0 + 4, id("b"), caps(&[]), ConnId::new(3));
     assert!(assignments(&mut s).is_empty(), "nothing left to run");
-    assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Offline);
-    assert_eq!(s.agent("b").unwrap().agent.state(), AgentState::Idle);
+    assert_eq!(
+        s.agent(&AgentId::from("a")).unwrap().agent.state(),
+        AgentState::Offline
+    );
+    assert_eq!(
+        s.agent(&AgentId::from("b")).unwrap().agent.state(),
+        AgentState::Idle
+    );
 }
 
 #[test]
@@ -446,7 +530,7 @@ fn an_accept_timeout_past_the_budget_frees_the_agent_for_other_work() {
         })
         .collect();
     assert_eq!(assigned, [("u".to_owned(), 1)]);
-    assert!(s.queue().get("t").is_none());
+    assert!(s.queue().get(&TaskId::from("t")).is_none());
 }
 
 #[test]
@@ -483,7 +567,7 @@ fn a_stuck_task_past_the_budget_is_dead_lettered_by_the_sweep() {
     submit(&mut s, T0, "t", &[]);
     submit(&mut s, T0, "u", &[]);
     assignments(&mut s);
-    s.handle_accepted(T0, &id("a"), "t").unwrap();
+    s.handle_accepted(T0, &id("a"), &TaskId::from("t")).unwrap();
     s.handle_sweep(T0 + 1_000);
     let (finals, actions) = drain(&mut s);
     assert_eq!(
@@ -514,7 +598,8 @@ fn an_overdue_task_is_a_counted_failure_retried_elsewhere_then_dead_lettered() {
     )
     .unwrap();
     assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 1)]);
-    s.handle_accepted(T0 + 1, &id("a"), "t").unwrap();
+    s.handle_accepted(T0 + 1, &id("a"), &TaskId::from("t"))
+        .unwrap();
     s.handle_connect(T0 + 2, id("b"), caps(&[]), ConnId::new(2));
     s.handle_sweep(T0 + 100);
     assert!(
@@ -524,15 +609,24 @@ fn an_overdue_task_is_a_counted_failure_retried_elsewhere_then_dead_lettered() {
     s.handle_sweep(T0 + 101);
     // Other idle agents get the retry before the agent that failed it.
     assert_eq!(assignments(&mut s), [("t".into(), "b".into(), 3)]);
-    let t = s.queue().get("t").unwrap();
+    let t = s.queue().get(&TaskId::from("t")).unwrap();
     assert_eq!(
         (t.retry_count(), t.reclaim_count(), t.last_error()),
         (1, 0, Some(DEADLINE_EXCEEDED))
     );
-    assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Idle);
+    assert_eq!(
+        s.agent(&AgentId::from("a")).unwrap().agent.state(),
+        AgentState::Idle
+    );
     // The late report of the failed run is fenced off.
     assert!(matches!(
-        s.handle_complete(T0 + 102, &id("a"), "t", 1, Completion::default()),
+        s.handle_complete(
+            T0 + 102,
+            &id("a"),
+            &TaskId::from("t"),
+            1,
+            Completion::default()
+        ),
         Err(SchedulerError::Task(_))
     ));
     s.handle_sweep(T0 + 103);
@@ -543,7 +637,10 @@ fn an_overdue_task_is_a_counted_failure_retried_elsewhere_then_dead_lettered() {
     );
     assert!(actions.is_empty(), "{actions:?}");
     assert!(s.queue().is_empty());
-    assert_eq!(s.agent("b").unwrap().agent.state(), AgentState::Idle);
+    assert_eq!(
+        s.agent(&AgentId::from("b")).unwrap().agent.state(),
+        AgentState::Idle
+    );
 }
 
 #[test]
@@ -553,14 +650,15 @@ fn an_oversize_close_is_a_counted_failure_of_the_held_task() {
     s.handle_submit(T0, NewTask::new("t", "x").with_max_retries(1))
         .unwrap();
     assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 1)]);
-    s.handle_accepted(T0 + 1, &id("a"), "t").unwrap();
+    s.handle_accepted(T0 + 1, &id("a"), &TaskId::from("t"))
+        .unwrap();
     s.handle_connect(T0 + 2, id("b"), caps(&[]), ConnId::new(2));
     s.handle_oversize(T0 + 3, &id("a"), ConnId::new(1)).unwrap();
-    let view = s.agent("a").unwrap();
+    let view = s.agent(&AgentId::from("a")).unwrap();
     assert!(!view.connected);
     assert_eq!(view.agent.state(), AgentState::Offline);
     assert_eq!(assignments(&mut s), [("t".into(), "b".into(), 3)]);
-    let t = s.queue().get("t").unwrap();
+    let t = s.queue().get(&TaskId::from("t")).unwrap();
     assert_eq!(
         (t.retry_count(), t.reclaim_count(), t.last_error()),
         (1, 0, Some(RESULT_TOO_LARGE))
@@ -570,7 +668,7 @@ fn an_oversize_close_is_a_counted_failure_of_the_held_task() {
     s.handle_connect(T0 + 4, id("c"), caps(&[]), ConnId::new(5));
     let stale = s.handle_oversize(T0 + 5, &id("c"), ConnId::new(4));
     assert!(matches!(stale, Err(SchedulerError::StaleConnection { .. })));
-    assert!(s.agent("c").unwrap().connected);
+    assert!(s.agent(&AgentId::from("c")).unwrap().connected);
     s.handle_oversize(T0 + 7, &id("b"), ConnId::new(2)).unwrap();
     let (finals, actions) = drain(&mut s);
     assert_eq!(
@@ -580,7 +678,7 @@ fn an_oversize_close_is_a_counted_failure_of_the_held_task() {
     assert!(actions.is_empty(), "{actions:?}");
     // An agent holding nothing just goes offline.
     s.handle_oversize(T0 + 9, &id("c"), ConnId::new(5)).unwrap();
-    assert!(!s.agent("c").unwrap().connected);
+    assert!(!s.agent(&AgentId::from("c")).unwrap().connected);
     assert!(drain(&mut s).0.is_empty());
 }
 
@@ -593,14 +691,14 @@ fn an_undeliverable_assignment_is_a_counted_failure_and_frees_the_agent() {
     assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 1)]);
     let _ = drain(&mut s);
     // Only for the current holder at the current generation.
-    let stale = s.handle_undeliverable(T0 + 1, &id("a"), "t", 7);
+    let stale = s.handle_undeliverable(T0 + 1, &id("a"), &TaskId::from("t"), 7);
     assert!(matches!(
         stale,
         Err(SchedulerError::Task(
             coordinator_queue::TaskError::StaleGeneration { .. }
         ))
     ));
-    let other = s.handle_undeliverable(T0 + 1, &id("b"), "t", 1);
+    let other = s.handle_undeliverable(T0 + 1, &id("b"), &TaskId::from("t"), 1);
     assert!(matches!(
         other,
         Err(SchedulerError::Task(
@@ -608,13 +706,17 @@ fn an_undeliverable_assignment_is_a_counted_failure_and_frees_the_agent() {
         ))
     ));
     assert!(drain(&mut s).0.is_empty(), "a refusal changes nothing");
-    s.handle_undeliverable(T0 + 1, &id("a"), "t", 1).unwrap();
+    s.handle_undeliverable(T0 + 1, &id("a"), &TaskId::from("t"), 1)
+        .unwrap();
     let (finals, _) = drain(&mut s);
     assert_eq!(
         finals.iter().map(ending).collect::<Vec<_>>(),
         [(Status::DeadLetter, 1, 0, Some(PAYLOAD_UNREADABLE))]
     );
-    assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Idle);
+    assert_eq!(
+        s.agent(&AgentId::from("a")).unwrap().agent.state(),
+        AgentState::Idle
+    );
 }
 
 // ---- property tests (with the test kit) ----
@@ -656,7 +758,7 @@ proptest! {
         while let Some((task, agent, gen)) = in_flight.pop_front() {
             now += 1;
             *counts.entry(agent.clone()).or_default() += 1;
-            s.handle_complete(now, &id(&agent), &task, gen, Completion::default()).unwrap();
+            s.handle_complete(now, &id(&agent), &TaskId::from(task.as_str()), gen, Completion::default()).unwrap();
             in_flight.extend(assignments(&mut s));
         }
         prop_assert_eq!(counts.len(), n_agents);
@@ -672,7 +774,7 @@ fn a_cancelled_agent_gets_no_work_until_it_reports_on_the_cancelled_task() {
     s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     submit(&mut s, T0, "t1", &[]);
     assert_eq!(assignments(&mut s).len(), 1);
-    s.handle_cancel(T0 + 1, "t1").unwrap();
+    s.handle_cancel(T0 + 1, &TaskId::from("t1")).unwrap();
     submit(&mut s, T0 + 2, "t2", &[]);
     assert_eq!(
         assignments(&mut s),
@@ -680,15 +782,18 @@ fn a_cancelled_agent_gets_no_work_until_it_reports_on_the_cancelled_task() {
         "no work while its report is awaited"
     );
     assert_eq!(
-        s.agent("a").unwrap().cancelling.map(|t| t.as_str()),
+        s.agent(&AgentId::from("a"))
+            .unwrap()
+            .cancelling
+            .map(|t| t.as_str()),
         Some("t1")
     );
     // A report on another task is not the awaited one.
-    assert!(!s.handle_report_after_cancel(T0 + 3, &id("a"), "t2"));
-    assert!(s.handle_report_after_cancel(T0 + 3, &id("a"), "t1"));
+    assert!(!s.handle_report_after_cancel(T0 + 3, &id("a"), &TaskId::from("t2")));
+    assert!(s.handle_report_after_cancel(T0 + 3, &id("a"), &TaskId::from("t1")));
     assert_eq!(assignments(&mut s), [("t2".into(), "a".into(), 1)]);
     assert!(
-        !s.handle_report_after_cancel(T0 + 4, &id("a"), "t1"),
+        !s.handle_report_after_cancel(T0 + 4, &id("a"), &TaskId::from("t1")),
         "only once"
     );
 }
@@ -699,7 +804,7 @@ fn the_cancel_grace_ends_the_wait_for_an_agent_that_never_reports() {
     s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     submit(&mut s, T0, "t1", &[]);
     assert_eq!(assignments(&mut s).len(), 1);
-    s.handle_cancel(T0, "t1").unwrap();
+    s.handle_cancel(T0, &TaskId::from("t1")).unwrap();
     submit(&mut s, T0, "t2", &[]);
     assert_eq!(assignments(&mut s), []);
     let grace = config().cancel_grace_ms;
@@ -708,7 +813,7 @@ fn the_cancel_grace_ends_the_wait_for_an_agent_that_never_reports() {
     assert_eq!(assignments(&mut s), []);
     s.handle_timeout(T0 + grace);
     assert_eq!(assignments(&mut s), [("t2".into(), "a".into(), 1)]);
-    assert!(s.agent("a").unwrap().cancelling.is_none());
+    assert!(s.agent(&AgentId::from("a")).unwrap().cancelling.is_none());
 }
 
 #[test]
@@ -717,11 +822,11 @@ fn a_silent_holder_that_reconnects_gets_its_task_back_after_the_settle_window() 
     s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
     submit(&mut s, T0, "t", &[]);
     assert_eq!(assignments(&mut s), [("t".into(), "a".into(), 1)]);
-    s.handle_accepted(T0, &id("a"), "t").unwrap();
+    s.handle_accepted(T0, &id("a"), &TaskId::from("t")).unwrap();
     // A network blip: the task is taken back; nobody else can take it.
     s.handle_disconnect(T0 + 1, &id("a"), ConnId::new(1))
         .unwrap();
-    assert_eq!(s.queue().get("t").unwrap().generation(), 2);
+    assert_eq!(s.queue().get(&TaskId::from("t")).unwrap().generation(), 2);
     s.handle_connect(T0 + 2, id("a"), caps(&[]), ConnId::new(2));
     assert!(assignments(&mut s).is_empty(), "settling");
     // It says nothing (pings only); after the settle window its task is re-attached
@@ -739,8 +844,14 @@ fn a_silent_holder_that_reconnects_gets_its_task_back_after_the_settle_window() 
         }]
     );
     // Its late result with the generation of its own assignment is accepted.
-    s.handle_complete(T0 + 9, &id("a"), "t", 1, Completion::default())
-        .unwrap();
+    s.handle_complete(
+        T0 + 9,
+        &id("a"),
+        &TaskId::from("t"),
+        1,
+        Completion::default(),
+    )
+    .unwrap();
     assert!(s.queue().is_empty());
 }
 
@@ -756,7 +867,13 @@ fn a_task_taken_by_another_agent_is_no_longer_the_old_holders() {
     assert_eq!(assignments(&mut s), [("t".into(), "b".into(), 3)]);
     s.handle_connect(T0 + 2, id("a"), caps(&[]), ConnId::new(3));
     let err = s
-        .handle_complete(T0 + 3, &id("a"), "t", 1, Completion::default())
+        .handle_complete(
+            T0 + 3,
+            &id("a"),
+            &TaskId::from("t"),
+            1,
+            Completion::default(),
+        )
         .unwrap_err();
     assert!(matches!(
         err,
@@ -764,7 +881,8 @@ fn a_task_taken_by_another_agent_is_no_longer_the_old_holders() {
             | SchedulerError::Task(coordinator_queue::TaskError::NotAssigned(_))
     ));
     assert_eq!(
-        s.handle_recovering(T0 + 3, &id("a"), "t").unwrap(),
+        s.handle_recovering(T0 + 3, &id("a"), &TaskId::from("t"))
+            .unwrap(),
         Recovery::Reassign
     );
 }
@@ -776,7 +894,7 @@ fn a_drained_agent_gets_no_new_work_until_undrained() {
     s.handle_connect(T0 + 1, id("b"), caps(&[]), ConnId::new(2));
     assert_eq!(s.handle_drain(T0 + 2, &id("a"), true), Ok(true));
     assert_eq!(s.handle_drain(T0 + 2, &id("a"), true), Ok(false));
-    assert!(s.agent("a").unwrap().drained);
+    assert!(s.agent(&AgentId::from("a")).unwrap().drained);
     // `a` has been idle longest, yet the task goes to `b`; the next one waits.
     submit(&mut s, T0 + 3, "t1", &[]);
     submit(&mut s, T0 + 3, "t2", &[]);
@@ -786,7 +904,7 @@ fn a_drained_agent_gets_no_new_work_until_undrained() {
         .unwrap();
     s.handle_connect(T0 + 5, id("a"), caps(&[]), ConnId::new(3));
     assert_eq!(assignments(&mut s), []);
-    assert!(s.agent("a").unwrap().drained);
+    assert!(s.agent(&AgentId::from("a")).unwrap().drained);
     // Undrained, it takes the waiting task at once.
     assert_eq!(s.handle_drain(T0 + 6, &id("a"), false), Ok(true));
     assert_eq!(assignments(&mut s), [("t2".into(), "a".into(), 1)]);
@@ -804,12 +922,25 @@ fn draining_a_busy_agent_lets_its_task_finish() {
     submit(&mut s, T0 + 1, "t2", &[]);
     assert_eq!(assignments(&mut s), [("t1".into(), "a".into(), 1)]);
     s.handle_drain(T0 + 2, &id("a"), true).unwrap();
-    s.handle_accepted(T0 + 3, &id("a"), "t1").unwrap();
-    s.handle_complete(T0 + 4, &id("a"), "t1", 1, Completion::default())
+    s.handle_accepted(T0 + 3, &id("a"), &TaskId::from("t1"))
         .unwrap();
+    s.handle_complete(
+        T0 + 4,
+        &id("a"),
+        &TaskId::from("t1"),
+        1,
+        Completion::default(),
+    )
+    .unwrap();
     assert_eq!(assignments(&mut s), []);
-    assert_eq!(s.agent("a").unwrap().agent.state(), AgentState::Idle);
-    assert_eq!(s.queue().get("t2").unwrap().status(), Status::Queued);
+    assert_eq!(
+        s.agent(&AgentId::from("a")).unwrap().agent.state(),
+        AgentState::Idle
+    );
+    assert_eq!(
+        s.queue().get(&TaskId::from("t2")).unwrap().status(),
+        Status::Queued
+    );
 }
 
 #[test]

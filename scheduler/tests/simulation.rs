@@ -10,7 +10,9 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use coordinator_agent_fsm::Capabilities;
-use coordinator_queue::{AgentId, Change, Completion, HistoryEvent, NewTask, QueueConfig, Status};
+use coordinator_queue::{
+    AgentId, Change, Completion, HistoryEvent, NewTask, QueueConfig, Status, TaskId,
+};
 use coordinator_scheduler::testing::Driver;
 use coordinator_scheduler::{Action, ConnId, SchedulerConfig};
 use proptest::prelude::*;
@@ -179,9 +181,9 @@ impl Sim {
             }
             Event::Accept { agent, conn, task } => {
                 if self.connected(agent, conn) {
-                    let _ = self
-                        .driver
-                        .call(|s, now| s.handle_accepted(now, &id(agent), &task))?;
+                    let _ = self.driver.call(|s, now| {
+                        s.handle_accepted(now, &id(agent), &TaskId::from(task.as_str()))
+                    })?;
                 }
             }
             Event::Report {
@@ -198,14 +200,26 @@ impl Sim {
                     .driver
                     .scheduler()
                     .queue()
-                    .get(&task)
+                    .get(&TaskId::from(task.as_str()))
                     .map(|t| (t.assigned_to().cloned(), t.generation(), t.status()));
                 let result = self.driver.call(|s, now| {
                     if ok {
-                        s.handle_complete(now, &id(agent), &task, generation, Completion::default())
+                        s.handle_complete(
+                            now,
+                            &id(agent),
+                            &TaskId::from(task.as_str()),
+                            generation,
+                            Completion::default(),
+                        )
                     } else {
-                        s.handle_failed(now, &id(agent), &task, generation, "sim failure")
-                            .map(|_| ())
+                        s.handle_failed(
+                            now,
+                            &id(agent),
+                            &TaskId::from(task.as_str()),
+                            generation,
+                            "sim failure",
+                        )
+                        .map(|_| ())
                     }
                 })?;
                 if result.is_ok() {
@@ -313,7 +327,11 @@ fn run(seed: u64, n_agents: usize, n_tasks: usize, faults: bool) -> Result<(), T
             "seed {seed}: {task} completed {:?} times",
             sim.completions.get(&task)
         );
-        let record = sim.driver.store().get(&task).expect("every task is stored");
+        let record = sim
+            .driver
+            .store()
+            .get(&TaskId::from(task.as_str()))
+            .expect("every task is stored");
         let completed = record
             .history()
             .iter()

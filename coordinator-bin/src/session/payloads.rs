@@ -156,9 +156,12 @@ impl Session {
                     agent_id: agent_id.clone(),
                     error: error.to_owned(),
                 }));
-            let failed =
-                self.scheduler
-                    .handle_undeliverable(now_ms, agent_id, task_id.as_str(), generation);
+            let failed = self.scheduler.handle_undeliverable(
+                now_ms,
+                agent_id,
+                &TaskId::from(task_id.as_str()),
+                generation,
+            );
             debug_assert!(failed.is_ok(), "a current assignment: {failed:?}");
         }
     }
@@ -167,7 +170,7 @@ impl Session {
     fn is_current(&self, assignment: &Assignment) -> bool {
         self.scheduler
             .queue()
-            .get(assignment.task_id.as_str())
+            .get(&TaskId::from(assignment.task_id.as_str()))
             .is_some_and(|t| {
                 t.generation() == assignment.generation
                     && t.assigned_to() == Some(&assignment.agent_id)
@@ -179,7 +182,7 @@ impl Session {
     fn send_to_agent(&self, agent_id: &AgentId, frame: Frame) -> Option<Output> {
         let conn = self
             .scheduler
-            .agent(agent_id.as_str())
+            .agent(&AgentId::from(agent_id.as_str()))
             .and_then(|view| view.connection)?;
         self.conns
             .contains_key(&conn)

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use coordinator_queue::{Status, TaskError};
+use coordinator_queue::{Status, TaskError, TaskId};
 use coordinator_scheduler::SchedulerError;
 
 use super::api::{Answer, Receipt, Refusal, RefusalKind, Request};
@@ -187,7 +187,7 @@ impl Session {
     }
 
     fn cancel(&mut self, now_ms: u64, task_id: &str, stored: Option<Status>) -> Answer {
-        match self.scheduler.handle_cancel(now_ms, task_id) {
+        match self.scheduler.handle_cancel(now_ms, &TaskId::from(task_id)) {
             Ok(()) => Answer::Cancelled,
             Err(SchedulerError::Task(TaskError::NotFound(_))) => match stored {
                 None => refused(RefusalKind::NotFound, "no task with this id"),
@@ -272,7 +272,7 @@ impl Session {
     /// A retry may only start for a task that is not live and not being
     /// retried, and while the queue has room for it.
     fn start_retry(&mut self, now_ms: u64, task_id: &str) -> Result<(), Refusal> {
-        if let Some(live) = self.scheduler.queue().get(task_id) {
+        if let Some(live) = self.scheduler.queue().get(&TaskId::from(task_id)) {
             return Err(Refusal::new(
                 RefusalKind::Conflict,
                 format!("the task is {}, not in the dead letter", live.status()),
@@ -300,7 +300,7 @@ impl Session {
             return refused(RefusalKind::NotFound, "no task with this id");
         };
         // Nothing else can make a final task live again while this retry holds it.
-        debug_assert!(self.scheduler.queue().get(task_id).is_none());
+        debug_assert!(self.scheduler.queue().get(&TaskId::from(task_id)).is_none());
         if record.status() != Status::DeadLetter {
             return refused(
                 RefusalKind::Conflict,

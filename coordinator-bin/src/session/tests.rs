@@ -355,7 +355,7 @@ fn a_new_connection_replaces_the_old_one_whose_end_changes_nothing() {
         "the old socket's end reclaims nothing"
     );
     // Taken back at once from the replaced connection, kept for its holder.
-    let task = s.scheduler().queue().get("t1").unwrap();
+    let task = s.scheduler().queue().get(&TaskId::from("t1")).unwrap();
     assert_eq!((task.status(), task.generation()), (Status::Queued, 2));
     assert_eq!(task.reattachable_to(), Some(("a1", 1)));
     // The agent recovers its task on the new connection: re-attached, fenced anew.
@@ -376,7 +376,7 @@ fn a_new_connection_replaces_the_old_one_whose_end_changes_nothing() {
             }
         )]
     );
-    let task = s.scheduler().queue().get("t1").unwrap();
+    let task = s.scheduler().queue().get(&TaskId::from("t1")).unwrap();
     assert_eq!((task.status(), task.generation()), (Status::Working, 3));
 }
 
@@ -426,7 +426,11 @@ fn stale_generation_is_refused_and_changes_nothing() {
         vec![error(c, ErrorCode::StaleGeneration, Some("t1")).unwrap()]
     );
     assert_eq!(
-        s.scheduler().queue().get("t1").unwrap().status(),
+        s.scheduler()
+            .queue()
+            .get(&TaskId::from("t1"))
+            .unwrap()
+            .status(),
         Status::Assigned
     );
 }
@@ -547,7 +551,11 @@ fn retry_reads_the_record_after_the_commits_in_flight_and_answers_404_409_or_req
         }]
     );
     assert_eq!(
-        s.scheduler().queue().get("d1").unwrap().status(),
+        s.scheduler()
+            .queue()
+            .get(&TaskId::from("d1"))
+            .unwrap()
+            .status(),
         Status::Queued
     );
     // Live again: a second retry is refused without a read.
@@ -734,7 +742,11 @@ fn an_overflowing_socket_is_closed_and_its_task_reclaimed() {
     );
     assert!(matches!(out.last(), Some(Output::Persist(_))));
     assert_eq!(
-        s.scheduler().queue().get("t1").unwrap().status(),
+        s.scheduler()
+            .queue()
+            .get(&TaskId::from("t1"))
+            .unwrap()
+            .status(),
         Status::Queued
     );
 }
@@ -1047,7 +1059,7 @@ fn an_oversize_close_fails_the_held_task_and_retries_it_on_another_agent() {
         )
     );
     assert_eq!(assigned(&out), vec![(c2, "t1".to_owned(), 3)]);
-    let a1 = s.scheduler().agent("a1").unwrap();
+    let a1 = s.scheduler().agent(&AgentId::from("a1")).unwrap();
     assert!(!a1.connected);
     assert_eq!(s.agent_of(c1), None);
 }
@@ -1093,10 +1105,13 @@ fn an_oversize_close_of_a_stranger_or_a_replaced_connection_changes_nothing() {
     submit(&mut s, 1, &["t1"]);
     settle(&mut s);
     connect(&mut s, c2, "a1");
-    let before = s.scheduler().queue().get("t1").cloned();
+    let before = s.scheduler().queue().get(&TaskId::from("t1")).cloned();
     s.handle_closed_too_large(T0 + 1, c1);
     assert_eq!(drain(&mut s), vec![]);
-    assert_eq!(s.scheduler().queue().get("t1").cloned(), before);
+    assert_eq!(
+        s.scheduler().queue().get(&TaskId::from("t1")).cloned(),
+        before
+    );
     assert_eq!(before.map(|t| t.retry_count()), Some(0));
     // Unknown connections, and twice the same, are ignored.
     s.handle_closed_too_large(T0 + 2, c1);
@@ -1195,7 +1210,7 @@ fn revoking_a_token_closes_the_sockets_it_authenticated_after_the_commit() {
     assert_eq!(drain(&mut s), vec![]);
     s.handle_closed(T0 + 1, c1);
     assert!(settle(&mut s).is_empty());
-    let task = s.scheduler().queue().get("t1").unwrap();
+    let task = s.scheduler().queue().get(&TaskId::from("t1")).unwrap();
     assert_eq!(
         (task.assigned_to().map(|a| a.as_str()), task.generation()),
         (Some("a2"), 3)

@@ -2,7 +2,7 @@
 //! wire codes of refusals.
 
 use coordinator_agent_fsm::Capabilities;
-use coordinator_queue::{AgentId, Completion, FailOutcome, Recovery, TaskError};
+use coordinator_queue::{AgentId, Completion, FailOutcome, Recovery, TaskError, TaskId};
 use coordinator_scheduler::SchedulerError;
 use coordinator_transport::protocol::{AgentMessage, CoordinatorMessage, ErrorCode};
 
@@ -198,7 +198,7 @@ impl Session {
         let agent_id = AgentId::from(pending.agent_id.as_str());
         let previous = self
             .scheduler
-            .agent(agent_id.as_str())
+            .agent(&AgentId::from(agent_id.as_str()))
             .and_then(|view| view.connection)
             .filter(|old| *old != conn);
         if let Some(old) = previous {
@@ -259,10 +259,11 @@ impl Session {
         {
             // The awaited report on a task cancelled under the agent: it changes
             // nothing, and the agent can have work again.
-            if self
-                .scheduler
-                .handle_report_after_cancel(now_ms, agent, task_id)
-            {
+            if self.scheduler.handle_report_after_cancel(
+                now_ms,
+                agent,
+                &TaskId::from(task_id.as_str()),
+            ) {
                 let ack = CoordinatorMessage::TaskAck {
                     task_id: task_id.clone(),
                     status: "cancelled".to_owned(),
@@ -279,14 +280,14 @@ impl Session {
             AgentMessage::TaskAccepted { task_id } => {
                 let r = self
                     .scheduler
-                    .handle_accepted(now_ms, agent, &task_id)
+                    .handle_accepted(now_ms, agent, &TaskId::from(task_id.as_str()))
                     .map(|()| Some("accepted"));
                 (task_id, r)
             }
             AgentMessage::TaskProgress { task_id, .. } => {
                 let r = self
                     .scheduler
-                    .handle_progress(now_ms, agent, &task_id)
+                    .handle_progress(now_ms, agent, &TaskId::from(task_id.as_str()))
                     .map(|()| None);
                 (task_id, r)
             }
@@ -302,7 +303,13 @@ impl Session {
                 };
                 let r = self
                     .scheduler
-                    .handle_complete(now_ms, agent, &task_id, generation, completion)
+                    .handle_complete(
+                        now_ms,
+                        agent,
+                        &TaskId::from(task_id.as_str()),
+                        generation,
+                        completion,
+                    )
                     .map(|()| Some("complete"));
                 (task_id, r)
             }
@@ -314,7 +321,13 @@ impl Session {
                 let error = failure.unwrap_or_default();
                 let r = self
                     .scheduler
-                    .handle_failed(now_ms, agent, &task_id, generation, &error)
+                    .handle_failed(
+                        now_ms,
+                        agent,
+                        &TaskId::from(task_id.as_str()),
+                        generation,
+                        &error,
+                    )
                     .map(|outcome| {
                         Some(match outcome {
                             FailOutcome::Retried => "retried",
@@ -327,12 +340,16 @@ impl Session {
                 let reason = reason.unwrap_or_else(|| "no reason given".to_owned());
                 let r = self
                     .scheduler
-                    .handle_rejected(now_ms, agent, &task_id, &reason)
+                    .handle_rejected(now_ms, agent, &TaskId::from(task_id.as_str()), &reason)
                     .map(|()| Some("rejected"));
                 (task_id, r)
             }
             AgentMessage::TaskRecovering { task_id } => {
-                let reply = match self.scheduler.handle_recovering(now_ms, agent, &task_id) {
+                let reply = match self.scheduler.handle_recovering(
+                    now_ms,
+                    agent,
+                    &TaskId::from(task_id.as_str()),
+                ) {
                     Ok(Recovery::Continue { generation }) => CoordinatorMessage::TaskContinue {
                         task_id,
                         generation,

@@ -9,7 +9,7 @@ use coordinator_bin::session::{
     Answer, Batch, ConnId, Frame, Identity, LoadedPayload, Output, RefusalKind, Request, RequestId,
     Session, SessionConfig, TokenWrite,
 };
-use coordinator_queue::{Change, HistoryEvent, NewTask, Status, Task, TaskId};
+use coordinator_queue::{AgentId, Change, HistoryEvent, NewTask, Status, Task, TaskId};
 use coordinator_scheduler::SchedulerConfig;
 use coordinator_transport::protocol::{AgentMessage, CoordinatorMessage};
 
@@ -760,7 +760,11 @@ impl World {
         Pending::Drain {
             agent_id: agent_id.to_owned(),
             drained,
-            known: self.session.scheduler().agent(agent_id).is_some(),
+            known: self
+                .session
+                .scheduler()
+                .agent(&AgentId::from(agent_id))
+                .is_some(),
             nth,
             at_ms: self.now,
         }
@@ -961,7 +965,13 @@ impl World {
             if self.rng.chance(40) {
                 if let Some(live) = self.acked.iter().next().cloned() {
                     // A live id again: the whole batch must be refused.
-                    if self.session.scheduler().queue().get(&live).is_some() {
+                    if self
+                        .session
+                        .scheduler()
+                        .queue()
+                        .get(&TaskId::from(live.as_str()))
+                        .is_some()
+                    {
                         valid = false;
                         tasks.push(NewTask::new(live.as_str(), "again"));
                     }
@@ -1343,7 +1353,13 @@ impl World {
                     ));
                 }
                 for id in ids {
-                    if self.session.scheduler().queue().get(&id).is_some() || stored(&id).is_some()
+                    if self
+                        .session
+                        .scheduler()
+                        .queue()
+                        .get(&TaskId::from(id.as_str()))
+                        .is_some()
+                        || stored(&id).is_some()
                     {
                         return Err(format!("{id} of a refused batch was queued"));
                     }
@@ -1430,7 +1446,7 @@ impl World {
                 if let Some(other) = holders.insert(task_id.clone(), agent_id.clone()) {
                     return Err(format!("task {task_id} held by {other} and {agent_id}"));
                 }
-                let Some(task) = queue.get(&task_id) else {
+                let Some(task) = queue.get(&TaskId::from(task_id.as_str())) else {
                     return Err(format!("{agent_id} holds {task_id}, which is not live"));
                 };
                 if !task.status().is_held()
@@ -1449,7 +1465,7 @@ impl World {
         }
         for conn in self.session.connections() {
             if let Some(agent) = self.session.agent_of(conn) {
-                let view = scheduler.agent(agent.as_str());
+                let view = scheduler.agent(&AgentId::from(agent.as_str()));
                 if view.and_then(|v| v.connection) != Some(conn) {
                     return Err(format!("{conn} speaks for {agent}, who does not know it"));
                 }

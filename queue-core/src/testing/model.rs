@@ -366,7 +366,7 @@ impl QueueModel {
                     Some(idx) => {
                         let g = self
                             .queue
-                            .assign(now, self.ids[idx].as_str(), &AgentId::from(AGENTS[agent]))
+                            .assign(now, &self.ids[idx], &AgentId::from(AGENTS[agent]))
                             .expect("head is queued");
                         let m = self.model.get_mut(&idx).unwrap();
                         m.generation += 1;
@@ -424,7 +424,7 @@ impl QueueModel {
                 };
                 let res = self.queue.complete(
                     now,
-                    id.as_str(),
+                    &id,
                     &AgentId::from(AGENTS[agent]),
                     gen,
                     Completion::default(),
@@ -458,9 +458,9 @@ impl QueueModel {
                 } else {
                     m.generation
                 };
-                let res =
-                    self.queue
-                        .fail(now, id.as_str(), &AgentId::from(AGENTS[agent]), gen, "boom");
+                let res = self
+                    .queue
+                    .fail(now, &id, &AgentId::from(AGENTS[agent]), gen, "boom");
                 let normal = !m.status.is_final() && !stale && m.holder == Some(agent);
                 let widened = QueueModel::widened(&m, agent, gen);
                 let legal = normal || widened;
@@ -479,9 +479,7 @@ impl QueueModel {
                 let Some((idx, id)) = self.pick(task) else {
                     return;
                 };
-                let res = self
-                    .queue
-                    .reclaim(now, id.as_str(), ReclaimReason::Disconnected);
+                let res = self.queue.reclaim(now, &id, ReclaimReason::Disconnected);
                 let m = self.model.get_mut(&idx).unwrap();
                 let legal = m.status.is_held();
                 assert_eq!(res.is_ok(), legal);
@@ -507,7 +505,7 @@ impl QueueModel {
                 let Some((idx, id)) = self.pick(task) else {
                     return;
                 };
-                let res = self.queue.fail_holder(now, id.as_str(), "result_too_large");
+                let res = self.queue.fail_holder(now, &id, "result_too_large");
                 let m = self.model.get_mut(&idx).unwrap();
                 let legal = m.status.is_held();
                 assert_eq!(res.is_ok(), legal);
@@ -523,9 +521,7 @@ impl QueueModel {
                 let Some((idx, id)) = self.pick(task) else {
                     return;
                 };
-                let res = self
-                    .queue
-                    .reattach(now, id.as_str(), &AgentId::from(AGENTS[agent]));
+                let res = self.queue.reattach(now, &id, &AgentId::from(AGENTS[agent]));
                 let m = self.model.get_mut(&idx).unwrap();
                 let legal =
                     m.status == Status::Queued && m.reattachable.map(|(a, _)| a) == Some(agent);
@@ -544,9 +540,7 @@ impl QueueModel {
                 let Some((idx, id)) = self.pick(task) else {
                     return;
                 };
-                let res = self
-                    .queue
-                    .recover(now, id.as_str(), &AgentId::from(AGENTS[agent]));
+                let res = self.queue.recover(now, &id, &AgentId::from(AGENTS[agent]));
                 let m = self.model.get_mut(&idx).unwrap();
                 if m.status.is_held() && m.holder == Some(agent) {
                     assert_eq!(
@@ -566,7 +560,7 @@ impl QueueModel {
                 let Some((idx, id)) = self.pick(task) else {
                     return;
                 };
-                let res = self.queue.cancel(now, id.as_str());
+                let res = self.queue.cancel(now, &id);
                 let m = self.model.get_mut(&idx).unwrap();
                 let legal = !m.status.is_final();
                 assert_eq!(res.is_ok(), legal);
@@ -675,13 +669,13 @@ impl QueueModel {
         &mut self,
         task: usize,
         agent: usize,
-        real: impl FnOnce(&mut Queue, &str, &AgentId) -> Result<(), TaskError>,
+        real: impl FnOnce(&mut Queue, &TaskId, &AgentId) -> Result<(), TaskError>,
         model: impl FnOnce(&mut ModelTask) -> bool,
     ) -> bool {
         let Some((idx, id)) = self.pick(task) else {
             return false;
         };
-        let res = real(&mut self.queue, id.as_str(), &AgentId::from(AGENTS[agent]));
+        let res = real(&mut self.queue, &id, &AgentId::from(AGENTS[agent]));
         let m = self.model.get_mut(&idx).unwrap();
         let legal = m.status.is_held() && m.holder == Some(agent) && model(m);
         assert_eq!(res.is_ok(), legal, "{res:?} on {m:?}");

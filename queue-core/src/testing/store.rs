@@ -70,7 +70,7 @@ impl MemoryStore {
     }
 
     /// The newest record of a task, final or live.
-    pub fn get(&self, id: &str) -> Option<&Task> {
+    pub fn get(&self, id: &TaskId) -> Option<&Task> {
         self.records.get(id)
     }
 

@@ -33,19 +33,19 @@ fn busy_queue() -> (Queue, Vec<Change>) {
     q.submit(T0, NewTask::new("t5", "render").with_capabilities(["gpu"]))
         .unwrap();
 
-    q.assign(T0 + 1, "t1", &a1).unwrap();
-    q.accept(T0 + 2, "t1", &a1).unwrap();
-    q.progress(T0 + 3, "t1", &a1).unwrap();
-    let reclaimed = q.reclaim(T0 + 4, "t1", ReclaimReason::Disconnected);
+    q.assign(T0 + 1, &TaskId::from("t1"), &a1).unwrap();
+    q.accept(T0 + 2, &TaskId::from("t1"), &a1).unwrap();
+    q.progress(T0 + 3, &TaskId::from("t1"), &a1).unwrap();
+    let reclaimed = q.reclaim(T0 + 4, &TaskId::from("t1"), ReclaimReason::Disconnected);
     assert_eq!(reclaimed.unwrap().outcome, ReclaimOutcome::Requeued);
-    let generation = q.assign(T0 + 5, "t1", &a2).unwrap();
-    let failed = q.fail(T0 + 6, "t1", &a2, generation, "disk full");
+    let generation = q.assign(T0 + 5, &TaskId::from("t1"), &a2).unwrap();
+    let failed = q.fail(T0 + 6, &TaskId::from("t1"), &a2, generation, "disk full");
     assert_eq!(failed, Ok(FailOutcome::Retried));
-    let generation = q.assign(T0 + 7, "t1", &a1).unwrap();
-    q.accept(T0 + 8, "t1", &a1).unwrap();
+    let generation = q.assign(T0 + 7, &TaskId::from("t1"), &a1).unwrap();
+    q.accept(T0 + 8, &TaskId::from("t1"), &a1).unwrap();
     q.complete(
         T0 + 9,
-        "t1",
+        &TaskId::from("t1"),
         &a1,
         generation,
         Completion {
@@ -54,8 +54,8 @@ fn busy_queue() -> (Queue, Vec<Change>) {
         },
     )
     .unwrap();
-    q.cancel(T0 + 10, "t2").unwrap();
-    q.assign(T0 + 11, "t3", &a2).unwrap();
+    q.cancel(T0 + 10, &TaskId::from("t2")).unwrap();
+    q.assign(T0 + 11, &TaskId::from("t3"), &a2).unwrap();
     let changes = q.drain_changes();
     (q, changes)
 }
@@ -91,7 +91,7 @@ fn a_queue_restored_from_json_records_carries_on_like_one_restored_from_the_reco
     // What is still live: t3 held by a2, t5 queued.
     let records: Vec<Task> = ["t3", "t5"]
         .iter()
-        .map(|id| original.get(id).expect("live").clone())
+        .map(|id| original.get(&TaskId::from(*id)).expect("live").clone())
         .collect();
     let mut direct = Queue::restore(QueueConfig::default(), records.clone()).unwrap();
     let mut via_json =
@@ -100,11 +100,11 @@ fn a_queue_restored_from_json_records_carries_on_like_one_restored_from_the_reco
 
     let a2 = agent("a2");
     for q in [&mut direct, &mut via_json] {
-        q.accept(T0 + 20, "t3", &a2).unwrap();
+        q.accept(T0 + 20, &TaskId::from("t3"), &a2).unwrap();
         q.submit(T0 + 21, NewTask::new("t4", "more")).unwrap();
-        let reclaimed = q.reclaim(T0 + 22, "t3", ReclaimReason::Stuck);
+        let reclaimed = q.reclaim(T0 + 22, &TaskId::from("t3"), ReclaimReason::Stuck);
         assert_eq!(reclaimed.unwrap().agent_id, a2);
-        q.assign(T0 + 23, "t5", &a2).unwrap();
+        q.assign(T0 + 23, &TaskId::from("t5"), &a2).unwrap();
     }
     assert_eq!(direct.drain_changes(), via_json.drain_changes());
     assert_eq!(direct.stats(), via_json.stats());
@@ -147,7 +147,7 @@ fn names_on_the_wire_are_the_stable_names() {
 #[test]
 fn a_record_with_unsorted_capabilities_reads_as_the_sorted_set() {
     let (q, _) = busy_queue();
-    let mut value = json!(q.get("t3").unwrap());
+    let mut value = json!(q.get(&TaskId::from("t3")).unwrap());
     value["needed_capabilities"] = json!(["linux", "gpu", "linux"]);
     let task: Task = serde_json::from_value(value).unwrap();
     assert_eq!(task.needed_capabilities().names(), ["gpu", "linux"]);
@@ -156,7 +156,7 @@ fn a_record_with_unsorted_capabilities_reads_as_the_sorted_set() {
 #[test]
 fn an_inconsistent_record_does_not_deserialize() {
     let (q, _) = busy_queue();
-    let mut value = json!(q.get("t3").unwrap());
+    let mut value = json!(q.get(&TaskId::from("t3")).unwrap());
     assert_eq!(value["status"], json!("assigned"));
     value["holder"] = Value::Null;
     let err = serde_json::from_value::<Task>(value).unwrap_err();
@@ -166,7 +166,7 @@ fn an_inconsistent_record_does_not_deserialize() {
 #[test]
 fn bad_records_are_refused_with_an_error() {
     let (q, _) = busy_queue();
-    let good = json!(q.get("t3").unwrap());
+    let good = json!(q.get(&TaskId::from("t3")).unwrap());
     let mut unknown_status = good.clone();
     unknown_status["status"] = json!("lost");
     let err = serde_json::from_value::<Task>(unknown_status).unwrap_err();
@@ -190,7 +190,7 @@ fn a_text_is_a_string_on_the_wire_and_a_stored_one_its_length() {
     q.submit(T0, NewTask::new("t", "long enough")).unwrap();
     let submitted = q.drain_changes().pop().unwrap();
     assert_eq!(json!(submitted.task())["description"], json!("long enough"));
-    let kept = q.get("t").unwrap();
+    let kept = q.get(&TaskId::from("t")).unwrap();
     assert_eq!(json!(kept)["description"], json!({"stored_bytes": 11}));
     assert_eq!(json!(kept)["metadata"], json!("{}"));
     assert_eq!(&through_json(kept), kept);

@@ -3,7 +3,7 @@
 //! proptest strategy and as [`Driver::apply`].
 
 use coordinator_agent_fsm::Capabilities;
-use coordinator_queue::{AgentId, Completion, NewTask, Priority};
+use coordinator_queue::{AgentId, Completion, NewTask, Priority, TaskId};
 use proptest::prelude::*;
 
 use super::{Driver, Violation};
@@ -166,7 +166,7 @@ impl Driver {
                 else {
                     return Ok(());
                 };
-                let (task, generation) = (held.task_id.as_str(), held.generation);
+                let (task, generation) = (&held.task_id, held.generation);
                 let result = self.call(|s, now| match op {
                     SchedulerOp::Accept { .. } => s.handle_accepted(now, &a, task),
                     SchedulerOp::Complete { .. } => {
@@ -184,7 +184,8 @@ impl Driver {
                 }
             }
             SchedulerOp::Cancel { task } => {
-                let _ = self.call(|s, now| s.handle_cancel(now, &format!("t{task}")))?;
+                let _ =
+                    self.call(|s, now| s.handle_cancel(now, &TaskId::from(format!("t{task}"))))?;
             }
             SchedulerOp::Tick { ms } => self.advance(ms)?,
             SchedulerOp::Sweep => self.sweep()?,

@@ -14,7 +14,7 @@ fn every_action_and_change_of_a_run_survives_a_json_round_trip() {
     s.handle_connect(T0, a1.clone(), Capabilities::new(["linux"]), ConnId::new(1));
     s.handle_submit(T0, NewTask::new("t1", "build").with_capabilities(["linux"]))
         .unwrap();
-    s.handle_accepted(T0 + 1, &a1, "t1").unwrap();
+    s.handle_accepted(T0 + 1, &a1, &TaskId::from("t1")).unwrap();
     s.handle_disconnect(T0 + 2, &a1, ConnId::new(1)).unwrap();
     s.handle_connect(
         T0 + 3,
@@ -25,7 +25,8 @@ fn every_action_and_change_of_a_run_survives_a_json_round_trip() {
     // The agent stays silent: once it has settled, its task is its own again.
     let settled_ms = s.poll_timeout().expect("a settle deadline");
     s.handle_timeout(settled_ms);
-    s.handle_cancel(settled_ms + 1, "t1").unwrap();
+    s.handle_cancel(settled_ms + 1, &TaskId::from("t1"))
+        .unwrap();
 
     let actions: Vec<Action> = std::iter::from_fn(|| s.poll_action()).collect();
     let kinds: Vec<&str> = actions

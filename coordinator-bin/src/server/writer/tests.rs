@@ -134,19 +134,19 @@ fn a_written_group_reads_back_as_the_newest_state() {
     let _ = queue.submit(1, NewTask::new("a", "x")).unwrap();
     let _ = queue.submit(2, NewTask::new("b", "y")).unwrap();
     let first = queue.drain_changes();
-    let generation = queue.assign(3, "a", &agent).unwrap();
-    queue.accept(4, "a", &agent).unwrap();
+    let generation = queue.assign(3, &TaskId::from("a"), &agent).unwrap();
+    queue.accept(4, &TaskId::from("a"), &agent).unwrap();
     let second = queue.drain_changes();
     let completion = Completion {
         result: r#"{"ok":true}"#.into(),
         tokens_used: Some(7),
     };
     queue
-        .complete(5, "a", &agent, generation, completion)
+        .complete(5, &TaskId::from("a"), &agent, generation, completion)
         .unwrap();
     let third = queue.drain_changes();
     let final_a = third.last().unwrap().task().clone();
-    let queued_b = queue.get("b").unwrap().clone();
+    let queued_b = queue.get(&TaskId::from("b")).unwrap().clone();
 
     let rows = write_group(
         &conn,
@@ -187,7 +187,9 @@ fn texts_left_out_of_the_newest_record_come_from_an_older_one_in_the_group() {
     let mut queue = forgetful_queue();
     let _ = queue.submit(1, long_task("a")).unwrap();
     let submitted = queue.drain_changes();
-    let _ = queue.assign(2, "a", &AgentId::from("agent-1")).unwrap();
+    let _ = queue
+        .assign(2, &TaskId::from("a"), &AgentId::from("agent-1"))
+        .unwrap();
     let assigned = queue.drain_changes();
     assert!(assigned[0].task().metadata().is_stored());
     let batches = [batch(1, submitted), batch(2, assigned)];
@@ -212,7 +214,9 @@ fn a_record_that_leaves_its_texts_out_keeps_the_stored_ones() {
     let submitted = queue.drain_changes();
     let submitted_record = submitted[0].task().clone();
     // Submitted and assigned in one group: inserted with its texts.
-    let _ = queue.assign(2, "a", &AgentId::from("agent-1")).unwrap();
+    let _ = queue
+        .assign(2, &TaskId::from("a"), &AgentId::from("agent-1"))
+        .unwrap();
     let assigned = queue.drain_changes();
     write_group(&conn, &[batch(1, submitted), batch(2, assigned)], &[]).unwrap();
     let stored = db::get_task(&conn, "a").unwrap().unwrap();
@@ -221,7 +225,11 @@ fn a_record_that_leaves_its_texts_out_keeps_the_stored_ones() {
     assert_eq!(stored.metadata(), submitted_record.metadata());
     // Reclaimed in a later group: updated in place, texts kept.
     let _ = queue
-        .reclaim(3, "a", coordinator_queue::ReclaimReason::Disconnected)
+        .reclaim(
+            3,
+            &TaskId::from("a"),
+            coordinator_queue::ReclaimReason::Disconnected,
+        )
         .unwrap();
     let reclaimed = queue.drain_changes();
     assert!(reclaimed[0].task().description().is_stored());
@@ -238,7 +246,9 @@ fn a_record_without_texts_and_without_a_stored_row_fails_the_commit() {
     let mut queue = forgetful_queue();
     let _ = queue.submit(1, long_task("a")).unwrap();
     let _ = queue.drain_changes();
-    let _ = queue.assign(2, "a", &AgentId::from("agent-1")).unwrap();
+    let _ = queue
+        .assign(2, &TaskId::from("a"), &AgentId::from("agent-1"))
+        .unwrap();
     let assigned = queue.drain_changes();
     let err = write_group(&conn, &[batch(1, assigned)], &[]).unwrap_err();
     assert!(err.to_string().contains("no stored row"), "{err}");

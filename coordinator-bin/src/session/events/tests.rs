@@ -1,7 +1,7 @@
 //! Tests of events and drains as session outputs: numbered, held by the commit
 //! gate, and only about what is committed.
 
-use coordinator_queue::{NewTask, Status};
+use coordinator_queue::{NewTask, Status, TaskId};
 use coordinator_transport::protocol::{AgentMessage, CapabilityEntry};
 
 use crate::session::{
@@ -207,7 +207,10 @@ fn a_drained_agent_is_offered_nothing_and_its_event_comes_before_the_answer() {
     let out = settle(&mut s);
     assert_eq!(summary(&out), [s3("task:submitted", "t1", "queued")]);
     assert_eq!(
-        s.scheduler().queue().get("t1").map(|t| t.status()),
+        s.scheduler()
+            .queue()
+            .get(&TaskId::from("t1"))
+            .map(|t| t.status()),
         Some(Status::Queued)
     );
     // Undrained: the task goes to it at once, after the agent's event.

@@ -90,7 +90,7 @@ fn a_full_queue_refuses_whole_batches_until_a_task_leaves_it() {
     assert!(r.detail.contains("takes at most 3"), "{}", r.detail);
     assert_eq!(refused_for(&out), vec!["queue_full"]);
     assert_eq!(s.scheduler().queue().queued_len(), 2);
-    assert!(s.scheduler().queue().get("t3").is_none());
+    assert!(s.scheduler().queue().get(&TaskId::from("t3")).is_none());
     // One does.
     submit(&mut s, 3, &["t3"]);
     assert!(refusal(&settle(&mut s)).is_none());
@@ -212,7 +212,7 @@ fn an_assignment_whose_texts_are_in_storage_waits_for_them() {
     assert_eq!(a.texts(), Some(("a long description", r#"{"k":"long"}"#)));
     assert!(s.is_settled());
     // The queue still keeps only the lengths.
-    let kept = s.scheduler().queue().get("t1").unwrap();
+    let kept = s.scheduler().queue().get(&TaskId::from("t1")).unwrap();
     assert_eq!(*kept.metadata(), Payload::Stored { len: 12 });
 }
 
@@ -286,7 +286,7 @@ fn texts_that_cannot_be_read_fail_the_task_not_the_session() {
     })));
     assert!(assigned(&out).is_empty());
     // Its one attempt is spent: dead letter, and the agent is free again.
-    assert!(s.scheduler().queue().get("t1").is_none());
+    assert!(s.scheduler().queue().get(&TaskId::from("t1")).is_none());
     assert_eq!(s.agent_infos()[0].state, "idle");
     assert!(s.is_settled());
 
@@ -301,7 +301,7 @@ fn texts_that_cannot_be_read_fail_the_task_not_the_session() {
             .any(|o| matches!(o, Output::Notice(Notice::AssignUndeliverable { .. }))),
         "{out:?}"
     );
-    assert!(s.scheduler().queue().get("t1").is_some());
+    assert!(s.scheduler().queue().get(&TaskId::from("t1")).is_some());
     assert!(s.is_settled());
 }
 
