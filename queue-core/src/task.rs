@@ -314,7 +314,10 @@ pub struct NewTask {
     pub max_retries: Option<u32>,
     /// Deadline in milliseconds since the Unix epoch, if any.
     pub complete_by_ms: Option<u64>,
-    /// Capabilities an agent must have to take the task.
+    /// Capabilities an agent must have to take the task, as the submitter gave
+    /// them: submit checks them (an empty name is refused with
+    /// [`SubmitError::EmptyCapability`](crate::SubmitError::EmptyCapability))
+    /// and the task keeps them as one [`Capabilities`](crate::Capabilities) set.
     pub needed_capabilities: Vec<String>,
     /// Who submitted it (the token's name), for the record.
     pub submitted_by: Option<String>,

@@ -147,10 +147,10 @@ pub struct AgentView<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Unroutable {
-    /// The capability set the tasks need (sorted).
-    pub needed: Vec<String>,
+    /// The capability set the tasks need.
+    pub needed: Capabilities,
     /// Names of that set no connected, undrained agent offers.
-    pub missing: Vec<String>,
+    pub missing: Capabilities,
     /// How many queued tasks need exactly this set.
     pub n_tasks: usize,
 }
@@ -781,12 +781,13 @@ impl Scheduler {
             .queued_by_capabilities()
             .filter(|(needed, _)| !offered.iter().any(|caps| needed.is_subset_of(caps)))
             .map(|(needed, n_tasks)| Unroutable {
-                needed: needed.names().to_vec(),
-                missing: needed
-                    .iter()
-                    .filter(|name| !offered.iter().any(|caps| caps.contains(name)))
-                    .cloned()
-                    .collect(),
+                needed: needed.clone(),
+                missing: Capabilities::new(
+                    needed
+                        .iter()
+                        .filter(|name| !offered.iter().any(|caps| caps.contains(name)))
+                        .cloned(),
+                ),
                 n_tasks,
             })
             .collect();

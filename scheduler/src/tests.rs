@@ -961,13 +961,13 @@ fn unroutable_tasks_are_grouped_with_what_is_missing() {
         unroutable,
         vec![
             Unroutable {
-                needed: vec!["tpu".into()],
-                missing: vec!["tpu".into()],
+                needed: caps(&["tpu"]),
+                missing: caps(&["tpu"]),
                 n_tasks: 2
             },
             Unroutable {
-                needed: vec!["arm".into(), "gpu".into()],
-                missing: vec![],
+                needed: caps(&["arm", "gpu"]),
+                missing: caps(&[]),
                 n_tasks: 1
             },
         ]
@@ -977,7 +977,7 @@ fn unroutable_tasks_are_grouped_with_what_is_missing() {
     assert!(s
         .unroutable()
         .iter()
-        .any(|u| u.needed == ["gpu"] && u.missing == ["gpu"]));
+        .any(|u| u.needed.names() == ["gpu"] && u.missing.names() == ["gpu"]));
 }
 
 #[cfg(feature = "serde")]

@@ -55,7 +55,7 @@ pub fn dashboard_json(snapshot: &DashboardSnapshot) -> Value {
     let unroutable: Vec<Value> = snapshot
         .unroutable
         .iter()
-        .map(|u| json!({"needed_capabilities": u.needed, "missing": u.missing, "tasks": u.n_tasks}))
+        .map(|u| json!({"needed_capabilities": u.needed.names(), "missing": u.missing.names(), "tasks": u.n_tasks}))
         .collect();
     let chart: Vec<Value> = snapshot
         .chart

@@ -13,7 +13,7 @@ use super::routes::NoRoute;
 use crate::server::api_error::ApiError;
 use crate::server::db::{DamagedRow, Table, TaskPage};
 use crate::session::{AgentInfo, AgentTally, DashboardSnapshot, MinuteSample, RecentCompletion};
-use coordinator_scheduler::Unroutable;
+use coordinator_scheduler::{Capabilities, Unroutable};
 
 async fn body_json(response: Resp) -> Value {
     let bytes = response
@@ -272,8 +272,8 @@ fn the_dashboard_names_lanes_and_derives_throughput() {
         }],
         completed_last_minute: 30,
         unroutable: vec![Unroutable {
-            needed: vec!["arm".to_owned(), "gpu".to_owned()],
-            missing: vec!["arm".to_owned()],
+            needed: Capabilities::new(["arm", "gpu"]),
+            missing: Capabilities::new(["arm"]),
             n_tasks: 2,
         }],
         chart: vec![MinuteSample {
