@@ -182,6 +182,7 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         commands_tx.clone(),
         events.clone(),
     );
+    let role = driver.role_watch();
     let inbox = Inbox {
         commands: commands_rx,
         sockets: sockets_rx,
@@ -210,6 +211,7 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         started,
         next_connection: AtomicU64::new(1),
         events,
+        role,
     });
     // Signals are taken over before anyone can learn the address: a SIGTERM sent
     // right after the `serving` line is a graceful stop, never the default kill.
