@@ -58,6 +58,7 @@ mod api;
 mod events;
 mod gate;
 mod leadership;
+pub mod lease;
 mod operators;
 mod output;
 mod payloads;
