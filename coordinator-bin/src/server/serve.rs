@@ -123,6 +123,7 @@ fn bootstrap_admin(conn: &rusqlite::Connection, path: &Path) -> Result<(), BoxEr
 }
 
 async fn serve(args: ServeArgs) -> Result<(), BoxError> {
+    args.check()?;
     let _lock = db::lock_exclusive(&args.db)?;
     let conn = db::open(&args.db)?;
     bootstrap_admin(&conn, &admin_token_path(&args))?;
