@@ -264,7 +264,10 @@ pub enum TokenCommand {
 /// How the client commands reach the coordinator.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// The coordinator's base URL.
+    /// The coordinator's base URL, or several separated by commas: a request
+    /// goes to the leader a standby names (503 `not_leader`), else to the next
+    /// URL, also when one cannot be reached; once every one refused, the
+    /// command fails saying what each answered.
     #[arg(long, env = "COORDINATOR_URL", default_value = "http://127.0.0.1:4000")]
     pub url: String,
     /// A token (admin or agent).
