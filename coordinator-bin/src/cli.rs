@@ -161,6 +161,67 @@ pub struct ServeArgs {
     /// Completed and cancelled tasks are deleted after this many hours.
     #[arg(long, env = "COORDINATOR_RETENTION_HOURS", default_value_t = 168)]
     pub retention_hours: u64,
+    /// How clients reach this coordinator, `http(s)://HOST[:PORT]`: written in
+    /// the lease when it leads, and given by standbys to clients they send to
+    /// the leader (503 `leader`, the reason of WebSocket close 1013). Default:
+    /// `http://` + the address bound. Takes effect only with several
+    /// coordinators on a PostgreSQL database; a SQLite coordinator always leads
+    /// (epoch 1).
+    #[arg(long, env = "COORDINATOR_ADVERTISE_URL", value_parser = parse_advertise_url)]
+    pub advertise_url: Option<String>,
+    /// How often the leadership lease is looked at and, by the leader, renewed
+    /// (PostgreSQL only).
+    #[arg(
+        long,
+        env = "COORDINATOR_LEASE_RENEW_MS",
+        default_value_t = crate::session::lease::DEFAULT_RENEW_MS,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub lease_renew_ms: u64,
+    /// A standby takes the lease over once the leader's last renewal is older
+    /// than this by the database's clock (PostgreSQL only); a leader that could
+    /// not renew stops serving before. At least twice --lease-renew-ms.
+    #[arg(
+        long,
+        env = "COORDINATOR_LEASE_TIMEOUT_MS",
+        default_value_t = crate::session::lease::DEFAULT_TIMEOUT_MS
+    )]
+    pub lease_timeout_ms: u64,
+}
+
+impl ServeArgs {
+    /// Checks the settings that depend on each other (the lease's timing).
+    pub fn check(&self) -> Result<(), String> {
+        crate::session::lease::check_timing(self.lease_renew_ms, self.lease_timeout_ms)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Parses `--advertise-url`: `http://` or `https://`, a host, an optional
+/// port, nothing else (a trailing `/` is dropped).
+pub fn parse_advertise_url(url: &str) -> Result<String, String> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let refuse = |why: &str| {
+        Err(format!(
+            "`{url}` {why}; expected http://HOST[:PORT] or https://HOST[:PORT]"
+        ))
+    };
+    let Some((scheme, rest)) = trimmed.split_once("://") else {
+        return refuse("has no scheme");
+    };
+    if !matches!(scheme, "http" | "https") {
+        return refuse("is not http:// or https://");
+    }
+    if rest.is_empty() {
+        return refuse("has no host");
+    }
+    if rest.contains(['/', '?', '#', '@']) || rest.contains(char::is_whitespace) {
+        return refuse("has more than a host and a port");
+    }
+    if let Err(e) = coordinator_transport::client::HubUrl::parse(trimmed) {
+        return refuse(e.reason);
+    }
+    Ok(trimmed.to_owned())
 }
 
 /// `coordinator token ...`
@@ -203,7 +264,10 @@ pub enum TokenCommand {
 /// How the client commands reach the coordinator.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// The coordinator's base URL.
+    /// The coordinator's base URL, or several separated by commas: a request
+    /// goes to the leader a standby names (503 `not_leader`), else to the next
+    /// URL, also when one cannot be reached; once every one refused, the
+    /// command fails saying what each answered.
     #[arg(long, env = "COORDINATOR_URL", default_value = "http://127.0.0.1:4000")]
     pub url: String,
     /// A token (admin or agent).
@@ -321,3 +385,6 @@ pub enum ClientCommand {
         client: ClientArgs,
     },
 }
+
+#[cfg(test)]
+mod tests;

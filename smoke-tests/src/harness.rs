@@ -497,11 +497,31 @@ impl RunnerProcess {
         dir: &Path,
         extra: &[&str],
     ) -> RunnerProcess {
+        RunnerProcess::start_at(
+            coordinator,
+            &coordinator.ws_url(),
+            agent_id,
+            exec,
+            dir,
+            extra,
+        )
+    }
+
+    /// [`RunnerProcess::start`] with `hubs` as its `--hub` (several separated by
+    /// commas).
+    pub fn start_at(
+        coordinator: &Coordinator,
+        hubs: &str,
+        agent_id: &str,
+        exec: &str,
+        dir: &Path,
+        extra: &[&str],
+    ) -> RunnerProcess {
         let token = coordinator.agent_token(agent_id);
         let mut args: Vec<String> = vec![
             "agent".into(),
             "--hub".into(),
-            coordinator.ws_url(),
+            hubs.into(),
             "--agent-id".into(),
             agent_id.into(),
             "--token".into(),

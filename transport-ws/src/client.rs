@@ -211,6 +211,57 @@ pub enum ClientError {
     /// The connection closed.
     #[error("the connection closed")]
     Closed,
+    /// The coordinator is a standby: it closed the connection with 1013 ("try
+    /// again later"), naming the leader when it knows it.
+    #[error("the coordinator is not the leader{}", leader.as_deref().map(|l| format!("; the leader is at {l}")).unwrap_or_default())]
+    NotLeader {
+        /// The leader's URL (the close reason), if given.
+        leader: Option<String>,
+    },
+}
+
+/// WebSocket close code "try again later": a standby closes with it, the
+/// leader's URL as the reason.
+pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+
+/// A close frame as received: its code and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseFrame {
+    /// The close code (1005 when the frame carried none).
+    pub code: u16,
+    /// The reason text (lossy UTF-8).
+    pub reason: String,
+}
+
+impl CloseFrame {
+    /// Parses a close frame's payload: two bytes of code, then the reason.
+    pub fn parse(payload: &[u8]) -> CloseFrame {
+        match payload {
+            [hi, lo, reason @ ..] => CloseFrame {
+                code: u16::from_be_bytes([*hi, *lo]),
+                reason: String::from_utf8_lossy(reason).into_owned(),
+            },
+            _ => CloseFrame {
+                code: 1005,
+                reason: String::new(),
+            },
+        }
+    }
+
+    /// For a standby's close (1013): the leader it names, if the reason is a
+    /// URL (`not_leader` or any other text names nobody).
+    pub fn leader(&self) -> Option<Option<String>> {
+        (self.code == CLOSE_TRY_AGAIN_LATER)
+            .then(|| Some(self.reason.clone()).filter(|r| r.contains("://")))
+    }
+
+    /// The error of a connection that ended with this frame.
+    pub fn error(&self) -> ClientError {
+        match self.leader() {
+            Some(leader) => ClientError::NotLeader { leader },
+            None => ClientError::Closed,
+        }
+    }
 }
 
 impl ClientError {
@@ -257,6 +308,8 @@ impl Sender {
 pub struct Connection {
     sender: Sender,
     incoming: mpsc::Receiver<CoordinatorMessage>,
+    /// The close frame the coordinator sent, once it did.
+    close_frame: tokio::sync::oneshot::Receiver<CloseFrame>,
     /// Dropping the connection drops this, which makes the writer say goodbye.
     _closer: tokio::sync::oneshot::Sender<()>,
 }
@@ -292,7 +345,7 @@ impl Connection {
                     })
                 }
                 Some(_) => continue,
-                None => return Err(ClientError::Closed),
+                None => return Err(connection.closed_error()),
             }
         }
         if let Some(every) = config.ping_interval {
@@ -388,6 +441,7 @@ impl Connection {
         let (control_tx, mut control_rx) = mpsc::channel::<Frame<'static>>(16);
         let (in_tx, in_rx) = mpsc::channel(256);
         let (closer, mut closed) = tokio::sync::oneshot::channel::<()>();
+        let (close_tx, close_frame) = tokio::sync::oneshot::channel::<CloseFrame>();
         tokio::spawn(async move {
             loop {
                 let result = tokio::select! {
@@ -452,7 +506,11 @@ impl Connection {
                             }
                         }
                     }
-                    OpCode::Close => return,
+                    OpCode::Close => {
+                        // Known before the end of `incoming` is seen.
+                        let _ = close_tx.send(CloseFrame::parse(&frame.payload));
+                        return;
+                    }
                     _ => {}
                 }
             }
@@ -460,6 +518,7 @@ impl Connection {
         Ok(Connection {
             sender: Sender { outgoing: out_tx },
             incoming: in_rx,
+            close_frame,
             _closer: closer,
         })
     }
@@ -477,6 +536,19 @@ impl Connection {
     /// The next message from the coordinator; `None` once the connection is closed.
     pub async fn recv(&mut self) -> Option<CoordinatorMessage> {
         self.incoming.recv().await
+    }
+
+    /// The close frame the coordinator sent, once [`Connection::recv`] has
+    /// returned `None` (`None` if it sent none: the connection just broke).
+    pub fn close_frame(&mut self) -> Option<CloseFrame> {
+        self.close_frame.try_recv().ok()
+    }
+
+    /// Why the connection ended: [`ClientError::NotLeader`] for a standby's
+    /// close, else [`ClientError::Closed`].
+    fn closed_error(&mut self) -> ClientError {
+        self.close_frame()
+            .map_or(ClientError::Closed, |frame| frame.error())
     }
 }
 

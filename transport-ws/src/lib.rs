@@ -7,6 +7,9 @@
 //! - [`assembler`]: [`assembler::FrameAssembler`] turns frames into whole text
 //!   messages (fragments, the size limit across fragments, control frames, refused
 //!   binary frames); it performs no I/O.
+//! - [`failover`]: which coordinator a client tries next when several share a
+//!   database (follow the leader a standby names, else the next one; bounded);
+//!   pure, always built.
 //! - `server` (feature `server`): `server::spawn_socket` turns an upgraded connection into a stream
 //!   of `SocketEvent`s and a `SocketHandle` to send with, with
 //!   heartbeats, a frame size limit and a bounded outbound queue.
@@ -46,6 +49,7 @@
 pub mod assembler;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod failover;
 #[cfg(feature = "protocol")]
 pub mod protocol;
 #[cfg(feature = "server")]

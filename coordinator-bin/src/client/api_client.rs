@@ -1,6 +1,10 @@
-//! A tiny HTTP/1.1 JSON client of the coordinator API on hyper.
+//! A tiny HTTP/1.1 JSON client of the coordinator API on hyper, over one or
+//! several coordinators: it follows a standby's 503 `not_leader` to the leader
+//! and moves past a coordinator it cannot reach (the decision is
+//! [`coordinator_transport::failover::Failover`]'s).
 
 use bytes::Bytes;
+use coordinator_transport::failover::{Failover, Next, Refused};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper::Request;
@@ -8,16 +12,32 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
-/// One keep-alive connection to the coordinator.
+/// One keep-alive connection to the coordinator that leads.
 pub struct Client {
-    addr: String,
+    /// The coordinators (`host:port`), at the one to use.
+    addrs: Failover<String>,
     token: Option<String>,
     sender: Option<http1::SendRequest<Full<Bytes>>>,
 }
 
 enum Attempt {
+    /// The coordinator could not be reached: nothing was sent.
+    Unreachable(std::io::Error),
     NotSent(std::io::Error),
     Failed(std::io::Error),
+}
+
+/// `host:port` of a coordinator URL (`http://host:port`, with or without the
+/// scheme and a trailing `/`); `None` for anything else (`https://`, a path).
+pub fn addr_of(url: &str) -> Option<String> {
+    let url = url.trim();
+    let rest = match url.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some(_) => return None,
+        None => url,
+    };
+    let addr = rest.trim_end_matches('/');
+    (!addr.is_empty() && !addr.contains(['/', '?', '#', '@', ' '])).then(|| addr.to_owned())
 }
 
 /// A response: status, headers and JSON body (or the raw text as a JSON string).
@@ -32,18 +52,30 @@ pub struct Reply {
 }
 
 impl Client {
-    /// A client for `addr` (`127.0.0.1:PORT`) sending `token` as a bearer token.
+    /// A client for `addr` (`127.0.0.1:PORT`, or several separated by commas,
+    /// each maybe with `http://`) sending `token` as a bearer token.
     pub fn new(addr: &str, token: Option<&str>) -> Client {
+        let addrs: Vec<String> = addr
+            .split(',')
+            .filter(|a| !a.trim().is_empty())
+            .map(|a| addr_of(a).unwrap_or_else(|| a.trim().to_owned()))
+            .collect();
         Client {
-            addr: addr.to_owned(),
+            addrs: Failover::new(addrs)
+                .unwrap_or_else(|| Failover::new(vec![addr.to_owned()]).expect("one address")),
             token: token.map(str::to_owned),
             sender: None,
         }
     }
 
+    /// The coordinator requests go to now (`host:port`).
+    pub fn addr(&self) -> &str {
+        self.addrs.current()
+    }
+
     async fn connect(&mut self) -> std::io::Result<&mut http1::SendRequest<Full<Bytes>>> {
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
-            let stream = TcpStream::connect(&self.addr).await?;
+            let stream = TcpStream::connect(self.addrs.current()).await?;
             let _ = stream.set_nodelay(true);
             let (sender, conn) = http1::handshake(TokioIo::new(stream))
                 .await
@@ -56,9 +88,53 @@ impl Client {
         Ok(self.sender.as_mut().expect("just connected"))
     }
 
-    /// Sends a request with a raw body. A request the server never saw (its
-    /// keep-alive connection had just closed) is sent once more on a new connection.
+    /// Sends a request with a raw body to the leader: a standby's 503
+    /// `not_leader` sends it to the leader it names (else the next
+    /// coordinator), and so does a coordinator that cannot be reached; both
+    /// changed nothing, so any request may go again. Bounded: once every
+    /// coordinator refused, the last 503 is the answer, or the error names
+    /// what each said.
     pub async fn raw(&mut self, method: &str, path: &str, body: Vec<u8>) -> std::io::Result<Reply> {
+        let mut tried = Vec::new();
+        loop {
+            let addr = self.addrs.current().clone();
+            let (refused, outcome) = match self.raw_here(method, path, body.clone()).await {
+                Err(Attempt::Unreachable(e)) => {
+                    tried.push(format!("{addr}: {e}"));
+                    (Refused::Unreachable, Err(e))
+                }
+                Ok(reply) if is_not_leader(&reply) => {
+                    let leader = reply.body["leader"].as_str().and_then(addr_of);
+                    tried.push(format!("{addr}: not the leader"));
+                    (Refused::NotLeader { leader }, Ok(reply))
+                }
+                Ok(reply) => {
+                    self.addrs.handle_success();
+                    return Ok(reply);
+                }
+                Err(Attempt::NotSent(e) | Attempt::Failed(e)) => return Err(e),
+            };
+            self.sender = None;
+            if self.addrs.handle_refused(refused) == Next::GiveUp {
+                return outcome.map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("no coordinator serves: {}", tried.join("; ")),
+                    )
+                });
+            }
+        }
+    }
+
+    /// [`Client::raw`] at the current coordinator. A request the server never
+    /// saw (its keep-alive connection had just closed) is sent once more on a
+    /// new connection.
+    async fn raw_here(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Reply, Attempt> {
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -66,7 +142,7 @@ impl Client {
                 Err(Attempt::NotSent(_)) if attempts < 3 => {
                     self.sender = None;
                 }
-                Err(Attempt::NotSent(e)) | Err(Attempt::Failed(e)) => {
+                Err(e) => {
                     self.sender = None;
                     return Err(e);
                 }
@@ -84,7 +160,7 @@ impl Client {
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
-            .header("host", self.addr.clone())
+            .header("host", self.addrs.current().clone())
             .header("content-type", "application/json");
         if let Some(token) = &self.token {
             builder = builder.header("authorization", format!("Bearer {token}"));
@@ -92,7 +168,7 @@ impl Client {
         let request = builder
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| Attempt::Failed(std::io::Error::other(e)))?;
-        let sender = self.connect().await.map_err(Attempt::Failed)?;
+        let sender = self.connect().await.map_err(Attempt::Unreachable)?;
         sender
             .ready()
             .await
@@ -151,3 +227,11 @@ impl Client {
         self.send("POST", path, Some(body)).await
     }
 }
+
+/// A standby's answer: 503 `not_leader`.
+fn is_not_leader(reply: &Reply) -> bool {
+    reply.status == 503 && reply.body["error"] == "not_leader"
+}
+
+#[cfg(test)]
+mod tests;

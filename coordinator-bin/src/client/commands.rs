@@ -20,16 +20,31 @@ macro_rules! out {
 }
 
 pub(crate) fn connect(args: &ClientArgs) -> Result<Client, BoxError> {
-    let addr = args
-        .url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("--url must start with http:// (got {})", args.url))?
-        .trim_end_matches('/');
+    let addrs = addrs(&args.url)?;
     let token = args
         .token
         .as_deref()
         .ok_or("no token: give --token or set COORDINATOR_TOKEN")?;
-    Ok(Client::new(addr, Some(token)))
+    Ok(Client::new(&addrs.join(","), Some(token)))
+}
+
+/// The `host:port` of each URL of `--url` (`http://HOST:PORT`, several
+/// separated by commas).
+pub(crate) fn addrs(urls: &str) -> Result<Vec<String>, BoxError> {
+    urls.split(',')
+        .map(|url| {
+            url.trim()
+                .starts_with("http://")
+                .then(|| crate::client::api_client::addr_of(url))
+                .flatten()
+                .ok_or_else(|| {
+                    format!(
+                        "--url takes http://HOST:PORT, several separated by commas (got `{url}`)"
+                    )
+                    .into()
+                })
+        })
+        .collect()
 }
 
 pub(crate) fn check(reply: Reply) -> Result<Value, BoxError> {

@@ -43,12 +43,8 @@ pub fn escape(s: &str) -> String {
 }
 
 fn addr_and_token(args: &ClientArgs) -> Result<(String, String), BoxError> {
-    let addr = args
-        .url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("--url must start with http:// (got {})", args.url))?
-        .trim_end_matches('/')
-        .to_owned();
+    // The event stream reads from the first coordinator given.
+    let addr = super::commands::addrs(&args.url)?.remove(0);
     let token = args
         .token
         .clone()

@@ -3,6 +3,9 @@
 use hyper::StatusCode;
 use serde_json::json;
 
+/// The code of a request answered by a standby.
+pub const NOT_LEADER: &str = "not_leader";
+
 /// An error answer of the HTTP API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -16,6 +19,9 @@ pub struct ApiError {
     pub task_id: Option<String>,
     /// Seconds for the `Retry-After` header, when the client should come back later.
     pub retry_after_s: Option<u64>,
+    /// For `not_leader`: how clients reach the leader (`leader` in the body,
+    /// `null` when it is not known).
+    pub leader: Option<String>,
 }
 
 impl ApiError {
@@ -27,6 +33,7 @@ impl ApiError {
             detail: detail.into(),
             task_id: None,
             retry_after_s: None,
+            leader: None,
         }
     }
 
@@ -41,6 +48,22 @@ impl ApiError {
         ApiError {
             retry_after_s: Some(retry_after_s),
             ..Self::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", detail)
+        }
+    }
+
+    /// 503 `not_leader` with `Retry-After`: this coordinator is a standby; the
+    /// body's `leader` says where the leader is (`null` if unknown).
+    pub fn not_leader(refusal: crate::session::NotLeader) -> Self {
+        let detail = match &refusal.leader_url {
+            Some(url) => format!("this coordinator is a standby; the leader is at {url}"),
+            None => {
+                "this coordinator is a standby and knows no leader yet; try again later".to_owned()
+            }
+        };
+        ApiError {
+            retry_after_s: Some(refusal.retry_after_s),
+            leader: refusal.leader_url,
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, NOT_LEADER, detail)
         }
     }
 
@@ -101,6 +124,9 @@ impl ApiError {
         let mut body = json!({ "error": self.code, "detail": self.detail });
         if let Some(task_id) = &self.task_id {
             body["task_id"] = json!(task_id);
+        }
+        if self.code == NOT_LEADER {
+            body["leader"] = json!(self.leader);
         }
         body
     }

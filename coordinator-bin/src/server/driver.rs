@@ -23,7 +23,8 @@ use super::events::EventHub;
 use super::observe;
 use super::writer::{WriteJob, Writer, WriterReport};
 use crate::session::{
-    Answer, ConnId, Fatal, Frame, Identity, LoadedPayload, Output, Request, RequestId, Session,
+    Answer, ConnId, Fatal, Frame, Identity, LoadedPayload, Output, Request, RequestId, Role,
+    Session,
 };
 
 /// A task's stored description and metadata, or why they could not be read.
@@ -92,6 +93,8 @@ pub struct Driver {
     next_request: u64,
     /// Where committed events go to watchers.
     events: Arc<EventHub>,
+    /// The session's role, for the HTTP side.
+    role: watch::Sender<Role>,
 }
 
 impl Driver {
@@ -104,6 +107,7 @@ impl Driver {
         commands: mpsc::Sender<Command>,
         events: Arc<EventHub>,
     ) -> Driver {
+        let session_role = session.role().clone();
         Driver {
             session,
             writer,
@@ -114,7 +118,14 @@ impl Driver {
             replies: HashMap::new(),
             next_request: 1,
             events,
+            role: watch::Sender::new(session_role),
         }
+    }
+
+    /// The session's role as the HTTP side sees it (updated on every
+    /// [`Output::Role`]).
+    pub fn role_watch(&self) -> watch::Receiver<Role> {
+        self.role.subscribe()
     }
 
     /// Runs until shutdown (then closes sockets and waits for the last commit) or
@@ -300,7 +311,7 @@ impl Driver {
                 }
                 Output::Close { conn, code, reason } => {
                     if let Some(handle) = self.sockets.get(&conn) {
-                        handle.close(code, reason);
+                        handle.close(code, &reason);
                     }
                 }
                 Output::Purge { before_ms } => {
@@ -308,6 +319,10 @@ impl Driver {
                 }
                 Output::Event(event) => self.events.publish(event),
                 Output::Notice(notice) => observe::notice(&notice),
+                Output::Role(role) => {
+                    tracing::warn!(role = role.as_str(), epoch = ?role.epoch(), "role changed");
+                    self.role.send_replace(role);
+                }
                 Output::Fatal(fatal) => {
                     tracing::error!(error = %fatal, "stopping so that nothing is acknowledged that is not on disk");
                     return Err(fatal);

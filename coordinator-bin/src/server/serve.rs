@@ -123,6 +123,7 @@ fn bootstrap_admin(conn: &rusqlite::Connection, path: &Path) -> Result<(), BoxEr
 }
 
 async fn serve(args: ServeArgs) -> Result<(), BoxError> {
+    args.check()?;
     let _lock = db::lock_exclusive(&args.db)?;
     let conn = db::open(&args.db)?;
     bootstrap_admin(&conn, &admin_token_path(&args))?;
@@ -182,6 +183,7 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         commands_tx.clone(),
         events.clone(),
     );
+    let role = driver.role_watch();
     let inbox = Inbox {
         commands: commands_rx,
         sockets: sockets_rx,
@@ -210,6 +212,7 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         started,
         next_connection: AtomicU64::new(1),
         events,
+        role,
     });
     // Signals are taken over before anyone can learn the address: a SIGTERM sent
     // right after the `serving` line is a graceful stop, never the default kill.

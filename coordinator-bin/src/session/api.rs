@@ -163,4 +163,8 @@ pub enum Answer {
     Dashboard(Box<DashboardSnapshot>),
     /// Refused; nothing changed.
     Refused(Refusal),
+    /// This coordinator is not the leader (HTTP 503 `not_leader`); nothing
+    /// changed. Also the answer to a request whose changes were not committed
+    /// when leadership was lost: the new leader may or may not have them.
+    NotLeader(super::NotLeader),
 }

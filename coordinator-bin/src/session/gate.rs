@@ -139,6 +139,20 @@ impl<T> Gate<T> {
         self.committed_seq < self.sent_seq
     }
 
+    /// Takes out every held output whose batch is not reported committed, in
+    /// order, and empties the open batch (its changes are never handed out).
+    /// Batches already handed out stay in flight: their reports still count.
+    pub(crate) fn take_uncommitted(&mut self) -> Vec<T> {
+        self.open.changes.clear();
+        self.open.tokens.clear();
+        let first = self
+            .held
+            .iter()
+            .position(|(seq, _)| *seq > self.committed_seq)
+            .unwrap_or(self.held.len());
+        self.held.drain(first..).map(|(_, output)| output).collect()
+    }
+
     /// Forgets everything held (after a failed commit nothing may leave).
     pub(crate) fn abandon(&mut self) {
         self.held.clear();

@@ -57,6 +57,8 @@
 mod api;
 mod events;
 mod gate;
+mod leadership;
+pub mod lease;
 mod operators;
 mod output;
 mod payloads;
@@ -73,6 +75,10 @@ use coordinator_transport::protocol::CoordinatorMessage;
 pub use api::{Answer, Identity, Receipt, Refusal, RefusalKind, Request};
 pub use events::{AgentEvent, Event, EventKind, TaskEvent, IDS_PER_MS};
 pub use gate::Batch;
+pub use leadership::{
+    LeadershipError, NotLeader, Role, CLOSE_TRY_AGAIN_LATER, FIRST_EPOCH, NOT_LEADER_REASON,
+    NOT_LEADER_RETRY_AFTER_S,
+};
 pub use operators::{AgentTally, MinuteSample, CHART_MINUTES};
 pub use output::{ConnId, Fatal, Frame, LoadedPayload, Notice, Output, RequestId, TokenWrite};
 pub use views::{AgentInfo, DashboardSnapshot, RecentCompletion};
@@ -185,10 +191,16 @@ pub struct Session {
     started_ms: u64,
     next_sweep_ms: u64,
     fatal: Option<Fatal>,
+    /// Leader (serving) or standby (see `leadership.rs`).
+    role: Role,
+    /// The newest epoch led; a takeover must bring a newer one.
+    highest_epoch: u64,
 }
 
 impl Session {
-    /// A session over the task records restored from storage at `now_ms`.
+    /// A session over the task records restored from storage at `now_ms`; it
+    /// leads from the start, in epoch [`FIRST_EPOCH`] (see
+    /// [`Session::new_standby`] for one that does not).
     pub fn new(
         config: SessionConfig,
         now_ms: u64,
@@ -211,6 +223,8 @@ impl Session {
             identify_deadlines: BTreeSet::new(),
             started_ms: now_ms,
             fatal: None,
+            role: Role::Leader { epoch: FIRST_EPOCH },
+            highest_epoch: FIRST_EPOCH,
         })
     }
 
@@ -276,6 +290,9 @@ impl Session {
             return None;
         }
         let identify = self.identify_deadlines.first().map(|(at, _)| *at);
+        if !self.role.is_leader() {
+            return identify;
+        }
         [
             self.scheduler.poll_timeout(),
             identify,
@@ -292,7 +309,8 @@ impl Session {
         if self.fatal.is_some() {
             return;
         }
-        if self.scheduler.poll_timeout().is_some_and(|at| at <= now_ms) {
+        let leading = self.role.is_leader();
+        if leading && self.scheduler.poll_timeout().is_some_and(|at| at <= now_ms) {
             self.scheduler.handle_timeout(now_ms);
         }
         while let Some(&(at, conn)) = self.identify_deadlines.first() {
@@ -310,6 +328,10 @@ impl Session {
             if silent {
                 self.close_now(conn, "identify timeout");
             }
+        }
+        // A standby keeps no live state: nothing to sweep or purge.
+        if !leading {
+            return;
         }
         if self.next_sweep_ms <= now_ms {
             self.scheduler.handle_sweep(now_ms);
@@ -356,7 +378,7 @@ impl Session {
             self.gate.hold(Held::Out(Output::Close {
                 conn,
                 code: CLOSE_GOING_AWAY,
-                reason: "coordinator shutting down",
+                reason: "coordinator shutting down".into(),
             }));
         }
     }
@@ -369,7 +391,7 @@ impl Session {
             self.ready.push_back(Output::Close {
                 conn,
                 code: CLOSE_POLICY,
-                reason,
+                reason: reason.into(),
             });
         }
     }

@@ -1,5 +1,7 @@
 //! What the session core asks its driver to do, and the ids it addresses.
 
+use std::borrow::Cow;
+
 use coordinator_queue::{AgentId, ReclaimReason, TaskId};
 use coordinator_scheduler::Assignment;
 use coordinator_transport::protocol::{CoordinatorMessage, ErrorCode};
@@ -213,7 +215,7 @@ pub enum Output {
         /// The close code.
         code: u16,
         /// The close reason.
-        reason: &'static str,
+        reason: Cow<'static, str>,
     },
     /// Delete final tasks last changed before this time (retention).
     Purge {
@@ -224,6 +226,9 @@ pub enum Output {
     Event(Event),
     /// For logs and metrics.
     Notice(Notice),
+    /// This coordinator's role changed: the HTTP side answers by it (`/health`,
+    /// `/metrics`, 503 `not_leader`).
+    Role(super::Role),
     /// Stop: nothing more will come out of the session.
     Fatal(Fatal),
 }

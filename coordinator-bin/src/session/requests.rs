@@ -16,7 +16,7 @@ const MAX_RETRY_AFTER_S: u64 = 60;
 impl Session {
     /// A request; its [`Output::Reply`] comes out once what it changed is committed.
     pub fn handle_request(&mut self, now_ms: u64, request: RequestId, body: Request) {
-        if self.fatal.is_some() {
+        if self.fatal.is_some() || self.refuse_not_leader(request) {
             return;
         }
         let answer = match body {
@@ -116,7 +116,7 @@ impl Session {
             self.gate.hold(Held::Out(Output::Close {
                 conn,
                 code: CLOSE_POLICY,
-                reason: "token_revoked",
+                reason: "token_revoked".into(),
             }));
         }
         Answer::TokensRevoked(n)

@@ -10,6 +10,7 @@ use super::wire::error_code;
 use super::*;
 
 mod admission;
+mod leadership;
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -320,7 +321,7 @@ fn a_bad_token_or_another_agents_token_is_refused_and_closed() {
                 Output::Close {
                     conn,
                     code: CLOSE_POLICY,
-                    reason: "identify refused"
+                    reason: "identify refused".into()
                 }
             ]
         );
@@ -346,7 +347,7 @@ fn a_new_connection_replaces_the_old_one_whose_end_changes_nothing() {
     assert!(out.contains(&Output::Close {
         conn: old,
         code: CLOSE_POLICY,
-        reason: "replaced by a new connection"
+        reason: "replaced by a new connection".into()
     }));
     assert_eq!(s.agent_of(old), None);
     s.handle_closed(T0 + 1, old);
@@ -737,7 +738,7 @@ fn an_overflowing_socket_is_closed_and_its_task_reclaimed() {
         Output::Close {
             conn: c,
             code: CLOSE_POLICY,
-            reason: "outbound queue overflow"
+            reason: "outbound queue overflow".into()
         }
     );
     assert!(matches!(out.last(), Some(Output::Persist(_))));
@@ -1194,7 +1195,7 @@ fn revoking_a_token_closes_the_sockets_it_authenticated_after_the_commit() {
             &Output::Close {
                 conn: c1,
                 code: CLOSE_POLICY,
-                reason: "token_revoked"
+                reason: "token_revoked".into()
             },
             &Output::Reply {
                 request: RequestId::new(2),
@@ -1258,7 +1259,7 @@ fn a_socket_that_does_not_identify_in_time_is_closed() {
         vec![Output::Close {
             conn: c3,
             code: CLOSE_POLICY,
-            reason: "too many connections waiting to identify"
+            reason: "too many connections waiting to identify".into()
         }]
     );
     // c2 identifies in time; c1 does not.
@@ -1273,7 +1274,7 @@ fn a_socket_that_does_not_identify_in_time_is_closed() {
         vec![Output::Close {
             conn: c1,
             code: CLOSE_POLICY,
-            reason: "identify timeout"
+            reason: "identify timeout".into()
         }]
     );
     s.handle_timeout(T0 + 110);

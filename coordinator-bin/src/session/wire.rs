@@ -76,7 +76,7 @@ impl Session {
         self.ready.push_back(Output::Close {
             conn,
             code: CLOSE_POLICY,
-            reason: "outbound queue overflow",
+            reason: "outbound queue overflow".into(),
         });
         self.ready.push_back(Output::Notice(Notice::SlowConsumer {
             agent_id: agent_id.clone(),
@@ -134,6 +134,10 @@ impl Session {
                 },
                 None,
             ) => {
+                if !self.role.is_leader() {
+                    self.close_not_leader(conn);
+                    return;
+                }
                 if agent_id.is_empty() {
                     self.refuse(conn, ErrorCode::InvalidMessage, None, "agent_id is empty");
                     return;
@@ -191,7 +195,7 @@ impl Session {
             self.gate.hold(Held::Out(Output::Close {
                 conn,
                 code: CLOSE_POLICY,
-                reason: "identify refused",
+                reason: "identify refused".into(),
             }));
             return;
         }
@@ -209,7 +213,7 @@ impl Session {
                 self.gate.hold(Held::Out(Output::Close {
                     conn: old,
                     code: CLOSE_POLICY,
-                    reason: "replaced by a new connection",
+                    reason: "replaced by a new connection".into(),
                 }));
             }
         }

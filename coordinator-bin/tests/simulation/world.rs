@@ -550,6 +550,8 @@ impl World {
                 }
                 Output::Event(event) => self.check_event(&event)?,
                 Output::Purge { .. } | Output::Notice(_) => {}
+                // One coordinator on its own store leads for good.
+                Output::Role(role) => return Err(format!("role changed to {role:?}")),
                 Output::Fatal(f) => {
                     self.note(|| format!("fatal: {f}"));
                     fatal = true;

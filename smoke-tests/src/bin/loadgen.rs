@@ -27,7 +27,8 @@ use smoke_tests::http::Client;
 #[derive(Debug, Parser, Clone)]
 #[command(name = "loadgen")]
 struct Args {
-    /// Base address of a running coordinator, e.g. http://127.0.0.1:4000 (needs --token).
+    /// Base address of a running coordinator, e.g. http://127.0.0.1:4000, or
+    /// several separated by commas (requests follow the leader; needs --token).
     #[arg(long)]
     url: Option<String>,
     /// Admin token of the running coordinator.
@@ -296,10 +297,13 @@ async fn main() {
             eprintln!("loadgen: give --spawn, or --url and --token");
             std::process::exit(2)
         });
+        // `host:port`, or several separated by commas (the HTTP client
+        // follows the leader among them).
         let addr = url
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned();
+            .split(',')
+            .map(|u| u.trim().trim_start_matches("http://").trim_end_matches('/'))
+            .collect::<Vec<_>>()
+            .join(",");
         let token = args.token.clone().unwrap_or_else(|| {
             eprintln!("loadgen: --url needs --token (an admin token)");
             std::process::exit(2)
@@ -337,7 +341,8 @@ async fn main() {
             hold: args.hold,
         };
         agent_tasks.push(tokio::spawn(run_agent(
-            format!("ws://{addr}/ws"),
+            // The coordinator that answered the token request: the leader.
+            format!("ws://{}/ws", admin.addr()),
             agent_id,
             agent_token,
             shared,

@@ -9,6 +9,7 @@ mod damaged;
 mod dashboard;
 mod edges;
 mod events;
+mod failover;
 mod files_logs;
 mod harness;
 mod hostile;

@@ -19,6 +19,7 @@ pub async fn ask(state: &AppState, body: Request) -> Result<Answer, ApiError> {
         .map_err(|_| ApiError::unavailable())?;
     match answer.await.map_err(|_| ApiError::unavailable())? {
         Answer::Refused(refusal) => Err(refusal_error(refusal)),
+        Answer::NotLeader(refusal) => Err(ApiError::not_leader(refusal)),
         answer => Ok(answer),
     }
 }

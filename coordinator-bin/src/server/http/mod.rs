@@ -56,6 +56,8 @@ pub struct AppState {
     pub next_connection: AtomicU64,
     /// Committed events for watchers.
     pub events: Arc<EventHub>,
+    /// Leader or standby, as the session last said.
+    pub role: tokio::sync::watch::Receiver<crate::session::Role>,
 }
 
 /// Serves one request; never fails (errors become JSON answers).
@@ -78,6 +80,12 @@ struct Call {
 async fn serve(req: Request<Incoming>, state: &AppState) -> Result<Resp, ApiError> {
     let (spec, params) = routes::resolve(req.method(), req.uri().path())
         .map_err(|no| no_route(no, req.method(), req.uri().path()))?;
+    if spec.needs_leader() {
+        // Before the token check: a standby reads nothing for a client it sends away.
+        if let Some(refusal) = state.role.borrow().not_leader() {
+            return Err(ApiError::not_leader(refusal));
+        }
+    }
     let query = req.uri().query().unwrap_or("");
     let identity = access::authenticate(req.headers(), query, &state.auth, spec.access).await?;
     let call = Call {

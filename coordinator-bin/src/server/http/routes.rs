@@ -78,6 +78,16 @@ pub struct RouteSpec {
     pub access: Access,
 }
 
+impl RouteSpec {
+    /// True when only the leader answers it: a standby answers every route but
+    /// the public ones (health, metrics, the OpenAPI document, the dashboard
+    /// page, and the WebSocket upgrade, whose `identify` it closes with 1013)
+    /// with 503 `not_leader`.
+    pub fn needs_leader(&self) -> bool {
+        self.access != Access::Public
+    }
+}
+
 const fn spec(method: Method, path: &'static str, route: Route, access: Access) -> RouteSpec {
     RouteSpec {
         method,

@@ -15,6 +15,7 @@ use super::cancel::CancelSource;
 use super::{AgentError, HubFailure, Job, JobHandle, StateHook};
 use crate::client::session::{AgentSession, Outcome, Output, ReportError, RunId};
 use crate::client::{Backoff, ClientConfig, ClientError, Connection, HubUrl};
+use crate::failover::{Failover, Next, Refused};
 use crate::protocol::CoordinatorMessage;
 
 /// A connection that lasted this long resets the reconnect backoff.
@@ -130,21 +131,24 @@ impl Drop for RunGuard {
 
 /// How a round over the hubs ended.
 enum Round {
-    /// Identified by the hub at this index.
-    Connected(Connection, usize),
+    /// Identified by [`Failover::current`].
+    Connected(Connection),
     /// A hub refused for good.
     Final(String, ClientError),
     /// Nobody answered.
     Failed,
 }
 
-type Attempt = Pin<Box<dyn Future<Output = Round> + Send>>;
+/// A round, and the hubs it moved over (back to the driver when it ends).
+type Attempt = Pin<Box<dyn Future<Output = (Round, Failover<HubUrl>)> + Send>>;
 
 /// The loop's state: the session, the hook and the I/O around them.
 pub(super) struct Driver {
     session: AgentSession,
     hook: Box<dyn StateHook>,
-    hubs: Arc<[HubUrl]>,
+    /// The hubs and the one to try first (the leader, or the one that last
+    /// worked); `None` while a round has them.
+    hubs: Option<Failover<HubUrl>>,
     client: ClientConfig,
     backoff: Backoff,
     links: Links,
@@ -156,8 +160,6 @@ pub(super) struct Driver {
     started: Instant,
     conn: Option<Connection>,
     connected_at: Instant,
-    /// The hub to try first: the one that last worked.
-    preferred: usize,
     attempt: Option<Attempt>,
     retry_at: Option<Instant>,
     /// The running job's cancellation.
@@ -182,7 +184,7 @@ impl Driver {
         Driver {
             session,
             hook,
-            hubs: settings.hubs.into(),
+            hubs: Failover::new(settings.hubs),
             client: settings.client,
             backoff: settings.backoff,
             links,
@@ -193,7 +195,6 @@ impl Driver {
             started,
             conn: None,
             connected_at: started,
-            preferred: 0,
             attempt: None,
             retry_at: None,
             running: None,
@@ -250,9 +251,9 @@ pub(super) async fn run(mut d: Driver) -> Result<(), AgentError> {
                 d.session.handle_job_dropped(run);
             }
             message = receive(&mut d.conn) => d.on_frame(message),
-            round = attempt(&mut d.attempt) => {
+            (round, hubs) = attempt(&mut d.attempt) => {
                 d.attempt = None;
-                d.on_round(round);
+                d.on_round(round, hubs);
             }
             () = sleep_until(d.retry_at) => d.retry_at = None,
         }
@@ -318,24 +319,26 @@ impl Driver {
         // Every identify names the held task, so that the coordinator re-attaches
         // it rather than running it again.
         client.current_task = self.session.current_task();
+        let Some(hubs) = self.hubs.take() else {
+            return;
+        };
         self.attempt = Some(Box::pin(round(
-            Arc::clone(&self.hubs),
-            self.preferred,
+            hubs,
             client,
             Arc::clone(&self.links.failures),
         )));
     }
 
-    fn on_round(&mut self, round: Round) {
+    fn on_round(&mut self, round: Round, hubs: Failover<HubUrl>) {
+        let hub = hubs.current().to_string();
+        self.hubs = Some(hubs);
         match round {
-            Round::Connected(conn, index) => {
-                let hub = self.hubs[index].to_string();
+            Round::Connected(conn) => {
                 tracing::info!(
                     hub,
                     agent_id = self.client.agent_id,
                     "connected and identified"
                 );
-                self.preferred = index;
                 self.conn = Some(conn);
                 self.connected_at = Instant::now();
                 self.links.hub.send_replace(Some(hub));
@@ -369,7 +372,15 @@ impl Driver {
         match message {
             Some(message) => self.session.handle_message(message),
             None => {
-                self.conn = None;
+                let close = self.conn.take().and_then(|mut conn| conn.close_frame());
+                // The coordinator stopped leading: the next round starts at the
+                // leader it named, or at the next hub.
+                if let (Some(leader), Some(hubs)) =
+                    (close.as_ref().and_then(|c| c.leader()), self.hubs.as_mut())
+                {
+                    tracing::warn!(leader = ?leader, "the coordinator is not the leader any more");
+                    let _ = hubs.handle_refused(not_leader(leader));
+                }
                 self.links.hub.send_replace(None);
                 if self.connected_at.elapsed() >= STABLE_AFTER {
                     self.backoff.reset();
@@ -431,21 +442,31 @@ fn logged(result: Result<(), String>) -> Result<(), String> {
     result
 }
 
-/// Tries each hub once, starting with `start`; records each failure.
+/// Tries the hubs from [`Failover::current`], following a standby to the
+/// leader it names and moving on past a hub that cannot be reached, until one
+/// identifies the agent, refuses it for good, or the moves run out; records
+/// each failure.
 async fn round(
-    hubs: Arc<[HubUrl]>,
-    start: usize,
+    mut hubs: Failover<HubUrl>,
     client: ClientConfig,
     failures: Arc<Mutex<Vec<HubFailure>>>,
-) -> Round {
-    for k in 0..hubs.len() {
-        let index = (start + k) % hubs.len();
-        let hub = &hubs[index];
-        match Connection::connect_to(hub, &client).await {
-            Ok(conn) => return Round::Connected(conn, index),
-            Err(error) if error.is_final() => return Round::Final(hub.to_string(), error),
+) -> (Round, Failover<HubUrl>) {
+    loop {
+        let hub = hubs.current().clone();
+        let refused = match Connection::connect_to(&hub, &client).await {
+            Ok(conn) => {
+                hubs.handle_success();
+                return (Round::Connected(conn), hubs);
+            }
+            Err(error) if error.is_final() => {
+                return (Round::Final(hub.to_string(), error), hubs);
+            }
             Err(error) => {
                 tracing::warn!(hub = %hub, error = %error, "cannot reach the coordinator");
+                let refused = match &error {
+                    ClientError::NotLeader { leader } => not_leader(leader.clone()),
+                    _ => Refused::Unreachable,
+                };
                 let failure = HubFailure {
                     hub: hub.to_string(),
                     error: error.to_string(),
@@ -456,14 +477,24 @@ async fn round(
                         None => failures.push(failure),
                     }
                 }
+                refused
             }
+        };
+        if hubs.handle_refused(refused) == Next::GiveUp {
+            return (Round::Failed, hubs);
         }
     }
-    Round::Failed
+}
+
+/// A standby's refusal naming `leader` (its advertised URL), as a hub.
+fn not_leader(leader: Option<String>) -> Refused<HubUrl> {
+    Refused::NotLeader {
+        leader: leader.and_then(|url| HubUrl::parse(&url).ok()),
+    }
 }
 
 /// The end of the attempt; never, without one.
-async fn attempt(attempt: &mut Option<Attempt>) -> Round {
+async fn attempt(attempt: &mut Option<Attempt>) -> (Round, Failover<HubUrl>) {
     match attempt {
         Some(future) => future.await,
         None => std::future::pending().await,

@@ -29,6 +29,8 @@ struct Hub {
 struct HubConn {
     from_agent: mpsc::Receiver<Value>,
     to_agent: mpsc::Sender<Value>,
+    /// Closes the connection with this code and reason.
+    closer: tokio::sync::oneshot::Sender<(u16, String)>,
 }
 
 impl Hub {
@@ -87,6 +89,11 @@ impl HubConn {
             .expect("the connection is open")
     }
 
+    /// Closes the connection with `code` and `reason`, as a standby does.
+    fn close_with(self, code: u16, reason: &str) {
+        let _ = self.closer.send((code, reason.to_owned()));
+    }
+
     async fn send(&self, frame: Value) {
         self.to_agent
             .send(frame)
@@ -103,10 +110,12 @@ async fn serve(
     let (mut read, mut write) = ws.split(tokio::io::split);
     let (from_tx, from_agent) = mpsc::channel(64);
     let (to_agent, mut to_rx) = mpsc::channel::<Value>(64);
+    let (closer, mut close_rx) = tokio::sync::oneshot::channel::<(u16, String)>();
     if conns
         .send(HubConn {
             from_agent,
             to_agent,
+            closer,
         })
         .await
         .is_err()
@@ -130,7 +139,22 @@ async fn serve(
         }
     };
     let writer = async move {
-        while let Some(value) = to_rx.recv().await {
+        loop {
+            let value = tokio::select! {
+                // A close asked for wins over the end of the frames.
+                biased;
+                close = &mut close_rx => {
+                    if let Ok((code, reason)) = close {
+                        let _ = write.write_frame(Frame::close(code, reason.as_bytes())).await;
+                        return;
+                    }
+                    to_rx.recv().await
+                }
+                value = to_rx.recv() => value,
+            };
+            let Some(value) = value else {
+                break;
+            };
             let text = serde_json::to_vec(&value).expect("JSON");
             if write
                 .write_frame(Frame::text(Payload::Owned(text)))
@@ -483,4 +507,53 @@ async fn stop_while_idle_ends_the_agent_at_once_and_dropping_it_stops_it_too() {
         .await
         .expect("the connection closes")
         .is_none());
+}
+
+/// The hub's URL as a coordinator advertises itself (`http://HOST:PORT`).
+fn advertised(hub: &Hub) -> String {
+    hub.url
+        .replace("ws://", "http://")
+        .trim_end_matches("/ws")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_standby_s_close_sends_the_agent_to_the_leader_it_names() {
+    let mut standby = Hub::start().await;
+    let mut leader = Hub::start().await;
+    // Only the standby is given; the leader is learnt from its close.
+    let connecting = tokio::spawn(agent(&standby).connect());
+    let conn = timeout(WAIT, standby.conns.recv())
+        .await
+        .expect("a connection in time")
+        .expect("the hub runs");
+    let mut conn = conn;
+    assert_eq!(conn.next().await["type"], "identify");
+    conn.close_with(1013, &advertised(&leader));
+    let (_conn, identify) = leader.accept().await;
+    assert_eq!(identify["agent_id"], "a1");
+    let agent = connecting.await.expect("joined").expect("connected");
+    assert_eq!(agent.connected_hub().as_deref(), Some(leader.url.as_str()));
+}
+
+#[tokio::test]
+async fn an_agent_whose_leader_steps_down_goes_to_the_leader_named_and_keeps_its_task() {
+    let mut old = Hub::start().await;
+    let mut new = Hub::start().await;
+    let connecting = tokio::spawn(agent(&old).connect());
+    let (conn, _) = old.accept().await;
+    let mut agent = connecting.await.expect("joined").expect("connected");
+    conn.send(assign("t1", 4)).await;
+    let _job = next_job(&mut agent).await;
+    let mut conn = conn;
+    assert_eq!(conn.next().await["type"], "task_accepted");
+    // Leadership lost: 1013 naming the new leader.
+    conn.close_with(1013, &advertised(&new));
+    let (mut conn, identify) = new.accept().await;
+    assert_eq!(
+        identify["current_task"],
+        json!({"task_id": "t1", "generation": 4}),
+        "{identify}"
+    );
+    assert_eq!(conn.next().await["type"], "task_recovering");
 }

@@ -12,7 +12,7 @@ use crate::server::http::json::dashboard_json;
 use crate::server::http::response::{full, json_response, Resp};
 use crate::server::http::{routes, AppState};
 use crate::server::{damage, db};
-use crate::session::{AgentInfo, Answer, DashboardSnapshot, Request as CoreRequest};
+use crate::session::{AgentInfo, Answer, DashboardSnapshot, Request as CoreRequest, Role};
 
 /// Characters of a description the dashboard shows.
 const DESCRIPTION_HEAD_CHARS: u32 = 120;
@@ -20,21 +20,48 @@ const DESCRIPTION_HEAD_CHARS: u32 = 120;
 /// The agent states `/metrics` counts, each reported even at zero.
 const AGENT_STATES: [&str; 5] = ["offline", "idle", "assigned", "working", "blocked"];
 
-/// `GET /health`: up, and since how long.
+/// `GET /health`: up, since how long, and the role: `leader` with its epoch,
+/// or `standby` with the leader's URL (`null` if unknown).
 pub fn health(state: &AppState) -> Resp {
+    let role = state.role.borrow().clone();
     json_response(
         StatusCode::OK,
-        &json!({"status": "ok", "uptime_ms": state.started.elapsed().as_millis() as u64}),
+        &health_json(&role, state.started.elapsed().as_millis() as u64),
     )
 }
 
-/// `GET /metrics`: the process's metrics plus task and agent gauges, as
-/// OpenMetrics text.
+/// The body of `/health`.
+pub fn health_json(role: &Role, uptime_ms: u64) -> serde_json::Value {
+    let mut body = json!({"status": "ok", "uptime_ms": uptime_ms, "role": role.as_str()});
+    match role {
+        Role::Leader { epoch } => body["epoch"] = json!(epoch),
+        Role::Standby { leader_url } => body["leader"] = json!(leader_url),
+    }
+    body
+}
+
+/// The `coordinator_leader` and `coordinator_epoch` gauges, in OpenMetrics text.
+pub fn role_gauges(role: &Role) -> String {
+    format!(
+        "# HELP coordinator_leader 1 while this coordinator is the leader, 0 while it is a standby.\n# TYPE coordinator_leader gauge\ncoordinator_leader {}\n# HELP coordinator_epoch The lease epoch led (0 while a standby).\n# TYPE coordinator_epoch gauge\ncoordinator_epoch {}\n",
+        u8::from(role.is_leader()),
+        role.epoch().unwrap_or(0)
+    )
+}
+
+/// `GET /metrics`: the process's metrics, the role and epoch, and (on the
+/// leader) task and agent gauges, as OpenMetrics text.
 pub async fn metrics(state: &AppState) -> Result<Resp, ApiError> {
-    let (counts, damaged) = state.reads.run(db::count_by_status_priority).await?;
-    damaged.iter().for_each(damage::report);
-    let agents = agents(state).await?;
-    let text = crate::server::metrics::render(&metrics_gauges(&counts, &agents));
+    let role = state.role.borrow().clone();
+    let mut gauges = role_gauges(&role);
+    // Tasks and agents are the leader's to count.
+    if role.is_leader() {
+        let (counts, damaged) = state.reads.run(db::count_by_status_priority).await?;
+        damaged.iter().for_each(damage::report);
+        let agents = agents(state).await?;
+        gauges += &metrics_gauges(&counts, &agents);
+    }
+    let text = crate::server::metrics::render(&gauges);
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(

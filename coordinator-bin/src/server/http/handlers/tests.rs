@@ -5,12 +5,12 @@ use coordinator_queue::{Priority, Status};
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
-use super::ops::metrics_gauges;
+use super::ops::{health_json, metrics_gauges, role_gauges};
 use super::tasks::{decode_batch, decode_list_query, MAX_BATCH};
 use super::tokens::decode_identity;
 use crate::server::api_error::ApiError;
 use crate::server::auth::Identity;
-use crate::session::AgentInfo;
+use crate::session::{AgentInfo, NotLeader, Role};
 
 fn descriptions(body: &Value) -> Result<Vec<String>, ApiError> {
     Ok(decode_batch(body, "ops")?
@@ -211,4 +211,54 @@ fn metric_gauges_list_task_rows_and_every_agent_state() {
          coordinator_agents{state=\"working\"} 1\n\
          coordinator_agents{state=\"blocked\"} 0\n"
     );
+}
+
+#[test]
+fn health_names_the_role_with_the_epoch_or_the_leader() {
+    assert_eq!(
+        health_json(&Role::Leader { epoch: 3 }, 7),
+        json!({"status": "ok", "uptime_ms": 7, "role": "leader", "epoch": 3})
+    );
+    assert_eq!(
+        health_json(
+            &Role::Standby {
+                leader_url: Some("http://10.0.0.2:4000".into())
+            },
+            7
+        ),
+        json!({"status": "ok", "uptime_ms": 7, "role": "standby", "leader": "http://10.0.0.2:4000"})
+    );
+    assert_eq!(
+        health_json(&Role::Standby { leader_url: None }, 7)["leader"],
+        Value::Null
+    );
+}
+
+#[test]
+fn metrics_carry_the_role_and_the_epoch() {
+    let leader = role_gauges(&Role::Leader { epoch: 4 });
+    assert!(leader.contains("\ncoordinator_leader 1\n"), "{leader}");
+    assert!(leader.contains("\ncoordinator_epoch 4\n"), "{leader}");
+    let standby = role_gauges(&Role::Standby { leader_url: None });
+    assert!(standby.contains("\ncoordinator_leader 0\n"), "{standby}");
+    assert!(standby.contains("\ncoordinator_epoch 0\n"), "{standby}");
+}
+
+#[test]
+fn not_leader_is_503_with_the_leader_and_retry_after() {
+    let err = ApiError::not_leader(NotLeader {
+        leader_url: Some("http://10.0.0.2:4000".into()),
+        retry_after_s: 1,
+    });
+    assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(err.retry_after_s, Some(1));
+    assert_eq!(err.body()["error"], "not_leader");
+    assert_eq!(err.body()["leader"], "http://10.0.0.2:4000");
+    let unknown = ApiError::not_leader(NotLeader {
+        leader_url: None,
+        retry_after_s: 1,
+    });
+    assert_eq!(unknown.body()["leader"], Value::Null);
+    // Other errors carry no `leader` field.
+    assert_eq!(ApiError::not_found("x").body().get("leader"), None);
 }
