@@ -66,7 +66,7 @@ fn a_standby_refuses_every_request_at_once_and_stages_nothing() {
         ]
     );
     assert!(s.is_settled());
-    assert_eq!(s.scheduler().queue().get("t1"), None);
+    assert_eq!(s.scheduler().queue().get(&"t1".into()), None);
 }
 
 #[test]
@@ -140,7 +140,7 @@ fn losing_leadership_refuses_what_is_not_committed_and_closes_every_socket() {
     assert_eq!(drain(&mut s), vec![]);
     assert!(s.is_settled());
     // The live state is gone; further requests are refused.
-    assert_eq!(s.scheduler().queue().get("t1"), None);
+    assert_eq!(s.scheduler().queue().get(&"t1".into()), None);
     assert_eq!(s.scheduler().agents().count(), 0);
     submit(&mut s, 3, &["t3"]);
     assert_eq!(drain(&mut s), vec![not_leader(3, None)]);
@@ -237,7 +237,7 @@ fn a_takeover_restores_the_stored_state_and_serves_in_a_newer_epoch() {
     );
     s.handle_became_leader(T0 + 2, 2, vec![record]).unwrap();
     assert_eq!(
-        s.scheduler().queue().get("d1").map(|t| t.status()),
+        s.scheduler().queue().get(&"d1".into()).map(|t| t.status()),
         None,
         "a dead-letter record is not live state"
     );
@@ -253,7 +253,7 @@ fn a_takeover_restores_the_stored_state_and_serves_in_a_newer_epoch() {
         }]
     ));
     assert_eq!(
-        s.scheduler().queue().get("t1").map(|t| t.status()),
+        s.scheduler().queue().get(&"t1".into()).map(|t| t.status()),
         Some(Status::Queued)
     );
 }
