@@ -2,6 +2,10 @@
 //! tables and meaning as the SQLite store, written by one dedicated connection
 //! (group commit, one transaction per group, `synchronous_commit` as the
 //! server has it, on by default) and read through a few other connections.
+//! The counts by status and lane are kept by the writer in each group's
+//! transaction (SQLite keeps them by triggers): every task statement returns
+//! the status and lane its row had and has, and one statement adds the
+//! difference; the service is the only writer of task rows.
 //!
 //! Rows come back as the same cells SQLite's codec reads (`rusqlite`'s
 //! `Value`, used here only as a neutral cell type), so a row is decoded, and
@@ -17,7 +21,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use coordinator_queue::{Status, Task, TaskId};
-use futures_util::future::try_join_all;
 use rusqlite::types::{Value, ValueRef};
 use tokio::sync::watch;
 use tokio_postgres::types::{ToSql, Type};
@@ -601,11 +604,85 @@ impl Store for PgStore {
     }
 }
 
-/// Insert or update in place (the counting triggers see an update as one).
-const UPSERT: &str = "INSERT INTO tasks (id, description, metadata, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history, reclaim_count) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) ON CONFLICT (id) DO UPDATE SET description = excluded.description, metadata = excluded.metadata, priority = excluded.priority, status = excluded.status, assigned_to = excluded.assigned_to, assigned_at = excluded.assigned_at, generation = excluded.generation, retry_count = excluded.retry_count, max_retries = excluded.max_retries, complete_by = excluded.complete_by, needed_capabilities = excluded.needed_capabilities, result = excluded.result, tokens_used = excluded.tokens_used, last_error = excluded.last_error, submitted_by = excluded.submitted_by, created_at = excluded.created_at, updated_at = excluded.updated_at, last_alive_at = excluded.last_alive_at, queue_seq = excluded.queue_seq, history = excluded.history, reclaim_count = excluded.reclaim_count";
+/// The task columns, in the order of [`TaskColumns::params`].
+const TASK_COLUMNS: [(&str, &str); 22] = [
+    ("id", "text"),
+    ("description", "text"),
+    ("metadata", "text"),
+    ("priority", "text"),
+    ("status", "text"),
+    ("assigned_to", "text"),
+    ("assigned_at", "int8"),
+    ("generation", "int8"),
+    ("retry_count", "int8"),
+    ("max_retries", "int8"),
+    ("complete_by", "int8"),
+    ("needed_capabilities", "text"),
+    ("result", "text"),
+    ("tokens_used", "int8"),
+    ("last_error", "text"),
+    ("submitted_by", "text"),
+    ("created_at", "int8"),
+    ("updated_at", "int8"),
+    ("last_alive_at", "int8"),
+    ("queue_seq", "int8"),
+    ("history", "text"),
+    ("reclaim_count", "int8"),
+];
 
-/// Updates a stored row in place; a text given as NULL keeps the stored one.
-const UPDATE: &str = "UPDATE tasks SET description = COALESCE($2, description), metadata = COALESCE($3, metadata), priority = $4, status = $5, assigned_to = $6, assigned_at = $7, generation = $8, retry_count = $9, max_retries = $10, complete_by = $11, needed_capabilities = $12, result = $13, tokens_used = $14, last_error = $15, submitted_by = $16, created_at = $17, updated_at = $18, last_alive_at = $19, queue_seq = $20, history = $21, reclaim_count = $22 WHERE id = $1";
+/// The rows given as one array per column (`r`), and the status and lane
+/// the stored rows among them have before the statement (`old`).
+fn rows_and_old() -> String {
+    let arrays: Vec<String> = TASK_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, (_, ty))| format!("${}::{ty}[]", i + 1))
+        .collect();
+    let names: Vec<&str> = TASK_COLUMNS.iter().map(|(name, _)| *name).collect();
+    format!(
+        "WITH r AS (SELECT * FROM unnest({}) AS r({})), old AS (SELECT t.id, t.status, t.priority FROM tasks t JOIN r ON t.id = r.id)",
+        arrays.join(", "),
+        names.join(", ")
+    )
+}
+
+/// What a task statement returns for each row written: its id, the status
+/// and lane it had (NULL for a new row), and the ones it has now.
+const RETURN_CHANGES: &str = "SELECT up.id, old.status, old.priority, up.status, up.priority FROM up LEFT JOIN old ON old.id = up.id";
+
+/// Inserts whole records, or replaces the stored rows in place (an update,
+/// so a row keeps its place), in one statement.
+fn upsert_sql() -> String {
+    let names: Vec<&str> = TASK_COLUMNS.iter().map(|(name, _)| *name).collect();
+    let set: Vec<String> = names[1..]
+        .iter()
+        .map(|name| format!("{name} = excluded.{name}"))
+        .collect();
+    format!(
+        "{}, up AS (INSERT INTO tasks ({}) SELECT {} FROM r ON CONFLICT (id) DO UPDATE SET {} RETURNING id, status, priority) {RETURN_CHANGES}",
+        rows_and_old(),
+        names.join(", "),
+        names.join(", "),
+        set.join(", ")
+    )
+}
+
+/// Updates stored rows in place in one statement; a text given as NULL keeps
+/// the stored one. A record whose row is missing is not returned.
+fn update_sql() -> String {
+    let set: Vec<String> = TASK_COLUMNS[1..]
+        .iter()
+        .map(|(name, _)| match *name {
+            "description" | "metadata" => format!("{name} = COALESCE(r.{name}, t.{name})"),
+            name => format!("{name} = r.{name}"),
+        })
+        .collect();
+    format!(
+        "{}, up AS (UPDATE tasks t SET {} FROM r WHERE t.id = r.id RETURNING t.id, t.status, t.priority) {RETURN_CHANGES}",
+        rows_and_old(),
+        set.join(", ")
+    )
+}
 
 const INSERT_TOKEN: &str =
     "INSERT INTO tokens (kind, name, hash, created_at) VALUES ($1, $2, $3, $4)";
@@ -613,8 +690,12 @@ const INSERT_TOKEN: &str =
 const REVOKE_TOKEN_ROW: &str =
     "UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
 
-const PURGE: &str =
-    "DELETE FROM tasks WHERE status IN ('completed', 'cancelled') AND updated_at < $1";
+/// Deletes old final tasks (except dead letters), returning how many of each
+/// status and lane.
+const PURGE: &str = "WITH gone AS (DELETE FROM tasks WHERE status IN ('completed', 'cancelled') AND updated_at < $1 RETURNING status, priority) SELECT status, priority, count(*) FROM gone GROUP BY status, priority";
+
+/// Adds the changes of a group to the counts.
+const ADD_COUNTS: &str = "UPDATE task_counts SET n = n + d.delta FROM unnest($1::text[], $2::text[], $3::bigint[]) AS d(status, priority, delta) WHERE task_counts.status = d.status AND task_counts.priority = d.priority";
 
 /// The writer's connection and its prepared statements.
 struct PgCommit {
@@ -624,16 +705,18 @@ struct PgCommit {
     insert_token: Statement,
     revoke_token: Statement,
     purge: Statement,
+    add_counts: Statement,
 }
 
 impl PgCommit {
     async fn prepare(client: Client) -> Result<PgCommit, DbError> {
         Ok(PgCommit {
-            upsert: client.prepare(UPSERT).await?,
-            update: client.prepare(UPDATE).await?,
+            upsert: client.prepare(&upsert_sql()).await?,
+            update: client.prepare(&update_sql()).await?,
             insert_token: client.prepare(INSERT_TOKEN).await?,
             revoke_token: client.prepare(REVOKE_TOKEN_ROW).await?,
             purge: client.prepare(PURGE).await?,
+            add_counts: client.prepare(ADD_COUNTS).await?,
             client,
         })
     }
@@ -641,26 +724,63 @@ impl PgCommit {
     /// The group in one transaction, its statements pipelined.
     async fn write(&mut self, group: &Group) -> Result<usize, String> {
         let newest = newest_per_task(&group.batches);
-        let rows: Vec<TaskRow> = newest
-            .iter()
-            .map(|(task, texts)| TaskRow::of(task, *texts))
-            .collect();
-        let tx = self.client.transaction().await.map_err(pg_error)?;
-        let writes = rows.iter().map(|row| {
-            let statement = if row.whole { &self.upsert } else { &self.update };
-            let tx = &tx;
-            async move {
-                let written = tx.execute(statement, &row.params()).await.map_err(pg_error)?;
-                if written == 0 {
-                    return Err(format!(
-                        "task {}: a record without its description or metadata, and no stored row to keep them from",
-                        row.id
-                    ));
-                }
-                Ok(())
+        let mut whole = TaskColumns::default();
+        let mut partial = TaskColumns::default();
+        for (task, texts) in &newest {
+            if texts.description.is_some() && texts.metadata.is_some() {
+                whole.push(task, *texts);
+            } else {
+                partial.push(task, *texts);
             }
-        });
-        try_join_all(writes).await?;
+        }
+        let tx = self.client.transaction().await.map_err(pg_error)?;
+        let (upserted, updated) = futures_util::future::try_join(
+            async {
+                if whole.id.is_empty() {
+                    return Ok(Vec::new());
+                }
+                tx.query(&self.upsert, &whole.params()).await
+            },
+            async {
+                if partial.id.is_empty() {
+                    return Ok(Vec::new());
+                }
+                tx.query(&self.update, &partial.params()).await
+            },
+        )
+        .await
+        .map_err(pg_error)?;
+        if updated.len() < partial.id.len() {
+            let found: std::collections::HashSet<String> = updated
+                .iter()
+                .filter_map(|row| row.try_get::<_, String>(0).ok())
+                .collect();
+            let missing = partial
+                .id
+                .iter()
+                .find(|id| !found.contains(*id))
+                .cloned()
+                .unwrap_or_default();
+            return Err(format!(
+                "task {missing}: a record without its description or metadata, and no stored row to keep them from"
+            ));
+        }
+        let mut counts = CountChanges::default();
+        for row in upserted.iter().chain(&updated) {
+            let before: (Option<String>, Option<String>) = (
+                row.try_get(1).map_err(pg_error)?,
+                row.try_get(2).map_err(pg_error)?,
+            );
+            if let (Some(status), Some(priority)) = before {
+                counts.add(status, priority, -1);
+            }
+            counts.add(
+                row.try_get(3).map_err(pg_error)?,
+                row.try_get(4).map_err(pg_error)?,
+                1,
+            );
+        }
+        let rows = newest;
         let mut n_rows = rows.len();
         for write in group.batches.iter().flat_map(|batch| &batch.tokens) {
             match write {
@@ -693,13 +813,29 @@ impl PgCommit {
             n_rows += 1;
         }
         for before_ms in &group.purges {
-            let deleted = tx
-                .execute(&self.purge, &[&(*before_ms as i64)])
+            let mut deleted = 0;
+            for row in tx
+                .query(&self.purge, &[&(*before_ms as i64)])
                 .await
-                .map_err(pg_error)?;
+                .map_err(pg_error)?
+            {
+                let n: i64 = row.try_get(2).map_err(pg_error)?;
+                deleted += n;
+                counts.add(
+                    row.try_get(0).map_err(pg_error)?,
+                    row.try_get(1).map_err(pg_error)?,
+                    -n,
+                );
+            }
             if deleted > 0 {
                 tracing::info!(deleted, "retention: deleted old final tasks");
             }
+        }
+        let (statuses, priorities, deltas) = counts.into_columns();
+        if !deltas.is_empty() {
+            tx.execute(&self.add_counts, &[&statuses, &priorities, &deltas])
+                .await
+                .map_err(pg_error)?;
         }
         tx.commit().await.map_err(pg_error)?;
         Ok(n_rows)
@@ -713,66 +849,92 @@ impl GroupCommit for PgCommit {
     }
 }
 
+/// How the rows of one group change the counts, by status and lane.
+#[derive(Default)]
+struct CountChanges(HashMap<(String, String), i64>);
+
+impl CountChanges {
+    fn add(&mut self, status: String, priority: String, delta: i64) {
+        *self.0.entry((status, priority)).or_insert(0) += delta;
+    }
+
+    /// The changes that are not zero, as three columns.
+    fn into_columns(self) -> (Vec<String>, Vec<String>, Vec<i64>) {
+        let mut columns = (Vec::new(), Vec::new(), Vec::new());
+        for ((status, priority), delta) in self.0 {
+            if delta != 0 {
+                columns.0.push(status);
+                columns.1.push(priority);
+                columns.2.push(delta);
+            }
+        }
+        columns
+    }
+}
+
 fn pg_error(e: tokio_postgres::Error) -> String {
     DbError::from(e).to_string()
 }
 
-/// The parameters of one task record for [`UPSERT`] or [`UPDATE`].
-struct TaskRow {
-    whole: bool,
-    id: String,
-    description: Option<String>,
-    metadata: Option<String>,
-    priority: &'static str,
-    status: &'static str,
-    assigned_to: Option<String>,
-    assigned_at: Option<i64>,
-    generation: i64,
-    retry_count: i64,
-    max_retries: i64,
-    complete_by: Option<i64>,
-    capabilities: String,
-    result: Option<String>,
-    tokens_used: Option<i64>,
-    last_error: Option<String>,
-    submitted_by: Option<String>,
-    created_at: i64,
-    updated_at: i64,
-    last_alive_at: Option<i64>,
-    queue_seq: i64,
-    history: String,
-    reclaim_count: i64,
+/// Task records as one array per column, for [`upsert_sql`] or [`update_sql`].
+#[derive(Default)]
+struct TaskColumns {
+    id: Vec<String>,
+    description: Vec<Option<String>>,
+    metadata: Vec<Option<String>>,
+    priority: Vec<&'static str>,
+    status: Vec<&'static str>,
+    assigned_to: Vec<Option<String>>,
+    assigned_at: Vec<Option<i64>>,
+    generation: Vec<i64>,
+    retry_count: Vec<i64>,
+    max_retries: Vec<i64>,
+    complete_by: Vec<Option<i64>>,
+    capabilities: Vec<String>,
+    result: Vec<Option<String>>,
+    tokens_used: Vec<Option<i64>>,
+    last_error: Vec<Option<String>>,
+    submitted_by: Vec<Option<String>>,
+    created_at: Vec<i64>,
+    updated_at: Vec<i64>,
+    last_alive_at: Vec<Option<i64>>,
+    queue_seq: Vec<i64>,
+    history: Vec<String>,
+    reclaim_count: Vec<i64>,
 }
 
-impl TaskRow {
-    fn of(task: &Task, texts: Texts<'_>) -> TaskRow {
-        TaskRow {
-            whole: texts.description.is_some() && texts.metadata.is_some(),
-            id: task.id().to_string(),
-            description: texts.description.map(str::to_owned),
-            metadata: texts.metadata.map(str::to_owned),
-            priority: task.priority().as_str(),
-            status: task.status().as_str(),
-            assigned_to: task.assigned_to().map(|a| a.as_str().to_owned()),
-            assigned_at: task.assigned_at_ms().map(|v| v as i64),
-            generation: task.generation() as i64,
-            retry_count: task.retry_count().into(),
-            max_retries: task.max_retries().into(),
-            complete_by: task.complete_by_ms().map(|v| v as i64),
-            capabilities: db::capabilities_json(task),
-            result: task.result().map(str::to_owned),
-            tokens_used: task.tokens_used().map(|v| v as i64),
-            last_error: task.last_error().map(str::to_owned),
-            submitted_by: task.submitted_by().map(str::to_owned),
-            created_at: task.created_at_ms() as i64,
-            updated_at: task.updated_at_ms() as i64,
-            last_alive_at: task.last_alive_at_ms().map(|v| v as i64),
-            queue_seq: task.queue_seq() as i64,
-            history: db::history_json(task.history()),
-            reclaim_count: task.reclaim_count().into(),
-        }
+impl TaskColumns {
+    fn push(&mut self, task: &Task, texts: Texts<'_>) {
+        self.id.push(task.id().to_string());
+        self.description.push(texts.description.map(str::to_owned));
+        self.metadata.push(texts.metadata.map(str::to_owned));
+        self.priority.push(task.priority().as_str());
+        self.status.push(task.status().as_str());
+        self.assigned_to
+            .push(task.assigned_to().map(|a| a.as_str().to_owned()));
+        self.assigned_at
+            .push(task.assigned_at_ms().map(|v| v as i64));
+        self.generation.push(task.generation() as i64);
+        self.retry_count.push(task.retry_count().into());
+        self.max_retries.push(task.max_retries().into());
+        self.complete_by
+            .push(task.complete_by_ms().map(|v| v as i64));
+        self.capabilities.push(db::capabilities_json(task));
+        self.result.push(task.result().map(str::to_owned));
+        self.tokens_used.push(task.tokens_used().map(|v| v as i64));
+        self.last_error.push(task.last_error().map(str::to_owned));
+        self.submitted_by
+            .push(task.submitted_by().map(str::to_owned));
+        self.created_at.push(task.created_at_ms() as i64);
+        self.updated_at.push(task.updated_at_ms() as i64);
+        self.last_alive_at
+            .push(task.last_alive_at_ms().map(|v| v as i64));
+        self.queue_seq.push(task.queue_seq() as i64);
+        self.history.push(db::history_json(task.history()));
+        self.reclaim_count.push(task.reclaim_count().into());
     }
 
+    /// The columns in the order of [`TASK_COLUMNS`].
     fn params(&self) -> [&(dyn ToSql + Sync); 22] {
         [
             &self.id,
