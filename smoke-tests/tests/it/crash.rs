@@ -4,15 +4,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use smoke_tests::harness::{wait_for, Coordinator};
+use smoke_tests::harness::{wait_for, Backend, Coordinator};
 use smoke_tests::http::Client;
 
 use crate::agents::{submit, task, wait_status};
 use crate::sim::{Behaviour, SimAgent};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_acknowledged_task_survives_kill_9() {
-    let mut c = Coordinator::start(&[]);
+on_both_backends!(
+    an_acknowledged_task_survives_kill_9,
+    kill_9_cycles_lose_nothing_and_complete_everything_once,
+    retention_deletes_old_final_tasks_but_keeps_the_dead_letter
+);
+
+async fn an_acknowledged_task_survives_kill_9(backend: Backend) {
+    let mut c = Coordinator::start_on(backend, &[]);
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     let id = submit(
         &mut admin,
@@ -28,9 +33,11 @@ async fn an_acknowledged_task_survives_kill_9() {
     assert_eq!(t["priority"], "urgent");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_cycles_lose_nothing_and_complete_everything_once() {
-    let mut c = Coordinator::start(&["--recovery-grace-ms", "300", "--sweep-interval-ms", "200"]);
+async fn kill_9_cycles_lose_nothing_and_complete_everything_once(backend: Backend) {
+    let mut c = Coordinator::start_on(
+        backend,
+        &["--recovery-grace-ms", "300", "--sweep-interval-ms", "200"],
+    );
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     for cycle in 0..10 {
@@ -164,9 +171,11 @@ async fn sigterm_exits_cleanly() {
     assert_eq!(task(&mut admin, &id).await["id"], id.as_str());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_deletes_old_final_tasks_but_keeps_the_dead_letter() {
-    let c = Coordinator::start(&["--retention-hours", "0", "--sweep-interval-ms", "100"]);
+async fn retention_deletes_old_final_tasks_but_keeps_the_dead_letter(backend: Backend) {
+    let c = Coordinator::start_on(
+        backend,
+        &["--retention-hours", "0", "--sweep-interval-ms", "100"],
+    );
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     let failing = SimAgent::start(&c, "fails", &[], Behaviour::Fail).await;
     let dead = submit(
