@@ -10,7 +10,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::Duration;
@@ -29,6 +29,8 @@ struct Server {
     url: String,
     /// Held open until the process ends: closing it stops the cluster.
     _keeper: Option<Mutex<ChildStdin>>,
+    /// The keeper shell (never waited for: it ends after this process).
+    _keeper_process: Option<Mutex<Child>>,
 }
 
 /// A new, empty database on the test server; its URL.
@@ -106,7 +108,11 @@ fn with_database(url: &str, name: &str) -> String {
 fn server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| match std::env::var(URL_VAR) {
-        Ok(url) if !url.is_empty() => Server { url, _keeper: None },
+        Ok(url) if !url.is_empty() => Server {
+            url,
+            _keeper: None,
+            _keeper_process: None,
+        },
         _ => start_cluster(),
     })
 }
@@ -243,6 +249,7 @@ fn start_cluster() -> Server {
     Server {
         url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
         _keeper: keeper.stdin.take().map(Mutex::new),
+        _keeper_process: Some(Mutex::new(keeper)),
     }
 }
 

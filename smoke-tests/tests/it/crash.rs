@@ -122,14 +122,25 @@ async fn kill_9_cycles_lose_nothing_and_complete_everything_once(backend: Backen
         assert_eq!(n, 1, "task {id} completed {n} times");
     }
     // Tasks committed in the instant before a kill exist without their 201 having
-    // left: there may be more than were acknowledged, and none may be stuck.
-    let stats = admin.get("/api/tasks/stats").await.unwrap().body;
-    let completed = stats["by_status"]["completed"].as_u64().unwrap();
-    assert_eq!(
-        completed,
-        stats["total"].as_u64().unwrap(),
-        "every stored task completed: {stats}"
-    );
+    // left: there may be more than were acknowledged, and none may be stuck (the
+    // finisher may still be running the last of them when the acknowledged ones
+    // are done).
+    let addr = c.addr.clone();
+    let token = c.admin_token.clone();
+    let (stats, completed) = wait_for(
+        Duration::from_secs(30),
+        "every stored task completed",
+        || {
+            let (addr, token) = (addr.clone(), token.clone());
+            async move {
+                let mut admin = Client::new(&addr, Some(&token));
+                let stats = admin.get("/api/tasks/stats").await.ok()?.body;
+                let completed = stats["by_status"]["completed"].as_u64()?;
+                (completed == stats["total"].as_u64()?).then_some((stats, completed))
+            }
+        },
+    )
+    .await;
     assert!(completed as usize >= ids.len(), "{stats}");
     eprintln!(
         "kill -9 cycles: {} acknowledged tasks, all completed exactly once",
