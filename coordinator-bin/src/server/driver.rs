@@ -18,9 +18,9 @@ use coordinator_queue::{Task, TaskId};
 
 use super::auth::Authenticator;
 use super::clock::now_ms;
-use super::db::{self, ReadPool};
 use super::events::EventHub;
 use super::observe;
+use super::store::Store;
 use super::writer::{WriteJob, Writer, WriterReport};
 use crate::session::{
     Answer, ConnId, Fatal, Frame, Identity, LoadedPayload, Output, Request, RequestId, Role,
@@ -85,7 +85,7 @@ pub struct Driver {
     session: Session,
     writer: Writer,
     auth: Authenticator,
-    reads: ReadPool,
+    store: Arc<dyn Store>,
     /// For token checks and reads to report back.
     commands: mpsc::Sender<Command>,
     sockets: HashMap<ConnId, SocketHandle>,
@@ -103,7 +103,7 @@ impl Driver {
         session: Session,
         writer: Writer,
         auth: Authenticator,
-        reads: ReadPool,
+        store: Arc<dyn Store>,
         commands: mpsc::Sender<Command>,
         events: Arc<EventHub>,
     ) -> Driver {
@@ -112,7 +112,7 @@ impl Driver {
             session,
             writer,
             auth,
-            reads,
+            store,
             commands,
             sockets: HashMap::new(),
             replies: HashMap::new(),
@@ -198,7 +198,7 @@ impl Driver {
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), all_closed).await;
         self.events.close();
-        self.writer.shutdown();
+        self.writer.shutdown().await;
         tracing::info!("stopped; everything acknowledged is committed");
         Ok(())
     }
@@ -288,17 +288,13 @@ impl Driver {
                     });
                 }
                 Output::Load { request, task_id } => {
-                    let reads = self.reads.clone();
+                    let store = self.store.clone();
                     let commands = self.commands.clone();
                     tokio::spawn(async move {
-                        let stored =
-                            reads
-                                .run(move |c| db::get_task(c, &task_id))
-                                .await
-                                .map_err(|e| {
-                                    super::damage::report_if_damaged(&e);
-                                    format!("cannot read the task: {e}")
-                                });
+                        let stored = store.get_task(task_id.to_string()).await.map_err(|e| {
+                            super::damage::report_if_damaged(&e);
+                            format!("cannot read the task: {e}")
+                        });
                         let _ = commands.send(Command::Loaded { request, stored }).await;
                     });
                 }
@@ -332,41 +328,39 @@ impl Driver {
         Ok(())
     }
 
-    /// Reads the stored texts of `task_ids` on one pooled connection and hands
-    /// them to the session.
+    /// Reads the stored texts of `task_ids` together and hands them to the
+    /// session.
     fn load_payloads(&self, task_ids: Vec<TaskId>) {
-        let reads = self.reads.clone();
+        let store = self.store.clone();
         let commands = self.commands.clone();
         tokio::spawn(async move {
             let asked = task_ids.clone();
-            let read = reads
-                .run(move |c| {
-                    Ok(task_ids
-                        .into_iter()
-                        .map(|task_id| {
-                            let texts = db::get_payload(c, task_id.as_str())
-                                .map(|found| {
-                                    found.map(|(description, metadata)| LoadedPayload {
-                                        description,
-                                        metadata,
-                                    })
-                                })
-                                .map_err(|e| {
-                                    super::damage::report_if_damaged(&e);
-                                    e.to_string()
-                                });
-                            (task_id, texts)
-                        })
-                        .collect::<Vec<PayloadRead>>())
-                })
-                .await;
-            let loaded = read.unwrap_or_else(|e| {
-                let error = e.to_string();
-                asked
+            let loaded = match store.get_payloads(task_ids).await {
+                Ok(read) => read
                     .into_iter()
-                    .map(|task_id| (task_id, Err(error.clone())))
-                    .collect()
-            });
+                    .map(|(task_id, texts)| {
+                        let texts = texts
+                            .map(|found| {
+                                found.map(|(description, metadata)| LoadedPayload {
+                                    description,
+                                    metadata,
+                                })
+                            })
+                            .map_err(|e| {
+                                super::damage::report_if_damaged(&e);
+                                e.to_string()
+                            });
+                        (task_id, texts)
+                    })
+                    .collect::<Vec<PayloadRead>>(),
+                Err(e) => {
+                    let error = e.to_string();
+                    asked
+                        .into_iter()
+                        .map(|task_id| (task_id, Err(error.clone())))
+                        .collect()
+                }
+            };
             let _ = commands.send(Command::PayloadsLoaded(loaded)).await;
         });
     }
