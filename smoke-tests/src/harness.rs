@@ -348,6 +348,29 @@ impl Coordinator {
         c
     }
 
+    /// Another coordinator on the database of `other` (PostgreSQL: it starts
+    /// as a standby while `other` leads), with the same admin token and
+    /// binary, its own log, and `extra_args`.
+    pub fn start_beside(other: &Coordinator, extra_args: &[&str]) -> Coordinator {
+        let dir = TempDir::new("coordinator-test");
+        let mut c = Coordinator {
+            child: Process::default(),
+            binary: other.binary.clone(),
+            addr: String::new(),
+            db: other.db.clone(),
+            backend: other.backend,
+            admin_token: String::new(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            tail: LogTail::default(),
+            dir: dir.path().to_path_buf(),
+            _dir: Some(dir),
+        };
+        std::fs::copy(other.admin_token_file(), c.admin_token_file())
+            .expect("copy the admin token");
+        c.spawn("127.0.0.1:0");
+        c
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.join("coordinator.log.txt")
     }

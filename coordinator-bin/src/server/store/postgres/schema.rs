@@ -8,7 +8,7 @@ use tokio_postgres::Client;
 use crate::server::db::DbError;
 
 /// The schema version this binary writes.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// The key of the advisory lock taken while migrating ("COOR" + 1).
 const MIGRATION_LOCK: i64 = 0x434F_4F52_0001;
@@ -17,7 +17,8 @@ const MIGRATION_LOCK: i64 = 0x434F_4F52_0001;
 /// Text columns compared by range (`status`, `priority`) use the "C"
 /// collation: byte order, as SQLite compares, so that the ranges that find
 /// rows of unknown status use the index.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tasks (
     id TEXT PRIMARY KEY NOT NULL,
     description TEXT NOT NULL,
@@ -77,7 +78,20 @@ BEGIN
 EXCEPTION WHEN others THEN
     RETURN false;
 END $$;
-"#];
+"#,
+    r#"
+-- The leadership lease (SPEC 13): one row, written only by the connection that
+-- holds the lease's session advisory lock.
+CREATE TABLE coordinator_lease (
+    id INT PRIMARY KEY CHECK (id = 1),
+    leader_id TEXT NOT NULL,
+    advertise_url TEXT NOT NULL,
+    backend_pid INT NOT NULL,
+    epoch BIGINT NOT NULL,
+    renewed_at TIMESTAMPTZ NOT NULL
+);
+"#,
+];
 
 /// Checks that the database is not newer than this binary, then applies the
 /// migrations it lacks, each in its own transaction, under an advisory lock.
