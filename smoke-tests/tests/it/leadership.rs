@@ -166,3 +166,76 @@ async fn one_leads_the_standby_points_at_it_and_takes_over_after_a_kill() {
         assert_eq!(completions(&t), 1, "{t}");
     }
 }
+
+/// Sends `signal` (`-STOP`, `-CONT`) to `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_is_replaced_and_after_it_thaws_it_commits_nothing_and_stops() {
+    let a = Coordinator::start_on(Backend::Postgres, &LEASE);
+    let b = Coordinator::start_beside(&a, &LEASE);
+    let leader_url = format!("http://{}", a.addr);
+    wait_for(
+        Duration::from_secs(20),
+        "the standby to name the leader",
+        || {
+            let addr = b.addr.clone();
+            let url = leader_url.clone();
+            async move {
+                health(&addr)
+                    .await
+                    .filter(|h| h["role"] == "standby" && h["leader"] == url.as_str())
+            }
+        },
+    )
+    .await;
+    let mut on_a = Client::new(&a.addr, Some(&a.admin_token));
+    let before = submit(&mut on_a, json!({"description": "before the freeze"})).await;
+
+    let pid = a.pid().expect("the leader runs");
+    signal(pid, "-STOP");
+    let frozen = Instant::now();
+    let leads = wait_role(&b, "leader").await;
+    println!(
+        "takeover after SIGSTOP: {} ms until the standby leads (lease timeout 1000 ms)",
+        frozen.elapsed().as_millis()
+    );
+    assert_eq!(leads["epoch"], 2, "{leads}");
+    let mut on_b = Client::new(&b.addr, Some(&b.admin_token));
+    let after = submit(&mut on_b, json!({"description": "after the freeze"})).await;
+
+    // Thawed, the old leader answers no submit with 201 and stops.
+    signal(pid, "-CONT");
+    let body = json!({"description": "to the thawed leader"}).to_string();
+    let thawed = raw_http(&a.addr, "POST", "/api/tasks", Some(&a.admin_token), &body).await;
+    if let Some((status, _, body)) = &thawed {
+        assert_ne!(
+            *status, 201,
+            "the thawed leader acknowledged a task: {body}"
+        );
+    }
+    let addr = a.addr.clone();
+    wait_for(Duration::from_secs(20), "the thawed leader to stop", || {
+        let addr = addr.clone();
+        async move { health(&addr).await.is_none().then_some(()) }
+    })
+    .await;
+    assert!(
+        a.log().contains("leadership lost") || a.log().contains("lost the leadership lease"),
+        "{}",
+        a.log()
+    );
+
+    // The new leader has both tasks, and nothing the thawed one took.
+    for id in [&before, &after] {
+        wait_status(&mut on_b, id, "queued", Duration::from_secs(10)).await;
+    }
+    let stats = on_b.get("/api/tasks/stats").await.expect("the stats").body;
+    assert_eq!(stats["total"], 2, "{stats}");
+}
