@@ -21,12 +21,17 @@ pub struct BodyLimits {
 /// How long a refused body is still read and dropped before the 413 leaves.
 const LINGER: Duration = Duration::from_millis(500);
 
+/// How much of a refused body is read and dropped at most (nothing of it is
+/// kept): enough that a client sending a body a few times over the limit has
+/// written it all and reads the 413, rather than a broken pipe.
+const LINGER_MAX_BYTES: usize = 16 * 1024 * 1024;
+
 /// The body as JSON.
 ///
 /// - 413 when its declared length (`Content-Length`) exceeds `limits.max_bytes`,
-///   without keeping any of it (what arrives within `LINGER` is dropped, so the
-///   client can read the answer), or when more than that arrives (the rest is not
-///   read);
+///   without keeping any of it (what arrives within `LINGER`, up to
+///   `LINGER_MAX_BYTES`, is dropped, so the client can read the answer), or when
+///   more than that arrives (the rest is not read);
 /// - 408 when it has not arrived whole within `limits.timeout` (a client
 ///   dribbling a body cannot hold a connection; both answers close it, see
 ///   [`super::response::error_response`]);
@@ -46,11 +51,12 @@ where
     let declared = body.size_hint().lower();
     if usize::try_from(declared).map_or(true, |n| n > limits.max_bytes) {
         // Refused on the declared length, nothing kept. What the client is
-        // already sending is read and dropped for a moment (at most the limit, at
-        // most `LINGER`), so that it gets to read the 413 instead of a reset.
+        // already sending is read and dropped for a moment (at most
+        // `LINGER_MAX_BYTES`, at most `LINGER`), so that it gets to read the 413
+        // instead of a reset.
         let _ = tokio::time::timeout(
             LINGER.min(limits.timeout),
-            Limited::new(body, limits.max_bytes)
+            Limited::new(body, limits.max_bytes.max(LINGER_MAX_BYTES))
                 .map_frame(|frame| frame.map_data(|_| bytes::Bytes::new()))
                 .collect(),
         )
