@@ -267,6 +267,9 @@ fn decode_task_fields(v: &[ValueRef<'_>; N_COLUMNS], texts: TextColumns) -> Resu
         updated_at_ms: damaged::u64_col("updated_at", v[17])?,
         queue_seq: damaged::u64_col("queue_seq", v[19])?,
         history,
+        run_at_ms: None,
+        depends_on: Vec::new(),
+        idempotency_key: None,
     };
     Task::from_parts(parts).map_err(|e| e.to_string())
 }

@@ -262,6 +262,13 @@ fn task_with_id(id: String) -> impl Strategy<Value = Task> {
                 updated_at_ms: updated,
                 queue_seq: queue_seq & ((1 << 56) - 1),
                 history,
+                run_at_ms: (status == Status::Scheduled).then_some(updated),
+                depends_on: if status == Status::Waiting {
+                    vec![TaskId::from("dependency")]
+                } else {
+                    Vec::new()
+                },
+                idempotency_key: None,
             })
             .expect("a consistent record")
         },
