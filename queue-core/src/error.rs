@@ -26,6 +26,9 @@ pub enum SubmitError {
         /// The time of the submission.
         now_ms: u64,
     },
+    /// Both `run_at` and `delay_ms` were given.
+    #[error("give run_at or delay_ms, not both")]
+    RunAtAndDelay,
     /// More dependencies than [`MAX_DEPENDENCIES`](crate::MAX_DEPENDENCIES).
     #[error("{0} dependencies given, at most 100 are allowed")]
     TooManyDependencies(usize),

@@ -386,6 +386,9 @@ impl Queue {
                 now_ms,
             });
         }
+        if new.run_at_ms.is_some() && new.delay_ms.is_some() {
+            return Err(SubmitError::RunAtAndDelay);
+        }
         if let Some(key) = &new.idempotency_key {
             if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
                 return Err(SubmitError::BadIdempotencyKey(key.len()));
@@ -475,7 +478,9 @@ impl Queue {
             updated_at_ms: now_ms,
             queue_seq: seq,
             history: Vec::with_capacity(1),
-            run_at_ms: new.run_at_ms,
+            run_at_ms: new
+                .run_at_ms
+                .or_else(|| new.delay_ms.map(|d| now_ms.saturating_add(d))),
             depends_on: depends_on.into_boxed_slice(),
             idempotency_key: new.idempotency_key.map(String::into_boxed_str),
         });

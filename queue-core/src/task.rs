@@ -342,6 +342,9 @@ pub struct NewTask {
     /// Not before this time (ms since the Unix epoch): `scheduled` until then.
     /// A time not after the submission queues the task at once.
     pub run_at_ms: Option<u64>,
+    /// Not before this long after the submission: `run_at_ms` is then the
+    /// submission time plus this (giving both is refused).
+    pub delay_ms: Option<u64>,
     /// Tasks that must be completed first (at most [`MAX_DEPENDENCIES`]):
     /// `waiting` until then. Each must be live in the queue or named in
     /// `settled_dependencies`.
@@ -372,6 +375,7 @@ impl NewTask {
             needed_capabilities: Vec::new(),
             submitted_by: None,
             run_at_ms: None,
+            delay_ms: None,
             depends_on: Vec::new(),
             settled_dependencies: Vec::new(),
             idempotency_key: None,

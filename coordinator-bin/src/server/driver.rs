@@ -23,8 +23,8 @@ use super::events::EventHub;
 use super::observe;
 use super::writer::{WriteJob, Writer, WriterReport};
 use crate::session::{
-    Answer, ConnId, Fatal, Frame, Identity, LoadedPayload, Output, Request, RequestId, Role,
-    Session,
+    receipt_status, Answer, ConnId, Fatal, Frame, Identity, LoadedPayload, Lookup, Output, Receipt,
+    Request, RequestId, Role, Session,
 };
 
 /// A task's stored description and metadata, or why they could not be read.
@@ -45,6 +45,14 @@ pub enum Command {
         request: RequestId,
         /// The record, or why it could not be read.
         stored: Result<Option<Task>, String>,
+    },
+    /// What storage knows of a submission's options, asked for by
+    /// [`Output::Lookup`].
+    LookedUp {
+        /// The submission.
+        request: RequestId,
+        /// What was read.
+        lookup: Result<Lookup, String>,
     },
     /// The texts asked for by [`Output::LoadPayload`]s, read together.
     PayloadsLoaded(Vec<PayloadRead>),
@@ -219,6 +227,9 @@ impl Driver {
                 self.session.handle_request(now, request, body);
             }
             Command::Loaded { request, stored } => self.session.handle_loaded(now, request, stored),
+            Command::LookedUp { request, lookup } => {
+                self.session.handle_looked_up(now, request, lookup)
+            }
             Command::PayloadsLoaded(loaded) => {
                 for (task_id, texts) in loaded {
                     self.session.handle_payload_loaded(now, &task_id, texts);
@@ -302,6 +313,11 @@ impl Driver {
                         let _ = commands.send(Command::Loaded { request, stored }).await;
                     });
                 }
+                Output::Lookup {
+                    request,
+                    dependencies,
+                    keys,
+                } => self.look_up(request, dependencies, keys),
                 Output::LoadPayload { task_id } => payloads.push(task_id),
                 Output::Send { conn, frame } => self.send(now, conn, frame),
                 Output::Reply { request, answer } => {
@@ -332,6 +348,36 @@ impl Driver {
         Ok(())
     }
 
+    /// Reads what storage knows of a submission's dependencies and keys and
+    /// hands it to the session.
+    fn look_up(&self, request: RequestId, dependencies: Vec<String>, keys: Vec<(String, String)>) {
+        let reads = self.reads.clone();
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            let lookup = reads
+                .run(move |c| {
+                    let statuses = db::task_statuses(c, &dependencies)?;
+                    let mut keyed = Vec::with_capacity(keys.len());
+                    for (submitter, key) in keys {
+                        let stored = db::task_by_key(c, &submitter, &key)?.map(
+                            |(task_id, priority, status, created_at_ms)| Receipt {
+                                task_id,
+                                priority: priority.as_str(),
+                                created_at_ms,
+                                status: receipt_status(status),
+                                duplicate: true,
+                            },
+                        );
+                        keyed.push(((submitter, key), stored));
+                    }
+                    Ok(Lookup { statuses, keyed })
+                })
+                .await
+                .map_err(|e| format!("cannot read the submission's dependencies or keys: {e}"));
+            let _ = commands.send(Command::LookedUp { request, lookup }).await;
+        });
+    }
+
     /// Reads the stored texts of `task_ids` on one pooled connection and hands
     /// them to the session.
     fn load_payloads(&self, task_ids: Vec<TaskId>) {
@@ -345,11 +391,16 @@ impl Driver {
                         .into_iter()
                         .map(|task_id| {
                             let texts = db::get_payload(c, task_id.as_str())
-                                .map(|found| {
-                                    found.map(|(description, metadata)| LoadedPayload {
+                                .and_then(|found| {
+                                    let Some((description, metadata)) = found else {
+                                        return Ok(None);
+                                    };
+                                    let dependencies = db::dependency_results(c, task_id.as_str())?;
+                                    Ok(Some(LoadedPayload {
                                         description,
                                         metadata,
-                                    })
+                                        dependencies,
+                                    }))
                                 })
                                 .map_err(|e| {
                                     super::damage::report_if_damaged(&e);

@@ -330,3 +330,18 @@ fn from_parts_refuses_pending_records_that_cannot_be() {
     parts.depends_on = vec!["d".into()];
     assert!(Task::from_parts(parts).is_ok());
 }
+
+#[test]
+fn a_delay_counts_from_the_submission() {
+    let mut q = queue();
+    let mut new = NewTask::new("t", "x");
+    new.delay_ms = Some(2_000);
+    let task = q.submit(T0, new.clone()).unwrap();
+    assert_eq!(
+        (task.status(), task.run_at_ms()),
+        (Status::Scheduled, Some(T0 + 2_000))
+    );
+    new.id = "u".into();
+    new.run_at_ms = Some(T0 + 5);
+    assert_eq!(q.submit(T0, new).unwrap_err(), SubmitError::RunAtAndDelay);
+}

@@ -19,8 +19,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 pub use damaged::{DamagedRow, Table};
 pub use reads::{
-    count_by_status_priority, description_heads, get_payload, get_task, list_tasks,
-    load_live_tasks, task_seq, TaskFilter, TaskPage,
+    count_by_status_priority, dependency_results, dependents, description_heads, get_payload,
+    get_task, list_tasks, load_live_tasks, task_by_key, task_seq, task_statuses, TaskFilter,
+    TaskPage,
 };
 #[cfg(test)]
 pub use rows::upsert_task;
