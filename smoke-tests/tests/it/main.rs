@@ -15,6 +15,7 @@ mod harness;
 mod hostile;
 mod http_limits;
 mod operator;
+mod options;
 mod poison;
 mod protocol;
 mod runner;
