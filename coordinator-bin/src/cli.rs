@@ -75,10 +75,13 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "COORDINATOR_LISTEN", default_value = "127.0.0.1:4000")]
     pub listen: String,
-    /// The SQLite database file (created on first start).
+    /// The SQLite database file (created on first start), or a PostgreSQL
+    /// database as `postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME` (it must
+    /// exist; its tables are created on first start; no TLS).
     #[arg(long, env = "COORDINATOR_DB", default_value = "./coordinator.db")]
     pub db: PathBuf,
-    /// Where the first admin token is written (default: the database path + `.admin-token`).
+    /// Where the first admin token is written (default: the database path +
+    /// `.admin-token`; with PostgreSQL, `./coordinator.admin-token`).
     #[arg(long, env = "COORDINATOR_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
     /// Failures retried before the dead letter, for tasks that do not say.
@@ -234,13 +237,13 @@ pub enum TokenCommand {
         /// Create an admin token instead of an agent token.
         #[arg(long)]
         admin: bool,
-        /// The database file.
+        /// The database file, or a `postgres://` URL.
         #[arg(long, env = "COORDINATOR_DB", default_value = "./coordinator.db")]
         db: PathBuf,
     },
     /// List tokens (never their secrets).
     List {
-        /// The database file.
+        /// The database file, or a `postgres://` URL.
         #[arg(long, env = "COORDINATOR_DB", default_value = "./coordinator.db")]
         db: PathBuf,
     },
@@ -255,7 +258,7 @@ pub enum TokenCommand {
         /// admin token is created with `coordinator token create --admin`).
         #[arg(long)]
         force: bool,
-        /// The database file.
+        /// The database file, or a `postgres://` URL.
         #[arg(long, env = "COORDINATOR_DB", default_value = "./coordinator.db")]
         db: PathBuf,
     },

@@ -1,6 +1,7 @@
 //! Starting and stopping a real coordinator process.
 
 use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -277,18 +278,32 @@ fn coordinator_log_filter() -> String {
     }
 }
 
+/// Where a coordinator under test keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in the test's temporary folder (the default).
+    Sqlite,
+    /// A fresh database on the test PostgreSQL server ([`crate::postgres`]).
+    Postgres,
+}
+
 /// A running coordinator process with its own database.
 pub struct Coordinator {
     child: Process,
     binary: PathBuf,
     /// `127.0.0.1:PORT`, as the process reported it; changes on [`Coordinator::restart`].
     pub addr: String,
-    /// The database file.
+    /// The `--db` value: the database file, or a PostgreSQL URL.
     pub db: PathBuf,
+    /// Which store [`Coordinator::db`] names.
+    pub backend: Backend,
     /// The admin token.
     pub admin_token: String,
     extra_args: Vec<String>,
     tail: LogTail,
+    /// The temporary folder of the log (and of the database file and admin
+    /// token file of a SQLite store).
+    dir: PathBuf,
     _dir: Option<TempDir>,
 }
 
@@ -300,18 +315,33 @@ impl Coordinator {
         Coordinator::start_binary(&coordinator_binary(), extra_args)
     }
 
+    /// Like [`Coordinator::start`], on a fresh database of `backend`.
+    pub fn start_on(backend: Backend, extra_args: &[&str]) -> Coordinator {
+        Coordinator::start_binary_on(&coordinator_binary(), backend, extra_args)
+    }
+
     /// Like [`Coordinator::start`] with the given `coordinator` binary.
     pub fn start_binary(binary: &Path, extra_args: &[&str]) -> Coordinator {
+        Coordinator::start_binary_on(binary, Backend::Sqlite, extra_args)
+    }
+
+    /// Like [`Coordinator::start_on`] with the given `coordinator` binary.
+    pub fn start_binary_on(binary: &Path, backend: Backend, extra_args: &[&str]) -> Coordinator {
         let dir = TempDir::new("coordinator-test");
-        let db = dir.path().join("coordinator.db");
+        let db = match backend {
+            Backend::Sqlite => dir.path().join("coordinator.db"),
+            Backend::Postgres => PathBuf::from(crate::postgres::new_database()),
+        };
         let mut c = Coordinator {
             child: Process::default(),
             binary: binary.to_path_buf(),
             addr: String::new(),
             db,
+            backend,
             admin_token: String::new(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             tail: LogTail::default(),
+            dir: dir.path().to_path_buf(),
             _dir: Some(dir),
         };
         c.spawn("127.0.0.1:0");
@@ -319,7 +349,20 @@ impl Coordinator {
     }
 
     fn log_path(&self) -> PathBuf {
-        self.db.with_extension("log.txt")
+        self.dir.join("coordinator.log.txt")
+    }
+
+    /// The admin token file: beside a SQLite file (its default), or given
+    /// with `--admin-token-file` for PostgreSQL.
+    fn admin_token_file(&self) -> PathBuf {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut p = self.db.clone().into_os_string();
+                p.push(".admin-token");
+                PathBuf::from(p)
+            }
+            Backend::Postgres => self.dir.join("admin-token"),
+        }
     }
 
     /// Starts `coordinator serve --listen LISTEN` and waits until it reports the
@@ -334,6 +377,13 @@ impl Coordinator {
             .arg("serve")
             .args(["--listen", listen, "--db"])
             .arg(&self.db)
+            .args(match self.backend {
+                Backend::Sqlite => Vec::new(),
+                Backend::Postgres => vec![
+                    OsString::from("--admin-token-file"),
+                    self.admin_token_file().into_os_string(),
+                ],
+            })
             .args(&self.extra_args)
             .env("RUST_LOG", coordinator_log_filter())
             .env("NO_COLOR", "1")
@@ -378,12 +428,7 @@ impl Coordinator {
             }
         };
         self.addr = addr.to_string();
-        let token_file = {
-            let mut p = self.db.clone().into_os_string();
-            p.push(".admin-token");
-            PathBuf::from(p)
-        };
-        self.admin_token = std::fs::read_to_string(token_file)
+        self.admin_token = std::fs::read_to_string(self.admin_token_file())
             .expect("admin token file")
             .trim()
             .to_owned();

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod harness;
+pub mod postgres;
 pub mod sidecar;
 
 /// The HTTP client of the coordinator API.

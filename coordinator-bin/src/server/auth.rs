@@ -3,16 +3,15 @@
 mod cache;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
 use self::cache::{Lookup, TokenCache};
-use crate::server::db::{self, DamagedRow, DbError};
+use crate::server::db::{DamagedRow, DbError};
+use crate::server::store::Store;
 use crate::server::{damage, metrics};
 
 pub use crate::session::Identity;
@@ -43,75 +42,6 @@ pub fn hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// Creates a token for `identity` and returns its secret (shown once).
-pub fn create_token(
-    conn: &Connection,
-    identity: &Identity,
-    now_ms: u64,
-) -> Result<String, DbError> {
-    let token = generate_token();
-    insert_token(conn, identity, &hash(&token), now_ms)?;
-    Ok(token)
-}
-
-/// Stores a token row (only the digest of its secret).
-pub fn insert_token(
-    conn: &Connection,
-    identity: &Identity,
-    hash: &[u8; 32],
-    now_ms: u64,
-) -> Result<(), rusqlite::Error> {
-    conn.execute(
-        "INSERT INTO tokens (kind, name, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-        rusqlite::params![identity.kind(), identity.name(), &hash[..], now_ms as i64],
-    )?;
-    Ok(())
-}
-
-/// Marks these token rows revoked (those not revoked already).
-pub fn revoke_token_rows(
-    conn: &Connection,
-    ids: &[i64],
-    now_ms: u64,
-) -> Result<(), rusqlite::Error> {
-    let mut stmt = conn
-        .prepare_cached("UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")?;
-    for id in ids {
-        stmt.execute(rusqlite::params![id, now_ms as i64])?;
-    }
-    Ok(())
-}
-
-/// The row ids of the live tokens of an agent id (or admin name).
-pub fn live_token_ids(conn: &Connection, identity: &Identity) -> Result<Vec<i64>, DbError> {
-    let mut stmt =
-        conn.prepare("SELECT id FROM tokens WHERE kind = ?1 AND name = ?2 AND revoked_at IS NULL")?;
-    let rows = stmt.query_map([identity.kind(), identity.name()], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// How many admin tokens are live.
-pub fn live_admin_count(conn: &Connection) -> Result<usize, DbError> {
-    let n: i64 = conn.query_row(
-        "SELECT count(*) FROM tokens WHERE kind = 'admin' AND revoked_at IS NULL",
-        [],
-        |r| r.get(0),
-    )?;
-    Ok(usize::try_from(n).unwrap_or(0))
-}
-
-/// Revokes every live token of one agent id or one admin name; returns how many.
-pub fn revoke_tokens(
-    conn: &Connection,
-    identity: &Identity,
-    now_ms: u64,
-) -> Result<usize, DbError> {
-    Ok(conn.execute(
-        "UPDATE tokens SET revoked_at = ?3 WHERE kind = ?1 AND name = ?2 AND revoked_at IS NULL",
-        rusqlite::params![identity.kind(), identity.name(), now_ms as i64],
-    )?)
-}
-
 /// Every token that decodes, oldest first, and the token rows that do not.
 #[derive(Debug, Clone, Default)]
 pub struct TokenList {
@@ -121,53 +51,9 @@ pub struct TokenList {
     pub damaged: Vec<DamagedRow>,
 }
 
-/// Every token, oldest first (a row that cannot be decoded is left out and
-/// named in [`TokenList::damaged`]).
-pub fn list_tokens(conn: &Connection) -> Result<TokenList, DbError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {} FROM tokens ORDER BY id",
-        db::TOKEN_COLUMNS
-    ))?;
-    let mut list = TokenList::default();
-    for row in stmt.query_map([], db::token_from_row)? {
-        match row? {
-            Ok(token) => list.tokens.push(TokenInfo {
-                kind: token.identity.kind().to_owned(),
-                name: token.identity.name().to_owned(),
-                created_at: token.created_at_ms,
-                revoked_at: token.revoked_at_ms,
-            }),
-            Err(row) => list.damaged.push(row),
-        }
-    }
-    Ok(list)
-}
-
-/// The live tokens by digest, and the rows of live tokens that cannot be
-/// decoded (they authenticate nobody).
-type LiveTokens = (HashMap<[u8; 32], Identity>, Vec<DamagedRow>);
-
-fn load_live(conn: &Connection) -> Result<LiveTokens, DbError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {} FROM tokens WHERE revoked_at IS NULL",
-        db::TOKEN_COLUMNS
-    ))?;
-    let mut map = HashMap::new();
-    let mut damaged = Vec::new();
-    for row in stmt.query_map([], db::token_from_row)? {
-        match row? {
-            Ok(token) => {
-                map.insert(token.hash, token.identity);
-            }
-            Err(row) => damaged.push(row),
-        }
-    }
-    Ok((map, damaged))
-}
-
 /// Reads the live tokens and reports the rows that cannot be decoded.
-fn load_live_reported(conn: &Connection) -> Result<HashMap<[u8; 32], Identity>, DbError> {
-    let (tokens, damaged) = load_live(conn)?;
+async fn load_live_reported(store: &dyn Store) -> Result<HashMap<[u8; 32], Identity>, DbError> {
+    let (tokens, damaged) = store.live_tokens().await?;
     for row in &damaged {
         damage::report(row);
     }
@@ -183,7 +69,7 @@ fn load_live_reported(conn: &Connection) -> Result<HashMap<[u8; 32], Identity>, 
 /// database reads.
 #[derive(Clone)]
 pub struct Authenticator {
-    pool: db::ReadPool,
+    store: Arc<dyn Store>,
     cache: Arc<Mutex<TokenCache>>,
     /// Held while the table is read, so that concurrent lookups share one read.
     reload_gate: Arc<tokio::sync::Mutex<()>>,
@@ -192,13 +78,12 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// Loads the token table once.
-    pub fn new(path: &Path) -> Result<Authenticator, DbError> {
+    pub async fn new(store: Arc<dyn Store>) -> Result<Authenticator, DbError> {
         let read_at = Instant::now();
-        let conn = db::open_reader(path)?;
-        let tokens = load_live_reported(&conn)?;
+        let tokens = load_live_reported(&*store).await?;
         metrics::record_token_table_load();
         Ok(Authenticator {
-            pool: db::ReadPool::new(path),
+            store,
             cache: Arc::new(Mutex::new(TokenCache::new(tokens, read_at))),
             reload_gate: Arc::new(tokio::sync::Mutex::new(())),
             loads: Arc::new(AtomicU64::new(1)),
@@ -208,6 +93,15 @@ impl Authenticator {
     /// The identity of `token`, or `None` if it is unknown or revoked.
     pub async fn check(&self, token: &str) -> Option<Identity> {
         let digest = hash(token);
+        // A read in flight that covers every token created here so far answers
+        // a token just created before any reload budget is spent on it.
+        let covering = self.cache().covering_reload(&digest);
+        if let Some(generation) = covering {
+            let _gate = self.reload_gate.lock().await;
+            if let Some(found) = self.cache().answer_covered(&digest, generation) {
+                return Some(found);
+            }
+        }
         let asked_at = Instant::now();
         if let Lookup::Answer(found) = self.cache().lookup(&digest, asked_at) {
             return found;
@@ -219,13 +113,14 @@ impl Authenticator {
         }
         let read_at = Instant::now();
         self.cache().handle_reload_started();
-        let tokens = self.pool.run(load_live_reported).await;
+        let tokens = load_live_reported(&*self.store).await;
         let n_loads = self.loads.fetch_add(1, Ordering::Relaxed) + 1;
         metrics::record_token_table_load();
         tracing::debug!(n_loads, "token table read");
         let tokens = match tokens {
             Ok(tokens) => tokens,
             Err(e) => {
+                self.cache().handle_reload_failed();
                 tracing::warn!(error = %e, "cannot read the token table; refusing the token");
                 return None;
             }

@@ -18,9 +18,9 @@ use coordinator_queue::{Task, TaskId};
 
 use super::auth::Authenticator;
 use super::clock::now_ms;
-use super::db::{self, ReadPool};
 use super::events::EventHub;
 use super::observe;
+use super::store::Store;
 use super::writer::{WriteJob, Writer, WriterReport};
 use crate::session::{
     receipt_status, Answer, ConnId, Fatal, Frame, Identity, LoadedPayload, Lookup, Output, Receipt,
@@ -93,7 +93,7 @@ pub struct Driver {
     session: Session,
     writer: Writer,
     auth: Authenticator,
-    reads: ReadPool,
+    store: Arc<dyn Store>,
     /// For token checks and reads to report back.
     commands: mpsc::Sender<Command>,
     sockets: HashMap<ConnId, SocketHandle>,
@@ -111,7 +111,7 @@ impl Driver {
         session: Session,
         writer: Writer,
         auth: Authenticator,
-        reads: ReadPool,
+        store: Arc<dyn Store>,
         commands: mpsc::Sender<Command>,
         events: Arc<EventHub>,
     ) -> Driver {
@@ -120,7 +120,7 @@ impl Driver {
             session,
             writer,
             auth,
-            reads,
+            store,
             commands,
             sockets: HashMap::new(),
             replies: HashMap::new(),
@@ -206,7 +206,7 @@ impl Driver {
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), all_closed).await;
         self.events.close();
-        self.writer.shutdown();
+        self.writer.shutdown().await;
         tracing::info!("stopped; everything acknowledged is committed");
         Ok(())
     }
@@ -299,17 +299,13 @@ impl Driver {
                     });
                 }
                 Output::Load { request, task_id } => {
-                    let reads = self.reads.clone();
+                    let store = self.store.clone();
                     let commands = self.commands.clone();
                     tokio::spawn(async move {
-                        let stored =
-                            reads
-                                .run(move |c| db::get_task(c, &task_id))
-                                .await
-                                .map_err(|e| {
-                                    super::damage::report_if_damaged(&e);
-                                    format!("cannot read the task: {e}")
-                                });
+                        let stored = store.get_task(task_id.to_string()).await.map_err(|e| {
+                            super::damage::report_if_damaged(&e);
+                            format!("cannot read the task: {e}")
+                        });
                         let _ = commands.send(Command::Loaded { request, stored }).await;
                     });
                 }
@@ -351,73 +347,61 @@ impl Driver {
     /// Reads what storage knows of a submission's dependencies and keys and
     /// hands it to the session.
     fn look_up(&self, request: RequestId, dependencies: Vec<String>, keys: Vec<(String, String)>) {
-        let reads = self.reads.clone();
+        let store = self.store.clone();
         let commands = self.commands.clone();
         tokio::spawn(async move {
-            let lookup = reads
-                .run(move |c| {
-                    let statuses = db::task_statuses(c, &dependencies)?;
-                    let mut keyed = Vec::with_capacity(keys.len());
-                    for (submitter, key) in keys {
-                        let stored = db::task_by_key(c, &submitter, &key)?.map(
-                            |(task_id, priority, status, created_at_ms)| Receipt {
+            let lookup = async {
+                let statuses = store.task_statuses(dependencies).await?;
+                let keyed = store
+                    .tasks_by_key(keys)
+                    .await?
+                    .into_iter()
+                    .map(|(key, stored)| {
+                        let receipt =
+                            stored.map(|(task_id, priority, status, created_at_ms)| Receipt {
                                 task_id,
                                 priority: priority.as_str(),
                                 created_at_ms,
                                 status: receipt_status(status),
                                 duplicate: true,
-                            },
-                        );
-                        keyed.push(((submitter, key), stored));
-                    }
-                    Ok(Lookup { statuses, keyed })
-                })
-                .await
-                .map_err(|e| format!("cannot read the submission's dependencies or keys: {e}"));
+                            });
+                        (key, receipt)
+                    })
+                    .collect();
+                Ok::<_, super::db::DbError>(Lookup { statuses, keyed })
+            }
+            .await
+            .map_err(|e| format!("cannot read the submission's dependencies or keys: {e}"));
             let _ = commands.send(Command::LookedUp { request, lookup }).await;
         });
     }
 
-    /// Reads the stored texts of `task_ids` on one pooled connection and hands
-    /// them to the session.
+    /// Reads the stored texts of `task_ids` together and hands them to the
+    /// session.
     fn load_payloads(&self, task_ids: Vec<TaskId>) {
-        let reads = self.reads.clone();
+        let store = self.store.clone();
         let commands = self.commands.clone();
         tokio::spawn(async move {
             let asked = task_ids.clone();
-            let read = reads
-                .run(move |c| {
-                    Ok(task_ids
-                        .into_iter()
-                        .map(|task_id| {
-                            let texts = db::get_payload(c, task_id.as_str())
-                                .and_then(|found| {
-                                    let Some((description, metadata)) = found else {
-                                        return Ok(None);
-                                    };
-                                    let dependencies = db::dependency_results(c, task_id.as_str())?;
-                                    Ok(Some(LoadedPayload {
-                                        description,
-                                        metadata,
-                                        dependencies,
-                                    }))
-                                })
-                                .map_err(|e| {
-                                    super::damage::report_if_damaged(&e);
-                                    e.to_string()
-                                });
-                            (task_id, texts)
-                        })
-                        .collect::<Vec<PayloadRead>>())
-                })
-                .await;
-            let loaded = read.unwrap_or_else(|e| {
-                let error = e.to_string();
-                asked
+            let loaded = match store.get_payloads(task_ids).await {
+                Ok(read) => read
                     .into_iter()
-                    .map(|task_id| (task_id, Err(error.clone())))
-                    .collect()
-            });
+                    .map(|(task_id, texts)| {
+                        let texts = texts.map_err(|e| {
+                            super::damage::report_if_damaged(&e);
+                            e.to_string()
+                        });
+                        (task_id, texts)
+                    })
+                    .collect::<Vec<PayloadRead>>(),
+                Err(e) => {
+                    let error = e.to_string();
+                    asked
+                        .into_iter()
+                        .map(|task_id| (task_id, Err(error.clone())))
+                        .collect()
+                }
+            };
             let _ = commands.send(Command::PayloadsLoaded(loaded)).await;
         });
     }

@@ -1,5 +1,5 @@
 //! `coordinator serve`: the I/O around the pure [`crate::session`] core: hyper
-//! HTTP, agent WebSockets, the SQLite writer and reads, tokens, metrics and the
+//! HTTP, agent WebSockets, the store (SQLite or PostgreSQL) with its writer and reads, tokens, metrics and the
 //! dashboard page.
 
 pub(crate) mod api_error;
@@ -17,6 +17,7 @@ pub(crate) mod ids;
 pub(crate) mod metrics;
 pub(crate) mod observe;
 pub(crate) mod serve;
+pub(crate) mod store;
 pub(crate) mod task_json;
 pub(crate) mod token_command;
 pub(crate) mod writer;

@@ -23,7 +23,7 @@ use crate::server::db;
 use crate::server::driver::{Driver, Inbox};
 use crate::server::events::{self, EventHub};
 use crate::server::http::{self, AppState, BodyLimits};
-use crate::server::writer::Writer;
+use crate::server::store::{self, Location, Store};
 use crate::session::{Session, SessionConfig};
 
 type BoxError = Box<dyn std::error::Error>;
@@ -38,12 +38,21 @@ pub fn run(args: ServeArgs) -> Result<(), BoxError> {
 }
 
 fn admin_token_path(args: &ServeArgs) -> PathBuf {
-    args.admin_token_file.clone().unwrap_or_else(|| {
-        let mut p = args.db.clone().into_os_string();
-        p.push(".admin-token");
-        PathBuf::from(p)
-    })
+    args.admin_token_file
+        .clone()
+        .unwrap_or_else(|| match Location::of(&args.db) {
+            Location::Sqlite(path) => {
+                let mut p = path.into_os_string();
+                p.push(".admin-token");
+                PathBuf::from(p)
+            }
+            Location::Postgres(_) => PathBuf::from(POSTGRES_ADMIN_TOKEN_FILE),
+        })
 }
+
+/// The admin token file when the database is PostgreSQL and
+/// `--admin-token-file` is not given (in the working directory).
+const POSTGRES_ADMIN_TOKEN_FILE: &str = "coordinator.admin-token";
 
 /// Refuses an admin token file that others could read or that is a symbolic
 /// link; a missing one is fine.
@@ -84,9 +93,9 @@ fn check_admin_token_file(path: &Path) -> Result<(), BoxError> {
 
 /// On the very first start, creates an admin token and writes it to a new file
 /// (created exclusively, without following a symbolic link, mode 0600).
-fn bootstrap_admin(conn: &rusqlite::Connection, path: &Path) -> Result<(), BoxError> {
+async fn bootstrap_admin(store: &dyn Store, path: &Path) -> Result<(), BoxError> {
     check_admin_token_file(path)?;
-    if db::meta_get(conn, "admin_bootstrapped")?.is_some() {
+    if store.meta_get("admin_bootstrapped").await?.is_some() {
         return Ok(());
     }
     let mut options = std::fs::OpenOptions::new();
@@ -106,13 +115,23 @@ fn bootstrap_admin(conn: &rusqlite::Connection, path: &Path) -> Result<(), BoxEr
             format!("cannot write the admin token file {}: {e}", path.display())
         }
     })?;
-    let written = (|| -> Result<(), BoxError> {
-        let token = auth::create_token(conn, &Identity::Admin("admin".into()), now_ms())?;
+    let written = async {
+        let token = auth::generate_token();
+        store
+            .insert_token(
+                &Identity::Admin("admin".into()),
+                &auth::hash(&token),
+                now_ms(),
+            )
+            .await?;
         writeln!(file, "{token}")?;
         file.sync_all()?;
-        db::meta_set(conn, "admin_bootstrapped", &now_ms().to_string())?;
-        Ok(())
-    })();
+        store
+            .meta_set("admin_bootstrapped", &now_ms().to_string())
+            .await?;
+        Ok::<(), BoxError>(())
+    }
+    .await;
     if let Err(e) = written {
         // Leave nothing half-made: the next start tries again.
         let _ = std::fs::remove_file(path);
@@ -124,9 +143,8 @@ fn bootstrap_admin(conn: &rusqlite::Connection, path: &Path) -> Result<(), BoxEr
 
 async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     args.check()?;
-    let _lock = db::lock_exclusive(&args.db)?;
-    let conn = db::open(&args.db)?;
-    bootstrap_admin(&conn, &admin_token_path(&args))?;
+    let store = store::open_for_service(&args.db).await?;
+    bootstrap_admin(&*store, &admin_token_path(&args)).await?;
 
     // Bound before the state is restored: a client that connects meanwhile
     // waits in the listen backlog and is served once restore is done, rather
@@ -157,29 +175,28 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     };
     // Long descriptions and metadata stay in storage: only their lengths are read.
     let max_inline = config.scheduler.queue.max_inline_payload_bytes;
-    let records = db::load_live_tasks(&conn, max_inline).map_err(|e| match e {
+    let records = store.load_live_tasks(max_inline).await.map_err(|e| match e {
         db::DbError::DamagedLive(_) => format!(
             "{e}. No task was changed and the service did not start: run `coordinator check --db {}` to list every damaged row, repair or remove those rows, and start again",
-            args.db.display()
+            store.describe()
         ),
         e => e.to_string(),
     })?;
     let n_live = records.len();
     let session = Session::new(config, now_ms(), records)?;
-    tracing::info!(live_tasks = n_live, elapsed_ms = started.elapsed().as_millis() as u64, db = %args.db.display(), "state restored");
+    tracing::info!(live_tasks = n_live, elapsed_ms = started.elapsed().as_millis() as u64, db = %store.describe(), "state restored");
 
-    let (writer, commits) = Writer::start(conn, args.db.clone());
-    let auth = Authenticator::new(&args.db)?;
+    let (writer, commits) = store.start_writer().await?;
+    let auth = Authenticator::new(store.clone()).await?;
     let (commands_tx, commands_rx) = mpsc::channel(4096);
     let (sockets_tx, sockets_rx) = mpsc::channel(8192);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let reads = db::ReadPool::new(&args.db);
     let events = Arc::new(EventHub::new(events::WINDOW, events::LAG_LIMIT));
     let driver = Driver::new(
         session,
         writer,
         auth.clone(),
-        reads.clone(),
+        store.clone(),
         commands_tx.clone(),
         events.clone(),
     );
@@ -196,7 +213,7 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     let state = Arc::new(AppState {
         commands: commands_tx,
         sockets: sockets_tx,
-        reads,
+        store,
         auth,
         socket_config: SocketConfig {
             max_frame_bytes: args.max_frame_bytes,

@@ -1,25 +1,36 @@
 //! `coordinator token create|list|revoke`: tokens managed directly in the
-//! database file (works while the service runs).
+//! database (works while the service runs).
 
 use super::auth::{self, Identity};
-use super::{clock, db};
+use super::{clock, store};
 use crate::cli::TokenCommand;
 
 /// Carries out one `coordinator token` command.
 pub fn run(command: TokenCommand) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_async(command))
+}
+
+async fn run_async(command: TokenCommand) -> Result<(), Box<dyn std::error::Error>> {
     match command {
         TokenCommand::Create { name, admin, db } => {
-            let conn = db::open(&db)?;
+            let store = store::open_for_tool(&db).await?;
             let identity = if admin {
                 Identity::Admin(name)
             } else {
                 Identity::Agent(name)
             };
-            println!("{}", auth::create_token(&conn, &identity, clock::now_ms())?);
+            let token = auth::generate_token();
+            store
+                .insert_token(&identity, &auth::hash(&token), clock::now_ms())
+                .await?;
+            println!("{token}");
         }
         TokenCommand::List { db } => {
-            let conn = db::open(&db)?;
-            let list = auth::list_tokens(&conn)?;
+            let store = store::open_for_tool(&db).await?;
+            let list = store.list_tokens().await?;
             println!(
                 "{:<6} {:<32} {:<15} REVOKED_AT",
                 "KIND", "NAME", "CREATED_AT"
@@ -44,23 +55,24 @@ pub fn run(command: TokenCommand) -> Result<(), Box<dyn std::error::Error>> {
             force,
             db,
         } => {
-            let conn = db::open(&db)?;
+            let store = store::open_for_tool(&db).await?;
             let identity = if admin {
                 Identity::Admin(name.clone())
             } else {
                 Identity::Agent(name.clone())
             };
-            let live = auth::live_token_ids(&conn, &identity)?.len();
+            let (live_ids, live_admins) = store.revocation_facts(identity.clone()).await?;
+            let live = live_ids.len();
             if live == 0 {
                 return Err(format!("no live {} token for `{name}`", identity.kind()).into());
             }
-            if admin && !force && auth::live_admin_count(&conn)? <= live {
+            if admin && !force && live_admins <= live {
                 return Err(format!(
                     "revoking the admin tokens of `{name}` would leave no admin token; add --force to do it anyway"
                 )
                 .into());
             }
-            let n = auth::revoke_tokens(&conn, &identity, clock::now_ms())?;
+            let n = store.revoke_tokens(&identity, clock::now_ms()).await?;
             eprintln!("revoked {n} {} token(s) of `{name}`", identity.kind());
         }
     }

@@ -1,16 +1,19 @@
-//! The single writer: owns the read-write connection and commits in groups.
+//! The single writer: group commit on the store's one write connection. Jobs
+//! queue on a bounded channel; each wake folds every job waiting (up to
+//! [`MAX_GROUP`] batches) into one [`Group`], which the store commits in one
+//! transaction; the newest batch committed is reported, and a failed commit
+//! stops the writer for good. The SQL is the store's (`store/`), not this file's.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::thread;
 
+use async_trait::async_trait;
 use coordinator_queue::{Change, Task, TaskId};
-use rusqlite::Connection;
 use tokio::sync::{mpsc, watch};
 
-use super::{auth, db};
-use crate::session::{Batch, TokenWrite};
+use super::db;
+use crate::session::Batch;
 
 /// Work for the writer.
 pub enum WriteJob {
@@ -35,29 +38,94 @@ pub enum WriterReport {
     Failed(String),
 }
 
+/// The jobs committed together in one transaction.
+#[derive(Default)]
+pub struct Group {
+    /// The batches, oldest first.
+    pub batches: Vec<Batch>,
+    /// The retention cut-offs to apply.
+    pub purges: Vec<u64>,
+}
+
+/// A store's commit of one [`Group`] on an async connection: the number of
+/// rows written, or why the transaction failed (it is then not committed).
+#[async_trait]
+pub trait GroupCommit: Send + 'static {
+    /// Commits `group` in one transaction.
+    async fn commit(&mut self, group: &Group) -> Result<usize, String>;
+}
+
 /// Batches that may wait for the writer before the driver waits in turn.
 const QUEUE_DEPTH: usize = 1024;
 
-/// The sending side of the writer thread.
+/// How the writer runs: a thread of its own (a blocking connection) or a task.
+enum Running {
+    Thread(thread::JoinHandle<()>),
+    Task(tokio::task::JoinHandle<()>),
+}
+
+/// The sending side of the writer.
 pub struct Writer {
     jobs: Option<mpsc::Sender<WriteJob>>,
-    thread: Option<thread::JoinHandle<()>>,
+    running: Option<Running>,
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`; its progress comes out of the returned
-    /// receiver (only the newest report matters, so a watch channel carries it and
-    /// nothing queues up). A failed commit stops the writer and is reported.
-    pub fn start(conn: Connection, db_path: PathBuf) -> (Writer, watch::Receiver<WriterReport>) {
-        let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
+    /// Starts the writer on a thread of its own, committing each group with
+    /// `commit` (a blocking connection); its progress comes out of the
+    /// returned receiver (only the newest report matters, so a watch channel
+    /// carries it and nothing queues up). `describe` names the database in the
+    /// report of a failed commit.
+    pub fn start_blocking<F>(
+        describe: String,
+        mut commit: F,
+    ) -> (Writer, watch::Receiver<WriterReport>)
+    where
+        F: FnMut(&Group) -> Result<usize, String> + Send + 'static,
+    {
+        let (jobs, mut rx) = mpsc::channel(QUEUE_DEPTH);
         let (report, reports) = watch::channel(WriterReport::Committed { seq: 0 });
         let thread = thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || run(conn, rx, report, db_path))
+            .name("store-writer".into())
+            .spawn(move || {
+                while let Some(first) = rx.blocking_recv() {
+                    let group = take_group(first, &mut rx);
+                    let started = std::time::Instant::now();
+                    let outcome = commit(&group);
+                    if !report_outcome(&report, &group, outcome, started, &describe) {
+                        return;
+                    }
+                }
+            })
             .expect("can spawn the writer thread");
         let writer = Writer {
             jobs: Some(jobs),
-            thread: Some(thread),
+            running: Some(Running::Thread(thread)),
+        };
+        (writer, reports)
+    }
+
+    /// Starts the writer as a task committing each group with `commit` (an
+    /// async connection), reporting as [`Writer::start_blocking`] does.
+    pub fn start_async<C: GroupCommit>(
+        describe: String,
+        mut commit: C,
+    ) -> (Writer, watch::Receiver<WriterReport>) {
+        let (jobs, mut rx) = mpsc::channel(QUEUE_DEPTH);
+        let (report, reports) = watch::channel(WriterReport::Committed { seq: 0 });
+        let task = tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let group = take_group(first, &mut rx);
+                let started = std::time::Instant::now();
+                let outcome = commit.commit(&group).await;
+                if !report_outcome(&report, &group, outcome, started, &describe) {
+                    return;
+                }
+            }
+        });
+        let writer = Writer {
+            jobs: Some(jobs),
+            running: Some(Running::Task(task)),
         };
         (writer, reports)
     }
@@ -72,10 +140,16 @@ impl Writer {
     }
 
     /// Lets the writer finish what is queued and waits for it.
-    pub fn shutdown(mut self) {
+    pub async fn shutdown(mut self) {
         self.jobs = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        match self.running.take() {
+            Some(Running::Thread(thread)) => {
+                let _ = thread.join();
+            }
+            Some(Running::Task(task)) => {
+                let _ = task.await;
+            }
+            None => {}
         }
     }
 }
@@ -83,77 +157,47 @@ impl Writer {
 /// Largest number of batches folded into one transaction.
 const MAX_GROUP: usize = 512;
 
-fn run(
-    conn: Connection,
-    mut rx: mpsc::Receiver<WriteJob>,
-    report: watch::Sender<WriterReport>,
-    db_path: PathBuf,
-) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut batches = Vec::new();
-        let mut purges = Vec::new();
-        let mut next = Some(first);
-        while let Some(job) = next.take() {
-            match job {
-                WriteJob::Batch(batch) => batches.push(batch),
-                WriteJob::Purge { before_ms } => purges.push(before_ms),
-            }
-            if batches.len() < MAX_GROUP {
-                next = rx.try_recv().ok();
-            }
+/// `first` and every job already waiting behind it, up to [`MAX_GROUP`] batches.
+fn take_group(first: WriteJob, rx: &mut mpsc::Receiver<WriteJob>) -> Group {
+    let mut group = Group::default();
+    let mut next = Some(first);
+    while let Some(job) = next.take() {
+        match job {
+            WriteJob::Batch(batch) => group.batches.push(batch),
+            WriteJob::Purge { before_ms } => group.purges.push(before_ms),
         }
-        let started = std::time::Instant::now();
-        match write_group(&conn, &batches, &purges) {
-            Ok(rows) => {
-                super::metrics::record_commit(rows, started.elapsed().as_micros() as u64);
-                if let Some(batch) = batches.last() {
-                    report.send_replace(WriterReport::Committed { seq: batch.seq });
-                }
-            }
-            Err(err) => {
-                tracing::error!(error = %err, db = %db_path.display(), "commit failed");
-                report.send_replace(WriterReport::Failed(format!(
-                    "commit to {} failed: {err}",
-                    db_path.display()
-                )));
-                return;
-            }
+        if group.batches.len() < MAX_GROUP {
+            next = rx.try_recv().ok();
         }
     }
+    group
 }
 
-fn write_group(
-    conn: &Connection,
-    batches: &[Batch],
-    purges: &[u64],
-) -> Result<usize, rusqlite::Error> {
-    let tx = conn.unchecked_transaction()?;
-    let newest = newest_per_task(batches);
-    for (task, texts) in &newest {
-        db::write_task(&tx, task, *texts)?;
-    }
-    let mut rows = newest.len();
-    for write in batches.iter().flat_map(|batch| &batch.tokens) {
-        match write {
-            TokenWrite::Create {
-                identity,
-                hash,
-                created_at_ms,
-            } => auth::insert_token(&tx, identity, hash, *created_at_ms)?,
-            TokenWrite::Revoke { ids, revoked_at_ms } => {
-                auth::revoke_token_rows(&tx, ids, *revoked_at_ms)?
+/// Reports the outcome of one group's commit; false if it failed (the writer
+/// then stops).
+fn report_outcome(
+    report: &watch::Sender<WriterReport>,
+    group: &Group,
+    outcome: Result<usize, String>,
+    started: std::time::Instant,
+    describe: &str,
+) -> bool {
+    match outcome {
+        Ok(rows) => {
+            super::metrics::record_commit(rows, started.elapsed().as_micros() as u64);
+            if let Some(batch) = group.batches.last() {
+                report.send_replace(WriterReport::Committed { seq: batch.seq });
             }
+            true
         }
-        rows += 1;
-    }
-    for before_ms in purges {
-        let deleted = db::delete_expired(&tx, *before_ms)?;
-        if deleted > 0 {
-            tracing::info!(deleted, "retention: deleted old final tasks");
+        Err(err) => {
+            tracing::error!(error = %err, db = %describe, "commit failed");
+            report.send_replace(WriterReport::Failed(format!(
+                "commit to {describe} failed: {err}"
+            )));
+            false
         }
     }
-    tx.commit()?;
-    Ok(rows)
 }
 
 /// The newest record of each task in `batches` (oldest batch first, oldest change
@@ -161,7 +205,7 @@ fn write_group(
 /// with its description and metadata, taken from an older record of the group
 /// when the newest leaves them out (a task submitted and assigned within one
 /// group is inserted with the texts its submission carried).
-fn newest_per_task(batches: &[Batch]) -> Vec<(&Task, db::Texts<'_>)> {
+pub fn newest_per_task(batches: &[Batch]) -> Vec<(&Task, db::Texts<'_>)> {
     let mut at: HashMap<&TaskId, usize> = HashMap::new();
     let mut newest: Vec<(&Task, db::Texts<'_>)> = Vec::new();
     for task in batches

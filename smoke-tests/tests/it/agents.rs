@@ -5,10 +5,16 @@ use std::time::{Duration, Instant};
 use coordinator_transport::client::{ClientConfig, Connection};
 use coordinator_transport::protocol::{AgentMessage, CoordinatorMessage, ErrorCode};
 use serde_json::{json, Value};
-use smoke_tests::harness::Coordinator;
+use smoke_tests::harness::{Backend, Coordinator};
 use smoke_tests::http::Client;
 
 use crate::sim::{Behaviour, SimAgent};
+
+on_both_backends!(
+    ten_tasks_two_agents_all_complete,
+    failures_retry_then_dead_letter_then_retry_from_the_dead_letter,
+    a_dead_agents_task_goes_to_the_survivor_and_the_old_generation_is_fenced
+);
 
 pub async fn submit(client: &mut Client, body: Value) -> String {
     let r = client.post("/api/tasks", &body).await.unwrap();
@@ -88,9 +94,8 @@ pub fn completions(task: &Value) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_tasks_two_agents_all_complete() {
-    let c = Coordinator::start(&[]);
+async fn ten_tasks_two_agents_all_complete(backend: Backend) {
+    let c = Coordinator::start_on(backend, &[]);
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     let a = SimAgent::start(&c, "a", &[], Behaviour::Delay(20)).await;
     let b = SimAgent::start(&c, "b", &[], Behaviour::Delay(20)).await;
@@ -133,9 +138,10 @@ async fn ten_tasks_two_agents_all_complete() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_agents_task_goes_to_the_survivor_and_the_old_generation_is_fenced() {
-    let c = Coordinator::start(&[]);
+async fn a_dead_agents_task_goes_to_the_survivor_and_the_old_generation_is_fenced(
+    backend: Backend,
+) {
+    let c = Coordinator::start_on(backend, &[]);
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     let token = c.agent_token("holder");
     let mut holder = connect(&ClientConfig::new(c.ws_url(), "holder", token.clone())).await;
@@ -250,9 +256,8 @@ async fn capability_routing_without_head_of_line_blocking() {
     assert_eq!(cpu.completed().len(), 5);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failures_retry_then_dead_letter_then_retry_from_the_dead_letter() {
-    let c = Coordinator::start(&[]);
+async fn failures_retry_then_dead_letter_then_retry_from_the_dead_letter(backend: Backend) {
+    let c = Coordinator::start_on(backend, &[]);
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     let failing = SimAgent::start(&c, "failing", &[], Behaviour::Fail).await;
     let id = submit(

@@ -1,14 +1,15 @@
 //! Every HTTP route's success and main error answers.
 
 use serde_json::json;
-use smoke_tests::harness::Coordinator;
+use smoke_tests::harness::{Backend, Coordinator};
 use smoke_tests::http::Client;
 
 use crate::agents::task_action;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_routes_answer_as_specified() {
-    let c = Coordinator::start(&[]);
+on_both_backends!(http_routes_answer_as_specified);
+
+async fn http_routes_answer_as_specified(backend: Backend) {
+    let c = Coordinator::start_on(backend, &[]);
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     let mut anon = Client::new(&c.addr, None);
 

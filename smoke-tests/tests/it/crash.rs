@@ -4,15 +4,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use smoke_tests::harness::{wait_for, Coordinator};
+use smoke_tests::harness::{wait_for, Backend, Coordinator};
 use smoke_tests::http::Client;
 
 use crate::agents::{submit, task, wait_status};
 use crate::sim::{Behaviour, SimAgent};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_acknowledged_task_survives_kill_9() {
-    let mut c = Coordinator::start(&[]);
+on_both_backends!(
+    an_acknowledged_task_survives_kill_9,
+    kill_9_cycles_lose_nothing_and_complete_everything_once,
+    retention_deletes_old_final_tasks_but_keeps_the_dead_letter
+);
+
+async fn an_acknowledged_task_survives_kill_9(backend: Backend) {
+    let mut c = Coordinator::start_on(backend, &[]);
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     let id = submit(
         &mut admin,
@@ -28,9 +33,11 @@ async fn an_acknowledged_task_survives_kill_9() {
     assert_eq!(t["priority"], "urgent");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_cycles_lose_nothing_and_complete_everything_once() {
-    let mut c = Coordinator::start(&["--recovery-grace-ms", "300", "--sweep-interval-ms", "200"]);
+async fn kill_9_cycles_lose_nothing_and_complete_everything_once(backend: Backend) {
+    let mut c = Coordinator::start_on(
+        backend,
+        &["--recovery-grace-ms", "300", "--sweep-interval-ms", "200"],
+    );
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     for cycle in 0..10 {
@@ -115,14 +122,25 @@ async fn kill_9_cycles_lose_nothing_and_complete_everything_once() {
         assert_eq!(n, 1, "task {id} completed {n} times");
     }
     // Tasks committed in the instant before a kill exist without their 201 having
-    // left: there may be more than were acknowledged, and none may be stuck.
-    let stats = admin.get("/api/tasks/stats").await.unwrap().body;
-    let completed = stats["by_status"]["completed"].as_u64().unwrap();
-    assert_eq!(
-        completed,
-        stats["total"].as_u64().unwrap(),
-        "every stored task completed: {stats}"
-    );
+    // left: there may be more than were acknowledged, and none may be stuck (the
+    // finisher may still be running the last of them when the acknowledged ones
+    // are done).
+    let addr = c.addr.clone();
+    let token = c.admin_token.clone();
+    let (stats, completed) = wait_for(
+        Duration::from_secs(30),
+        "every stored task completed",
+        || {
+            let (addr, token) = (addr.clone(), token.clone());
+            async move {
+                let mut admin = Client::new(&addr, Some(&token));
+                let stats = admin.get("/api/tasks/stats").await.ok()?.body;
+                let completed = stats["by_status"]["completed"].as_u64()?;
+                (completed == stats["total"].as_u64()?).then_some((stats, completed))
+            }
+        },
+    )
+    .await;
     assert!(completed as usize >= ids.len(), "{stats}");
     eprintln!(
         "kill -9 cycles: {} acknowledged tasks, all completed exactly once",
@@ -164,9 +182,11 @@ async fn sigterm_exits_cleanly() {
     assert_eq!(task(&mut admin, &id).await["id"], id.as_str());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_deletes_old_final_tasks_but_keeps_the_dead_letter() {
-    let c = Coordinator::start(&["--retention-hours", "0", "--sweep-interval-ms", "100"]);
+async fn retention_deletes_old_final_tasks_but_keeps_the_dead_letter(backend: Backend) {
+    let c = Coordinator::start_on(
+        backend,
+        &["--retention-hours", "0", "--sweep-interval-ms", "100"],
+    );
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     let failing = SimAgent::start(&c, "fails", &[], Behaviour::Fail).await;
     let dead = submit(

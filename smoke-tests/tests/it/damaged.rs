@@ -10,10 +10,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use smoke_tests::harness::{wait_for, Coordinator, TempDir};
+use smoke_tests::harness::{wait_for, Backend, Coordinator, TempDir};
 use smoke_tests::http::Client;
 
 const WAIT: Duration = Duration::from_secs(20);
+
+on_both_backends!(a_garbled_row_is_skipped_and_named_answered_alone_logged_once_and_counted);
 
 /// The words of the coordinator's log line about a damaged row.
 const DAMAGED_LINE: &str = "damaged row: it cannot be decoded";
@@ -45,6 +47,27 @@ fn garble(db: &Path, sql: &str, id: &str) {
     assert_eq!(conn.execute(sql, [id]).unwrap(), 1, "{sql} changed no row");
 }
 
+/// [`garble`] on the store of `c`: SQLite's `?1` and `x'..'` are written the
+/// PostgreSQL way for that store.
+fn garble_store(c: &Coordinator, sql: &str, id: Option<&str>) {
+    match c.backend {
+        Backend::Sqlite => match id {
+            Some(id) => garble(&c.db, sql, id),
+            None => {
+                let conn = rusqlite::Connection::open(&c.db).unwrap();
+                conn.busy_timeout(Duration::from_secs(10)).unwrap();
+                assert_eq!(conn.execute(sql, []).unwrap(), 1, "{sql} changed no row");
+            }
+        },
+        Backend::Postgres => {
+            let sql = sql.replace("?1", "$1").replace("x'00'", "'\\x00'::bytea");
+            let url = c.db.to_str().expect("a URL");
+            let n = smoke_tests::postgres::execute(url, &sql, id);
+            assert_eq!(n, 1, "{sql} changed no row");
+        }
+    }
+}
+
 fn ids_of(page: &Value, key: &str, field: &str) -> Vec<String> {
     page[key]
         .as_array()
@@ -69,15 +92,20 @@ fn damaged_lines(c: &Coordinator, id: &str) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_garbled_row_is_skipped_and_named_answered_alone_logged_once_and_counted() {
-    let c = Coordinator::start(&[]);
+/// Content that does not decode (a history that is not JSON, an unknown
+/// status, a digest of the wrong length): what both stores can hold. (Values
+/// of the wrong type, and the pages `coordinator check` reads, are SQLite's
+/// alone: PostgreSQL's columns are typed.)
+async fn a_garbled_row_is_skipped_and_named_answered_alone_logged_once_and_counted(
+    backend: Backend,
+) {
+    let c = Coordinator::start_on(backend, &[]);
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     let ids = submit(&mut admin, &["one", "two", "three", "four"]).await;
-    garble(
-        &c.db,
+    garble_store(
+        &c,
         "UPDATE tasks SET history = 'not json' WHERE id = ?1",
-        &ids[1],
+        Some(&ids[1]),
     );
 
     for _ in 0..3 {
@@ -130,10 +158,11 @@ async fn a_garbled_row_is_skipped_and_named_answered_alone_logged_once_and_count
 
     // A token row too: the list answers with the others and names it.
     let _token = c.agent_token("worker");
-    let conn = rusqlite::Connection::open(&c.db).unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    conn.execute("UPDATE tokens SET hash = x'00' WHERE name = 'worker'", [])
-        .unwrap();
+    garble_store(
+        &c,
+        "UPDATE tokens SET hash = x'00' WHERE name = 'worker'",
+        None,
+    );
     let tokens = admin.get("/api/admin/tokens").await.unwrap();
     assert_eq!(tokens.status, 200, "{:?}", tokens.body);
     assert_eq!(ids_of(&tokens.body, "tokens", "name"), ["admin"]);
@@ -154,10 +183,10 @@ async fn a_garbled_row_is_skipped_and_named_answered_alone_logged_once_and_count
 
     // A second damaged row, read after every read of the first: once its line
     // is in the log, any repeat of the first one's would be there before it.
-    garble(
-        &c.db,
+    garble_store(
+        &c,
         "UPDATE tasks SET status = 'queud' WHERE id = ?1",
-        &ids[3],
+        Some(&ids[3]),
     );
     let page = admin.get("/api/tasks").await.unwrap();
     assert_eq!(

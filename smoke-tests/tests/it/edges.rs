@@ -8,11 +8,13 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use smoke_tests::harness::Coordinator;
+use smoke_tests::harness::{Backend, Coordinator};
 use smoke_tests::http::Client;
 use smoke_tests::sidecar::{Journal, Sidecar, SidecarConfig, Work};
 
 use crate::agents::{completions, submit, task, task_action};
+
+on_both_backends!(a_coordinator_restart_longer_than_the_recovery_grace_keeps_the_holder_s_result);
 
 /// How long a scenario waits for one step it expects.
 const STEP: Duration = Duration::from_secs(15);
@@ -310,9 +312,13 @@ async fn a_restarted_sidecar_recovers_its_task_instead_of_running_it_again() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_coordinator_restart_longer_than_the_recovery_grace_keeps_the_holder_s_result() {
-    let mut c = Coordinator::start(&["--recovery-grace-ms", "1000", "--sweep-interval-ms", "200"]);
+async fn a_coordinator_restart_longer_than_the_recovery_grace_keeps_the_holder_s_result(
+    backend: Backend,
+) {
+    let mut c = Coordinator::start_on(
+        backend,
+        &["--recovery-grace-ms", "1000", "--sweep-interval-ms", "200"],
+    );
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     // Silent while it works: after the restart only its `identify` tells the
     // coordinator that it is back.

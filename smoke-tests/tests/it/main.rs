@@ -1,5 +1,31 @@
 //! End-to-end tests against the real `coordinator` binary.
 
+/// Makes each named `async fn NAME(backend: Backend)` of the module a test on
+/// both stores: `MODULE::sqlite::NAME` and `MODULE::postgres::NAME` (run only
+/// the PostgreSQL ones with `-- ::postgres::`).
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        /// The tests of this module on the SQLite store.
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(smoke_tests::harness::Backend::Sqlite).await
+                }
+            )+
+        }
+        /// The tests of this module on the PostgreSQL store.
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(smoke_tests::harness::Backend::Postgres).await
+                }
+            )+
+        }
+    };
+}
+
 mod admission;
 mod agents;
 mod api;

@@ -7,11 +7,19 @@ use std::time::Duration;
 use coordinator_transport::client::{ClientConfig, Connection};
 use coordinator_transport::protocol::{AgentMessage, CoordinatorMessage};
 use serde_json::{json, Value};
-use smoke_tests::harness::Coordinator;
+use smoke_tests::harness::{Backend, Coordinator};
 use smoke_tests::http::Client;
 
 use crate::agents::{connect, task, wait_status};
 use crate::sim::{Behaviour, SimAgent};
+
+on_both_backends!(
+    a_delayed_task_runs_after_its_delay_and_not_before,
+    a_delayed_task_keeps_its_time_across_kill_9,
+    a_repeated_submit_after_a_restart_returns_the_first_task,
+    a_three_step_chain_runs_in_order_and_passes_results_on,
+    a_failed_middle_step_cancels_the_last
+);
 
 const FINAL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -29,9 +37,8 @@ async fn post(client: &mut Client, body: Value) -> (u16, Value) {
     (r.status, r.body)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delayed_task_runs_after_its_delay_and_not_before() {
-    let c = Coordinator::start(&[]);
+async fn a_delayed_task_runs_after_its_delay_and_not_before(backend: Backend) {
+    let c = Coordinator::start_on(backend, &[]);
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     let _agent = SimAgent::start(&c, "a1", &[], Behaviour::Complete).await;
     let (status, receipt) = post(
@@ -58,9 +65,8 @@ async fn a_delayed_task_runs_after_its_delay_and_not_before() {
     assert!(event_at(&t, "released") >= created + 2000);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delayed_task_keeps_its_time_across_kill_9() {
-    let mut c = Coordinator::start(&[]);
+async fn a_delayed_task_keeps_its_time_across_kill_9(backend: Backend) {
+    let mut c = Coordinator::start_on(backend, &[]);
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     let (status, receipt) = post(
         &mut admin,
@@ -83,9 +89,8 @@ async fn a_delayed_task_keeps_its_time_across_kill_9() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_repeated_submit_after_a_restart_returns_the_first_task() {
-    let mut c = Coordinator::start(&[]);
+async fn a_repeated_submit_after_a_restart_returns_the_first_task(backend: Backend) {
+    let mut c = Coordinator::start_on(backend, &[]);
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     let (status, first) = post(
         &mut admin,
@@ -205,9 +210,8 @@ async fn recording_agent(
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_three_step_chain_runs_in_order_and_passes_results_on() {
-    let c = Coordinator::start(&[]);
+async fn a_three_step_chain_runs_in_order_and_passes_results_on(backend: Backend) {
+    let c = Coordinator::start_on(backend, &[]);
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     let (_, one) = post(&mut admin, json!({"description": "one"})).await;
     let one = one["task_id"].as_str().unwrap().to_owned();
@@ -251,9 +255,8 @@ async fn a_three_step_chain_runs_in_order_and_passes_results_on() {
     wait_status(&mut admin, &three, "completed", FINAL_TIMEOUT).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_middle_step_cancels_the_last() {
-    let c = Coordinator::start(&[]);
+async fn a_failed_middle_step_cancels_the_last(backend: Backend) {
+    let c = Coordinator::start_on(backend, &[]);
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     let (_, one) = post(&mut admin, json!({"description": "one"})).await;
     let one = one["task_id"].as_str().unwrap().to_owned();

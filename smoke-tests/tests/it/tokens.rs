@@ -4,8 +4,13 @@
 use std::time::Duration;
 
 use serde_json::json;
-use smoke_tests::harness::{Coordinator, RawSocket};
+use smoke_tests::harness::{Backend, Coordinator, RawSocket};
 use smoke_tests::http::Client;
+
+on_both_backends!(
+    revoking_an_agent_token_closes_its_socket_and_gives_its_task_to_another,
+    revocation_names_a_kind_and_spares_the_last_admin_token
+);
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -24,9 +29,8 @@ async fn identified(c: &Coordinator, agent_id: &str, token: &str) -> RawSocket {
     socket
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoking_an_agent_token_closes_its_socket_and_gives_its_task_to_another() {
-    let c = Coordinator::start(&[]);
+async fn revoking_an_agent_token_closes_its_socket_and_gives_its_task_to_another(backend: Backend) {
+    let c = Coordinator::start_on(backend, &[]);
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     let token = c.agent_token("doomed");
     let mut doomed = identified(&c, "doomed", &token).await;
@@ -79,9 +83,8 @@ async fn revoking_an_agent_token_closes_its_socket_and_gives_its_task_to_another
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revocation_names_a_kind_and_spares_the_last_admin_token() {
-    let c = Coordinator::start(&[]);
+async fn revocation_names_a_kind_and_spares_the_last_admin_token(backend: Backend) {
+    let c = Coordinator::start_on(backend, &[]);
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
     // An agent named like the bootstrap admin: revoking it leaves the admin token.
     let created = admin

@@ -44,6 +44,12 @@ pub struct TokenCache {
     invalidated: bool,
     unknown: UnknownDigests,
     budget: ReloadBudget,
+    /// How many invalidations so far.
+    generation: u64,
+    /// The `generation` when the read that produced `tokens` started.
+    covers: u64,
+    /// The `generation` when the read in flight started, if one is.
+    in_flight: Option<u64>,
 }
 
 impl TokenCache {
@@ -55,6 +61,9 @@ impl TokenCache {
             invalidated: false,
             unknown: UnknownDigests::new(UNKNOWN_CAPACITY),
             budget: ReloadBudget::new(read_at),
+            generation: 0,
+            covers: 0,
+            in_flight: None,
         }
     }
 
@@ -103,20 +112,57 @@ impl TokenCache {
     /// A reload is about to read the table: invalidations until now are covered.
     pub fn handle_reload_started(&mut self) {
         self.invalidated = false;
+        self.in_flight = Some(self.generation);
     }
 
     /// The table as read by a read that started at `read_at`.
     pub fn handle_reloaded(&mut self, tokens: HashMap<[u8; 32], Identity>, read_at: Instant) {
+        let started = self.in_flight.take();
         if read_at >= self.read_at {
             self.tokens = tokens;
             self.read_at = read_at;
+            self.covers = started.unwrap_or(self.covers);
         }
+    }
+
+    /// The read in flight failed.
+    pub fn handle_reload_failed(&mut self) {
+        self.in_flight = None;
     }
 
     /// Forgets which tokens were unknown and makes the next lookup read the table.
     pub fn invalidate(&mut self) {
         self.invalidated = true;
         self.unknown.clear();
+        self.generation += 1;
+    }
+
+    /// If `digest` is not in the copy held and a read is in flight that
+    /// started after the last invalidation, that read's generation: a token
+    /// created in this process before `digest` was presented (its
+    /// invalidation came first) will be in it, so the lookup should wait for
+    /// it before spending reload budget.
+    pub fn covering_reload(&self, digest: &[u8; 32]) -> Option<u64> {
+        match self.in_flight {
+            Some(generation)
+                if !self.invalidated
+                    && generation == self.generation
+                    && super::find(&self.tokens, digest).is_none() =>
+            {
+                Some(generation)
+            }
+            _ => None,
+        }
+    }
+
+    /// The identity of `digest` if the copy held was read after invalidation
+    /// `generation` and names it.
+    pub fn answer_covered(&self, digest: &[u8; 32], generation: u64) -> Option<Identity> {
+        if self.covers >= generation {
+            super::find(&self.tokens, digest)
+        } else {
+            None
+        }
     }
 
     /// How many unknown digests are remembered.

@@ -2,7 +2,25 @@
 
 use std::path::Path;
 
+use rusqlite::Connection;
+
 use super::*;
+use crate::server::db::{self, insert_token, list_tokens, load_live, revoke_tokens};
+use crate::server::store::sqlite::SqliteStore;
+
+/// Creates a token for `identity` directly in the database; its secret.
+fn create_token(conn: &Connection, identity: &Identity, now_ms: u64) -> Result<String, DbError> {
+    let token = generate_token();
+    insert_token(conn, identity, &hash(&token), now_ms)?;
+    Ok(token)
+}
+
+/// An authenticator over the database at `path`.
+async fn authenticator(path: &Path) -> Authenticator {
+    Authenticator::new(Arc::new(SqliteStore::open(path).unwrap()))
+        .await
+        .unwrap()
+}
 
 fn memory_db() -> Connection {
     let conn = Connection::open_in_memory().unwrap();
@@ -104,7 +122,7 @@ async fn a_flood_of_unknown_tokens_reads_the_table_a_bounded_number_of_times() {
     let path = temp_db("flood");
     let conn = db::open(&path).unwrap();
     let known = create_token(&conn, &Identity::Agent("a1".into()), 1).unwrap();
-    let auth = Authenticator::new(&path).unwrap();
+    let auth = authenticator(&path).await;
     assert_eq!(auth.n_loads(), 1);
     let started = Instant::now();
     for _ in 0..2_000 {
@@ -132,7 +150,7 @@ async fn a_flood_of_unknown_tokens_reads_the_table_a_bounded_number_of_times() {
 async fn a_token_created_by_another_connection_works_at_once() {
     let path = temp_db("created");
     let conn = db::open(&path).unwrap();
-    let auth = Authenticator::new(&path).unwrap();
+    let auth = authenticator(&path).await;
     let token = create_token(&conn, &Identity::Agent("late".into()), 1).unwrap();
     assert_eq!(
         auth.check(&token).await,
@@ -145,7 +163,7 @@ async fn a_token_created_by_another_connection_works_at_once() {
 async fn an_unknown_token_created_afterwards_works_once_the_cache_is_invalidated() {
     let path = temp_db("invalidated");
     let conn = db::open(&path).unwrap();
-    let auth = Authenticator::new(&path).unwrap();
+    let auth = authenticator(&path).await;
     let token = generate_token();
     assert_eq!(auth.check(&token).await, None);
     let loads = auth.n_loads();
@@ -164,7 +182,7 @@ async fn agents_identifying_while_more_tokens_are_created_are_all_let_in() {
     // next one while the earlier agents identify.
     let path = temp_db("burst");
     let conn = db::open(&path).unwrap();
-    let auth = Authenticator::new(&path).unwrap();
+    let auth = authenticator(&path).await;
     let mut checks = Vec::new();
     for i in 0..64 {
         let token = create_token(&conn, &Identity::Agent(format!("a{i}")), 1).unwrap();

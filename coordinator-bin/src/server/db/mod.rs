@@ -1,4 +1,4 @@
-//! SQLite storage: opening, locking and migrating the database, the `meta` table
+//! SQLite storage (the SQLite store of `server/store/` is built on it): opening, locking and migrating the database, the `meta` table
 //! and the pool of read connections. The schema, the task row codec and the reads
 //! live in the submodules; their public items are re-exported here.
 
@@ -20,15 +20,23 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 pub use damaged::{DamagedRow, Table};
 pub use reads::{
     count_by_status_priority, dependency_results, dependents, description_heads, get_payload,
-    get_task, list_tasks, load_live_tasks, task_by_key, task_seq, task_statuses, TaskFilter,
-    TaskPage,
+    get_task, list_tasks, load_live_tasks, task_by_key, task_seq, task_statuses, Counts,
+    TaskFilter, TaskPage,
 };
+pub(crate) use reads::{decode_count, like_prefix, unknown_status_ranges};
 #[cfg(test)]
 pub use rows::upsert_task;
+pub(crate) use rows::{
+    capabilities_json, decode_task, decode_texts, depends_on_json, history_json, TextColumns,
+    COLUMNS, N_COLUMNS,
+};
 pub use rows::{delete_expired, write_task, Texts};
 pub(crate) use schema::migrate;
 pub use schema::SCHEMA_VERSION;
-pub use tokens::{token_from_row, TOKEN_COLUMNS};
+pub use tokens::{
+    decode_token, insert_token, list_tokens, live_admin_count, live_token_ids, load_live,
+    revoke_token_rows, revoke_tokens, token_info, StoredToken, TOKEN_COLUMNS,
+};
 
 /// Why the database cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +62,13 @@ pub enum DbError {
     /// SQLite said no.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL said no (or its connection failed).
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
+    /// The store cannot do this now (for example a direct write after the
+    /// writer took the write connection).
+    #[error("{0}")]
+    Unavailable(String),
     /// The file system said no.
     #[error("cannot open {0}: {1}")]
     Io(PathBuf, std::io::Error),

@@ -65,7 +65,7 @@ pub fn load_live_tasks(conn: &Connection, max_inline_bytes: usize) -> Result<Vec
 /// `(status, queue_seq)` index without visiting the rows of known statuses
 /// (SQLite orders numbers before text and blobs after it, so those land in
 /// the outer ranges; the column is `NOT NULL`).
-pub(super) fn unknown_status_ranges() -> Vec<String> {
+pub(crate) fn unknown_status_ranges() -> Vec<String> {
     let mut names: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
     names.sort_unstable();
     let mut ranges = Vec::with_capacity(names.len() + 1);
@@ -232,7 +232,7 @@ pub fn list_tasks(conn: &Connection, filter: &TaskFilter) -> Result<TaskPage, Db
 
 /// A `LIKE` pattern matching what starts with `prefix` (its `%`, `_` and `\`
 /// escaped with `\`).
-fn like_prefix(prefix: &str) -> String {
+pub(crate) fn like_prefix(prefix: &str) -> String {
     let mut pattern = String::with_capacity(prefix.len() + 1);
     for c in prefix.chars() {
         if matches!(c, '%' | '_' | '\\') {
@@ -276,7 +276,7 @@ pub fn count_by_status_priority(conn: &Connection) -> Result<Counts, DbError> {
 
 /// One `task_counts` row: a known status and lane and a count that is not
 /// negative; `None` for a count of zero.
-pub(super) fn decode_count(
+pub(crate) fn decode_count(
     v: [ValueRef<'_>; 3],
 ) -> Result<Option<(String, String, u64)>, DamagedRow> {
     let fields = || -> Result<Option<(String, String, u64)>, String> {

@@ -53,8 +53,7 @@ pub fn upsert_task(conn: &Connection, task: &Task) -> Result<(), rusqlite::Error
 pub fn write_task(conn: &Connection, task: &Task, texts: Texts<'_>) -> Result<(), rusqlite::Error> {
     let whole = texts.description.is_some() && texts.metadata.is_some();
     let mut stmt = conn.prepare_cached(if whole { UPSERT } else { UPDATE })?;
-    let capabilities =
-        serde_json::to_string(task.needed_capabilities().names()).unwrap_or_else(|_| "[]".into());
+    let capabilities = capabilities_json(task);
     let written = stmt.execute(params![
         task.id().as_str(),
         texts.description,
@@ -95,7 +94,7 @@ pub fn write_task(conn: &Connection, task: &Task, texts: Texts<'_>) -> Result<()
 }
 
 /// The dependencies as a JSON array of ids; NULL when there are none.
-fn depends_on_json(ids: &[TaskId]) -> Option<String> {
+pub(crate) fn depends_on_json(ids: &[TaskId]) -> Option<String> {
     if ids.is_empty() {
         return None;
     }
@@ -103,8 +102,13 @@ fn depends_on_json(ids: &[TaskId]) -> Option<String> {
     serde_json::to_string(&ids).ok()
 }
 
+/// The needed capabilities as a JSON list of strings.
+pub(crate) fn capabilities_json(task: &Task) -> String {
+    serde_json::to_string(task.needed_capabilities().names()).unwrap_or_else(|_| "[]".into())
+}
+
 /// The history as a JSON array of `{event, timestamp, details}`.
-fn history_json(history: &[HistoryEntry]) -> String {
+pub(crate) fn history_json(history: &[HistoryEntry]) -> String {
     let entries: Vec<Value> = history
         .iter()
         .map(|h| {
@@ -120,7 +124,7 @@ fn history_json(history: &[HistoryEntry]) -> String {
 
 /// The columns of a `tasks` row, in the order [`task_from_row`] reads them
 /// (the rowid last, to name a row whose id cannot be read).
-pub(super) const COLUMNS: &str = "id, description, metadata, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history, reclaim_count, run_at, depends_on, idempotency_key, rowid";
+pub(crate) const COLUMNS: &str = "id, description, metadata, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history, reclaim_count, run_at, depends_on, idempotency_key, rowid";
 
 /// [`COLUMNS`] with the description and metadata longer than `?1` bytes
 /// replaced by their lengths (integers, read as [`Payload::Stored`]) so that
@@ -129,11 +133,11 @@ pub(super) const COLUMNS: &str = "id, description, metadata, priority, status, a
 pub(super) const COLUMNS_SHORT_TEXTS: &str = "id, CASE WHEN typeof(description) <> 'text' THEN NULL WHEN octet_length(description) > ?1 THEN octet_length(description) ELSE description END, CASE WHEN typeof(metadata) <> 'text' THEN NULL WHEN octet_length(metadata) > ?1 THEN octet_length(metadata) ELSE metadata END, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history, reclaim_count, run_at, depends_on, idempotency_key, rowid";
 
 /// How many columns [`COLUMNS`] names.
-const N_COLUMNS: usize = 26;
+pub(crate) const N_COLUMNS: usize = 26;
 
 /// What the description and metadata columns of a selected row hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum TextColumns {
+pub(crate) enum TextColumns {
     /// The texts ([`COLUMNS`]).
     Whole,
     /// The short texts and the lengths of the long ones
@@ -171,7 +175,7 @@ fn decode_row(
 /// type, text that is not valid UTF-8, an unknown status or lane, metadata that
 /// is not a JSON object, a result that is not JSON, capabilities or a history
 /// that do not parse, or a live task whose holder does not match its status.
-pub(super) fn decode_task(
+pub(crate) fn decode_task(
     values: &[ValueRef<'_>; N_COLUMNS],
     texts: TextColumns,
 ) -> Result<Task, DamagedRow> {
@@ -186,7 +190,7 @@ pub(super) fn decode_task(
 
 /// The stored description and metadata, as given back to an assignment: the
 /// description text and the metadata text, which must be a JSON object.
-pub(super) fn decode_texts(
+pub(crate) fn decode_texts(
     description: ValueRef<'_>,
     metadata: ValueRef<'_>,
 ) -> Result<(String, String), String> {

@@ -1,10 +1,16 @@
-//! The token row codec: a `tokens` row to a [`StoredToken`] (a row that cannot
-//! be decoded is a [`DamagedRow`]).
+//! The token rows: the codec of a `tokens` row to a [`StoredToken`] (a row that
+//! cannot be decoded is a [`DamagedRow`]) and the SQLite reads and writes of
+//! tokens.
+
+use std::collections::HashMap;
 
 use rusqlite::types::ValueRef;
-use rusqlite::Row;
+use rusqlite::{Connection, Row};
 
 use super::damaged::{self, DamagedRow, Table};
+use super::DbError;
+use crate::server::auth::{TokenInfo, TokenList};
+use crate::server::store::LiveTokens;
 use crate::session::Identity;
 
 /// The columns of a `tokens` row, in the order [`token_from_row`] reads them.
@@ -71,4 +77,105 @@ pub fn decode_token(v: &[ValueRef<'_>; 6]) -> Result<StoredToken, DamagedRow> {
         rowid: damaged::int("id", v[0]).ok(),
         reason,
     })
+}
+
+/// Stores a token row (only the digest of its secret).
+pub fn insert_token(
+    conn: &Connection,
+    identity: &Identity,
+    hash: &[u8; 32],
+    now_ms: u64,
+) -> Result<(), rusqlite::Error> {
+    conn.execute(
+        "INSERT INTO tokens (kind, name, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+        rusqlite::params![identity.kind(), identity.name(), &hash[..], now_ms as i64],
+    )?;
+    Ok(())
+}
+
+/// Marks these token rows revoked (those not revoked already).
+pub fn revoke_token_rows(
+    conn: &Connection,
+    ids: &[i64],
+    now_ms: u64,
+) -> Result<(), rusqlite::Error> {
+    let mut stmt = conn
+        .prepare_cached("UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")?;
+    for id in ids {
+        stmt.execute(rusqlite::params![id, now_ms as i64])?;
+    }
+    Ok(())
+}
+
+/// The row ids of the live tokens of an agent id (or admin name).
+pub fn live_token_ids(conn: &Connection, identity: &Identity) -> Result<Vec<i64>, DbError> {
+    let mut stmt =
+        conn.prepare("SELECT id FROM tokens WHERE kind = ?1 AND name = ?2 AND revoked_at IS NULL")?;
+    let rows = stmt.query_map([identity.kind(), identity.name()], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// How many admin tokens are live.
+pub fn live_admin_count(conn: &Connection) -> Result<usize, DbError> {
+    let n: i64 = conn.query_row(
+        "SELECT count(*) FROM tokens WHERE kind = 'admin' AND revoked_at IS NULL",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// Revokes every live token of one agent id or one admin name; returns how many.
+pub fn revoke_tokens(
+    conn: &Connection,
+    identity: &Identity,
+    now_ms: u64,
+) -> Result<usize, DbError> {
+    Ok(conn.execute(
+        "UPDATE tokens SET revoked_at = ?3 WHERE kind = ?1 AND name = ?2 AND revoked_at IS NULL",
+        rusqlite::params![identity.kind(), identity.name(), now_ms as i64],
+    )?)
+}
+
+/// A decoded token as listed (never its secret).
+pub fn token_info(token: &StoredToken) -> TokenInfo {
+    TokenInfo {
+        kind: token.identity.kind().to_owned(),
+        name: token.identity.name().to_owned(),
+        created_at: token.created_at_ms,
+        revoked_at: token.revoked_at_ms,
+    }
+}
+
+/// Every token, oldest first (a row that cannot be decoded is left out and
+/// named in [`TokenList::damaged`]).
+pub fn list_tokens(conn: &Connection) -> Result<TokenList, DbError> {
+    let mut stmt = conn.prepare(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY id"))?;
+    let mut list = TokenList::default();
+    for row in stmt.query_map([], token_from_row)? {
+        match row? {
+            Ok(token) => list.tokens.push(token_info(&token)),
+            Err(row) => list.damaged.push(row),
+        }
+    }
+    Ok(list)
+}
+
+/// The live tokens by digest, and the rows of live tokens that cannot be
+/// decoded (they authenticate nobody).
+pub fn load_live(conn: &Connection) -> Result<LiveTokens, DbError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {TOKEN_COLUMNS} FROM tokens WHERE revoked_at IS NULL"
+    ))?;
+    let mut map = HashMap::new();
+    let mut damaged = Vec::new();
+    for row in stmt.query_map([], token_from_row)? {
+        match row? {
+            Ok(token) => {
+                map.insert(token.hash, token.identity);
+            }
+            Err(row) => damaged.push(row),
+        }
+    }
+    Ok((map, damaged))
 }

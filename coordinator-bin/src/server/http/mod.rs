@@ -28,9 +28,9 @@ use tokio::sync::mpsc;
 
 use crate::server::api_error::ApiError;
 use crate::server::auth::Authenticator;
-use crate::server::db::ReadPool;
 use crate::server::driver::Command;
 use crate::server::events::EventHub;
+use crate::server::store::Store;
 pub use body::BodyLimits;
 use handlers::{agents, events, ops, tasks, tokens, ws};
 use response::{error_response, Resp};
@@ -43,7 +43,7 @@ pub struct AppState {
     /// The engine's socket inbox.
     pub sockets: mpsc::Sender<SocketEvent>,
     /// Read-only database connections.
-    pub reads: ReadPool,
+    pub store: Arc<dyn Store>,
     /// Token checks.
     pub auth: Authenticator,
     /// Limits of agent sockets.

@@ -7,6 +7,8 @@ use coordinator_queue::{AgentId, Completion, NewTask, Queue, QueueConfig, Status
 use proptest::prelude::*;
 
 use super::*;
+use crate::server::store::sqlite::write_group;
+use rusqlite::Connection;
 
 /// A record of task `id` marked with `version` (in `updated_at_ms`).
 fn record(id: &str, version: u64) -> Task {

@@ -187,3 +187,29 @@ fn the_reload_budget_refills_one_per_interval_up_to_the_burst() {
         RELOAD_BURST
     );
 }
+
+#[test]
+fn a_token_created_here_waits_for_the_read_in_flight_rather_than_spend_budget() {
+    let t0 = Instant::now();
+    let mut cache = TokenCache::new(HashMap::new(), t0);
+    // Created through the API: the cache is invalidated, a read starts.
+    cache.invalidate();
+    assert_eq!(cache.lookup(&digest(1), t0), Lookup::Reload);
+    cache.handle_reload_started();
+    // Presented while that read is in flight: it will cover the token.
+    let generation = cache.covering_reload(&digest(1)).expect("a covering read");
+    let later = t0 + Duration::from_millis(1);
+    cache.handle_reloaded([(digest(1), agent("a1"))].into(), later);
+    assert_eq!(
+        cache.answer_covered(&digest(1), generation),
+        Some(agent("a1"))
+    );
+    // A token invalidated after the read started is not covered by it.
+    cache.invalidate();
+    assert_eq!(cache.covering_reload(&digest(2)), None);
+    cache.handle_reload_started();
+    let generation = cache.covering_reload(&digest(2)).expect("a covering read");
+    cache.handle_reload_failed();
+    assert_eq!(cache.covering_reload(&digest(2)), None);
+    assert_eq!(cache.answer_covered(&digest(2), generation), None);
+}

@@ -40,8 +40,14 @@ fn filled(db: &TempDb, n: usize) -> Connection {
     for change in queue.drain_changes() {
         upsert_task(&conn, change.task()).unwrap();
     }
-    crate::server::auth::create_token(&conn, &crate::session::Identity::Agent("a1".into()), 1)
-        .unwrap();
+    let token = crate::server::auth::generate_token();
+    crate::server::db::insert_token(
+        &conn,
+        &crate::session::Identity::Agent("a1".into()),
+        &crate::server::auth::hash(&token),
+        1,
+    )
+    .unwrap();
     conn
 }
 

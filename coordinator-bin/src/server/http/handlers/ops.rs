@@ -7,11 +7,11 @@ use hyper::{Response, StatusCode};
 use serde_json::json;
 
 use crate::server::api_error::ApiError;
+use crate::server::damage;
 use crate::server::http::ask::{agents, ask, unexpected};
 use crate::server::http::json::dashboard_json;
 use crate::server::http::response::{full, json_response, Resp};
 use crate::server::http::{routes, AppState};
-use crate::server::{damage, db};
 use crate::session::{AgentInfo, Answer, DashboardSnapshot, Request as CoreRequest, Role};
 
 /// Characters of a description the dashboard shows.
@@ -56,7 +56,7 @@ pub async fn metrics(state: &AppState) -> Result<Resp, ApiError> {
     let mut gauges = role_gauges(&role);
     // Tasks and agents are the leader's to count.
     if role.is_leader() {
-        let (counts, damaged) = state.reads.run(db::count_by_status_priority).await?;
+        let (counts, damaged) = state.store.count_by_status_priority().await?;
         damaged.iter().for_each(damage::report);
         let agents = agents(state).await?;
         gauges += &metrics_gauges(&counts, &agents);
@@ -118,8 +118,8 @@ async fn read_long_descriptions(
         return Ok(());
     }
     let heads = state
-        .reads
-        .run(move |c| db::description_heads(c, &ids, DESCRIPTION_HEAD_CHARS))
+        .store
+        .description_heads(ids, DESCRIPTION_HEAD_CHARS)
         .await?;
     for completion in &mut snapshot.recent_completions {
         if completion.description.is_none() {

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::server::api_error::ApiError;
 use crate::server::damage;
-use crate::server::db::{self, TaskFilter, TaskPage};
+use crate::server::db::{TaskFilter, TaskPage};
 use crate::server::http::ask::{ask, unexpected};
 use crate::server::http::body::{query_pairs, read_json};
 use crate::server::http::json::{stats_json, task_page_json};
@@ -91,7 +91,7 @@ pub async fn dead_letter(state: &AppState, query: &str) -> Result<Resp, ApiError
 /// `GET /api/tasks/stats`: counts by status and lane (count rows that cannot
 /// be decoded are left out and reported).
 pub async fn stats(state: &AppState) -> Result<Resp, ApiError> {
-    let (counts, damaged) = state.reads.run(db::count_by_status_priority).await?;
+    let (counts, damaged) = state.store.count_by_status_priority().await?;
     damaged.iter().for_each(damage::report);
     Ok(json_response(StatusCode::OK, &stats_json(&counts)))
 }
@@ -100,16 +100,9 @@ pub async fn stats(state: &AppState) -> Result<Resp, ApiError> {
 /// tasks that depend on it), 404, or 500 `damaged_row` if its stored row
 /// cannot be decoded.
 pub async fn get(state: &AppState, id: String) -> Result<Resp, ApiError> {
-    let found = state
-        .reads
-        .run(move |c| {
-            let Some(task) = db::get_task(c, &id)? else {
-                return Ok(None);
-            };
-            Ok(Some((task, db::dependents(c, &id)?)))
-        })
-        .await?;
-    let (task, dependents) = found.ok_or_else(|| ApiError::not_found("no task with this id"))?;
+    let task = state.store.get_task(id.clone()).await?;
+    let task = task.ok_or_else(|| ApiError::not_found("no task with this id"))?;
+    let dependents = state.store.dependents(id).await?;
     let mut body = task_json(&task);
     body["dependents"] = json!(dependents);
     Ok(json_response(StatusCode::OK, &body))
@@ -118,10 +111,9 @@ pub async fn get(state: &AppState, id: String) -> Result<Resp, ApiError> {
 /// `POST /api/tasks/{id}/cancel`: the session decides, knowing the stored
 /// status.
 pub async fn cancel(state: &AppState, id: String) -> Result<Resp, ApiError> {
-    let read_id = id.clone();
     let stored = state
-        .reads
-        .run(move |c| db::get_task(c, &read_id))
+        .store
+        .get_task(id.clone())
         .await?
         .map(|task| task.status());
     let request = CoreRequest::Cancel {
@@ -232,21 +224,14 @@ pub fn decode_list_query(
 /// task.
 async fn read_page(
     state: &AppState,
-    mut filter: TaskFilter,
+    filter: TaskFilter,
     after: Option<String>,
 ) -> Result<TaskPage, ApiError> {
     let page = state
-        .reads
-        .run(move |c| {
-            if let Some(after) = after {
-                match db::task_seq(c, &after)? {
-                    Some(seq) => filter.after_seq = Some(seq),
-                    None => return Ok(Err(ApiError::invalid_field("`after` names no task"))),
-                }
-            }
-            Ok(Ok(db::list_tasks(c, &filter)?))
-        })
-        .await??;
+        .store
+        .list_tasks(filter, after)
+        .await?
+        .ok_or_else(|| ApiError::invalid_field("`after` names no task"))?;
     page.damaged.iter().for_each(damage::report);
     Ok(page)
 }

@@ -41,7 +41,7 @@ pub async fn create(req: Request<Incoming>, state: &AppState) -> Result<Resp, Ap
 /// `GET /api/admin/tokens`: every token, without secrets (rows that cannot be
 /// decoded are left out and named in `damaged`).
 pub async fn list(state: &AppState) -> Result<Resp, ApiError> {
-    let list = state.reads.run(auth::list_tokens).await?;
+    let list = state.store.list_tokens().await?;
     list.damaged.iter().for_each(damage::report);
     let damaged: Vec<Value> = list.damaged.iter().map(damaged_json).collect();
     Ok(json_response(
@@ -65,11 +65,7 @@ pub async fn revoke(state: &AppState, name: String, query: &str) -> Result<Resp,
             )))
         }
     };
-    let read = identity.clone();
-    let (live_ids, live_admins) = state
-        .reads
-        .run(move |c| Ok((auth::live_token_ids(c, &read)?, auth::live_admin_count(c)?)))
-        .await?;
+    let (live_ids, live_admins) = state.store.revocation_facts(identity.clone()).await?;
     let request = CoreRequest::RevokeTokens {
         identity,
         live_ids,

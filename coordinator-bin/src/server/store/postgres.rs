@@ -1,0 +1,1094 @@
+//! The PostgreSQL store (`--db postgres://user@host:port/dbname`): the same
+//! tables and meaning as the SQLite store, written by one dedicated connection
+//! (group commit, one transaction per group, `synchronous_commit` as the
+//! server has it, on by default) and read through a few other connections.
+//! The counts by status and lane are kept by the writer in each group's
+//! transaction (SQLite keeps them by triggers): every task statement returns
+//! the status and lane its row had and has, and one statement adds the
+//! difference; the service is the only writer of task rows.
+//!
+//! Rows come back as the same cells SQLite's codec reads (`rusqlite`'s
+//! `Value`, used here only as a neutral cell type), so a row is decoded, and
+//! found damaged, by exactly the code the SQLite store uses. Columns are typed
+//! here, so what can be damaged is the content of text columns (an unknown
+//! status, a history or metadata that does not parse), not their types.
+
+mod schema;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use std::str::FromStr;
+
+use coordinator_queue::{Priority, Status, Task, TaskId};
+use rusqlite::types::{Value, ValueRef};
+use tokio::sync::watch;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Config, NoTls, Row, Statement};
+
+use super::{KeyedTask, LiveTokens, PayloadResult, Store};
+use crate::server::auth::TokenList;
+use crate::server::db::{
+    self, Counts, DamagedRow, DbError, Table, TaskFilter, TaskPage, TextColumns, Texts,
+};
+use crate::server::writer::{newest_per_task, Group, GroupCommit, Writer, WriterReport};
+use crate::session::{Identity, LoadedPayload, TokenWrite};
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(e: tokio_postgres::Error) -> DbError {
+        DbError::Postgres(match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.code().code(), db.message()),
+            None => e.to_string(),
+        })
+    }
+}
+
+/// Read connections kept open between reads.
+const IDLE_READERS: usize = 8;
+
+/// A coordinator database in PostgreSQL.
+pub struct PgStore {
+    config: Config,
+    describe: String,
+    /// The one connection that writes, until the writer takes it. The leader
+    /// lease will hold its session advisory lock on exactly this connection,
+    /// so that every write dies with the lock.
+    write: tokio::sync::Mutex<Option<Client>>,
+    /// Idle read connections.
+    readers: Mutex<Vec<Client>>,
+}
+
+impl PgStore {
+    /// Connects the write connection to the database `url` names and migrates
+    /// it (TLS is not supported: give `sslmode=disable` or leave it out).
+    pub async fn connect(url: &str) -> Result<PgStore, DbError> {
+        let mut config: Config = url
+            .parse()
+            .map_err(|e| DbError::Unavailable(format!("--db is not a PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        config.application_name("coordinator");
+        let describe = describe(&config);
+        let mut write = open(&config, &describe).await?;
+        schema::migrate(&mut write, &describe).await?;
+        Ok(PgStore {
+            config,
+            describe,
+            write: tokio::sync::Mutex::new(Some(write)),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// An idle read connection, or a new one.
+    async fn reader(&self) -> Result<Client, DbError> {
+        let idle = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match idle {
+            Some(client) if !client.is_closed() => Ok(client),
+            _ => open(&self.config, &self.describe).await,
+        }
+    }
+
+    /// Gives a read connection back to be used again.
+    fn give_back(&self, client: Client) {
+        let mut idle = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < IDLE_READERS && !client.is_closed() {
+            idle.push(client);
+        }
+    }
+
+    /// Runs `f` on a read connection.
+    async fn read<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        F: for<'c> FnOnce(
+            &'c Client,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T, DbError>> + Send + 'c>,
+        >,
+    {
+        let client = self.reader().await?;
+        let result = f(&client).await;
+        self.give_back(client);
+        result
+    }
+
+    /// Runs `f` on the write connection, as long as the writer has not taken it.
+    async fn direct<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        F: for<'c> FnOnce(
+            &'c Client,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T, DbError>> + Send + 'c>,
+        >,
+    {
+        let write = self.write.lock().await;
+        match write.as_ref() {
+            Some(client) => f(client).await,
+            None => Err(DbError::Unavailable(
+                "the writer holds the write connection".to_owned(),
+            )),
+        }
+    }
+}
+
+/// "PostgreSQL database D on H:P as U" (never the password).
+fn describe(config: &Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "PostgreSQL database {} on {host}:{port}",
+        config.get_dbname().unwrap_or("(default)")
+    )
+}
+
+/// Opens one connection; its I/O runs on a task of its own until it closes.
+async fn open(config: &Config, describe: &str) -> Result<Client, DbError> {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| DbError::Postgres(format!("cannot connect to {describe}: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// The task columns for the codec, with no rowid (PostgreSQL has none: a
+/// damaged row is named by its id).
+fn columns() -> String {
+    db::COLUMNS.replace(", rowid", ", NULL::bigint")
+}
+
+/// The cells of `row` as SQLite's codec reads them.
+fn cells(row: &Row) -> Result<Vec<Value>, DbError> {
+    (0..row.len())
+        .map(|i| {
+            let ty = row.columns()[i].type_();
+            Ok(if *ty == Type::INT8 {
+                row.try_get::<_, Option<i64>>(i)?
+                    .map_or(Value::Null, Value::Integer)
+            } else if *ty == Type::INT4 {
+                row.try_get::<_, Option<i32>>(i)?
+                    .map_or(Value::Null, |v| Value::Integer(v.into()))
+            } else if *ty == Type::BYTEA {
+                row.try_get::<_, Option<Vec<u8>>>(i)?
+                    .map_or(Value::Null, Value::Blob)
+            } else {
+                row.try_get::<_, Option<String>>(i)?
+                    .map_or(Value::Null, Value::Text)
+            })
+        })
+        .collect()
+}
+
+/// Decodes a task row selected with [`columns`] (or the short-texts select,
+/// whose two extra cells are the lengths of texts left in storage).
+fn task_from_row(row: &Row, texts: TextColumns) -> Result<Result<Task, DamagedRow>, DbError> {
+    let mut cells = cells(row)?;
+    if texts == TextColumns::ShortOrLength {
+        // The texts not selected are their lengths, as SQLite's select gives them.
+        let lengths = cells.split_off(db::N_COLUMNS);
+        for (at, length) in [(1, &lengths[0]), (2, &lengths[1])] {
+            if cells[at] == Value::Null {
+                cells[at] = length.clone();
+            }
+        }
+    }
+    let values: Vec<ValueRef<'_>> = cells.iter().map(ValueRef::from).collect();
+    let values: &[ValueRef<'_>; db::N_COLUMNS] = values
+        .as_slice()
+        .try_into()
+        .map_err(|_| DbError::Unavailable("a task row of the wrong width".to_owned()))?;
+    Ok(db::decode_task(values, texts))
+}
+
+/// Decodes a token row selected with [`db::TOKEN_COLUMNS`].
+fn token_from_row(row: &Row) -> Result<Result<db::StoredToken, DamagedRow>, DbError> {
+    let cells = cells(row)?;
+    let values: Vec<ValueRef<'_>> = cells.iter().map(ValueRef::from).collect();
+    let values: &[ValueRef<'_>; 6] = values
+        .as_slice()
+        .try_into()
+        .map_err(|_| DbError::Unavailable("a token row of the wrong width".to_owned()))?;
+    Ok(db::decode_token(values))
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    async fn load_live_tasks(&self, max_inline_bytes: usize) -> Result<Vec<Task>, DbError> {
+        let max = i32::try_from(max_inline_bytes).unwrap_or(i32::MAX);
+        let live: Vec<&str> = Status::ALL
+            .iter()
+            .filter(|s| !s.is_final())
+            .map(|s| s.as_str())
+            .collect();
+        let short = columns()
+            .replacen(
+                "description, metadata,",
+                "CASE WHEN octet_length(description) > $1 THEN NULL ELSE description END, CASE WHEN octet_length(metadata) > $1 THEN NULL ELSE metadata END,",
+                1,
+            )
+            + ", octet_length(description), octet_length(metadata)";
+        let select = format!(
+            "SELECT {short} FROM tasks WHERE status IN ('{}') ORDER BY queue_seq",
+            live.join("', '")
+        );
+        let unknown: Vec<String> = db::unknown_status_ranges()
+            .into_iter()
+            .map(|range| format!("SELECT {} FROM tasks WHERE {range}", columns()))
+            .collect();
+        self.read(move |c| {
+            Box::pin(async move {
+                let mut tasks = Vec::new();
+                let mut damaged = Vec::new();
+                for row in c.query(&select, &[&max]).await? {
+                    match task_from_row(&row, TextColumns::ShortOrLength)? {
+                        Ok(task) => tasks.push(task),
+                        Err(row) => damaged.push(row),
+                    }
+                }
+                for select in &unknown {
+                    for row in c.query(select, &[]).await? {
+                        if let Err(row) = task_from_row(&row, TextColumns::Whole)? {
+                            damaged.push(row);
+                        }
+                    }
+                }
+                if damaged.is_empty() {
+                    Ok(tasks)
+                } else {
+                    Err(DbError::DamagedLive(damaged))
+                }
+            })
+        })
+        .await
+    }
+
+    async fn get_task(&self, id: String) -> Result<Option<Task>, DbError> {
+        let select = format!("SELECT {} FROM tasks WHERE id = $1", columns());
+        self.read(move |c| {
+            Box::pin(async move {
+                match c.query_opt(&select, &[&id]).await? {
+                    None => Ok(None),
+                    Some(row) => match task_from_row(&row, TextColumns::Whole)? {
+                        Ok(task) => Ok(Some(task)),
+                        Err(row) => Err(DbError::Damaged(row)),
+                    },
+                }
+            })
+        })
+        .await
+    }
+
+    async fn get_payloads(&self, ids: Vec<TaskId>) -> Result<Vec<PayloadResult>, DbError> {
+        let names: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+        let (rows, results) = self
+            .read(move |c| {
+                Box::pin(async move {
+                    let rows = c
+                        .query(
+                            "SELECT id, description, metadata, depends_on FROM tasks WHERE id = ANY($1)",
+                            &[&names],
+                        )
+                        .await?;
+                    // The results of every dependency of the tasks read, by id.
+                    let mut wanted: Vec<String> = Vec::new();
+                    for row in &rows {
+                        if let Ok(Some(text)) = row.try_get::<_, Option<String>>(3) {
+                            wanted.extend(serde_json::from_str::<Vec<String>>(&text).unwrap_or_default());
+                        }
+                    }
+                    let mut results: HashMap<String, Option<String>> = HashMap::new();
+                    if !wanted.is_empty() {
+                        for row in c
+                            .query("SELECT id, result FROM tasks WHERE id = ANY($1)", &[&wanted])
+                            .await?
+                        {
+                            results.insert(row.try_get(0)?, row.try_get(1)?);
+                        }
+                    }
+                    Ok((rows, results))
+                })
+            })
+            .await?;
+        let mut found: HashMap<String, Result<LoadedPayload, String>> = HashMap::new();
+        for row in rows {
+            let cells = cells(&row)?;
+            let id = match &cells[0] {
+                Value::Text(id) => id.clone(),
+                _ => continue,
+            };
+            let texts = db::decode_texts(ValueRef::from(&cells[1]), ValueRef::from(&cells[2]));
+            let dependencies: Vec<String> = match &cells[3] {
+                Value::Text(text) => serde_json::from_str(text).unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            let loaded = texts.map(|(description, metadata)| LoadedPayload {
+                description,
+                metadata,
+                dependencies: dependencies
+                    .into_iter()
+                    .map(|dep| {
+                        let result = results.get(&dep).cloned().flatten();
+                        (dep, result)
+                    })
+                    .collect(),
+            });
+            found.insert(id, loaded);
+        }
+        Ok(ids
+            .into_iter()
+            .map(|id| {
+                let texts = match found.remove(id.as_str()) {
+                    None => Ok(None),
+                    Some(Ok(texts)) => Ok(Some(texts)),
+                    Some(Err(reason)) => Err(DbError::Damaged(DamagedRow {
+                        table: Table::Tasks,
+                        id: Some(id.to_string()),
+                        rowid: None,
+                        reason,
+                    })),
+                };
+                (id, texts)
+            })
+            .collect())
+    }
+
+    async fn dependents(&self, id: String) -> Result<Vec<String>, DbError> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT d.task_id FROM task_dependencies d LEFT JOIN tasks t ON t.id = d.task_id WHERE d.depends_on = $1 ORDER BY t.created_at, d.task_id",
+                        &[&id],
+                    )
+                    .await?;
+                rows.iter()
+                    .map(|row| Ok(row.try_get::<_, String>(0)?))
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn task_statuses(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<Vec<(String, Option<Status>)>, DbError> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let mut stored: HashMap<String, String> = HashMap::new();
+                for row in c
+                    .query("SELECT id, status FROM tasks WHERE id = ANY($1)", &[&ids])
+                    .await?
+                {
+                    stored.insert(row.try_get(0)?, row.try_get(1)?);
+                }
+                // A status this binary does not know is no dependency it can wait for.
+                Ok(ids
+                    .into_iter()
+                    .map(|id| {
+                        let status = stored.get(&id).and_then(|s| Status::from_str(s).ok());
+                        (id, status)
+                    })
+                    .collect())
+            })
+        })
+        .await
+    }
+
+    async fn tasks_by_key(
+        &self,
+        keys: Vec<(String, String)>,
+    ) -> Result<Vec<((String, String), Option<KeyedTask>)>, DbError> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let mut out = Vec::with_capacity(keys.len());
+                for (submitter, key) in keys {
+                    let row = c
+                        .query_opt(
+                            "SELECT id, priority, status, created_at FROM tasks WHERE submitted_by = $1 AND idempotency_key = $2",
+                            &[&submitter, &key],
+                        )
+                        .await?;
+                    let stored = match row {
+                        None => None,
+                        Some(row) => {
+                            let id: String = row.try_get(0)?;
+                            let priority: String = row.try_get(1)?;
+                            let status: String = row.try_get(2)?;
+                            let created: i64 = row.try_get(3)?;
+                            (|| {
+                                Some((
+                                    id,
+                                    Priority::from_str(&priority).ok()?,
+                                    Status::from_str(&status).ok()?,
+                                    u64::try_from(created).ok()?,
+                                ))
+                            })()
+                        }
+                    };
+                    out.push(((submitter, key), stored));
+                }
+                Ok(out)
+            })
+        })
+        .await
+    }
+
+    async fn list_tasks(
+        &self,
+        filter: TaskFilter,
+        after: Option<String>,
+    ) -> Result<Option<TaskPage>, DbError> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let after_seq: Option<i64> = match after {
+                    None => None,
+                    Some(after) => {
+                        match c
+                            .query_opt("SELECT queue_seq FROM tasks WHERE id = $1", &[&after])
+                            .await?
+                        {
+                            Some(row) => Some(row.try_get(0)?),
+                            None => return Ok(None),
+                        }
+                    }
+                };
+                let mut sql = format!("SELECT {} FROM tasks WHERE true", columns());
+                let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+                if let Some(status) = filter.status {
+                    args.push(Box::new(status.as_str().to_owned()));
+                    sql += &format!(" AND status = ${}", args.len());
+                }
+                if let Some(priority) = filter.priority {
+                    args.push(Box::new(priority.as_str().to_owned()));
+                    sql += &format!(" AND priority = ${}", args.len());
+                }
+                if let Some(agent) = filter.assigned_to {
+                    args.push(Box::new(agent));
+                    sql += &format!(" AND assigned_to = ${}", args.len());
+                }
+                if let Some(capability) = filter.capability {
+                    args.push(Box::new(capability));
+                    sql += &format!(
+                        " AND coordinator_caps_contain(needed_capabilities, ${})",
+                        args.len()
+                    );
+                }
+                if let Some(search) = &filter.search {
+                    args.push(Box::new(db::like_prefix(search)));
+                    let n = args.len();
+                    sql += &format!(
+                        " AND (id ILIKE ${n} ESCAPE '\\' OR description ILIKE ${n} ESCAPE '\\')"
+                    );
+                }
+                if let Some(after_seq) = after_seq {
+                    args.push(Box::new(after_seq));
+                    sql += &format!(" AND queue_seq > ${}", args.len());
+                }
+                args.push(Box::new(i64::from(filter.limit)));
+                sql += &format!(" ORDER BY queue_seq LIMIT ${}", args.len());
+                let params: Vec<&(dyn ToSql + Sync)> =
+                    args.iter().map(|a| &**a as &(dyn ToSql + Sync)).collect();
+                let mut page = TaskPage {
+                    tasks: Vec::new(),
+                    damaged: Vec::new(),
+                    next_after: None,
+                };
+                for row in c.query(&sql, &params).await? {
+                    match task_from_row(&row, TextColumns::Whole)? {
+                        Ok(task) => {
+                            page.next_after = Some(task.id().to_string());
+                            page.tasks.push(task);
+                        }
+                        Err(row) => {
+                            if let Some(id) = &row.id {
+                                page.next_after = Some(id.clone());
+                            }
+                            page.damaged.push(row);
+                        }
+                    }
+                }
+                Ok(Some(page))
+            })
+        })
+        .await
+    }
+
+    async fn count_by_status_priority(&self) -> Result<Counts, DbError> {
+        self.read(|c| {
+            Box::pin(async move {
+                let mut counts = Vec::new();
+                let mut damaged = Vec::new();
+                for row in c
+                    .query("SELECT status, priority, n FROM task_counts", &[])
+                    .await?
+                {
+                    let cells = cells(&row)?;
+                    let values = [
+                        ValueRef::from(&cells[0]),
+                        ValueRef::from(&cells[1]),
+                        ValueRef::from(&cells[2]),
+                    ];
+                    match db::decode_count(values) {
+                        Ok(Some(count)) => counts.push(count),
+                        Ok(None) => {}
+                        Err(row) => damaged.push(row),
+                    }
+                }
+                Ok((counts, damaged))
+            })
+        })
+        .await
+    }
+
+    async fn description_heads(
+        &self,
+        ids: Vec<String>,
+        chars: u32,
+    ) -> Result<Vec<(String, String)>, DbError> {
+        let chars = i32::try_from(chars).unwrap_or(i32::MAX);
+        self.read(move |c| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT id, substr(description, 1, $2) FROM tasks WHERE id = ANY($1)",
+                        &[&ids, &chars],
+                    )
+                    .await?;
+                rows.iter()
+                    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn list_tokens(&self) -> Result<TokenList, DbError> {
+        let select = format!("SELECT {} FROM tokens ORDER BY id", db::TOKEN_COLUMNS);
+        self.read(move |c| {
+            Box::pin(async move {
+                let mut list = TokenList::default();
+                for row in c.query(&select, &[]).await? {
+                    match token_from_row(&row)? {
+                        Ok(token) => list.tokens.push(db::token_info(&token)),
+                        Err(row) => list.damaged.push(row),
+                    }
+                }
+                Ok(list)
+            })
+        })
+        .await
+    }
+
+    async fn live_tokens(&self) -> Result<LiveTokens, DbError> {
+        let select = format!(
+            "SELECT {} FROM tokens WHERE revoked_at IS NULL",
+            db::TOKEN_COLUMNS
+        );
+        self.read(move |c| {
+            Box::pin(async move {
+                let mut map = HashMap::new();
+                let mut damaged = Vec::new();
+                for row in c.query(&select, &[]).await? {
+                    match token_from_row(&row)? {
+                        Ok(token) => {
+                            map.insert(token.hash, token.identity);
+                        }
+                        Err(row) => damaged.push(row),
+                    }
+                }
+                Ok((map, damaged))
+            })
+        })
+        .await
+    }
+
+    async fn revocation_facts(&self, identity: Identity) -> Result<(Vec<i64>, usize), DbError> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let ids = c
+                    .query(
+                        "SELECT id FROM tokens WHERE kind = $1 AND name = $2 AND revoked_at IS NULL ORDER BY id",
+                        &[&identity.kind(), &identity.name()],
+                    )
+                    .await?
+                    .iter()
+                    .map(|row| row.try_get(0))
+                    .collect::<Result<Vec<i64>, _>>()?;
+                let admins: i64 = c
+                    .query_one(
+                        "SELECT count(*) FROM tokens WHERE kind = 'admin' AND revoked_at IS NULL",
+                        &[],
+                    )
+                    .await?
+                    .try_get(0)?;
+                Ok((ids, usize::try_from(admins).unwrap_or(0)))
+            })
+        })
+        .await
+    }
+
+    async fn meta_get(&self, key: &str) -> Result<Option<String>, DbError> {
+        let key = key.to_owned();
+        self.direct(move |c| {
+            Box::pin(async move {
+                Ok(
+                    c.query_opt("SELECT value FROM meta WHERE key = $1", &[&key])
+                        .await?
+                        .map(|row| row.try_get(0))
+                        .transpose()?,
+                )
+            })
+        })
+        .await
+    }
+
+    async fn meta_set(&self, key: &str, value: &str) -> Result<(), DbError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.direct(move |c| {
+            Box::pin(async move {
+                c.execute(
+                    "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    &[&key, &value],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn insert_token(
+        &self,
+        identity: &Identity,
+        hash: &[u8; 32],
+        now_ms: u64,
+    ) -> Result<(), DbError> {
+        let (kind, name) = (identity.kind().to_owned(), identity.name().to_owned());
+        let hash = hash.to_vec();
+        let now = now_ms as i64;
+        self.direct(move |c| {
+            Box::pin(async move {
+                c.execute(INSERT_TOKEN, &[&kind, &name, &hash, &now])
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn revoke_tokens(&self, identity: &Identity, now_ms: u64) -> Result<usize, DbError> {
+        let (kind, name) = (identity.kind().to_owned(), identity.name().to_owned());
+        let now = now_ms as i64;
+        self.direct(move |c| {
+            Box::pin(async move {
+                let n = c
+                    .execute(
+                        "UPDATE tokens SET revoked_at = $3 WHERE kind = $1 AND name = $2 AND revoked_at IS NULL",
+                        &[&kind, &name, &now],
+                    )
+                    .await?;
+                Ok(usize::try_from(n).unwrap_or(usize::MAX))
+            })
+        })
+        .await
+    }
+
+    async fn start_writer(&self) -> Result<(Writer, watch::Receiver<WriterReport>), DbError> {
+        let client = self
+            .write
+            .lock()
+            .await
+            .take()
+            .ok_or_else(|| DbError::Unavailable("the writer was started already".to_owned()))?;
+        let commit = PgCommit::prepare(client).await?;
+        Ok(Writer::start_async(self.describe(), commit))
+    }
+}
+
+/// The task columns, in the order of [`TaskColumns::params`].
+const TASK_COLUMNS: [(&str, &str); 25] = [
+    ("id", "text"),
+    ("description", "text"),
+    ("metadata", "text"),
+    ("priority", "text"),
+    ("status", "text"),
+    ("assigned_to", "text"),
+    ("assigned_at", "int8"),
+    ("generation", "int8"),
+    ("retry_count", "int8"),
+    ("max_retries", "int8"),
+    ("complete_by", "int8"),
+    ("needed_capabilities", "text"),
+    ("result", "text"),
+    ("tokens_used", "int8"),
+    ("last_error", "text"),
+    ("submitted_by", "text"),
+    ("created_at", "int8"),
+    ("updated_at", "int8"),
+    ("last_alive_at", "int8"),
+    ("queue_seq", "int8"),
+    ("history", "text"),
+    ("reclaim_count", "int8"),
+    ("run_at", "int8"),
+    ("depends_on", "text"),
+    ("idempotency_key", "text"),
+];
+
+/// The rows given as one array per column (`r`), and the status and lane
+/// the stored rows among them have before the statement (`old`).
+fn rows_and_old() -> String {
+    let arrays: Vec<String> = TASK_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, (_, ty))| format!("${}::{ty}[]", i + 1))
+        .collect();
+    let names: Vec<&str> = TASK_COLUMNS.iter().map(|(name, _)| *name).collect();
+    format!(
+        "WITH r AS (SELECT * FROM unnest({}) AS r({})), old AS (SELECT t.id, t.status, t.priority FROM tasks t JOIN r ON t.id = r.id)",
+        arrays.join(", "),
+        names.join(", ")
+    )
+}
+
+/// What a task statement returns for each row written: its id, the status
+/// and lane it had (NULL for a new row), and the ones it has now.
+const RETURN_CHANGES: &str = "SELECT up.id, old.status, old.priority, up.status, up.priority FROM up LEFT JOIN old ON old.id = up.id";
+
+/// Inserts whole records, or replaces the stored rows in place (an update,
+/// so a row keeps its place), in one statement.
+fn upsert_sql() -> String {
+    let names: Vec<&str> = TASK_COLUMNS.iter().map(|(name, _)| *name).collect();
+    let set: Vec<String> = names[1..]
+        .iter()
+        .map(|name| format!("{name} = excluded.{name}"))
+        .collect();
+    format!(
+        "{}, up AS (INSERT INTO tasks ({}) SELECT {} FROM r ON CONFLICT (id) DO UPDATE SET {} RETURNING id, status, priority) {RETURN_CHANGES}",
+        rows_and_old(),
+        names.join(", "),
+        names.join(", "),
+        set.join(", ")
+    )
+}
+
+/// Updates stored rows in place in one statement; a text given as NULL keeps
+/// the stored one. A record whose row is missing is not returned.
+fn update_sql() -> String {
+    let set: Vec<String> = TASK_COLUMNS[1..]
+        .iter()
+        .map(|(name, _)| match *name {
+            "description" | "metadata" => format!("{name} = COALESCE(r.{name}, t.{name})"),
+            name => format!("{name} = r.{name}"),
+        })
+        .collect();
+    format!(
+        "{}, up AS (UPDATE tasks t SET {} FROM r WHERE t.id = r.id RETURNING t.id, t.status, t.priority) {RETURN_CHANGES}",
+        rows_and_old(),
+        set.join(", ")
+    )
+}
+
+const INSERT_TOKEN: &str =
+    "INSERT INTO tokens (kind, name, hash, created_at) VALUES ($1, $2, $3, $4)";
+
+const REVOKE_TOKEN_ROW: &str =
+    "UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
+
+/// Deletes old final tasks (except dead letters), returning how many of each
+/// status and lane.
+const PURGE: &str = "WITH gone AS (DELETE FROM tasks WHERE status IN ('completed', 'cancelled') AND updated_at < $1 RETURNING status, priority) SELECT status, priority, count(*) FROM gone GROUP BY status, priority";
+
+/// Adds the changes of a group to the counts.
+const ADD_COUNTS: &str = "UPDATE task_counts SET n = n + d.delta FROM unnest($1::text[], $2::text[], $3::bigint[]) AS d(status, priority, delta) WHERE task_counts.status = d.status AND task_counts.priority = d.priority";
+
+/// The writer's connection and its prepared statements.
+struct PgCommit {
+    client: Client,
+    upsert: Statement,
+    update: Statement,
+    insert_token: Statement,
+    revoke_token: Statement,
+    purge: Statement,
+    add_counts: Statement,
+}
+
+impl PgCommit {
+    async fn prepare(client: Client) -> Result<PgCommit, DbError> {
+        Ok(PgCommit {
+            upsert: client.prepare(&upsert_sql()).await?,
+            update: client.prepare(&update_sql()).await?,
+            insert_token: client.prepare(INSERT_TOKEN).await?,
+            revoke_token: client.prepare(REVOKE_TOKEN_ROW).await?,
+            purge: client.prepare(PURGE).await?,
+            add_counts: client.prepare(ADD_COUNTS).await?,
+            client,
+        })
+    }
+
+    /// The group in one transaction, its statements pipelined.
+    async fn write(&mut self, group: &Group) -> Result<usize, String> {
+        let newest = newest_per_task(&group.batches);
+        let mut whole = TaskColumns::default();
+        let mut partial = TaskColumns::default();
+        for (task, texts) in &newest {
+            if texts.description.is_some() && texts.metadata.is_some() {
+                whole.push(task, *texts);
+            } else {
+                partial.push(task, *texts);
+            }
+        }
+        let tx = self.client.transaction().await.map_err(pg_error)?;
+        let (upserted, updated) = futures_util::future::try_join(
+            async {
+                if whole.id.is_empty() {
+                    return Ok(Vec::new());
+                }
+                tx.query(&self.upsert, &whole.params()).await
+            },
+            async {
+                if partial.id.is_empty() {
+                    return Ok(Vec::new());
+                }
+                tx.query(&self.update, &partial.params()).await
+            },
+        )
+        .await
+        .map_err(pg_error)?;
+        if updated.len() < partial.id.len() {
+            let found: std::collections::HashSet<String> = updated
+                .iter()
+                .filter_map(|row| row.try_get::<_, String>(0).ok())
+                .collect();
+            let missing = partial
+                .id
+                .iter()
+                .find(|id| !found.contains(*id))
+                .cloned()
+                .unwrap_or_default();
+            return Err(format!(
+                "task {missing}: a record without its description or metadata, and no stored row to keep them from"
+            ));
+        }
+        let mut counts = CountChanges::default();
+        for row in upserted.iter().chain(&updated) {
+            let before: (Option<String>, Option<String>) = (
+                row.try_get(1).map_err(pg_error)?,
+                row.try_get(2).map_err(pg_error)?,
+            );
+            if let (Some(status), Some(priority)) = before {
+                counts.add(status, priority, -1);
+            }
+            counts.add(
+                row.try_get(3).map_err(pg_error)?,
+                row.try_get(4).map_err(pg_error)?,
+                1,
+            );
+        }
+        let rows = newest;
+        let mut n_rows = rows.len();
+        for write in group.batches.iter().flat_map(|batch| &batch.tokens) {
+            match write {
+                TokenWrite::Create {
+                    identity,
+                    hash,
+                    created_at_ms,
+                } => {
+                    let hash = hash.to_vec();
+                    tx.execute(
+                        &self.insert_token,
+                        &[
+                            &identity.kind(),
+                            &identity.name(),
+                            &hash,
+                            &(*created_at_ms as i64),
+                        ],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                }
+                TokenWrite::Revoke { ids, revoked_at_ms } => {
+                    for id in ids {
+                        tx.execute(&self.revoke_token, &[id, &(*revoked_at_ms as i64)])
+                            .await
+                            .map_err(pg_error)?;
+                    }
+                }
+            }
+            n_rows += 1;
+        }
+        for before_ms in &group.purges {
+            let mut deleted = 0;
+            for row in tx
+                .query(&self.purge, &[&(*before_ms as i64)])
+                .await
+                .map_err(pg_error)?
+            {
+                let n: i64 = row.try_get(2).map_err(pg_error)?;
+                deleted += n;
+                counts.add(
+                    row.try_get(0).map_err(pg_error)?,
+                    row.try_get(1).map_err(pg_error)?,
+                    -n,
+                );
+            }
+            if deleted > 0 {
+                tracing::info!(deleted, "retention: deleted old final tasks");
+            }
+        }
+        let (statuses, priorities, deltas) = counts.into_columns();
+        if !deltas.is_empty() {
+            tx.execute(&self.add_counts, &[&statuses, &priorities, &deltas])
+                .await
+                .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(n_rows)
+    }
+}
+
+#[async_trait]
+impl GroupCommit for PgCommit {
+    async fn commit(&mut self, group: &Group) -> Result<usize, String> {
+        self.write(group).await
+    }
+}
+
+/// How the rows of one group change the counts, by status and lane.
+#[derive(Default)]
+struct CountChanges(HashMap<(String, String), i64>);
+
+impl CountChanges {
+    fn add(&mut self, status: String, priority: String, delta: i64) {
+        *self.0.entry((status, priority)).or_insert(0) += delta;
+    }
+
+    /// The changes that are not zero, as three columns.
+    fn into_columns(self) -> (Vec<String>, Vec<String>, Vec<i64>) {
+        let mut columns = (Vec::new(), Vec::new(), Vec::new());
+        for ((status, priority), delta) in self.0 {
+            if delta != 0 {
+                columns.0.push(status);
+                columns.1.push(priority);
+                columns.2.push(delta);
+            }
+        }
+        columns
+    }
+}
+
+fn pg_error(e: tokio_postgres::Error) -> String {
+    DbError::from(e).to_string()
+}
+
+/// Task records as one array per column, for [`upsert_sql`] or [`update_sql`].
+#[derive(Default)]
+struct TaskColumns {
+    id: Vec<String>,
+    description: Vec<Option<String>>,
+    metadata: Vec<Option<String>>,
+    priority: Vec<&'static str>,
+    status: Vec<&'static str>,
+    assigned_to: Vec<Option<String>>,
+    assigned_at: Vec<Option<i64>>,
+    generation: Vec<i64>,
+    retry_count: Vec<i64>,
+    max_retries: Vec<i64>,
+    complete_by: Vec<Option<i64>>,
+    capabilities: Vec<String>,
+    result: Vec<Option<String>>,
+    tokens_used: Vec<Option<i64>>,
+    last_error: Vec<Option<String>>,
+    submitted_by: Vec<Option<String>>,
+    created_at: Vec<i64>,
+    updated_at: Vec<i64>,
+    last_alive_at: Vec<Option<i64>>,
+    queue_seq: Vec<i64>,
+    history: Vec<String>,
+    reclaim_count: Vec<i64>,
+    run_at: Vec<Option<i64>>,
+    depends_on: Vec<Option<String>>,
+    idempotency_key: Vec<Option<String>>,
+}
+
+impl TaskColumns {
+    fn push(&mut self, task: &Task, texts: Texts<'_>) {
+        self.id.push(task.id().to_string());
+        self.description.push(texts.description.map(str::to_owned));
+        self.metadata.push(texts.metadata.map(str::to_owned));
+        self.priority.push(task.priority().as_str());
+        self.status.push(task.status().as_str());
+        self.assigned_to
+            .push(task.assigned_to().map(|a| a.as_str().to_owned()));
+        self.assigned_at
+            .push(task.assigned_at_ms().map(|v| v as i64));
+        self.generation.push(task.generation() as i64);
+        self.retry_count.push(task.retry_count().into());
+        self.max_retries.push(task.max_retries().into());
+        self.complete_by
+            .push(task.complete_by_ms().map(|v| v as i64));
+        self.capabilities.push(db::capabilities_json(task));
+        self.result.push(task.result().map(str::to_owned));
+        self.tokens_used.push(task.tokens_used().map(|v| v as i64));
+        self.last_error.push(task.last_error().map(str::to_owned));
+        self.submitted_by
+            .push(task.submitted_by().map(str::to_owned));
+        self.created_at.push(task.created_at_ms() as i64);
+        self.updated_at.push(task.updated_at_ms() as i64);
+        self.last_alive_at
+            .push(task.last_alive_at_ms().map(|v| v as i64));
+        self.queue_seq.push(task.queue_seq() as i64);
+        self.history.push(db::history_json(task.history()));
+        self.reclaim_count.push(task.reclaim_count().into());
+        self.run_at.push(task.run_at_ms().map(|v| v as i64));
+        self.depends_on.push(db::depends_on_json(task.depends_on()));
+        self.idempotency_key
+            .push(task.idempotency_key().map(str::to_owned));
+    }
+
+    /// The columns in the order of [`TASK_COLUMNS`].
+    fn params(&self) -> [&(dyn ToSql + Sync); 25] {
+        [
+            &self.id,
+            &self.description,
+            &self.metadata,
+            &self.priority,
+            &self.status,
+            &self.assigned_to,
+            &self.assigned_at,
+            &self.generation,
+            &self.retry_count,
+            &self.max_retries,
+            &self.complete_by,
+            &self.capabilities,
+            &self.result,
+            &self.tokens_used,
+            &self.last_error,
+            &self.submitted_by,
+            &self.created_at,
+            &self.updated_at,
+            &self.last_alive_at,
+            &self.queue_seq,
+            &self.history,
+            &self.reclaim_count,
+            &self.run_at,
+            &self.depends_on,
+            &self.idempotency_key,
+        ]
+    }
+}
