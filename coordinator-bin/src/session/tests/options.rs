@@ -199,3 +199,49 @@ fn a_dependents_assignment_carries_its_dependencies_results() {
         serde_json::json!({"a": true, "dependencies": {"dep": {"n": 1}}})
     );
 }
+
+#[test]
+fn two_submits_of_one_key_racing_through_their_lookups_create_one_task() {
+    let mut s = session();
+    connect(&mut s, ConnId::new(1), "a1");
+    // Both are looked up before either is answered: storage knows neither.
+    submit_one(&mut s, 1, keyed("t1", "k"));
+    submit_one(&mut s, 2, keyed("t2", "k"));
+    let lookups: Vec<RequestId> = settle(&mut s)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Lookup { request, .. } => Some(request),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lookups.len(), 2, "both submits are looked up");
+    s.handle_looked_up(T0, lookups[0], Ok(Lookup::default()));
+    let first = receipts(&settle(&mut s));
+    assert_eq!(
+        (first[0].task_id.as_str(), first[0].duplicate),
+        ("t1", false)
+    );
+    // The first task completes and leaves memory before the second lookup
+    // (read before the first commit) comes back saying the key is free.
+    s.handle_message(
+        T0,
+        ConnId::new(1),
+        AgentMessage::TaskComplete {
+            task_id: "t1".into(),
+            generation: 1,
+            result: serde_json::json!({}),
+            tokens_used: None,
+        },
+    );
+    settle(&mut s);
+    assert!(s.scheduler().queue().get(&TaskId::from("t1")).is_none());
+    s.handle_looked_up(T0, lookups[1], Ok(Lookup::default()));
+    let out = settle(&mut s);
+    let again = receipts(&out);
+    assert_eq!(
+        (again[0].task_id.as_str(), again[0].duplicate),
+        ("t1", true),
+        "{out:?}"
+    );
+    assert!(s.scheduler().queue().get(&TaskId::from("t2")).is_none());
+}
