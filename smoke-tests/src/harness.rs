@@ -345,6 +345,49 @@ impl Coordinator {
             _dir: Some(dir),
         };
         c.spawn("127.0.0.1:0");
+        if backend == Backend::Postgres {
+            // Alone on its database, it takes the lease at its first look.
+            c.wait_until_leader();
+        }
+        c
+    }
+
+    /// Waits (bounded) until `/health` says this coordinator leads.
+    pub fn wait_until_leader(&self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if health_role(&self.addr).as_deref() == Some("leader") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the coordinator did not become the leader within {START_TIMEOUT:?}; log tail:\n{}",
+                self.tail.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Another coordinator on the database of `other` (PostgreSQL: it starts
+    /// as a standby while `other` leads), with the same admin token and
+    /// binary, its own log, and `extra_args`.
+    pub fn start_beside(other: &Coordinator, extra_args: &[&str]) -> Coordinator {
+        let dir = TempDir::new("coordinator-test");
+        let mut c = Coordinator {
+            child: Process::default(),
+            binary: other.binary.clone(),
+            addr: String::new(),
+            db: other.db.clone(),
+            backend: other.backend,
+            admin_token: String::new(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            tail: LogTail::default(),
+            dir: dir.path().to_path_buf(),
+            _dir: Some(dir),
+        };
+        std::fs::copy(other.admin_token_file(), c.admin_token_file())
+            .expect("copy the admin token");
+        c.spawn("127.0.0.1:0");
         c
     }
 
@@ -473,6 +516,9 @@ impl Coordinator {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn("127.0.0.1:0");
+        if self.backend == Backend::Postgres {
+            self.wait_until_leader();
+        }
     }
 
     /// The process id.
@@ -504,6 +550,23 @@ impl Coordinator {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
+}
+
+/// The `role` of `GET /health` at `addr`, if it answers.
+fn health_role(addr: &str) -> Option<String> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    let health: serde_json::Value = serde_json::from_str(body).ok()?;
+    health["role"].as_str().map(str::to_owned)
 }
 
 /// Polls `check` until it returns `Some` or `timeout` passes.

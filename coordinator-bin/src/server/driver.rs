@@ -19,6 +19,7 @@ use coordinator_queue::{Task, TaskId};
 use super::auth::Authenticator;
 use super::clock::now_ms;
 use super::events::EventHub;
+use super::lease::Leadership;
 use super::observe;
 use super::store::Store;
 use super::writer::{WriteJob, Writer, WriterReport};
@@ -56,6 +57,8 @@ pub enum Command {
     },
     /// The texts asked for by [`Output::LoadPayload`]s, read together.
     PayloadsLoaded(Vec<PayloadRead>),
+    /// What the leadership lease decided.
+    Leadership(Leadership),
     /// The result of a token check asked for by [`Output::Authenticate`].
     Identity {
         /// The connection that identified.
@@ -103,6 +106,9 @@ pub struct Driver {
     events: Arc<EventHub>,
     /// The session's role, for the HTTP side.
     role: watch::Sender<Role>,
+    /// Set when the lease is lost: the driver stops once the session has
+    /// stepped down and its last outputs are carried out.
+    lost: Option<Fatal>,
 }
 
 impl Driver {
@@ -127,6 +133,7 @@ impl Driver {
             next_request: 1,
             events,
             role: watch::Sender::new(session_role),
+            lost: None,
         }
     }
 
@@ -173,6 +180,10 @@ impl Driver {
                 }
             }
             self.carry_out(now).await?;
+            if let Some(lost) = self.lost.take() {
+                self.events.close();
+                return Err(lost);
+            }
             // One timer, reset only when the deadline moves (or it has fired).
             let next = self.session.poll_timeout();
             if next != deadline || timer_fired {
@@ -237,6 +248,26 @@ impl Driver {
             }
             Command::Identity { conn, identity } => {
                 self.session.handle_identity(now, conn, identity)
+            }
+            Command::Leadership(leadership) => self.on_leadership(now, leadership),
+        }
+    }
+
+    fn on_leadership(&mut self, now: u64, leadership: Leadership) {
+        match leadership {
+            Leadership::LeaderIs(leader_url) => self.session.handle_leader_is(now, leader_url),
+            Leadership::BecameLeader { epoch, records } => {
+                if let Err(e) = self.session.handle_became_leader(now, epoch, records) {
+                    tracing::error!(error = %e, epoch, "cannot serve the epoch taken");
+                    self.lost = Some(Fatal::LeadershipLost(format!(
+                        "cannot serve epoch {epoch}: {e}"
+                    )));
+                }
+            }
+            Leadership::Lost { leader_url, why } => {
+                tracing::error!(reason = %why, leader = ?leader_url, "stopped serving: leadership lost");
+                self.session.handle_leader_is(now, leader_url);
+                self.lost = Some(Fatal::LeadershipLost(why));
             }
         }
     }

@@ -14,6 +14,7 @@ pub(crate) mod driver;
 pub(crate) mod events;
 pub(crate) mod http;
 pub(crate) mod ids;
+pub(crate) mod lease;
 pub(crate) mod metrics;
 pub(crate) mod observe;
 pub(crate) mod serve;

@@ -23,7 +23,9 @@ use crate::server::db;
 use crate::server::driver::{Driver, Inbox};
 use crate::server::events::{self, EventHub};
 use crate::server::http::{self, AppState, BodyLimits};
+use crate::server::lease;
 use crate::server::store::{self, Location, Store};
+use crate::session::lease::{Lease, LeaseConfig};
 use crate::session::{Session, SessionConfig};
 
 type BoxError = Box<dyn std::error::Error>;
@@ -175,16 +177,31 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     };
     // Long descriptions and metadata stay in storage: only their lengths are read.
     let max_inline = config.scheduler.queue.max_inline_payload_bytes;
-    let records = store.load_live_tasks(max_inline).await.map_err(|e| match e {
-        db::DbError::DamagedLive(_) => format!(
-            "{e}. No task was changed and the service did not start: run `coordinator check --db {}` to list every damaged row, repair or remove those rows, and start again",
-            store.describe()
-        ),
-        e => e.to_string(),
-    })?;
-    let n_live = records.len();
-    let session = Session::new(config, now_ms(), records)?;
-    tracing::info!(live_tasks = n_live, elapsed_ms = started.elapsed().as_millis() as u64, db = %store.describe(), "state restored");
+    let lease_sql = store.lease();
+    let session = match &lease_sql {
+        // A shared database: start as a standby; the lease restores the live
+        // state when it takes over.
+        Some(_) => Session::new_standby(config, now_ms(), None)?,
+        None => restore(&*store, config, max_inline, started).await?,
+    };
+    let lease = match lease_sql {
+        Some(sql) => {
+            let advertise_url = match &args.advertise_url {
+                Some(url) => url.clone(),
+                None => format!("http://{}", listener.local_addr()?),
+            };
+            let node_id = format!("{advertise_url}/{}/{}", std::process::id(), now_ms());
+            let config = LeaseConfig::new(
+                node_id,
+                advertise_url,
+                args.lease_renew_ms,
+                args.lease_timeout_ms,
+            )?;
+            tracing::info!(advertise_url = %config.advertise_url, "standing by until the lease is free");
+            Some((Lease::new(config, now_ms()), sql))
+        }
+        None => None,
+    };
 
     let (writer, commits) = store.start_writer().await?;
     let auth = Authenticator::new(store.clone()).await?;
@@ -208,6 +225,16 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         shutdown: shutdown_rx.clone(),
     };
     let mut driver_task = tokio::spawn(driver.run(inbox));
+    let lease_task = lease.map(|(lease, sql)| {
+        tokio::spawn(lease::run(
+            lease,
+            sql,
+            store.clone(),
+            max_inline,
+            commands_tx.clone(),
+            shutdown_rx.clone(),
+        ))
+    });
 
     let request_timeout = Duration::from_millis(args.request_timeout_ms.max(1));
     let state = Arc::new(AppState {
@@ -300,6 +327,9 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         }
     };
     signals.abort();
+    if let Some(lease_task) = lease_task {
+        lease_task.abort();
+    }
     match outcome {
         Ok(Ok(())) => {
             tracing::info!("bye");
@@ -308,6 +338,26 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         Ok(Err(fatal)) => Err(format!("stopped: {fatal}").into()),
         Err(e) => Err(format!("the driver failed: {e}").into()),
     }
+}
+
+/// The live state of a coordinator that always leads, read from `store`.
+async fn restore(
+    store: &dyn Store,
+    config: SessionConfig,
+    max_inline: usize,
+    started: Instant,
+) -> Result<Session, BoxError> {
+    let records = store.load_live_tasks(max_inline).await.map_err(|e| match e {
+        db::DbError::DamagedLive(_) => format!(
+            "{e}. No task was changed and the service did not start: run `coordinator check --db {}` to list every damaged row, repair or remove those rows, and start again",
+            store.describe()
+        ),
+        e => e.to_string(),
+    })?;
+    let n_live = records.len();
+    let session = Session::new(config, now_ms(), records)?;
+    tracing::info!(live_tasks = n_live, elapsed_ms = started.elapsed().as_millis() as u64, db = %store.describe(), "state restored");
+    Ok(session)
 }
 
 #[cfg(unix)]

@@ -145,6 +145,10 @@ pub enum Notice {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Fatal {
+    /// This coordinator lost the leadership lease (or its connection): it
+    /// stopped serving and its write connection is closed.
+    #[error("lost the leadership lease: {0}")]
+    LeadershipLost(String),
     /// The store could not commit a batch.
     #[error("commit failed: {0}")]
     CommitFailed(String),

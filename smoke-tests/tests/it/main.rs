@@ -40,6 +40,7 @@ mod files_logs;
 mod harness;
 mod hostile;
 mod http_limits;
+mod leadership;
 mod operator;
 mod options;
 mod poison;

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use super::auth::TokenList;
 use super::db::{Counts, DamagedRow, DbError, TaskFilter, TaskPage};
 use super::writer::{Writer, WriterReport};
+use crate::session::lease::Observation;
 use crate::session::{Identity, LoadedPayload};
 
 /// The live tokens by digest, and the rows of live tokens that cannot be
@@ -125,6 +126,54 @@ pub trait Store: Send + Sync + 'static {
     /// which it takes for good (direct writes fail afterwards). A failed
     /// commit stops it and is reported on the returned channel.
     async fn start_writer(&self) -> Result<(Writer, watch::Receiver<WriterReport>), DbError>;
+
+    /// The leadership lease on the write connection, for a store several
+    /// coordinators may share (PostgreSQL); `None`: this coordinator always
+    /// leads (SQLite: nobody else can open its file).
+    fn lease(&self) -> Option<Arc<dyn LeaseStore>> {
+        None
+    }
+}
+
+/// The statements of the leadership lease (SPEC 13), each run on the store's
+/// write connection between the writer's groups, as
+/// [`crate::session::lease`] asks for them. No decision here.
+#[async_trait]
+pub trait LeaseStore: Send + Sync + 'static {
+    /// [`Decision::Observe`](crate::session::lease::Decision::Observe): the
+    /// database's clock, the lease row, and whether this connection holds
+    /// (or just took) the advisory lock.
+    async fn observe(&self) -> Result<Observation, DbError>;
+
+    /// [`Decision::Renew`](crate::session::lease::Decision::Renew): true if
+    /// the row of `node_id` and `epoch` was renewed.
+    async fn renew(&self, node_id: &str, epoch: u64) -> Result<bool, DbError>;
+
+    /// [`Decision::TakeOver`](crate::session::lease::Decision::TakeOver): true
+    /// if the lock was taken and the row written, in one transaction.
+    async fn take_over(&self, take: &TakeOver<'_>) -> Result<bool, DbError>;
+
+    /// Closes the write connection for good: its lock goes with it, and every
+    /// later write (of the writer too) fails.
+    async fn close(&self);
+}
+
+/// What a takeover writes, and the row it expects to replace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakeOver<'a> {
+    /// This coordinator's `leader_id`.
+    pub node_id: &'a str,
+    /// Its `advertise_url`.
+    pub advertise_url: &'a str,
+    /// The old leader's backend to terminate first.
+    pub terminate_backend: Option<i32>,
+    /// The row's `(epoch, renewed_at_ms)` as observed; `None`: no row.
+    pub expected: Option<(u64, u64)>,
+    /// The epoch to write.
+    pub epoch: u64,
+    /// The lease timeout: a backend is terminated only if the row is still
+    /// older than this by the database's clock.
+    pub timeout_ms: u64,
 }
 
 /// The database named by `--db`: a PostgreSQL URL, or a SQLite file.

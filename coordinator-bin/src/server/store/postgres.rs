@@ -13,10 +13,12 @@
 //! here, so what can be damaged is the content of text columns (an unknown
 //! status, a history or metadata that does not parse), not their types.
 
+mod lease;
 mod schema;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,7 +30,7 @@ use tokio::sync::watch;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
-use super::{KeyedTask, LiveTokens, PayloadResult, Store};
+use super::{KeyedTask, LeaseStore, LiveTokens, PayloadResult, Store};
 use crate::server::auth::TokenList;
 use crate::server::db::{
     self, Counts, DamagedRow, DbError, Table, TaskFilter, TaskPage, TextColumns, Texts,
@@ -52,10 +54,14 @@ const IDLE_READERS: usize = 8;
 pub struct PgStore {
     config: Config,
     describe: String,
-    /// The one connection that writes, until the writer takes it. The leader
-    /// lease will hold its session advisory lock on exactly this connection,
-    /// so that every write dies with the lock.
-    write: tokio::sync::Mutex<Option<Client>>,
+    /// The one connection that writes: direct writes until the writer
+    /// starts, then the writer's groups and the lease's statements, one at a
+    /// time. The lease holds its session advisory lock on exactly this
+    /// connection, so every write dies with the lock; `None` once closed
+    /// (leadership lost), after which nothing more is written.
+    write: WriteSlot,
+    /// True once the writer runs (direct writes are refused then).
+    writer_started: AtomicBool,
     /// Idle read connections.
     readers: Mutex<Vec<Client>>,
 }
@@ -77,7 +83,8 @@ impl PgStore {
         Ok(PgStore {
             config,
             describe,
-            write: tokio::sync::Mutex::new(Some(write)),
+            write: Arc::new(WriteConn::new(write)),
+            writer_started: AtomicBool::new(false),
             readers: Mutex::new(Vec::new()),
         })
     }
@@ -123,13 +130,43 @@ impl PgStore {
             Box<dyn std::future::Future<Output = Result<T, DbError>> + Send + 'c>,
         >,
     {
-        let write = self.write.lock().await;
+        let write = self.write.client.lock().await;
+        if self.writer_started.load(Ordering::SeqCst) {
+            return Err(DbError::Unavailable(
+                "the writer holds the write connection".to_owned(),
+            ));
+        }
         match write.as_ref() {
             Some(client) => f(client).await,
             None => Err(DbError::Unavailable(
-                "the writer holds the write connection".to_owned(),
+                "the write connection is closed".to_owned(),
             )),
         }
+    }
+}
+
+/// The write connection, shared by the writer and the lease.
+type WriteSlot = Arc<WriteConn>;
+
+/// The one write connection and whether it was closed for good.
+struct WriteConn {
+    /// The connection; `None` once closed.
+    client: tokio::sync::Mutex<Option<Client>>,
+    /// Set (without waiting for the connection) when leadership is lost: no
+    /// transaction begins or commits afterwards.
+    closed: AtomicBool,
+}
+
+impl WriteConn {
+    fn new(client: Client) -> WriteConn {
+        WriteConn {
+            client: tokio::sync::Mutex::new(Some(client)),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 }
 
@@ -710,14 +747,17 @@ impl Store for PgStore {
     }
 
     async fn start_writer(&self) -> Result<(Writer, watch::Receiver<WriterReport>), DbError> {
-        let client = self
-            .write
-            .lock()
-            .await
-            .take()
-            .ok_or_else(|| DbError::Unavailable("the writer was started already".to_owned()))?;
-        let commit = PgCommit::prepare(client).await?;
+        if self.writer_started.swap(true, Ordering::SeqCst) {
+            return Err(DbError::Unavailable(
+                "the writer was started already".to_owned(),
+            ));
+        }
+        let commit = PgCommit::prepare(self.write.clone()).await?;
         Ok(Writer::start_async(self.describe(), commit))
+    }
+
+    fn lease(&self) -> Option<Arc<dyn LeaseStore>> {
+        Some(Arc::new(lease::PgLease::new(self.write.clone())))
     }
 }
 
@@ -819,7 +859,7 @@ const ADD_COUNTS: &str = "UPDATE task_counts SET n = n + d.delta FROM unnest($1:
 
 /// The writer's connection and its prepared statements.
 struct PgCommit {
-    client: Client,
+    client: WriteSlot,
     upsert: Statement,
     update: Statement,
     insert_token: Statement,
@@ -829,7 +869,11 @@ struct PgCommit {
 }
 
 impl PgCommit {
-    async fn prepare(client: Client) -> Result<PgCommit, DbError> {
+    async fn prepare(slot: WriteSlot) -> Result<PgCommit, DbError> {
+        let guard = slot.client.lock().await;
+        let client = guard
+            .as_ref()
+            .ok_or_else(|| DbError::Unavailable("the write connection is closed".to_owned()))?;
         Ok(PgCommit {
             upsert: client.prepare(&upsert_sql()).await?,
             update: client.prepare(&update_sql()).await?,
@@ -837,7 +881,7 @@ impl PgCommit {
             revoke_token: client.prepare(REVOKE_TOKEN_ROW).await?,
             purge: client.prepare(PURGE).await?,
             add_counts: client.prepare(ADD_COUNTS).await?,
-            client,
+            client: slot.clone(),
         })
     }
 
@@ -853,7 +897,14 @@ impl PgCommit {
                 partial.push(task, *texts);
             }
         }
-        let tx = self.client.transaction().await.map_err(pg_error)?;
+        const CLOSED: &str = "the write connection is closed (this coordinator lost the lease)";
+        let mut slot = self.client.client.lock().await;
+        // Closed when leadership was lost: nothing more may be written.
+        let client = slot
+            .as_mut()
+            .filter(|_| !self.client.is_closed())
+            .ok_or_else(|| CLOSED.to_owned())?;
+        let tx = client.transaction().await.map_err(pg_error)?;
         let (upserted, updated) = futures_util::future::try_join(
             async {
                 if whole.id.is_empty() {
@@ -956,6 +1007,10 @@ impl PgCommit {
             tx.execute(&self.add_counts, &[&statuses, &priorities, &deltas])
                 .await
                 .map_err(pg_error)?;
+        }
+        if self.client.is_closed() {
+            // Dropping the transaction rolls it back.
+            return Err(CLOSED.to_owned());
         }
         tx.commit().await.map_err(pg_error)?;
         Ok(n_rows)

@@ -8,7 +8,7 @@ use tokio_postgres::Client;
 use crate::server::db::DbError;
 
 /// The schema version this binary writes.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// The key of the advisory lock taken while migrating ("COOR" + 1).
 const MIGRATION_LOCK: i64 = 0x434F_4F52_0001;
@@ -78,6 +78,18 @@ BEGIN
 EXCEPTION WHEN others THEN
     RETURN false;
 END $$;
+"#,
+    r#"
+-- The leadership lease (SPEC 13): one row, written only by the connection that
+-- holds the lease's session advisory lock.
+CREATE TABLE coordinator_lease (
+    id INT PRIMARY KEY CHECK (id = 1),
+    leader_id TEXT NOT NULL,
+    advertise_url TEXT NOT NULL,
+    backend_pid INT NOT NULL,
+    epoch BIGINT NOT NULL,
+    renewed_at TIMESTAMPTZ NOT NULL
+);
 "#,
     r#"
 -- Submit options: run later (run_at), run after (depends_on, a JSON list of
