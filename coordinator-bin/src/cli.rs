@@ -281,6 +281,28 @@ pub struct ClientArgs {
     pub json: bool,
 }
 
+/// A delay given as milliseconds, or a number with `ms`, `s`, `m` or `h`.
+pub fn parse_delay_ms(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a delay such as 1500, 1500ms, 2s, 5m or 1h"))?;
+    let per_unit: u64 = match unit.trim() {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        other => return Err(format!("unknown unit `{other}` (use ms, s, m or h)")),
+    };
+    number
+        .checked_mul(per_unit)
+        .ok_or_else(|| format!("`{text}` is too long a delay"))
+}
+
 /// The client subcommands (they talk to a running coordinator over HTTP).
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
@@ -300,6 +322,24 @@ pub enum ClientCommand {
         /// Failures retried before the dead letter.
         #[arg(long)]
         max_retries: Option<u32>,
+        /// Run not before this time, in milliseconds since the Unix epoch (the
+        /// task is `scheduled` until then).
+        #[arg(long, conflicts_with = "delay")]
+        run_at: Option<u64>,
+        /// Run not before this long after the submission: milliseconds, or a
+        /// number with `ms`, `s`, `m` or `h` (`--delay 2s`).
+        #[arg(long, value_parser = parse_delay_ms)]
+        delay: Option<u64>,
+        /// Submit once: a repeat with the same key (from the same token)
+        /// returns the first task instead of creating another, even with a
+        /// different body.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Run only after this task has completed (`waiting` until then; a
+        /// dependency that fails or is cancelled cancels this task); repeat
+        /// for several, at most 100.
+        #[arg(long = "depends-on")]
+        depends_on: Vec<String>,
         /// Follow the task (over the event stream) until it is final and print
         /// its result; exit non-zero unless it completed.
         #[arg(long)]
@@ -310,7 +350,8 @@ pub enum ClientCommand {
     },
     /// List tasks.
     Tasks {
-        /// Only this status (queued, assigned, working, completed, dead_letter, cancelled).
+        /// Only this status (scheduled, waiting, queued, assigned, working,
+        /// completed, dead_letter, cancelled).
         #[arg(long)]
         status: Option<String>,
         /// Only this lane.

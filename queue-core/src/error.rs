@@ -26,6 +26,32 @@ pub enum SubmitError {
         /// The time of the submission.
         now_ms: u64,
     },
+    /// Both `run_at` and `delay_ms` were given.
+    #[error("give run_at or delay_ms, not both")]
+    RunAtAndDelay,
+    /// More dependencies than [`MAX_DEPENDENCIES`](crate::MAX_DEPENDENCIES).
+    #[error("{0} dependencies given, at most 100 are allowed")]
+    TooManyDependencies(usize),
+    /// A dependency is neither live nor settled in storage (unknown, or
+    /// deleted by retention).
+    #[error("unknown dependency `{0}`")]
+    UnknownDependency(TaskId),
+    /// A dependency already ended in the dead letter or was cancelled.
+    #[error("dependency `{id}` is {status}: this task could never run")]
+    DependencyFailed {
+        /// The dependency.
+        id: TaskId,
+        /// Its final status.
+        status: Status,
+    },
+    /// The idempotency key is empty or longer than
+    /// [`MAX_IDEMPOTENCY_KEY_BYTES`](crate::MAX_IDEMPOTENCY_KEY_BYTES).
+    #[error("the idempotency key must be 1 to 256 bytes, not {0}")]
+    BadIdempotencyKey(usize),
+    /// A live task of the same submitter has this idempotency key: the caller
+    /// answers with that task (a duplicate), not an error.
+    #[error("task `{0}` was already submitted with this idempotency key")]
+    DuplicateKey(TaskId),
 }
 
 /// Why an operation on an existing task was refused.
@@ -77,6 +103,32 @@ pub enum InvalidTask {
     /// A queued task names a holder.
     #[error("task `{0}` is queued but has a holder")]
     QueuedWithHolder(TaskId),
+    /// A scheduled or waiting task names a holder.
+    #[error("task `{task_id}` is {status} but has a holder")]
+    PendingWithHolder {
+        /// The task.
+        task_id: TaskId,
+        /// Its status.
+        status: Status,
+    },
+    /// A scheduled task has no `run_at`.
+    #[error("task `{0}` is scheduled but has no run_at")]
+    ScheduledWithoutRunAt(TaskId),
+    /// A waiting task has no dependencies.
+    #[error("task `{0}` is waiting but depends on nothing")]
+    WaitingWithoutDependencies(TaskId),
+    /// More dependencies than [`MAX_DEPENDENCIES`](crate::MAX_DEPENDENCIES).
+    #[error("task `{task_id}` has {n} dependencies (at most 100)")]
+    TooManyDependencies {
+        /// The task.
+        task_id: TaskId,
+        /// How many it has.
+        n: usize,
+    },
+    /// An idempotency key longer than
+    /// [`MAX_IDEMPOTENCY_KEY_BYTES`](crate::MAX_IDEMPOTENCY_KEY_BYTES).
+    #[error("task `{0}` has an idempotency key over 256 bytes")]
+    IdempotencyKeyTooLong(TaskId),
     /// A held task at generation 0 (every assignment bumps the generation).
     #[error("task `{0}` is held at generation 0")]
     HeldAtGenerationZero(TaskId),

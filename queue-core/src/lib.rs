@@ -77,11 +77,11 @@ pub use ids::{AgentId, TaskId};
 pub use payload::Payload;
 pub use queue::{
     Completion, FailOutcome, Queue, QueueConfig, ReclaimOutcome, Reclaimed, Recovery, Stats, Swept,
-    DEADLINE_EXCEEDED, TOO_MANY_RECLAIMS,
+    DEADLINE_EXCEEDED, DEPENDENCY_FAILED, TOO_MANY_RECLAIMS,
 };
 pub use task::{
     HistoryEntry, HistoryEvent, Holder, NewTask, Priority, ReclaimReason, Status, Task, TaskParts,
-    UnknownPriority, UnknownStatus, HISTORY_CAP,
+    UnknownPriority, UnknownStatus, HISTORY_CAP, MAX_DEPENDENCIES, MAX_IDEMPOTENCY_KEY_BYTES,
 };
 
 #[cfg(any(test, feature = "testing"))]

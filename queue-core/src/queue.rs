@@ -1,6 +1,6 @@
 //! The queue state machine: live tasks, lanes, fencing, retries and sweeps.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use crate::Holder;
 use std::sync::Arc;
@@ -8,7 +8,8 @@ use std::sync::Arc;
 use crate::index::GroupedIndex;
 use crate::{
     AgentId, Capabilities, Change, HistoryEvent, NewTask, Payload, Priority, ReclaimReason,
-    RestoreError, Status, SubmitError, Task, TaskError, TaskId,
+    RestoreError, Status, SubmitError, Task, TaskError, TaskId, MAX_DEPENDENCIES,
+    MAX_IDEMPOTENCY_KEY_BYTES,
 };
 
 /// Settings of a [`Queue`].
@@ -37,6 +38,9 @@ pub struct QueueConfig {
 pub const TOO_MANY_RECLAIMS: &str = "too_many_reclaims";
 /// `last_error` of a task failed by the sweep because its `complete_by` passed.
 pub const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
+/// Start of the `last_error` of a task cancelled because a dependency ended in
+/// the dead letter or was cancelled; the dependency's id follows the colon.
+pub const DEPENDENCY_FAILED: &str = "dependency_failed";
 
 impl QueueConfig {
     /// Sets [`QueueConfig::default_max_retries`].
@@ -213,7 +217,7 @@ pub enum Recovery {
 #[non_exhaustive]
 pub struct Stats {
     /// Live tasks by status, indexed like [`Status::ALL`] (final statuses are always 0).
-    pub by_status: [usize; 6],
+    pub by_status: [usize; 8],
     /// Live tasks by lane, indexed by [`Priority::rank`].
     pub by_priority: [usize; 4],
 }
@@ -241,6 +245,11 @@ impl Stats {
 ///    with the current time in milliseconds since the Unix epoch.
 /// 3. After every input, drain [`Queue::poll_change`] until it returns `None`, persist
 ///    those records, and only then acknowledge the input to whoever asked.
+/// 4. Call [`Queue::handle_timeout`] at the time [`Queue::poll_timeout`] gives
+///    (scheduled tasks whose `run_at` came are released into their lanes), and
+///    drain [`Queue::poll_released`] after every input: the tasks that entered
+///    a lane by a release (also when their last dependency completed), to be
+///    offered to agents.
 ///
 /// An operation that returns an error changed nothing and emitted nothing.
 /// A task that reaches a final state leaves the queue: its last record comes out as
@@ -260,6 +269,20 @@ pub struct Queue {
     empty_metadata: Option<Arc<str>>,
     next_seq: u64,
     changes: VecDeque<Change>,
+    /// Scheduled tasks by `run_at` (then place), and waiting tasks found with
+    /// no live dependency at restore (time 0): what [`Queue::handle_timeout`]
+    /// releases.
+    timers: BTreeSet<(u64, u64, TaskId)>,
+    /// Per live dependency, the waiting tasks that depend on it (entries of
+    /// tasks no longer waiting are skipped on use).
+    dependents: HashMap<TaskId, Vec<TaskId>>,
+    /// Per waiting task, how many of its dependencies are not completed yet.
+    pending: HashMap<TaskId, usize>,
+    /// The live task of each (submitter, idempotency key).
+    keys: HashMap<(Box<str>, Box<str>), TaskId>,
+    /// Tasks that entered the queue through a release (their time came, their
+    /// last dependency completed) since the last [`Queue::poll_released`].
+    released: VecDeque<TaskId>,
 }
 
 impl Queue {
@@ -307,11 +330,34 @@ impl Queue {
             queue.elide_payloads(&mut task);
             match task.status {
                 Status::Queued => queue.index_queued(&task),
+                Status::Scheduled => {
+                    let run_at_ms = task.run_at_ms.unwrap_or(0);
+                    queue
+                        .timers
+                        .insert((run_at_ms, task.queue_seq, task.id.clone()));
+                }
+                Status::Waiting => {}
                 _ => {
                     queue.held.insert(task.id.clone());
                 }
             }
+            queue.index_key(&task);
             queue.tasks.insert(task.id.clone(), task);
+        }
+        // Dependencies are counted once every live record is in: one that is
+        // not live any more was completed (a failed one cancels its dependents
+        // in the same records).
+        let waiting: Vec<(TaskId, u64, Vec<TaskId>)> = queue
+            .tasks
+            .values()
+            .filter(|t| t.status == Status::Waiting)
+            .map(|t| (t.id.clone(), t.queue_seq, t.depends_on.to_vec()))
+            .collect();
+        for (id, queue_seq, depends_on) in waiting {
+            let n = queue.watch_dependencies(&id, &depends_on);
+            if n == 0 {
+                queue.timers.insert((0, queue_seq, id));
+            }
         }
         Ok(queue)
     }
@@ -340,17 +386,70 @@ impl Queue {
                 now_ms,
             });
         }
+        if new.run_at_ms.is_some() && new.delay_ms.is_some() {
+            return Err(SubmitError::RunAtAndDelay);
+        }
+        if let Some(key) = &new.idempotency_key {
+            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+                return Err(SubmitError::BadIdempotencyKey(key.len()));
+            }
+            if let Some(first) = self.find_by_key(new.submitted_by.as_deref(), key) {
+                return Err(SubmitError::DuplicateKey(first.clone()));
+            }
+        }
         if self.tasks.contains_key(&new.id) {
             return Err(SubmitError::DuplicateId(new.id.clone()));
+        }
+        if new.depends_on.len() > MAX_DEPENDENCIES {
+            return Err(SubmitError::TooManyDependencies(new.depends_on.len()));
+        }
+        for dep in &new.depends_on {
+            if self.tasks.contains_key(dep) {
+                continue;
+            }
+            let settled = new
+                .settled_dependencies
+                .iter()
+                .find(|(id, _)| id == dep)
+                .map(|(_, status)| *status);
+            match settled {
+                Some(Status::Completed) => {}
+                Some(status) if status.is_final() => {
+                    return Err(SubmitError::DependencyFailed {
+                        id: dep.clone(),
+                        status,
+                    })
+                }
+                _ => return Err(SubmitError::UnknownDependency(dep.clone())),
+            }
         }
         Ok(())
     }
 
-    /// Adds a task at the back of its lane. The record emitted carries the
-    /// description and metadata; the queue keeps them only if they are short
-    /// (see [`QueueConfig::max_inline_payload_bytes`]).
+    /// The live task that `submitter` submitted with idempotency `key`, if any.
+    /// (Final tasks are out of the core: storage answers for them.)
+    pub fn find_by_key(&self, submitter: Option<&str>, key: &str) -> Option<&TaskId> {
+        let lookup: (Box<str>, Box<str>) = (submitter.unwrap_or("").into(), key.into());
+        self.keys.get(&lookup)
+    }
+
+    /// Adds a task at the back of its lane; or, with dependencies not yet
+    /// completed, as `waiting`; or, with a `run_at` after `now_ms`, as
+    /// `scheduled` (see [`Queue::handle_timeout`]). The record emitted carries
+    /// the description and metadata; the queue keeps them only if they are
+    /// short (see [`QueueConfig::max_inline_payload_bytes`]).
+    ///
+    /// A task that is scheduled or waiting takes its place in its lane when it
+    /// is released (at its `run_at`, or when its last dependency completes),
+    /// behind the tasks queued before that moment.
     pub fn submit(&mut self, now_ms: u64, new: NewTask) -> Result<&Task, SubmitError> {
         self.check_submission(now_ms, &new)?;
+        let mut depends_on: Vec<TaskId> = Vec::with_capacity(new.depends_on.len());
+        for dep in new.depends_on {
+            if !depends_on.contains(&dep) {
+                depends_on.push(dep);
+            }
+        }
         let needed_capabilities =
             self.intern_capabilities(Capabilities::new(new.needed_capabilities));
         let submitted_by = new
@@ -379,12 +478,142 @@ impl Queue {
             updated_at_ms: now_ms,
             queue_seq: seq,
             history: Vec::with_capacity(1),
+            run_at_ms: new
+                .run_at_ms
+                .or_else(|| new.delay_ms.map(|d| now_ms.saturating_add(d))),
+            depends_on: depends_on.into_boxed_slice(),
+            idempotency_key: new.idempotency_key.map(String::into_boxed_str),
         });
         task.record(now_ms, HistoryEvent::Submitted, String::new());
-        self.index_queued(&task);
+        let n_pending = self.watch_dependencies(&task.id, &task.depends_on);
+        if n_pending > 0 {
+            task.status = Status::Waiting;
+        } else if task.run_at_ms.is_some_and(|at| at > now_ms) {
+            task.status = Status::Scheduled;
+            let run_at_ms = task.run_at_ms.unwrap_or(now_ms);
+            self.timers.insert((run_at_ms, seq, task.id.clone()));
+        } else {
+            self.index_queued(&task);
+        }
+        self.index_key(&task);
         self.changes.push_back(Change::Updated(Task::clone(&task)));
         self.elide_payloads(&mut task);
         Ok(self.tasks.entry(new.id).or_insert(task))
+    }
+
+    /// Counts the live dependencies of the waiting task `id` and registers it
+    /// as their dependent; returns the count.
+    fn watch_dependencies(&mut self, id: &TaskId, depends_on: &[TaskId]) -> usize {
+        let live: Vec<&TaskId> = depends_on
+            .iter()
+            .filter(|dep| self.tasks.contains_key(*dep))
+            .collect();
+        for dep in &live {
+            self.dependents
+                .entry((*dep).clone())
+                .or_default()
+                .push(id.clone());
+        }
+        let n = live.len();
+        if n > 0 {
+            self.pending.insert(id.clone(), n);
+        }
+        n
+    }
+
+    fn index_key(&mut self, task: &Task) {
+        if let Some(key) = &task.idempotency_key {
+            let submitter: Box<str> = task.submitted_by.as_deref().unwrap_or("").into();
+            self.keys
+                .entry((submitter, key.clone()))
+                .or_insert_with(|| task.id.clone());
+        }
+    }
+
+    /// When [`Queue::handle_timeout`] must be called next: the earliest
+    /// `run_at` of a scheduled task.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.timers.first().map(|(at, _, _)| *at)
+    }
+
+    /// Releases every scheduled task whose `run_at` is at or before `now_ms`
+    /// into its lane, in `run_at` order (each takes the next place there). The
+    /// released tasks come out of [`Queue::poll_released`].
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        while self.timers.first().is_some_and(|(at, _, _)| *at <= now_ms) {
+            let Some((_, _, id)) = self.timers.pop_first() else {
+                break;
+            };
+            let status = self.tasks.get(&id).map(|t| t.status);
+            match status {
+                Some(Status::Scheduled) => self.release(now_ms, &id),
+                Some(Status::Waiting) => {
+                    self.pending.remove(&id);
+                    self.dependencies_done(now_ms, &id);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The next task that entered the queue through a release (its `run_at`
+    /// came, or its last dependency completed) and must be offered to agents.
+    #[must_use]
+    pub fn poll_released(&mut self) -> Option<TaskId> {
+        self.released.pop_front()
+    }
+
+    /// Live tasks that are scheduled or waiting, in no particular order.
+    pub fn pending(&self) -> impl Iterator<Item = &Task> + '_ {
+        self.tasks
+            .values()
+            .map(|t| &**t)
+            .filter(|t| t.status.is_pending())
+    }
+
+    /// The waiting task `id` has every dependency completed: scheduled if its
+    /// `run_at` is still ahead, queued otherwise.
+    fn dependencies_done(&mut self, now_ms: u64, id: &TaskId) {
+        let Some(task) = self.tasks.get_mut(id) else {
+            return;
+        };
+        match task.run_at_ms.filter(|at| *at > now_ms) {
+            Some(run_at_ms) => {
+                task.status = Status::Scheduled;
+                task.record(
+                    now_ms,
+                    HistoryEvent::Released,
+                    format!("dependencies completed; scheduled for {run_at_ms}"),
+                );
+                self.timers.insert((run_at_ms, task.queue_seq, id.clone()));
+                self.emit(id);
+            }
+            None => self.release(now_ms, id),
+        }
+    }
+
+    /// A scheduled or waiting task enters its lane, at the back.
+    fn release(&mut self, now_ms: u64, id: &TaskId) {
+        let seq = self.next_seq;
+        let Some(task) = self.tasks.get_mut(id) else {
+            return;
+        };
+        let details = if task.status == Status::Scheduled {
+            format!("run_at={}", task.run_at_ms.unwrap_or(now_ms))
+        } else {
+            "dependencies completed".to_owned()
+        };
+        self.next_seq += 1;
+        task.queue_seq = seq;
+        task.status = Status::Queued;
+        task.record(now_ms, HistoryEvent::Released, details);
+        let task = &self.tasks[id];
+        let key = QueueKey::of(task);
+        self.queued
+            .insert(&task.needed_capabilities, key, task.id.clone());
+        self.queued_by_lane[key.rank() as usize] += 1;
+        self.emit(id);
+        self.released.push_back(id.clone());
     }
 
     /// A live task.
@@ -749,10 +978,20 @@ impl Queue {
             .assigned_to()
             .cloned()
             .filter(|_| task.status.is_held());
-        let was_queued = task.status == Status::Queued;
+        let status = task.status;
         let task_id = task.id.clone();
-        if was_queued {
-            self.unindex_queued(&task_id);
+        let run_at_ms = task.run_at_ms.unwrap_or(0);
+        let queue_seq = task.queue_seq;
+        match status {
+            Status::Queued => self.unindex_queued(&task_id),
+            Status::Scheduled => {
+                self.timers.remove(&(run_at_ms, queue_seq, task_id.clone()));
+            }
+            Status::Waiting => {
+                self.pending.remove(&task_id);
+                self.timers.remove(&(0, queue_seq, task_id.clone()));
+            }
+            _ => {}
         }
         let task = self.tasks.get_mut(id).expect("live");
         task.status = Status::Cancelled;
@@ -785,6 +1024,7 @@ impl Queue {
         self.next_seq += 1;
         task.record(now_ms, HistoryEvent::Requeued, String::new());
         self.index_queued(&task);
+        self.index_key(&task);
         self.changes.push_back(Change::Updated(Task::clone(&task)));
         self.elide_payloads(&mut task);
         self.tasks.insert(task.id.clone(), task);
@@ -961,12 +1201,68 @@ impl Queue {
         shared
     }
 
-    /// Moves a task that just reached a final state out of the core.
+    /// Moves a task that just reached a final state out of the core; its
+    /// waiting dependents are released when it completed, and cancelled (and
+    /// theirs after them) when it did not.
     fn finalize(&mut self, id: &TaskId) {
-        let task = self.tasks.remove(id).expect("finalize of a live task");
-        debug_assert!(task.status.is_final());
-        self.held.remove(id);
-        self.changes.push_back(Change::Finalized(*task));
+        let now_ms;
+        let mut ended = vec![{
+            let task = self.tasks.remove(id).expect("finalize of a live task");
+            debug_assert!(task.status.is_final());
+            now_ms = task.updated_at_ms;
+            self.held.remove(id);
+            self.forget_key(&task);
+            let status = task.status;
+            self.changes.push_back(Change::Finalized(*task));
+            (id.clone(), status)
+        }];
+        while let Some((dep, status)) = ended.pop() {
+            let Some(dependents) = self.dependents.remove(&dep) else {
+                continue;
+            };
+            for waiting in dependents {
+                let is_waiting = self
+                    .tasks
+                    .get(&waiting)
+                    .is_some_and(|t| t.status == Status::Waiting);
+                if !is_waiting {
+                    continue;
+                }
+                if status == Status::Completed {
+                    let left = self.pending.get_mut(&waiting).map(|n| {
+                        *n = n.saturating_sub(1);
+                        *n
+                    });
+                    if left == Some(0) {
+                        self.pending.remove(&waiting);
+                        self.dependencies_done(now_ms, &waiting);
+                    }
+                    continue;
+                }
+                self.pending.remove(&waiting);
+                let Some(mut task) = self.tasks.remove(&waiting) else {
+                    continue;
+                };
+                let error = format!("{DEPENDENCY_FAILED}:{dep}");
+                task.status = Status::Cancelled;
+                task.last_error = Some(error.as_str().into());
+                task.record(now_ms, HistoryEvent::Cancelled, format!("error={error}"));
+                self.timers.remove(&(0, task.queue_seq, waiting.clone()));
+                self.forget_key(&task);
+                self.changes.push_back(Change::Finalized(*task));
+                ended.push((waiting, Status::Cancelled));
+            }
+        }
+    }
+
+    fn forget_key(&mut self, task: &Task) {
+        if let Some(key) = &task.idempotency_key {
+            let submitter: Box<str> = task.submitted_by.as_deref().unwrap_or("").into();
+            let lookup = (submitter, key.clone());
+            if self.keys.get(&lookup) == Some(&task.id) {
+                self.keys.remove(&lookup);
+            }
+        }
     }
 }
 

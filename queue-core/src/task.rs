@@ -89,6 +89,10 @@ impl FromStr for Priority {
     serde(rename_all = "snake_case")
 )]
 pub enum Status {
+    /// Submitted with a `run_at` in the future: queued at that time.
+    Scheduled,
+    /// Submitted with dependencies: queued once every one of them is completed.
+    Waiting,
     /// Waiting in its lane for an agent.
     Queued,
     /// Pushed to an agent that has not accepted it yet.
@@ -105,7 +109,9 @@ pub enum Status {
 
 impl Status {
     /// Every status, in life order.
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 8] = [
+        Status::Scheduled,
+        Status::Waiting,
         Status::Queued,
         Status::Assigned,
         Status::Working,
@@ -114,9 +120,12 @@ impl Status {
         Status::Cancelled,
     ];
 
-    /// The wire name (`queued`, `assigned`, `working`, `completed`, `dead_letter`, `cancelled`).
+    /// The wire name (`scheduled`, `waiting`, `queued`, `assigned`, `working`,
+    /// `completed`, `dead_letter`, `cancelled`).
     pub fn as_str(self) -> &'static str {
         match self {
+            Status::Scheduled => "scheduled",
+            Status::Waiting => "waiting",
             Status::Queued => "queued",
             Status::Assigned => "assigned",
             Status::Working => "working",
@@ -137,6 +146,11 @@ impl Status {
     /// True while an agent holds the task (`assigned` or `working`).
     pub fn is_held(self) -> bool {
         matches!(self, Status::Assigned | Status::Working)
+    }
+
+    /// True while the task is not yet in its lane (`scheduled` or `waiting`).
+    pub fn is_pending(self) -> bool {
+        matches!(self, Status::Scheduled | Status::Waiting)
     }
 }
 
@@ -228,11 +242,13 @@ pub enum HistoryEvent {
     Cancelled,
     /// Put back to the queue from the dead letter by an operator.
     Requeued,
+    /// Became queued: its `run_at` came, or its last dependency completed.
+    Released,
 }
 
 impl HistoryEvent {
     /// Every event.
-    pub const ALL: [HistoryEvent; 11] = [
+    pub const ALL: [HistoryEvent; 12] = [
         HistoryEvent::Submitted,
         HistoryEvent::Assigned,
         HistoryEvent::Accepted,
@@ -244,6 +260,7 @@ impl HistoryEvent {
         HistoryEvent::Recovered,
         HistoryEvent::Cancelled,
         HistoryEvent::Requeued,
+        HistoryEvent::Released,
     ];
 
     /// The stable snake_case name used on the wire.
@@ -260,6 +277,7 @@ impl HistoryEvent {
             HistoryEvent::Recovered => "recovered",
             HistoryEvent::Cancelled => "cancelled",
             HistoryEvent::Requeued => "requeued",
+            HistoryEvent::Released => "released",
         }
     }
 
@@ -321,7 +339,28 @@ pub struct NewTask {
     pub needed_capabilities: Vec<String>,
     /// Who submitted it (the token's name), for the record.
     pub submitted_by: Option<String>,
+    /// Not before this time (ms since the Unix epoch): `scheduled` until then.
+    /// A time not after the submission queues the task at once.
+    pub run_at_ms: Option<u64>,
+    /// Not before this long after the submission: `run_at_ms` is then the
+    /// submission time plus this (giving both is refused).
+    pub delay_ms: Option<u64>,
+    /// Tasks that must be completed first (at most [`MAX_DEPENDENCIES`]):
+    /// `waiting` until then. Each must be live in the queue or named in
+    /// `settled_dependencies`.
+    pub depends_on: Vec<TaskId>,
+    /// Dependencies that are no longer live, with the final status storage
+    /// holds for them: the caller reads them (the queue keeps only live tasks).
+    pub settled_dependencies: Vec<(TaskId, Status)>,
+    /// Submit once: a second task of the same submitter with the same key is
+    /// the first one (at most [`MAX_IDEMPOTENCY_KEY_BYTES`] bytes).
+    pub idempotency_key: Option<String>,
 }
+
+/// The most dependencies a task may have.
+pub const MAX_DEPENDENCIES: usize = 100;
+/// The longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 
 impl NewTask {
     /// A normal-priority task with no metadata, capabilities or deadline.
@@ -335,7 +374,34 @@ impl NewTask {
             complete_by_ms: None,
             needed_capabilities: Vec::new(),
             submitted_by: None,
+            run_at_ms: None,
+            delay_ms: None,
+            depends_on: Vec::new(),
+            settled_dependencies: Vec::new(),
+            idempotency_key: None,
         }
+    }
+
+    /// Sets the time before which the task does not run.
+    pub fn with_run_at(mut self, run_at_ms: u64) -> Self {
+        self.run_at_ms = Some(run_at_ms);
+        self
+    }
+
+    /// Sets the tasks that must be completed first.
+    pub fn with_depends_on<I, S>(mut self, ids: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<TaskId>,
+    {
+        self.depends_on = ids.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the idempotency key.
+    pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
     }
 
     /// Sets the lane.
@@ -415,6 +481,9 @@ pub struct Task {
     pub(crate) updated_at_ms: u64,
     pub(crate) queue_seq: u64,
     pub(crate) history: Vec<HistoryEntry>,
+    pub(crate) run_at_ms: Option<u64>,
+    pub(crate) depends_on: Box<[TaskId]>,
+    pub(crate) idempotency_key: Option<Box<str>>,
 }
 
 /// Every part of a [`Task`], in the open: what storage gives back, to be checked
@@ -466,6 +535,13 @@ pub struct TaskParts {
     pub queue_seq: u64,
     /// What happened, oldest first, at most [`HISTORY_CAP`] entries.
     pub history: Vec<HistoryEntry>,
+    /// Not before this time; required while `scheduled`.
+    pub run_at_ms: Option<u64>,
+    /// Tasks that had to be completed first (at most [`MAX_DEPENDENCIES`]);
+    /// not empty while `waiting`.
+    pub depends_on: Vec<TaskId>,
+    /// The submitter's idempotency key, if any.
+    pub idempotency_key: Option<String>,
 }
 
 /// The largest `queue_seq` a task may have (the arrival order takes 56 bits of a
@@ -496,6 +572,21 @@ impl Task {
                 })
             }
             (Status::Queued, Some(_)) => return Err(InvalidTask::QueuedWithHolder(id)),
+            (Status::Scheduled | Status::Waiting, Some(_)) => {
+                return Err(InvalidTask::PendingWithHolder {
+                    task_id: id,
+                    status,
+                })
+            }
+            _ => {}
+        }
+        match status {
+            Status::Scheduled if parts.run_at_ms.is_none() => {
+                return Err(InvalidTask::ScheduledWithoutRunAt(id))
+            }
+            Status::Waiting if parts.depends_on.is_empty() => {
+                return Err(InvalidTask::WaitingWithoutDependencies(id))
+            }
             _ => {}
         }
         if status.is_held() && parts.generation == 0 {
@@ -513,6 +604,19 @@ impl Task {
                 task_id: id,
                 len: parts.history.len(),
             });
+        }
+        if parts.depends_on.len() > MAX_DEPENDENCIES {
+            return Err(InvalidTask::TooManyDependencies {
+                task_id: id,
+                n: parts.depends_on.len(),
+            });
+        }
+        if parts
+            .idempotency_key
+            .as_ref()
+            .is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY_BYTES)
+        {
+            return Err(InvalidTask::IdempotencyKeyTooLong(id));
         }
         if parts.queue_seq > MAX_QUEUE_SEQ {
             return Err(InvalidTask::QueueSeqOutOfRange {
@@ -540,6 +644,9 @@ impl Task {
             updated_at_ms: parts.updated_at_ms,
             queue_seq: parts.queue_seq,
             history: parts.history,
+            run_at_ms: parts.run_at_ms,
+            depends_on: parts.depends_on.into_boxed_slice(),
+            idempotency_key: parts.idempotency_key.map(String::into_boxed_str),
         })
     }
 
@@ -565,6 +672,9 @@ impl Task {
             updated_at_ms: self.updated_at_ms,
             queue_seq: self.queue_seq,
             history: self.history,
+            run_at_ms: self.run_at_ms,
+            depends_on: self.depends_on.into_vec(),
+            idempotency_key: self.idempotency_key.map(String::from),
         }
     }
 
@@ -663,6 +773,22 @@ impl Task {
     /// What happened, oldest first, at most [`HISTORY_CAP`] entries.
     pub fn history(&self) -> &[HistoryEntry] {
         &self.history
+    }
+
+    /// Not before this time (ms since the Unix epoch), if it was submitted
+    /// with one.
+    pub fn run_at_ms(&self) -> Option<u64> {
+        self.run_at_ms
+    }
+
+    /// The tasks that had to be completed before this one could be queued.
+    pub fn depends_on(&self) -> &[TaskId] {
+        &self.depends_on
+    }
+
+    /// The submitter's idempotency key, if any.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.idempotency_key.as_deref()
     }
 
     /// The same record with another description: what a store that keeps the

@@ -900,6 +900,7 @@ fn from_parts_accepts_what_final_records_hold() {
 }
 
 mod model;
+mod options;
 #[cfg(feature = "serde")]
 mod round_trip;
 

@@ -288,17 +288,27 @@ impl Scheduler {
             self.cancel_deadlines.first().map(|d| d.0),
             self.settle_deadlines.first().map(|d| d.0),
             self.recovery_deadlines.first().map(|d| d.0),
+            self.queue.poll_timeout(),
         ]
         .into_iter()
         .flatten()
         .min()
     }
 
-    /// A task was submitted: queue it and match it at once if an agent can take it.
+    /// A task was submitted: queue it and match it at once if an agent can take
+    /// it (a scheduled or waiting task is matched when it is released).
     pub fn handle_submit(&mut self, now_ms: u64, task: NewTask) -> Result<(), SchedulerError> {
         let task_id = self.queue.submit(now_ms, task)?.id().clone();
         self.enqueue(now_ms, &task_id);
         Ok(())
+    }
+
+    /// Offers the tasks the queue released (their `run_at` came, their last
+    /// dependency completed) to the idle agents.
+    fn match_released(&mut self, now_ms: u64) {
+        while let Some(task_id) = self.queue.poll_released() {
+            self.enqueue(now_ms, &task_id);
+        }
     }
 
     /// A dead-letter record (read back from storage) is retried by an operator.
@@ -619,7 +629,10 @@ impl Scheduler {
         self.slot(agent_id)?;
         self.queue
             .complete(now_ms, task_id, agent_id, generation, completion)?;
-        self.task_left_agent(now_ms, agent_id, task_id);
+        // Dependents it released go to the agents idle longest, this one last.
+        self.release_agent(now_ms, agent_id, task_id);
+        self.match_released(now_ms);
+        self.refresh_availability(now_ms, agent_id);
         Ok(())
     }
 
@@ -799,9 +812,12 @@ impl Scheduler {
         out
     }
 
-    /// Deadlines: acceptance timeouts (reclaim and flag), recovery grace (reclaim),
+    /// Deadlines: scheduled tasks whose `run_at` came (queued and matched),
+    /// acceptance timeouts (reclaim and flag), recovery grace (reclaim),
     /// cancel graces and reject back-offs (offer work again).
     pub fn handle_timeout(&mut self, now_ms: u64) {
+        self.queue.handle_timeout(now_ms);
+        self.match_released(now_ms);
         while let Some((deadline, agent_id)) = self.accept_deadlines.first().cloned() {
             if deadline > now_ms {
                 break;

@@ -982,3 +982,38 @@ fn unroutable_tasks_are_grouped_with_what_is_missing() {
 
 #[cfg(feature = "serde")]
 mod round_trip;
+
+#[test]
+fn a_scheduled_task_is_matched_when_its_time_comes_and_not_before() {
+    let mut s = Scheduler::new(config());
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
+    s.handle_submit(T0, NewTask::new("later", "x").with_run_at(T0 + 1_000))
+        .unwrap();
+    assert_eq!(assignments(&mut s), []);
+    assert_eq!(s.poll_timeout(), Some(T0 + 1_000));
+    s.handle_timeout(T0 + 999);
+    assert_eq!(assignments(&mut s), []);
+    s.handle_timeout(T0 + 1_000);
+    assert_eq!(assignments(&mut s), [("later".into(), "a".into(), 1)]);
+}
+
+#[test]
+fn a_dependent_task_is_matched_once_its_dependency_completes() {
+    let mut s = Scheduler::new(config());
+    s.handle_connect(T0, id("a"), caps(&[]), ConnId::new(1));
+    s.handle_connect(T0, id("b"), caps(&[]), ConnId::new(2));
+    s.handle_submit(T0, NewTask::new("step1", "x")).unwrap();
+    s.handle_submit(T0, NewTask::new("step2", "x").with_depends_on(["step1"]))
+        .unwrap();
+    assert_eq!(assignments(&mut s), [("step1".into(), "a".into(), 1)]);
+    s.handle_complete(
+        T0 + 1,
+        &id("a"),
+        &TaskId::from("step1"),
+        1,
+        Completion::default(),
+    )
+    .unwrap();
+    // The idle agent that waited longest takes it.
+    assert_eq!(assignments(&mut s), [("step2".into(), "b".into(), 1)]);
+}

@@ -160,6 +160,10 @@ async fn run_async(command: ClientCommand) -> Result<(), BoxError> {
             capabilities,
             metadata,
             max_retries,
+            run_at,
+            delay,
+            idempotency_key,
+            depends_on,
             wait,
             client,
         } => {
@@ -171,6 +175,18 @@ async fn run_async(command: ClientCommand) -> Result<(), BoxError> {
             let mut body = json!({"description": description, "priority": priority, "metadata": metadata, "needed_capabilities": capabilities});
             if let Some(n) = max_retries {
                 body["max_retries"] = json!(n);
+            }
+            if let Some(at) = run_at {
+                body["run_at"] = json!(at);
+            }
+            if let Some(ms) = delay {
+                body["delay_ms"] = json!(ms);
+            }
+            if let Some(key) = idempotency_key {
+                body["idempotency_key"] = json!(key);
+            }
+            if !depends_on.is_empty() {
+                body["depends_on"] = json!(depends_on);
             }
             let mut http = connect(&client)?;
             let receipt = check(http.post("/api/tasks", &body).await?)?;

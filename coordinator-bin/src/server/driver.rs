@@ -24,8 +24,8 @@ use super::observe;
 use super::store::Store;
 use super::writer::{WriteJob, Writer, WriterReport};
 use crate::session::{
-    Answer, ConnId, Fatal, Frame, Identity, LoadedPayload, Output, Request, RequestId, Role,
-    Session,
+    receipt_status, Answer, ConnId, Fatal, Frame, Identity, LoadedPayload, Lookup, Output, Receipt,
+    Request, RequestId, Role, Session,
 };
 
 /// A task's stored description and metadata, or why they could not be read.
@@ -46,6 +46,14 @@ pub enum Command {
         request: RequestId,
         /// The record, or why it could not be read.
         stored: Result<Option<Task>, String>,
+    },
+    /// What storage knows of a submission's options, asked for by
+    /// [`Output::Lookup`].
+    LookedUp {
+        /// The submission.
+        request: RequestId,
+        /// What was read.
+        lookup: Result<Lookup, String>,
     },
     /// The texts asked for by [`Output::LoadPayload`]s, read together.
     PayloadsLoaded(Vec<PayloadRead>),
@@ -230,6 +238,9 @@ impl Driver {
                 self.session.handle_request(now, request, body);
             }
             Command::Loaded { request, stored } => self.session.handle_loaded(now, request, stored),
+            Command::LookedUp { request, lookup } => {
+                self.session.handle_looked_up(now, request, lookup)
+            }
             Command::PayloadsLoaded(loaded) => {
                 for (task_id, texts) in loaded {
                     self.session.handle_payload_loaded(now, &task_id, texts);
@@ -329,6 +340,11 @@ impl Driver {
                         let _ = commands.send(Command::Loaded { request, stored }).await;
                     });
                 }
+                Output::Lookup {
+                    request,
+                    dependencies,
+                    keys,
+                } => self.look_up(request, dependencies, keys),
                 Output::LoadPayload { task_id } => payloads.push(task_id),
                 Output::Send { conn, frame } => self.send(now, conn, frame),
                 Output::Reply { request, answer } => {
@@ -359,6 +375,38 @@ impl Driver {
         Ok(())
     }
 
+    /// Reads what storage knows of a submission's dependencies and keys and
+    /// hands it to the session.
+    fn look_up(&self, request: RequestId, dependencies: Vec<String>, keys: Vec<(String, String)>) {
+        let store = self.store.clone();
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            let lookup = async {
+                let statuses = store.task_statuses(dependencies).await?;
+                let keyed = store
+                    .tasks_by_key(keys)
+                    .await?
+                    .into_iter()
+                    .map(|(key, stored)| {
+                        let receipt =
+                            stored.map(|(task_id, priority, status, created_at_ms)| Receipt {
+                                task_id,
+                                priority: priority.as_str(),
+                                created_at_ms,
+                                status: receipt_status(status),
+                                duplicate: true,
+                            });
+                        (key, receipt)
+                    })
+                    .collect();
+                Ok::<_, super::db::DbError>(Lookup { statuses, keyed })
+            }
+            .await
+            .map_err(|e| format!("cannot read the submission's dependencies or keys: {e}"));
+            let _ = commands.send(Command::LookedUp { request, lookup }).await;
+        });
+    }
+
     /// Reads the stored texts of `task_ids` together and hands them to the
     /// session.
     fn load_payloads(&self, task_ids: Vec<TaskId>) {
@@ -370,17 +418,10 @@ impl Driver {
                 Ok(read) => read
                     .into_iter()
                     .map(|(task_id, texts)| {
-                        let texts = texts
-                            .map(|found| {
-                                found.map(|(description, metadata)| LoadedPayload {
-                                    description,
-                                    metadata,
-                                })
-                            })
-                            .map_err(|e| {
-                                super::damage::report_if_damaged(&e);
-                                e.to_string()
-                            });
+                        let texts = texts.map_err(|e| {
+                            super::damage::report_if_damaged(&e);
+                            e.to_string()
+                        });
                         (task_id, texts)
                     })
                     .collect::<Vec<PayloadRead>>(),

@@ -1,6 +1,8 @@
 //! JSON views of tasks and the parsing of submissions.
 
-use coordinator_queue::{NewTask, Priority, Task};
+use coordinator_queue::{
+    NewTask, Priority, Task, TaskId, MAX_DEPENDENCIES, MAX_IDEMPOTENCY_KEY_BYTES,
+};
 use serde_json::{json, Map, Value};
 
 use crate::server::api_error::ApiError;
@@ -32,6 +34,9 @@ pub fn task_json(task: &Task) -> Value {
         "submitted_by": task.submitted_by(),
         "created_at": task.created_at_ms(),
         "updated_at": task.updated_at_ms(),
+        "run_at": task.run_at_ms(),
+        "depends_on": task.depends_on().iter().map(|id| id.as_str()).collect::<Vec<_>>(),
+        "idempotency_key": task.idempotency_key(),
         "history": history,
     })
 }
@@ -86,6 +91,7 @@ pub fn parse_submission(value: &Value, submitted_by: &str) -> Result<NewTask, Ap
             })?)
         }
     }
+    parse_options(object, &mut task)?;
     match object.get("needed_capabilities") {
         None | Some(Value::Null) => {}
         Some(Value::Array(items)) => {
@@ -109,6 +115,63 @@ pub fn parse_submission(value: &Value, submitted_by: &str) -> Result<NewTask, Ap
         }
     }
     Ok(task)
+}
+
+/// The submit options: `run_at` or `delay_ms` (not both), `idempotency_key`
+/// (1 to 256 bytes), `depends_on` (at most 100 task ids).
+fn parse_options(object: &Map<String, Value>, task: &mut NewTask) -> Result<(), ApiError> {
+    let millis = |name: &str| -> Result<Option<u64>, ApiError> {
+        match object.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                ApiError::invalid_field(format!("{name} must be a whole number of milliseconds"))
+            }),
+        }
+    };
+    task.run_at_ms = millis("run_at")?;
+    task.delay_ms = millis("delay_ms")?;
+    if task.run_at_ms.is_some() && task.delay_ms.is_some() {
+        return Err(ApiError::invalid_field("give run_at or delay_ms, not both"));
+    }
+    match object.get("idempotency_key") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(key)) if (1..=MAX_IDEMPOTENCY_KEY_BYTES).contains(&key.len()) => {
+            task.idempotency_key = Some(key.clone())
+        }
+        Some(Value::String(_)) => {
+            return Err(ApiError::invalid_field(
+                "idempotency_key must be 1 to 256 bytes",
+            ))
+        }
+        Some(_) => return Err(ApiError::invalid_field("idempotency_key must be a string")),
+    }
+    match object.get("depends_on") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            if items.len() > MAX_DEPENDENCIES {
+                return Err(ApiError::invalid_field(format!(
+                    "depends_on names {} tasks, at most {MAX_DEPENDENCIES} are allowed",
+                    items.len()
+                )));
+            }
+            for item in items {
+                match item.as_str() {
+                    Some(id) if !id.is_empty() => task.depends_on.push(TaskId::from(id)),
+                    _ => {
+                        return Err(ApiError::invalid_field(
+                            "depends_on must be a list of task ids",
+                        ))
+                    }
+                }
+            }
+        }
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "depends_on must be a list of task ids",
+            ))
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -96,6 +96,11 @@ pub struct Receipt {
     pub priority: &'static str,
     /// Its submission time.
     pub created_at_ms: u64,
+    /// `scheduled`, `waiting` or `queued` (as submitted).
+    pub status: &'static str,
+    /// True when this is the first task of an idempotency key submitted
+    /// again: nothing new was created.
+    pub duplicate: bool,
 }
 
 /// Why a request was refused; nothing changed.
@@ -140,7 +145,8 @@ impl Refusal {
 /// The answer to a [`Request`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
-    /// Every task of the submission is queued (or assigned).
+    /// Every task of the submission is queued, scheduled or waiting (or
+    /// assigned), or was there already (a repeat of an idempotency key).
     Submitted(Vec<Receipt>),
     /// The task is cancelled.
     Cancelled,

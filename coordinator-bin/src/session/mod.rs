@@ -20,8 +20,9 @@
 //!   session only hands them out once the changes they report are committed;
 //! - [`Output::Authenticate`]: check the token, then call
 //!   [`Session::handle_identity`];
-//! - [`Output::Load`] and [`Output::LoadPayload`]: read from storage, then call
-//!   [`Session::handle_loaded`] or [`Session::handle_payload_loaded`];
+//! - [`Output::Load`], [`Output::Lookup`] and [`Output::LoadPayload`]: read
+//!   from storage, then call [`Session::handle_loaded`],
+//!   [`Session::handle_looked_up`] or [`Session::handle_payload_loaded`];
 //! - [`Output::Fatal`]: stop the process with a non-zero exit.
 //!
 //! Then it arms one timer for [`Session::poll_timeout`] and calls
@@ -60,6 +61,7 @@ mod gate;
 mod leadership;
 pub mod lease;
 mod operators;
+mod options;
 mod output;
 mod payloads;
 mod requests;
@@ -80,6 +82,8 @@ pub use leadership::{
     NOT_LEADER_RETRY_AFTER_S,
 };
 pub use operators::{AgentTally, MinuteSample, CHART_MINUTES};
+pub(crate) use options::receipt_status;
+pub use options::Lookup;
 pub use output::{ConnId, Fatal, Frame, LoadedPayload, Notice, Output, RequestId, TokenWrite};
 pub use views::{AgentInfo, DashboardSnapshot, RecentCompletion};
 
@@ -182,6 +186,8 @@ pub struct Session {
     tallies: Tallies,
     /// Retries waiting for their stored record, by request.
     loading: HashMap<RequestId, String>,
+    /// Submissions waiting for what storage knows of their options.
+    lookups: options::Lookups,
     /// Agents whose next frame is a `task_assign` waiting for its texts from
     /// storage, with the frames queued behind it.
     awaiting_payload: HashMap<AgentId, AwaitingPayload>,
@@ -219,6 +225,7 @@ impl Session {
             events: EventLog::new(now_ms),
             tallies: Tallies::default(),
             loading: HashMap::new(),
+            lookups: options::Lookups::default(),
             awaiting_payload: HashMap::new(),
             identify_deadlines: BTreeSet::new(),
             started_ms: now_ms,
@@ -250,7 +257,10 @@ impl Session {
 
     /// True when nothing is staged, in flight, held, waiting for a read or ready.
     pub fn is_settled(&self) -> bool {
-        self.gate.is_settled() && self.ready.is_empty() && self.awaiting_payload.is_empty()
+        self.gate.is_settled()
+            && self.ready.is_empty()
+            && self.awaiting_payload.is_empty()
+            && self.lookups.is_empty()
     }
 
     /// True while a batch handed out in [`Output::Persist`] is not committed yet.
@@ -426,6 +436,7 @@ impl Session {
     fn stage_changes(&mut self) {
         while let Some(change) = self.scheduler.poll_change() {
             if let Change::Finalized(task) = &change {
+                self.lookups.note_final(task);
                 if task.status() == Status::Completed {
                     self.activity.note_completion(task);
                 }

@@ -51,6 +51,9 @@ pub struct LoadedPayload {
     pub description: String,
     /// The metadata (JSON object text).
     pub metadata: String,
+    /// The stored results of the task's dependencies, in its order (`None`
+    /// for one storage no longer has); empty without dependencies.
+    pub dependencies: Vec<(String, Option<String>)>,
 }
 
 /// A token row to write in a batch.
@@ -189,6 +192,18 @@ pub enum Output {
         request: RequestId,
         /// The task.
         task_id: String,
+    },
+    /// Read what storage knows of a submission's options and call
+    /// [`super::Session::handle_looked_up`] with it: the stored status of each
+    /// dependency, and the stored task of each (submitter, idempotency key).
+    /// Handed out only after every commit before it.
+    Lookup {
+        /// The submission waiting for it.
+        request: RequestId,
+        /// Dependencies that are not live.
+        dependencies: Vec<String>,
+        /// (submitter, key) pairs no live task has.
+        keys: Vec<(String, String)>,
     },
     /// Read this task's stored description and metadata and call
     /// [`super::Session::handle_payload_loaded`] with them: a committed

@@ -5,7 +5,9 @@
 //! An assignment whose texts are stored asks for them with
 //! [`Output::LoadPayload`]; until they arrive, every later frame for the same
 //! agent waits behind it, so an agent never hears `task_cancel` or
-//! `task_continue` before the `task_assign` they follow. Texts that cannot be
+//! `task_continue` before the `task_assign` they follow. A dependent task's
+//! assignment is read back the same way, with its dependencies' results,
+//! which join its metadata under `dependencies`. Texts that cannot be
 //! read make the assignment a counted failure of the task; a store that no
 //! longer has the task's record at all stops the session.
 
@@ -14,6 +16,7 @@ use std::collections::VecDeque;
 use coordinator_queue::{AgentId, Payload, TaskId};
 use coordinator_scheduler::Assignment;
 
+use super::options::with_dependency_results;
 use super::{Fatal, Frame, LoadedPayload, Notice, Output, Session};
 
 /// A `task_assign` waiting for its texts, and the frames for the same agent
@@ -43,7 +46,14 @@ impl Session {
             if !self.is_current(&assignment) {
                 return None;
             }
-            if assignment.texts().is_none() {
+            // A dependent's metadata carries its dependencies' results, which
+            // only storage has.
+            let has_dependencies = self
+                .scheduler
+                .queue()
+                .get(&assignment.task_id)
+                .is_some_and(|t| !t.depends_on().is_empty());
+            if assignment.texts().is_none() || has_dependencies {
                 let task_id = assignment.task_id.clone();
                 let asked = self
                     .awaiting_payload
@@ -90,7 +100,10 @@ impl Session {
         let texts = match loaded {
             Ok(Some(texts)) => Some((
                 Payload::from(texts.description),
-                Payload::from(texts.metadata),
+                Payload::from(with_dependency_results(
+                    &texts.metadata,
+                    &texts.dependencies,
+                )),
             )),
             Ok(None) => {
                 if self.any_current(&agents) {
@@ -120,7 +133,14 @@ impl Session {
                 assignment.metadata = metadata.clone();
                 Frame::Assign(assignment)
             });
-            for frame in assign.into_iter().chain(awaiting.behind) {
+            // With its texts now: sent as it is (not asked for again), if current.
+            if let Some(Frame::Assign(assignment)) = assign {
+                if self.is_current(&assignment) {
+                    let output = self.send_to_agent(&agent_id, Frame::Assign(assignment));
+                    self.ready.extend(output);
+                }
+            }
+            for frame in awaiting.behind {
                 if let Some(output) = self.release_to_agent(agent_id.clone(), frame) {
                     self.ready.push_back(output);
                 }

@@ -7,6 +7,7 @@ use coordinator_queue::{Status, TaskError, TaskId};
 use coordinator_scheduler::SchedulerError;
 
 use super::api::{Answer, Receipt, Refusal, RefusalKind, Request};
+use super::options::{is_duplicate, receipt_of, Lookup};
 use super::views::{agent_flags, AgentInfo, DashboardSnapshot};
 use super::{ConnId, Held, Identity, Notice, Output, RequestId, Session, TokenWrite, CLOSE_POLICY};
 
@@ -20,7 +21,10 @@ impl Session {
             return;
         }
         let answer = match body {
-            Request::Submit { tasks } => self.submit(now_ms, tasks),
+            Request::Submit { tasks } => match self.start_submit(now_ms, request, tasks) {
+                Some(answer) => answer,
+                None => return,
+            },
             Request::Cancel { task_id, stored } => self.cancel(now_ms, &task_id, stored),
             Request::Retry { task_id } => match self.start_retry(now_ms, &task_id) {
                 Ok(()) => {
@@ -124,8 +128,15 @@ impl Session {
 
     /// All tasks or none: every task is checked before the first is queued.
     /// Checked in this order: metadata sizes (413) before anything else, then
-    /// each task's fields (422), then room in the queue (429).
-    fn submit(&mut self, now_ms: u64, tasks: Vec<coordinator_queue::NewTask>) -> Answer {
+    /// each task's fields (422), then room in the queue (429). A task whose
+    /// idempotency key its submitter used before is that first task
+    /// (`duplicate`), and nothing is created for it.
+    pub(crate) fn submit(
+        &mut self,
+        now_ms: u64,
+        tasks: Vec<coordinator_queue::NewTask>,
+        lookup: &Lookup,
+    ) -> Answer {
         let numbered = tasks.len() > 1;
         let max_metadata_bytes = self.config.max_metadata_bytes;
         let too_large = tasks
@@ -143,13 +154,23 @@ impl Session {
             };
             return self.refuse_admission(RefusalKind::MetadataTooLarge, detail);
         }
-        let mut ids = HashSet::with_capacity(tasks.len());
-        for (i, task) in tasks.iter().enumerate() {
+        let resolved = match self.resolve_options(tasks, lookup) {
+            Ok(resolved) => resolved,
+            Err(detail) => return refused(RefusalKind::Invalid, detail),
+        };
+        let mut ids = HashSet::with_capacity(resolved.len());
+        for (i, task) in resolved.iter().enumerate() {
+            let Ok(task) = task else {
+                continue;
+            };
             let checked = self
                 .scheduler
                 .queue()
                 .check_submission(now_ms, task)
-                .map_err(|e| e.to_string())
+                .map_err(|e| {
+                    debug_assert!(!is_duplicate(&e), "repeats are resolved first");
+                    e.to_string()
+                })
                 .and_then(|()| {
                     if ids.insert(task.id.clone()) {
                         Ok(())
@@ -166,22 +187,39 @@ impl Session {
                 return refused(RefusalKind::Invalid, detail);
             }
         }
-        if let Err(refusal) = self.check_room(now_ms, tasks.len()) {
+        let n_new = resolved.iter().filter(|t| t.is_ok()).count();
+        if let Err(refusal) = self.check_room(now_ms, n_new) {
             return refusal;
         }
-        let mut receipts = Vec::with_capacity(tasks.len());
-        for task in tasks {
-            let receipt = Receipt {
-                task_id: task.id.to_string(),
-                priority: task.priority.as_str(),
-                created_at_ms: now_ms,
+        let mut receipts = Vec::with_capacity(resolved.len());
+        for task in resolved {
+            let task = match task {
+                Ok(task) => task,
+                Err(first) => {
+                    receipts.push(first);
+                    continue;
+                }
             };
+            let task_id = task.id.clone();
             if let Err(e) = self.scheduler.handle_submit(now_ms, task) {
                 // Checked above; reaching this is a bug in the check.
                 debug_assert!(false, "a checked submission was refused: {e}");
                 return refused(RefusalKind::Invalid, e.to_string());
             }
-            receipts.push(receipt);
+            let receipt = match self.scheduler.queue().get(&task_id) {
+                Some(live) => receipt_of(live, false),
+                None => Receipt {
+                    task_id: task_id.to_string(),
+                    priority: "normal",
+                    created_at_ms: now_ms,
+                    status: "queued",
+                    duplicate: false,
+                },
+            };
+            receipts.push(Receipt {
+                created_at_ms: now_ms,
+                ..receipt
+            });
         }
         Answer::Submitted(receipts)
     }

@@ -11,6 +11,7 @@ use super::*;
 
 mod admission;
 mod leadership;
+mod options;
 
 const T0: u64 = 1_700_000_000_000;
 

@@ -432,6 +432,7 @@ impl World {
                             .map(|t| LoadedPayload {
                                 description: t.description().as_inline().unwrap_or("").to_owned(),
                                 metadata: t.metadata().as_inline().unwrap_or("").to_owned(),
+                                dependencies: Vec::new(),
                             }))
                     };
                     self.note(|| format!("texts of {task_id} read: {}", loaded.is_ok()));
@@ -503,6 +504,12 @@ impl World {
                             task_id,
                         },
                     );
+                }
+                Output::Lookup { request, .. } => {
+                    // The simulated clients submit no options.
+                    return Err(format!(
+                        "a lookup for {request:?}, whose tasks have no options"
+                    ));
                 }
                 Output::LoadPayload { task_id } => {
                     let delay = self.rng.below(20);

@@ -27,6 +27,24 @@ pub enum QueueOp {
         deadline: u8,
         /// A description longer than the queue keeps in memory.
         long: bool,
+        /// 0: run at once; 1: `run_at` just passed; 2-3: `run_at` ahead.
+        run_at: u8,
+        /// Tasks it depends on (indexes into the tasks so far; one past the
+        /// end names an unknown task).
+        deps: Vec<usize>,
+        /// An idempotency key of the one submitter, if any.
+        key: Option<u8>,
+    },
+    /// Its holder completes the task with the current generation (so that
+    /// dependencies complete often enough to release their dependents).
+    CompleteByHolder {
+        /// Index of a submitted task (modulo their number).
+        task: usize,
+    },
+    /// Time passes; scheduled tasks whose `run_at` came are released.
+    Tick {
+        /// The pause.
+        advance_ms: u64,
     },
     /// Assigns the head of the queue to an agent.
     AssignNext {
@@ -136,6 +154,10 @@ struct ModelTask {
     reattachable: Option<(usize, u64)>,
     /// As submitted; storage must always hold it.
     description: String,
+    run_at_ms: Option<u64>,
+    /// Indexes of the tasks it depends on, without repeats.
+    deps: Vec<usize>,
+    key: Option<u8>,
 }
 
 /// The real queue, its store and the reference model side by side.
@@ -158,6 +180,8 @@ pub struct QueueModel {
     ids: Vec<TaskId>,
     now_ms: u64,
     next_seq: u64,
+    /// Tasks released by a completed dependency in this step.
+    released: Vec<TaskId>,
 }
 
 const STUCK_MS: u64 = 1_000;
@@ -191,6 +215,51 @@ impl QueueModel {
             ids: Vec::new(),
             now_ms: 1_000_000,
             next_seq: 0,
+            released: Vec::new(),
+        }
+    }
+
+    /// Task `ended` reached a final state: its waiting dependents are released
+    /// when it completed, and cancelled, theirs after them, when it did not
+    /// (in the order the queue takes: submission order, last cancelled first).
+    fn cascade(&mut self, ended: usize) {
+        let now = self.now_ms;
+        let mut stack = vec![ended];
+        while let Some(dep) = stack.pop() {
+            let status = self.model[&dep].status;
+            let dependents: Vec<usize> = self
+                .model
+                .iter()
+                .filter(|(_, m)| m.status == Status::Waiting && m.deps.contains(&dep))
+                .map(|(i, _)| *i)
+                .collect();
+            for w in dependents {
+                if status == Status::Completed {
+                    let done = self.model[&w]
+                        .deps
+                        .iter()
+                        .all(|d| self.model[d].status == Status::Completed);
+                    if !done {
+                        continue;
+                    }
+                    let seq = self.next_seq;
+                    let m = self.model.get_mut(&w).unwrap();
+                    if m.run_at_ms.is_some_and(|at| at > now) {
+                        m.status = Status::Scheduled;
+                    } else {
+                        m.status = Status::Queued;
+                        m.seq = seq;
+                        self.next_seq += 1;
+                        self.released.push(self.ids[w].clone());
+                    }
+                } else {
+                    let error = format!("{DEPENDENCY_FAILED}:{}", self.ids[dep]);
+                    let m = self.model.get_mut(&w).unwrap();
+                    m.status = Status::Cancelled;
+                    m.last_error = Some(error);
+                    stack.push(w);
+                }
+            }
         }
     }
 
@@ -283,6 +352,7 @@ impl QueueModel {
     /// Where the queue, the store and the model disagree.
     pub fn apply(&mut self, op: &QueueOp) {
         self.now_ms += 1;
+        let statuses_before: Vec<Status> = self.model.values().map(|m| m.status).collect();
         let now = self.now_ms;
         let before: Vec<Task> = self
             .ids
@@ -295,6 +365,9 @@ impl QueueModel {
                 max_retries,
                 deadline,
                 long,
+                run_at,
+                ref deps,
+                key,
             } => 'submit: {
                 let idx = self.ids.len();
                 let id = TaskId::from(format!("t{idx}"));
@@ -312,7 +385,8 @@ impl QueueModel {
                 };
                 let mut new = NewTask::new(id.clone(), description.clone())
                     .with_priority(priority)
-                    .with_max_retries(max_retries as u32);
+                    .with_max_retries(max_retries as u32)
+                    .with_submitted_by("s");
                 new.complete_by_ms = complete_by_ms;
                 if let Some(by) = complete_by_ms.filter(|by| *by <= now) {
                     assert_eq!(
@@ -324,12 +398,85 @@ impl QueueModel {
                     );
                     break 'submit false;
                 }
+                let run_at_ms = match run_at {
+                    1 => Some(now - 1),
+                    2 | 3 => Some(now + 50 * u64::from(run_at)),
+                    _ => None,
+                };
+                new.run_at_ms = run_at_ms;
+                // One task per key: a key whose task is final is storage's
+                // business (the session asks it), not the queue's.
+                if let Some(k) = key {
+                    let owner = self.model.iter().find(|(_, m)| m.key == Some(k));
+                    match owner {
+                        Some((_, m)) if m.status.is_final() => break 'submit false,
+                        Some((idx, _)) => {
+                            new.idempotency_key = Some(format!("key{k}"));
+                            assert_eq!(
+                                self.queue.submit(now, new).unwrap_err(),
+                                SubmitError::DuplicateKey(self.ids[*idx].clone())
+                            );
+                            break 'submit false;
+                        }
+                        None => new.idempotency_key = Some(format!("key{k}")),
+                    }
+                }
+                let mut dep_idxs: Vec<usize> = Vec::new();
+                for d in deps {
+                    if *d >= idx {
+                        new.depends_on = vec![TaskId::from(format!("t{}", idx + 1))];
+                        assert!(matches!(
+                            self.queue.submit(now, new).unwrap_err(),
+                            SubmitError::UnknownDependency(_)
+                        ));
+                        break 'submit false;
+                    }
+                    if !dep_idxs.contains(d) {
+                        dep_idxs.push(*d);
+                    }
+                    new.depends_on.push(self.ids[*d].clone());
+                }
+                for d in &dep_idxs {
+                    let m = &self.model[d];
+                    if m.status.is_final() {
+                        // Read from storage by the caller, as the session does.
+                        let stored = self.store.get(&self.ids[*d]).expect("persisted").status;
+                        new.settled_dependencies
+                            .push((self.ids[*d].clone(), stored));
+                    }
+                }
+                if let Some(d) = dep_idxs.iter().find(|d| {
+                    matches!(
+                        self.model[*d].status,
+                        Status::DeadLetter | Status::Cancelled
+                    )
+                }) {
+                    let status = self.model[d].status;
+                    assert_eq!(
+                        self.queue.submit(now, new).unwrap_err(),
+                        SubmitError::DependencyFailed {
+                            id: self.ids[*d].clone(),
+                            status
+                        }
+                    );
+                    break 'submit false;
+                }
                 self.queue.submit(now, new).expect("fresh id");
                 self.ids.push(id);
+                let waiting = dep_idxs
+                    .iter()
+                    .any(|d| self.model[d].status != Status::Completed);
+                let status = if waiting {
+                    Status::Waiting
+                } else if run_at_ms.is_some_and(|at| at > now) {
+                    Status::Scheduled
+                } else {
+                    Status::Queued
+                };
                 self.model.insert(
                     idx,
                     ModelTask {
-                        status: Status::Queued,
+                        status,
                         generation: 0,
                         retry_count: 0,
                         reclaim_count: 0,
@@ -343,10 +490,56 @@ impl QueueModel {
                         last_assigned: None,
                         reattachable: None,
                         description,
+                        run_at_ms,
+                        deps: dep_idxs,
+                        key,
                     },
                 );
                 self.next_seq += 1;
                 true
+            }
+            QueueOp::CompleteByHolder { task } => {
+                let Some((idx, id)) = self.pick(task) else {
+                    return;
+                };
+                let m = self.model.get_mut(&idx).unwrap();
+                let Some(holder) = m.holder.filter(|_| m.status.is_held()) else {
+                    return;
+                };
+                let res = self.queue.complete(
+                    now,
+                    &id,
+                    &AgentId::from(AGENTS[holder]),
+                    m.generation,
+                    Completion::default(),
+                );
+                assert_eq!(res, Ok(()));
+                m.status = Status::Completed;
+                true
+            }
+            QueueOp::Tick { advance_ms } => {
+                self.now_ms += advance_ms;
+                let now = self.now_ms;
+                self.queue.handle_timeout(now);
+                let mut due: Vec<(u64, u64, usize)> = self
+                    .model
+                    .iter()
+                    .filter(|(_, m)| m.status == Status::Scheduled)
+                    .filter_map(|(i, m)| Some((m.run_at_ms?, m.seq, *i)))
+                    .filter(|(at, _, _)| *at <= now)
+                    .collect();
+                due.sort();
+                let mut released = Vec::new();
+                for (_, _, i) in &due {
+                    let m = self.model.get_mut(i).unwrap();
+                    m.status = Status::Queued;
+                    m.seq = self.next_seq;
+                    self.next_seq += 1;
+                    released.push(self.ids[*i].clone());
+                }
+                let got: Vec<TaskId> = std::iter::from_fn(|| self.queue.poll_released()).collect();
+                assert_eq!(got, released, "released in run_at order");
+                !due.is_empty()
             }
             QueueOp::AssignNext { agent } => {
                 let expected = self
@@ -648,6 +841,26 @@ impl QueueModel {
                 false
             }
         };
+        let mut ended: Vec<(u64, usize)> = self
+            .model
+            .iter()
+            .zip(statuses_before)
+            .filter(|((_, m), before)| m.status.is_final() && !before.is_final())
+            .map(|((i, m), _)| (m.seq, *i))
+            .collect();
+        ended.sort();
+        for (_, i) in ended {
+            self.cascade(i);
+        }
+        let released: Vec<TaskId> = std::iter::from_fn(|| self.queue.poll_released()).collect();
+        let mut expected_released: Vec<TaskId> = std::mem::take(&mut self.released);
+        expected_released.sort();
+        let mut released_sorted = released;
+        released_sorted.sort();
+        assert_eq!(
+            released_sorted, expected_released,
+            "released by dependencies"
+        );
         let changes = self.persist();
         if !ok {
             assert!(
@@ -731,6 +944,27 @@ impl QueueModel {
         }
         let live = self.model.values().filter(|m| !m.status.is_final()).count();
         assert_eq!(self.queue.len(), live);
+        let next_run_at = self
+            .model
+            .values()
+            .filter(|m| m.status == Status::Scheduled)
+            .filter_map(|m| m.run_at_ms)
+            .min();
+        assert_eq!(self.queue.poll_timeout(), next_run_at, "the next wake-up");
+        for (idx, m) in &self.model {
+            let stored = self.store.get(&self.ids[*idx]).expect("persisted");
+            assert_eq!(stored.run_at_ms, m.run_at_ms);
+            let deps: Vec<TaskId> = m.deps.iter().map(|d| self.ids[*d].clone()).collect();
+            assert_eq!(stored.depends_on.to_vec(), deps);
+            let key = m.key.map(|k| format!("key{k}"));
+            assert_eq!(stored.idempotency_key.as_deref(), key.as_deref());
+            if let (Some(key), false) = (&key, m.status.is_final()) {
+                assert_eq!(
+                    self.queue.find_by_key(Some("s"), key),
+                    Some(&self.ids[*idx])
+                );
+            }
+        }
         let queued: Vec<TaskId> = self.queue.queued_in_order().map(|t| t.id.clone()).collect();
         let mut expected: Vec<(u8, u64, TaskId)> = self
             .model

@@ -69,12 +69,23 @@ pub fn new_tasks(n: std::ops::Range<usize>) -> impl Strategy<Value = Vec<NewTask
 /// One operation on a queue, as [`QueueModel::apply`](super::QueueModel::apply)
 /// takes it: submissions, the moves of the three agents of
 /// [`MODEL_AGENTS`](super::MODEL_AGENTS) (right and stale generations),
-/// reclaims, cancels, retries, sweeps after a pause and restores.
+/// reclaims, cancels, retries, sweeps after a pause and restores; submissions
+/// with a `run_at`, dependencies and idempotency keys, and time passing for
+/// the scheduled ones.
 pub fn queue_op() -> impl Strategy<Value = QueueOp> {
     let t = 0usize..12;
     let a = 0usize..super::MODEL_AGENTS.len();
     prop_oneof![
-        3 => (0u8..4, 0u8..3, 0u8..10, any::<bool>()).prop_map(|(priority, max_retries, deadline, long)| QueueOp::Submit { priority, max_retries, deadline, long }),
+        4 => (
+            (0u8..4, 0u8..3, 0u8..10, any::<bool>()),
+            (0u8..6, vec(0usize..14, 0..3), prop::option::weighted(0.3, 0u8..4)),
+        )
+            .prop_map(|((priority, max_retries, deadline, long), (run_at, deps, key))| QueueOp::Submit {
+                priority, max_retries, deadline, long,
+                run_at, deps: if run_at % 2 == 0 { deps } else { Vec::new() }, key
+            }),
+        1 => (0u64..120).prop_map(|advance_ms| QueueOp::Tick { advance_ms }),
+        3 => t.clone().prop_map(|task| QueueOp::CompleteByHolder { task }),
         3 => a.clone().prop_map(|agent| QueueOp::AssignNext { agent }),
         2 => (t.clone(), a.clone()).prop_map(|(task, agent)| QueueOp::Accept { task, agent }),
         1 => (t.clone(), a.clone()).prop_map(|(task, agent)| QueueOp::Progress { task, agent }),

@@ -42,6 +42,7 @@ mod hostile;
 mod http_limits;
 mod leadership;
 mod operator;
+mod options;
 mod poison;
 mod protocol;
 mod runner;

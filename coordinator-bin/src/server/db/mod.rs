@@ -19,14 +19,16 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 pub use damaged::{DamagedRow, Table};
 pub use reads::{
-    count_by_status_priority, description_heads, get_payload, get_task, list_tasks,
-    load_live_tasks, task_seq, Counts, TaskFilter, TaskPage,
+    count_by_status_priority, dependency_results, dependents, description_heads, get_payload,
+    get_task, list_tasks, load_live_tasks, task_by_key, task_seq, task_statuses, Counts,
+    TaskFilter, TaskPage,
 };
 pub(crate) use reads::{decode_count, like_prefix, unknown_status_ranges};
 #[cfg(test)]
 pub use rows::upsert_task;
 pub(crate) use rows::{
-    capabilities_json, decode_task, decode_texts, history_json, TextColumns, COLUMNS, N_COLUMNS,
+    capabilities_json, decode_task, decode_texts, depends_on_json, history_json, TextColumns,
+    COLUMNS, N_COLUMNS,
 };
 pub use rows::{delete_expired, write_task, Texts};
 pub(crate) use schema::migrate;

@@ -304,3 +304,84 @@ pub(crate) fn decode_count(
 
 #[cfg(test)]
 mod tests;
+
+/// The stored status of each of `ids` (`None`: no such task), for the
+/// dependencies of a submission.
+pub fn task_statuses(
+    conn: &Connection,
+    ids: &[String],
+) -> Result<Vec<(String, Option<Status>)>, DbError> {
+    let mut stmt = conn.prepare_cached("SELECT status FROM tasks WHERE id = ?1")?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let status: Option<String> = stmt.query_row([id], |r| r.get(0)).optional()?;
+        // A status this binary does not know is no dependency it can wait for.
+        out.push((id.clone(), status.and_then(|s| Status::from_str(&s).ok())));
+    }
+    Ok(out)
+}
+
+/// The task a submitter stored with an idempotency key: its id, lane, status
+/// and submission time.
+pub fn task_by_key(
+    conn: &Connection,
+    submitter: &str,
+    key: &str,
+) -> Result<Option<(String, Priority, Status, u64)>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, priority, status, created_at FROM tasks WHERE submitted_by = ?1 AND idempotency_key = ?2",
+    )?;
+    let row = stmt
+        .query_row([submitter, key], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })
+        .optional()?;
+    Ok(row.and_then(|(id, priority, status, created)| {
+        Some((
+            id,
+            Priority::from_str(&priority).ok()?,
+            Status::from_str(&status).ok()?,
+            u64::try_from(created).ok()?,
+        ))
+    }))
+}
+
+/// The results of the dependencies of task `id`, in its order (`None` for a
+/// dependency without a stored result: deleted by retention).
+pub fn dependency_results(
+    conn: &Connection,
+    id: &str,
+) -> Result<Vec<(String, Option<String>)>, DbError> {
+    let depends_on: Option<String> = conn
+        .prepare_cached("SELECT depends_on FROM tasks WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?
+        .flatten();
+    let Some(depends_on) = depends_on else {
+        return Ok(Vec::new());
+    };
+    let ids: Vec<String> = serde_json::from_str(&depends_on).unwrap_or_default();
+    let mut stmt = conn.prepare_cached("SELECT result FROM tasks WHERE id = ?1")?;
+    let mut out = Vec::with_capacity(ids.len());
+    for dep in ids {
+        let result: Option<String> = stmt.query_row([&dep], |r| r.get(0)).optional()?.flatten();
+        out.push((dep, result));
+    }
+    Ok(out)
+}
+
+/// The ids of the tasks that depend on `id`, oldest first.
+pub fn dependents(conn: &Connection, id: &str) -> Result<Vec<String>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.task_id FROM task_dependencies d LEFT JOIN tasks t ON t.id = d.task_id WHERE d.depends_on = ?1 ORDER BY t.created_at, d.task_id",
+    )?;
+    let ids = stmt
+        .query_map([id], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ids)
+}

@@ -16,10 +16,10 @@ use super::damaged::{self, DamagedRow, Table};
 
 /// Insert or update in place (an update, not a delete and insert, so that the
 /// counting triggers see it as one).
-const UPSERT: &str = "INSERT INTO tasks (id, description, metadata, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history, reclaim_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22) ON CONFLICT(id) DO UPDATE SET description = excluded.description, metadata = excluded.metadata, priority = excluded.priority, status = excluded.status, assigned_to = excluded.assigned_to, assigned_at = excluded.assigned_at, generation = excluded.generation, retry_count = excluded.retry_count, max_retries = excluded.max_retries, complete_by = excluded.complete_by, needed_capabilities = excluded.needed_capabilities, result = excluded.result, tokens_used = excluded.tokens_used, last_error = excluded.last_error, submitted_by = excluded.submitted_by, created_at = excluded.created_at, updated_at = excluded.updated_at, last_alive_at = excluded.last_alive_at, queue_seq = excluded.queue_seq, history = excluded.history, reclaim_count = excluded.reclaim_count";
+const UPSERT: &str = "INSERT INTO tasks (id, description, metadata, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history, reclaim_count, run_at, depends_on, idempotency_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25) ON CONFLICT(id) DO UPDATE SET description = excluded.description, metadata = excluded.metadata, priority = excluded.priority, status = excluded.status, assigned_to = excluded.assigned_to, assigned_at = excluded.assigned_at, generation = excluded.generation, retry_count = excluded.retry_count, max_retries = excluded.max_retries, complete_by = excluded.complete_by, needed_capabilities = excluded.needed_capabilities, result = excluded.result, tokens_used = excluded.tokens_used, last_error = excluded.last_error, submitted_by = excluded.submitted_by, created_at = excluded.created_at, updated_at = excluded.updated_at, last_alive_at = excluded.last_alive_at, queue_seq = excluded.queue_seq, history = excluded.history, reclaim_count = excluded.reclaim_count, run_at = excluded.run_at, depends_on = excluded.depends_on, idempotency_key = excluded.idempotency_key";
 
 /// Updates a stored row in place; a text given as NULL keeps the stored one.
-const UPDATE: &str = "UPDATE tasks SET description = COALESCE(?2, description), metadata = COALESCE(?3, metadata), priority = ?4, status = ?5, assigned_to = ?6, assigned_at = ?7, generation = ?8, retry_count = ?9, max_retries = ?10, complete_by = ?11, needed_capabilities = ?12, result = ?13, tokens_used = ?14, last_error = ?15, submitted_by = ?16, created_at = ?17, updated_at = ?18, last_alive_at = ?19, queue_seq = ?20, history = ?21, reclaim_count = ?22 WHERE id = ?1";
+const UPDATE: &str = "UPDATE tasks SET description = COALESCE(?2, description), metadata = COALESCE(?3, metadata), priority = ?4, status = ?5, assigned_to = ?6, assigned_at = ?7, generation = ?8, retry_count = ?9, max_retries = ?10, complete_by = ?11, needed_capabilities = ?12, result = ?13, tokens_used = ?14, last_error = ?15, submitted_by = ?16, created_at = ?17, updated_at = ?18, last_alive_at = ?19, queue_seq = ?20, history = ?21, reclaim_count = ?22, run_at = ?23, depends_on = ?24, idempotency_key = ?25 WHERE id = ?1";
 
 /// The description and metadata to write with a record: its own texts, or
 /// `None` for a text it leaves out ([`Payload::Stored`]: keep the stored one).
@@ -77,6 +77,9 @@ pub fn write_task(conn: &Connection, task: &Task, texts: Texts<'_>) -> Result<()
         task.queue_seq() as i64,
         history_json(task.history()),
         task.reclaim_count(),
+        task.run_at_ms().map(|v| v as i64),
+        depends_on_json(task.depends_on()),
+        task.idempotency_key(),
     ])?;
     if written == 0 {
         return Err(rusqlite::Error::SqliteFailure(
@@ -88,6 +91,15 @@ pub fn write_task(conn: &Connection, task: &Task, texts: Texts<'_>) -> Result<()
         ));
     }
     Ok(())
+}
+
+/// The dependencies as a JSON array of ids; NULL when there are none.
+pub(crate) fn depends_on_json(ids: &[TaskId]) -> Option<String> {
+    if ids.is_empty() {
+        return None;
+    }
+    let ids: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
+    serde_json::to_string(&ids).ok()
 }
 
 /// The needed capabilities as a JSON list of strings.
@@ -112,16 +124,16 @@ pub(crate) fn history_json(history: &[HistoryEntry]) -> String {
 
 /// The columns of a `tasks` row, in the order [`task_from_row`] reads them
 /// (the rowid last, to name a row whose id cannot be read).
-pub(crate) const COLUMNS: &str = "id, description, metadata, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history, reclaim_count, rowid";
+pub(crate) const COLUMNS: &str = "id, description, metadata, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history, reclaim_count, run_at, depends_on, idempotency_key, rowid";
 
 /// [`COLUMNS`] with the description and metadata longer than `?1` bytes
 /// replaced by their lengths (integers, read as [`Payload::Stored`]) so that
 /// those texts are not copied out of storage, and any stored value that is not
 /// text replaced by NULL (so an integer there is always a length).
-pub(super) const COLUMNS_SHORT_TEXTS: &str = "id, CASE WHEN typeof(description) <> 'text' THEN NULL WHEN octet_length(description) > ?1 THEN octet_length(description) ELSE description END, CASE WHEN typeof(metadata) <> 'text' THEN NULL WHEN octet_length(metadata) > ?1 THEN octet_length(metadata) ELSE metadata END, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history, reclaim_count, rowid";
+pub(super) const COLUMNS_SHORT_TEXTS: &str = "id, CASE WHEN typeof(description) <> 'text' THEN NULL WHEN octet_length(description) > ?1 THEN octet_length(description) ELSE description END, CASE WHEN typeof(metadata) <> 'text' THEN NULL WHEN octet_length(metadata) > ?1 THEN octet_length(metadata) ELSE metadata END, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history, reclaim_count, run_at, depends_on, idempotency_key, rowid";
 
 /// How many columns [`COLUMNS`] names.
-pub(crate) const N_COLUMNS: usize = 23;
+pub(crate) const N_COLUMNS: usize = 26;
 
 /// What the description and metadata columns of a selected row hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +183,7 @@ pub(crate) fn decode_task(
     decode_task_fields(values, texts).map_err(|reason| DamagedRow {
         table: Table::Tasks,
         id: id.ok().map(str::to_owned),
-        rowid: damaged::int("rowid", values[22]).ok(),
+        rowid: damaged::int("rowid", values[25]).ok(),
         reason,
     })
 }
@@ -271,6 +283,16 @@ fn decode_task_fields(v: &[ValueRef<'_>; N_COLUMNS], texts: TextColumns) -> Resu
         updated_at_ms: damaged::u64_col("updated_at", v[17])?,
         queue_seq: damaged::u64_col("queue_seq", v[19])?,
         history,
+        run_at_ms: damaged::opt_u64("run_at", v[22])?,
+        depends_on: match damaged::opt_text("depends_on", v[23])? {
+            None => Vec::new(),
+            Some(text) => serde_json::from_str::<Vec<String>>(text)
+                .map_err(|_| "column `depends_on`: not a JSON list of task ids")?
+                .into_iter()
+                .map(TaskId::from)
+                .collect(),
+        },
+        idempotency_key: damaged::opt_text("idempotency_key", v[24])?.map(str::to_owned),
     };
     Task::from_parts(parts).map_err(|e| e.to_string())
 }

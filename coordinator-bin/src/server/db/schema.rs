@@ -9,7 +9,7 @@ use super::DbError;
 /// `PRAGMA application_id` of a coordinator database ("COOR").
 pub(super) const APPLICATION_ID: i64 = 0x434F_4F52;
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Forward migrations; entry `i` takes the schema from version `i` to `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -102,6 +102,41 @@ END;
     r#"
 -- Reclaims of each task so far, against its reclaim budget.
 ALTER TABLE tasks ADD COLUMN reclaim_count INTEGER NOT NULL DEFAULT 0;
+"#,
+    r#"
+-- Submit options: run later (run_at), run after (depends_on, a JSON list of
+-- task ids), submit once (idempotency_key, unique per submitter, so that a
+-- repeat is refused by the store itself, across restarts).
+ALTER TABLE tasks ADD COLUMN run_at INTEGER;
+ALTER TABLE tasks ADD COLUMN depends_on TEXT;
+ALTER TABLE tasks ADD COLUMN idempotency_key TEXT;
+CREATE UNIQUE INDEX tasks_idempotency ON tasks (submitted_by, idempotency_key)
+WHERE idempotency_key IS NOT NULL;
+-- The dependency edges, by dependency: a task's dependents without a scan.
+-- Kept by triggers: written with the task's first row, deleted with it.
+CREATE TABLE task_dependencies (
+    depends_on TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    PRIMARY KEY (depends_on, task_id)
+) WITHOUT ROWID;
+CREATE TRIGGER tasks_dependencies_insert AFTER INSERT ON tasks
+WHEN NEW.depends_on IS NOT NULL AND json_valid(NEW.depends_on) BEGIN
+    INSERT OR IGNORE INTO task_dependencies (depends_on, task_id)
+    SELECT value, NEW.id FROM json_each(NEW.depends_on) WHERE type = 'text';
+END;
+CREATE TRIGGER tasks_dependencies_delete AFTER DELETE ON tasks
+WHEN OLD.depends_on IS NOT NULL BEGIN
+    DELETE FROM task_dependencies WHERE task_id = OLD.id;
+END;
+INSERT INTO task_counts (status, priority, n) VALUES
+('scheduled', 'urgent', 0),
+('scheduled', 'high', 0),
+('scheduled', 'normal', 0),
+('scheduled', 'low', 0),
+('waiting', 'urgent', 0),
+('waiting', 'high', 0),
+('waiting', 'normal', 0),
+('waiting', 'low', 0);
 "#,
 ];
 

@@ -106,7 +106,7 @@ fn a_version_2_database_gains_reclaim_counts_of_zero() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!((version, SCHEMA_VERSION), (3, 3));
+    assert_eq!((version, SCHEMA_VERSION), (4, 4));
     let back = get_task(&conn, "old").unwrap().unwrap();
     assert_eq!((back.status(), back.reclaim_count()), (Status::Queued, 0));
     let bumped = edited(back.clone(), |p| p.reclaim_count = 4);
@@ -262,6 +262,13 @@ fn task_with_id(id: String) -> impl Strategy<Value = Task> {
                 updated_at_ms: updated,
                 queue_seq: queue_seq & ((1 << 56) - 1),
                 history,
+                run_at_ms: (status == Status::Scheduled).then_some(updated),
+                depends_on: if status == Status::Waiting {
+                    vec![TaskId::from("dependency")]
+                } else {
+                    Vec::new()
+                },
+                idempotency_key: None,
             })
             .expect("a consistent record")
         },
@@ -433,14 +440,14 @@ fn a_null_where_the_schema_forbids_it_is_damage_too() {
         .prepare(&format!("SELECT {} FROM tasks", super::rows::COLUMNS))
         .unwrap()
         .query_row([], |r| {
-            (0..23)
+            (0..26)
                 .map(|i| r.get::<_, rusqlite::types::Value>(i))
                 .collect()
         })
         .unwrap();
     let mut refs: Vec<rusqlite::types::ValueRef<'_>> = values.iter().map(Into::into).collect();
     refs[20] = rusqlite::types::ValueRef::Null;
-    let refs: [rusqlite::types::ValueRef<'_>; 23] = refs.try_into().unwrap();
+    let refs: [rusqlite::types::ValueRef<'_>; 26] = refs.try_into().unwrap();
     let row = super::rows::decode_task(&refs, super::rows::TextColumns::Whole).unwrap_err();
     assert_eq!(
         (row.id.as_deref(), row.reason.as_str()),
@@ -724,4 +731,98 @@ fn a_long_text_is_checked_when_it_is_read_back_and_one_that_is_not_text_at_resto
         rows[0].reason,
         "column `description`: expected text, found NULL or a value of another type"
     );
+}
+
+/// The records a queue emits for `tasks` submitted at `now_ms`, as stored.
+fn submitted(tasks: Vec<coordinator_queue::NewTask>, now_ms: u64) -> Vec<Task> {
+    let mut queue = coordinator_queue::Queue::new(coordinator_queue::QueueConfig::default());
+    for task in tasks {
+        queue.submit(now_ms, task).unwrap();
+    }
+    queue
+        .drain_changes()
+        .into_iter()
+        .map(|c| c.into_task())
+        .collect()
+}
+
+#[test]
+fn options_are_stored_with_their_edges_and_the_key_is_unique_per_submitter() {
+    use coordinator_queue::NewTask;
+    let conn = memory_db();
+    let records = submitted(
+        vec![
+            NewTask::new("a", "x")
+                .with_submitted_by("alice")
+                .with_idempotency_key("k"),
+            NewTask::new("later", "x").with_run_at(50),
+            NewTask::new("b", "x").with_depends_on(["a", "later"]),
+        ],
+        10,
+    );
+    for task in &records {
+        upsert_task(&conn, task).unwrap();
+    }
+    let live = load_live_tasks(&conn, 256).unwrap();
+    assert_eq!(live, records);
+    assert_eq!(dependents(&conn, "a").unwrap(), ["b"]);
+    assert_eq!(dependents(&conn, "later").unwrap(), ["b"]);
+    assert_eq!(
+        task_by_key(&conn, "alice", "k").unwrap(),
+        Some(("a".to_owned(), Priority::Normal, Status::Queued, 10))
+    );
+    assert_eq!(task_by_key(&conn, "bob", "k").unwrap(), None);
+    assert_eq!(
+        task_statuses(&conn, &["later".into(), "gone".into()]).unwrap(),
+        [
+            ("later".to_owned(), Some(Status::Scheduled)),
+            ("gone".to_owned(), None)
+        ]
+    );
+    // A second task with the key of the first is refused by the store itself.
+    let again = submitted(
+        vec![NewTask::new("a2", "x")
+            .with_submitted_by("alice")
+            .with_idempotency_key("k")],
+        11,
+    );
+    assert!(upsert_task(&conn, &again[0]).is_err());
+    // Another submitter's key is its own.
+    let bob = submitted(
+        vec![NewTask::new("b2", "x")
+            .with_submitted_by("bob")
+            .with_idempotency_key("k")],
+        11,
+    );
+    upsert_task(&conn, &bob[0]).unwrap();
+    // The dependencies' results, in order; none for one not completed.
+    let done = edited(records[0].clone(), |p| {
+        p.status = Status::Completed;
+        p.outcome = Some(Completion {
+            result: r#"{"n":1}"#.into(),
+            tokens_used: None,
+        });
+    });
+    upsert_task(&conn, &done).unwrap();
+    assert_eq!(
+        dependency_results(&conn, "b").unwrap(),
+        [
+            ("a".to_owned(), Some(r#"{"n":1}"#.to_owned())),
+            ("later".to_owned(), None)
+        ]
+    );
+    // The edges go with the task.
+    conn.execute("DELETE FROM tasks WHERE id = 'b'", [])
+        .unwrap();
+    assert_eq!(dependents(&conn, "a").unwrap(), Vec::<String>::new());
+    assert_eq!(counts_of(&conn, "waiting"), 0);
+    assert_eq!(counts_of(&conn, "scheduled"), 1);
+}
+
+fn counts_of(conn: &Connection, status: &str) -> u64 {
+    counts(conn)
+        .into_iter()
+        .filter(|(s, _, _)| s == status)
+        .map(|(_, _, n)| n)
+        .sum()
 }

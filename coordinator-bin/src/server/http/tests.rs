@@ -119,7 +119,7 @@ fn stats_list_every_status_and_lane_and_add_up_the_rows() {
         stats_json(&rows),
         json!({
             "total": 6,
-            "by_status": {"queued": 5, "assigned": 0, "working": 0, "completed": 0, "dead_letter": 1, "cancelled": 0},
+            "by_status": {"scheduled": 0, "waiting": 0, "queued": 5, "assigned": 0, "working": 0, "completed": 0, "dead_letter": 1, "cancelled": 0},
             "by_priority": {"urgent": 0, "high": 4, "normal": 0, "low": 2},
             "dead_letter": 1,
         })
@@ -132,7 +132,7 @@ fn stats_of_no_rows_are_zeros() {
         stats_json(&[]),
         json!({
             "total": 0,
-            "by_status": {"queued": 0, "assigned": 0, "working": 0, "completed": 0, "dead_letter": 0, "cancelled": 0},
+            "by_status": {"scheduled": 0, "waiting": 0, "queued": 0, "assigned": 0, "working": 0, "completed": 0, "dead_letter": 0, "cancelled": 0},
             "by_priority": {"urgent": 0, "high": 0, "normal": 0, "low": 0},
             "dead_letter": 0,
         })

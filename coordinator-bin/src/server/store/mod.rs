@@ -17,22 +17,27 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use coordinator_queue::{Task, TaskId};
+use coordinator_queue::{Priority, Status, Task, TaskId};
 use tokio::sync::watch;
 
 use super::auth::TokenList;
 use super::db::{Counts, DamagedRow, DbError, TaskFilter, TaskPage};
 use super::writer::{Writer, WriterReport};
 use crate::session::lease::Observation;
-use crate::session::Identity;
+use crate::session::{Identity, LoadedPayload};
 
 /// The live tokens by digest, and the rows of live tokens that cannot be
 /// decoded (they authenticate nobody).
 pub type LiveTokens = (HashMap<[u8; 32], Identity>, Vec<DamagedRow>);
 
-/// The stored texts of one task read for an assignment: `(description,
-/// metadata)` if the task exists, or why they cannot be read.
-pub type PayloadResult = (TaskId, Result<Option<(String, String)>, DbError>);
+/// The stored texts of one task read for an assignment, with the stored
+/// results of its dependencies (in its order; `None` for one storage no
+/// longer has) if the task exists, or why they cannot be read.
+pub type PayloadResult = (TaskId, Result<Option<LoadedPayload>, DbError>);
+
+/// The task a submitter stored with an idempotency key: its id, lane,
+/// status and submission time.
+pub type KeyedTask = (String, Priority, Status, u64);
 
 /// What the service needs from its database. Reads may run concurrently; every
 /// write of the running service goes through the one [`Writer`].
@@ -52,6 +57,22 @@ pub trait Store: Send + Sync + 'static {
     /// The stored description and metadata of each of `ids`, read together
     /// (the outer error: the read as a whole failed).
     async fn get_payloads(&self, ids: Vec<TaskId>) -> Result<Vec<PayloadResult>, DbError>;
+
+    /// The ids of the tasks that depend on `id`, oldest first.
+    async fn dependents(&self, id: String) -> Result<Vec<String>, DbError>;
+
+    /// The stored status of each of `ids` (`None`: no such task, or a status
+    /// this binary does not know), in their order.
+    async fn task_statuses(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<Vec<(String, Option<Status>)>, DbError>;
+
+    /// The stored task of each `(submitter, idempotency key)`, in their order.
+    async fn tasks_by_key(
+        &self,
+        keys: Vec<(String, String)>,
+    ) -> Result<Vec<((String, String), Option<KeyedTask>)>, DbError>;
 
     /// One page of tasks in submission order, after the task named `after`;
     /// `None` if `after` names no task.

@@ -22,19 +22,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use coordinator_queue::{Status, Task, TaskId};
+use std::str::FromStr;
+
+use coordinator_queue::{Priority, Status, Task, TaskId};
 use rusqlite::types::{Value, ValueRef};
 use tokio::sync::watch;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
-use super::{LeaseStore, LiveTokens, PayloadResult, Store};
+use super::{KeyedTask, LeaseStore, LiveTokens, PayloadResult, Store};
 use crate::server::auth::TokenList;
 use crate::server::db::{
     self, Counts, DamagedRow, DbError, Table, TaskFilter, TaskPage, TextColumns, Texts,
 };
 use crate::server::writer::{newest_per_task, Group, GroupCommit, Writer, WriterReport};
-use crate::session::{Identity, TokenWrite};
+use crate::session::{Identity, LoadedPayload, TokenWrite};
 
 impl From<tokio_postgres::Error> for DbError {
     fn from(e: tokio_postgres::Error) -> DbError {
@@ -330,18 +332,36 @@ impl Store for PgStore {
 
     async fn get_payloads(&self, ids: Vec<TaskId>) -> Result<Vec<PayloadResult>, DbError> {
         let names: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
-        let rows = self
+        let (rows, results) = self
             .read(move |c| {
                 Box::pin(async move {
-                    Ok(c.query(
-                        "SELECT id, description, metadata FROM tasks WHERE id = ANY($1)",
-                        &[&names],
-                    )
-                    .await?)
+                    let rows = c
+                        .query(
+                            "SELECT id, description, metadata, depends_on FROM tasks WHERE id = ANY($1)",
+                            &[&names],
+                        )
+                        .await?;
+                    // The results of every dependency of the tasks read, by id.
+                    let mut wanted: Vec<String> = Vec::new();
+                    for row in &rows {
+                        if let Ok(Some(text)) = row.try_get::<_, Option<String>>(3) {
+                            wanted.extend(serde_json::from_str::<Vec<String>>(&text).unwrap_or_default());
+                        }
+                    }
+                    let mut results: HashMap<String, Option<String>> = HashMap::new();
+                    if !wanted.is_empty() {
+                        for row in c
+                            .query("SELECT id, result FROM tasks WHERE id = ANY($1)", &[&wanted])
+                            .await?
+                        {
+                            results.insert(row.try_get(0)?, row.try_get(1)?);
+                        }
+                    }
+                    Ok((rows, results))
                 })
             })
             .await?;
-        let mut found: HashMap<String, Result<(String, String), String>> = HashMap::new();
+        let mut found: HashMap<String, Result<LoadedPayload, String>> = HashMap::new();
         for row in rows {
             let cells = cells(&row)?;
             let id = match &cells[0] {
@@ -349,7 +369,22 @@ impl Store for PgStore {
                 _ => continue,
             };
             let texts = db::decode_texts(ValueRef::from(&cells[1]), ValueRef::from(&cells[2]));
-            found.insert(id, texts);
+            let dependencies: Vec<String> = match &cells[3] {
+                Value::Text(text) => serde_json::from_str(text).unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            let loaded = texts.map(|(description, metadata)| LoadedPayload {
+                description,
+                metadata,
+                dependencies: dependencies
+                    .into_iter()
+                    .map(|dep| {
+                        let result = results.get(&dep).cloned().flatten();
+                        (dep, result)
+                    })
+                    .collect(),
+            });
+            found.insert(id, loaded);
         }
         Ok(ids
             .into_iter()
@@ -367,6 +402,88 @@ impl Store for PgStore {
                 (id, texts)
             })
             .collect())
+    }
+
+    async fn dependents(&self, id: String) -> Result<Vec<String>, DbError> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT d.task_id FROM task_dependencies d LEFT JOIN tasks t ON t.id = d.task_id WHERE d.depends_on = $1 ORDER BY t.created_at, d.task_id",
+                        &[&id],
+                    )
+                    .await?;
+                rows.iter()
+                    .map(|row| Ok(row.try_get::<_, String>(0)?))
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn task_statuses(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<Vec<(String, Option<Status>)>, DbError> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let mut stored: HashMap<String, String> = HashMap::new();
+                for row in c
+                    .query("SELECT id, status FROM tasks WHERE id = ANY($1)", &[&ids])
+                    .await?
+                {
+                    stored.insert(row.try_get(0)?, row.try_get(1)?);
+                }
+                // A status this binary does not know is no dependency it can wait for.
+                Ok(ids
+                    .into_iter()
+                    .map(|id| {
+                        let status = stored.get(&id).and_then(|s| Status::from_str(s).ok());
+                        (id, status)
+                    })
+                    .collect())
+            })
+        })
+        .await
+    }
+
+    async fn tasks_by_key(
+        &self,
+        keys: Vec<(String, String)>,
+    ) -> Result<Vec<((String, String), Option<KeyedTask>)>, DbError> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let mut out = Vec::with_capacity(keys.len());
+                for (submitter, key) in keys {
+                    let row = c
+                        .query_opt(
+                            "SELECT id, priority, status, created_at FROM tasks WHERE submitted_by = $1 AND idempotency_key = $2",
+                            &[&submitter, &key],
+                        )
+                        .await?;
+                    let stored = match row {
+                        None => None,
+                        Some(row) => {
+                            let id: String = row.try_get(0)?;
+                            let priority: String = row.try_get(1)?;
+                            let status: String = row.try_get(2)?;
+                            let created: i64 = row.try_get(3)?;
+                            (|| {
+                                Some((
+                                    id,
+                                    Priority::from_str(&priority).ok()?,
+                                    Status::from_str(&status).ok()?,
+                                    u64::try_from(created).ok()?,
+                                ))
+                            })()
+                        }
+                    };
+                    out.push(((submitter, key), stored));
+                }
+                Ok(out)
+            })
+        })
+        .await
     }
 
     async fn list_tasks(
@@ -645,7 +762,7 @@ impl Store for PgStore {
 }
 
 /// The task columns, in the order of [`TaskColumns::params`].
-const TASK_COLUMNS: [(&str, &str); 22] = [
+const TASK_COLUMNS: [(&str, &str); 25] = [
     ("id", "text"),
     ("description", "text"),
     ("metadata", "text"),
@@ -668,6 +785,9 @@ const TASK_COLUMNS: [(&str, &str); 22] = [
     ("queue_seq", "int8"),
     ("history", "text"),
     ("reclaim_count", "int8"),
+    ("run_at", "int8"),
+    ("depends_on", "text"),
+    ("idempotency_key", "text"),
 ];
 
 /// The rows given as one array per column (`r`), and the status and lane
@@ -956,6 +1076,9 @@ struct TaskColumns {
     queue_seq: Vec<i64>,
     history: Vec<String>,
     reclaim_count: Vec<i64>,
+    run_at: Vec<Option<i64>>,
+    depends_on: Vec<Option<String>>,
+    idempotency_key: Vec<Option<String>>,
 }
 
 impl TaskColumns {
@@ -987,10 +1110,14 @@ impl TaskColumns {
         self.queue_seq.push(task.queue_seq() as i64);
         self.history.push(db::history_json(task.history()));
         self.reclaim_count.push(task.reclaim_count().into());
+        self.run_at.push(task.run_at_ms().map(|v| v as i64));
+        self.depends_on.push(db::depends_on_json(task.depends_on()));
+        self.idempotency_key
+            .push(task.idempotency_key().map(str::to_owned));
     }
 
     /// The columns in the order of [`TASK_COLUMNS`].
-    fn params(&self) -> [&(dyn ToSql + Sync); 22] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 25] {
         [
             &self.id,
             &self.description,
@@ -1014,6 +1141,9 @@ impl TaskColumns {
             &self.queue_seq,
             &self.history,
             &self.reclaim_count,
+            &self.run_at,
+            &self.depends_on,
+            &self.idempotency_key,
         ]
     }
 }

@@ -7,15 +7,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use coordinator_queue::{Task, TaskId};
+use coordinator_queue::{Status, Task, TaskId};
 use rusqlite::Connection;
 use tokio::sync::watch;
 
-use super::{LiveTokens, PayloadResult, Store};
+use super::{KeyedTask, LiveTokens, PayloadResult, Store};
 use crate::server::auth::TokenList;
 use crate::server::db::{self, Counts, DbError, ReadPool, TaskFilter, TaskPage};
 use crate::server::writer::{newest_per_task, Group, Writer, WriterReport};
-use crate::session::{Batch, Identity, TokenWrite};
+use crate::session::{Batch, Identity, LoadedPayload, TokenWrite};
 
 /// A coordinator database in one SQLite file.
 pub struct SqliteStore {
@@ -84,10 +84,47 @@ impl Store for SqliteStore {
                 Ok(ids
                     .into_iter()
                     .map(|id| {
-                        let texts = db::get_payload(c, id.as_str());
+                        let texts = db::get_payload(c, id.as_str()).and_then(|found| {
+                            let Some((description, metadata)) = found else {
+                                return Ok(None);
+                            };
+                            let dependencies = db::dependency_results(c, id.as_str())?;
+                            Ok(Some(LoadedPayload {
+                                description,
+                                metadata,
+                                dependencies,
+                            }))
+                        });
                         (id, texts)
                     })
                     .collect())
+            })
+            .await
+    }
+
+    async fn dependents(&self, id: String) -> Result<Vec<String>, DbError> {
+        self.reads.run(move |c| db::dependents(c, &id)).await
+    }
+
+    async fn task_statuses(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<Vec<(String, Option<Status>)>, DbError> {
+        self.reads.run(move |c| db::task_statuses(c, &ids)).await
+    }
+
+    async fn tasks_by_key(
+        &self,
+        keys: Vec<(String, String)>,
+    ) -> Result<Vec<((String, String), Option<KeyedTask>)>, DbError> {
+        self.reads
+            .run(move |c| {
+                let mut out = Vec::with_capacity(keys.len());
+                for (submitter, key) in keys {
+                    let stored = db::task_by_key(c, &submitter, &key)?;
+                    out.push(((submitter, key), stored));
+                }
+                Ok(out)
             })
             .await
     }

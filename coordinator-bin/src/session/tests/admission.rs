@@ -177,6 +177,7 @@ fn texts() -> Result<Option<LoadedPayload>, String> {
     Ok(Some(LoadedPayload {
         description: "a long description".into(),
         metadata: r#"{"k":"long"}"#.into(),
+        dependencies: Vec::new(),
     }))
 }
 

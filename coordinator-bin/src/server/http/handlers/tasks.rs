@@ -23,7 +23,8 @@ pub const MAX_BATCH: usize = 1_000;
 /// Tasks one list answer holds unless the query says otherwise.
 const DEFAULT_LIMIT: u32 = 100;
 
-/// `POST /api/tasks`: 201 with the receipt.
+/// `POST /api/tasks`: 201 with the receipt; 200 with the first task's receipt
+/// and `"duplicate": true` for a repeat of an idempotency key.
 pub async fn submit(
     req: Request<Incoming>,
     state: &AppState,
@@ -35,13 +36,19 @@ pub async fn submit(
     let r = receipts
         .first()
         .ok_or_else(|| ApiError::internal("a submission of one task gave no receipt"))?;
-    Ok(json_response(
-        StatusCode::CREATED,
-        &json!({"status": "queued", "task_id": r.task_id, "priority": r.priority, "created_at": r.created_at_ms}),
-    ))
+    let mut body = json!({"status": r.status, "task_id": r.task_id, "priority": r.priority, "created_at": r.created_at_ms});
+    let code = if r.duplicate {
+        body["duplicate"] = json!(true);
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(json_response(code, &body))
 }
 
 /// `POST /api/tasks/batch`: 201 with the ids, in order; all tasks or none.
+/// `tasks` gives each one's status and whether it is a repeat of an
+/// idempotency key (then the id is the first task's); 200 when every one is.
 pub async fn submit_batch(
     req: Request<Incoming>,
     state: &AppState,
@@ -51,9 +58,18 @@ pub async fn submit_batch(
     let tasks = decode_batch(&body, submitter)?;
     let receipts = submit_tasks(state, tasks).await?;
     let ids: Vec<&str> = receipts.iter().map(|r| r.task_id.as_str()).collect();
+    let items: Vec<Value> = receipts
+        .iter()
+        .map(|r| json!({"task_id": r.task_id, "status": r.status, "duplicate": r.duplicate}))
+        .collect();
+    let code = if receipts.iter().all(|r| r.duplicate) {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     Ok(json_response(
-        StatusCode::CREATED,
-        &json!({"status": "queued", "count": ids.len(), "task_ids": ids}),
+        code,
+        &json!({"status": "queued", "count": ids.len(), "task_ids": ids, "tasks": items}),
     ))
 }
 
@@ -80,12 +96,16 @@ pub async fn stats(state: &AppState) -> Result<Resp, ApiError> {
     Ok(json_response(StatusCode::OK, &stats_json(&counts)))
 }
 
-/// `GET /api/tasks/{id}`: the task with its history, 404, or 500
-/// `damaged_row` if its stored row cannot be decoded.
+/// `GET /api/tasks/{id}`: the task with its history and `dependents` (the
+/// tasks that depend on it), 404, or 500 `damaged_row` if its stored row
+/// cannot be decoded.
 pub async fn get(state: &AppState, id: String) -> Result<Resp, ApiError> {
-    let task = state.store.get_task(id).await?;
+    let task = state.store.get_task(id.clone()).await?;
     let task = task.ok_or_else(|| ApiError::not_found("no task with this id"))?;
-    Ok(json_response(StatusCode::OK, &task_json(&task)))
+    let dependents = state.store.dependents(id).await?;
+    let mut body = task_json(&task);
+    body["dependents"] = json!(dependents);
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 /// `POST /api/tasks/{id}/cancel`: the session decides, knowing the stored

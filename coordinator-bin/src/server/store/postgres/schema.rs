@@ -1,5 +1,5 @@
 //! The PostgreSQL schema: the same tables, columns and meaning as SQLite's
-//! (`server/db/schema.rs`, version 3), as versioned forward migrations applied
+//! (`server/db/schema.rs`, version 4), as versioned forward migrations applied
 //! under a transaction-level advisory lock, so that coordinators starting
 //! together on one database migrate it once.
 
@@ -8,7 +8,7 @@ use tokio_postgres::Client;
 use crate::server::db::DbError;
 
 /// The schema version this binary writes.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// The key of the advisory lock taken while migrating ("COOR" + 1).
 const MIGRATION_LOCK: i64 = 0x434F_4F52_0001;
@@ -90,6 +90,53 @@ CREATE TABLE coordinator_lease (
     epoch BIGINT NOT NULL,
     renewed_at TIMESTAMPTZ NOT NULL
 );
+"#,
+    r#"
+-- Submit options: run later (run_at), run after (depends_on, a JSON list of
+-- task ids), submit once (idempotency_key, unique per submitter, so that a
+-- repeat is refused by the store itself, across restarts).
+ALTER TABLE tasks ADD COLUMN run_at BIGINT;
+ALTER TABLE tasks ADD COLUMN depends_on TEXT;
+ALTER TABLE tasks ADD COLUMN idempotency_key TEXT;
+CREATE UNIQUE INDEX tasks_idempotency ON tasks (submitted_by, idempotency_key)
+WHERE idempotency_key IS NOT NULL;
+-- The dependency edges, by dependency: a task's dependents without a scan.
+-- Kept by triggers that run only for rows with dependencies: written with
+-- the task's first row, deleted with it. A list that is not JSON adds no edge
+-- rather than failing the commit.
+CREATE TABLE task_dependencies (
+    depends_on TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    PRIMARY KEY (depends_on, task_id)
+);
+CREATE FUNCTION coordinator_dependencies_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    BEGIN
+        INSERT INTO task_dependencies (depends_on, task_id)
+        SELECT e, NEW.id FROM jsonb_array_elements_text(NEW.depends_on::jsonb) AS e
+        ON CONFLICT DO NOTHING;
+    EXCEPTION WHEN invalid_text_representation OR invalid_parameter_value THEN
+        NULL;
+    END;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER tasks_dependencies_insert AFTER INSERT ON tasks
+FOR EACH ROW WHEN (NEW.depends_on IS NOT NULL)
+EXECUTE FUNCTION coordinator_dependencies_insert();
+CREATE FUNCTION coordinator_dependencies_delete() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM task_dependencies WHERE task_id = OLD.id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER tasks_dependencies_delete AFTER DELETE ON tasks
+FOR EACH ROW WHEN (OLD.depends_on IS NOT NULL)
+EXECUTE FUNCTION coordinator_dependencies_delete();
+INSERT INTO task_counts (status, priority, n)
+SELECT s, p, 0
+FROM unnest(ARRAY['scheduled', 'waiting']) AS s,
+     unnest(ARRAY['urgent', 'high', 'normal', 'low']) AS p;
 "#,
 ];
 
