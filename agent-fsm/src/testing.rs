@@ -32,7 +32,7 @@
 
 use proptest::prelude::*;
 
-use crate::{Agent, AgentState, Capabilities};
+use crate::{Agent, AgentState, Capabilities, Move};
 use coordinator_queue::{AgentId, TaskId};
 
 /// A set of capabilities (up to three names, often none); the strategy of
@@ -43,39 +43,37 @@ pub use coordinator_queue::testing::strategies::capabilities;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AgentOp {
-    /// [`Agent::connect`].
-    Connect,
-    /// [`Agent::assign`] of task `t` with the next generation.
-    Assign,
-    /// [`Agent::accept`].
-    Accept,
-    /// [`Agent::release`].
-    Release,
-    /// [`Agent::block`].
-    Block,
-    /// [`Agent::unblock`].
-    Unblock,
+    /// The agent's call for this [`Move`]: [`Agent::connect`], [`Agent::assign`]
+    /// of task `t` with the next generation, [`Agent::accept`],
+    /// [`Agent::release`], [`Agent::block`], [`Agent::unblock`], or
     /// [`Agent::resume`] of task `t` with the current generation.
-    Resume,
-    /// [`Agent::disconnect`].
+    Move(Move),
+    /// [`Agent::disconnect`], legal from every state.
     Disconnect,
     /// Time passes by this many milliseconds, then [`Agent::handle_timeout`].
     Tick(u64),
 }
 
-/// Any [`AgentOp`], each as likely; ticks up to 80 ms (the model's acceptance
+/// Any [`Move`], each as likely.
+pub fn agent_move() -> impl Strategy<Value = Move> {
+    prop_oneof![
+        Just(Move::Connect),
+        Just(Move::Assign),
+        Just(Move::Accept),
+        Just(Move::Release),
+        Just(Move::Block),
+        Just(Move::Unblock),
+        Just(Move::Resume),
+    ]
+}
+
+/// Any [`AgentOp`], each move, disconnect and tick as likely; ticks up to 80 ms (the model's acceptance
 /// deadline is 50 ms).
 pub fn agent_op() -> impl Strategy<Value = AgentOp> {
     prop_oneof![
-        Just(AgentOp::Connect),
-        Just(AgentOp::Assign),
-        Just(AgentOp::Accept),
-        Just(AgentOp::Release),
-        Just(AgentOp::Block),
-        Just(AgentOp::Unblock),
-        Just(AgentOp::Resume),
-        Just(AgentOp::Disconnect),
-        (0u64..80).prop_map(AgentOp::Tick),
+        7 => agent_move().prop_map(AgentOp::Move),
+        1 => Just(AgentOp::Disconnect),
+        1 => (0u64..80).prop_map(AgentOp::Tick),
     ]
 }
 
@@ -89,13 +87,13 @@ pub fn agent_ops(len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<Agent
 pub fn legal_move(from: AgentState, op: &AgentOp) -> Option<AgentState> {
     use AgentState::*;
     match (from, op) {
-        (Offline, AgentOp::Connect) => Some(Idle),
-        (Idle, AgentOp::Assign) => Some(Assigned),
-        (Assigned, AgentOp::Accept) => Some(Working),
-        (Assigned | Working | Blocked, AgentOp::Release) => Some(Idle),
-        (Working, AgentOp::Block) => Some(Blocked),
-        (Blocked, AgentOp::Unblock) => Some(Working),
-        (Idle, AgentOp::Resume) => Some(Working),
+        (Offline, AgentOp::Move(Move::Connect)) => Some(Idle),
+        (Idle, AgentOp::Move(Move::Assign)) => Some(Assigned),
+        (Assigned, AgentOp::Move(Move::Accept)) => Some(Working),
+        (Assigned | Working | Blocked, AgentOp::Move(Move::Release)) => Some(Idle),
+        (Working, AgentOp::Move(Move::Block)) => Some(Blocked),
+        (Blocked, AgentOp::Move(Move::Unblock)) => Some(Working),
+        (Idle, AgentOp::Move(Move::Resume)) => Some(Working),
         (_, AgentOp::Disconnect) => Some(Offline),
         _ => None,
     }
@@ -163,18 +161,20 @@ impl AgentModel {
         };
         let a = &mut self.agent;
         let ok = match op {
-            AgentOp::Connect => a.connect(now).is_ok(),
-            AgentOp::Assign => {
+            AgentOp::Move(Move::Connect) => a.connect(now).is_ok(),
+            AgentOp::Move(Move::Assign) => {
                 self.generation += 1;
                 let generation = self.generation;
                 a.assign(now, TaskId::from("t"), generation, Self::ACCEPT_TIMEOUT_MS)
                     .is_ok()
             }
-            AgentOp::Accept => a.accept(now).is_ok(),
-            AgentOp::Release => a.release(now).is_ok(),
-            AgentOp::Block => a.block(now).is_ok(),
-            AgentOp::Unblock => a.unblock(now).is_ok(),
-            AgentOp::Resume => a.resume(now, TaskId::from("t"), self.generation).is_ok(),
+            AgentOp::Move(Move::Accept) => a.accept(now).is_ok(),
+            AgentOp::Move(Move::Release) => a.release(now).is_ok(),
+            AgentOp::Move(Move::Block) => a.block(now).is_ok(),
+            AgentOp::Move(Move::Unblock) => a.unblock(now).is_ok(),
+            AgentOp::Move(Move::Resume) => {
+                a.resume(now, TaskId::from("t"), self.generation).is_ok()
+            }
             AgentOp::Disconnect => {
                 let _ = a.disconnect(now);
                 true
