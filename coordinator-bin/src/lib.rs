@@ -26,6 +26,7 @@
 mod agent;
 pub mod cli;
 pub mod client;
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 mod logging;

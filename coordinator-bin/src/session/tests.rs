@@ -41,22 +41,7 @@ fn poll(s: &mut Session) -> Option<Output> {
 /// Drains, commits every batch handed out, and drains again, until quiet;
 /// returns every output except the batches.
 fn settle(s: &mut Session) -> Vec<Output> {
-    let mut out = Vec::new();
-    loop {
-        let mut committed = false;
-        for output in drain(s) {
-            match output {
-                Output::Persist(batch) => {
-                    s.handle_committed(batch.seq);
-                    committed = true;
-                }
-                other => out.push(other),
-            }
-        }
-        if !committed {
-            return out;
-        }
-    }
+    settle_records(s).1
 }
 
 fn identify(agent: &str, token: &str) -> AgentMessage {
