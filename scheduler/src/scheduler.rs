@@ -177,6 +177,9 @@ pub struct Scheduler {
     awaiting_recovery: HashMap<TaskId, (AgentId, u64)>,
     recovery_deadlines: BTreeSet<(u64, TaskId)>,
     actions: VecDeque<Action>,
+    /// Agents a timer or the sweep changed since the last
+    /// [`Scheduler::poll_timer_touched`]; at most one entry per agent.
+    timer_touched: BTreeSet<AgentId>,
 }
 
 impl Scheduler {
@@ -231,6 +234,7 @@ impl Scheduler {
             awaiting_recovery: HashMap::new(),
             recovery_deadlines: BTreeSet::new(),
             actions: VecDeque::new(),
+            timer_touched: BTreeSet::new(),
         }
     }
 
@@ -278,6 +282,20 @@ impl Scheduler {
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
+    }
+
+    /// The next agent that [`Scheduler::handle_timeout`] or
+    /// [`Scheduler::handle_sweep`] may have changed (a deadline expired, a
+    /// grace or back-off ended, a held task was reclaimed or failed) since the
+    /// last call, each agent once, in id order.
+    ///
+    /// A caller that shows agents' states (the coordinator's event stream)
+    /// re-reads these after a timer instead of every agent. Agents changed by
+    /// a call that names them are not listed: the caller knows them. The list
+    /// holds at most one entry per agent, whether or not it is polled.
+    #[must_use]
+    pub fn poll_timer_touched(&mut self) -> Option<AgentId> {
+        self.timer_touched.pop_first()
     }
 
     /// When [`Scheduler::handle_timeout`] must be called next, if ever.
@@ -824,6 +842,7 @@ impl Scheduler {
             }
             // Removed first, so that the loop always moves on.
             self.accept_deadlines.remove(&(deadline, agent_id.clone()));
+            self.timer_touched.insert(agent_id.clone());
             let expired = self
                 .move_agent(&agent_id, |fsm| fsm.handle_timeout(now_ms))
                 .flatten();
@@ -839,6 +858,7 @@ impl Scheduler {
             if let Some(agent_id) = self.forget_recovery(&task_id) {
                 self.reclaim(now_ms, &task_id, ReclaimReason::RecoveryExpired);
                 self.refresh_availability(now_ms, &agent_id);
+                self.timer_touched.insert(agent_id);
             }
         }
         // Waits that keep an agent from work: when one ends, it may have work.
@@ -847,18 +867,21 @@ impl Scheduler {
                 slot.settling_until_ms = None;
             }
             self.refresh_availability(now_ms, &agent_id);
+            self.timer_touched.insert(agent_id);
         }
         for agent_id in take_due(&mut self.cancel_deadlines, now_ms) {
             if let Some(slot) = self.agents.get_mut(&agent_id) {
                 slot.cancelling = None;
             }
             self.refresh_availability(now_ms, &agent_id);
+            self.timer_touched.insert(agent_id);
         }
         for agent_id in take_due(&mut self.cooldowns, now_ms) {
             if let Some(slot) = self.agents.get_mut(&agent_id) {
                 slot.cooldown_until_ms = None;
             }
             self.refresh_availability(now_ms, &agent_id);
+            self.timer_touched.insert(agent_id);
         }
     }
 
@@ -887,12 +910,18 @@ impl Scheduler {
                     task_id,
                     agent_id,
                     outcome,
-                } => self.after_reclaim(now_ms, &task_id, &agent_id, ReclaimReason::Stuck, outcome),
+                } => {
+                    self.after_reclaim(now_ms, &task_id, &agent_id, ReclaimReason::Stuck, outcome);
+                    self.timer_touched.insert(agent_id);
+                }
                 Swept::Overdue {
                     task_id,
                     agent_id,
                     outcome,
-                } => self.after_failure(now_ms, &task_id, &agent_id, outcome),
+                } => {
+                    self.after_failure(now_ms, &task_id, &agent_id, outcome);
+                    self.timer_touched.insert(agent_id);
+                }
             }
         }
         // Longest idle first, as for any match (and the same order on every run).

@@ -811,9 +811,13 @@ fn the_cancel_grace_ends_the_wait_for_an_agent_that_never_reports() {
     assert_eq!(s.poll_timeout(), Some(T0 + grace));
     s.handle_timeout(T0 + grace - 1);
     assert_eq!(assignments(&mut s), []);
+    assert_eq!(s.poll_timer_touched(), None, "nothing was due");
     s.handle_timeout(T0 + grace);
     assert_eq!(assignments(&mut s), [("t2".into(), "a".into(), 1)]);
     assert!(s.agent(&AgentId::from("a")).unwrap().cancelling.is_none());
+    // The end of the grace changed the agent without an input naming it.
+    assert_eq!(s.poll_timer_touched(), Some(id("a")));
+    assert_eq!(s.poll_timer_touched(), None, "each agent once");
 }
 
 #[test]

@@ -5,8 +5,8 @@
 //! Task events come from the records staged for a commit (one per record with
 //! a history entry; progress touches are not events). Agent events come from
 //! comparing what a watcher was last shown of an agent with its state now, for
-//! the agents an input touched (and for all of them after a timer), so one
-//! input costs O(agents it touched).
+//! the agents an input touched (after a timer, those the scheduler lists as
+//! changed by it), so one input costs O(agents it touched).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -153,16 +153,6 @@ impl Session {
     /// The agent may have changed: compared at the next flush.
     pub(super) fn touch_agent(&mut self, agent_id: &AgentId) {
         self.events.touched.insert(agent_id.clone());
-    }
-
-    /// Every agent may have changed (after timers).
-    pub(super) fn touch_all_agents(&mut self) {
-        let ids: Vec<AgentId> = self
-            .scheduler
-            .agents()
-            .map(|view| view.agent.id().clone())
-            .collect();
-        self.events.touched.extend(ids);
     }
 
     /// Holds an event for every touched agent that looks different now from

@@ -350,8 +350,11 @@ impl Session {
                 before_ms: now_ms.saturating_sub(self.config.retention_ms),
             });
         }
-        // Timers change agents without telling which (graces, cooldowns).
-        self.touch_all_agents();
+        // Timers change agents without an input naming them (graces,
+        // cooldowns, expiries): the scheduler lists them.
+        while let Some(agent_id) = self.scheduler.poll_timer_touched() {
+            self.touch_agent(&agent_id);
+        }
         self.drain_scheduler();
     }
 

@@ -242,3 +242,36 @@ fn a_drained_agent_is_offered_nothing_and_its_event_comes_before_the_answer() {
         }]
     );
 }
+
+#[test]
+fn the_end_of_a_cancel_grace_shows_the_agent_without_its_flag() {
+    let mut s = Session::new(SessionConfig::default(), T0, Vec::new()).unwrap();
+    connect(&mut s, ConnId::new(1), "a1");
+    submit(&mut s, 1, "t1");
+    settle(&mut s);
+    s.handle_request(
+        T0,
+        RequestId::new(2),
+        crate::session::Request::Cancel {
+            task_id: "t1".into(),
+            stored: Some(Status::Assigned),
+        },
+    );
+    let flags_of = |out: &[Output], agent: &str| -> Vec<Vec<&'static str>> {
+        events(out)
+            .into_iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Agent(a) if a.agent_id.as_str() == agent => Some(a.flags.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let out = settle(&mut s);
+    assert_eq!(flags_of(&out, "a1"), [vec!["cancelling"]]);
+    // The agent never reports; the grace ends on a timer, which names no agent.
+    let grace = SessionConfig::default().scheduler.cancel_grace_ms;
+    s.handle_timeout(T0 + grace - 1);
+    assert_eq!(flags_of(&settle(&mut s), "a1"), Vec::<Vec<&str>>::new());
+    s.handle_timeout(T0 + grace);
+    assert_eq!(flags_of(&settle(&mut s), "a1"), [Vec::<&str>::new()]);
+}
