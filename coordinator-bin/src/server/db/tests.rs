@@ -106,7 +106,7 @@ fn a_version_2_database_gains_reclaim_counts_of_zero() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!((version, SCHEMA_VERSION), (4, 4));
+    assert_eq!((version, SCHEMA_VERSION), (5, 5));
     let back = get_task(&conn, "old").unwrap().unwrap();
     assert_eq!((back.status(), back.reclaim_count()), (Status::Queued, 0));
     let bumped = edited(back.clone(), |p| p.reclaim_count = 4);
@@ -646,6 +646,40 @@ fn rows_of_unknown_status_are_found_through_the_index() {
             "{range}: {plan:?}"
         );
     }
+}
+
+#[test]
+fn the_retention_sweep_reads_only_expired_final_tasks_through_its_index() {
+    let conn = memory_db();
+    let plan: Vec<String> = conn
+        .prepare(&format!(
+            "EXPLAIN QUERY PLAN {}",
+            super::rows::DELETE_EXPIRED
+        ))
+        .unwrap()
+        .query_map([1], |r| r.get::<_, String>(3))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        plan,
+        ["SEARCH tasks USING INDEX tasks_expiry (updated_at<?)"]
+    );
+    let at = |task: Task, ms: u64| edited(task, |p| p.updated_at_ms = ms);
+    upsert_task(&conn, &at(record("old-done", Status::Completed), 10)).unwrap();
+    upsert_task(&conn, &at(record("old-cancelled", Status::Cancelled), 10)).unwrap();
+    upsert_task(&conn, &at(record("old-dead", Status::DeadLetter), 10)).unwrap();
+    upsert_task(&conn, &at(record("old-queued", Status::Queued), 10)).unwrap();
+    upsert_task(&conn, &at(record("new-done", Status::Completed), 30)).unwrap();
+    assert_eq!(delete_expired(&conn, 20).unwrap(), 2);
+    let left: Vec<String> = conn
+        .prepare("SELECT id FROM tasks ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(left, ["new-done", "old-dead", "old-queued"]);
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The PostgreSQL schema: the same tables, columns and meaning as SQLite's
-//! (`server/db/schema.rs`, version 4), as versioned forward migrations applied
+//! (`server/db/schema.rs`, version 4; its version 5 adds only an index, the
+//! retention sweep's), as versioned forward migrations applied
 //! under a transaction-level advisory lock, so that coordinators starting
 //! together on one database migrate it once.
 
