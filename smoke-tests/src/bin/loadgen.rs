@@ -75,18 +75,29 @@ struct Args {
     /// e.g. 10240 to measure large payloads; 0 sends none.
     #[arg(long, default_value_t = 0)]
     metadata_bytes: usize,
+    /// Capabilities every submitted task needs, separated by commas (its
+    /// `needed_capabilities`). The load generator's own agents declare none, so
+    /// `--agents 0 --hold --needs backlog` fills a backlog that stays queued
+    /// while later runs measure around it.
+    #[arg(long, value_delimiter = ',', value_name = "CAPS")]
+    needs: Vec<String>,
 }
 
 /// The task body of task number `k`: its description and, with
 /// `metadata_bytes > 0`, a metadata object whose JSON text is exactly that long
-/// (or as short as `{"k":K,"pad":""}` allows).
-fn task_body(k: usize, metadata_bytes: usize) -> Value {
-    if metadata_bytes == 0 {
-        return json!({"description": format!("load {k}")});
+/// (or as short as `{"k":K,"pad":""}` allows); with `needs`, the capabilities
+/// it needs.
+fn task_body(k: usize, metadata_bytes: usize, needs: &[String]) -> Value {
+    let mut body = json!({"description": format!("load {k}")});
+    if metadata_bytes > 0 {
+        let bare = format!(r#"{{"k":{k},"pad":""}}"#).len();
+        let pad = "x".repeat(metadata_bytes.saturating_sub(bare));
+        body["metadata"] = json!({"k": k, "pad": pad});
     }
-    let bare = format!(r#"{{"k":{k},"pad":""}}"#).len();
-    let pad = "x".repeat(metadata_bytes.saturating_sub(bare));
-    json!({"description": format!("load {k}"), "metadata": {"k": k, "pad": pad}})
+    if !needs.is_empty() {
+        body["needed_capabilities"] = json!(needs);
+    }
+    body
 }
 
 #[derive(Default)]
@@ -384,6 +395,7 @@ async fn main() {
         let errors = errors.clone();
         let batch = args.batch.max(1);
         let metadata_bytes = args.metadata_bytes;
+        let needs = args.needs.clone();
         let pace = args.rate.map(|rate| {
             Duration::from_secs_f64(batch as f64 * args.submitters as f64 / rate as f64)
         });
@@ -400,11 +412,12 @@ async fn main() {
                 let sent = Instant::now();
                 let reply = if n == 1 && batch == 1 {
                     client
-                        .post("/api/tasks", &task_body(i, metadata_bytes))
+                        .post("/api/tasks", &task_body(i, metadata_bytes, &needs))
                         .await
                 } else {
-                    let tasks: Vec<Value> =
-                        (i..i + n).map(|k| task_body(k, metadata_bytes)).collect();
+                    let tasks: Vec<Value> = (i..i + n)
+                        .map(|k| task_body(k, metadata_bytes, &needs))
+                        .collect();
                     client
                         .post("/api/tasks/batch", &json!({"tasks": tasks}))
                         .await
