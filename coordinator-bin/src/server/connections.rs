@@ -34,6 +34,19 @@ const REFUSAL_TIME: Duration = Duration::from_secs(1);
 /// the socket is closed.
 const REFUSAL_DRAIN_BYTES: usize = 64 * 1024;
 
+/// Open files a coordinator needs besides its connections: the database and
+/// its journal, the listener, the runtime's own, a margin.
+pub const SPARE_OPEN_FILES: u64 = 64;
+
+/// The soft limit on open files to ask for so that `max_connections` sockets
+/// can be open at once, given the process's `soft` and `hard` limits: `None`
+/// when the soft limit is already enough (or already the hard one), else
+/// what is needed, at most the hard limit.
+pub fn open_files_wanted(soft: u64, hard: u64, max_connections: usize) -> Option<u64> {
+    let need = (max_connections as u64).saturating_add(SPARE_OPEN_FILES);
+    (soft < need && soft < hard).then(|| need.min(hard))
+}
+
 /// Counts open connections against a limit.
 #[derive(Debug, Clone)]
 pub struct Limiter {

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use crate::cli::ServeArgs;
 use crate::server::auth::{self, Authenticator, Identity};
 use crate::server::clock::now_ms;
-use crate::server::connections::Limiter;
+use crate::server::connections::{open_files_wanted, Limiter, SPARE_OPEN_FILES};
 use crate::server::db;
 use crate::server::driver::{Driver, Inbox};
 use crate::server::events::{self, EventHub};
@@ -50,6 +50,42 @@ fn admin_token_path(args: &ServeArgs) -> PathBuf {
             }
             Location::Postgres(_) => PathBuf::from(POSTGRES_ADMIN_TOKEN_FILE),
         })
+}
+
+/// Raises the soft limit on open files towards what `--max-connections` needs
+/// (with the usual soft limit of 1,024, accepting would fail with "too many
+/// open files" long before the connection cap), and says so in the log; warns
+/// when the hard limit does not allow it.
+#[cfg(unix)]
+fn raise_open_files_limit(max_connections: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let mut now = soft;
+    if let Some(wanted) = open_files_wanted(soft, hard, max_connections) {
+        match setrlimit(Resource::RLIMIT_NOFILE, wanted, hard) {
+            Ok(()) => {
+                now = wanted;
+                tracing::info!(
+                    from = soft,
+                    to = wanted,
+                    max_connections,
+                    "open files limit raised for --max-connections"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, soft, "cannot raise the open files limit"),
+        }
+    }
+    let need = (max_connections as u64).saturating_add(SPARE_OPEN_FILES);
+    if now < need {
+        tracing::warn!(
+            limit = now,
+            max_connections,
+            "the open files limit is below --max-connections: past about that many connections, \
+             accepting fails; raise the hard limit (ulimit -Hn, systemd LimitNOFILE) or lower --max-connections"
+        );
+    }
 }
 
 /// The admin token file when the database is PostgreSQL and
@@ -145,6 +181,8 @@ async fn bootstrap_admin(store: &dyn Store, path: &Path) -> Result<(), BoxError>
 
 async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     args.check()?;
+    #[cfg(unix)]
+    raise_open_files_limit(args.max_connections);
     let store = store::open_for_service(&args.db).await?;
     bootstrap_admin(&*store, &admin_token_path(&args)).await?;
 

@@ -5,10 +5,22 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{answer_and_close, Limiter, OVER_CAPACITY};
+use super::{answer_and_close, open_files_wanted, Limiter, OVER_CAPACITY, SPARE_OPEN_FILES};
 
 /// How long a test waits for something it expects.
 const WAIT: Duration = Duration::from_secs(10);
+
+#[test]
+fn the_open_files_limit_is_raised_to_what_the_connection_cap_needs_within_the_hard_limit() {
+    let need = 10_000 + SPARE_OPEN_FILES;
+    assert_eq!(open_files_wanted(1_024, 1_048_576, 10_000), Some(need));
+    assert_eq!(open_files_wanted(1_024, 4_096, 10_000), Some(4_096));
+    assert_eq!(open_files_wanted(1_024, u64::MAX, 10_000), Some(need));
+    // Enough already, or nothing more allowed: left alone.
+    assert_eq!(open_files_wanted(need, 1_048_576, 10_000), None);
+    assert_eq!(open_files_wanted(65_536, 65_536, 10_000), None);
+    assert_eq!(open_files_wanted(4_096, 4_096, 10_000), None);
+}
 
 #[test]
 fn the_over_capacity_answer_is_a_503_whose_length_matches_its_body() {
