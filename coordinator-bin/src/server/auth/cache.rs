@@ -35,8 +35,9 @@ pub enum Lookup {
 /// Call [`TokenCache::lookup`] for every presented digest; on
 /// [`Lookup::Reload`], read the table (the read starting at some `read_at`) and
 /// hand it to [`TokenCache::handle_reloaded`], then answer with
-/// [`TokenCache::answer_after`]. [`TokenCache::invalidate`] forces the next
-/// lookup to read (after a token is created or revoked in this process).
+/// [`TokenCache::answer_after`]. A token created in this process is added with
+/// [`TokenCache::handle_created`]; [`TokenCache::invalidate`] forces the next
+/// lookup to read (after tokens are revoked in this process).
 pub struct TokenCache {
     tokens: HashMap<[u8; 32], Identity>,
     /// When the read that produced `tokens` started.
@@ -50,6 +51,13 @@ pub struct TokenCache {
     covers: u64,
     /// The `generation` when the read in flight started, if one is.
     in_flight: Option<u64>,
+    /// Tokens created in this process, each with the `stamp` of its creation,
+    /// until a read that started after it replaces the copy.
+    created: Vec<([u8; 32], Identity, u64)>,
+    /// Counts creations and read starts, to tell which came first.
+    stamp: u64,
+    /// The `stamp` when the read in flight started, if one is.
+    read_stamp: Option<u64>,
 }
 
 impl TokenCache {
@@ -64,6 +72,9 @@ impl TokenCache {
             generation: 0,
             covers: 0,
             in_flight: None,
+            created: Vec::new(),
+            stamp: 0,
+            read_stamp: None,
         }
     }
 
@@ -113,21 +124,44 @@ impl TokenCache {
     pub fn handle_reload_started(&mut self) {
         self.invalidated = false;
         self.in_flight = Some(self.generation);
+        self.stamp += 1;
+        self.read_stamp = Some(self.stamp);
     }
 
     /// The table as read by a read that started at `read_at`.
     pub fn handle_reloaded(&mut self, tokens: HashMap<[u8; 32], Identity>, read_at: Instant) {
         let started = self.in_flight.take();
+        let started_stamp = self.read_stamp.take();
         if read_at >= self.read_at {
             self.tokens = tokens;
             self.read_at = read_at;
             self.covers = started.unwrap_or(self.covers);
+            // A token created before the read started is in it; one created
+            // since may not be, and stays.
+            if let Some(started_stamp) = started_stamp {
+                self.created.retain(|(_, _, at)| *at > started_stamp);
+            }
+            for (digest, identity, _) in &self.created {
+                self.tokens.insert(*digest, identity.clone());
+            }
         }
     }
 
     /// The read in flight failed.
     pub fn handle_reload_failed(&mut self) {
         self.in_flight = None;
+        self.read_stamp = None;
+    }
+
+    /// A token was created in this process (and committed): it is answered
+    /// from memory at once and kept across a read that may have started before
+    /// its commit. Tokens created one after another, each presented at once
+    /// (agents set up in a loop), so cost no read each; the table is read no
+    /// more often than for known tokens ([`KNOWN_TTL`]).
+    pub fn handle_created(&mut self, digest: [u8; 32], identity: Identity) {
+        self.stamp += 1;
+        self.tokens.insert(digest, identity.clone());
+        self.created.push((digest, identity, self.stamp));
     }
 
     /// Forgets which tokens were unknown and makes the next lookup read the table.
@@ -135,6 +169,8 @@ impl TokenCache {
         self.invalidated = true;
         self.unknown.clear();
         self.generation += 1;
+        // The read this forces starts after every creation so far.
+        self.created.clear();
     }
 
     /// If `digest` is not in the copy held and a read is in flight that

@@ -103,6 +103,40 @@ fn a_token_created_elsewhere_is_found_within_an_interval_even_under_a_flood() {
 }
 
 #[test]
+fn a_token_created_here_is_answered_without_a_read_and_survives_a_read_that_missed_it() {
+    let t0 = Instant::now();
+    let mut cache = cache_with(&[(1, "a1")], t0);
+    // Presented before its creation: remembered as unknown.
+    assert_eq!(cache.lookup(&digest(2), t0), Lookup::Reload);
+    reload(&mut cache, &[(1, "a1")], t0);
+    assert_eq!(cache.answer_after(&digest(2), t0, t0), Some(None));
+    cache.handle_created(digest(2), agent("a2"));
+    assert_eq!(
+        cache.lookup(&digest(2), t0),
+        Lookup::Answer(Some(agent("a2")))
+    );
+    // A read starts, token 3 is created and committed, the read (which did not
+    // see it) lands: 2 and 3 are both still known.
+    cache.handle_reload_started();
+    cache.handle_created(digest(3), agent("a3"));
+    let read = [(1, "a1"), (2, "a2")];
+    cache.handle_reloaded(
+        read.iter().map(|(n, a)| (digest(*n), agent(a))).collect(),
+        t0,
+    );
+    for (n, name) in [(2, "a2"), (3, "a3")] {
+        assert_eq!(
+            cache.lookup(&digest(n), t0),
+            Lookup::Answer(Some(agent(name)))
+        );
+    }
+    // A read that started after it is trusted alone: a token revoked in another
+    // process (gone from the table) is no longer answered from memory.
+    reload(&mut cache, &[(1, "a1"), (2, "a2")], t0);
+    assert_eq!(cache.lookup(&digest(3), t0), Lookup::Reload);
+}
+
+#[test]
 fn invalidating_forgets_unknown_tokens_and_forces_a_read() {
     let t0 = Instant::now();
     let mut cache = cache_with(&[(1, "a1")], t0);

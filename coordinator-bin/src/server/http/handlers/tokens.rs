@@ -22,13 +22,14 @@ pub async fn create(req: Request<Incoming>, state: &AppState) -> Result<Resp, Ap
     let hash = auth::hash(&token);
     let (kind, name) = (who.kind(), who.name().to_owned());
     let request = CoreRequest::CreateToken {
-        identity: who,
+        identity: who.clone(),
         hash,
     };
     match ask(state, request).await? {
         Answer::TokenCreated => {
-            // It may have been presented (and remembered as unknown) already.
-            state.auth.invalidate();
+            // Known from now on (even if it was presented, and remembered as
+            // unknown, already).
+            state.auth.created(hash, who);
             Ok(json_response(
                 StatusCode::CREATED,
                 &json!({"token": token, "kind": kind, "name": name}),
