@@ -146,7 +146,9 @@ pub struct ServeArgs {
     #[arg(long, env = "COORDINATOR_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
     /// Most open connections (HTTP and WebSocket); one more is answered 503 with
-    /// `Retry-After` and closed.
+    /// `Retry-After` and closed. At start the soft limit on open files is raised
+    /// to this plus 64 (within the hard limit; logged, with a warning if the hard
+    /// limit is lower).
     #[arg(long, env = "COORDINATOR_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
     /// Most tasks that may wait in the queue: a submission (or a retry from the
