@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use super::clock::now_ms;
 use super::driver::Command;
 use super::store::{LeaseStore, Store, TakeOver};
-use crate::session::lease::{Decision, Lease};
+use crate::session::lease::{Decision, Lease, LeaseState};
 
 /// What the lease tells the session driver.
 pub enum Leadership {
@@ -63,9 +63,21 @@ pub async fn run(
         let wait_ms = lease
             .poll_timeout()
             .map_or(1_000, |at| at.saturating_sub(now_ms()));
+        // Watched only while there is a connection to lose.
+        let connected = !matches!(lease.state(), LeaseState::Disconnected { .. });
         tokio::select! {
             _ = shutdown.changed() => return,
             () = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
+            () = runner.sql.connection_ended(), if connected => {
+                tracing::warn!(state = %lease.state(), "the lease's database connection ended");
+                let mut decision = lease.handle_connection_lost(now_ms());
+                while let Some(d) = decision.take() {
+                    match runner.carry_out(&mut lease, d).await {
+                        Step::Next(next) => decision = next,
+                        Step::Stop => return,
+                    }
+                }
+            }
         }
     }
 }
@@ -109,15 +121,8 @@ impl Runner {
                     Ok(Ok(observation)) => Step::Next(lease.handle_observation(tick, &observation)),
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "cannot look at the lease");
-                        match lease.handle_connection_lost(now_ms()) {
-                            Some(d) => Step::Next(Some(d)),
-                            // A standby without its connection cannot lead
-                            // again: stop, to be restarted.
-                            None => {
-                                self.lost(None, format!("the lease's connection failed: {e}"))
-                                    .await
-                            }
-                        }
+                        // A leader steps down; a standby reconnects later.
+                        Step::Next(lease.handle_connection_lost(now_ms()))
                     }
                     Err(fence) => Step::Next(fence),
                 }
@@ -150,11 +155,27 @@ impl Runner {
                     epoch,
                     timeout_ms: config.timeout_ms,
                 };
-                let taken = self.sql.take_over(&take).await;
-                if let Err(e) = &taken {
-                    tracing::warn!(error = %e, "cannot take the lease over");
+                match self.sql.take_over(&take).await {
+                    Ok(taken) => Step::Next(lease.handle_takeover(now_ms(), tick, taken)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot take the lease over");
+                        // Whatever the connection did, a new one starts clean.
+                        Step::Next(lease.handle_connection_lost(now_ms()))
+                    }
                 }
-                Step::Next(lease.handle_takeover(now_ms(), tick, taken.unwrap_or(false)))
+            }
+            Decision::Reconnect { failures } => {
+                let connected = match self.sql.reconnect().await {
+                    Ok(()) => {
+                        tracing::warn!(failures, "reconnected to the database; standing by");
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, failures, "cannot reconnect to the database");
+                        false
+                    }
+                };
+                Step::Next(lease.handle_reconnected(now_ms(), connected))
             }
             Decision::Follow { leader_url } => {
                 self.send(Leadership::LeaderIs(leader_url)).await;

@@ -33,7 +33,19 @@
 //!   [`super::Session::handle_became_leader`] with the epoch;
 //! - [`Decision::StepDown`]: call [`super::Session::handle_leader_is`] (or
 //!   [`super::Session::handle_lost_leadership`]) at once, before anything else
-//!   is served.
+//!   is served;
+//! - [`Decision::Reconnect`]: open a new connection to write on (the old one
+//!   is gone, and any lock with it); report with [`Lease::handle_reconnected`].
+//!
+//! When the connection the lease runs on fails (a statement's error, or the
+//! connection ending by itself, as when the server restarts), the driver calls
+//! [`Lease::handle_connection_lost`] at once. A leader steps down (its lock
+//! went with the connection, and nothing it has not committed can be answered);
+//! a standby keeps standing by without a connection and asks for a new one
+//! after a back-off that doubles from [`RECONNECT_FIRST_MS`] up to the lease
+//! timeout, so it comes back soon after a short outage and does not hammer a
+//! database that stays down. A leader never reconnects: a coordinator that led
+//! and lost its connection stops (fail-stop) and is restarted as a standby.
 //!
 //! # Why a leader steps down before anyone can take over
 //!
@@ -54,6 +66,9 @@ pub const DEFAULT_RENEW_MS: u64 = 1_000;
 /// Default age of `renewed_at` past which a standby takes over
 /// (`--lease-timeout-ms`), by the database's clock.
 pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+/// The wait before the first attempt to reconnect after the lease's connection
+/// was lost; each failed attempt doubles it, up to the lease timeout.
+pub const RECONNECT_FIRST_MS: u64 = 100;
 
 /// Settings of a [`Lease`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,6 +236,12 @@ pub enum Decision {
         /// Who leads now, if the lease says.
         leader_url: Option<String>,
     },
+    /// Open a new connection for the lease and the writer (a standby's was
+    /// lost); report with [`Lease::handle_reconnected`].
+    Reconnect {
+        /// Failed attempts since the connection was lost.
+        failures: u32,
+    },
 }
 
 /// Where this coordinator stands with the lease.
@@ -228,6 +249,14 @@ pub enum Decision {
 pub enum LeaseState {
     /// Not leading.
     Standby,
+    /// Not leading, and without a database connection: a new one is asked for
+    /// at `reconnect_at_ms` (own clock), or is being opened (`None`).
+    Disconnected {
+        /// Failed attempts to reconnect so far.
+        failures: u32,
+        /// When to try next; `None` while an attempt is under way.
+        reconnect_at_ms: Option<u64>,
+    },
     /// A takeover of `epoch` is being written.
     TakingOver {
         /// The epoch being written.
@@ -259,6 +288,12 @@ impl fmt::Display for LeaseState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LeaseState::Standby => f.write_str("standby"),
+            LeaseState::Disconnected { failures, .. } => {
+                write!(
+                    f,
+                    "standby without a connection ({failures} failed attempts)"
+                )
+            }
             LeaseState::TakingOver { epoch } => write!(f, "taking over epoch {epoch}"),
             LeaseState::Leader { epoch, .. } => write!(f, "leader of epoch {epoch}"),
         }
@@ -288,11 +323,15 @@ impl Lease {
     }
 
     /// When [`Lease::handle_timeout`] must be called next: the next look at the
-    /// lease, or a leader's fence, whichever comes first; `None` while a look or
-    /// a write is awaited (and no fence runs).
+    /// lease, or a leader's fence, whichever comes first, or without a
+    /// connection the next attempt to reconnect; `None` while a look, a write
+    /// or a reconnection is awaited (and no fence runs).
     pub fn poll_timeout(&self) -> Option<u64> {
         let fence = match self.state {
             LeaseState::Leader { fence_at_ms, .. } => Some(fence_at_ms),
+            LeaseState::Disconnected {
+                reconnect_at_ms, ..
+            } => return reconnect_at_ms,
             _ => None,
         };
         let tick = self.pending.is_none().then_some(self.next_tick_ms);
@@ -300,12 +339,27 @@ impl Lease {
     }
 
     /// Timers: a leader past its fence steps down (even with a look or a
-    /// renewal outstanding); otherwise, when due, it is time to look.
+    /// renewal outstanding); without a connection, when due, it is time to
+    /// reconnect; otherwise, when due, it is time to look.
     pub fn handle_timeout(&mut self, now_ms: u64) -> Option<Decision> {
-        if let LeaseState::Leader { fence_at_ms, .. } = self.state {
-            if now_ms >= fence_at_ms {
+        match self.state {
+            LeaseState::Leader { fence_at_ms, .. } if now_ms >= fence_at_ms => {
                 return Some(self.step_down(now_ms));
             }
+            LeaseState::Disconnected {
+                failures,
+                reconnect_at_ms,
+            } => {
+                if reconnect_at_ms.is_some_and(|at| now_ms >= at) {
+                    self.state = LeaseState::Disconnected {
+                        failures,
+                        reconnect_at_ms: None,
+                    };
+                    return Some(Decision::Reconnect { failures });
+                }
+                return None;
+            }
+            _ => {}
         }
         if self.pending.is_none() && now_ms >= self.next_tick_ms {
             let tick = Tick(self.next_tick);
@@ -335,6 +389,8 @@ impl Lease {
 
     fn decide(&mut self, tick: Tick, observation: &Observation) -> Decision {
         match self.state.clone() {
+            // A look is never awaited without a connection (it was forgotten).
+            LeaseState::Disconnected { .. } => self.follow(observation),
             LeaseState::Leader { epoch, .. } => {
                 let ours = observation.lock_held
                     && observation
@@ -435,17 +491,57 @@ impl Lease {
     }
 
     /// The connection that holds the lock was lost: a leader stops at once (its
-    /// lock went with the connection); anything awaited is forgotten.
+    /// lock went with the connection); anything awaited is forgotten, and a new
+    /// connection is asked for after [`RECONNECT_FIRST_MS`]. Reported again
+    /// while disconnected (a late error of the old connection), it changes
+    /// nothing.
     pub fn handle_connection_lost(&mut self, now_ms: u64) -> Option<Decision> {
-        self.pending = None;
-        match self.state {
-            LeaseState::Leader { .. } => Some(self.step_down(now_ms)),
-            LeaseState::TakingOver { .. } => {
-                self.state = LeaseState::Standby;
-                None
-            }
-            LeaseState::Standby => None,
+        if matches!(self.state, LeaseState::Disconnected { .. }) {
+            return None;
         }
+        let stepped_down = match self.state {
+            LeaseState::Leader { .. } => Some(self.step_down(now_ms)),
+            _ => None,
+        };
+        self.pending = None;
+        self.state = LeaseState::Disconnected {
+            failures: 0,
+            reconnect_at_ms: Some(now_ms.saturating_add(self.reconnect_delay_ms(0))),
+        };
+        stepped_down
+    }
+
+    /// The reconnection asked for by [`Decision::Reconnect`]: `connected` when
+    /// a new connection is open. Then look at the lease at once; else try again
+    /// after twice the last wait (at most the lease timeout). Ignored unless a
+    /// reconnection is awaited.
+    pub fn handle_reconnected(&mut self, now_ms: u64, connected: bool) -> Option<Decision> {
+        let LeaseState::Disconnected {
+            failures,
+            reconnect_at_ms: None,
+        } = self.state
+        else {
+            return None;
+        };
+        if connected {
+            self.state = LeaseState::Standby;
+            self.next_tick_ms = now_ms;
+            return self.handle_timeout(now_ms);
+        }
+        let failures = failures.saturating_add(1);
+        self.state = LeaseState::Disconnected {
+            failures,
+            reconnect_at_ms: Some(now_ms.saturating_add(self.reconnect_delay_ms(failures))),
+        };
+        None
+    }
+
+    /// The wait before the attempt that follows `failures` failed ones.
+    pub fn reconnect_delay_ms(&self, failures: u32) -> u64 {
+        let cap = self.config.timeout_ms.max(RECONNECT_FIRST_MS);
+        RECONNECT_FIRST_MS
+            .saturating_mul(1u64.checked_shl(failures.min(32)).unwrap_or(u64::MAX))
+            .min(cap)
     }
 
     fn step_down(&mut self, now_ms: u64) -> Decision {

@@ -153,6 +153,17 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// if the lock was taken and the row written, in one transaction.
     async fn take_over(&self, take: &TakeOver<'_>) -> Result<bool, DbError>;
 
+    /// [`Decision::Reconnect`](crate::session::lease::Decision::Reconnect):
+    /// replaces the write connection (lost already) with a new one, on which
+    /// the writer prepares its statements again; refused after
+    /// [`LeaseStore::close`].
+    async fn reconnect(&self) -> Result<(), DbError>;
+
+    /// Resolves when the current write connection ends by itself (the server
+    /// restarted or went away), so that a leader stops at once rather than at
+    /// its next statement.
+    async fn connection_ended(&self);
+
     /// Closes the write connection for good: its lock goes with it, and every
     /// later write (of the writer too) fails.
     async fn close(&self);

@@ -78,12 +78,18 @@ impl PgStore {
         }
         config.application_name("coordinator");
         let describe = describe(&config);
-        let mut write = open(&config, &describe).await?;
+        let (ended, _) = watch::channel(0);
+        let mut write = open(&config, &describe, Some((ended.clone(), 1))).await?;
         schema::migrate(&mut write, &describe).await?;
         Ok(PgStore {
+            write: Arc::new(WriteConn::new(
+                write,
+                ended,
+                config.clone(),
+                describe.clone(),
+            )),
             config,
             describe,
-            write: Arc::new(WriteConn::new(write)),
             writer_started: AtomicBool::new(false),
             readers: Mutex::new(Vec::new()),
         })
@@ -94,7 +100,7 @@ impl PgStore {
         let idle = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
         match idle {
             Some(client) if !client.is_closed() => Ok(client),
-            _ => open(&self.config, &self.describe).await,
+            _ => open(&self.config, &self.describe, None).await,
         }
     }
 
@@ -137,7 +143,7 @@ impl PgStore {
             ));
         }
         match write.as_ref() {
-            Some(client) => f(client).await,
+            Some((client, _)) => f(client).await,
             None => Err(DbError::Unavailable(
                 "the write connection is closed".to_owned(),
             )),
@@ -150,23 +156,71 @@ type WriteSlot = Arc<WriteConn>;
 
 /// The one write connection and whether it was closed for good.
 struct WriteConn {
-    /// The connection; `None` once closed.
-    client: tokio::sync::Mutex<Option<Client>>,
+    /// The connection and its number (the first is 1, each reconnection
+    /// takes the next); `None` once closed.
+    client: tokio::sync::Mutex<Option<(Client, u64)>>,
     /// Set (without waiting for the connection) when leadership is lost: no
-    /// transaction begins or commits afterwards.
+    /// transaction begins or commits afterwards, and no new connection opens.
     closed: AtomicBool,
+    /// The number of the last connection whose I/O ended (by itself: the
+    /// server went away, or it was dropped).
+    ended: watch::Sender<u64>,
+    /// How to open another.
+    config: Config,
+    describe: String,
 }
 
 impl WriteConn {
-    fn new(client: Client) -> WriteConn {
+    fn new(
+        client: Client,
+        ended: watch::Sender<u64>,
+        config: Config,
+        describe: String,
+    ) -> WriteConn {
         WriteConn {
-            client: tokio::sync::Mutex::new(Some(client)),
+            client: tokio::sync::Mutex::new(Some((client, 1))),
             closed: AtomicBool::new(false),
+            ended,
+            config,
+            describe,
         }
     }
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Replaces the connection with a new one (the old one, and any lock it
+    /// held, is dropped); refused once closed for good.
+    async fn reconnect(&self) -> Result<(), DbError> {
+        let mut slot = self.client.lock().await;
+        if self.is_closed() {
+            return Err(DbError::Unavailable(
+                "the write connection is closed".to_owned(),
+            ));
+        }
+        let number = slot.as_ref().map_or(1, |(_, n)| n + 1);
+        // Dropped first: its lock must not outlive it while the new one opens.
+        slot.take();
+        let client = open(
+            &self.config,
+            &self.describe,
+            Some((self.ended.clone(), number)),
+        )
+        .await?;
+        *slot = Some((client, number));
+        Ok(())
+    }
+
+    /// Resolves once the current connection's I/O has ended (at once if there
+    /// is none).
+    async fn ended(&self) {
+        let current = match self.client.lock().await.as_ref() {
+            Some((_, n)) => *n,
+            None => return,
+        };
+        let mut ended = self.ended.subscribe();
+        let _ = ended.wait_for(|n| *n >= current).await;
     }
 }
 
@@ -185,8 +239,13 @@ fn describe(config: &Config) -> String {
     )
 }
 
-/// Opens one connection; its I/O runs on a task of its own until it closes.
-async fn open(config: &Config, describe: &str) -> Result<Client, DbError> {
+/// Opens one connection; its I/O runs on a task of its own until it closes,
+/// then `ended` (if given) learns the connection's number.
+async fn open(
+    config: &Config,
+    describe: &str,
+    ended: Option<(watch::Sender<u64>, u64)>,
+) -> Result<Client, DbError> {
     let (client, connection) = config
         .connect(NoTls)
         .await
@@ -194,6 +253,9 @@ async fn open(config: &Config, describe: &str) -> Result<Client, DbError> {
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "PostgreSQL connection ended");
+        }
+        if let Some((ended, number)) = ended {
+            ended.send_modify(|n| *n = (*n).max(number));
         }
     });
     Ok(client)
@@ -857,9 +919,10 @@ const PURGE: &str = "WITH gone AS (DELETE FROM tasks WHERE status IN ('completed
 /// Adds the changes of a group to the counts.
 const ADD_COUNTS: &str = "UPDATE task_counts SET n = n + d.delta FROM unnest($1::text[], $2::text[], $3::bigint[]) AS d(status, priority, delta) WHERE task_counts.status = d.status AND task_counts.priority = d.priority";
 
-/// The writer's connection and its prepared statements.
-struct PgCommit {
-    client: WriteSlot,
+/// The writer's statements, prepared on one connection.
+struct Prepared {
+    /// The number of the connection they belong to.
+    connection: u64,
     upsert: Statement,
     update: Statement,
     insert_token: Statement,
@@ -868,20 +931,38 @@ struct PgCommit {
     add_counts: Statement,
 }
 
-impl PgCommit {
-    async fn prepare(slot: WriteSlot) -> Result<PgCommit, DbError> {
-        let guard = slot.client.lock().await;
-        let client = guard
-            .as_ref()
-            .ok_or_else(|| DbError::Unavailable("the write connection is closed".to_owned()))?;
-        Ok(PgCommit {
+impl Prepared {
+    async fn on(client: &Client, connection: u64) -> Result<Prepared, tokio_postgres::Error> {
+        Ok(Prepared {
+            connection,
             upsert: client.prepare(&upsert_sql()).await?,
             update: client.prepare(&update_sql()).await?,
             insert_token: client.prepare(INSERT_TOKEN).await?,
             revoke_token: client.prepare(REVOKE_TOKEN_ROW).await?,
             purge: client.prepare(PURGE).await?,
             add_counts: client.prepare(ADD_COUNTS).await?,
-            client: slot.clone(),
+        })
+    }
+}
+
+/// The writer's connection and its prepared statements (prepared again on a
+/// new connection, which a standby opens when it lost its own).
+struct PgCommit {
+    client: WriteSlot,
+    prepared: Prepared,
+}
+
+impl PgCommit {
+    async fn prepare(slot: WriteSlot) -> Result<PgCommit, DbError> {
+        let guard = slot.client.lock().await;
+        let (client, connection) = guard
+            .as_ref()
+            .ok_or_else(|| DbError::Unavailable("the write connection is closed".to_owned()))?;
+        let prepared = Prepared::on(client, *connection).await?;
+        drop(guard);
+        Ok(PgCommit {
+            prepared,
+            client: slot,
         })
     }
 
@@ -900,23 +981,27 @@ impl PgCommit {
         const CLOSED: &str = "the write connection is closed (this coordinator lost the lease)";
         let mut slot = self.client.client.lock().await;
         // Closed when leadership was lost: nothing more may be written.
-        let client = slot
+        let (client, connection) = slot
             .as_mut()
             .filter(|_| !self.client.is_closed())
             .ok_or_else(|| CLOSED.to_owned())?;
+        if self.prepared.connection != *connection {
+            self.prepared = Prepared::on(client, *connection).await.map_err(pg_error)?;
+        }
+        let prepared = &self.prepared;
         let tx = client.transaction().await.map_err(pg_error)?;
         let (upserted, updated) = futures_util::future::try_join(
             async {
                 if whole.id.is_empty() {
                     return Ok(Vec::new());
                 }
-                tx.query(&self.upsert, &whole.params()).await
+                tx.query(&prepared.upsert, &whole.params()).await
             },
             async {
                 if partial.id.is_empty() {
                     return Ok(Vec::new());
                 }
-                tx.query(&self.update, &partial.params()).await
+                tx.query(&prepared.update, &partial.params()).await
             },
         )
         .await
@@ -962,7 +1047,7 @@ impl PgCommit {
                 } => {
                     let hash = hash.to_vec();
                     tx.execute(
-                        &self.insert_token,
+                        &prepared.insert_token,
                         &[
                             &identity.kind(),
                             &identity.name(),
@@ -975,7 +1060,7 @@ impl PgCommit {
                 }
                 TokenWrite::Revoke { ids, revoked_at_ms } => {
                     for id in ids {
-                        tx.execute(&self.revoke_token, &[id, &(*revoked_at_ms as i64)])
+                        tx.execute(&prepared.revoke_token, &[id, &(*revoked_at_ms as i64)])
                             .await
                             .map_err(pg_error)?;
                     }
@@ -986,7 +1071,7 @@ impl PgCommit {
         for before_ms in &group.purges {
             let mut deleted = 0;
             for row in tx
-                .query(&self.purge, &[&(*before_ms as i64)])
+                .query(&prepared.purge, &[&(*before_ms as i64)])
                 .await
                 .map_err(pg_error)?
             {
@@ -1004,7 +1089,7 @@ impl PgCommit {
         }
         let (statuses, priorities, deltas) = counts.into_columns();
         if !deltas.is_empty() {
-            tx.execute(&self.add_counts, &[&statuses, &priorities, &deltas])
+            tx.execute(&prepared.add_counts, &[&statuses, &priorities, &deltas])
                 .await
                 .map_err(pg_error)?;
         }

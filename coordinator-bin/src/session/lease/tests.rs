@@ -300,6 +300,91 @@ fn a_late_report_of_an_earlier_look_is_ignored() {
     );
 }
 
+#[test]
+fn a_standby_that_loses_its_connection_reconnects_with_a_bounded_back_off() {
+    let mut lease = Lease::new(config("b"), 0);
+    let _ = look(
+        &mut lease,
+        0,
+        seen(10_000, Some(row("a", 7, 3, 9_500)), false),
+    );
+    let t = tick(&mut lease, RENEW);
+    // The look fails: no more looks, a reconnection after the first wait.
+    assert_eq!(lease.handle_connection_lost(RENEW + 2), None);
+    assert_eq!(
+        lease.state(),
+        &LeaseState::Disconnected {
+            failures: 0,
+            reconnect_at_ms: Some(RENEW + 2 + RECONNECT_FIRST_MS)
+        }
+    );
+    assert_eq!(lease.handle_observation(t, &seen(1, None, true)), None);
+    // A late error of the same connection changes nothing.
+    assert_eq!(lease.handle_connection_lost(RENEW + 3), None);
+    assert_eq!(lease.poll_timeout(), Some(RENEW + 2 + RECONNECT_FIRST_MS));
+    assert_eq!(lease.handle_timeout(RENEW + 1 + RECONNECT_FIRST_MS), None);
+    let mut now = RENEW + 2 + RECONNECT_FIRST_MS;
+    let mut waits = Vec::new();
+    for failures in 0..8 {
+        assert_eq!(
+            lease.handle_timeout(now),
+            Some(Decision::Reconnect { failures })
+        );
+        // Nothing else is due while the attempt runs.
+        assert_eq!(lease.poll_timeout(), None);
+        assert_eq!(lease.handle_reconnected(now + 1, false), None);
+        let next = lease.poll_timeout().unwrap();
+        waits.push(next - (now + 1));
+        now = next;
+    }
+    // Doubling from the first wait, never past the lease timeout.
+    assert_eq!(
+        waits,
+        vec![200, 400, 800, 1_600, 3_200, 5_000, 5_000, 5_000]
+    );
+    assert_eq!(lease.reconnect_delay_ms(u32::MAX), TIMEOUT);
+    // Connected: it looks at once, and stands by as before.
+    assert_eq!(
+        lease.handle_timeout(now),
+        Some(Decision::Reconnect { failures: 8 })
+    );
+    let Some(Decision::Observe { tick: t }) = lease.handle_reconnected(now + 1, true) else {
+        panic!("no look after reconnecting: {:?}", lease.state());
+    };
+    assert_eq!(
+        lease.handle_observation(t, &seen(20_000, Some(row("a", 7, 3, 19_500)), false)),
+        Some(Decision::Follow {
+            leader_url: Some("http://a:4000".into())
+        })
+    );
+    assert_eq!(lease.state(), &LeaseState::Standby);
+    // A report nobody asked for is ignored.
+    assert_eq!(lease.handle_reconnected(now + 2, true), None);
+}
+
+#[test]
+fn a_leader_that_loses_its_connection_steps_down_at_once_and_never_leads_on_it_again() {
+    let mut lease = leader(3, 0);
+    let t = tick(&mut lease, RENEW);
+    assert_eq!(
+        lease.handle_connection_lost(RENEW + 5),
+        Some(Decision::StepDown { leader_url: None })
+    );
+    assert!(matches!(
+        lease.state(),
+        LeaseState::Disconnected { failures: 0, .. }
+    ));
+    // The renewal that was under way is not counted.
+    assert_eq!(lease.handle_renewed(RENEW + 6, t, true), None);
+    assert!(matches!(lease.state(), LeaseState::Disconnected { .. }));
+    // A standby taking over loses the takeover with the connection.
+    let mut lease = Lease::new(config("b"), 0);
+    let (t, _) = look(&mut lease, 0, seen(10, None, true));
+    assert_eq!(lease.handle_connection_lost(3), None);
+    assert_eq!(lease.handle_takeover(4, t, true), None);
+    assert!(matches!(lease.state(), LeaseState::Disconnected { .. }));
+}
+
 // ---- Simulation -------------------------------------------------------------
 
 /// One step of the scenario, applied at increasing times.
@@ -313,6 +398,9 @@ enum Fault {
     Crash(usize),
     /// The node's database connection breaks.
     Disconnect(usize),
+    /// The database restarts: every backend dies, and no connection is
+    /// accepted for this long.
+    Restart(u64),
 }
 
 fn fault(nodes: usize) -> impl Strategy<Value = Fault> {
@@ -321,6 +409,7 @@ fn fault(nodes: usize) -> impl Strategy<Value = Fault> {
         2 => (0..nodes, 0..3 * TIMEOUT).prop_map(|(n, d)| Fault::Freeze(n, d)),
         1 => (0..nodes).prop_map(Fault::Crash),
         1 => (0..nodes).prop_map(Fault::Disconnect),
+        1 => (0..2 * TIMEOUT).prop_map(Fault::Restart),
     ]
 }
 
@@ -339,6 +428,10 @@ enum Happening {
     Wrote(Decision, bool),
     /// The node's connection (this backend) broke; it learns it now.
     ConnectionLost(i32),
+    /// The node's attempt to open a connection reaches the database.
+    Connect,
+    /// The attempt's result reaches the node.
+    Connected(bool),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -379,6 +472,8 @@ struct Db {
     row: Option<LeaseRow>,
     lock: Option<i32>,
     dead: Vec<i32>,
+    /// No connection is accepted before this time (a restart).
+    down_until: u64,
 }
 
 struct World {
@@ -496,7 +591,10 @@ impl World {
         if event.life != self.nodes[i].life {
             return Ok(());
         }
-        let in_db = matches!(event.what, Happening::Read(_) | Happening::Write(..));
+        let in_db = matches!(
+            event.what,
+            Happening::Read(_) | Happening::Write(..) | Happening::Connect
+        );
         if !in_db && self.nodes[i].frozen_until > self.now {
             // A frozen process notices nothing until it runs again.
             let after = self.nodes[i].frozen_until - self.now;
@@ -564,7 +662,25 @@ impl World {
                 if let Some(decision) = self.nodes[i].lease.handle_connection_lost(self.now) {
                     self.decide(i, decision, None)?;
                 }
-                self.nodes[i].pid = self.pid();
+                if !matches!(self.nodes[i].lease.state(), LeaseState::Disconnected { .. }) {
+                    return Err(format!(
+                        "n{i} lost its connection but is {}",
+                        self.nodes[i].lease.state()
+                    ));
+                }
+            }
+            Happening::Connect => {
+                let up = self.now >= self.db.down_until;
+                if up {
+                    self.nodes[i].pid = self.pid();
+                }
+                let d = self.delay();
+                self.schedule(i, d, Happening::Connected(up));
+            }
+            Happening::Connected(up) => {
+                if let Some(decision) = self.nodes[i].lease.handle_reconnected(self.now, up) {
+                    self.decide(i, decision, None)?;
+                }
             }
         }
         self.arm(i);
@@ -680,6 +796,14 @@ impl World {
                 }
                 // Led after a newer epoch only with a dead connection (see check).
             }
+            Decision::Reconnect { failures } => {
+                let wait = self.nodes[i].lease.reconnect_delay_ms(failures);
+                if failures > 0 && wait > TIMEOUT {
+                    return Err(format!("n{i} waits {wait} ms to reconnect"));
+                }
+                let d = self.delay();
+                self.schedule(i, d, Happening::Connect);
+            }
             Decision::Follow { .. } | Decision::StepDown { .. } => {}
         }
         Ok(())
@@ -735,6 +859,19 @@ impl World {
             Fault::Disconnect(i) => {
                 let old = self.nodes[i].pid;
                 self.kill_backend(old);
+                // The driver watches its connection: it learns soon.
+                let d = self.delay();
+                self.schedule(i, d, Happening::ConnectionLost(old));
+                Ok(())
+            }
+            Fault::Restart(ms) => {
+                self.db.down_until = self.now + ms;
+                for i in 0..self.nodes.len() {
+                    let old = self.nodes[i].pid;
+                    self.kill_backend(old);
+                    let d = self.delay();
+                    self.schedule(i, d, Happening::ConnectionLost(old));
+                }
                 Ok(())
             }
         }
@@ -761,7 +898,8 @@ fn simulate(n: usize, seed: u64, faults: &[Fault]) -> Result<(), String> {
         .iter()
         .map(|n| n.frozen_until)
         .max()
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .max(world.db.down_until);
     world.run_until(calm.max(world.now) + 4 * TIMEOUT)?;
     let leaders = world.leaders();
     let [only] = leaders[..] else {

@@ -70,7 +70,7 @@ fn ms(value: i64) -> u64 {
 impl LeaseStore for PgLease {
     async fn observe(&self) -> Result<Observation, DbError> {
         let slot = self.write.client.lock().await;
-        let client = slot.as_ref().ok_or_else(closed)?;
+        let (client, _) = slot.as_ref().ok_or_else(closed)?;
         let high = LEASE_LOCK >> 32;
         let low = LEASE_LOCK & 0xFFFF_FFFF;
         let row = client
@@ -98,14 +98,14 @@ impl LeaseStore for PgLease {
 
     async fn renew(&self, node_id: &str, epoch: u64) -> Result<bool, DbError> {
         let slot = self.write.client.lock().await;
-        let client = slot.as_ref().ok_or_else(closed)?;
+        let (client, _) = slot.as_ref().ok_or_else(closed)?;
         let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
         Ok(client.execute(RENEW, &[&node_id, &epoch]).await? == 1)
     }
 
     async fn take_over(&self, take: &TakeOver<'_>) -> Result<bool, DbError> {
         let mut slot = self.write.client.lock().await;
-        let client: &mut Client = slot.as_mut().ok_or_else(closed)?;
+        let (client, _): &mut (Client, u64) = slot.as_mut().ok_or_else(closed)?;
         let tx = client.transaction().await?;
         let found = tx.query_opt(LOCK_ROW, &[]).await?;
         let found = match found {
@@ -150,6 +150,14 @@ impl LeaseStore for PgLease {
             .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn reconnect(&self) -> Result<(), DbError> {
+        self.write.reconnect().await
+    }
+
+    async fn connection_ended(&self) {
+        self.write.ended().await
     }
 
     async fn close(&self) {
