@@ -327,11 +327,33 @@ impl Coordinator {
 
     /// Like [`Coordinator::start_on`] with the given `coordinator` binary.
     pub fn start_binary_on(binary: &Path, backend: Backend, extra_args: &[&str]) -> Coordinator {
-        let dir = TempDir::new("coordinator-test");
         let db = match backend {
-            Backend::Sqlite => dir.path().join("coordinator.db"),
-            Backend::Postgres => PathBuf::from(crate::postgres::new_database()),
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(PathBuf::from(crate::postgres::new_database())),
         };
+        Coordinator::start_with(binary, backend, db, extra_args)
+    }
+
+    /// The first coordinator on the PostgreSQL database `url` (of a
+    /// [`crate::postgres::Cluster`] of the test's own, say); returns once it
+    /// leads.
+    pub fn start_on_database(url: &str, extra_args: &[&str]) -> Coordinator {
+        Coordinator::start_with(
+            &coordinator_binary(),
+            Backend::Postgres,
+            Some(PathBuf::from(url)),
+            extra_args,
+        )
+    }
+
+    fn start_with(
+        binary: &Path,
+        backend: Backend,
+        db: Option<PathBuf>,
+        extra_args: &[&str],
+    ) -> Coordinator {
+        let dir = TempDir::new("coordinator-test");
+        let db = db.unwrap_or_else(|| dir.path().join("coordinator.db"));
         let mut c = Coordinator {
             child: Process::default(),
             binary: binary.to_path_buf(),
@@ -518,6 +540,32 @@ impl Coordinator {
         self.spawn("127.0.0.1:0");
         if self.backend == Backend::Postgres {
             self.wait_until_leader();
+        }
+    }
+
+    /// Kills it (if running) and starts it again over the same database on
+    /// the same address, so that clients given that address find it again;
+    /// returns once it listens (on PostgreSQL it stands by while another
+    /// leads).
+    pub fn restart_here(&mut self) {
+        self.kill();
+        let addr = self.addr.clone();
+        self.spawn(&addr);
+    }
+
+    /// Waits (at most `timeout`) for the process to end by itself; its exit
+    /// status, or `None` if it still runs (or was not running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.child.as_mut()?;
+            match child.try_wait() {
+                Ok(Some(_)) => return self.child.wait(),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                _ => return None,
+            }
         }
     }
 

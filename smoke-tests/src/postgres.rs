@@ -7,6 +7,9 @@
 //! The cluster is started by a small shell that then waits on its standard
 //! input: when the test process ends, for whatever reason, that pipe closes and
 //! the shell stops the server and removes its data.
+//!
+//! A test that stops and starts the server under the coordinators takes a
+//! [`Cluster`] of its own, so the other tests' databases stay up.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -27,22 +30,43 @@ pub const URL_VAR: &str = "COORDINATOR_TEST_PG_URL";
 struct Server {
     /// A URL of its maintenance database, ending in `/DBNAME`.
     url: String,
-    /// Held open until the process ends: closing it stops the cluster.
-    _keeper: Option<Mutex<ChildStdin>>,
-    /// The keeper shell (never waited for: it ends after this process).
-    _keeper_process: Option<Mutex<Child>>,
+    /// The throwaway cluster (none with [`URL_VAR`]).
+    _cluster: Option<Cluster>,
+}
+
+/// A throwaway PostgreSQL cluster, stopped and removed when dropped (or when
+/// the test process ends).
+pub struct Cluster {
+    /// A URL of its maintenance database.
+    url: String,
+    /// Its folder (data, socket, logs).
+    dir: PathBuf,
+    /// The server's `bin` folder.
+    bin: PathBuf,
+    port: u16,
+    as_root: bool,
+    /// Held open while the cluster lives: closing it stops the cluster.
+    keeper: Option<Mutex<ChildStdin>>,
+    /// The keeper shell.
+    keeper_process: Mutex<Child>,
 }
 
 /// A new, empty database on the test server; its URL.
 pub fn new_database() -> String {
+    create_database(&server().url)
+}
+
+/// A new, empty database on the server whose maintenance database `admin_url`
+/// names; its URL.
+fn create_database(admin_url: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let server = server();
     let name = format!(
         "coordinator_test_{}_{}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
-    let admin_url = server.url.clone();
+    let server_url = admin_url.to_owned();
+    let admin_url = admin_url.to_owned();
     let create = format!("CREATE DATABASE {name}");
     // A runtime of its own on a thread of its own: callers may be inside one.
     std::thread::spawn(move || {
@@ -63,7 +87,7 @@ pub fn new_database() -> String {
     })
     .join()
     .expect("the database is created");
-    with_database(&server.url, &name)
+    with_database(&server_url, &name)
 }
 
 /// Runs one statement on the database `url` names, as another program would,
@@ -110,10 +134,15 @@ fn server() -> &'static Server {
     SERVER.get_or_init(|| match std::env::var(URL_VAR) {
         Ok(url) if !url.is_empty() => Server {
             url,
-            _keeper: None,
-            _keeper_process: None,
+            _cluster: None,
         },
-        _ => start_cluster(),
+        _ => {
+            let cluster = Cluster::start();
+            Server {
+                url: cluster.url.clone(),
+                _cluster: Some(cluster),
+            }
+        }
     })
 }
 
@@ -164,14 +193,21 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The server's options (`pg_ctl -o`) for a port and a folder (its socket).
+fn server_options(port: u16, dir: &Path) -> String {
+    format!(
+        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=400",
+        dir.display()
+    )
+}
+
 /// The shell that runs the cluster: init, start, say `ready`, wait for its
 /// standard input to close, stop, remove the data.
 const KEEPER: &str = r#"
 set -e
-bin="$1"; dir="$2"; port="$3"
+bin="$1"; dir="$2"; options="$3"
 "$bin/initdb" -D "$dir/data" -A trust -U postgres >"$dir/initdb.log" 2>&1
-"$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-  -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=400" start >/dev/null
+"$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -o "$options" start >/dev/null
 echo ready
 read -r _ || true
 "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
@@ -188,6 +224,7 @@ fn remove_stale_folders() {
         let Some(pid) = name
             .to_str()
             .and_then(|n| n.strip_prefix("coordinator-pg-"))
+            .and_then(|rest| rest.split('-').next())
             .and_then(|pid| pid.parse::<u32>().ok())
         else {
             continue;
@@ -198,10 +235,78 @@ fn remove_stale_folders() {
     }
 }
 
-fn start_cluster() -> Server {
-    let bin = server_bin();
-    remove_stale_folders();
-    let dir = std::env::temp_dir().join(format!("coordinator-pg-{}", std::process::id()));
+impl Cluster {
+    /// Initialises and starts a cluster of its own on a free port (installing
+    /// the server first if needed), whatever [`URL_VAR`] says.
+    pub fn start() -> Cluster {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let bin = server_bin();
+        remove_stale_folders();
+        let dir = std::env::temp_dir().join(format!(
+            "coordinator-pg-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        start_cluster(bin, dir)
+    }
+
+    /// A new, empty database on this cluster; its URL.
+    pub fn new_database(&self) -> String {
+        create_database(&self.url)
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`: sessions are ended, clients
+    /// see their connections close) and waits until it is down.
+    pub fn stop(&self) {
+        self.pg_ctl(&["stop", "-m", "fast", "-w", "-t", "60"]);
+    }
+
+    /// Starts the stopped server again on the same port and waits until it
+    /// accepts connections.
+    pub fn start_again(&self) {
+        let options = server_options(self.port, &self.dir);
+        let log = self.dir.join("server.log").display().to_string();
+        self.pg_ctl(&["start", "-w", "-t", "60", "-l", &log, "-o", &options]);
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let pg_ctl = self.bin.join("pg_ctl");
+        let data = self.dir.join("data");
+        let mut command = if self.as_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&pg_ctl);
+            c
+        } else {
+            Command::new(&pg_ctl)
+        };
+        let out = command
+            .arg("-D")
+            .arg(&data)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?} failed: {}{}\nserver.log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Closing the pipe tells the keeper to stop the server and remove it.
+        self.keeper.take();
+        if let Ok(mut keeper) = self.keeper_process.lock() {
+            let _ = keeper.wait();
+        }
+    }
+}
+
+fn start_cluster(bin: PathBuf, dir: PathBuf) -> Cluster {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create the cluster folder");
     let as_root = running_as_root();
@@ -222,7 +327,7 @@ fn start_cluster() -> Server {
         .args(["-c", KEEPER, "keeper"])
         .arg(&bin)
         .arg(&dir)
-        .arg(port.to_string())
+        .arg(server_options(port, &dir))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -246,10 +351,14 @@ fn start_cluster() -> Server {
             );
         }
     }
-    Server {
+    Cluster {
         url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-        _keeper: keeper.stdin.take().map(Mutex::new),
-        _keeper_process: Some(Mutex::new(keeper)),
+        dir,
+        bin,
+        port,
+        as_root,
+        keeper: keeper.stdin.take().map(Mutex::new),
+        keeper_process: Mutex::new(keeper),
     }
 }
 

@@ -77,6 +77,39 @@ impl SseParser {
     }
 }
 
+/// Why a stream did not open.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The coordinator could not be reached, or the exchange broke.
+    Io(std::io::Error),
+    /// It answered, with a status other than 200.
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The body, as text.
+        body: String,
+    },
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Io(e) => write!(f, "GET /api/events: {e}"),
+            OpenError::Refused { status, body } => {
+                write!(f, "GET /api/events: HTTP {status}: {body}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+impl From<std::io::Error> for OpenError {
+    fn from(e: std::io::Error) -> OpenError {
+        OpenError::Io(e)
+    }
+}
+
 /// An open event stream.
 pub struct EventStream {
     body: Incoming,
@@ -93,6 +126,22 @@ impl EventStream {
         query: &str,
         last_id: Option<&str>,
     ) -> std::io::Result<EventStream> {
+        EventStream::try_open(addr, token, query, last_id)
+            .await
+            .map_err(|e| match e {
+                OpenError::Io(e) => e,
+                refused => std::io::Error::other(refused.to_string()),
+            })
+    }
+
+    /// [`EventStream::open`], telling a coordinator that could not be reached
+    /// from one that answered with a refusal (a standby's 503 `not_leader`).
+    pub async fn try_open(
+        addr: &str,
+        token: &str,
+        query: &str,
+        last_id: Option<&str>,
+    ) -> Result<EventStream, OpenError> {
         let stream = TcpStream::connect(addr).await?;
         let _ = stream.set_nodelay(true);
         let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
@@ -129,10 +178,10 @@ impl EventStream {
                 .await
                 .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
                 .unwrap_or_default();
-            return Err(std::io::Error::other(format!(
-                "GET /api/events: HTTP {}: {body}",
-                status.as_u16()
-            )));
+            return Err(OpenError::Refused {
+                status: status.as_u16(),
+                body,
+            });
         }
         Ok(EventStream {
             body: response.into_body(),

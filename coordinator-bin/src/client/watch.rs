@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use coordinator_transport::failover::{Failover, Next as FailoverNext, Refused};
+
 use crate::cli::ClientArgs;
-use crate::client::api_client::Client;
+use crate::client::api_client::{addr_of, Client};
 use crate::client::commands::check;
-use crate::client::event_stream::{EventStream, SseEvent};
+use crate::client::event_stream::{EventStream, OpenError, SseEvent};
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -18,6 +20,9 @@ const FINAL: [&str; 3] = ["completed", "dead_letter", "cancelled"];
 
 /// Longest wait between two reconnects.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The first wait after every coordinator refused the stream.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Prints a line; a closed stdout ends the program quietly.
 macro_rules! out {
@@ -42,20 +47,22 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-fn addr_and_token(args: &ClientArgs) -> Result<(String, String), BoxError> {
-    // The event stream reads from the first coordinator given.
-    let addr = super::commands::addrs(&args.url)?.remove(0);
+fn addrs_and_token(args: &ClientArgs) -> Result<(Vec<String>, String), BoxError> {
+    let addrs = super::commands::addrs(&args.url)?;
     let token = args
         .token
         .clone()
         .ok_or("no token: give --token or set COORDINATOR_TOKEN")?;
-    Ok((addr, token))
+    Ok((addrs, token))
 }
 
 /// A stream that stays open: reconnects with back-off and resumes after the
-/// last id seen.
+/// last id seen. With several coordinators it reads from the leader: a
+/// coordinator that cannot be reached, or a standby (503 `not_leader`), sends
+/// it to the leader named or the next one ([`Failover`]); once every one
+/// refused, it backs off.
 struct Follower {
-    addr: String,
+    addrs: Failover<String>,
     token: String,
     query: String,
     last_id: Option<String>,
@@ -76,34 +83,47 @@ impl Follower {
     async fn next(&mut self) -> Result<Next, BoxError> {
         loop {
             let Some(stream) = self.stream.as_mut() else {
-                match EventStream::open(
-                    &self.addr,
-                    &self.token,
-                    &self.query,
-                    self.last_id.as_deref(),
-                )
-                .await
-                {
+                let addr = self.addrs.current().clone();
+                let opened =
+                    EventStream::try_open(&addr, &self.token, &self.query, self.last_id.as_deref())
+                        .await;
+                let refused = match opened {
                     Ok(stream) => {
+                        eprintln!("event stream: following {addr}");
+                        self.addrs.handle_success();
                         self.stream = Some(stream);
-                        self.backoff = Duration::from_millis(250);
+                        self.backoff = FIRST_BACKOFF;
                         return Ok(Next::Opened);
                     }
-                    Err(e) => {
-                        let text = e.to_string();
-                        // Refusals that a retry cannot fix.
-                        if text.contains("HTTP 401")
-                            || text.contains("HTTP 403")
-                            || text.contains("HTTP 422")
-                        {
-                            return Err(text.into());
+                    // Refusals that a retry cannot fix.
+                    Err(OpenError::Refused {
+                        status: 401 | 403 | 422,
+                        body,
+                    }) => return Err(format!("{addr}: GET /api/events: {body}").into()),
+                    Err(OpenError::Refused { status: 503, body }) => {
+                        let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                        if body["error"] == "not_leader" {
+                            let leader = body["leader"].as_str().and_then(addr_of);
+                            Refused::NotLeader { leader }
+                        } else {
+                            eprintln!("event stream: {addr}: HTTP 503: {body}");
+                            Refused::Unreachable
                         }
-                        eprintln!("event stream: {text}; retrying in {:?}", self.backoff);
-                        tokio::time::sleep(self.backoff).await;
-                        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                        continue;
                     }
+                    Err(e) => {
+                        eprintln!("event stream: {addr}: {e}");
+                        Refused::Unreachable
+                    }
+                };
+                if self.addrs.handle_refused(refused) == FailoverNext::GiveUp {
+                    eprintln!(
+                        "event stream: no coordinator serves; retrying in {:?}",
+                        self.backoff
+                    );
+                    tokio::time::sleep(self.backoff).await;
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
                 }
+                continue;
             };
             match stream.next().await {
                 Ok(Some(event)) => {
@@ -122,14 +142,14 @@ impl Follower {
 }
 
 fn follower(args: &ClientArgs, query: String) -> Result<Follower, BoxError> {
-    let (addr, token) = addr_and_token(args)?;
+    let (addrs, token) = addrs_and_token(args)?;
     Ok(Follower {
-        addr,
+        addrs: Failover::new(addrs).ok_or("--url names no coordinator")?,
         token,
         query,
         last_id: None,
         stream: None,
-        backoff: Duration::from_millis(250),
+        backoff: FIRST_BACKOFF,
     })
 }
 
@@ -160,9 +180,20 @@ pub async fn until_final(
             },
         };
         if read_again {
-            let task = check(http.get(&format!("/api/tasks/{}", escape(id))).await?)?;
-            if task["status"].as_str().is_some_and(is_final) {
-                return Ok(task);
+            // A read cut by a coordinator going away is made again once the
+            // stream is open again (on the leader then).
+            match http.get(&format!("/api/tasks/{}", escape(id))).await {
+                Ok(reply) => {
+                    let task = check(reply)?;
+                    if task["status"].as_str().is_some_and(is_final) {
+                        return Ok(task);
+                    }
+                }
+                Err(e) => {
+                    eprintln!("reading task {id}: {e}; trying again");
+                    follow.stream = None;
+                    tokio::time::sleep(follow.backoff).await;
+                }
             }
         }
     }
@@ -264,7 +295,7 @@ pub async fn watch(
     };
     // One task: its current state first (read once the stream is open), then
     // its changes until it is final.
-    let mut http = Client::new(&addr_and_token(args)?.0, args.token.as_deref());
+    let mut http = Client::new(&addrs_and_token(args)?.0.join(","), args.token.as_deref());
     let record = until_final(args, &mut http, &task, |data| {
         let event = SseEvent {
             id: None,

@@ -165,6 +165,8 @@ struct WriteConn {
     /// The number of the last connection whose I/O ended (by itself: the
     /// server went away, or it was dropped).
     ended: watch::Sender<u64>,
+    /// The number of the last connection opened (or being opened).
+    opened: std::sync::atomic::AtomicU64,
     /// How to open another.
     config: Config,
     describe: String,
@@ -181,6 +183,7 @@ impl WriteConn {
             client: tokio::sync::Mutex::new(Some((client, 1))),
             closed: AtomicBool::new(false),
             ended,
+            opened: std::sync::atomic::AtomicU64::new(1),
             config,
             describe,
         }
@@ -199,7 +202,8 @@ impl WriteConn {
                 "the write connection is closed".to_owned(),
             ));
         }
-        let number = slot.as_ref().map_or(1, |(_, n)| n + 1);
+        // Numbers never repeat, so an ended one is never taken for this one.
+        let number = self.opened.fetch_add(1, Ordering::SeqCst) + 1;
         // Dropped first: its lock must not outlive it while the new one opens.
         slot.take();
         let client = open(
