@@ -174,8 +174,9 @@ pub struct ServeArgs {
     /// (epoch 1).
     #[arg(long, env = "COORDINATOR_ADVERTISE_URL", value_parser = parse_advertise_url)]
     pub advertise_url: Option<String>,
-    /// How often the leadership lease is looked at and, by the leader, renewed
-    /// (PostgreSQL only).
+    /// How often the leader renews the leadership lease; a standby looks at it
+    /// four times as often, so it notices a leader whose process died within
+    /// about a quarter of this (PostgreSQL only).
     #[arg(
         long,
         env = "COORDINATOR_LEASE_RENEW_MS",

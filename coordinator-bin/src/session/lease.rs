@@ -78,7 +78,8 @@ pub struct LeaseConfig {
     pub node_id: String,
     /// How clients reach this coordinator (`--advertise-url`).
     pub advertise_url: String,
-    /// How often the lease is looked at and, by the leader, renewed.
+    /// How often the leader renews the lease (and looks at it). A standby
+    /// looks four times as often ([`LeaseConfig::standby_look_ms`]).
     pub renew_ms: u64,
     /// Age of `renewed_at` (database clock) past which the lease is free.
     pub timeout_ms: u64,
@@ -118,6 +119,14 @@ impl LeaseConfig {
             renew_ms,
             timeout_ms,
         })
+    }
+
+    /// How often a coordinator that does not lead looks at the lease: a
+    /// quarter of the renewal period (at least 1 ms). A leader whose process is
+    /// gone frees its lock at once, so this bounds how long its standbys take
+    /// to notice; one look is one short query.
+    pub fn standby_look_ms(&self) -> u64 {
+        (self.renew_ms / 4).max(1)
     }
 
     /// How long after the start of its last successful renewal a leader stops
@@ -368,7 +377,11 @@ impl Lease {
                 tick,
                 started_ms: now_ms,
             });
-            self.next_tick_ms = now_ms.saturating_add(self.config.renew_ms);
+            let period = match self.state {
+                LeaseState::Leader { .. } => self.config.renew_ms,
+                _ => self.config.standby_look_ms(),
+            };
+            self.next_tick_ms = now_ms.saturating_add(period);
             return Some(Decision::Observe { tick });
         }
         None
@@ -479,6 +492,8 @@ impl Lease {
             return Some(Decision::Follow { leader_url: None });
         }
         self.state = LeaseState::Leader { epoch, fence_at_ms };
+        // A leader renews every `renew_ms` from the look that won the lease.
+        self.next_tick_ms = started.saturating_add(self.config.renew_ms);
         Some(Decision::Lead { epoch })
     }
 
@@ -549,7 +564,7 @@ impl Lease {
         self.pending = None;
         self.next_tick_ms = self
             .next_tick_ms
-            .min(now_ms.saturating_add(self.config.renew_ms));
+            .min(now_ms.saturating_add(self.config.standby_look_ms()));
         Decision::StepDown { leader_url: None }
     }
 

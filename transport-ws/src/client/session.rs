@@ -132,6 +132,11 @@ pub const JOB_DROPPED: &str = "the agent program dropped the job without reporti
 /// coordinator answers `task_ack {status: "cancelled"}` and changes nothing.
 pub const CANCELLED: &str = "cancelled";
 
+/// `task_rejected`'s reason for a `task_continue` about a task this agent does
+/// not hold (it never received the assignment, or holds another task): the
+/// coordinator queues the task again.
+pub const NOT_HELD: &str = "not_held";
+
 /// How many ended runs are remembered to explain a late report.
 const ENDED_RUNS_KEPT: usize = 16;
 
@@ -654,6 +659,21 @@ impl AgentSession {
 
     fn on_continue(&mut self, task_id: String, generation: u64) {
         let Some(task) = self.held.as_mut().filter(|t| t.task_id == task_id) else {
+            // The coordinator holds us to a task we never received (its
+            // assignment was lost with a coordinator that stopped before
+            // sending it) or cannot take (we hold another): refused, so that
+            // it is queued again rather than held by nobody until the stuck
+            // sweep. A refusal from an agent that no longer holds it changes
+            // nothing on the coordinator's side.
+            tracing::warn!(
+                task_id,
+                generation,
+                "coordinator continues a task this agent does not hold; rejecting it"
+            );
+            self.send(AgentMessage::TaskRejected {
+                task_id,
+                reason: Some(NOT_HELD.to_owned()),
+            });
             return;
         };
         if !self.recovering && task.generation == generation {

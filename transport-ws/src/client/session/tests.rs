@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::{AgentSession, HeldTask, Outcome, Output, ReportError, RunId, SessionConfig};
+use super::{AgentSession, HeldTask, Outcome, Output, ReportError, RunId, SessionConfig, NOT_HELD};
 use crate::protocol::{AgentMessage, CoordinatorMessage, CurrentTask, ErrorCode};
 
 const GRACE_MS: u64 = 1_000;
@@ -405,7 +405,7 @@ fn a_saved_task_reassigned_elsewhere_is_dropped() {
 }
 
 #[test]
-fn a_continue_or_reassign_for_another_task_is_ignored() {
+fn a_continue_for_a_task_not_held_is_rejected_and_a_reassign_ignored() {
     let mut s = AgentSession::new(config(), Some(task("t1", 1)));
     s.handle_connected();
     let _ = drain(&mut s);
@@ -413,7 +413,22 @@ fn a_continue_or_reassign_for_another_task_is_ignored() {
     s.handle_message(CoordinatorMessage::TaskReassign {
         task_id: "other".into(),
     });
-    assert_eq!(drain(&mut s), []);
+    assert_eq!(drain(&mut s), [rejected("other", NOT_HELD)]);
+    // The held task is untouched: its continue still resumes it.
+    s.handle_message(cont("t1", 2));
+    assert!(drain(&mut s).contains(&resume(1, task("t1", 2))));
+}
+
+#[test]
+fn a_continue_for_an_assignment_never_received_is_rejected() {
+    // The coordinator committed an assignment and stopped before sending it;
+    // the one that took over re-attaches the task to us on identify.
+    let mut s = idle();
+    s.handle_message(cont("lost", 1));
+    assert_eq!(drain(&mut s), [rejected("lost", NOT_HELD)]);
+    // Still free for work.
+    s.handle_message(assign("t2", 1));
+    assert!(drain(&mut s).contains(&accepted("t2")));
 }
 
 #[test]
