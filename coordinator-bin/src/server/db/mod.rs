@@ -8,6 +8,7 @@ mod reads;
 mod rows;
 mod schema;
 mod tokens;
+mod window;
 
 #[cfg(test)]
 mod tests;
@@ -37,6 +38,7 @@ pub use tokens::{
     decode_token, insert_token, list_tokens, live_admin_count, live_token_ids, load_live,
     revoke_token_rows, revoke_tokens, token_info, StoredToken, TOKEN_COLUMNS,
 };
+pub use window::{load_restore_set, load_scheduled, LiveTasks};
 
 /// Why the database cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -106,7 +106,7 @@ fn a_version_2_database_gains_reclaim_counts_of_zero() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!((version, SCHEMA_VERSION), (5, 5));
+    assert_eq!((version, SCHEMA_VERSION), (6, 6));
     let back = get_task(&conn, "old").unwrap().unwrap();
     assert_eq!((back.status(), back.reclaim_count()), (Status::Queued, 0));
     let bumped = edited(back.clone(), |p| p.reclaim_count = 4);
