@@ -187,6 +187,8 @@ impl Driver {
                 }
             }
             self.carry_out(now).await?;
+            let queue = self.session.scheduler().queue();
+            super::metrics::set_in_memory(queue.len(), queue.scheduled_in_memory());
             if let Some(lost) = self.lost.take() {
                 self.events.close();
                 return Err(lost);
