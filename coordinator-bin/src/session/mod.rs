@@ -20,8 +20,9 @@
 //!   session only hands them out once the changes they report are committed;
 //! - [`Output::Authenticate`]: check the token, then call
 //!   [`Session::handle_identity`];
-//! - [`Output::Load`], [`Output::Lookup`] and [`Output::LoadPayload`]: read
-//!   from storage, then call [`Session::handle_loaded`],
+//! - [`Output::Load`], [`Output::LoadScheduled`], [`Output::Lookup`] and
+//!   [`Output::LoadPayload`]: read from storage, then call
+//!   [`Session::handle_loaded`], [`Session::handle_scheduled_loaded`],
 //!   [`Session::handle_looked_up`] or [`Session::handle_payload_loaded`];
 //! - [`Output::Fatal`]: stop the process with a non-zero exit.
 //!

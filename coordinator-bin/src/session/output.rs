@@ -192,7 +192,8 @@ pub enum Output {
         token: String,
     },
     /// Read this task's stored record and call [`super::Session::handle_loaded`]
-    /// with it (for a retry; handed out only after every commit before it).
+    /// with it (for a retry, or a cancel of a scheduled task only storage
+    /// holds; handed out only after every commit before it).
     Load {
         /// The request waiting for it.
         request: RequestId,
