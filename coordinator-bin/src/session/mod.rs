@@ -346,8 +346,6 @@ impl Session {
             self.scheduler.handle_timeout(now_ms);
         }
         if leading {
-            // Behind the records staged so far: the read must see them.
-            self.stage_changes();
             self.poll_scheduled_load(now_ms);
         }
         while let Some(&(at, conn)) = self.identify_deadlines.first() {

@@ -27,6 +27,8 @@ impl Session {
             return;
         }
         if let Some(load) = self.scheduler.poll_load(now_ms) {
+            // Behind every record emitted so far: the read must see them.
+            self.stage_changes();
             self.reads_asked += 1;
             let read = self.reads_asked;
             self.scheduled_read = Some(read);
