@@ -156,6 +156,25 @@ pub struct ServeArgs {
     /// `queue_full` with `Retry-After`, and changes nothing.
     #[arg(long, env = "COORDINATOR_MAX_QUEUED", default_value_t = 1_000_000)]
     pub max_queued: usize,
+    /// Scheduled tasks (`run_at` or `delay_ms`) due within this many ms are
+    /// kept in memory; later ones stay in storage only and are read back, in
+    /// `run_at` order, as they come within it. A large far-future backlog
+    /// costs no memory.
+    #[arg(
+        long,
+        env = "COORDINATOR_SCHEDULED_WINDOW_MS",
+        default_value_t = 3_600_000
+    )]
+    pub scheduled_window_ms: u64,
+    /// At most this many scheduled tasks are kept in memory, the ones due
+    /// first; the rest wait in storage (see --scheduled-window-ms).
+    #[arg(
+        long,
+        env = "COORDINATOR_SCHEDULED_WINDOW_TASKS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub scheduled_window_tasks: u64,
     /// Largest metadata of one task, in bytes of its JSON text: a submission with
     /// a larger one is refused whole, 413 `metadata_too_large`, and changes nothing.
     #[arg(long, env = "COORDINATOR_MAX_METADATA_BYTES", default_value_t = 65_536)]

@@ -76,8 +76,9 @@ pub use error::{InvalidTask, RestoreError, SubmitError, TaskError};
 pub use ids::{AgentId, TaskId};
 pub use payload::Payload;
 pub use queue::{
-    Completion, FailOutcome, Queue, QueueConfig, ReclaimOutcome, Reclaimed, Recovery, Stats, Swept,
-    DEADLINE_EXCEEDED, DEPENDENCY_FAILED, TOO_MANY_RECLAIMS,
+    Completion, FailOutcome, Queue, QueueConfig, ReclaimOutcome, Reclaimed, Recovery, ScheduleKey,
+    ScheduledLoad, ScheduledPage, ScheduledWindow, Stats, Swept, DEADLINE_EXCEEDED,
+    DEPENDENCY_FAILED, TOO_MANY_RECLAIMS,
 };
 pub use task::{
     HistoryEntry, HistoryEvent, Holder, NewTask, Priority, ReclaimReason, Status, Task, TaskParts,

@@ -6,11 +6,15 @@ use crate::Holder;
 use std::sync::Arc;
 
 use crate::index::GroupedIndex;
+
+mod window;
 use crate::{
     AgentId, Capabilities, Change, HistoryEvent, NewTask, Payload, Priority, ReclaimReason,
     RestoreError, Status, SubmitError, Task, TaskError, TaskId, MAX_DEPENDENCIES,
     MAX_IDEMPOTENCY_KEY_BYTES,
 };
+use window::Loading;
+pub use window::{ScheduleKey, ScheduledLoad, ScheduledPage, ScheduledWindow};
 
 /// Settings of a [`Queue`].
 ///
@@ -32,6 +36,10 @@ pub struct QueueConfig {
     /// ([`Payload::Stored`]), so memory per live task stays bounded whatever
     /// tasks carry.
     pub max_inline_payload_bytes: usize,
+    /// Which scheduled tasks stay in memory; `None`: all of them. With a
+    /// window, the others stay in storage and are read back
+    /// ([`Queue::poll_load`]) as their time nears.
+    pub scheduled_window: Option<ScheduledWindow>,
 }
 
 /// `last_error` of a task that went to the dead letter through its reclaim budget.
@@ -61,6 +69,12 @@ impl QueueConfig {
         self
     }
 
+    /// Sets [`QueueConfig::scheduled_window`].
+    pub fn with_scheduled_window(mut self, scheduled_window: Option<ScheduledWindow>) -> Self {
+        self.scheduled_window = scheduled_window;
+        self
+    }
+
     /// Sets [`QueueConfig::max_inline_payload_bytes`].
     pub fn with_max_inline_payload_bytes(mut self, max_inline_payload_bytes: usize) -> Self {
         self.max_inline_payload_bytes = max_inline_payload_bytes;
@@ -75,6 +89,7 @@ impl Default for QueueConfig {
             stuck_after_ms: 300_000,
             max_reclaims: 5,
             max_inline_payload_bytes: 256,
+            scheduled_window: None,
         }
     }
 }
@@ -283,6 +298,19 @@ pub struct Queue {
     /// Tasks that entered the queue through a release (their time came, their
     /// last dependency completed) since the last [`Queue::poll_released`].
     released: VecDeque<TaskId>,
+    /// With a [`ScheduledWindow`]: every scheduled task left in storage has a
+    /// key at or after this one, and every one in memory a key before it
+    /// (`None`: storage holds no scheduled task that memory lacks).
+    stored_from: Option<ScheduleKey>,
+    /// A read of scheduled tasks handed out and not answered yet.
+    loading: Option<Loading>,
+    /// After a failed read, no new one before this time.
+    load_retry_at_ms: u64,
+    /// Scheduled tasks in memory.
+    n_scheduled: usize,
+    /// A scheduled task may lie beyond the window: [`Queue::handle_timeout`]
+    /// is due at once to send it back to storage.
+    trim_due: bool,
 }
 
 impl Queue {
@@ -335,6 +363,8 @@ impl Queue {
                     queue
                         .timers
                         .insert((run_at_ms, task.queue_seq, task.id.clone()));
+                    queue.n_scheduled += 1;
+                    queue.trim_due = true;
                 }
                 Status::Waiting => {}
                 _ => {
@@ -347,14 +377,17 @@ impl Queue {
         // Dependencies are counted once every live record is in: one that is
         // not live any more was completed (a failed one cancels its dependents
         // in the same records).
-        let waiting: Vec<(TaskId, u64, Vec<TaskId>)> = queue
+        let mut waiting: Vec<(TaskId, u64, Vec<TaskId>)> = queue
             .tasks
             .values()
             .filter(|t| t.status == Status::Waiting)
             .map(|t| (t.id.clone(), t.queue_seq, t.depends_on.to_vec()))
             .collect();
+        // In submission order, as they were watched before: the dependents
+        // of one task are released in that order when it completes.
+        waiting.sort_by_key(|(_, queue_seq, _)| *queue_seq);
         for (id, queue_seq, depends_on) in waiting {
-            let n = queue.watch_dependencies(&id, &depends_on);
+            let n = queue.watch_dependencies(&id, &depends_on, &[]);
             if n == 0 {
                 queue.timers.insert((0, queue_seq, id));
             }
@@ -413,7 +446,9 @@ impl Queue {
                 .find(|(id, _)| id == dep)
                 .map(|(_, status)| *status);
             match settled {
-                Some(Status::Completed) => {}
+                // Completed, or scheduled and left in storage (beyond the
+                // window of scheduled tasks kept in memory): live.
+                Some(Status::Completed | Status::Scheduled) => {}
                 Some(status) if status.is_final() => {
                     return Err(SubmitError::DependencyFailed {
                         id: dep.clone(),
@@ -485,13 +520,21 @@ impl Queue {
             idempotency_key: new.idempotency_key.map(String::into_boxed_str),
         });
         task.record(now_ms, HistoryEvent::Submitted, String::new());
-        let n_pending = self.watch_dependencies(&task.id, &task.depends_on);
+        let stored: Vec<&TaskId> = new
+            .settled_dependencies
+            .iter()
+            .filter(|(_, status)| *status == Status::Scheduled)
+            .map(|(id, _)| id)
+            .collect();
+        let n_pending = self.watch_dependencies(&task.id, &task.depends_on, &stored);
         if n_pending > 0 {
             task.status = Status::Waiting;
         } else if task.run_at_ms.is_some_and(|at| at > now_ms) {
             task.status = Status::Scheduled;
             let run_at_ms = task.run_at_ms.unwrap_or(now_ms);
             self.timers.insert((run_at_ms, seq, task.id.clone()));
+            self.n_scheduled += 1;
+            self.trim_due = true;
         } else {
             self.index_queued(&task);
         }
@@ -503,10 +546,16 @@ impl Queue {
 
     /// Counts the live dependencies of the waiting task `id` and registers it
     /// as their dependent; returns the count.
-    fn watch_dependencies(&mut self, id: &TaskId, depends_on: &[TaskId]) -> usize {
+    /// (`stored`: dependencies that are scheduled tasks left in storage.)
+    fn watch_dependencies(
+        &mut self,
+        id: &TaskId,
+        depends_on: &[TaskId],
+        stored: &[&TaskId],
+    ) -> usize {
         let live: Vec<&TaskId> = depends_on
             .iter()
-            .filter(|dep| self.tasks.contains_key(*dep))
+            .filter(|dep| self.tasks.contains_key(*dep) || stored.contains(dep))
             .collect();
         for dep in &live {
             self.dependents
@@ -531,9 +580,19 @@ impl Queue {
     }
 
     /// When [`Queue::handle_timeout`] must be called next: the earliest
-    /// `run_at` of a scheduled task.
+    /// `run_at` of a scheduled task, or (with a [`ScheduledWindow`]) when the
+    /// earliest one left in storage comes within the window and must be read
+    /// ([`Queue::poll_load`]), or 0 when a task beyond the window waits to
+    /// leave memory.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.timers.first().map(|(at, _, _)| *at)
+        if self.trim_due && self.config.scheduled_window.is_some() {
+            return Some(0);
+        }
+        let first = self.timers.first().map(|(at, _, _)| *at);
+        match (first, self.load_wake_ms()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Releases every scheduled task whose `run_at` is at or before `now_ms`
@@ -546,13 +605,19 @@ impl Queue {
             };
             let status = self.tasks.get(&id).map(|t| t.status);
             match status {
-                Some(Status::Scheduled) => self.release(now_ms, &id),
+                Some(Status::Scheduled) => {
+                    self.n_scheduled -= 1;
+                    self.release(now_ms, &id);
+                }
                 Some(Status::Waiting) => {
                     self.pending.remove(&id);
                     self.dependencies_done(now_ms, &id);
                 }
                 _ => {}
             }
+        }
+        if self.trim_due {
+            self.trim(now_ms);
         }
     }
 
@@ -586,6 +651,8 @@ impl Queue {
                     format!("dependencies completed; scheduled for {run_at_ms}"),
                 );
                 self.timers.insert((run_at_ms, task.queue_seq, id.clone()));
+                self.n_scheduled += 1;
+                self.trim_due = true;
                 self.emit(id);
             }
             None => self.release(now_ms, id),
@@ -984,8 +1051,9 @@ impl Queue {
         let queue_seq = task.queue_seq;
         match status {
             Status::Queued => self.unindex_queued(&task_id),
-            Status::Scheduled => {
-                self.timers.remove(&(run_at_ms, queue_seq, task_id.clone()));
+            // (A scheduled task cancelled from storage has no timer.)
+            Status::Scheduled if self.timers.remove(&(run_at_ms, queue_seq, task_id.clone())) => {
+                self.n_scheduled -= 1;
             }
             Status::Waiting => {
                 self.pending.remove(&task_id);
@@ -1213,6 +1281,7 @@ impl Queue {
             self.held.remove(id);
             self.forget_key(&task);
             let status = task.status;
+            self.note_ended(id);
             self.changes.push_back(Change::Finalized(*task));
             (id.clone(), status)
         }];
@@ -1249,6 +1318,7 @@ impl Queue {
                 task.record(now_ms, HistoryEvent::Cancelled, format!("error={error}"));
                 self.timers.remove(&(0, task.queue_seq, waiting.clone()));
                 self.forget_key(&task);
+                self.note_ended(&waiting);
                 self.changes.push_back(Change::Finalized(*task));
                 ended.push((waiting, Status::Cancelled));
             }

@@ -349,8 +349,10 @@ pub struct NewTask {
     /// `waiting` until then. Each must be live in the queue or named in
     /// `settled_dependencies`.
     pub depends_on: Vec<TaskId>,
-    /// Dependencies that are no longer live, with the final status storage
-    /// holds for them: the caller reads them (the queue keeps only live tasks).
+    /// Dependencies that the queue does not hold, with the status storage
+    /// holds for them: the caller reads them (the queue keeps only live tasks,
+    /// and with a [`ScheduledWindow`](crate::ScheduledWindow) not the
+    /// scheduled ones beyond it: a `scheduled` status here counts as live).
     pub settled_dependencies: Vec<(TaskId, Status)>,
     /// Submit once: a second task of the same submitter with the same key is
     /// the first one (at most [`MAX_IDEMPOTENCY_KEY_BYTES`] bytes).

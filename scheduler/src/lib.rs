@@ -101,8 +101,9 @@ pub use coordinator_agent_fsm::{Agent, AgentState, HeldTask, IllegalMove, Move};
 pub use coordinator_queue::{
     AgentId, Capabilities, Change, Completion, FailOutcome, HistoryEntry, HistoryEvent, Holder,
     InvalidTask, NewTask, Payload, Priority, Queue, QueueConfig, ReclaimOutcome, ReclaimReason,
-    Recovery, RestoreError, Stats, Status, SubmitError, Task, TaskError, TaskId, TaskParts,
-    UnknownPriority, UnknownStatus, DEADLINE_EXCEEDED, HISTORY_CAP, TOO_MANY_RECLAIMS,
+    Recovery, RestoreError, ScheduleKey, ScheduledLoad, ScheduledPage, ScheduledWindow, Stats,
+    Status, SubmitError, Task, TaskError, TaskId, TaskParts, UnknownPriority, UnknownStatus,
+    DEADLINE_EXCEEDED, HISTORY_CAP, TOO_MANY_RECLAIMS,
 };
 #[doc(no_inline)]
 pub use {coordinator_agent_fsm as agent_fsm, coordinator_queue as queue};

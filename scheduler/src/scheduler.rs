@@ -5,7 +5,8 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use coordinator_agent_fsm::{Agent, AgentState, Capabilities};
 use coordinator_queue::{
     AgentId, Change, Completion, FailOutcome, NewTask, Queue, QueueConfig, ReclaimOutcome,
-    ReclaimReason, Recovery, RestoreError, Status, Swept, Task, TaskError, TaskId,
+    ReclaimReason, Recovery, RestoreError, ScheduledLoad, ScheduledPage, Status, Swept, Task,
+    TaskError, TaskId,
 };
 
 use crate::idle::{IdleAgents, IdleKey};
@@ -722,6 +723,49 @@ impl Scheduler {
             }
         }
         Ok(recovery)
+    }
+
+    /// Says that storage may hold scheduled tasks that were not given to
+    /// [`Scheduler::restore`], all with a `queue_seq` below
+    /// `next_queue_seq`: see [`Queue::handle_stored_scheduled`].
+    pub fn handle_stored_scheduled(&mut self, next_queue_seq: u64) {
+        self.queue.handle_stored_scheduled(next_queue_seq);
+    }
+
+    /// The read of stored scheduled tasks due now, if any: see
+    /// [`Queue::poll_load`]. Poll it after every input.
+    #[must_use]
+    pub fn poll_load(&mut self, now_ms: u64) -> Option<ScheduledLoad> {
+        self.queue.poll_load(now_ms)
+    }
+
+    /// The answer to [`Scheduler::poll_load`]: see
+    /// [`Queue::handle_scheduled_loaded`]. Tasks read that are due already
+    /// are released by the next [`Scheduler::handle_timeout`], which
+    /// [`Scheduler::poll_timeout`] asks for at once.
+    pub fn handle_scheduled_loaded(&mut self, now_ms: u64, page: ScheduledPage) {
+        self.queue.handle_scheduled_loaded(now_ms, page);
+    }
+
+    /// The read of [`Scheduler::poll_load`] failed; another follows later.
+    pub fn handle_scheduled_load_failed(&mut self, now_ms: u64) {
+        self.queue.handle_scheduled_load_failed(now_ms);
+    }
+
+    /// An operator cancelled a task that was scheduled when its stored
+    /// `record` was read: in memory, as [`Scheduler::handle_cancel`]; left
+    /// in storage, from the record (see [`Queue::cancel_stored`]).
+    pub fn handle_cancel_stored(
+        &mut self,
+        now_ms: u64,
+        record: Task,
+    ) -> Result<(), SchedulerError> {
+        if self.queue.get(record.id()).is_some() {
+            let task_id = record.id().clone();
+            return self.handle_cancel(now_ms, &task_id);
+        }
+        self.queue.cancel_stored(now_ms, record)?;
+        Ok(())
     }
 
     /// An operator cancelled a live task; its holder, if any, is told to stop and

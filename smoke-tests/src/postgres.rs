@@ -115,6 +115,30 @@ pub fn execute(url: &str, sql: &str, id: Option<&str>) -> u64 {
     .expect("the statement ran")
 }
 
+/// Runs `sql` (any number of statements, no parameters) on the database
+/// `url` names, in one go, as another program would.
+pub fn batch_execute(url: &str, sql: &str) {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+            tokio::spawn(connection);
+            client
+                .batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        })
+    })
+    .join()
+    .expect("the statements ran")
+}
+
 /// `url` with its database replaced by `name`.
 fn with_database(url: &str, name: &str) -> String {
     let (base, query) = match url.split_once('?') {

@@ -14,7 +14,7 @@ use coordinator_transport::server::{
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use coordinator_queue::{Task, TaskId};
+use coordinator_queue::{ScheduledLoad, ScheduledPage, Task, TaskId};
 
 use super::auth::Authenticator;
 use super::clock::now_ms;
@@ -46,6 +46,13 @@ pub enum Command {
         request: RequestId,
         /// The record, or why it could not be read.
         stored: Result<Option<Task>, String>,
+    },
+    /// The scheduled tasks asked for by [`Output::LoadScheduled`].
+    ScheduledLoaded {
+        /// The number of the read.
+        read: u64,
+        /// The page read, or why it could not be read.
+        page: Result<ScheduledPage, String>,
     },
     /// What storage knows of a submission's options, asked for by
     /// [`Output::Lookup`].
@@ -180,6 +187,8 @@ impl Driver {
                 }
             }
             self.carry_out(now).await?;
+            let queue = self.session.scheduler().queue();
+            super::metrics::set_in_memory(queue.len(), queue.scheduled_in_memory());
             if let Some(lost) = self.lost.take() {
                 self.events.close();
                 return Err(lost);
@@ -238,6 +247,9 @@ impl Driver {
                 self.session.handle_request(now, request, body);
             }
             Command::Loaded { request, stored } => self.session.handle_loaded(now, request, stored),
+            Command::ScheduledLoaded { read, page } => {
+                self.session.handle_scheduled_loaded(now, read, page)
+            }
             Command::LookedUp { request, lookup } => {
                 self.session.handle_looked_up(now, request, lookup)
             }
@@ -256,8 +268,11 @@ impl Driver {
     fn on_leadership(&mut self, now: u64, leadership: Leadership) {
         match leadership {
             Leadership::LeaderIs(leader_url) => self.session.handle_leader_is(now, leader_url),
-            Leadership::BecameLeader { epoch, records } => {
-                if let Err(e) = self.session.handle_became_leader(now, epoch, records) {
+            Leadership::BecameLeader { epoch, live } => {
+                let next_queue_seq = live.next_queue_seq;
+                let result = self.session.handle_became_leader(now, epoch, live.tasks);
+                self.session.handle_stored_scheduled(next_queue_seq);
+                if let Err(e) = result {
                     tracing::error!(error = %e, epoch, "cannot serve the epoch taken");
                     self.lost = Some(Fatal::LeadershipLost(format!(
                         "cannot serve epoch {epoch}: {e}"
@@ -340,6 +355,7 @@ impl Driver {
                         let _ = commands.send(Command::Loaded { request, stored }).await;
                     });
                 }
+                Output::LoadScheduled { read, load } => self.load_scheduled(read, load),
                 Output::Lookup {
                     request,
                     dependencies,
@@ -404,6 +420,30 @@ impl Driver {
             .await
             .map_err(|e| format!("cannot read the submission's dependencies or keys: {e}"));
             let _ = commands.send(Command::LookedUp { request, lookup }).await;
+        });
+    }
+
+    /// Reads the scheduled tasks the session asks for and hands them back.
+    fn load_scheduled(&self, read: u64, load: ScheduledLoad) {
+        let store = self.store.clone();
+        let commands = self.commands.clone();
+        let max_inline = self
+            .session
+            .scheduler()
+            .config()
+            .queue
+            .max_inline_payload_bytes;
+        tokio::spawn(async move {
+            let page = match store.load_scheduled(load, max_inline).await {
+                Ok((page, damaged)) => {
+                    for row in &damaged {
+                        super::damage::report(row);
+                    }
+                    Ok(page)
+                }
+                Err(e) => Err(format!("cannot read the scheduled tasks: {e}")),
+            };
+            let _ = commands.send(Command::ScheduledLoaded { read, page }).await;
         });
     }
 

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use coordinator_queue::Task;
+use super::db::LiveTasks;
 use tokio::sync::{mpsc, watch};
 
 use super::clock::now_ms;
@@ -24,8 +24,8 @@ pub enum Leadership {
     BecameLeader {
         /// The epoch taken.
         epoch: u64,
-        /// Every non-final task.
-        records: Vec<Task>,
+        /// The live tasks to restore (see [`Store::load_live_tasks`]).
+        live: LiveTasks,
     },
     /// Leadership is lost (or the lease's connection is): the write
     /// connection is closed already; stop serving and stop.
@@ -185,13 +185,13 @@ impl Runner {
                 let read =
                     Self::or_fence(lease, self.store.load_live_tasks(self.max_inline_bytes)).await;
                 match read {
-                    Ok(Ok(records)) => {
+                    Ok(Ok(live)) => {
                         tracing::warn!(
                             epoch,
-                            live_tasks = records.len(),
+                            live_tasks = live.tasks.len(),
                             "took the lease; serving"
                         );
-                        self.send(Leadership::BecameLeader { epoch, records }).await;
+                        self.send(Leadership::BecameLeader { epoch, live }).await;
                         Step::Next(None)
                     }
                     Ok(Err(e)) => {

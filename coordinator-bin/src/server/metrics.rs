@@ -7,6 +7,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -48,6 +49,8 @@ struct Metrics {
     commit_seconds: Histogram,
     submit_to_assign: Histogram,
     submit_to_complete: Histogram,
+    tasks_in_memory: Gauge,
+    scheduled_in_memory: Gauge,
 }
 
 fn metrics() -> &'static Metrics {
@@ -71,6 +74,8 @@ fn metrics() -> &'static Metrics {
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
             submit_to_assign: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
             submit_to_complete: Histogram::new(exponential_buckets(0.0001, 2.0, 20)),
+            tasks_in_memory: Gauge::default(),
+            scheduled_in_memory: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("tasks_submitted", "Tasks submitted", m.submitted.clone());
@@ -110,6 +115,16 @@ fn metrics() -> &'static Metrics {
             "ws_messages_received",
             "WebSocket messages received, by type",
             m.frames.clone(),
+        );
+        registry.register(
+            "tasks_in_memory",
+            "Live tasks the leader holds in memory (scheduled tasks beyond the window stay in storage only)",
+            m.tasks_in_memory.clone(),
+        );
+        registry.register(
+            "scheduled_tasks_in_memory",
+            "Scheduled tasks the leader holds in memory: those due within --scheduled-window-ms, at most --scheduled-window-tasks",
+            m.scheduled_in_memory.clone(),
         );
         registry.register(
             "token_table_loads",
@@ -226,6 +241,15 @@ pub fn record_damaged_row(table: &'static str) {
         .damaged_rows
         .get_or_create(&TableLabel { table })
         .inc();
+}
+
+/// How many live tasks, and scheduled ones among them, memory holds.
+pub fn set_in_memory(tasks: usize, scheduled: usize) {
+    let m = metrics();
+    m.tasks_in_memory
+        .set(i64::try_from(tasks).unwrap_or(i64::MAX));
+    m.scheduled_in_memory
+        .set(i64::try_from(scheduled).unwrap_or(i64::MAX));
 }
 
 /// Records one group commit.

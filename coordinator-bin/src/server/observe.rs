@@ -69,6 +69,12 @@ pub fn notice(notice: &Notice) {
             warn!(agent_id, %conn, "agent too slow to read; dropping its connection");
         }
         Notice::SubmitRefused { reason } => metrics::record_submit_refused(reason),
+        Notice::ScheduledLoadFailed { error } => {
+            warn!(
+                error = error.as_str(),
+                "cannot read the scheduled tasks coming due; trying again in a second"
+            );
+        }
         Notice::AssignUndeliverable {
             task_id,
             agent_id,

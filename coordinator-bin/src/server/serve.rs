@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coordinator_queue::QueueConfig;
+use coordinator_queue::{QueueConfig, ScheduledWindow};
 use coordinator_scheduler::SchedulerConfig;
 use coordinator_transport::server::SocketConfig;
 use hyper::server::conn::http1;
@@ -199,7 +199,11 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
                 QueueConfig::default()
                     .with_default_max_retries(args.max_retries)
                     .with_stuck_after_ms(args.stuck_after_ms)
-                    .with_max_reclaims(args.max_reclaims),
+                    .with_max_reclaims(args.max_reclaims)
+                    .with_scheduled_window(Some(ScheduledWindow::new(
+                        args.scheduled_window_ms,
+                        usize::try_from(args.scheduled_window_tasks).unwrap_or(usize::MAX),
+                    ))),
             )
             .with_accept_timeout_ms(args.accept_timeout_ms)
             .with_recovery_grace_ms(args.recovery_grace_ms)
@@ -385,15 +389,17 @@ async fn restore(
     max_inline: usize,
     started: Instant,
 ) -> Result<Session, BoxError> {
-    let records = store.load_live_tasks(max_inline).await.map_err(|e| match e {
+    let live = store.load_live_tasks(max_inline).await.map_err(|e| match e {
         db::DbError::DamagedLive(_) => format!(
             "{e}. No task was changed and the service did not start: run `coordinator check --db {}` to list every damaged row, repair or remove those rows, and start again",
             store.describe()
         ),
         e => e.to_string(),
     })?;
-    let n_live = records.len();
-    let session = Session::new(config, now_ms(), records)?;
+    let n_live = live.tasks.len();
+    let mut session = Session::new(config, now_ms(), live.tasks)?;
+    // Scheduled tasks stay in storage; the session reads them as they come due.
+    session.handle_stored_scheduled(live.next_queue_seq);
     tracing::info!(live_tasks = n_live, elapsed_ms = started.elapsed().as_millis() as u64, db = %store.describe(), "state restored");
     Ok(session)
 }

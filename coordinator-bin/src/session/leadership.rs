@@ -173,6 +173,7 @@ impl Session {
             });
         }
         self.scheduler = Scheduler::restore(self.config.scheduler.clone(), now_ms, records)?;
+        self.scheduled_read = None;
         self.highest_epoch = epoch;
         self.next_sweep_ms = now_ms.saturating_add(self.config.sweep_interval_ms.max(1));
         self.set_role(Role::Leader { epoch });
@@ -245,11 +246,16 @@ impl Session {
                         answer: Answer::NotLeader(refusal.clone()),
                     });
                 }
+                // The live state goes: so do its reads.
+                Held::Out(Output::LoadScheduled { .. }) => {}
                 Held::Out(output) if is_committed => self.ready.push_back(output),
                 Held::Out(_) | Held::ToAgent { .. } => {}
             }
         }
-        // Retries whose record is being read: they will not be carried out here.
+        // Retries and cancels whose record is being read: they will not be
+        // carried out here.
+        self.ended_while_loading.clear();
+        self.scheduled_read = None;
         let mut loading: Vec<_> = self.loading.drain().map(|(request, _)| request).collect();
         loading.sort();
         for request in loading {

@@ -20,8 +20,9 @@
 //!   session only hands them out once the changes they report are committed;
 //! - [`Output::Authenticate`]: check the token, then call
 //!   [`Session::handle_identity`];
-//! - [`Output::Load`], [`Output::Lookup`] and [`Output::LoadPayload`]: read
-//!   from storage, then call [`Session::handle_loaded`],
+//! - [`Output::Load`], [`Output::LoadScheduled`], [`Output::Lookup`] and
+//!   [`Output::LoadPayload`]: read from storage, then call
+//!   [`Session::handle_loaded`], [`Session::handle_scheduled_loaded`],
 //!   [`Session::handle_looked_up`] or [`Session::handle_payload_loaded`];
 //! - [`Output::Fatal`]: stop the process with a non-zero exit.
 //!
@@ -66,11 +67,12 @@ mod output;
 mod payloads;
 mod requests;
 mod views;
+mod window;
 mod wire;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
-use coordinator_queue::{AgentId, Change, RestoreError, Status, Task};
+use coordinator_queue::{AgentId, Change, RestoreError, Status, Task, TaskId};
 use coordinator_scheduler::{Action, Scheduler, SchedulerConfig};
 use coordinator_transport::protocol::CoordinatorMessage;
 
@@ -134,6 +136,15 @@ impl Default for SessionConfig {
     }
 }
 
+/// What a stored record is read for ([`Output::Load`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoadFor {
+    /// A retry from the dead letter.
+    Retry,
+    /// A cancel of a scheduled task that only storage holds.
+    Cancel,
+}
+
 /// An output waiting in the commit gate; frames for agents find their connection
 /// when they leave.
 #[derive(Debug)]
@@ -184,8 +195,15 @@ pub struct Session {
     events: EventLog,
     /// Per-agent tallies and per-minute samples for operators.
     tallies: Tallies,
-    /// Retries waiting for their stored record, by request.
-    loading: HashMap<RequestId, String>,
+    /// Retries and cancels waiting for their stored record, by request.
+    loading: HashMap<RequestId, (String, LoadFor)>,
+    /// Tasks that reached a final state while a cancel waits for its stored
+    /// record (a record read before that is stale).
+    ended_while_loading: HashSet<TaskId>,
+    /// The read of scheduled tasks handed out and not answered yet.
+    scheduled_read: Option<u64>,
+    /// Reads of scheduled tasks handed out so far.
+    reads_asked: u64,
     /// Submissions waiting for what storage knows of their options.
     lookups: options::Lookups,
     /// Agents whose next frame is a `task_assign` waiting for its texts from
@@ -225,6 +243,9 @@ impl Session {
             events: EventLog::new(now_ms),
             tallies: Tallies::default(),
             loading: HashMap::new(),
+            ended_while_loading: HashSet::new(),
+            scheduled_read: None,
+            reads_asked: 0,
             lookups: options::Lookups::default(),
             awaiting_payload: HashMap::new(),
             identify_deadlines: BTreeSet::new(),
@@ -261,6 +282,7 @@ impl Session {
             && self.ready.is_empty()
             && self.awaiting_payload.is_empty()
             && self.lookups.is_empty()
+            && self.scheduled_read.is_none()
     }
 
     /// True while a batch handed out in [`Output::Persist`] is not committed yet.
@@ -322,6 +344,9 @@ impl Session {
         let leading = self.role.is_leader();
         if leading && self.scheduler.poll_timeout().is_some_and(|at| at <= now_ms) {
             self.scheduler.handle_timeout(now_ms);
+        }
+        if leading {
+            self.poll_scheduled_load(now_ms);
         }
         while let Some(&(at, conn)) = self.identify_deadlines.first() {
             if at > now_ms {
@@ -440,6 +465,13 @@ impl Session {
         while let Some(change) = self.scheduler.poll_change() {
             if let Change::Finalized(task) = &change {
                 self.lookups.note_final(task);
+                if self
+                    .loading
+                    .values()
+                    .any(|(_, why)| *why == LoadFor::Cancel)
+                {
+                    self.ended_while_loading.insert(task.id().clone());
+                }
                 if task.status() == Status::Completed {
                     self.activity.note_completion(task);
                 }

@@ -198,7 +198,8 @@ impl Session {
                         .find(|(id, _)| id == dep.as_str())
                         .and_then(|(_, status)| *status)
                 });
-                if let Some(status) = status.filter(|s| s.is_final()) {
+                // Final, or scheduled and left in storage (it counts as live).
+                if let Some(status) = status.filter(|s| s.is_final() || *s == Status::Scheduled) {
                     task.settled_dependencies.push((dep.clone(), status));
                 }
             }

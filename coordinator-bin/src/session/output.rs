@@ -138,6 +138,12 @@ pub enum Notice {
         /// `queue_full` or `metadata_too_large`.
         reason: &'static str,
     },
+    /// The scheduled tasks asked for by [`Output::LoadScheduled`] could not be
+    /// read; they are asked for again a second later.
+    ScheduledLoadFailed {
+        /// What the store said.
+        error: String,
+    },
 }
 
 /// Why the session stopped for good. The driver must exit non-zero: serving on
@@ -186,12 +192,23 @@ pub enum Output {
         token: String,
     },
     /// Read this task's stored record and call [`super::Session::handle_loaded`]
-    /// with it (for a retry; handed out only after every commit before it).
+    /// with it (for a retry, or a cancel of a scheduled task only storage
+    /// holds; handed out only after every commit before it).
     Load {
         /// The request waiting for it.
         request: RequestId,
         /// The task.
         task_id: String,
+    },
+    /// Read the scheduled tasks `load` names (see
+    /// [`coordinator_queue::ScheduledLoad`]) and call
+    /// [`super::Session::handle_scheduled_loaded`] with them and `read`
+    /// (handed out only after every commit before it).
+    LoadScheduled {
+        /// The number of this read.
+        read: u64,
+        /// What to read.
+        load: coordinator_queue::ScheduledLoad,
     },
     /// Read what storage knows of a submission's options and call
     /// [`super::Session::handle_looked_up`] with it: the stored status of each

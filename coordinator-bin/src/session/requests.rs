@@ -9,7 +9,9 @@ use coordinator_scheduler::SchedulerError;
 use super::api::{Answer, Receipt, Refusal, RefusalKind, Request};
 use super::options::{is_duplicate, receipt_of, Lookup};
 use super::views::{agent_flags, AgentInfo, DashboardSnapshot};
-use super::{ConnId, Held, Identity, Notice, Output, RequestId, Session, TokenWrite, CLOSE_POLICY};
+use super::{
+    ConnId, Held, Identity, LoadFor, Notice, Output, RequestId, Session, TokenWrite, CLOSE_POLICY,
+};
 
 /// The longest `Retry-After` a refused submission is told, in seconds.
 const MAX_RETRY_AFTER_S: u64 = 60;
@@ -25,10 +27,23 @@ impl Session {
                 Some(answer) => answer,
                 None => return,
             },
-            Request::Cancel { task_id, stored } => self.cancel(now_ms, &task_id, stored),
+            Request::Cancel { task_id, stored } => {
+                let live = self.scheduler.queue().get(&TaskId::from(task_id.as_str()));
+                if stored == Some(Status::Scheduled) && live.is_none() {
+                    // Left in storage (beyond the window of scheduled tasks
+                    // in memory): cancelled from its record, read after the
+                    // commits before this request.
+                    self.loading
+                        .insert(request, (task_id.clone(), LoadFor::Cancel));
+                    self.gate.hold(Held::Out(Output::Load { request, task_id }));
+                    return;
+                }
+                self.cancel(now_ms, &task_id, stored)
+            }
             Request::Retry { task_id } => match self.start_retry(now_ms, &task_id) {
                 Ok(()) => {
-                    self.loading.insert(request, task_id.clone());
+                    self.loading
+                        .insert(request, (task_id.clone(), LoadFor::Retry));
                     self.gate.hold(Held::Out(Output::Load { request, task_id }));
                     return;
                 }
@@ -243,6 +258,34 @@ impl Session {
         }
     }
 
+    /// A cancel of a task that was scheduled and only in storage when the
+    /// request came, from its `stored` record read since.
+    fn cancel_stored(&mut self, now_ms: u64, stored: Option<coordinator_queue::Task>) -> Answer {
+        let Some(record) = stored else {
+            return refused(RefusalKind::NotFound, "no task with this id");
+        };
+        if record.status().is_final() {
+            return refused(
+                RefusalKind::Conflict,
+                format!("the task is {}, which cannot be cancelled", record.status()),
+            );
+        }
+        if self.ended_while_loading.contains(record.id()) {
+            return refused(
+                RefusalKind::Conflict,
+                "the task has just finished and cannot be cancelled",
+            );
+        }
+        match self.scheduler.handle_cancel_stored(now_ms, record) {
+            Ok(()) => Answer::Cancelled,
+            Err(SchedulerError::Task(TaskError::NotFound(_))) => refused(
+                RefusalKind::Conflict,
+                "the task has just finished and cannot be cancelled",
+            ),
+            Err(e) => refused(RefusalKind::Conflict, e.to_string()),
+        }
+    }
+
     /// The stored record of a retry's task, asked for with [`Output::Load`]
     /// (`Err` if it could not be read).
     pub fn handle_loaded(
@@ -254,13 +297,21 @@ impl Session {
         if self.fatal.is_some() {
             return;
         }
-        let Some(task_id) = self.loading.remove(&request) else {
+        let Some((task_id, why)) = self.loading.remove(&request) else {
             return;
         };
-        let answer = match stored {
-            Ok(stored) => self.retry(now_ms, &task_id, stored),
-            Err(detail) => refused(RefusalKind::Internal, detail),
+        let answer = match (stored, why) {
+            (Ok(stored), LoadFor::Retry) => self.retry(now_ms, &task_id, stored),
+            (Ok(stored), LoadFor::Cancel) => self.cancel_stored(now_ms, stored),
+            (Err(detail), _) => refused(RefusalKind::Internal, detail),
         };
+        if !self
+            .loading
+            .values()
+            .any(|(_, why)| *why == LoadFor::Cancel)
+        {
+            self.ended_while_loading.clear();
+        }
         self.drain_scheduler();
         self.gate.hold(Held::Out(Output::Reply { request, answer }));
     }
@@ -316,7 +367,7 @@ impl Session {
                 format!("the task is {}, not in the dead letter", live.status()),
             ));
         }
-        if self.loading.values().any(|id| id == task_id) {
+        if self.loading.values().any(|(id, _)| id == task_id) {
             return Err(Refusal::new(
                 RefusalKind::Conflict,
                 "a retry of this task is already in progress",

@@ -12,6 +12,7 @@ use super::*;
 mod admission;
 mod leadership;
 mod options;
+mod window;
 
 const T0: u64 = 1_700_000_000_000;
 

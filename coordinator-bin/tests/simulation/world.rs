@@ -511,6 +511,12 @@ impl World {
                         "a lookup for {request:?}, whose tasks have no options"
                     ));
                 }
+                Output::LoadScheduled { read, .. } => {
+                    // The simulated clients schedule nothing.
+                    return Err(format!(
+                        "read {read} of scheduled tasks, though none is scheduled"
+                    ));
+                }
                 Output::LoadPayload { task_id } => {
                     let delay = self.rng.below(20);
                     let epoch = self.epoch;

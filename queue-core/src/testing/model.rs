@@ -182,6 +182,10 @@ pub struct QueueModel {
     next_seq: u64,
     /// Tasks released by a completed dependency in this step.
     released: Vec<TaskId>,
+    /// With a [`ScheduledWindow`]: scheduled tasks beyond it stay in storage,
+    /// and the shell's part (reads answered, the timeout handled) runs after
+    /// every step.
+    windowed: bool,
 }
 
 const STUCK_MS: u64 = 1_000;
@@ -190,12 +194,20 @@ const MAX_RECLAIMS: u32 = 2;
 /// Small, so that long descriptions are kept out of memory.
 const MAX_INLINE: usize = 8;
 
+/// The window of [`QueueModel::windowed`]: `run_at`s 150 ms ahead are beyond
+/// it at first, and at most two scheduled tasks stay in memory.
+const WINDOW: ScheduledWindow = ScheduledWindow {
+    ahead_ms: 120,
+    max_tasks: 2,
+};
+
 fn config() -> QueueConfig {
     QueueConfig {
         default_max_retries: 3,
         stuck_after_ms: STUCK_MS,
         max_reclaims: MAX_RECLAIMS,
         max_inline_payload_bytes: MAX_INLINE,
+        scheduled_window: None,
     }
 }
 
@@ -210,6 +222,7 @@ impl QueueModel {
     pub fn new() -> QueueModel {
         QueueModel {
             queue: Queue::new(config()),
+            windowed: false,
             store: MemoryStore::new(),
             model: BTreeMap::new(),
             ids: Vec::new(),
@@ -217,6 +230,77 @@ impl QueueModel {
             next_seq: 0,
             released: Vec::new(),
         }
+    }
+
+    /// As [`QueueModel::new`], with a small [`ScheduledWindow`]: most
+    /// scheduled tasks stay in storage, and the model checks that they
+    /// behave as if they were in memory (the shell's part runs after every
+    /// step: due tasks are released, the reads the queue asks for are
+    /// answered from the store).
+    pub fn windowed() -> QueueModel {
+        QueueModel {
+            queue: Queue::new(Self::windowed_config()),
+            windowed: true,
+            ..QueueModel::new()
+        }
+    }
+
+    /// The settings of [`QueueModel::windowed`].
+    pub fn windowed_config() -> QueueConfig {
+        config().with_scheduled_window(Some(WINDOW))
+    }
+
+    fn own_config(&self) -> QueueConfig {
+        if self.windowed {
+            Self::windowed_config()
+        } else {
+            config()
+        }
+    }
+
+    /// Whether the live task `id` is scheduled and left in storage.
+    fn stored_only(&self, id: &TaskId) -> bool {
+        self.windowed && self.queue.get(id).is_none()
+    }
+
+    /// Releases the scheduled tasks due by now, in `run_at` order, as the
+    /// queue must (answering its reads when windowed); true if any was.
+    fn release_due(&mut self) -> bool {
+        let now = self.now_ms;
+        let mut got = Vec::new();
+        loop {
+            self.queue.handle_timeout(now);
+            got.extend(std::iter::from_fn(|| self.queue.poll_released()));
+            self.persist();
+            let load = if self.windowed {
+                self.queue.poll_load(now)
+            } else {
+                None
+            };
+            let Some(load) = load else {
+                break;
+            };
+            let page = self.store.load_scheduled(&load);
+            self.queue.handle_scheduled_loaded(now, page);
+        }
+        let mut due: Vec<(u64, u64, usize)> = self
+            .model
+            .iter()
+            .filter(|(_, m)| m.status == Status::Scheduled)
+            .filter_map(|(i, m)| Some((m.run_at_ms?, m.seq, *i)))
+            .filter(|(at, _, _)| *at <= now)
+            .collect();
+        due.sort();
+        let mut released = Vec::new();
+        for (_, _, i) in &due {
+            let m = self.model.get_mut(i).unwrap();
+            m.status = Status::Queued;
+            m.seq = self.next_seq;
+            self.next_seq += 1;
+            released.push(self.ids[*i].clone());
+        }
+        assert_eq!(got, released, "released in run_at order");
+        !due.is_empty()
     }
 
     /// Task `ended` reached a final state: its waiting dependents are released
@@ -410,6 +494,8 @@ impl QueueModel {
                     let owner = self.model.iter().find(|(_, m)| m.key == Some(k));
                     match owner {
                         Some((_, m)) if m.status.is_final() => break 'submit false,
+                        // Left in storage: storage answers, as for a final one.
+                        Some((idx, _)) if self.stored_only(&self.ids[*idx]) => break 'submit false,
                         Some((idx, _)) => {
                             new.idempotency_key = Some(format!("key{k}"));
                             assert_eq!(
@@ -438,7 +524,7 @@ impl QueueModel {
                 }
                 for d in &dep_idxs {
                     let m = &self.model[d];
-                    if m.status.is_final() {
+                    if m.status.is_final() || self.stored_only(&self.ids[*d]) {
                         // Read from storage by the caller, as the session does.
                         let stored = self.store.get(&self.ids[*d]).expect("persisted").status;
                         new.settled_dependencies
@@ -519,27 +605,8 @@ impl QueueModel {
             }
             QueueOp::Tick { advance_ms } => {
                 self.now_ms += advance_ms;
-                let now = self.now_ms;
-                self.queue.handle_timeout(now);
-                let mut due: Vec<(u64, u64, usize)> = self
-                    .model
-                    .iter()
-                    .filter(|(_, m)| m.status == Status::Scheduled)
-                    .filter_map(|(i, m)| Some((m.run_at_ms?, m.seq, *i)))
-                    .filter(|(at, _, _)| *at <= now)
-                    .collect();
-                due.sort();
-                let mut released = Vec::new();
-                for (_, _, i) in &due {
-                    let m = self.model.get_mut(i).unwrap();
-                    m.status = Status::Queued;
-                    m.seq = self.next_seq;
-                    self.next_seq += 1;
-                    released.push(self.ids[*i].clone());
-                }
-                let got: Vec<TaskId> = std::iter::from_fn(|| self.queue.poll_released()).collect();
-                assert_eq!(got, released, "released in run_at order");
-                !due.is_empty()
+                // Windowed, time passing may read tasks into memory.
+                self.release_due() || self.windowed
             }
             QueueOp::AssignNext { agent } => {
                 let expected = self
@@ -627,7 +694,12 @@ impl QueueModel {
                 let legal = normal || widened;
                 assert_eq!(res.is_ok(), legal, "complete {op:?} on {m:?}: {res:?}");
                 if !m.status.is_final() && stale && !widened {
-                    assert!(matches!(res, Err(TaskError::StaleGeneration { .. })));
+                    if self.stored_only(&id) {
+                        // Never held, not in memory: a report about it is unknown.
+                        assert_eq!(res, Err(TaskError::NotFound(id.clone())));
+                    } else {
+                        assert!(matches!(res, Err(TaskError::StaleGeneration { .. })));
+                    }
                 }
                 if widened && m.status == Status::Queued {
                     // Re-attached on the way: one more generation, held by the agent.
@@ -753,7 +825,13 @@ impl QueueModel {
                 let Some((idx, id)) = self.pick(task) else {
                     return;
                 };
-                let res = self.queue.cancel(now, &id);
+                let res = if self.stored_only(&id) && !self.model[&idx].status.is_final() {
+                    // The session cancels it from its stored record.
+                    let record = self.store.get(&id).cloned().expect("persisted");
+                    self.queue.cancel_stored(now, record).map(|()| None)
+                } else {
+                    self.queue.cancel(now, &id)
+                };
                 let m = self.model.get_mut(&idx).unwrap();
                 let legal = !m.status.is_final();
                 assert_eq!(res.is_ok(), legal);
@@ -824,11 +902,23 @@ impl QueueModel {
                 !expected.is_empty()
             }
             QueueOp::Restore => {
+                if self.windowed {
+                    // The shell's part at this time, before the restart.
+                    self.release_due();
+                }
                 self.persist();
-                let restored = self
-                    .store
-                    .restore_queue(config())
-                    .expect("own records restore");
+                let mut restored = if self.windowed {
+                    self.store.restore_queue_windowed(self.own_config())
+                } else {
+                    self.store.restore_queue(config())
+                }
+                .expect("own records restore");
+                if self.windowed {
+                    // The shell's part after a start: reads, and nothing due.
+                    std::mem::swap(&mut self.queue, &mut restored);
+                    assert!(!self.release_due(), "nothing came due at a restore");
+                    std::mem::swap(&mut self.queue, &mut restored);
+                }
                 let order = |q: &Queue| -> Vec<TaskId> {
                     q.queued_in_order().map(|t| t.id.clone()).collect()
                 };
@@ -838,7 +928,8 @@ impl QueueModel {
                 }
                 assert_eq!(restored.len(), self.queue.len());
                 self.queue = restored;
-                false
+                // Windowed, the shell's part before it may have read or released.
+                self.windowed
             }
         };
         let mut ended: Vec<(u64, usize)> = self
@@ -873,6 +964,9 @@ impl QueueModel {
                 .filter_map(|id| self.queue.get(id).cloned())
                 .collect();
             assert_eq!(before, after, "a refused operation changed the queue");
+        }
+        if self.windowed {
+            self.release_due();
         }
         self.check();
     }
@@ -938,19 +1032,56 @@ impl QueueModel {
                     kept.metadata.elide(MAX_INLINE);
                     assert_eq!(live, &kept, "{id}: memory and storage agree");
                 }
+                None if m.status == Status::Scheduled && self.windowed => {
+                    let key = (m.run_at_ms.unwrap_or(0), m.seq);
+                    assert!(
+                        self.queue.stored_from().is_some_and(|from| key >= from),
+                        "{id} left in storage before the stored ones start"
+                    );
+                }
                 None => assert!(m.status.is_final(), "{id} live but missing"),
             }
             assert!(stored.history.len() <= HISTORY_CAP);
         }
         let live = self.model.values().filter(|m| !m.status.is_final()).count();
-        assert_eq!(self.queue.len(), live);
+        let n_stored = self
+            .model
+            .iter()
+            .filter(|(i, m)| m.status == Status::Scheduled && self.stored_only(&self.ids[**i]))
+            .count();
+        assert_eq!(self.queue.len() + n_stored, live);
         let next_run_at = self
             .model
             .values()
             .filter(|m| m.status == Status::Scheduled)
             .filter_map(|m| m.run_at_ms)
             .min();
-        assert_eq!(self.queue.poll_timeout(), next_run_at, "the next wake-up");
+        if self.windowed {
+            // Never late; the window bounded; the earliest ones in memory.
+            let wake = self.queue.poll_timeout().unwrap_or(u64::MAX);
+            assert!(wake <= next_run_at.unwrap_or(u64::MAX), "the next wake-up");
+            assert!(self.queue.scheduled_in_memory() <= WINDOW.max_tasks);
+            let horizon = self.now_ms + WINDOW.ahead_ms;
+            let mut keys: Vec<(u64, u64, bool)> = self
+                .model
+                .iter()
+                .filter(|(_, m)| m.status == Status::Scheduled)
+                .map(|(i, m)| {
+                    let in_memory = self.queue.get(&self.ids[*i]).is_some();
+                    (m.run_at_ms.unwrap_or(0), m.seq, in_memory)
+                })
+                .collect();
+            keys.sort();
+            let expected: Vec<bool> = keys
+                .iter()
+                .enumerate()
+                .map(|(n, (at, _, _))| n < WINDOW.max_tasks && *at <= horizon)
+                .collect();
+            let got: Vec<bool> = keys.iter().map(|k| k.2).collect();
+            assert_eq!(got, expected, "memory holds the next ones due");
+        } else {
+            assert_eq!(self.queue.poll_timeout(), next_run_at, "the next wake-up");
+        }
         for (idx, m) in &self.model {
             let stored = self.store.get(&self.ids[*idx]).expect("persisted");
             assert_eq!(stored.run_at_ms, m.run_at_ms);
@@ -958,7 +1089,8 @@ impl QueueModel {
             assert_eq!(stored.depends_on.to_vec(), deps);
             let key = m.key.map(|k| format!("key{k}"));
             assert_eq!(stored.idempotency_key.as_deref(), key.as_deref());
-            if let (Some(key), false) = (&key, m.status.is_final()) {
+            let in_memory = self.queue.get(&self.ids[*idx]).is_some();
+            if let (Some(key), false, true) = (&key, m.status.is_final(), in_memory) {
                 assert_eq!(
                     self.queue.find_by_key(Some("s"), key),
                     Some(&self.ids[*idx])
@@ -973,9 +1105,14 @@ impl QueueModel {
             .map(|(i, m)| (m.priority.rank(), m.seq, self.ids[*i].clone()))
             .collect();
         expected.sort();
+        let seqs: Vec<(u64, Option<u64>)> = expected
+            .iter()
+            .map(|e| (e.1, self.queue.get(&e.2).map(|t| t.queue_seq)))
+            .collect();
         assert_eq!(
             queued,
-            expected.into_iter().map(|e| e.2).collect::<Vec<_>>()
+            expected.into_iter().map(|e| e.2).collect::<Vec<_>>(),
+            "lane order (model and queue places: {seqs:?})"
         );
     }
 }

@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Change, Queue, QueueConfig, RestoreError, Task, TaskId};
+use crate::{
+    Change, Queue, QueueConfig, RestoreError, ScheduleKey, ScheduledLoad, ScheduledPage, Status,
+    Task, TaskId,
+};
 
 /// Why a [`Change`] could not be stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,5 +100,49 @@ impl MemoryStore {
     /// A queue rebuilt from the records, as a restart after a crash builds it.
     pub fn restore_queue(&self, config: QueueConfig) -> Result<Queue, RestoreError> {
         Queue::restore(config, self.records.values().cloned())
+    }
+
+    /// Rebuilds a [`Queue`] the way a coordinator with a
+    /// [`ScheduledWindow`](crate::ScheduledWindow) does: from every live
+    /// record but the scheduled ones (except those a waiting task depends
+    /// on), leaving the rest to [`Queue::poll_load`] (answer it with
+    /// [`MemoryStore::load_scheduled`]).
+    pub fn restore_queue_windowed(&self, config: QueueConfig) -> Result<Queue, RestoreError> {
+        let awaited: std::collections::HashSet<&TaskId> = self
+            .records
+            .values()
+            .filter(|t| t.status == Status::Waiting)
+            .flat_map(|t| t.depends_on.iter())
+            .collect();
+        let records = self
+            .records
+            .values()
+            .filter(|t| t.status != Status::Scheduled || awaited.contains(&t.id))
+            .cloned();
+        let mut queue = Queue::restore(config, records)?;
+        let next_seq = self.records.values().map(|t| t.queue_seq + 1).max();
+        queue.handle_stored_scheduled(next_seq.unwrap_or(0));
+        Ok(queue)
+    }
+
+    /// Answers a read of scheduled tasks as a database does (see
+    /// [`ScheduledLoad`]).
+    pub fn load_scheduled(&self, load: &ScheduledLoad) -> ScheduledPage {
+        let mut scheduled: Vec<(ScheduleKey, &Task)> = self
+            .records
+            .values()
+            .filter(|t| t.status == Status::Scheduled)
+            .map(|t| ((t.run_at_ms.unwrap_or(0), t.queue_seq), t))
+            .filter(|(key, _)| *key >= load.from)
+            .collect();
+        scheduled.sort_by_key(|(key, _)| *key);
+        let tasks: Vec<Task> = scheduled
+            .iter()
+            .take_while(|(key, _)| key.0 <= load.until_ms)
+            .take(load.limit)
+            .map(|(_, t)| (*t).clone())
+            .collect();
+        let next = scheduled.get(tasks.len()).map(|(key, _)| *key);
+        ScheduledPage { tasks, next }
     }
 }

@@ -26,4 +26,15 @@ proptest! {
             }
         }
     }
+
+    /// With a window of two scheduled tasks 120 ms ahead, the tasks left in
+    /// storage behave as if they were in memory: same releases in the same
+    /// order, same records, dependencies and cancels, across restores.
+    #[test]
+    fn windowed_queue_matches_the_reference_model(ops in strategies::queue_ops(1..120)) {
+        let mut model = QueueModel::windowed();
+        for op in &ops {
+            model.apply(op);
+        }
+    }
 }

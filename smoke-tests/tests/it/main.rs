@@ -50,3 +50,4 @@ mod scenarios;
 mod sdk;
 mod sim;
 mod tokens;
+mod upgrade;

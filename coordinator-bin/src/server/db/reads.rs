@@ -9,9 +9,9 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension};
 
 use super::damaged::{self, DamagedRow, Table};
-use super::rows::{
-    decode_texts, task_from_row, task_from_row_short_texts, COLUMNS, COLUMNS_SHORT_TEXTS,
-};
+use super::rows::{decode_texts, task_from_row, COLUMNS};
+#[cfg(any(test, feature = "fuzzing"))]
+use super::rows::{task_from_row_short_texts, COLUMNS_SHORT_TEXTS};
 use super::DbError;
 
 /// Every non-final task, to rebuild the scheduler at start.
@@ -25,6 +25,7 @@ use super::DbError;
 /// only ([`coordinator_queue::Payload::Stored`]): the queue would not keep it,
 /// so it is not read (and a long metadata is checked when it is read back, see
 /// [`get_payload`]).
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn load_live_tasks(conn: &Connection, max_inline_bytes: usize) -> Result<Vec<Task>, DbError> {
     let live: Vec<&str> = Status::ALL
         .iter()

@@ -9,7 +9,7 @@ use super::DbError;
 /// `PRAGMA application_id` of a coordinator database ("COOR").
 pub(super) const APPLICATION_ID: i64 = 0x434F_4F52;
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Forward migrations; entry `i` takes the schema from version `i` to `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -145,6 +145,11 @@ INSERT INTO task_counts (status, priority, n) VALUES
 -- of every answer that grew with the number of tasks kept. A task enters it
 -- once, when it completes or is cancelled, at its end (times only grow).
 CREATE INDEX tasks_expiry ON tasks (updated_at) WHERE status IN ('completed', 'cancelled');
+"#,
+    r#"
+-- The window of scheduled tasks kept in memory: the scheduled rows in the
+-- order they come due, read a page at a time from where memory stops.
+CREATE INDEX tasks_scheduled ON tasks (run_at, queue_seq) WHERE status = 'scheduled';
 "#,
 ];
 

@@ -106,7 +106,7 @@ fn a_version_2_database_gains_reclaim_counts_of_zero() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!((version, SCHEMA_VERSION), (5, 5));
+    assert_eq!((version, SCHEMA_VERSION), (6, 6));
     let back = get_task(&conn, "old").unwrap().unwrap();
     assert_eq!((back.status(), back.reclaim_count()), (Status::Queued, 0));
     let bumped = edited(back.clone(), |p| p.reclaim_count = 4);
@@ -859,4 +859,144 @@ fn counts_of(conn: &Connection, status: &str) -> u64 {
         .filter(|(s, _, _)| s == status)
         .map(|(_, _, n)| n)
         .sum()
+}
+
+/// A scheduled record (run at `run_at_ms`) with place `queue_seq`.
+fn scheduled(id: &str, run_at_ms: u64, queue_seq: u64) -> Task {
+    edited(record(id, Status::Queued), |p| {
+        p.status = Status::Scheduled;
+        p.run_at_ms = Some(run_at_ms);
+        p.queue_seq = queue_seq;
+    })
+}
+
+#[test]
+fn a_version_3_database_is_migrated_and_takes_the_task_options() {
+    let path = temp_db("migrate-v3");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        // As version 3 wrote them: reclaim counts, no option columns.
+        insert_old_row(&conn, "old-queued", "queued");
+        insert_old_row(&conn, "old-done", "completed");
+        conn.execute(
+            "UPDATE tasks SET reclaim_count = 2, queue_seq = 7 WHERE id = 'old-queued'",
+            [],
+        )
+        .unwrap();
+    }
+    let conn = open(&path).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let old = get_task(&conn, "old-queued").unwrap().unwrap();
+    assert_eq!(
+        (old.status(), old.reclaim_count(), old.run_at_ms()),
+        (Status::Queued, 2, None)
+    );
+    assert!(old.depends_on().is_empty() && old.idempotency_key().is_none());
+    // The start reads it, and places go on after the old ones.
+    let live = load_restore_set(&conn, 256).unwrap();
+    assert_eq!(live.tasks.len(), 1);
+    assert_eq!(live.next_queue_seq, 8);
+    // New rows with options: a dependency on the old completed task, and a
+    // scheduled task read back through the new index.
+    let dependent = edited(record("new", Status::Queued), |p| {
+        p.status = Status::Waiting;
+        p.depends_on = vec![TaskId::from("old-done")];
+        p.queue_seq = 8;
+    });
+    upsert_task(&conn, &dependent).unwrap();
+    assert_eq!(dependents(&conn, "old-done").unwrap(), ["new"]);
+    upsert_task(&conn, &scheduled("later", 5_000, 9)).unwrap();
+    let load = coordinator_queue::ScheduledLoad::new((0, 0), 10_000, 10);
+    let (page, damaged) = load_scheduled(&conn, &load, 256).unwrap();
+    assert!(damaged.is_empty());
+    let ids: Vec<&str> = page.tasks.iter().map(|t| t.id().as_str()).collect();
+    assert_eq!((ids, page.next), (vec!["later"], None));
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[test]
+fn scheduled_rows_are_read_a_page_at_a_time_in_run_at_order() {
+    let conn = memory_db();
+    // Out of order, a tie in run_at, and other statuses around them.
+    for (id, run_at, seq) in [("c", 300, 3), ("a", 100, 1), ("b2", 200, 5), ("b1", 200, 2)] {
+        upsert_task(&conn, &scheduled(id, run_at, seq)).unwrap();
+    }
+    upsert_task(
+        &conn,
+        &edited(record("q", Status::Queued), |p| p.queue_seq = 4),
+    )
+    .unwrap();
+    let read = |from, until, limit| {
+        let load = coordinator_queue::ScheduledLoad::new(from, until, limit);
+        let (page, damaged) = load_scheduled(&conn, &load, 256).unwrap();
+        assert!(damaged.is_empty());
+        let ids: Vec<String> = page.tasks.iter().map(|t| t.id().to_string()).collect();
+        (ids, page.next)
+    };
+    assert_eq!(
+        read((0, 0), 1_000, 2),
+        (vec!["a".into(), "b1".into()], Some((200, 5)))
+    );
+    assert_eq!(
+        read((200, 5), 1_000, 2),
+        (vec!["b2".into(), "c".into()], None)
+    );
+    // Only those due by `until`; the next one named whatever its time.
+    assert_eq!(read((0, 0), 150, 10), (vec!["a".into()], Some((200, 2))));
+    assert_eq!(read((250, 0), 260, 10), (vec![], Some((300, 3))));
+    // The start keeps none of them, and places go on after all of them.
+    let live = load_restore_set(&conn, 256).unwrap();
+    let ids: Vec<&str> = live.tasks.iter().map(|t| t.id().as_str()).collect();
+    assert_eq!((ids, live.next_queue_seq), (vec!["q"], 6));
+    // The read is answered by the index.
+    let plan: String = conn
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT id FROM tasks INDEXED BY tasks_scheduled \
+             WHERE status = 'scheduled' AND (run_at, queue_seq) >= (?1, ?2) AND run_at <= ?3 \
+             ORDER BY run_at, queue_seq LIMIT 5",
+            [0, 0, 1_000],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(
+        plan.contains("tasks_scheduled") && plan.contains("run_at"),
+        "{plan}"
+    );
+    println!("plan of the window read: {plan}");
+}
+
+#[test]
+fn a_scheduled_dependency_of_a_waiting_task_is_restored_and_a_damaged_scheduled_row_refuses_the_start(
+) {
+    let conn = memory_db();
+    upsert_task(&conn, &scheduled("dep", 9_000, 1)).unwrap();
+    upsert_task(&conn, &scheduled("other", 9_000, 2)).unwrap();
+    let waiting = edited(record("w", Status::Queued), |p| {
+        p.status = Status::Waiting;
+        p.depends_on = vec![TaskId::from("dep")];
+        p.queue_seq = 3;
+    });
+    upsert_task(&conn, &waiting).unwrap();
+    let live = load_restore_set(&conn, 256).unwrap();
+    let mut ids: Vec<&str> = live.tasks.iter().map(|t| t.id().as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["dep", "w"]);
+    conn.execute(
+        "UPDATE tasks SET history = 'not json' WHERE id = 'other'",
+        [],
+    )
+    .unwrap();
+    assert!(matches!(
+        load_restore_set(&conn, 256),
+        Err(DbError::DamagedLive(rows)) if rows.len() == 1
+    ));
 }

@@ -17,11 +17,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use coordinator_queue::{Priority, Status, Task, TaskId};
+use coordinator_queue::{Priority, ScheduledLoad, ScheduledPage, Status, Task, TaskId};
 use tokio::sync::watch;
 
 use super::auth::TokenList;
-use super::db::{Counts, DamagedRow, DbError, TaskFilter, TaskPage};
+use super::db::{Counts, DamagedRow, DbError, LiveTasks, TaskFilter, TaskPage};
 use super::writer::{Writer, WriterReport};
 use crate::session::lease::Observation;
 use crate::session::{Identity, LoadedPayload};
@@ -46,10 +46,22 @@ pub trait Store: Send + Sync + 'static {
     /// Where the data lives, for logs and messages (never a password).
     fn describe(&self) -> String;
 
-    /// Every non-final task, to rebuild the scheduler at start; texts longer
-    /// than `max_inline_bytes` come as their lengths only. Refuses
-    /// ([`DbError::DamagedLive`]) if a row that may be live cannot be decoded.
-    async fn load_live_tasks(&self, max_inline_bytes: usize) -> Result<Vec<Task>, DbError>;
+    /// The live tasks to rebuild the scheduler at start (every non-final
+    /// task but the scheduled ones no waiting task depends on: those are read
+    /// with [`Store::load_scheduled`] as their time nears) and the place
+    /// after every stored one; texts longer than `max_inline_bytes` come as
+    /// their lengths only. Refuses ([`DbError::DamagedLive`]) if a row that
+    /// may be live cannot be decoded.
+    async fn load_live_tasks(&self, max_inline_bytes: usize) -> Result<LiveTasks, DbError>;
+
+    /// The scheduled tasks a [`ScheduledLoad`] asks for, with the key of the
+    /// next one (texts longer than `max_inline_bytes` as their lengths), and
+    /// the rows among them that cannot be decoded (left out of the page).
+    async fn load_scheduled(
+        &self,
+        load: ScheduledLoad,
+        max_inline_bytes: usize,
+    ) -> Result<(ScheduledPage, Vec<DamagedRow>), DbError>;
 
     /// One task; [`DbError::Damaged`] if its row cannot be decoded.
     async fn get_task(&self, id: String) -> Result<Option<Task>, DbError>;

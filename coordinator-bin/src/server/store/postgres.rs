@@ -24,7 +24,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use std::str::FromStr;
 
-use coordinator_queue::{Priority, Status, Task, TaskId};
+use coordinator_queue::{Priority, ScheduledLoad, ScheduledPage, Status, Task, TaskId};
 use rusqlite::types::{Value, ValueRef};
 use tokio::sync::watch;
 use tokio_postgres::types::{ToSql, Type};
@@ -33,7 +33,7 @@ use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 use super::{KeyedTask, LeaseStore, LiveTokens, PayloadResult, Store};
 use crate::server::auth::TokenList;
 use crate::server::db::{
-    self, Counts, DamagedRow, DbError, Table, TaskFilter, TaskPage, TextColumns, Texts,
+    self, Counts, DamagedRow, DbError, LiveTasks, Table, TaskFilter, TaskPage, TextColumns, Texts,
 };
 use crate::server::writer::{newest_per_task, Group, GroupCommit, Writer, WriterReport};
 use crate::session::{Identity, LoadedPayload, TokenWrite};
@@ -271,6 +271,16 @@ fn columns() -> String {
     db::COLUMNS.replace(", rowid", ", NULL::bigint")
 }
 
+/// [`columns`] with the texts longer than `$1` bytes left out (NULL), and
+/// their lengths as two more columns.
+fn short_columns() -> String {
+    columns().replacen(
+        "description, metadata,",
+        "CASE WHEN octet_length(description) > $1 THEN NULL ELSE description END, CASE WHEN octet_length(metadata) > $1 THEN NULL ELSE metadata END,",
+        1,
+    ) + ", octet_length(description), octet_length(metadata)"
+}
+
 /// The cells of `row` as SQLite's codec reads them.
 fn cells(row: &Row) -> Result<Vec<Value>, DbError> {
     (0..row.len())
@@ -296,7 +306,14 @@ fn cells(row: &Row) -> Result<Vec<Value>, DbError> {
 /// Decodes a task row selected with [`columns`] (or the short-texts select,
 /// whose two extra cells are the lengths of texts left in storage).
 fn task_from_row(row: &Row, texts: TextColumns) -> Result<Result<Task, DamagedRow>, DbError> {
-    let mut cells = cells(row)?;
+    decode_cells(cells(row)?, texts)
+}
+
+/// [`task_from_row`] on cells already read.
+fn decode_cells(
+    mut cells: Vec<Value>,
+    texts: TextColumns,
+) -> Result<Result<Task, DamagedRow>, DbError> {
     if texts == TextColumns::ShortOrLength {
         // The texts not selected are their lengths, as SQLite's select gives them.
         let lengths = cells.split_off(db::N_COLUMNS);
@@ -331,24 +348,20 @@ impl Store for PgStore {
         self.describe.clone()
     }
 
-    async fn load_live_tasks(&self, max_inline_bytes: usize) -> Result<Vec<Task>, DbError> {
+    async fn load_live_tasks(&self, max_inline_bytes: usize) -> Result<LiveTasks, DbError> {
         let max = i32::try_from(max_inline_bytes).unwrap_or(i32::MAX);
-        let live: Vec<&str> = Status::ALL
+        let kept: Vec<&str> = Status::ALL
             .iter()
-            .filter(|s| !s.is_final())
+            .filter(|s| !s.is_final() && **s != Status::Scheduled)
             .map(|s| s.as_str())
             .collect();
-        let short = columns()
-            .replacen(
-                "description, metadata,",
-                "CASE WHEN octet_length(description) > $1 THEN NULL ELSE description END, CASE WHEN octet_length(metadata) > $1 THEN NULL ELSE metadata END,",
-                1,
-            )
-            + ", octet_length(description), octet_length(metadata)";
+        let short = short_columns();
         let select = format!(
             "SELECT {short} FROM tasks WHERE status IN ('{}') ORDER BY queue_seq",
-            live.join("', '")
+            kept.join("', '")
         );
+        let scheduled =
+            format!("SELECT {short} FROM tasks WHERE status = 'scheduled' ORDER BY queue_seq");
         let unknown: Vec<String> = db::unknown_status_ranges()
             .into_iter()
             .map(|range| format!("SELECT {} FROM tasks WHERE {range}", columns()))
@@ -363,6 +376,25 @@ impl Store for PgStore {
                         Err(row) => damaged.push(row),
                     }
                 }
+                // Scheduled rows are decoded one at a time (a damaged one
+                // refuses the start) and kept only if a waiting task awaits
+                // them; the others are read back in run_at order later.
+                let awaited: std::collections::HashSet<String> = tasks
+                    .iter()
+                    .filter(|t| t.status() == Status::Waiting)
+                    .flat_map(|t| t.depends_on().iter().map(|d| d.to_string()))
+                    .collect();
+                let stream = c
+                    .query_raw(&scheduled, [&max as &(dyn ToSql + Sync)])
+                    .await?;
+                futures_util::pin_mut!(stream);
+                while let Some(row) = futures_util::TryStreamExt::try_next(&mut stream).await? {
+                    match task_from_row(&row, TextColumns::ShortOrLength)? {
+                        Ok(task) if awaited.contains(task.id().as_str()) => tasks.push(task),
+                        Ok(_) => {}
+                        Err(row) => damaged.push(row),
+                    }
+                }
                 for select in &unknown {
                     for row in c.query(select, &[]).await? {
                         if let Err(row) = task_from_row(&row, TextColumns::Whole)? {
@@ -370,11 +402,84 @@ impl Store for PgStore {
                         }
                     }
                 }
-                if damaged.is_empty() {
-                    Ok(tasks)
-                } else {
-                    Err(DbError::DamagedLive(damaged))
+                if !damaged.is_empty() {
+                    return Err(DbError::DamagedLive(damaged));
                 }
+                let max_seq: Option<i64> = c
+                    .query_one("SELECT MAX(queue_seq) FROM tasks", &[])
+                    .await?
+                    .get(0);
+                let next_queue_seq =
+                    max_seq.map_or(0, |n| u64::try_from(n).unwrap_or(0).saturating_add(1));
+                Ok(LiveTasks {
+                    tasks,
+                    next_queue_seq,
+                })
+            })
+        })
+        .await
+    }
+
+    async fn load_scheduled(
+        &self,
+        load: ScheduledLoad,
+        max_inline_bytes: usize,
+    ) -> Result<(ScheduledPage, Vec<DamagedRow>), DbError> {
+        let max = i32::try_from(max_inline_bytes).unwrap_or(i32::MAX);
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let (from_at, from_seq, until) = (int(load.from.0), int(load.from.1), int(load.until_ms));
+        let limit = i64::try_from(load.limit).unwrap_or(i64::MAX);
+        let select = format!(
+            "SELECT {}, run_at, queue_seq FROM tasks \
+             WHERE status = 'scheduled' AND (run_at, queue_seq) >= ($2, $3) AND run_at <= $4 \
+             ORDER BY run_at, queue_seq LIMIT $5",
+            short_columns()
+        );
+        self.read(move |c| {
+            Box::pin(async move {
+                let rows = c
+                    .query(&select, &[&max, &from_at, &from_seq, &until, &limit])
+                    .await?;
+                let mut tasks = Vec::new();
+                let mut damaged = Vec::new();
+                let mut last: Option<(i64, i64)> = None;
+                for row in rows {
+                    let n = row.len();
+                    let key: (Option<i64>, Option<i64>) = (row.get(n - 2), row.get(n - 1));
+                    if let (Some(at), Some(seq)) = key {
+                        last = Some((at, seq));
+                    }
+                    let mut cells = cells(&row)?;
+                    cells.truncate(n - 2);
+                    match decode_cells(cells, TextColumns::ShortOrLength)? {
+                        Ok(task) => tasks.push(task),
+                        Err(row) => damaged.push(row),
+                    }
+                }
+                let next_row = match last {
+                    Some((at, seq)) => {
+                        c.query_opt(
+                            "SELECT run_at, queue_seq FROM tasks WHERE status = 'scheduled' \
+                             AND (run_at, queue_seq) > ($1, $2) ORDER BY run_at, queue_seq LIMIT 1",
+                            &[&at, &seq],
+                        )
+                        .await?
+                    }
+                    None => {
+                        c.query_opt(
+                            "SELECT run_at, queue_seq FROM tasks WHERE status = 'scheduled' \
+                             AND (run_at, queue_seq) >= ($1, $2) ORDER BY run_at, queue_seq LIMIT 1",
+                            &[&from_at, &from_seq],
+                        )
+                        .await?
+                    }
+                };
+                let next = next_row.and_then(|row| {
+                    let at: Option<i64> = row.get(0);
+                    let seq: Option<i64> = row.get(1);
+                    Some((u64::try_from(at?).ok()?, u64::try_from(seq?).ok()?))
+                });
+                Ok((ScheduledPage { tasks, next }, damaged))
             })
         })
         .await

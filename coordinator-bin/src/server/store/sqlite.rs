@@ -7,13 +7,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use coordinator_queue::{Status, Task, TaskId};
+use coordinator_queue::{ScheduledLoad, ScheduledPage, Status, Task, TaskId};
 use rusqlite::Connection;
 use tokio::sync::watch;
 
 use super::{KeyedTask, LiveTokens, PayloadResult, Store};
 use crate::server::auth::TokenList;
-use crate::server::db::{self, Counts, DbError, ReadPool, TaskFilter, TaskPage};
+use crate::server::db::{
+    self, Counts, DamagedRow, DbError, LiveTasks, ReadPool, TaskFilter, TaskPage,
+};
 use crate::server::writer::{newest_per_task, Group, Writer, WriterReport};
 use crate::session::{Batch, Identity, LoadedPayload, TokenWrite};
 
@@ -68,9 +70,19 @@ impl Store for SqliteStore {
         self.path.display().to_string()
     }
 
-    async fn load_live_tasks(&self, max_inline_bytes: usize) -> Result<Vec<Task>, DbError> {
+    async fn load_live_tasks(&self, max_inline_bytes: usize) -> Result<LiveTasks, DbError> {
         self.reads
-            .run(move |c| db::load_live_tasks(c, max_inline_bytes))
+            .run(move |c| db::load_restore_set(c, max_inline_bytes))
+            .await
+    }
+
+    async fn load_scheduled(
+        &self,
+        load: ScheduledLoad,
+        max_inline_bytes: usize,
+    ) -> Result<(ScheduledPage, Vec<DamagedRow>), DbError> {
+        self.reads
+            .run(move |c| db::load_scheduled(c, &load, max_inline_bytes))
             .await
     }
 

@@ -1,6 +1,7 @@
 //! The PostgreSQL schema: the same tables, columns and meaning as SQLite's
-//! (`server/db/schema.rs`, version 4; its version 5 adds only an index, the
-//! retention sweep's), as versioned forward migrations applied
+//! (`server/db/schema.rs`, version 6; its version 5 adds only an index, the
+//! retention sweep's, and its version 6 the index of scheduled rows that is
+//! version 4 here), as versioned forward migrations applied
 //! under a transaction-level advisory lock, so that coordinators starting
 //! together on one database migrate it once.
 
@@ -9,7 +10,7 @@ use tokio_postgres::Client;
 use crate::server::db::DbError;
 
 /// The schema version this binary writes.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// The key of the advisory lock taken while migrating ("COOR" + 1).
 const MIGRATION_LOCK: i64 = 0x434F_4F52_0001;
@@ -138,6 +139,11 @@ INSERT INTO task_counts (status, priority, n)
 SELECT s, p, 0
 FROM unnest(ARRAY['scheduled', 'waiting']) AS s,
      unnest(ARRAY['urgent', 'high', 'normal', 'low']) AS p;
+"#,
+    r#"
+-- The window of scheduled tasks kept in memory: the scheduled rows in the
+-- order they come due, read a page at a time from where memory stops.
+CREATE INDEX tasks_scheduled ON tasks (run_at, queue_seq) WHERE status = 'scheduled';
 "#,
 ];
 
