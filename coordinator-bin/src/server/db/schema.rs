@@ -9,7 +9,7 @@ use super::DbError;
 /// `PRAGMA application_id` of a coordinator database ("COOR").
 pub(super) const APPLICATION_ID: i64 = 0x434F_4F52;
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Forward migrations; entry `i` takes the schema from version `i` to `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -145,6 +145,12 @@ INSERT INTO task_counts (status, priority, n) VALUES
 -- of every answer that grew with the number of tasks kept. A task enters it
 -- once, when it completes or is cancelled, at its end (times only grow).
 CREATE INDEX tasks_expiry ON tasks (updated_at) WHERE status IN ('completed', 'cancelled');
+"#,
+    r#"
+-- No change of structure: from this version on, a row's `history` may be
+-- written in a compact form (a flat JSON list of event numbers, times and
+-- details, see `rows.rs`), which a coordinator before it cannot read, so it
+-- must refuse the file rather than take those rows for damaged ones.
 "#,
 ];
 
