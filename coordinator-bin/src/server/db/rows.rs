@@ -3,6 +3,7 @@
 //! failed read); and the writes of task rows (inserted whole once, then only
 //! their changing columns updated).
 
+use std::io::Write as _;
 use std::str::FromStr;
 
 use coordinator_queue::{
@@ -178,9 +179,8 @@ pub(crate) fn history_text(history: &[HistoryEntry]) -> String {
         let Some(code) = event_code(entry.event) else {
             return history_json(history);
         };
-        out.extend_from_slice(code.to_string().as_bytes());
-        out.push(b',');
-        out.extend_from_slice(ms.to_string().as_bytes());
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{code},{ms}");
         let before = previous.map_or("", |p| &*p.details);
         if *entry.details != *before {
             out.push(b',');
