@@ -1,12 +1,14 @@
 //! The task row codec: a [`Task`] to a `tasks` row and back, with the history as
-//! JSON text (a row that cannot be decoded is a [`DamagedRow`], never a failed
-//! read); and the writes of task rows.
+//! compact JSON text (a row that cannot be decoded is a [`DamagedRow`], never a
+//! failed read); and the writes of task rows (inserted whole once, then only
+//! their changing columns updated).
 
+use std::io::Write as _;
 use std::str::FromStr;
 
 use coordinator_queue::{
     Capabilities, Completion, HistoryEntry, HistoryEvent, Holder, Payload, Priority, Status, Task,
-    TaskId, TaskParts,
+    TaskId, TaskParts, HISTORY_CAP,
 };
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, Row};
@@ -14,12 +16,23 @@ use serde_json::Value;
 
 use super::damaged::{self, DamagedRow, Table};
 
-/// Insert or update in place (an update, not a delete and insert, so that the
-/// counting triggers see it as one).
-const UPSERT: &str = "INSERT INTO tasks (id, description, metadata, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history, reclaim_count, run_at, depends_on, idempotency_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25) ON CONFLICT(id) DO UPDATE SET description = excluded.description, metadata = excluded.metadata, priority = excluded.priority, status = excluded.status, assigned_to = excluded.assigned_to, assigned_at = excluded.assigned_at, generation = excluded.generation, retry_count = excluded.retry_count, max_retries = excluded.max_retries, complete_by = excluded.complete_by, needed_capabilities = excluded.needed_capabilities, result = excluded.result, tokens_used = excluded.tokens_used, last_error = excluded.last_error, submitted_by = excluded.submitted_by, created_at = excluded.created_at, updated_at = excluded.updated_at, last_alive_at = excluded.last_alive_at, queue_seq = excluded.queue_seq, history = excluded.history, reclaim_count = excluded.reclaim_count, run_at = excluded.run_at, depends_on = excluded.depends_on, idempotency_key = excluded.idempotency_key";
+/// Insert a new row, or update the columns that change after a submission
+/// in place (an update, not a delete and insert, so that the counting
+/// triggers see it as one). The columns fixed at submission (texts, lane,
+/// capabilities, submitter, options) are written once, by the insert, and
+/// left alone by the update, so no index over them is touched again; the
+/// queue position has its own statement ([`MOVE_SEQ`]).
+const UPSERT: &str = "INSERT INTO tasks (id, description, metadata, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history, reclaim_count, run_at, depends_on, idempotency_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25) ON CONFLICT(id) DO UPDATE SET status = excluded.status, assigned_to = excluded.assigned_to, assigned_at = excluded.assigned_at, generation = excluded.generation, retry_count = excluded.retry_count, result = excluded.result, tokens_used = excluded.tokens_used, last_error = excluded.last_error, updated_at = excluded.updated_at, last_alive_at = excluded.last_alive_at, history = excluded.history, reclaim_count = excluded.reclaim_count";
 
-/// Updates a stored row in place; a text given as NULL keeps the stored one.
-const UPDATE: &str = "UPDATE tasks SET description = COALESCE(?2, description), metadata = COALESCE(?3, metadata), priority = ?4, status = ?5, assigned_to = ?6, assigned_at = ?7, generation = ?8, retry_count = ?9, max_retries = ?10, complete_by = ?11, needed_capabilities = ?12, result = ?13, tokens_used = ?14, last_error = ?15, submitted_by = ?16, created_at = ?17, updated_at = ?18, last_alive_at = ?19, queue_seq = ?20, history = ?21, reclaim_count = ?22, run_at = ?23, depends_on = ?24, idempotency_key = ?25 WHERE id = ?1";
+/// The update of [`UPSERT`] alone, for a record that leaves a text out (the
+/// row must exist: an insert would fail on the missing text before it could
+/// turn into an update).
+const UPDATE: &str = "UPDATE tasks SET status = ?2, assigned_to = ?3, assigned_at = ?4, generation = ?5, retry_count = ?6, result = ?7, tokens_used = ?8, last_error = ?9, updated_at = ?10, last_alive_at = ?11, history = ?12, reclaim_count = ?13 WHERE id = ?1";
+
+/// Moves a stored row to another queue position, only if it changed (an
+/// update that sets `queue_seq` rewrites its index entry even when the value
+/// is the same).
+const MOVE_SEQ: &str = "UPDATE tasks SET queue_seq = ?2 WHERE id = ?1 AND queue_seq IS NOT ?2";
 
 /// The description and metadata to write with a record: its own texts, or
 /// `None` for a text it leaves out ([`Payload::Stored`]: keep the stored one).
@@ -47,40 +60,56 @@ pub fn upsert_task(conn: &Connection, task: &Task) -> Result<(), rusqlite::Error
     write_task(conn, task, Texts::of(task))
 }
 
-/// Writes one task record with `texts`: inserted or replaced when both texts
-/// are given, else updated in place keeping the stored texts it leaves out (a
-/// row must then exist: a missing one is an error, and the commit fails).
+/// Writes one task record with `texts`: inserted when the row is new (both
+/// texts must then be given), else its changing columns updated in place,
+/// keeping what was fixed at submission (a record that leaves a text out of a
+/// new row is an error, and the commit fails).
 pub fn write_task(conn: &Connection, task: &Task, texts: Texts<'_>) -> Result<(), rusqlite::Error> {
-    let whole = texts.description.is_some() && texts.metadata.is_some();
-    let mut stmt = conn.prepare_cached(if whole { UPSERT } else { UPDATE })?;
-    let capabilities = capabilities_json(task);
-    let written = stmt.execute(params![
-        task.id().as_str(),
-        texts.description,
-        texts.metadata,
-        task.priority().as_str(),
-        task.status().as_str(),
-        task.assigned_to().map(|a| a.as_str()),
-        task.assigned_at_ms().map(|v| v as i64),
-        task.generation() as i64,
-        task.retry_count(),
-        task.max_retries(),
-        task.complete_by_ms().map(|v| v as i64),
-        capabilities,
-        task.result(),
-        task.tokens_used().map(|v| v as i64),
-        task.last_error(),
-        task.submitted_by(),
-        task.created_at_ms() as i64,
-        task.updated_at_ms() as i64,
-        task.last_alive_at_ms().map(|v| v as i64),
-        task.queue_seq() as i64,
-        history_json(task.history()),
-        task.reclaim_count(),
-        task.run_at_ms().map(|v| v as i64),
-        depends_on_json(task.depends_on()),
-        task.idempotency_key(),
-    ])?;
+    let history = history_text(task.history());
+    let written = match (texts.description, texts.metadata) {
+        (Some(description), Some(metadata)) => conn.prepare_cached(UPSERT)?.execute(params![
+            task.id().as_str(),
+            description,
+            metadata,
+            task.priority().as_str(),
+            task.status().as_str(),
+            task.assigned_to().map(|a| a.as_str()),
+            task.assigned_at_ms().map(|v| v as i64),
+            task.generation() as i64,
+            task.retry_count(),
+            task.max_retries(),
+            task.complete_by_ms().map(|v| v as i64),
+            capabilities_json(task),
+            task.result(),
+            task.tokens_used().map(|v| v as i64),
+            task.last_error(),
+            task.submitted_by(),
+            task.created_at_ms() as i64,
+            task.updated_at_ms() as i64,
+            task.last_alive_at_ms().map(|v| v as i64),
+            task.queue_seq() as i64,
+            history,
+            task.reclaim_count(),
+            task.run_at_ms().map(|v| v as i64),
+            depends_on_json(task.depends_on()),
+            task.idempotency_key(),
+        ])?,
+        _ => conn.prepare_cached(UPDATE)?.execute(params![
+            task.id().as_str(),
+            task.status().as_str(),
+            task.assigned_to().map(|a| a.as_str()),
+            task.assigned_at_ms().map(|v| v as i64),
+            task.generation() as i64,
+            task.retry_count(),
+            task.result(),
+            task.tokens_used().map(|v| v as i64),
+            task.last_error(),
+            task.updated_at_ms() as i64,
+            task.last_alive_at_ms().map(|v| v as i64),
+            history,
+            task.reclaim_count(),
+        ])?,
+    };
     if written == 0 {
         return Err(rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
@@ -90,7 +119,23 @@ pub fn write_task(conn: &Connection, task: &Task, texts: Texts<'_>) -> Result<()
             )),
         ));
     }
+    if may_have_moved(task) {
+        conn.prepare_cached(MOVE_SEQ)?
+            .execute(params![task.id().as_str(), task.queue_seq() as i64])?;
+    }
     Ok(())
+}
+
+/// True unless the record shows that its queue position was fixed at
+/// submission: a task is given a new one only when it is released (its
+/// `run_at` or dependencies) or requeued from the dead letter, which its
+/// history then names, unless the history is full and dropped the entry.
+fn may_have_moved(task: &Task) -> bool {
+    let history = task.history();
+    history.len() >= HISTORY_CAP
+        || history
+            .iter()
+            .any(|h| matches!(h.event, HistoryEvent::Released | HistoryEvent::Requeued))
 }
 
 /// The dependencies as a JSON array of ids; NULL when there are none.
@@ -107,7 +152,78 @@ pub(crate) fn capabilities_json(task: &Task) -> String {
     serde_json::to_string(task.needed_capabilities().names()).unwrap_or_else(|_| "[]".into())
 }
 
-/// The history as a JSON array of `{event, timestamp, details}`.
+/// The history as SQLite rows keep it since schema version 7: one flat JSON
+/// list holding, for each entry, its event's number ([`event_code`]), a time
+/// and, unless they are those of the entry before (the first entry's "before"
+/// being empty), its details as a string. The time of the first entry is its
+/// timestamp; of each later one, the difference from the timestamp before.
+/// A typical task's history is about a third of [`history_json`]'s, so the
+/// row each state change rewrites stays small. A difference beyond the range
+/// of `i64` (only absurd timestamps) or an event without a number falls back to [`history_json`];
+/// [`parse_history`] reads both.
+pub(crate) fn history_text(history: &[HistoryEntry]) -> String {
+    let mut out = Vec::with_capacity(8 + history.len() * 32);
+    out.push(b'[');
+    let mut previous: Option<&HistoryEntry> = None;
+    for entry in history {
+        let ms = match previous {
+            None => i128::from(entry.timestamp_ms),
+            Some(p) => i128::from(entry.timestamp_ms) - i128::from(p.timestamp_ms),
+        };
+        if previous.is_some() {
+            if i64::try_from(ms).is_err() {
+                return history_json(history);
+            }
+            out.push(b',');
+        }
+        let Some(code) = event_code(entry.event) else {
+            return history_json(history);
+        };
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{code},{ms}");
+        let before = previous.map_or("", |p| &*p.details);
+        if *entry.details != *before {
+            out.push(b',');
+            if serde_json::to_writer(&mut out, &*entry.details).is_err() {
+                return history_json(history);
+            }
+        }
+        previous = Some(entry);
+    }
+    out.push(b']');
+    String::from_utf8(out).unwrap_or_else(|_| history_json(history))
+}
+
+/// The number that stands for `event` in [`history_text`]; stored, so fixed
+/// for good (a new event takes the next number; until it has one, a history
+/// holding it is written as [`history_json`]).
+fn event_code(event: HistoryEvent) -> Option<u64> {
+    Some(match event {
+        HistoryEvent::Submitted => 0,
+        HistoryEvent::Assigned => 1,
+        HistoryEvent::Accepted => 2,
+        HistoryEvent::Completed => 3,
+        HistoryEvent::Retried => 4,
+        HistoryEvent::DeadLettered => 5,
+        HistoryEvent::Rejected => 6,
+        HistoryEvent::Reclaimed => 7,
+        HistoryEvent::Recovered => 8,
+        HistoryEvent::Cancelled => 9,
+        HistoryEvent::Requeued => 10,
+        HistoryEvent::Released => 11,
+        _ => return None,
+    })
+}
+
+/// The event [`event_code`] gives `code`, if any.
+fn event_of_code(code: u64) -> Option<HistoryEvent> {
+    HistoryEvent::ALL
+        .into_iter()
+        .find(|event| event_code(*event) == Some(code))
+}
+
+/// The history as a JSON array of `{event, timestamp, details}`: the form
+/// PostgreSQL rows keep, and SQLite rows before schema version 7.
 pub(crate) fn history_json(history: &[HistoryEntry]) -> String {
     let entries: Vec<Value> = history
         .iter()
@@ -304,19 +420,49 @@ fn is_capability_set(names: &[String]) -> bool {
     names.windows(2).all(|w| w[0] < w[1]) && names.iter().all(|n| !n.is_empty())
 }
 
-/// Parses what [`history_json`] wrote; `None` if anything is missing or unknown.
-fn parse_history(text: &str) -> Option<Vec<HistoryEntry>> {
+/// Parses what [`history_text`] or [`history_json`] wrote (one form for the
+/// whole list); `None` if anything is missing or unknown.
+pub(crate) fn parse_history(text: &str) -> Option<Vec<HistoryEntry>> {
     let entries: Vec<Value> = serde_json::from_str(text).ok()?;
-    entries
-        .into_iter()
-        .map(|e| {
-            Some(HistoryEntry {
-                event: HistoryEvent::parse(e.get("event")?.as_str()?)?,
-                timestamp_ms: e.get("timestamp")?.as_u64()?,
-                details: e.get("details")?.as_str()?.into(),
+    if entries.first().is_some_and(Value::is_object) {
+        return entries
+            .into_iter()
+            .map(|e| {
+                Some(HistoryEntry {
+                    event: HistoryEvent::parse(e.get("event")?.as_str()?)?,
+                    timestamp_ms: e.get("timestamp")?.as_u64()?,
+                    details: e.get("details")?.as_str()?.into(),
+                })
             })
-        })
-        .collect()
+            .collect();
+    }
+    let mut history: Vec<HistoryEntry> = Vec::with_capacity(entries.len() / 2);
+    let mut values = entries.iter().peekable();
+    while let Some(code) = values.next() {
+        let event = event_of_code(code.as_u64()?)?;
+        let ms = values.next()?;
+        let details = match values.peek() {
+            Some(Value::String(details)) => {
+                values.next();
+                Some(details.as_str())
+            }
+            _ => None,
+        };
+        let (timestamp_ms, details) = match history.last() {
+            None => (ms.as_u64()?, details.unwrap_or("")),
+            Some(before) => (
+                before.timestamp_ms.checked_add_signed(ms.as_i64()?)?,
+                details.unwrap_or(&before.details),
+            ),
+        };
+        let details = details.into();
+        history.push(HistoryEntry {
+            event,
+            timestamp_ms,
+            details,
+        });
+    }
+    Some(history)
 }
 
 /// The retention sweep's statement. It names its index: left to choose, SQLite

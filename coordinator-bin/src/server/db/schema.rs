@@ -9,7 +9,7 @@ use super::DbError;
 /// `PRAGMA application_id` of a coordinator database ("COOR").
 pub(super) const APPLICATION_ID: i64 = 0x434F_4F52;
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Forward migrations; entry `i` takes the schema from version `i` to `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -150,6 +150,12 @@ CREATE INDEX tasks_expiry ON tasks (updated_at) WHERE status IN ('completed', 'c
 -- The window of scheduled tasks kept in memory: the scheduled rows in the
 -- order they come due, read a page at a time from where memory stops.
 CREATE INDEX tasks_scheduled ON tasks (run_at, queue_seq) WHERE status = 'scheduled';
+"#,
+    r#"
+-- No change of structure: from this version on, a row's `history` may be
+-- written in a compact form (a flat JSON list of event numbers, times and
+-- details, see `rows.rs`), which a coordinator before it cannot read, so it
+-- must refuse the file rather than take those rows for damaged ones.
 "#,
 ];
 

@@ -106,7 +106,7 @@ fn a_version_2_database_gains_reclaim_counts_of_zero() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!((version, SCHEMA_VERSION), (6, 6));
+    assert_eq!((version, SCHEMA_VERSION), (7, 7));
     let back = get_task(&conn, "old").unwrap().unwrap();
     assert_eq!((back.status(), back.reclaim_count()), (Status::Queued, 0));
     let bumped = edited(back.clone(), |p| p.reclaim_count = 4);
@@ -275,11 +275,51 @@ fn task_with_id(id: String) -> impl Strategy<Value = Task> {
     )
 }
 
-/// Two records of one task: the first is inserted, the second updates it in place.
+/// Two records of one task: the first is inserted, the second updates it in
+/// place. The second keeps what a task fixes at submission (texts, lane,
+/// capabilities, submitter, options), and its queue position unless its
+/// history says it was released or requeued (or is full), as the queue does.
 fn two_records() -> impl Strategy<Value = (Task, Task)> {
     text()
         .prop_filter("a task id is not empty", |id| !id.is_empty())
         .prop_flat_map(|id| (task_with_id(id.clone()), task_with_id(id)))
+        .prop_map(|(first, second)| {
+            // Options are fixed at submission too: both records carry those
+            // either status needs.
+            let run_at_ms = first.run_at_ms().or(second.run_at_ms());
+            let depends_on = if first.depends_on().is_empty() {
+                second.depends_on().to_vec()
+            } else {
+                first.depends_on().to_vec()
+            };
+            let first = edited(first, |p| {
+                p.run_at_ms = run_at_ms;
+                p.depends_on = depends_on.clone();
+            });
+            let fixed = first.clone().into_parts();
+            let second = edited(second, |p| {
+                let moved = p.history.len() >= HISTORY_CAP
+                    || p.history.iter().any(|h| {
+                        matches!(h.event, HistoryEvent::Released | HistoryEvent::Requeued)
+                    });
+                if !moved {
+                    p.queue_seq = fixed.queue_seq;
+                }
+                p.description = fixed.description;
+                p.metadata = fixed.metadata;
+                p.priority = fixed.priority;
+                p.max_retries = fixed.max_retries;
+                p.retry_count = p.retry_count.min(p.max_retries);
+                p.complete_by_ms = fixed.complete_by_ms;
+                p.needed_capabilities = fixed.needed_capabilities;
+                p.submitted_by = fixed.submitted_by;
+                p.created_at_ms = fixed.created_at_ms;
+                p.idempotency_key = fixed.idempotency_key;
+                p.run_at_ms = fixed.run_at_ms;
+                p.depends_on = fixed.depends_on;
+            });
+            (first, second)
+        })
 }
 
 proptest! {
@@ -999,4 +1039,127 @@ fn a_scheduled_dependency_of_a_waiting_task_is_restored_and_a_damaged_scheduled_
         load_restore_set(&conn, 256),
         Err(DbError::DamagedLive(rows)) if rows.len() == 1
     ));
+}
+
+/// The history text a SQLite row keeps for a task's usual life: event
+/// numbers, the first timestamp and then differences, details written only
+/// when they change.
+#[test]
+fn a_history_is_stored_compactly() {
+    let entry = |event, timestamp_ms, details: &str| HistoryEntry {
+        event,
+        timestamp_ms,
+        details: details.into(),
+    };
+    let history = vec![
+        entry(HistoryEvent::Submitted, 1_795_650_951_933, ""),
+        entry(
+            HistoryEvent::Assigned,
+            1_795_650_952_002,
+            "agent=a \"1\" generation=1",
+        ),
+        entry(
+            HistoryEvent::Accepted,
+            1_795_650_952_017,
+            "agent=a \"1\" generation=1",
+        ),
+        entry(
+            HistoryEvent::Completed,
+            1_795_650_952_017,
+            "agent=a \"1\" generation=1",
+        ),
+        entry(HistoryEvent::Released, 1_795_650_952_000, ""),
+    ];
+    let text = rows::history_text(&history);
+    assert_eq!(
+        text,
+        r#"[0,1795650951933,1,69,"agent=a \"1\" generation=1",2,15,3,0,11,-17,""]"#
+    );
+    assert_eq!(rows::parse_history(&text), Some(history.clone()));
+    // The form written before schema version 6 (and by PostgreSQL) still reads.
+    assert_eq!(rows::parse_history(&history_json(&history)), Some(history));
+    assert_eq!(rows::parse_history("[]"), Some(vec![]));
+    // An unknown number, a missing time or a time that overflows is no history.
+    for bad in [
+        "[12,1]",
+        "[0]",
+        "[0,1,1]",
+        "[0,1,\"x\",1,-2]",
+        "[0,-1]",
+        "[[0,1]]",
+    ] {
+        assert_eq!(rows::parse_history(bad), None, "{bad}");
+    }
+}
+
+/// A state change rewrites only the columns that change after submission;
+/// the queue position is written again only when the history says it moved.
+#[test]
+fn an_update_leaves_the_fixed_columns_and_the_queue_position_alone() {
+    let conn = memory_db();
+    let first = record("t", Status::Queued);
+    upsert_task(&conn, &first).unwrap();
+    // A record that disagrees on a fixed column: the stored one is kept.
+    let assigned = edited(first.clone(), |p| {
+        p.status = Status::Assigned;
+        p.generation = 1;
+        p.holder = Some(Holder {
+            agent_id: "a".into(),
+            assigned_at_ms: 5,
+            last_alive_at_ms: 5,
+        });
+        p.submitted_by = Some("someone else".into());
+        p.queue_seq = 99;
+    });
+    upsert_task(&conn, &assigned).unwrap();
+    let back = get_task(&conn, "t").unwrap().unwrap();
+    assert_eq!(back.status(), Status::Assigned);
+    assert_eq!(back.assigned_to().map(|a| a.as_str()), Some("a"));
+    assert_eq!(back.submitted_by(), first.submitted_by());
+    assert_eq!(back.queue_seq(), first.queue_seq());
+    // Released: the new position is written.
+    let released = edited(first, |p| {
+        p.queue_seq = 99;
+        p.history.push(HistoryEntry {
+            event: HistoryEvent::Released,
+            timestamp_ms: 7,
+            details: "".into(),
+        });
+    });
+    upsert_task(&conn, &released).unwrap();
+    let back = get_task(&conn, "t").unwrap().unwrap();
+    assert_eq!(back, released);
+}
+
+/// A new file gets the small pages and the long automatic checkpoint; a file
+/// made with SQLite's default pages keeps them, with a checkpoint of the
+/// same size in bytes.
+#[test]
+fn a_new_file_has_small_pages_and_an_old_one_keeps_its_own() {
+    let pragma = |conn: &Connection, name: &str| -> i64 {
+        conn.pragma_query_value(None, name, |r| r.get(0)).unwrap()
+    };
+    let path = temp_db("pages");
+    let conn = open(&path).unwrap();
+    assert_eq!(pragma(&conn, "page_size"), PAGE_SIZE);
+    assert_eq!(
+        pragma(&conn, "wal_autocheckpoint"),
+        WAL_CHECKPOINT_BYTES / PAGE_SIZE
+    );
+    drop(conn);
+    let old = path.with_file_name("old.db");
+    let conn = Connection::open(&old).unwrap();
+    // Written with 4 KiB pages before this coordinator knew better.
+    conn.execute_batch(&format!(
+        "PRAGMA page_size = 4096; PRAGMA application_id = {APPLICATION_ID};"
+    ))
+    .unwrap();
+    drop(conn);
+    let conn = open(&old).unwrap();
+    assert_eq!(pragma(&conn, "page_size"), 4096);
+    assert_eq!(
+        pragma(&conn, "wal_autocheckpoint"),
+        WAL_CHECKPOINT_BYTES / 4096
+    );
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }

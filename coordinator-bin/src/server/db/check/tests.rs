@@ -144,7 +144,7 @@ fn damaged_rows_of_every_table_are_named_with_their_reason() {
 #[test]
 fn pages_overwritten_in_the_middle_of_the_file_fail_the_integrity_check() {
     let db = TempDb::new("pages");
-    let writer = filled(&db, 400);
+    let writer = filled(&db, 1200);
     writer
         .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
         .unwrap();
