@@ -65,60 +65,51 @@ fn create_database(admin_url: &str) -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
-    let server_url = admin_url.to_owned();
-    let admin_url = admin_url.to_owned();
     let create = format!("CREATE DATABASE {name}");
-    // A runtime of its own on a thread of its own: callers may be inside one.
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        runtime.block_on(async {
-            let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
-                .await
-                .unwrap_or_else(|e| panic!("cannot connect to the test server {admin_url}: {e}"));
-            tokio::spawn(connection);
-            client
-                .batch_execute(&create)
-                .await
-                .unwrap_or_else(|e| panic!("{create}: {e}"));
-        });
-    })
-    .join()
-    .expect("the database is created");
-    with_database(&server_url, &name)
+    with_client(admin_url, move |client| async move {
+        client
+            .batch_execute(&create)
+            .await
+            .unwrap_or_else(|e| panic!("{create}: {e}"));
+    });
+    with_database(admin_url, &name)
 }
 
 /// Runs one statement on the database `url` names, as another program would,
 /// with `$1` bound to `id` when given; how many rows it changed.
 pub fn execute(url: &str, sql: &str, id: Option<&str>) -> u64 {
-    let (url, sql, id) = (url.to_owned(), sql.to_owned(), id.map(str::to_owned));
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        runtime.block_on(async {
-            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
-            tokio::spawn(connection);
-            let result = match &id {
-                Some(id) => client.execute(&sql, &[id]).await,
-                None => client.execute(&sql, &[]).await,
-            };
-            result.unwrap_or_else(|e| panic!("{sql}: {e}"))
-        })
+    let (sql, id) = (sql.to_owned(), id.map(str::to_owned));
+    with_client(url, move |client| async move {
+        let result = match &id {
+            Some(id) => client.execute(&sql, &[id]).await,
+            None => client.execute(&sql, &[]).await,
+        };
+        result.unwrap_or_else(|e| panic!("{sql}: {e}"))
     })
-    .join()
-    .expect("the statement ran")
 }
 
 /// Runs `sql` (any number of statements, no parameters) on the database
 /// `url` names, in one go, as another program would.
 pub fn batch_execute(url: &str, sql: &str) {
-    let (url, sql) = (url.to_owned(), sql.to_owned());
+    let sql = sql.to_owned();
+    with_client(url, move |client| async move {
+        client
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    });
+}
+
+/// Connects to the database `url` names and runs `work` with the client, on a
+/// runtime of its own on a thread of its own (callers may be inside one);
+/// panics with the URL if it cannot connect.
+fn with_client<T, F, Fut>(url: &str, work: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce(tokio_postgres::Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    let url = url.to_owned();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -129,14 +120,11 @@ pub fn batch_execute(url: &str, sql: &str) {
                 .await
                 .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
             tokio::spawn(connection);
-            client
-                .batch_execute(&sql)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            work(client).await
         })
     })
     .join()
-    .expect("the statements ran")
+    .expect("the database work ran")
 }
 
 /// `url` with its database replaced by `name`.
