@@ -34,6 +34,10 @@ if [ ! -x "$baseline_bin" ]; then
     git -C "$root" worktree add --detach "$tree" "$commit" >/dev/null
     echo "building the baseline $commit into $baseline_target" >&2
     (cd "$tree" && cargo build --release --quiet -p coordinator-bin --target-dir "$baseline_target")
+    # Removed here: the `exec` below ends this shell without running its traps.
+    git -C "$root" worktree remove --force "$tree" >/dev/null 2>&1 || true
+    rm -rf "$tree"
+    trap - EXIT
 fi
 
 echo "building the working tree" >&2
