@@ -38,6 +38,19 @@ async fn post(client: &mut Client, body: Value) -> (u16, Value) {
     (r.status, r.body)
 }
 
+/// A repeated submit's answer: 200, the first task's id, `"duplicate": true`.
+fn assert_duplicate_of(status: u16, answer: &Value, first_id: &str) {
+    assert_eq!(
+        (
+            status,
+            answer["task_id"].as_str(),
+            answer["duplicate"].as_bool()
+        ),
+        (200, Some(first_id), Some(true)),
+        "{answer}"
+    );
+}
+
 async fn a_delayed_task_runs_after_its_delay_and_not_before(backend: Backend) {
     let c = Coordinator::start_on(backend, &[]);
     let mut admin = Client::new(&c.addr, Some(&c.admin_token));
@@ -106,14 +119,7 @@ async fn a_repeated_submit_after_a_restart_returns_the_first_task(backend: Backe
         json!({"description": "once more", "idempotency_key": "order-42"}),
     )
     .await;
-    assert_eq!(
-        (
-            status,
-            again["task_id"].as_str(),
-            again["duplicate"].as_bool()
-        ),
-        (200, Some(id.as_str()), Some(true))
-    );
+    assert_duplicate_of(status, &again, &id);
     // Finished and out of memory; then a kill -9 and a restart.
     let agent = SimAgent::start(&c, "a1", &[], Behaviour::Complete).await;
     wait_status(&mut admin, &id, "completed", FINAL_TIMEOUT).await;
@@ -126,14 +132,7 @@ async fn a_repeated_submit_after_a_restart_returns_the_first_task(backend: Backe
         json!({"description": "a different body", "idempotency_key": "order-42"}),
     )
     .await;
-    assert_eq!(
-        (
-            status,
-            again["task_id"].as_str(),
-            again["duplicate"].as_bool()
-        ),
-        (200, Some(id.as_str()), Some(true))
-    );
+    assert_duplicate_of(status, &again, &id);
     let stats = admin.get("/api/tasks/stats").await.unwrap().body;
     assert_eq!(stats["total"], 1, "{stats}");
     // Too long a key, or both times, is refused.

@@ -156,7 +156,7 @@ pub struct TaskFilter {
 }
 
 /// One page of [`list_tasks`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TaskPage {
     /// The rows that decoded, in order.
     pub tasks: Vec<Task>,
@@ -165,6 +165,25 @@ pub struct TaskPage {
     /// The id of the last row of the page whose id could be read, damaged or
     /// not: where the next page starts.
     pub next_after: Option<String>,
+}
+
+impl TaskPage {
+    /// Adds the next row of the page, decoded or damaged; the next page starts
+    /// after it whenever its id could be read.
+    pub fn push(&mut self, row: Result<Task, DamagedRow>) {
+        match row {
+            Ok(task) => {
+                self.next_after = Some(task.id().to_string());
+                self.tasks.push(task);
+            }
+            Err(row) => {
+                if let Some(id) = &row.id {
+                    self.next_after = Some(id.clone());
+                }
+                self.damaged.push(row);
+            }
+        }
+    }
 }
 
 /// Rows in submission order, filtered and paged; a row that cannot be decoded
@@ -209,24 +228,9 @@ pub fn list_tasks(conn: &Connection, filter: &TaskFilter) -> Result<TaskPage, Db
     args.push(Box::new(filter.limit));
     sql += &format!(" ORDER BY queue_seq LIMIT ?{}", args.len());
     let mut stmt = conn.prepare_cached(&sql)?;
-    let mut page = TaskPage {
-        tasks: Vec::new(),
-        damaged: Vec::new(),
-        next_after: None,
-    };
+    let mut page = TaskPage::default();
     for row in stmt.query_map(rusqlite::params_from_iter(args.iter()), task_from_row)? {
-        match row? {
-            Ok(task) => {
-                page.next_after = Some(task.id().to_string());
-                page.tasks.push(task);
-            }
-            Err(row) => {
-                if let Some(id) = &row.id {
-                    page.next_after = Some(id.clone());
-                }
-                page.damaged.push(row);
-            }
-        }
+        page.push(row?);
     }
     Ok(page)
 }

@@ -712,24 +712,9 @@ impl Store for PgStore {
                 sql += &format!(" ORDER BY queue_seq LIMIT ${}", args.len());
                 let params: Vec<&(dyn ToSql + Sync)> =
                     args.iter().map(|a| &**a as &(dyn ToSql + Sync)).collect();
-                let mut page = TaskPage {
-                    tasks: Vec::new(),
-                    damaged: Vec::new(),
-                    next_after: None,
-                };
+                let mut page = TaskPage::default();
                 for row in c.query(&sql, &params).await? {
-                    match task_from_row(&row, TextColumns::Whole)? {
-                        Ok(task) => {
-                            page.next_after = Some(task.id().to_string());
-                            page.tasks.push(task);
-                        }
-                        Err(row) => {
-                            if let Some(id) = &row.id {
-                                page.next_after = Some(id.clone());
-                            }
-                            page.damaged.push(row);
-                        }
-                    }
+                    page.push(task_from_row(&row, TextColumns::Whole)?);
                 }
                 Ok(Some(page))
             })

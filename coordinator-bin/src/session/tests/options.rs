@@ -25,6 +25,20 @@ fn receipts(outputs: &[Output]) -> Vec<Receipt> {
         .collect()
 }
 
+/// The agent on connection 1 completes `task_id` (its first assignment).
+fn complete_first(s: &mut Session, task_id: &str, result: serde_json::Value) {
+    s.handle_message(
+        T0,
+        ConnId::new(1),
+        AgentMessage::TaskComplete {
+            task_id: task_id.into(),
+            generation: 1,
+            result,
+            tokens_used: None,
+        },
+    );
+}
+
 fn keyed(id: &str, key: &str) -> NewTask {
     NewTask::new(id, "work")
         .with_submitted_by("alice")
@@ -134,16 +148,7 @@ fn a_dependency_that_ends_while_the_lookup_runs_is_seen() {
     };
     assert!(dependencies.is_empty());
     // The dependency completes meanwhile and leaves memory.
-    s.handle_message(
-        T0,
-        ConnId::new(1),
-        AgentMessage::TaskComplete {
-            task_id: "dep".into(),
-            generation: 1,
-            result: serde_json::json!({"n": 1}),
-            tokens_used: None,
-        },
-    );
+    complete_first(&mut s, "dep", serde_json::json!({"n": 1}));
     settle(&mut s);
     assert!(s.scheduler().queue().get(&TaskId::from("dep")).is_none());
     s.handle_looked_up(T0, request, Ok(Lookup::default()));
@@ -159,16 +164,7 @@ fn a_dependents_assignment_carries_its_dependencies_results() {
     let out = settle(&mut s);
     assert_eq!(receipts(&out)[1].status, "waiting");
     connect(&mut s, ConnId::new(1), "a1");
-    s.handle_message(
-        T0,
-        ConnId::new(1),
-        AgentMessage::TaskComplete {
-            task_id: "dep".into(),
-            generation: 1,
-            result: serde_json::json!({"n": 1}),
-            tokens_used: None,
-        },
-    );
+    complete_first(&mut s, "dep", serde_json::json!({"n": 1}));
     let out = settle(&mut s);
     assert!(
         out.contains(&Output::LoadPayload {
@@ -223,16 +219,7 @@ fn two_submits_of_one_key_racing_through_their_lookups_create_one_task() {
     );
     // The first task completes and leaves memory before the second lookup
     // (read before the first commit) comes back saying the key is free.
-    s.handle_message(
-        T0,
-        ConnId::new(1),
-        AgentMessage::TaskComplete {
-            task_id: "t1".into(),
-            generation: 1,
-            result: serde_json::json!({}),
-            tokens_used: None,
-        },
-    );
+    complete_first(&mut s, "t1", serde_json::json!({}));
     settle(&mut s);
     assert!(s.scheduler().queue().get(&TaskId::from("t1")).is_none());
     s.handle_looked_up(T0, lookups[1], Ok(Lookup::default()));
