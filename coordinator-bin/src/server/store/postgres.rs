@@ -624,33 +624,45 @@ impl Store for PgStore {
     ) -> Result<Vec<((String, String), Option<KeyedTask>)>, DbError> {
         self.read(move |c| {
             Box::pin(async move {
-                let mut out = Vec::with_capacity(keys.len());
-                for (submitter, key) in keys {
-                    let row = c
-                        .query_opt(
-                            "SELECT id, priority, status, created_at FROM tasks WHERE submitted_by = $1 AND idempotency_key = $2",
-                            &[&submitter, &key],
-                        )
-                        .await?;
-                    let stored = match row {
-                        None => None,
-                        Some(row) => {
-                            let id: String = row.try_get(0)?;
-                            let priority: String = row.try_get(1)?;
-                            let status: String = row.try_get(2)?;
-                            let created: i64 = row.try_get(3)?;
-                            (|| {
-                                Some((
-                                    id,
-                                    Priority::from_str(&priority).ok()?,
-                                    Status::from_str(&status).ok()?,
-                                    u64::try_from(created).ok()?,
-                                ))
-                            })()
-                        }
-                    };
-                    out.push(((submitter, key), stored));
+                // One query for every key (a batch may carry hundreds).
+                let (submitters, names): (Vec<&str>, Vec<&str>) = keys
+                    .iter()
+                    .map(|(submitter, key)| (submitter.as_str(), key.as_str()))
+                    .unzip();
+                let rows = c
+                    .query(
+                        "SELECT t.submitted_by, t.idempotency_key, t.id, t.priority, t.status, t.created_at \
+                         FROM unnest($1::text[], $2::text[]) AS k(submitted_by, idempotency_key) \
+                         JOIN tasks t ON t.submitted_by = k.submitted_by AND t.idempotency_key = k.idempotency_key",
+                        &[&submitters, &names],
+                    )
+                    .await?;
+                let mut found = HashMap::with_capacity(rows.len());
+                for row in rows {
+                    let submitter: String = row.try_get(0)?;
+                    let key: String = row.try_get(1)?;
+                    let id: String = row.try_get(2)?;
+                    let priority: String = row.try_get(3)?;
+                    let status: String = row.try_get(4)?;
+                    let created: i64 = row.try_get(5)?;
+                    let stored = (|| {
+                        Some((
+                            id,
+                            Priority::from_str(&priority).ok()?,
+                            Status::from_str(&status).ok()?,
+                            u64::try_from(created).ok()?,
+                        ))
+                    })();
+                    found.insert((submitter, key), stored);
                 }
+                let out = keys
+                    .into_iter()
+                    .map(|k| {
+                        // A key may stand twice in one batch: each gets the row.
+                        let stored = found.get(&k).cloned().flatten();
+                        (k, stored)
+                    })
+                    .collect();
                 Ok(out)
             })
         })
