@@ -29,9 +29,11 @@ pub use reads::{
 };
 pub(crate) use reads::{decode_count, like_prefix, unknown_status_ranges};
 #[cfg(test)]
+pub(crate) use rows::history_json;
+#[cfg(test)]
 pub use rows::upsert_task;
 pub(crate) use rows::{
-    capabilities_json, decode_task, decode_texts, depends_on_json, history_json, TextColumns,
+    capabilities_json, decode_task, decode_texts, depends_on_json, history_text, TextColumns,
     COLUMNS, N_COLUMNS,
 };
 pub use rows::{delete_expired, write_task, Texts};

@@ -152,7 +152,8 @@ pub(crate) fn capabilities_json(task: &Task) -> String {
     serde_json::to_string(task.needed_capabilities().names()).unwrap_or_else(|_| "[]".into())
 }
 
-/// The history as SQLite rows keep it since schema version 7: one flat JSON
+/// The history as SQLite rows keep it since schema version 7 (PostgreSQL rows
+/// since its version 5): one flat JSON
 /// list holding, for each entry, its event's number ([`event_code`]), a time
 /// and, unless they are those of the entry before (the first entry's "before"
 /// being empty), its details as a string. The time of the first entry is its
@@ -223,7 +224,8 @@ fn event_of_code(code: u64) -> Option<HistoryEvent> {
 }
 
 /// The history as a JSON array of `{event, timestamp, details}`: the form
-/// PostgreSQL rows keep, and SQLite rows before schema version 7.
+/// SQLite rows before schema version 7 and PostgreSQL rows before its schema
+/// version 5 keep.
 pub(crate) fn history_json(history: &[HistoryEntry]) -> String {
     let entries: Vec<Value> = history
         .iter()

@@ -2,10 +2,14 @@
 //! tables and meaning as the SQLite store, written by one dedicated connection
 //! (group commit, one transaction per group, `synchronous_commit` as the
 //! server has it, on by default) and read through a few other connections.
+//! A task row is inserted whole once, by the group that holds its submission,
+//! and then only its changing columns are updated, with the history in the
+//! compact form of `db/rows.rs` (schema version 5 on).
 //! The counts by status and lane are kept by the writer in each group's
-//! transaction (SQLite keeps them by triggers): every task statement returns
-//! the status and lane its row had and has, and one statement adds the
-//! difference; the service is the only writer of task rows.
+//! transaction (SQLite keeps them by triggers): a new row counts once for its
+//! record's status and lane, the update returns the status and lane each row
+//! had and has, and one statement adds the difference; the service is the
+//! only writer of task rows.
 //!
 //! Rows come back as the same cells SQLite's codec reads (`rusqlite`'s
 //! `Value`, used here only as a neutral cell type), so a row is decoded, and
@@ -16,7 +20,7 @@
 mod lease;
 mod schema;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,7 +28,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use std::str::FromStr;
 
-use coordinator_queue::{Priority, ScheduledLoad, ScheduledPage, Status, Task, TaskId};
+use coordinator_queue::{
+    Change, HistoryEvent, Priority, ScheduledLoad, ScheduledPage, Status, Task, TaskId,
+};
 use rusqlite::types::{Value, ValueRef};
 use tokio::sync::watch;
 use tokio_postgres::types::{ToSql, Type};
@@ -958,57 +964,72 @@ const TASK_COLUMNS: [(&str, &str); 25] = [
     ("idempotency_key", "text"),
 ];
 
-/// The rows given as one array per column (`r`), and the status and lane
-/// the stored rows among them have before the statement (`old`).
-fn rows_and_old() -> String {
-    let arrays: Vec<String> = TASK_COLUMNS
+/// The columns an update of a stored row writes after the id, in the order
+/// of [`TaskColumns::update_params`]: those that change after submission (the
+/// same ones SQLite's update writes, `db/rows.rs`), the queue position among
+/// them. What was fixed at submission (texts, lane, capabilities, submitter,
+/// options) is written once, by the insert.
+const UPDATE_COLUMNS: [&str; 13] = [
+    "status",
+    "assigned_to",
+    "assigned_at",
+    "generation",
+    "retry_count",
+    "result",
+    "tokens_used",
+    "last_error",
+    "updated_at",
+    "last_alive_at",
+    "queue_seq",
+    "history",
+    "reclaim_count",
+];
+
+/// The SQL type of the task column `name`.
+fn column_type(name: &str) -> &'static str {
+    TASK_COLUMNS
+        .iter()
+        .find(|(column, _)| *column == name)
+        .map_or("text", |(_, ty)| ty)
+}
+
+/// `unnest` of one array parameter per column of `names`, as `r(names)`.
+fn unnest_rows(names: &[&str]) -> String {
+    let arrays: Vec<String> = names
         .iter()
         .enumerate()
-        .map(|(i, (_, ty))| format!("${}::{ty}[]", i + 1))
+        .map(|(i, name)| format!("${}::{}[]", i + 1, column_type(name)))
         .collect();
+    format!("unnest({}) AS r({})", arrays.join(", "), names.join(", "))
+}
+
+/// Inserts new rows whole: a plain insert (no conflict handling), since the
+/// group holds their submission; a row that exists fails the commit.
+fn insert_sql() -> String {
     let names: Vec<&str> = TASK_COLUMNS.iter().map(|(name, _)| *name).collect();
     format!(
-        "WITH r AS (SELECT * FROM unnest({}) AS r({})), old AS (SELECT t.id, t.status, t.priority FROM tasks t JOIN r ON t.id = r.id)",
-        arrays.join(", "),
-        names.join(", ")
+        "INSERT INTO tasks ({}) SELECT * FROM {}",
+        names.join(", "),
+        unnest_rows(&names)
     )
 }
 
-/// What a task statement returns for each row written: its id, the status
-/// and lane it had (NULL for a new row), and the ones it has now.
-const RETURN_CHANGES: &str = "SELECT up.id, old.status, old.priority, up.status, up.priority FROM up LEFT JOIN old ON old.id = up.id";
-
-/// Inserts whole records, or replaces the stored rows in place (an update,
-/// so a row keeps its place), in one statement.
-fn upsert_sql() -> String {
-    let names: Vec<&str> = TASK_COLUMNS.iter().map(|(name, _)| *name).collect();
-    let set: Vec<String> = names[1..]
-        .iter()
-        .map(|name| format!("{name} = excluded.{name}"))
-        .collect();
-    format!(
-        "{}, up AS (INSERT INTO tasks ({}) SELECT {} FROM r ON CONFLICT (id) DO UPDATE SET {} RETURNING id, status, priority) {RETURN_CHANGES}",
-        rows_and_old(),
-        names.join(", "),
-        names.join(", "),
-        set.join(", ")
-    )
-}
-
-/// Updates stored rows in place in one statement; a text given as NULL keeps
-/// the stored one. A record whose row is missing is not returned.
+/// Updates stored rows in place, only [`UPDATE_COLUMNS`], returning for each
+/// row its id, the status and lane it had (`o`, the row as the statement
+/// found it) and the ones it has now. A record whose row is missing is not
+/// returned.
 fn update_sql() -> String {
-    let set: Vec<String> = TASK_COLUMNS[1..]
+    let mut names = vec!["id"];
+    names.extend(UPDATE_COLUMNS);
+    let set: Vec<String> = UPDATE_COLUMNS
         .iter()
-        .map(|(name, _)| match *name {
-            "description" | "metadata" => format!("{name} = COALESCE(r.{name}, t.{name})"),
-            name => format!("{name} = r.{name}"),
-        })
+        .map(|name| format!("{name} = r.{name}"))
         .collect();
     format!(
-        "{}, up AS (UPDATE tasks t SET {} FROM r WHERE t.id = r.id RETURNING t.id, t.status, t.priority) {RETURN_CHANGES}",
-        rows_and_old(),
-        set.join(", ")
+        "UPDATE tasks t SET {} FROM {} JOIN tasks o ON o.id = r.id WHERE t.id = r.id \
+         RETURNING t.id, o.status, o.priority, t.status, t.priority",
+        set.join(", "),
+        unnest_rows(&names)
     )
 }
 
@@ -1029,7 +1050,7 @@ const ADD_COUNTS: &str = "UPDATE task_counts SET n = n + d.delta FROM unnest($1:
 struct Prepared {
     /// The number of the connection they belong to.
     connection: u64,
-    upsert: Statement,
+    insert: Statement,
     update: Statement,
     insert_token: Statement,
     revoke_token: Statement,
@@ -1041,7 +1062,7 @@ impl Prepared {
     async fn on(client: &Client, connection: u64) -> Result<Prepared, tokio_postgres::Error> {
         Ok(Prepared {
             connection,
-            upsert: client.prepare(&upsert_sql()).await?,
+            insert: client.prepare(&insert_sql()).await?,
             update: client.prepare(&update_sql()).await?,
             insert_token: client.prepare(INSERT_TOKEN).await?,
             revoke_token: client.prepare(REVOKE_TOKEN_ROW).await?,
@@ -1072,16 +1093,39 @@ impl PgCommit {
         })
     }
 
-    /// The group in one transaction, its statements pipelined.
+    /// The group in one transaction, its statements pipelined: the new rows
+    /// (those whose submission the group holds) inserted whole, the stored
+    /// ones updated in place, then the counts changed by the difference.
     async fn write(&mut self, group: &Group) -> Result<usize, String> {
         let newest = newest_per_task(&group.batches);
-        let mut whole = TaskColumns::default();
-        let mut partial = TaskColumns::default();
+        let submitted: HashSet<&TaskId> = group
+            .batches
+            .iter()
+            .flat_map(|batch| &batch.changes)
+            .map(Change::task)
+            .filter(|task| is_submission(task))
+            .map(Task::id)
+            .collect();
+        let mut counts = CountChanges::default();
+        let mut new_rows = TaskColumns::default();
+        let mut stored = TaskColumns::default();
         for (task, texts) in &newest {
-            if texts.description.is_some() && texts.metadata.is_some() {
-                whole.push(task, *texts);
+            if submitted.contains(task.id()) {
+                if texts.description.is_none() || texts.metadata.is_none() {
+                    return Err(format!(
+                        "task {}: a new record without its description or metadata",
+                        task.id()
+                    ));
+                }
+                new_rows.push(task, *texts);
+                counts.add(task.status().as_str(), task.priority().as_str(), 1);
             } else {
-                partial.push(task, *texts);
+                // An update leaves the texts as stored.
+                let texts = Texts {
+                    description: None,
+                    metadata: None,
+                };
+                stored.push(task, texts);
             }
         }
         const CLOSED: &str = "the write connection is closed (this coordinator lost the lease)";
@@ -1096,51 +1140,53 @@ impl PgCommit {
         }
         let prepared = &self.prepared;
         let tx = client.transaction().await.map_err(pg_error)?;
-        let (upserted, updated) = futures_util::future::try_join(
+        let ((), updated) = futures_util::future::try_join(
             async {
-                if whole.id.is_empty() {
-                    return Ok(Vec::new());
+                if !new_rows.id.is_empty() {
+                    tx.execute(&prepared.insert, &new_rows.params()).await?;
                 }
-                tx.query(&prepared.upsert, &whole.params()).await
+                Ok(())
             },
             async {
-                if partial.id.is_empty() {
+                if stored.id.is_empty() {
                     return Ok(Vec::new());
                 }
-                tx.query(&prepared.update, &partial.params()).await
+                tx.query(&prepared.update, &stored.update_params()).await
             },
         )
         .await
         .map_err(pg_error)?;
-        if updated.len() < partial.id.len() {
-            let found: std::collections::HashSet<String> = updated
-                .iter()
-                .filter_map(|row| row.try_get::<_, String>(0).ok())
-                .collect();
-            let missing = partial
-                .id
-                .iter()
-                .find(|id| !found.contains(*id))
-                .cloned()
-                .unwrap_or_default();
-            return Err(format!(
-                "task {missing}: a record without its description or metadata, and no stored row to keep them from"
-            ));
+        for row in &updated {
+            let status: &str = row.try_get(1).map_err(pg_error)?;
+            let priority: &str = row.try_get(2).map_err(pg_error)?;
+            counts.add(status, priority, -1);
+            let status: &str = row.try_get(3).map_err(pg_error)?;
+            let priority: &str = row.try_get(4).map_err(pg_error)?;
+            counts.add(status, priority, 1);
         }
-        let mut counts = CountChanges::default();
-        for row in upserted.iter().chain(&updated) {
-            let before: (Option<String>, Option<String>) = (
-                row.try_get(1).map_err(pg_error)?,
-                row.try_get(2).map_err(pg_error)?,
-            );
-            if let (Some(status), Some(priority)) = before {
-                counts.add(status, priority, -1);
+        if updated.len() < stored.id.len() {
+            // Rows gone from under the writer: a record that carries its
+            // texts writes its row anew, any other fails the commit.
+            let found: HashSet<&str> = updated
+                .iter()
+                .filter_map(|row| row.try_get::<_, &str>(0).ok())
+                .collect();
+            let mut missing = TaskColumns::default();
+            for (task, texts) in newest.iter().filter(|(task, _)| {
+                !submitted.contains(task.id()) && !found.contains(task.id().as_str())
+            }) {
+                if texts.description.is_none() || texts.metadata.is_none() {
+                    return Err(format!(
+                        "task {}: a record without its description or metadata, and no stored row to keep them from",
+                        task.id()
+                    ));
+                }
+                missing.push(task, *texts);
+                counts.add(task.status().as_str(), task.priority().as_str(), 1);
             }
-            counts.add(
-                row.try_get(3).map_err(pg_error)?,
-                row.try_get(4).map_err(pg_error)?,
-                1,
-            );
+            tx.execute(&prepared.insert, &missing.params())
+                .await
+                .map_err(pg_error)?;
         }
         let rows = newest;
         let mut n_rows = rows.len();
@@ -1183,11 +1229,9 @@ impl PgCommit {
             {
                 let n: i64 = row.try_get(2).map_err(pg_error)?;
                 deleted += n;
-                counts.add(
-                    row.try_get(0).map_err(pg_error)?,
-                    row.try_get(1).map_err(pg_error)?,
-                    -n,
-                );
+                let status: &str = row.try_get(0).map_err(pg_error)?;
+                let priority: &str = row.try_get(1).map_err(pg_error)?;
+                counts.add(status, priority, -n);
             }
             if deleted > 0 {
                 tracing::info!(deleted, "retention: deleted old final tasks");
@@ -1220,8 +1264,11 @@ impl GroupCommit for PgCommit {
 struct CountChanges(HashMap<(String, String), i64>);
 
 impl CountChanges {
-    fn add(&mut self, status: String, priority: String, delta: i64) {
-        *self.0.entry((status, priority)).or_insert(0) += delta;
+    fn add(&mut self, status: &str, priority: &str, delta: i64) {
+        *self
+            .0
+            .entry((status.to_owned(), priority.to_owned()))
+            .or_insert(0) += delta;
     }
 
     /// The changes that are not zero, as three columns.
@@ -1238,11 +1285,19 @@ impl CountChanges {
     }
 }
 
+/// True for the record a submission writes (`Queue::submit`): its history is
+/// the one `Submitted` entry. Every later record of the task adds an entry
+/// (a progress report, which adds none, is only for a held task), and a full
+/// history drops its oldest, so no later record is taken for one.
+fn is_submission(task: &Task) -> bool {
+    matches!(task.history(), [entry] if entry.event == HistoryEvent::Submitted)
+}
+
 fn pg_error(e: tokio_postgres::Error) -> String {
     DbError::from(e).to_string()
 }
 
-/// Task records as one array per column, for [`upsert_sql`] or [`update_sql`].
+/// Task records as one array per column, for [`insert_sql`] or [`update_sql`].
 #[derive(Default)]
 struct TaskColumns {
     id: Vec<String>,
@@ -1299,12 +1354,32 @@ impl TaskColumns {
         self.last_alive_at
             .push(task.last_alive_at_ms().map(|v| v as i64));
         self.queue_seq.push(task.queue_seq() as i64);
-        self.history.push(db::history_json(task.history()));
+        self.history.push(db::history_text(task.history()));
         self.reclaim_count.push(task.reclaim_count().into());
         self.run_at.push(task.run_at_ms().map(|v| v as i64));
         self.depends_on.push(db::depends_on_json(task.depends_on()));
         self.idempotency_key
             .push(task.idempotency_key().map(str::to_owned));
+    }
+
+    /// The id and the columns of [`UPDATE_COLUMNS`], in that order.
+    fn update_params(&self) -> [&(dyn ToSql + Sync); 14] {
+        [
+            &self.id,
+            &self.status,
+            &self.assigned_to,
+            &self.assigned_at,
+            &self.generation,
+            &self.retry_count,
+            &self.result,
+            &self.tokens_used,
+            &self.last_error,
+            &self.updated_at,
+            &self.last_alive_at,
+            &self.queue_seq,
+            &self.history,
+            &self.reclaim_count,
+        ]
     }
 
     /// The columns in the order of [`TASK_COLUMNS`].

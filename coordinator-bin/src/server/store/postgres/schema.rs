@@ -1,7 +1,8 @@
 //! The PostgreSQL schema: the same tables, columns and meaning as SQLite's
-//! (`server/db/schema.rs`, version 6; its version 5 adds only an index, the
-//! retention sweep's, and its version 6 the index of scheduled rows that is
-//! version 4 here), as versioned forward migrations applied
+//! (`server/db/schema.rs`, version 7; its version 5 adds only an index, the
+//! retention sweep's, its version 6 the index of scheduled rows that is
+//! version 4 here, and its version 7, the compact history, is version 5
+//! here), as versioned forward migrations applied
 //! under a transaction-level advisory lock, so that coordinators starting
 //! together on one database migrate it once.
 
@@ -10,7 +11,7 @@ use tokio_postgres::Client;
 use crate::server::db::DbError;
 
 /// The schema version this binary writes.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// The key of the advisory lock taken while migrating ("COOR" + 1).
 const MIGRATION_LOCK: i64 = 0x434F_4F52_0001;
@@ -144,6 +145,14 @@ FROM unnest(ARRAY['scheduled', 'waiting']) AS s,
 -- The window of scheduled tasks kept in memory: the scheduled rows in the
 -- order they come due, read a page at a time from where memory stops.
 CREATE INDEX tasks_scheduled ON tasks (run_at, queue_seq) WHERE status = 'scheduled';
+"#,
+    r#"
+-- No change of structure: from this version on, a row's `history` may be
+-- written in the compact form (a flat JSON list of event numbers, times and
+-- details, see `server/db/rows.rs`), which a coordinator before it cannot
+-- read, so it must refuse the database rather than take those rows for
+-- damaged ones. Rows written before keep their form and are read as they are.
+SELECT 1;
 "#,
 ];
 
