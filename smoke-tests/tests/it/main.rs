@@ -30,6 +30,7 @@ mod admission;
 mod agents;
 mod api;
 mod browser;
+mod counts;
 mod crash;
 mod damaged;
 mod dashboard;
