@@ -7,9 +7,10 @@
 //! compact form of `db/rows.rs` (schema version 5 on).
 //! The counts by status and lane are kept by the writer in each group's
 //! transaction (SQLite keeps them by triggers): a new row counts once for its
-//! record's status and lane, the update returns the status and lane each row
-//! had and has, and one statement adds the difference; the service is the
-//! only writer of task rows.
+//! record's status and lane, and the update statement itself adds the
+//! difference between the status and lane each row had and has; the service
+//! is the only writer of task rows. A group's statements go out together with
+//! its `BEGIN`, so a commit usually takes two round trips.
 //!
 //! Rows come back as the same cells SQLite's codec reads (`rusqlite`'s
 //! `Value`, used here only as a neutral cell type), so a row is decoded, and
@@ -1014,10 +1015,10 @@ fn insert_sql() -> String {
     )
 }
 
-/// Updates stored rows in place, only [`UPDATE_COLUMNS`], returning for each
-/// row its id, the status and lane it had (`o`, the row as the statement
-/// found it) and the ones it has now. A record whose row is missing is not
-/// returned.
+/// Updates stored rows in place, only [`UPDATE_COLUMNS`], and adds to the
+/// counts the difference between the status and lane each row had (`o`, the
+/// row as the statement found it) and the ones it has now; returns how many
+/// rows it updated (a record whose row is missing updates none).
 fn update_sql() -> String {
     let mut names = vec!["id"];
     names.extend(UPDATE_COLUMNS);
@@ -1026,12 +1027,21 @@ fn update_sql() -> String {
         .map(|name| format!("{name} = r.{name}"))
         .collect();
     format!(
-        "UPDATE tasks t SET {} FROM {} JOIN tasks o ON o.id = r.id WHERE t.id = r.id \
-         RETURNING t.id, o.status, o.priority, t.status, t.priority",
+        "WITH up AS (UPDATE tasks t SET {} FROM {} JOIN tasks o ON o.id = r.id WHERE t.id = r.id \
+         RETURNING o.status AS old_status, o.priority AS old_lane, t.status AS new_status, t.priority AS new_lane), \
+         d AS (SELECT status, priority, sum(delta) AS delta \
+         FROM (SELECT old_status, old_lane, -1 FROM up UNION ALL SELECT new_status, new_lane, 1 FROM up) AS c(status, priority, delta) \
+         GROUP BY status, priority), \
+         counted AS (UPDATE task_counts SET n = n + d.delta FROM d \
+         WHERE task_counts.status = d.status AND task_counts.priority = d.priority AND d.delta <> 0) \
+         SELECT count(*) FROM up",
         set.join(", "),
         unnest_rows(&names)
     )
 }
+
+/// The ids among `$1` that have a row.
+const STORED_IDS: &str = "SELECT id FROM tasks WHERE id = ANY($1)";
 
 const INSERT_TOKEN: &str =
     "INSERT INTO tokens (kind, name, hash, created_at) VALUES ($1, $2, $3, $4)";
@@ -1052,6 +1062,7 @@ struct Prepared {
     connection: u64,
     insert: Statement,
     update: Statement,
+    stored_ids: Statement,
     insert_token: Statement,
     revoke_token: Statement,
     purge: Statement,
@@ -1064,6 +1075,7 @@ impl Prepared {
             connection,
             insert: client.prepare(&insert_sql()).await?,
             update: client.prepare(&update_sql()).await?,
+            stored_ids: client.prepare(STORED_IDS).await?,
             insert_token: client.prepare(INSERT_TOKEN).await?,
             revoke_token: client.prepare(REVOKE_TOKEN_ROW).await?,
             purge: client.prepare(PURGE).await?,
@@ -1093,9 +1105,11 @@ impl PgCommit {
         })
     }
 
-    /// The group in one transaction, its statements pipelined: the new rows
-    /// (those whose submission the group holds) inserted whole, the stored
-    /// ones updated in place, then the counts changed by the difference.
+    /// The group in one transaction: the new rows (those whose submission the
+    /// group holds) inserted whole and counted, the stored ones updated in
+    /// place (the statement adds their count changes), all sent at once with
+    /// the `BEGIN`; then the rare writes (rows gone from under the writer,
+    /// tokens, purges) and the `COMMIT`. Two round trips in the usual case.
     async fn write(&mut self, group: &Group) -> Result<usize, String> {
         let newest = newest_per_task(&group.batches);
         let submitted: HashSet<&TaskId> = group
@@ -1106,7 +1120,7 @@ impl PgCommit {
             .filter(|task| is_submission(task))
             .map(Task::id)
             .collect();
-        let mut counts = CountChanges::default();
+        let mut new_counts = CountChanges::default();
         let mut new_rows = TaskColumns::default();
         let mut stored = TaskColumns::default();
         for (task, texts) in &newest {
@@ -1118,7 +1132,7 @@ impl PgCommit {
                     ));
                 }
                 new_rows.push(task, *texts);
-                counts.add(task.status().as_str(), task.priority().as_str(), 1);
+                new_counts.add(task.status().as_str(), task.priority().as_str(), 1);
             } else {
                 // An update leaves the texts as stored.
                 let texts = Texts {
@@ -1128,7 +1142,6 @@ impl PgCommit {
                 stored.push(task, texts);
             }
         }
-        const CLOSED: &str = "the write connection is closed (this coordinator lost the lease)";
         let mut slot = self.client.client.lock().await;
         // Closed when leadership was lost: nothing more may be written.
         let (client, connection) = slot
@@ -1138,67 +1151,146 @@ impl PgCommit {
         if self.prepared.connection != *connection {
             self.prepared = Prepared::on(client, *connection).await.map_err(pg_error)?;
         }
-        let prepared = &self.prepared;
-        let tx = client.transaction().await.map_err(pg_error)?;
-        let ((), updated) = futures_util::future::try_join(
+        let client: &Client = client;
+        let written = GroupWrite {
+            client,
+            prepared: &self.prepared,
+            slot: &self.client,
+        }
+        .run(group, &newest, &submitted, (new_rows, new_counts), stored)
+        .await;
+        if written.is_err() {
+            // Ends the transaction (if the connection still works) so that the
+            // lease's statements on this connection are not refused.
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        written
+    }
+}
+
+/// Why nothing more is written once leadership was lost.
+const CLOSED: &str = "the write connection is closed (this coordinator lost the lease)";
+
+/// One group's transaction on the write connection, begun, written and
+/// committed by [`GroupWrite::run`]; the caller rolls it back if that fails.
+struct GroupWrite<'a> {
+    client: &'a Client,
+    prepared: &'a Prepared,
+    slot: &'a WriteConn,
+}
+
+impl GroupWrite<'_> {
+    /// Writes the group: `new` rows with their counts, `stored` rows; the
+    /// number of rows written.
+    async fn run(
+        &self,
+        group: &Group,
+        newest: &[(&Task, Texts<'_>)],
+        submitted: &HashSet<&TaskId>,
+        new: (TaskColumns, CountChanges),
+        stored: TaskColumns,
+    ) -> Result<usize, String> {
+        let (client, prepared) = (self.client, self.prepared);
+        let (new_rows, new_counts) = new;
+        let (statuses, priorities, deltas) = new_counts.into_columns();
+        // Sent together: the server runs them in this order.
+        let ((), (), (), n_updated) = futures_util::future::try_join4(
+            client.batch_execute("BEGIN"),
             async {
                 if !new_rows.id.is_empty() {
-                    tx.execute(&prepared.insert, &new_rows.params()).await?;
+                    client.execute(&prepared.insert, &new_rows.params()).await?;
+                }
+                Ok(())
+            },
+            async {
+                if !deltas.is_empty() {
+                    client
+                        .execute(&prepared.add_counts, &[&statuses, &priorities, &deltas])
+                        .await?;
                 }
                 Ok(())
             },
             async {
                 if stored.id.is_empty() {
-                    return Ok(Vec::new());
+                    return Ok(0);
                 }
-                tx.query(&prepared.update, &stored.update_params()).await
+                let row = client
+                    .query_one(&prepared.update, &stored.update_params())
+                    .await?;
+                row.try_get::<_, i64>(0)
             },
         )
         .await
         .map_err(pg_error)?;
-        for row in &updated {
-            let status: &str = row.try_get(1).map_err(pg_error)?;
-            let priority: &str = row.try_get(2).map_err(pg_error)?;
-            counts.add(status, priority, -1);
-            let status: &str = row.try_get(3).map_err(pg_error)?;
-            let priority: &str = row.try_get(4).map_err(pg_error)?;
-            counts.add(status, priority, 1);
+        if usize::try_from(n_updated).map_or(true, |n| n < stored.id.len()) {
+            self.write_missing(newest, submitted, &stored).await?;
         }
-        if updated.len() < stored.id.len() {
-            // Rows gone from under the writer: a record that carries its
-            // texts writes its row anew, any other fails the commit.
-            let found: HashSet<&str> = updated
-                .iter()
-                .filter_map(|row| row.try_get::<_, &str>(0).ok())
-                .collect();
-            let mut missing = TaskColumns::default();
-            for (task, texts) in newest.iter().filter(|(task, _)| {
-                !submitted.contains(task.id()) && !found.contains(task.id().as_str())
-            }) {
-                if texts.description.is_none() || texts.metadata.is_none() {
-                    return Err(format!(
-                        "task {}: a record without its description or metadata, and no stored row to keep them from",
-                        task.id()
-                    ));
-                }
-                missing.push(task, *texts);
-                counts.add(task.status().as_str(), task.priority().as_str(), 1);
-            }
-            tx.execute(&prepared.insert, &missing.params())
-                .await
-                .map_err(pg_error)?;
-        }
-        let rows = newest;
-        let mut n_rows = rows.len();
+        let mut n_rows = newest.len();
         for write in group.batches.iter().flat_map(|batch| &batch.tokens) {
-            match write {
-                TokenWrite::Create {
-                    identity,
-                    hash,
-                    created_at_ms,
-                } => {
-                    let hash = hash.to_vec();
-                    tx.execute(
+            self.write_token(write).await?;
+            n_rows += 1;
+        }
+        for before_ms in &group.purges {
+            self.purge(*before_ms).await?;
+        }
+        if self.slot.is_closed() {
+            return Err(CLOSED.to_owned());
+        }
+        client.batch_execute("COMMIT").await.map_err(pg_error)?;
+        Ok(n_rows)
+    }
+
+    /// Rows gone from under the writer (the update found fewer than
+    /// `stored`): a record that carries its texts writes its row anew, any
+    /// other fails the commit.
+    async fn write_missing(
+        &self,
+        newest: &[(&Task, Texts<'_>)],
+        submitted: &HashSet<&TaskId>,
+        stored: &TaskColumns,
+    ) -> Result<(), String> {
+        let (client, prepared) = (self.client, self.prepared);
+        let found: HashSet<String> = client
+            .query(&prepared.stored_ids, &[&stored.id])
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()
+            .map_err(pg_error)?;
+        let mut missing = TaskColumns::default();
+        let mut counts = CountChanges::default();
+        for (task, texts) in newest.iter().filter(|(task, _)| {
+            !submitted.contains(task.id()) && !found.contains(task.id().as_str())
+        }) {
+            if texts.description.is_none() || texts.metadata.is_none() {
+                return Err(format!(
+                    "task {}: a record without its description or metadata, and no stored row to keep them from",
+                    task.id()
+                ));
+            }
+            missing.push(task, *texts);
+            counts.add(task.status().as_str(), task.priority().as_str(), 1);
+        }
+        client
+            .execute(&prepared.insert, &missing.params())
+            .await
+            .map_err(pg_error)?;
+        self.add_counts(counts).await
+    }
+
+    /// Writes one token row.
+    async fn write_token(&self, write: &TokenWrite) -> Result<(), String> {
+        let (client, prepared) = (self.client, self.prepared);
+        match write {
+            TokenWrite::Create {
+                identity,
+                hash,
+                created_at_ms,
+            } => {
+                let hash = hash.to_vec();
+                client
+                    .execute(
                         &prepared.insert_token,
                         &[
                             &identity.kind(),
@@ -1209,46 +1301,55 @@ impl PgCommit {
                     )
                     .await
                     .map_err(pg_error)?;
-                }
-                TokenWrite::Revoke { ids, revoked_at_ms } => {
-                    for id in ids {
-                        tx.execute(&prepared.revoke_token, &[id, &(*revoked_at_ms as i64)])
-                            .await
-                            .map_err(pg_error)?;
-                    }
-                }
             }
-            n_rows += 1;
-        }
-        for before_ms in &group.purges {
-            let mut deleted = 0;
-            for row in tx
-                .query(&prepared.purge, &[&(*before_ms as i64)])
-                .await
-                .map_err(pg_error)?
-            {
-                let n: i64 = row.try_get(2).map_err(pg_error)?;
-                deleted += n;
-                let status: &str = row.try_get(0).map_err(pg_error)?;
-                let priority: &str = row.try_get(1).map_err(pg_error)?;
-                counts.add(status, priority, -n);
-            }
-            if deleted > 0 {
-                tracing::info!(deleted, "retention: deleted old final tasks");
+            TokenWrite::Revoke { ids, revoked_at_ms } => {
+                for id in ids {
+                    client
+                        .execute(&prepared.revoke_token, &[id, &(*revoked_at_ms as i64)])
+                        .await
+                        .map_err(pg_error)?;
+                }
             }
         }
+        Ok(())
+    }
+
+    /// Deletes the final tasks older than `before_ms` and takes them off the
+    /// counts.
+    async fn purge(&self, before_ms: u64) -> Result<(), String> {
+        let mut counts = CountChanges::default();
+        let mut deleted = 0;
+        for row in self
+            .client
+            .query(&self.prepared.purge, &[&(before_ms as i64)])
+            .await
+            .map_err(pg_error)?
+        {
+            let n: i64 = row.try_get(2).map_err(pg_error)?;
+            deleted += n;
+            let status: &str = row.try_get(0).map_err(pg_error)?;
+            let priority: &str = row.try_get(1).map_err(pg_error)?;
+            counts.add(status, priority, -n);
+        }
+        if deleted > 0 {
+            tracing::info!(deleted, "retention: deleted old final tasks");
+        }
+        self.add_counts(counts).await
+    }
+
+    /// Adds `counts` to the stored counts.
+    async fn add_counts(&self, counts: CountChanges) -> Result<(), String> {
         let (statuses, priorities, deltas) = counts.into_columns();
         if !deltas.is_empty() {
-            tx.execute(&prepared.add_counts, &[&statuses, &priorities, &deltas])
+            self.client
+                .execute(
+                    &self.prepared.add_counts,
+                    &[&statuses, &priorities, &deltas],
+                )
                 .await
                 .map_err(pg_error)?;
         }
-        if self.client.is_closed() {
-            // Dropping the transaction rolls it back.
-            return Err(CLOSED.to_owned());
-        }
-        tx.commit().await.map_err(pg_error)?;
-        Ok(n_rows)
+        Ok(())
     }
 }
 
