@@ -1,7 +1,8 @@
 //! Upgrades from a database an older coordinator left: the current
 //! coordinator starts on a PostgreSQL database at schema version 2 (before
 //! the task options) holding rows as that version wrote them, migrates it,
-//! serves those rows and takes the options on them.
+//! serves those rows (rewriting a history kept as JSON in the compact form
+//! without losing an entry) and takes the options on them.
 
 use std::time::Duration;
 
@@ -102,7 +103,9 @@ INSERT INTO tasks (id, description, metadata, priority, status, generation, retr
     result)
 VALUES
     ('old-queued', 'waiting since before the upgrade', '{"k": 1}', 'high', 'queued', 0, 0, 3,
-     '[]', 1000, 1000, 10, '[]', 1, NULL),
+     '[]', 1000, 1000, 10,
+     '[{"event": "submitted", "timestamp": 1000, "details": ""}, {"event": "reclaimed", "timestamp": 1500, "details": "agent gone"}]',
+     1, NULL),
     ('old-done', 'finished before the upgrade', '{}', 'normal', 'completed', 1, 0, 3,
      '[]', 1000, 2000, 11, '[]', 0, '{"answer": 42}'),
     ('old-dead', 'failed before the upgrade', '{}', 'normal', 'dead_letter', 1, 4, 3,
@@ -126,10 +129,10 @@ async fn a_postgres_database_at_version_2_is_migrated_and_served_with_the_option
     // Migrated to the current version.
     let version = postgres::execute(
         &url,
-        "SELECT 1 FROM coordinator_schema WHERE version = (SELECT max(version) FROM coordinator_schema) AND version >= 4",
+        "SELECT 1 FROM coordinator_schema WHERE version = (SELECT max(version) FROM coordinator_schema) AND version >= 5",
         None,
     );
-    assert_eq!(version, 1, "migrated to version 4 or later");
+    assert_eq!(version, 1, "migrated to version 5 or later");
     // The old rows are read as they were.
     let old = task(&mut admin, "old-queued").await;
     assert_eq!(
@@ -149,7 +152,32 @@ async fn a_postgres_database_at_version_2_is_migrated_and_served_with_the_option
     assert_eq!(stats["total"], 3, "{stats}");
     // The old queued task runs; the options work beside the old rows.
     let _agent = SimAgent::start(&c, "a1", &[], Behaviour::Complete).await;
-    wait_status(&mut admin, "old-queued", "completed", FINAL_TIMEOUT).await;
+    let done = wait_status(&mut admin, "old-queued", "completed", FINAL_TIMEOUT).await;
+    // Its history, written anew in the compact form, keeps the old entries.
+    let events: Vec<(&str, u64, &str)> = done["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["event"].as_str().unwrap(),
+                h["timestamp"].as_u64().unwrap(),
+                h["details"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events[..2],
+        [("submitted", 1000, ""), ("reclaimed", 1500, "agent gone")],
+        "{done}"
+    );
+    assert_eq!(events.last().map(|e| e.0), Some("completed"), "{done}");
+    let compact = postgres::execute(
+        &url,
+        "SELECT 1 FROM tasks WHERE id = 'old-queued' AND history LIKE '[0,1000,%'",
+        None,
+    );
+    assert_eq!(compact, 1, "the history is stored in the compact form");
     let (status, after) = post(
         &mut admin,
         json!({"description": "after an old task", "depends_on": ["old-done"], "idempotency_key": "k1", "delay_ms": 300}),
