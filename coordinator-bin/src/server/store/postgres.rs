@@ -1017,8 +1017,10 @@ fn insert_sql() -> String {
 
 /// Updates stored rows in place, only [`UPDATE_COLUMNS`], and adds to the
 /// counts the difference between the status and lane each row had (`o`, the
-/// row as the statement found it) and the ones it has now; returns how many
-/// rows it updated (a record whose row is missing updates none).
+/// row as the statement found it, looked up by id; the row updated is that
+/// one, found by its `ctid` without a second look in the index) and the ones
+/// it has now; returns how many rows it updated (a record whose row is
+/// missing updates none).
 fn update_sql() -> String {
     let mut names = vec!["id"];
     names.extend(UPDATE_COLUMNS);
@@ -1027,7 +1029,7 @@ fn update_sql() -> String {
         .map(|name| format!("{name} = r.{name}"))
         .collect();
     format!(
-        "WITH up AS (UPDATE tasks t SET {} FROM {} JOIN tasks o ON o.id = r.id WHERE t.id = r.id \
+        "WITH up AS (UPDATE tasks t SET {} FROM {} JOIN tasks o ON o.id = r.id WHERE t.ctid = o.ctid \
          RETURNING o.status AS old_status, o.priority AS old_lane, t.status AS new_status, t.priority AS new_lane), \
          d AS (SELECT status, priority, sum(delta) AS delta \
          FROM (SELECT old_status, old_lane, -1 FROM up UNION ALL SELECT new_status, new_lane, 1 FROM up) AS c(status, priority, delta) \
