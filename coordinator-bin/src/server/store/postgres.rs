@@ -20,6 +20,8 @@
 
 mod lease;
 mod schema;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
