@@ -64,6 +64,7 @@
 mod capabilities;
 mod change;
 mod error;
+mod hashing;
 mod ids;
 mod index;
 mod payload;
@@ -73,6 +74,7 @@ mod task;
 pub use capabilities::Capabilities;
 pub use change::Change;
 pub use error::{InvalidTask, RestoreError, SubmitError, TaskError};
+pub use hashing::{IdHashState, IdMap, IdSet};
 pub use ids::{AgentId, TaskId};
 pub use payload::Payload;
 pub use queue::{

@@ -9,8 +9,8 @@ use crate::index::GroupedIndex;
 
 mod window;
 use crate::{
-    AgentId, Capabilities, Change, HistoryEvent, NewTask, Payload, Priority, ReclaimReason,
-    RestoreError, Status, SubmitError, Task, TaskError, TaskId, MAX_DEPENDENCIES,
+    AgentId, Capabilities, Change, HistoryEvent, IdMap, IdSet, NewTask, Payload, Priority,
+    ReclaimReason, RestoreError, Status, SubmitError, Task, TaskError, TaskId, MAX_DEPENDENCIES,
     MAX_IDEMPOTENCY_KEY_BYTES,
 };
 use window::Loading;
@@ -273,11 +273,11 @@ impl Stats {
 pub struct Queue {
     config: QueueConfig,
     /// Boxed, so that the table's spare slots cost a pointer, not a record.
-    tasks: HashMap<TaskId, Box<Task>>,
+    tasks: IdMap<TaskId, Box<Task>>,
     /// Queued tasks grouped by needed capabilities, in serving order inside a group.
     queued: GroupedIndex<Capabilities, QueueKey, TaskId>,
     queued_by_lane: [usize; 4],
-    held: HashSet<TaskId>,
+    held: IdSet<TaskId>,
     /// One shared copy of each capability set and submitter name.
     capability_sets: HashSet<Capabilities>,
     submitters: HashSet<Arc<str>>,
@@ -290,9 +290,9 @@ pub struct Queue {
     timers: BTreeSet<(u64, u64, TaskId)>,
     /// Per live dependency, the waiting tasks that depend on it (entries of
     /// tasks no longer waiting are skipped on use).
-    dependents: HashMap<TaskId, Vec<TaskId>>,
+    dependents: IdMap<TaskId, Vec<TaskId>>,
     /// Per waiting task, how many of its dependencies are not completed yet.
-    pending: HashMap<TaskId, usize>,
+    pending: IdMap<TaskId, usize>,
     /// The live task of each (submitter, idempotency key).
     keys: HashMap<(Box<str>, Box<str>), TaskId>,
     /// Tasks that entered the queue through a release (their time came, their

@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use coordinator_agent_fsm::{Agent, AgentState, Capabilities};
 use coordinator_queue::{
-    AgentId, Change, Completion, FailOutcome, NewTask, Queue, QueueConfig, ReclaimOutcome,
+    AgentId, Change, Completion, FailOutcome, IdMap, NewTask, Queue, QueueConfig, ReclaimOutcome,
     ReclaimReason, Recovery, RestoreError, ScheduledLoad, ScheduledPage, Status, Swept, Task,
     TaskError, TaskId,
 };
@@ -175,7 +175,7 @@ pub struct Scheduler {
     /// may have it back while nobody else was assigned it; checked on use).
     reattachable: HashMap<AgentId, TaskId>,
     /// Held tasks whose agent has not come back to recover them, with their deadline.
-    awaiting_recovery: HashMap<TaskId, (AgentId, u64)>,
+    awaiting_recovery: IdMap<TaskId, (AgentId, u64)>,
     recovery_deadlines: BTreeSet<(u64, TaskId)>,
     actions: VecDeque<Action>,
     /// Agents a timer or the sweep changed since the last
@@ -232,7 +232,7 @@ impl Scheduler {
             cancel_deadlines: BTreeSet::new(),
             settle_deadlines: BTreeSet::new(),
             reattachable: HashMap::new(),
-            awaiting_recovery: HashMap::new(),
+            awaiting_recovery: IdMap::default(),
             recovery_deadlines: BTreeSet::new(),
             actions: VecDeque::new(),
             timer_touched: BTreeSet::new(),

@@ -7,10 +7,17 @@ use toml::{Table, Value};
 /// The folders of the three pure cores.
 const CORES: [&str; 3] = ["queue-core", "agent-fsm", "scheduler"];
 /// What a core may depend on. Anything else (an async runtime, a network, a
-/// database, randomness) would make it do I/O; `serde` only as an optional feature,
+/// database, randomness) would make it do I/O (`foldhash` is a hash function; its
+/// keys come from the standard library's `RandomState`, as every `HashMap`'s do);
+/// `serde` only as an optional feature,
 /// and `proptest` only as the optional `testing` feature (the test kit, whose
 /// strategies are random by design; the cores' own code never calls it).
-const CORE_DEPS: [&str; 3] = ["thiserror", "coordinator-queue", "coordinator-agent-fsm"];
+const CORE_DEPS: [&str; 4] = [
+    "thiserror",
+    "foldhash",
+    "coordinator-queue",
+    "coordinator-agent-fsm",
+];
 const CORE_OPTIONAL_DEPS: [&str; 2] = ["serde", "proptest"];
 const FORBIDDEN_CODE: [&str; 8] = [
     "SystemTime::now",

@@ -3,7 +3,6 @@
 //! calls, and carries every output out (frames, replies, closes, batches for the
 //! writer). It decides nothing itself.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use coordinator_transport::server::{
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use coordinator_queue::{ScheduledLoad, ScheduledPage, Task, TaskId};
+use coordinator_queue::{IdMap, ScheduledLoad, ScheduledPage, Task, TaskId};
 
 use super::auth::Authenticator;
 use super::clock::now_ms;
@@ -106,8 +105,8 @@ pub struct Driver {
     store: Arc<dyn Store>,
     /// For token checks and reads to report back.
     commands: mpsc::Sender<Command>,
-    sockets: HashMap<ConnId, SocketHandle>,
-    replies: HashMap<RequestId, oneshot::Sender<Answer>>,
+    sockets: IdMap<ConnId, SocketHandle>,
+    replies: IdMap<RequestId, oneshot::Sender<Answer>>,
     next_request: u64,
     /// Where committed events go to watchers.
     events: Arc<EventHub>,
@@ -135,8 +134,8 @@ impl Driver {
             auth,
             store,
             commands,
-            sockets: HashMap::new(),
-            replies: HashMap::new(),
+            sockets: IdMap::default(),
+            replies: IdMap::default(),
             next_request: 1,
             events,
             role: watch::Sender::new(session_role),

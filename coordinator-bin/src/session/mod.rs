@@ -70,9 +70,9 @@ mod views;
 mod window;
 mod wire;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use coordinator_queue::{AgentId, Change, RestoreError, Status, Task, TaskId};
+use coordinator_queue::{AgentId, Change, IdMap, IdSet, RestoreError, Status, Task, TaskId};
 use coordinator_scheduler::{Action, Scheduler, SchedulerConfig};
 use coordinator_transport::protocol::CoordinatorMessage;
 
@@ -188,7 +188,7 @@ pub struct Session {
     /// Outputs that need no commit (token checks, notices, closes of sockets that
     /// misbehave), handed out before anything released by the gate.
     ready: VecDeque<Output>,
-    conns: HashMap<ConnId, Conn>,
+    conns: IdMap<ConnId, Conn>,
     names: HashMap<AgentId, String>,
     activity: Activity,
     /// Event numbering and what watchers were last shown of each agent.
@@ -196,10 +196,10 @@ pub struct Session {
     /// Per-agent tallies and per-minute samples for operators.
     tallies: Tallies,
     /// Retries and cancels waiting for their stored record, by request.
-    loading: HashMap<RequestId, (String, LoadFor)>,
+    loading: IdMap<RequestId, (String, LoadFor)>,
     /// Tasks that reached a final state while a cancel waits for its stored
     /// record (a record read before that is stale).
-    ended_while_loading: HashSet<TaskId>,
+    ended_while_loading: IdSet<TaskId>,
     /// The read of scheduled tasks handed out and not answered yet.
     scheduled_read: Option<u64>,
     /// Reads of scheduled tasks handed out so far.
@@ -237,13 +237,13 @@ impl Session {
             scheduler,
             gate: Gate::new(),
             ready: VecDeque::new(),
-            conns: HashMap::new(),
+            conns: IdMap::default(),
             names: HashMap::new(),
             activity: Activity::new(),
             events: EventLog::new(now_ms),
             tallies: Tallies::default(),
-            loading: HashMap::new(),
-            ended_while_loading: HashSet::new(),
+            loading: IdMap::default(),
+            ended_while_loading: IdSet::default(),
             scheduled_read: None,
             reads_asked: 0,
             lookups: options::Lookups::default(),

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use coordinator_queue::{NewTask, Status, SubmitError, Task, TaskId};
+use coordinator_queue::{IdMap, NewTask, Status, SubmitError, Task, TaskId};
 use serde_json::{Map, Value};
 
 use super::api::{Answer, Receipt, Refusal, RefusalKind};
@@ -29,8 +29,8 @@ pub struct Lookup {
 /// Submissions waiting for their lookup, and what ended meanwhile.
 #[derive(Debug, Default)]
 pub(crate) struct Lookups {
-    waiting: HashMap<RequestId, Vec<NewTask>>,
-    ended: HashMap<TaskId, Status>,
+    waiting: IdMap<RequestId, Vec<NewTask>>,
+    ended: IdMap<TaskId, Status>,
     ended_keys: HashMap<(String, String), Receipt>,
 }
 

@@ -1,9 +1,7 @@
 //! Requests from the HTTP side: what each one means, decided here and answered
 //! only after the commit of what it changed.
 
-use std::collections::HashSet;
-
-use coordinator_queue::{Status, TaskError, TaskId};
+use coordinator_queue::{IdHashState, IdSet, Status, TaskError, TaskId};
 use coordinator_scheduler::SchedulerError;
 
 use super::api::{Answer, Receipt, Refusal, RefusalKind, Request};
@@ -173,7 +171,7 @@ impl Session {
             Ok(resolved) => resolved,
             Err(detail) => return refused(RefusalKind::Invalid, detail),
         };
-        let mut ids = HashSet::with_capacity(resolved.len());
+        let mut ids = IdSet::with_capacity_and_hasher(resolved.len(), IdHashState::new());
         for (i, task) in resolved.iter().enumerate() {
             let Ok(task) = task else {
                 continue;
