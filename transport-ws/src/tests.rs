@@ -290,6 +290,115 @@ fn coordinator_message() -> impl Strategy<Value = CoordinatorMessage> {
     ]
 }
 
+/// Decodes `bytes` both ways and checks that they agree on the message or on
+/// the error.
+fn decodes_like_the_enum(bytes: &[u8]) -> Result<(), TestCaseError> {
+    prop_assert_eq!(
+        decode_agent_message(bytes),
+        decode_by_enum(bytes),
+        "{}",
+        String::from_utf8_lossy(bytes)
+    );
+    Ok(())
+}
+
+#[test]
+fn frames_read_in_one_pass_decode_like_the_enum() {
+    let frames: [&[u8]; 24] = [
+        br#"{"type":"task_accepted","task_id":"t"}"#,
+        br#"  {"task_id":"t","type":"task_accepted","generation":"not a number"}"#,
+        br#"{"type":"task_accepted","task_id":"t","task_id":"u"}"#,
+        br#"{"type":"task_accepted","task_id":"t","result":1,"result":2}"#,
+        br#"{"type":"task_accepted","type":"ping","task_id":"t"}"#,
+        br#"{"type":"task_accepted","task_id":null}"#,
+        br#"{"type":"task_accepted"}"#,
+        br#"{"type":"task\u005faccepted","task_id":"t\n\u00e9"}"#,
+        br#"{"type":{"task_accepted":null},"task_id":"t"}"#,
+        br#"["task_accepted","t",null,null,null,null,null,null]"#,
+        br#"["task_accepted","t"]"#,
+        br#"{"type":"task_complete","task_id":"t","generation":3}"#,
+        br#"{"type":"task_complete","task_id":"t","generation":3,"result":null,"tokens_used":null}"#,
+        br#"{"type":"task_complete","task_id":"t","generation":3.0,"result":{}}"#,
+        br#"{"type":"task_complete","task_id":"t","generation":-1,"result":{}}"#,
+        br#"{"type":"task_complete","task_id":"t","generation":18446744073709551615,"result":{"a":[1,-0,1.5e300,18446744073709551615,-9223372036854775808],"a":"again"},"tokens_used":7}"#,
+        br#"{"type":"task_failed","task_id":"t","generation":1,"error":null,"reason":"r","progress":{}}"#,
+        br#"{"type":"task_progress","task_id":"t","progress":null}"#,
+        br#"{"type":"task_progress","task_id":"t","progress":[0.5]}"#,
+        br#"{"type":"task_rejected","task_id":"t","reason":5}"#,
+        br#"{"type":"task_recovering","task_id":"t","extra":{"deep":[[[]]]}}"#,
+        br#"{"type":"ping","task_id":7}"#,
+        br#"{"type":"identify","agent_id":"a","token":"t"}"#,
+        br#"{"type":"task_complete","task_id":"t","generation":1} trailing"#,
+    ];
+    for frame in frames {
+        decodes_like_the_enum(frame).unwrap();
+    }
+}
+
+#[test]
+fn the_frames_of_every_task_are_read_in_one_pass() {
+    let frames: [&[u8]; 7] = [
+        br#"{"type":"ping"}"#,
+        br#"{"type":"task_accepted","task_id":"t"}"#,
+        br#"{"type":"task_progress","task_id":"t","progress":1}"#,
+        br#"{"type":"task_complete","task_id":"t","generation":1,"result":{"x":1}}"#,
+        br#"{"type":"task_failed","task_id":"t","generation":1,"error":"e"}"#,
+        br#"{"type":"task_rejected","task_id":"t"}"#,
+        br#"{"type":"task_recovering","task_id":"t"}"#,
+    ];
+    for frame in frames {
+        assert_eq!(decode_task_frame(frame), decode_by_enum(frame).ok());
+    }
+    assert_eq!(
+        decode_task_frame(br#"{"type":"identify","agent_id":"a","token":"t"}"#),
+        None
+    );
+}
+
+/// Objects of the message types and fields, with values of every kind.
+fn frame_object() -> impl Strategy<Value = Value> {
+    let kind = prop_oneof![
+        Just("identify"),
+        Just("ping"),
+        Just("task_accepted"),
+        Just("task_progress"),
+        Just("task_complete"),
+        Just("task_failed"),
+        Just("task_rejected"),
+        Just("task_recovering"),
+        Just("task_other"),
+    ]
+    .prop_map(Value::from);
+    let field = prop_oneof![
+        Just("task_id"),
+        Just("generation"),
+        Just("result"),
+        Just("tokens_used"),
+        Just("progress"),
+        Just("error"),
+        Just("reason"),
+        Just("agent_id"),
+        Just("other"),
+    ];
+    let value = prop_oneof![
+        text().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        json_value(),
+    ];
+    (
+        proptest::option::of(kind),
+        proptest::collection::btree_map(field, value, 0..6),
+    )
+        .prop_map(|(kind, fields)| {
+            let mut object: serde_json::Map<String, Value> =
+                fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            if let Some(kind) = kind {
+                object.insert("type".to_owned(), kind);
+            }
+            Value::Object(object)
+        })
+}
+
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
@@ -339,6 +448,19 @@ proptest! {
     }
 
     #[test]
+    fn coordinator_messages_are_encoded_as_serde_writes_them(m in coordinator_message()) {
+        prop_assert_eq!(m.encode(), serde_json::to_vec(&m).unwrap());
+    }
+
+    #[test]
+    fn task_assign_written_by_hand_is_the_text_of_the_enum(task_id in text(), description in text(), key in text(), n in any::<u32>(), generation in any::<u64>(), assigned_at in any::<u64>()) {
+        let metadata = json!({ key: n, "nested": {"list": [1, 2]} });
+        let bytes = encode_task_assign(&task_id, &description, &metadata.to_string(), generation, assigned_at);
+        let message = CoordinatorMessage::TaskAssign { task_id, description, metadata, generation, assigned_at };
+        prop_assert_eq!(bytes, serde_json::to_vec(&message).unwrap());
+    }
+
+    #[test]
     fn task_assign_written_by_hand_decodes_like_the_enum(task_id in text(), description in text(), key in text(), n in any::<u32>(), generation in any::<u64>(), assigned_at in any::<u64>()) {
         let metadata = json!({ key: n, "nested": {"list": [1, 2]} });
         let bytes = encode_task_assign(&task_id, &description, &metadata.to_string(), generation, assigned_at);
@@ -358,6 +480,11 @@ proptest! {
             prop_assert!(kept.len() <= MAX_QUOTE_BYTES && kept.len() + 4 > MAX_QUOTE_BYTES);
             prop_assert!(text.starts_with(kept));
         }
+    }
+
+    #[test]
+    fn frame_objects_decode_like_the_enum(v in frame_object()) {
+        decodes_like_the_enum(&serde_json::to_vec(&v).unwrap())?;
     }
 
     #[test]
