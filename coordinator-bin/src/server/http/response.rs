@@ -52,6 +52,15 @@ impl HttpBody for StreamedBody {
     }
 }
 
+/// JSON text already written, as an `application/json` answer with `status`.
+pub fn json_text_response(status: StatusCode, body: Vec<u8>) -> Resp {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .body(full(body))
+        .expect("static response parts are valid")
+}
+
 /// `value` as an `application/json` answer with `status`.
 pub fn json_response(status: StatusCode, value: &Value) -> Resp {
     Response::builder()

@@ -4,6 +4,7 @@
 use coordinator_queue::{NewTask, Status};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::server::api_error::ApiError;
@@ -12,7 +13,7 @@ use crate::server::db::{TaskFilter, TaskPage};
 use crate::server::http::ask::{ask, unexpected};
 use crate::server::http::body::{query_pairs, read_json};
 use crate::server::http::json::{stats_json, task_page_json};
-use crate::server::http::response::{json_response, Resp};
+use crate::server::http::response::{json_response, json_text_response, Resp};
 use crate::server::http::AppState;
 use crate::server::task_json::{parse_submission, task_json};
 use crate::session::{Answer, Receipt, Request as CoreRequest};
@@ -36,14 +37,73 @@ pub async fn submit(
     let r = receipts
         .first()
         .ok_or_else(|| ApiError::internal("a submission of one task gave no receipt"))?;
-    let mut body = json!({"status": r.status, "task_id": r.task_id, "priority": r.priority, "created_at": r.created_at_ms});
     let code = if r.duplicate {
-        body["duplicate"] = json!(true);
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
-    Ok(json_response(code, &body))
+    Ok(json_text_response(code, submit_answer(r)))
+}
+
+/// The body of `POST /api/tasks`'s answer: the receipt, with `"duplicate":
+/// true` for a repeat of an idempotency key.
+pub fn submit_answer(r: &Receipt) -> Vec<u8> {
+    let body = SubmitAnswer {
+        created_at: r.created_at_ms,
+        duplicate: r.duplicate.then_some(true),
+        priority: r.priority,
+        status: r.status,
+        task_id: &r.task_id,
+    };
+    serde_json::to_vec(&body).expect("receipts always serialize")
+}
+
+/// The body of `POST /api/tasks/batch`'s answer: the ids in order, and each
+/// task's status and whether it is a repeat.
+pub fn batch_answer(receipts: &[Receipt]) -> Vec<u8> {
+    let body = BatchAnswer {
+        count: receipts.len(),
+        status: "queued",
+        task_ids: receipts.iter().map(|r| r.task_id.as_str()).collect(),
+        tasks: receipts
+            .iter()
+            .map(|r| BatchItem {
+                duplicate: r.duplicate,
+                status: r.status,
+                task_id: &r.task_id,
+            })
+            .collect(),
+    };
+    serde_json::to_vec(&body).expect("receipts always serialize")
+}
+
+/// The answer of `POST /api/tasks`, written without building a JSON value
+/// (fields in the order they always had: by name).
+#[derive(Serialize)]
+struct SubmitAnswer<'a> {
+    created_at: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duplicate: Option<bool>,
+    priority: &'static str,
+    status: &'static str,
+    task_id: &'a str,
+}
+
+/// The answer of `POST /api/tasks/batch` (fields by name, as above).
+#[derive(Serialize)]
+struct BatchAnswer<'a> {
+    count: usize,
+    status: &'static str,
+    task_ids: Vec<&'a str>,
+    tasks: Vec<BatchItem<'a>>,
+}
+
+/// One task of a [`BatchAnswer`].
+#[derive(Serialize)]
+struct BatchItem<'a> {
+    duplicate: bool,
+    status: &'static str,
+    task_id: &'a str,
 }
 
 /// `POST /api/tasks/batch`: 201 with the ids, in order; all tasks or none.
@@ -57,20 +117,12 @@ pub async fn submit_batch(
     let body = read_json(req.into_body(), state.body_limits).await?;
     let tasks = decode_batch(&body, submitter)?;
     let receipts = submit_tasks(state, tasks).await?;
-    let ids: Vec<&str> = receipts.iter().map(|r| r.task_id.as_str()).collect();
-    let items: Vec<Value> = receipts
-        .iter()
-        .map(|r| json!({"task_id": r.task_id, "status": r.status, "duplicate": r.duplicate}))
-        .collect();
     let code = if receipts.iter().all(|r| r.duplicate) {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
-    Ok(json_response(
-        code,
-        &json!({"status": "queued", "count": ids.len(), "task_ids": ids, "tasks": items}),
-    ))
+    Ok(json_text_response(code, batch_answer(&receipts)))
 }
 
 /// `GET /api/tasks`: one page of tasks (rows that cannot be decoded are left

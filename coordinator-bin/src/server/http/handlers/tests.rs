@@ -6,11 +6,11 @@ use hyper::StatusCode;
 use serde_json::{json, Value};
 
 use super::ops::{health_json, metrics_gauges, role_gauges};
-use super::tasks::{decode_batch, decode_list_query, MAX_BATCH};
+use super::tasks::{batch_answer, decode_batch, decode_list_query, submit_answer, MAX_BATCH};
 use super::tokens::decode_identity;
 use crate::server::api_error::ApiError;
 use crate::server::auth::Identity;
-use crate::session::{AgentInfo, NotLeader, Role};
+use crate::session::{AgentInfo, NotLeader, Receipt, Role};
 
 fn descriptions(body: &Value) -> Result<Vec<String>, ApiError> {
     Ok(decode_batch(body, "ops")?
@@ -261,4 +261,47 @@ fn not_leader_is_503_with_the_leader_and_retry_after() {
     assert_eq!(unknown.body()["leader"], Value::Null);
     // Other errors carry no `leader` field.
     assert_eq!(ApiError::not_found("x").body().get("leader"), None);
+}
+
+fn receipt(task_id: &str, duplicate: bool) -> Receipt {
+    Receipt {
+        task_id: task_id.to_owned(),
+        priority: "high",
+        created_at_ms: 1_700_000_000_123,
+        status: "queued",
+        duplicate,
+    }
+}
+
+#[test]
+fn a_submit_answer_is_the_receipt_with_duplicate_only_when_true() {
+    let text = |r: &Receipt| String::from_utf8(submit_answer(r)).unwrap();
+    assert_eq!(
+        text(&receipt("t\"1", false)),
+        json!({"status": "queued", "task_id": "t\"1", "priority": "high", "created_at": 1_700_000_000_123_u64})
+            .to_string()
+    );
+    assert_eq!(
+        text(&receipt("t1", true)),
+        json!({"status": "queued", "task_id": "t1", "priority": "high", "created_at": 1_700_000_000_123_u64, "duplicate": true})
+            .to_string()
+    );
+}
+
+#[test]
+fn a_batch_answer_lists_the_ids_and_each_task_in_order() {
+    let receipts = [receipt("b", false), receipt("a", true)];
+    assert_eq!(
+        String::from_utf8(batch_answer(&receipts)).unwrap(),
+        json!({
+            "status": "queued",
+            "count": 2,
+            "task_ids": ["b", "a"],
+            "tasks": [
+                {"task_id": "b", "status": "queued", "duplicate": false},
+                {"task_id": "a", "status": "queued", "duplicate": true},
+            ],
+        })
+        .to_string()
+    );
 }
