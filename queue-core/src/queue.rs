@@ -6,6 +6,7 @@ use crate::Holder;
 use std::sync::Arc;
 
 use crate::index::GroupedIndex;
+use crate::task::agent_generation;
 
 mod window;
 use crate::{
@@ -787,10 +788,10 @@ impl Queue {
         }));
         let generation = task.generation;
         let (event, details) = if status == Status::Assigned {
-            let details = format!("agent={agent} generation={generation}");
+            let details = agent_generation(agent, generation, "");
             (HistoryEvent::Assigned, details)
         } else {
-            let details = format!("agent={agent} generation={generation} reattached");
+            let details = agent_generation(agent, generation, " reattached");
             (HistoryEvent::Recovered, details)
         };
         task.record(now_ms, event, details);
@@ -809,7 +810,7 @@ impl Queue {
         }
         task.status = Status::Working;
         touch(task, now_ms);
-        let details = format!("agent={agent} generation={}", task.generation);
+        let details = agent_generation(agent, task.generation, "");
         task.record(now_ms, HistoryEvent::Accepted, details);
         let task_id = task.id.clone();
         self.emit(&task_id);
@@ -886,7 +887,7 @@ impl Queue {
         task.record(
             now_ms,
             HistoryEvent::Completed,
-            format!("agent={agent} generation={generation}"),
+            agent_generation(agent, generation, ""),
         );
         self.finalize(id);
         Ok(())
@@ -1030,7 +1031,7 @@ impl Queue {
         task.record(
             now_ms,
             HistoryEvent::Recovered,
-            format!("agent={agent} generation={generation}"),
+            agent_generation(agent, generation, ""),
         );
         let task_id = task.id.clone();
         self.emit(&task_id);

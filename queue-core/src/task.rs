@@ -902,3 +902,30 @@ impl Task {
         self.outcome.as_ref().and_then(|o| o.tokens_used)
     }
 }
+
+/// `agent=NAME generation=N` and `suffix`: the details of an assignment, an
+/// acceptance, a completion or a re-attachment, written into a string of the
+/// exact length without the formatting machinery (three of them per task).
+pub(crate) fn agent_generation(agent: &str, generation: u64, suffix: &str) -> String {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut rest = generation;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let digits = &digits[start..];
+    let mut text = String::with_capacity(
+        "agent=".len() + agent.len() + " generation=".len() + digits.len() + suffix.len(),
+    );
+    text.push_str("agent=");
+    text.push_str(agent);
+    text.push_str(" generation=");
+    text.extend(digits.iter().map(|&d| char::from(d)));
+    text.push_str(suffix);
+    text
+}

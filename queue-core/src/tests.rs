@@ -1048,3 +1048,17 @@ fn a_progress_report_is_a_touch_without_a_history_entry() {
         Some(HistoryEvent::Accepted)
     );
 }
+
+#[test]
+fn assignment_details_read_as_formatted_text() {
+    for generation in [0, 7, 10, 99, 1_000_000_007, u64::MAX] {
+        assert_eq!(
+            crate::task::agent_generation("a-1", generation, ""),
+            format!("agent=a-1 generation={generation}")
+        );
+        assert_eq!(
+            crate::task::agent_generation("é", generation, " reattached"),
+            format!("agent=é generation={generation} reattached")
+        );
+    }
+}
