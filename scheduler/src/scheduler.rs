@@ -1163,7 +1163,9 @@ impl Scheduler {
             && !slot.drained
             && !waiting;
         if !available {
-            self.make_unavailable(agent_id);
+            if let Some(key) = slot.idle_key.take() {
+                self.idle.remove(slot.fsm.capabilities(), &key);
+            }
             return;
         }
         if slot.idle_key.is_some() {
@@ -1174,8 +1176,18 @@ impl Scheduler {
             idle_since_ms: slot.fsm.state_since_ms(),
             seq: slot.seq,
         };
-        slot.idle_key = Some(key.clone());
         let caps = slot.fsm.capabilities().clone();
+        // Work waiting for it is assigned at once, as `match_agent` would,
+        // without entering the idle index only to leave it again.
+        if self.reattachable_task(agent_id).is_none() {
+            if let Some(task_id) = self.queue.best_queued(&caps).map(|t| t.id().clone()) {
+                self.assign(now_ms, &task_id, agent_id);
+                return;
+            }
+        }
+        if let Some(slot) = self.agents.get_mut(agent_id) {
+            slot.idle_key = Some(key.clone());
+        }
         self.idle.insert(&caps, key, agent_id.clone());
         self.match_agent(now_ms, agent_id);
     }
