@@ -172,7 +172,7 @@ impl Session {
     }
 
     fn agent_event(&self, agent_id: &AgentId) -> Option<AgentEvent> {
-        let view = self.scheduler.agent(&AgentId::from(agent_id.as_str()))?;
+        let view = self.scheduler.agent(agent_id)?;
         let agent = view.agent;
         Some(AgentEvent {
             agent_id: agent_id.clone(),
