@@ -8,7 +8,7 @@ fn a_uuid_is_written_in_its_canonical_groups() {
         0x01, 0x9a, 0x21, 0x52, 0x3a, 0xfb, 0x71, 0xaf, 0x87, 0x57, 0x87, 0x13, 0x3a, 0xfc, 0x56,
         0x32,
     ];
-    assert_eq!(uuid_text(&bytes), "019a2152-3afb-71af-8757-87133afc5632");
+    assert_eq!(&*uuid_text(&bytes), "019a2152-3afb-71af-8757-87133afc5632");
 }
 
 #[test]
@@ -28,4 +28,17 @@ fn a_new_id_is_a_version_7_uuid_holding_the_time_it_was_made() {
         (before_ms..=after_ms).contains(&ms),
         "{ms} not in {before_ms}..={after_ms}"
     );
+}
+
+#[test]
+fn ids_made_in_a_row_differ_also_past_a_refill_of_the_randomness() {
+    let ids: Vec<TaskId> = (0..2 * POOL_BYTES / 10 + 3)
+        .map(|_| new_task_id())
+        .collect();
+    let distinct: std::collections::HashSet<&str> = ids.iter().map(|id| id.as_str()).collect();
+    assert_eq!(distinct.len(), ids.len());
+    // The random part (after the time) differs between neighbours.
+    for pair in ids.windows(2) {
+        assert_ne!(&pair[0].as_str()[15..], &pair[1].as_str()[15..]);
+    }
 }
