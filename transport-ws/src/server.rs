@@ -417,11 +417,19 @@ async fn read_loop<R: AsyncRead + Unpin>(
             CloseCause::Overflow,
         )
     };
+    // One timer for the socket's life, moved on as frames arrive: a later
+    // deadline only updates the registered timer, where a new timer per frame
+    // was registered with the runtime's timer wheel and taken out again.
+    let timer = sleep_until(deadline);
+    tokio::pin!(timer);
     let cause = loop {
         let wait_until = closing.unwrap_or(deadline);
+        if timer.deadline() != wait_until {
+            timer.as_mut().reset(wait_until);
+        }
         let frame = tokio::select! {
             frame = read.read_frame(&mut obligated) => frame,
-            _ = sleep_until(wait_until) => {
+            () = &mut timer => {
                 if closing.is_some() {
                     break CloseCause::TooLarge;
                 }

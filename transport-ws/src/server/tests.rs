@@ -455,3 +455,46 @@ async fn an_error_reply_quotes_at_most_256_bytes_of_a_large_frame() {
     assert!(!detail.contains(&"x".repeat(257)), "{} bytes", detail.len());
     assert!(detail.contains("cut"), "{head}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_is_dropped_a_whole_silence_after_its_last_frame_not_its_first() {
+    let (server, client) = tokio::io::duplex(1 << 16);
+    let config = SocketConfig {
+        ping_interval: Duration::from_secs(1),
+        pong_timeout: Duration::from_secs(1),
+        ..SocketConfig::default()
+    };
+    let (events_tx, mut events) = mpsc::channel(16);
+    let _handle = spawn_socket(
+        WebSocket::after_handshake(server, Role::Server),
+        config,
+        7,
+        events_tx,
+    );
+    let opened = next_event(&mut events).await;
+    assert!(matches!(opened, SocketEventKind::Opened(_)), "{opened:?}");
+    let mut agent = WebSocket::after_handshake(client, Role::Client);
+    // Frames every 1.5 s (virtual time) for 7.5 s, well past the first
+    // 2-second silence: each one moves the deadline on.
+    let start = tokio::time::Instant::now();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        send(&mut agent, true, OpCode::Ping, b"here").await;
+    }
+    assert!(
+        events.try_recv().is_err(),
+        "the socket is still open and reported nothing"
+    );
+    let last_frame = tokio::time::Instant::now();
+    let closed = next_event(&mut events).await;
+    assert!(
+        matches!(closed, SocketEventKind::Closed(CloseCause::Timeout)),
+        "{closed:?}"
+    );
+    let silent = tokio::time::Instant::now() - last_frame;
+    assert!(
+        silent >= Duration::from_secs(2) && silent < Duration::from_secs(3),
+        "dropped after {silent:?} of silence ({:?} since the start)",
+        last_frame - start
+    );
+}
