@@ -302,7 +302,7 @@ fn unknown_tables(conn: &Connection, path: &Path) -> Result<Vec<String>, CheckEr
         Ok(names) => Ok(names
             .into_iter()
             .filter(|n| Table::ALL.iter().all(|t| t.name() != n))
-            // Derived from the tasks' `depends_on` by triggers; nothing decodes it.
+            // Derived from the tasks' `depends_on` by the writer; nothing decodes it.
             .filter(|n| n != DEPENDENCY_TABLE)
             .collect()),
         Err(e) if is_damage(&e) => Ok(Vec::new()),

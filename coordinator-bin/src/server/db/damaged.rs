@@ -14,7 +14,7 @@ pub enum Table {
     Tokens,
     /// `meta`: settings of the database itself.
     Meta,
-    /// `task_counts`: counts by status and lane, kept by triggers.
+    /// `task_counts`: counts by status and lane, kept by the writer.
     TaskCounts,
 }
 

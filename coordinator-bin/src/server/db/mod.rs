@@ -9,6 +9,7 @@ mod rows;
 mod schema;
 mod tokens;
 mod window;
+mod writes;
 
 #[cfg(test)]
 mod tests;
@@ -30,13 +31,11 @@ pub use reads::{
 pub(crate) use reads::{decode_count, like_prefix, unknown_status_ranges};
 #[cfg(test)]
 pub(crate) use rows::history_json;
-#[cfg(test)]
-pub use rows::upsert_task;
 pub(crate) use rows::{
     capabilities_json, decode_task, decode_texts, depends_on_json, history_text, TextColumns,
     COLUMNS, N_COLUMNS,
 };
-pub use rows::{delete_expired, write_task, Texts};
+pub use rows::{delete_expired, Texts};
 pub(crate) use schema::migrate;
 pub use schema::SCHEMA_VERSION;
 pub use tokens::{
@@ -44,6 +43,12 @@ pub use tokens::{
     revoke_token_rows, revoke_tokens, token_info, StoredToken, TOKEN_COLUMNS,
 };
 pub use window::{load_restore_set, load_scheduled, LiveTasks};
+#[cfg(test)]
+pub use writes::upsert_task;
+/// One record's write (the fuzz target's and the tests').
+#[cfg(any(test, feature = "fuzzing"))]
+pub use writes::write_task;
+pub use writes::write_tasks;
 
 /// Why the database cannot be used.
 #[derive(Debug, thiserror::Error)]

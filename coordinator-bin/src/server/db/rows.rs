@@ -1,38 +1,19 @@
 //! The task row codec: a [`Task`] to a `tasks` row and back, with the history as
 //! compact JSON text (a row that cannot be decoded is a [`DamagedRow`], never a
-//! failed read); and the writes of task rows (inserted whole once, then only
-//! their changing columns updated).
+//! failed read). The writes of task rows are in `writes.rs`.
 
 use std::io::Write as _;
 use std::str::FromStr;
 
 use coordinator_queue::{
     Capabilities, Completion, HistoryEntry, HistoryEvent, Holder, Payload, Priority, Status, Task,
-    TaskId, TaskParts, HISTORY_CAP,
+    TaskId, TaskParts,
 };
 use rusqlite::types::ValueRef;
-use rusqlite::{params, Connection, Row};
+use rusqlite::{Connection, Row};
 use serde_json::Value;
 
 use super::damaged::{self, DamagedRow, Table};
-
-/// Insert a new row, or update the columns that change after a submission
-/// in place (an update, not a delete and insert, so that the counting
-/// triggers see it as one). The columns fixed at submission (texts, lane,
-/// capabilities, submitter, options) are written once, by the insert, and
-/// left alone by the update, so no index over them is touched again; the
-/// queue position has its own statement ([`MOVE_SEQ`]).
-const UPSERT: &str = "INSERT INTO tasks (id, description, metadata, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history, reclaim_count, run_at, depends_on, idempotency_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25) ON CONFLICT(id) DO UPDATE SET status = excluded.status, assigned_to = excluded.assigned_to, assigned_at = excluded.assigned_at, generation = excluded.generation, retry_count = excluded.retry_count, result = excluded.result, tokens_used = excluded.tokens_used, last_error = excluded.last_error, updated_at = excluded.updated_at, last_alive_at = excluded.last_alive_at, history = excluded.history, reclaim_count = excluded.reclaim_count";
-
-/// The update of [`UPSERT`] alone, for a record that leaves a text out (the
-/// row must exist: an insert would fail on the missing text before it could
-/// turn into an update).
-const UPDATE: &str = "UPDATE tasks SET status = ?2, assigned_to = ?3, assigned_at = ?4, generation = ?5, retry_count = ?6, result = ?7, tokens_used = ?8, last_error = ?9, updated_at = ?10, last_alive_at = ?11, history = ?12, reclaim_count = ?13 WHERE id = ?1";
-
-/// Moves a stored row to another queue position, only if it changed (an
-/// update that sets `queue_seq` rewrites its index entry even when the value
-/// is the same).
-const MOVE_SEQ: &str = "UPDATE tasks SET queue_seq = ?2 WHERE id = ?1 AND queue_seq IS NOT ?2";
 
 /// The description and metadata to write with a record: its own texts, or
 /// `None` for a text it leaves out ([`Payload::Stored`]: keep the stored one).
@@ -52,90 +33,6 @@ impl<'a> Texts<'a> {
             metadata: task.metadata().as_inline(),
         }
     }
-}
-
-/// Writes one whole task record (insert or replace), with the texts it carries.
-#[cfg(test)]
-pub fn upsert_task(conn: &Connection, task: &Task) -> Result<(), rusqlite::Error> {
-    write_task(conn, task, Texts::of(task))
-}
-
-/// Writes one task record with `texts`: inserted when the row is new (both
-/// texts must then be given), else its changing columns updated in place,
-/// keeping what was fixed at submission (a record that leaves a text out of a
-/// new row is an error, and the commit fails).
-pub fn write_task(conn: &Connection, task: &Task, texts: Texts<'_>) -> Result<(), rusqlite::Error> {
-    let history = history_text(task.history());
-    let written = match (texts.description, texts.metadata) {
-        (Some(description), Some(metadata)) => conn.prepare_cached(UPSERT)?.execute(params![
-            task.id().as_str(),
-            description,
-            metadata,
-            task.priority().as_str(),
-            task.status().as_str(),
-            task.assigned_to().map(|a| a.as_str()),
-            task.assigned_at_ms().map(|v| v as i64),
-            task.generation() as i64,
-            task.retry_count(),
-            task.max_retries(),
-            task.complete_by_ms().map(|v| v as i64),
-            capabilities_json(task),
-            task.result(),
-            task.tokens_used().map(|v| v as i64),
-            task.last_error(),
-            task.submitted_by(),
-            task.created_at_ms() as i64,
-            task.updated_at_ms() as i64,
-            task.last_alive_at_ms().map(|v| v as i64),
-            task.queue_seq() as i64,
-            history,
-            task.reclaim_count(),
-            task.run_at_ms().map(|v| v as i64),
-            depends_on_json(task.depends_on()),
-            task.idempotency_key(),
-        ])?,
-        _ => conn.prepare_cached(UPDATE)?.execute(params![
-            task.id().as_str(),
-            task.status().as_str(),
-            task.assigned_to().map(|a| a.as_str()),
-            task.assigned_at_ms().map(|v| v as i64),
-            task.generation() as i64,
-            task.retry_count(),
-            task.result(),
-            task.tokens_used().map(|v| v as i64),
-            task.last_error(),
-            task.updated_at_ms() as i64,
-            task.last_alive_at_ms().map(|v| v as i64),
-            history,
-            task.reclaim_count(),
-        ])?,
-    };
-    if written == 0 {
-        return Err(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
-            Some(format!(
-                "task {}: a record without its description or metadata, and no stored row to keep them from",
-                task.id()
-            )),
-        ));
-    }
-    if may_have_moved(task) {
-        conn.prepare_cached(MOVE_SEQ)?
-            .execute(params![task.id().as_str(), task.queue_seq() as i64])?;
-    }
-    Ok(())
-}
-
-/// True unless the record shows that its queue position was fixed at
-/// submission: a task is given a new one only when it is released (its
-/// `run_at` or dependencies) or requeued from the dead letter, which its
-/// history then names, unless the history is full and dropped the entry.
-fn may_have_moved(task: &Task) -> bool {
-    let history = task.history();
-    history.len() >= HISTORY_CAP
-        || history
-            .iter()
-            .any(|h| matches!(h.event, HistoryEvent::Released | HistoryEvent::Requeued))
 }
 
 /// The dependencies as a JSON array of ids; NULL when there are none.

@@ -9,7 +9,7 @@ use super::DbError;
 /// `PRAGMA application_id` of a coordinator database ("COOR").
 pub(super) const APPLICATION_ID: i64 = 0x434F_4F52;
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Forward migrations; entry `i` takes the schema from version `i` to `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -156,6 +156,18 @@ CREATE INDEX tasks_scheduled ON tasks (run_at, queue_seq) WHERE status = 'schedu
 -- written in a compact form (a flat JSON list of event numbers, times and
 -- details, see `rows.rs`), which a coordinator before it cannot read, so it
 -- must refuse the file rather than take those rows for damaged ones.
+"#,
+    r#"
+-- The counts by status and lane and the dependency edges of a new row are
+-- kept by the writer (`writes.rs`), in the same transaction as the rows and
+-- once per group, instead of by these row triggers (which ran two more
+-- statements per state change and made each write keep a statement journal).
+-- A coordinator before this version would write rows without counting them,
+-- so it must refuse the file. The delete triggers stay: rows are deleted in
+-- bulk by SQL alone (the retention sweep).
+DROP TRIGGER tasks_count_insert;
+DROP TRIGGER tasks_count_update;
+DROP TRIGGER tasks_dependencies_insert;
 "#,
 ];
 

@@ -1,4 +1,4 @@
-//! Tests of the storage: counts kept by triggers, migrations, the task row codec.
+//! Tests of the storage: counts kept with the rows, migrations, the task row codec.
 
 use coordinator_queue::{
     Capabilities, Completion, HistoryEntry, HistoryEvent, Holder, Payload, Priority, Status, Task,
@@ -91,6 +91,56 @@ fn a_version_1_database_is_migrated_with_its_counts() {
 }
 
 #[test]
+fn a_version_7_database_loses_its_row_triggers_and_keeps_its_counts() {
+    let path = temp_db("migrate-8");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..7] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 7).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        // Counted by the triggers of version 7.
+        insert_old_row(&conn, "done", "completed");
+        insert_old_row(&conn, "queued", "queued");
+    }
+    let conn = open(&path).unwrap();
+    let triggers: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        triggers,
+        ["tasks_count_delete", "tasks_dependencies_delete"]
+    );
+    assert_eq!(
+        counts(&conn),
+        [
+            ("completed".into(), "normal".into(), 1),
+            ("queued".into(), "normal".into(), 1)
+        ]
+    );
+    // The writer counts from here on, the delete trigger still.
+    let back = get_task(&conn, "queued").unwrap().unwrap();
+    upsert_task(&conn, &edited(back, |p| p.status = Status::Cancelled)).unwrap();
+    upsert_task(&conn, &record("new", Status::Queued)).unwrap();
+    conn.execute("DELETE FROM tasks WHERE id = 'done'", [])
+        .unwrap();
+    assert_eq!(
+        counts(&conn),
+        [
+            ("cancelled".into(), "normal".into(), 1),
+            ("queued".into(), "normal".into(), 1)
+        ]
+    );
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[test]
 fn a_version_2_database_gains_reclaim_counts_of_zero() {
     let path = temp_db("migrate-3");
     {
@@ -106,7 +156,7 @@ fn a_version_2_database_gains_reclaim_counts_of_zero() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!((version, SCHEMA_VERSION), (7, 7));
+    assert_eq!((version, SCHEMA_VERSION), (8, 8));
     let back = get_task(&conn, "old").unwrap().unwrap();
     assert_eq!((back.status(), back.reclaim_count()), (Status::Queued, 0));
     let bumped = edited(back.clone(), |p| p.reclaim_count = 4);

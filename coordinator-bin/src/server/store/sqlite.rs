@@ -233,9 +233,7 @@ pub(crate) fn write_group(
 ) -> Result<usize, rusqlite::Error> {
     let tx = conn.unchecked_transaction()?;
     let newest = newest_per_task(batches);
-    for (task, texts) in &newest {
-        db::write_task(&tx, task, *texts)?;
-    }
+    db::write_tasks(&tx, &newest)?;
     let mut rows = newest.len();
     for write in batches.iter().flat_map(|batch| &batch.tokens) {
         match write {

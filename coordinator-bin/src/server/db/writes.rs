@@ -1,0 +1,223 @@
+//! The writes of task rows: a new task's row inserted whole once, then only
+//! its changing columns updated in place; with them, in the same transaction,
+//! the counts by status and lane and the dependency edges of new rows. The
+//! service is the only writer of task rows, so these are kept here, once per
+//! group, rather than by row triggers (which ran two more statements per state
+//! change and made every insert and update keep a statement journal).
+
+use coordinator_queue::{HistoryEvent, Priority, Status, Task, HISTORY_CAP};
+use rusqlite::types::ValueRef;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::rows::{capabilities_json, depends_on_json, history_text, Texts};
+
+/// A stored row's rowid, status and lane (the lane never changes after the
+/// insert, so the status alone tells how an update moves the counts).
+const STORED: &str = "SELECT rowid, status, priority FROM tasks WHERE id = ?1";
+
+/// A new task's row, whole.
+const INSERT: &str = "INSERT INTO tasks (id, description, metadata, priority, status, assigned_to, assigned_at, generation, retry_count, max_retries, complete_by, needed_capabilities, result, tokens_used, last_error, submitted_by, created_at, updated_at, last_alive_at, queue_seq, history, reclaim_count, run_at, depends_on, idempotency_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)";
+
+/// The columns that change after a submission, by rowid. The columns fixed
+/// at submission (texts, lane, capabilities, submitter, options) are left
+/// alone, so no index over them is touched again; the queue position has its
+/// own statement ([`MOVE_SEQ`]).
+const UPDATE: &str = "UPDATE tasks SET status = ?2, assigned_to = ?3, assigned_at = ?4, generation = ?5, retry_count = ?6, result = ?7, tokens_used = ?8, last_error = ?9, updated_at = ?10, last_alive_at = ?11, history = ?12, reclaim_count = ?13 WHERE rowid = ?1";
+
+/// Moves a stored row to another queue position, only if it changed (an
+/// update that sets `queue_seq` rewrites its index entry even when the value
+/// is the same).
+const MOVE_SEQ: &str = "UPDATE tasks SET queue_seq = ?2 WHERE rowid = ?1 AND queue_seq IS NOT ?2";
+
+/// One dependency edge of a new row (the same edges the trigger of schema
+/// versions 4 to 7 wrote: one per dependency named, each once).
+const ADD_DEPENDENCY: &str =
+    "INSERT OR IGNORE INTO task_dependencies (depends_on, task_id) VALUES (?1, ?2)";
+
+/// Adds a group's change to one count.
+const ADD_COUNT: &str = "UPDATE task_counts SET n = n + ?3 WHERE status = ?1 AND priority = ?2";
+
+/// Writes one task record with `texts` (see [`write_tasks`]).
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn write_task(conn: &Connection, task: &Task, texts: Texts<'_>) -> Result<(), rusqlite::Error> {
+    write_tasks(conn, &[(task, texts)])
+}
+
+/// Writes one whole task record, with the texts it carries.
+#[cfg(test)]
+pub fn upsert_task(conn: &Connection, task: &Task) -> Result<(), rusqlite::Error> {
+    write_task(conn, task, Texts::of(task))
+}
+
+/// Writes `records`, each with its texts: a task without a stored row is
+/// inserted (both texts must then be given: a record that leaves one out is
+/// an error, and the commit fails), with its dependency edges; a stored row
+/// has its changing columns updated in place, keeping what was fixed at
+/// submission. The counts by status and lane take the group's changes at the
+/// end, one statement per count that moved. A stored row whose status or lane
+/// is not one this binary knows is not counted (nor was it by the triggers).
+pub fn write_tasks(
+    conn: &Connection,
+    records: &[(&Task, Texts<'_>)],
+) -> Result<(), rusqlite::Error> {
+    let mut stored = conn.prepare_cached(STORED)?;
+    let mut insert = conn.prepare_cached(INSERT)?;
+    let mut update = conn.prepare_cached(UPDATE)?;
+    let mut counts = CountChanges::default();
+    for &(task, texts) in records {
+        let row = stored
+            .query_row([task.id().as_str()], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    known_lane(r.get_ref(2)?),
+                    known_status(r.get_ref(1)?),
+                ))
+            })
+            .optional()?;
+        let history = history_text(task.history());
+        match row {
+            None => {
+                let (Some(description), Some(metadata)) = (texts.description, texts.metadata)
+                else {
+                    return Err(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+                        Some(format!(
+                            "task {}: a record without its description or metadata, and no stored row to keep them from",
+                            task.id()
+                        )),
+                    ));
+                };
+                insert.execute(params![
+                    task.id().as_str(),
+                    description,
+                    metadata,
+                    task.priority().as_str(),
+                    task.status().as_str(),
+                    task.assigned_to().map(|a| a.as_str()),
+                    task.assigned_at_ms().map(|v| v as i64),
+                    task.generation() as i64,
+                    task.retry_count(),
+                    task.max_retries(),
+                    task.complete_by_ms().map(|v| v as i64),
+                    capabilities_json(task),
+                    task.result(),
+                    task.tokens_used().map(|v| v as i64),
+                    task.last_error(),
+                    task.submitted_by(),
+                    task.created_at_ms() as i64,
+                    task.updated_at_ms() as i64,
+                    task.last_alive_at_ms().map(|v| v as i64),
+                    task.queue_seq() as i64,
+                    history,
+                    task.reclaim_count(),
+                    task.run_at_ms().map(|v| v as i64),
+                    depends_on_json(task.depends_on()),
+                    task.idempotency_key(),
+                ])?;
+                if !task.depends_on().is_empty() {
+                    let mut add = conn.prepare_cached(ADD_DEPENDENCY)?;
+                    for dependency in task.depends_on() {
+                        add.execute([dependency.as_str(), task.id().as_str()])?;
+                    }
+                }
+                counts.add(task.status(), task.priority(), 1);
+            }
+            Some((rowid, lane, status)) => {
+                update.execute(params![
+                    rowid,
+                    task.status().as_str(),
+                    task.assigned_to().map(|a| a.as_str()),
+                    task.assigned_at_ms().map(|v| v as i64),
+                    task.generation() as i64,
+                    task.retry_count(),
+                    task.result(),
+                    task.tokens_used().map(|v| v as i64),
+                    task.last_error(),
+                    task.updated_at_ms() as i64,
+                    task.last_alive_at_ms().map(|v| v as i64),
+                    history,
+                    task.reclaim_count(),
+                ])?;
+                if let Some(lane) = lane {
+                    if let Some(status) = status {
+                        counts.add(status, lane, -1);
+                    }
+                    counts.add(task.status(), lane, 1);
+                }
+                if may_have_moved(task) {
+                    conn.prepare_cached(MOVE_SEQ)?
+                        .execute(params![rowid, task.queue_seq() as i64])?;
+                }
+            }
+        }
+    }
+    counts.write(conn)
+}
+
+/// The status a stored value names, if it is one (stored as text).
+fn known_status(value: ValueRef<'_>) -> Option<Status> {
+    let ValueRef::Text(text) = value else {
+        return None;
+    };
+    Status::ALL
+        .into_iter()
+        .find(|s| s.as_str().as_bytes() == text)
+}
+
+/// The lane a stored value names, if it is one (stored as text).
+fn known_lane(value: ValueRef<'_>) -> Option<Priority> {
+    let ValueRef::Text(text) = value else {
+        return None;
+    };
+    Priority::ALL
+        .into_iter()
+        .find(|p| p.as_str().as_bytes() == text)
+}
+
+/// True unless the record shows that its queue position was fixed at
+/// submission: a task is given a new one only when it is released (its
+/// `run_at` or dependencies) or requeued from the dead letter, which its
+/// history then names, unless the history is full and dropped the entry.
+fn may_have_moved(task: &Task) -> bool {
+    let history = task.history();
+    history.len() >= HISTORY_CAP
+        || history
+            .iter()
+            .any(|h| matches!(h.event, HistoryEvent::Released | HistoryEvent::Requeued))
+}
+
+/// How one group's rows change the counts, by status and lane.
+#[derive(Default)]
+struct CountChanges([[i64; Priority::ALL.len()]; Status::ALL.len()]);
+
+impl CountChanges {
+    /// Adds `n` to the count of `status` in `lane`.
+    fn add(&mut self, status: Status, lane: Priority, n: i64) {
+        let s = Status::ALL.iter().position(|x| *x == status);
+        let p = Priority::ALL.iter().position(|x| *x == lane);
+        if let (Some(s), Some(p)) = (s, p) {
+            self.0[s][p] += n;
+        }
+    }
+
+    /// Adds the changes to the stored counts: one statement per count that moved.
+    fn write(&self, conn: &Connection) -> Result<(), rusqlite::Error> {
+        let mut add = None;
+        for (status, lanes) in Status::ALL.iter().zip(&self.0) {
+            for (lane, n) in Priority::ALL.iter().zip(lanes) {
+                if *n == 0 {
+                    continue;
+                }
+                let add = match &mut add {
+                    Some(add) => add,
+                    None => add.insert(conn.prepare_cached(ADD_COUNT)?),
+                };
+                add.execute(params![status.as_str(), lane.as_str(), n])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
