@@ -56,6 +56,10 @@ pub fn upsert_task(conn: &Connection, task: &Task) -> Result<(), rusqlite::Error
 /// submission. The counts by status and lane take the group's changes at the
 /// end, one statement per count that moved. A stored row whose status or lane
 /// is not one this binary knows is not counted (nor was it by the triggers).
+/// Each record's row is read before it is written, so the transaction should
+/// hold the write lock from its start (`BEGIN IMMEDIATE`): a deferred one
+/// fails with "database is locked", without waiting, when another connection
+/// wrote between its first read and its first write.
 pub fn write_tasks(
     conn: &Connection,
     records: &[(&Task, Texts<'_>)],

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use coordinator_queue::{ScheduledLoad, ScheduledPage, Status, Task, TaskId};
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::watch;
 
 use super::{KeyedTask, LiveTokens, PayloadResult, Store};
@@ -231,7 +231,12 @@ pub(crate) fn write_group(
     batches: &[Batch],
     purges: &[u64],
 ) -> Result<usize, rusqlite::Error> {
-    let tx = conn.unchecked_transaction()?;
+    // Immediate: the write lock is taken (waiting out another writer, such as
+    // `coordinator token`, within the busy timeout) before the first read of
+    // the group. A deferred transaction would begin as a read, and its first
+    // write would fail at once, without waiting, had another connection
+    // committed since that read.
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
     let newest = newest_per_task(batches);
     db::write_tasks(&tx, &newest)?;
     let mut rows = newest.len();
@@ -257,3 +262,6 @@ pub(crate) fn write_group(
     tx.commit()?;
     Ok(rows)
 }
+
+#[cfg(test)]
+mod tests;
