@@ -191,18 +191,7 @@ async fn submit_large(client: &mut Client, from: usize, to: usize) -> Vec<String
                 json!({"description": format!("large {k}"), "metadata": metadata})
             })
             .collect();
-        let r = client
-            .post("/api/tasks/batch", &json!({"tasks": tasks}))
-            .await
-            .unwrap();
-        assert_eq!(r.status, 201, "{:?}", r.body);
-        ids.extend(
-            r.body["task_ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_str().unwrap().to_owned()),
-        );
+        ids.extend(crate::agents::submit_batch(client, tasks).await);
     }
     ids
 }

@@ -22,6 +22,21 @@ pub async fn submit(client: &mut Client, body: Value) -> String {
     r.body["task_id"].as_str().unwrap().to_owned()
 }
 
+/// POSTs `tasks` to `/api/tasks/batch`; their ids in order.
+pub async fn submit_batch(client: &mut Client, tasks: Vec<Value>) -> Vec<String> {
+    let r = client
+        .post("/api/tasks/batch", &json!({ "tasks": tasks }))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    r.body["task_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// POSTs `/api/tasks/{id}/{verb}` (cancel, retry) and returns the status code.
 pub async fn task_action(client: &mut Client, id: &str, verb: &str) -> u16 {
     client

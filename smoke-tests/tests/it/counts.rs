@@ -43,17 +43,7 @@ async fn submit_batch(admin: &mut Client, n: usize, capability: &str, extra: Val
             task
         })
         .collect();
-    let reply = admin
-        .post("/api/tasks/batch", &json!({ "tasks": tasks }))
-        .await
-        .unwrap();
-    assert_eq!(reply.status, 201, "{:?}", reply.body);
-    reply.body["task_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|id| id.as_str().unwrap().to_owned())
-        .collect()
+    crate::agents::submit_batch(admin, tasks).await
 }
 
 /// How many rows of the store of `c` match `condition`.

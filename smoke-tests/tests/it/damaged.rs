@@ -26,17 +26,7 @@ async fn submit(admin: &mut Client, descriptions: &[&str]) -> Vec<String> {
         .iter()
         .map(|d| json!({"description": d}))
         .collect();
-    let reply = admin
-        .post("/api/tasks/batch", &json!({ "tasks": tasks }))
-        .await
-        .unwrap();
-    assert_eq!(reply.status, 201, "{:?}", reply.body);
-    reply.body["task_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|id| id.as_str().unwrap().to_owned())
-        .collect()
+    crate::agents::submit_batch(admin, tasks).await
 }
 
 /// Runs `sql` on the database file, as another program (or a bad disk) would,

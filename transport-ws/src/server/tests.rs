@@ -16,11 +16,18 @@ const LIMIT: usize = 64;
 
 /// A socket served by `spawn_socket` and the agent's end of it.
 async fn connect() -> (WebSocket<DuplexStream>, mpsc::Receiver<SocketEvent>) {
-    let (server, client) = tokio::io::duplex(1 << 16);
-    let config = SocketConfig {
+    connect_with(SocketConfig {
         max_frame_bytes: LIMIT,
         ..SocketConfig::default()
-    };
+    })
+    .await
+}
+
+/// A socket served with `config`, opened; the agent's end and the events.
+async fn connect_with(
+    config: SocketConfig,
+) -> (WebSocket<DuplexStream>, mpsc::Receiver<SocketEvent>) {
+    let (server, client) = tokio::io::duplex(1 << 16);
     let (events_tx, mut events) = mpsc::channel(16);
     let _handle = spawn_socket(
         WebSocket::after_handshake(server, Role::Server),
@@ -458,22 +465,12 @@ async fn an_error_reply_quotes_at_most_256_bytes_of_a_large_frame() {
 
 #[tokio::test(start_paused = true)]
 async fn a_peer_is_dropped_a_whole_silence_after_its_last_frame_not_its_first() {
-    let (server, client) = tokio::io::duplex(1 << 16);
-    let config = SocketConfig {
+    let (mut agent, mut events) = connect_with(SocketConfig {
         ping_interval: Duration::from_secs(1),
         pong_timeout: Duration::from_secs(1),
         ..SocketConfig::default()
-    };
-    let (events_tx, mut events) = mpsc::channel(16);
-    let _handle = spawn_socket(
-        WebSocket::after_handshake(server, Role::Server),
-        config,
-        7,
-        events_tx,
-    );
-    let opened = next_event(&mut events).await;
-    assert!(matches!(opened, SocketEventKind::Opened(_)), "{opened:?}");
-    let mut agent = WebSocket::after_handshake(client, Role::Client);
+    })
+    .await;
     // Frames every 1.5 s (virtual time) for 7.5 s, well past the first
     // 2-second silence: each one moves the deadline on.
     let start = tokio::time::Instant::now();
