@@ -473,7 +473,6 @@ async fn a_peer_is_dropped_a_whole_silence_after_its_last_frame_not_its_first() 
     .await;
     // Frames every 1.5 s (virtual time) for 7.5 s, well past the first
     // 2-second silence: each one moves the deadline on.
-    let start = tokio::time::Instant::now();
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         send(&mut agent, true, OpCode::Ping, b"here").await;
@@ -482,16 +481,15 @@ async fn a_peer_is_dropped_a_whole_silence_after_its_last_frame_not_its_first() 
         events.try_recv().is_err(),
         "the socket is still open and reported nothing"
     );
-    let last_frame = tokio::time::Instant::now();
+    // Just short of a whole silence after the last frame it is still open.
+    tokio::time::sleep(Duration::from_millis(1_900)).await;
+    assert!(
+        events.try_recv().is_err(),
+        "the socket stays open until a whole silence has passed since its last frame"
+    );
     let closed = next_event(&mut events).await;
     assert!(
         matches!(closed, SocketEventKind::Closed(CloseCause::Timeout)),
         "{closed:?}"
-    );
-    let silent = tokio::time::Instant::now() - last_frame;
-    assert!(
-        silent >= Duration::from_secs(2) && silent < Duration::from_secs(3),
-        "dropped after {silent:?} of silence ({:?} since the start)",
-        last_frame - start
     );
 }
