@@ -45,20 +45,29 @@ pub fn load_live_tasks(conn: &Connection, max_inline_bytes: usize) -> Result<Vec
             Err(row) => damaged.push(row),
         }
     }
-    for range in unknown_status_ranges() {
-        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM tasks WHERE {range}"))?;
-        for row in stmt.query_map([], task_from_row)? {
-            // An unknown status never decodes.
-            if let Err(row) = row? {
-                damaged.push(row);
-            }
-        }
-    }
+    push_rows_of_unknown_status(conn, &mut damaged)?;
     if damaged.is_empty() {
         Ok(tasks)
     } else {
         Err(DbError::DamagedLive(damaged))
     }
+}
+
+/// Adds every row whose status this binary does not know to `damaged` (such
+/// a row never decodes), read through [`unknown_status_ranges`].
+pub(crate) fn push_rows_of_unknown_status(
+    conn: &Connection,
+    damaged: &mut Vec<DamagedRow>,
+) -> Result<(), rusqlite::Error> {
+    for range in unknown_status_ranges() {
+        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM tasks WHERE {range}"))?;
+        for row in stmt.query_map([], task_from_row)? {
+            if let Err(row) = row? {
+                damaged.push(row);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Conditions that, together, are true for rows whose status is none of the

@@ -9,8 +9,8 @@ use rusqlite::types::Value;
 use rusqlite::Connection;
 
 use super::damaged::DamagedRow;
-use super::reads::unknown_status_ranges;
-use super::rows::{task_from_row, task_from_row_short_texts, COLUMNS, COLUMNS_SHORT_TEXTS};
+use super::reads::push_rows_of_unknown_status;
+use super::rows::{task_from_row_short_texts, COLUMNS_SHORT_TEXTS};
 use super::{DbError, N_COLUMNS};
 
 /// What a start restores: the live tasks it keeps in memory, and the place
@@ -65,14 +65,7 @@ pub fn load_restore_set(conn: &Connection, max_inline_bytes: usize) -> Result<Li
             Err(row) => damaged.push(row),
         }
     }
-    for range in unknown_status_ranges() {
-        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM tasks WHERE {range}"))?;
-        for row in stmt.query_map([], task_from_row)? {
-            if let Err(row) = row? {
-                damaged.push(row);
-            }
-        }
-    }
+    push_rows_of_unknown_status(conn, &mut damaged)?;
     if !damaged.is_empty() {
         return Err(DbError::DamagedLive(damaged));
     }
