@@ -777,6 +777,17 @@ impl Task {
         &self.history
     }
 
+    /// True for the record a submission makes ([`Queue::submit`]): its history
+    /// is the one `submitted` entry. Every later record of a task adds an
+    /// entry (a progress report adds none, but only a held task reports), and
+    /// a full history drops its oldest, so no later record looks like this.
+    /// A store can take such a record for a row it has not written yet.
+    ///
+    /// [`Queue::submit`]: crate::Queue::submit
+    pub fn is_submission_record(&self) -> bool {
+        matches!(self.history.as_slice(), [entry] if entry.event == HistoryEvent::Submitted)
+    }
+
     /// Not before this time (ms since the Unix epoch), if it was submitted
     /// with one.
     pub fn run_at_ms(&self) -> Option<u64> {

@@ -903,6 +903,7 @@ mod model;
 mod options;
 #[cfg(feature = "serde")]
 mod round_trip;
+mod submission_record;
 mod window;
 
 fn with_metadata(id: &str, description: &str, metadata: &str) -> NewTask {

@@ -48,7 +48,7 @@ pub use writes::upsert_task;
 /// One record's write (the fuzz target's and the tests').
 #[cfg(any(test, feature = "fuzzing"))]
 pub use writes::write_task;
-pub use writes::write_tasks;
+pub use writes::{write_tasks, KnownRows};
 
 /// Why the database cannot be used.
 #[derive(Debug, thiserror::Error)]

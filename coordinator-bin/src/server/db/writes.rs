@@ -5,9 +5,9 @@
 //! group, rather than by row triggers (which ran two more statements per state
 //! change and made every insert and update keep a statement journal).
 
-use coordinator_queue::{HistoryEvent, Priority, Status, Task, HISTORY_CAP};
+use coordinator_queue::{HistoryEvent, IdMap, Priority, Status, Task, TaskId, HISTORY_CAP};
 use rusqlite::types::ValueRef;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, CachedStatement, Connection, ErrorCode, OptionalExtension};
 
 use super::rows::{capabilities_json, depends_on_json, history_text, Texts};
 
@@ -22,7 +22,10 @@ const INSERT: &str = "INSERT INTO tasks (id, description, metadata, priority, st
 /// at submission (texts, lane, capabilities, submitter, options) are left
 /// alone, so no index over them is touched again; the queue position has its
 /// own statement ([`MOVE_SEQ`]).
-const UPDATE: &str = "UPDATE tasks SET status = ?2, assigned_to = ?3, assigned_at = ?4, generation = ?5, retry_count = ?6, result = ?7, tokens_used = ?8, last_error = ?9, updated_at = ?10, last_alive_at = ?11, history = ?12, reclaim_count = ?13 WHERE rowid = ?1";
+/// The row is named by its rowid and its id both: a rowid remembered by
+/// [`KnownRows`] that no longer holds this task changes nothing, and the
+/// writer then looks the row up by id.
+const UPDATE: &str = "UPDATE tasks SET status = ?2, assigned_to = ?3, assigned_at = ?4, generation = ?5, retry_count = ?6, result = ?7, tokens_used = ?8, last_error = ?9, updated_at = ?10, last_alive_at = ?11, history = ?12, reclaim_count = ?13 WHERE rowid = ?1 AND id = ?14";
 
 /// Moves a stored row to another queue position, only if it changed (an
 /// update that sets `queue_seq` rewrites its index entry even when the value
@@ -40,13 +43,96 @@ const ADD_COUNT: &str = "UPDATE task_counts SET n = n + ?3 WHERE status = ?1 AND
 /// Writes one task record with `texts` (see [`write_tasks`]).
 #[cfg(any(test, feature = "fuzzing"))]
 pub fn write_task(conn: &Connection, task: &Task, texts: Texts<'_>) -> Result<(), rusqlite::Error> {
-    write_tasks(conn, &[(task, texts)])
+    write_tasks(conn, &[(task, texts)], &mut KnownRows::default())
 }
 
 /// Writes one whole task record, with the texts it carries.
 #[cfg(test)]
 pub fn upsert_task(conn: &Connection, task: &Task) -> Result<(), rusqlite::Error> {
     write_task(conn, task, Texts::of(task))
+}
+
+/// Live tasks' rows remembered at most (about 40 bytes each); beyond, a
+/// task's row is looked up by id when it changes, as on a cold start.
+const KNOWN_ROWS_MAX: usize = 1 << 16;
+
+/// A stored row as the writer last wrote it: where it is, and what it counts
+/// under (the lane never changes after the insert).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StoredRow {
+    rowid: i64,
+    status: Option<Status>,
+    lane: Option<Priority>,
+}
+
+/// What the writer remembers of the rows of live tasks it wrote, so that a
+/// state change goes straight to its row by rowid instead of first looking
+/// it up by id (an index descent on a text key per record). A task leaves
+/// when its record is final (the retention sweep deletes only final rows).
+/// A group's lessons are undone unless it commits ([`KnownRows::settle`]):
+/// a rolled-back insert gives its rowid back.
+#[derive(Debug)]
+pub struct KnownRows {
+    rows: IdMap<TaskId, StoredRow>,
+    /// What each lesson of the current group replaced, oldest first.
+    undo: Vec<(TaskId, Option<StoredRow>)>,
+    max: usize,
+}
+
+impl Default for KnownRows {
+    fn default() -> KnownRows {
+        KnownRows::with_max(KNOWN_ROWS_MAX)
+    }
+}
+
+impl KnownRows {
+    /// Remembers at most `max` rows.
+    fn with_max(max: usize) -> KnownRows {
+        KnownRows {
+            rows: IdMap::default(),
+            undo: Vec::new(),
+            max,
+        }
+    }
+
+    /// Keeps the current group's lessons if it committed, else undoes them.
+    pub fn settle(&mut self, committed: bool) {
+        if committed {
+            self.undo.clear();
+            return;
+        }
+        while let Some((id, before)) = self.undo.pop() {
+            match before {
+                Some(row) => self.rows.insert(id, row),
+                None => self.rows.remove(&id),
+            };
+        }
+    }
+
+    /// Live tasks whose rows are remembered.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// The row of `task` as last written, if remembered.
+    fn get(&self, task: &Task) -> Option<StoredRow> {
+        self.rows.get(task.id()).copied()
+    }
+
+    /// Notes that `task`'s row is now `row`; a final task is forgotten, and
+    /// a new one is not remembered once `max` rows are.
+    fn learn(&mut self, task: &Task, row: StoredRow) {
+        let id = task.id();
+        let before = if task.status().is_final() {
+            self.rows.remove(id)
+        } else if self.rows.len() < self.max || self.rows.contains_key(id) {
+            self.rows.insert(id.clone(), row)
+        } else {
+            return;
+        };
+        self.undo.push((id.clone(), before));
+    }
 }
 
 /// Writes `records`, each with its texts: a task without a stored row is
@@ -56,106 +142,229 @@ pub fn upsert_task(conn: &Connection, task: &Task) -> Result<(), rusqlite::Error
 /// submission. The counts by status and lane take the group's changes at the
 /// end, one statement per count that moved. A stored row whose status or lane
 /// is not one this binary knows is not counted (nor was it by the triggers).
-/// Each record's row is read before it is written, so the transaction should
-/// hold the write lock from its start (`BEGIN IMMEDIATE`): a deferred one
-/// fails with "database is locked", without waiting, when another connection
-/// wrote between its first read and its first write.
+///
+/// A record's row is found in `known`, or taken to be new for a submission's
+/// record ([`Task::is_submission_record`]), or else read by id before it is
+/// written; the transaction should therefore hold the write lock from its
+/// start (`BEGIN IMMEDIATE`): a deferred one fails with "database is locked",
+/// without waiting, when another connection wrote between its first read and
+/// its first write. What the records teach `known` stands only once the
+/// caller settles it ([`KnownRows::settle`]).
 pub fn write_tasks(
     conn: &Connection,
     records: &[(&Task, Texts<'_>)],
+    known: &mut KnownRows,
 ) -> Result<(), rusqlite::Error> {
-    let mut stored = conn.prepare_cached(STORED)?;
-    let mut insert = conn.prepare_cached(INSERT)?;
-    let mut update = conn.prepare_cached(UPDATE)?;
+    let mut statements = Statements {
+        conn,
+        stored: None,
+        insert: conn.prepare_cached(INSERT)?,
+        update: conn.prepare_cached(UPDATE)?,
+    };
     let mut counts = CountChanges::default();
     for &(task, texts) in records {
-        let row = stored
-            .query_row([task.id().as_str()], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    known_lane(r.get_ref(2)?),
-                    known_status(r.get_ref(1)?),
-                ))
-            })
-            .optional()?;
         let history = history_text(task.history());
-        match row {
-            None => {
-                let (Some(description), Some(metadata)) = (texts.description, texts.metadata)
-                else {
-                    return Err(rusqlite::Error::SqliteFailure(
-                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
-                        Some(format!(
-                            "task {}: a record without its description or metadata, and no stored row to keep them from",
-                            task.id()
-                        )),
-                    ));
-                };
-                insert.execute(params![
-                    task.id().as_str(),
-                    description,
-                    metadata,
-                    task.priority().as_str(),
-                    task.status().as_str(),
-                    task.assigned_to().map(|a| a.as_str()),
-                    task.assigned_at_ms().map(|v| v as i64),
-                    task.generation() as i64,
-                    task.retry_count(),
-                    task.max_retries(),
-                    task.complete_by_ms().map(|v| v as i64),
-                    capabilities_json(task),
-                    task.result(),
-                    task.tokens_used().map(|v| v as i64),
-                    task.last_error(),
-                    task.submitted_by(),
-                    task.created_at_ms() as i64,
-                    task.updated_at_ms() as i64,
-                    task.last_alive_at_ms().map(|v| v as i64),
-                    task.queue_seq() as i64,
-                    history,
-                    task.reclaim_count(),
-                    task.run_at_ms().map(|v| v as i64),
-                    depends_on_json(task.depends_on()),
-                    task.idempotency_key(),
-                ])?;
-                if !task.depends_on().is_empty() {
-                    let mut add = conn.prepare_cached(ADD_DEPENDENCY)?;
-                    for dependency in task.depends_on() {
-                        add.execute([dependency.as_str(), task.id().as_str()])?;
-                    }
-                }
+        let row = match known.get(task) {
+            Some(row) => Some(row),
+            None if task.is_submission_record() => None,
+            None => statements.look_up(task)?,
+        };
+        let written = match row {
+            Some(row) => statements.update_or_look_up(task, row, &history, texts)?,
+            None => statements.insert_or_look_up(task, &history, texts)?,
+        };
+        match written {
+            Written::Inserted(rowid) => {
                 counts.add(task.status(), task.priority(), 1);
+                known.learn(task, StoredRow::of(task, rowid));
             }
-            Some((rowid, lane, status)) => {
-                update.execute(params![
-                    rowid,
-                    task.status().as_str(),
-                    task.assigned_to().map(|a| a.as_str()),
-                    task.assigned_at_ms().map(|v| v as i64),
-                    task.generation() as i64,
-                    task.retry_count(),
-                    task.result(),
-                    task.tokens_used().map(|v| v as i64),
-                    task.last_error(),
-                    task.updated_at_ms() as i64,
-                    task.last_alive_at_ms().map(|v| v as i64),
-                    history,
-                    task.reclaim_count(),
-                ])?;
-                if let Some(lane) = lane {
-                    if let Some(status) = status {
+            Written::Updated(row) => {
+                if let Some(lane) = row.lane {
+                    if let Some(status) = row.status {
                         counts.add(status, lane, -1);
                     }
                     counts.add(task.status(), lane, 1);
                 }
-                if may_have_moved(task) {
-                    conn.prepare_cached(MOVE_SEQ)?
-                        .execute(params![rowid, task.queue_seq() as i64])?;
-                }
+                known.learn(
+                    task,
+                    StoredRow {
+                        status: Some(task.status()),
+                        ..row
+                    },
+                );
             }
         }
     }
     counts.write(conn)
+}
+
+impl StoredRow {
+    /// The row just inserted for `task` at `rowid`.
+    fn of(task: &Task, rowid: i64) -> StoredRow {
+        StoredRow {
+            rowid,
+            status: Some(task.status()),
+            lane: Some(task.priority()),
+        }
+    }
+}
+
+/// How a record was written: a new row at this rowid, or this stored row
+/// (as it was before) updated.
+enum Written {
+    Inserted(i64),
+    Updated(StoredRow),
+}
+
+/// The statements of one group's task writes.
+struct Statements<'c> {
+    conn: &'c Connection,
+    stored: Option<CachedStatement<'c>>,
+    insert: CachedStatement<'c>,
+    update: CachedStatement<'c>,
+}
+
+impl Statements<'_> {
+    /// The stored row of `task`, read by id.
+    fn look_up(&mut self, task: &Task) -> Result<Option<StoredRow>, rusqlite::Error> {
+        let stored = match &mut self.stored {
+            Some(stored) => stored,
+            None => self.stored.insert(self.conn.prepare_cached(STORED)?),
+        };
+        stored
+            .query_row([task.id().as_str()], |r| {
+                Ok(StoredRow {
+                    rowid: r.get(0)?,
+                    status: known_status(r.get_ref(1)?),
+                    lane: known_lane(r.get_ref(2)?),
+                })
+            })
+            .optional()
+    }
+
+    /// Updates `row` (remembered or read) to `task`; if a remembered rowid
+    /// no longer holds the task, its row is read by id and written as found.
+    fn update_or_look_up(
+        &mut self,
+        task: &Task,
+        row: StoredRow,
+        history: &str,
+        texts: Texts<'_>,
+    ) -> Result<Written, rusqlite::Error> {
+        if self.update(task, row.rowid, history)? {
+            return Ok(Written::Updated(row));
+        }
+        match self.look_up(task)? {
+            Some(found) if self.update(task, found.rowid, history)? => Ok(Written::Updated(found)),
+            Some(_) => Err(rusqlite::Error::StatementChangedRows(0)),
+            None => self.insert(task, history, texts).map(Written::Inserted),
+        }
+    }
+
+    /// Inserts `task`'s row; if a row of that id is stored after all (the
+    /// insert breaks its uniqueness), that row is updated instead.
+    fn insert_or_look_up(
+        &mut self,
+        task: &Task,
+        history: &str,
+        texts: Texts<'_>,
+    ) -> Result<Written, rusqlite::Error> {
+        match self.insert(task, history, texts) {
+            Ok(rowid) => Ok(Written::Inserted(rowid)),
+            Err(err) if err.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+                match self.look_up(task)? {
+                    Some(found) if self.update(task, found.rowid, history)? => {
+                        Ok(Written::Updated(found))
+                    }
+                    _ => Err(err),
+                }
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Writes the changing columns of `task` into the row at `rowid`; false
+    /// if that row is not the task's.
+    fn update(&mut self, task: &Task, rowid: i64, history: &str) -> Result<bool, rusqlite::Error> {
+        let changed = self.update.execute(params![
+            rowid,
+            task.status().as_str(),
+            task.assigned_to().map(|a| a.as_str()),
+            task.assigned_at_ms().map(|v| v as i64),
+            task.generation() as i64,
+            task.retry_count(),
+            task.result(),
+            task.tokens_used().map(|v| v as i64),
+            task.last_error(),
+            task.updated_at_ms() as i64,
+            task.last_alive_at_ms().map(|v| v as i64),
+            history,
+            task.reclaim_count(),
+            task.id().as_str(),
+        ])?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        if may_have_moved(task) {
+            self.conn
+                .prepare_cached(MOVE_SEQ)?
+                .execute(params![rowid, task.queue_seq() as i64])?;
+        }
+        Ok(true)
+    }
+
+    /// Inserts `task`'s whole row and its dependency edges; its rowid.
+    fn insert(
+        &mut self,
+        task: &Task,
+        history: &str,
+        texts: Texts<'_>,
+    ) -> Result<i64, rusqlite::Error> {
+        let (Some(description), Some(metadata)) = (texts.description, texts.metadata) else {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+                Some(format!(
+                    "task {}: a record without its description or metadata, and no stored row to keep them from",
+                    task.id()
+                )),
+            ));
+        };
+        self.insert.execute(params![
+            task.id().as_str(),
+            description,
+            metadata,
+            task.priority().as_str(),
+            task.status().as_str(),
+            task.assigned_to().map(|a| a.as_str()),
+            task.assigned_at_ms().map(|v| v as i64),
+            task.generation() as i64,
+            task.retry_count(),
+            task.max_retries(),
+            task.complete_by_ms().map(|v| v as i64),
+            capabilities_json(task),
+            task.result(),
+            task.tokens_used().map(|v| v as i64),
+            task.last_error(),
+            task.submitted_by(),
+            task.created_at_ms() as i64,
+            task.updated_at_ms() as i64,
+            task.last_alive_at_ms().map(|v| v as i64),
+            task.queue_seq() as i64,
+            history,
+            task.reclaim_count(),
+            task.run_at_ms().map(|v| v as i64),
+            depends_on_json(task.depends_on()),
+            task.idempotency_key(),
+        ])?;
+        let rowid = self.conn.last_insert_rowid();
+        if !task.depends_on().is_empty() {
+            let mut add = self.conn.prepare_cached(ADD_DEPENDENCY)?;
+            for dependency in task.depends_on() {
+                add.execute([dependency.as_str(), task.id().as_str()])?;
+            }
+        }
+        Ok(rowid)
+    }
 }
 
 /// The status a stored value names, if it is one (stored as text).

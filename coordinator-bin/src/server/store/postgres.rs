@@ -31,9 +31,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use std::str::FromStr;
 
-use coordinator_queue::{
-    Change, HistoryEvent, Priority, ScheduledLoad, ScheduledPage, Status, Task, TaskId,
-};
+use coordinator_queue::{Change, Priority, ScheduledLoad, ScheduledPage, Status, Task, TaskId};
 use rusqlite::types::{Value, ValueRef};
 use tokio::sync::watch;
 use tokio_postgres::types::{ToSql, Type};
@@ -1121,7 +1119,7 @@ impl PgCommit {
             .iter()
             .flat_map(|batch| &batch.changes)
             .map(Change::task)
-            .filter(|task| is_submission(task))
+            .filter(|task| task.is_submission_record())
             .map(Task::id)
             .collect();
         let mut new_counts = CountChanges::default();
@@ -1388,14 +1386,6 @@ impl CountChanges {
         }
         columns
     }
-}
-
-/// True for the record a submission writes (`Queue::submit`): its history is
-/// the one `Submitted` entry. Every later record of the task adds an entry
-/// (a progress report, which adds none, is only for a held task), and a full
-/// history drops its oldest, so no later record is taken for one.
-fn is_submission(task: &Task) -> bool {
-    matches!(task.history(), [entry] if entry.event == HistoryEvent::Submitted)
 }
 
 fn pg_error(e: tokio_postgres::Error) -> String {

@@ -215,10 +215,12 @@ impl Store for SqliteStore {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .ok_or_else(|| DbError::Unavailable("the writer was started already".to_owned()))?;
+        let mut known = db::KnownRows::default();
         Ok(Writer::start_blocking(
             self.describe(),
             move |group: &Group| {
-                write_group(&conn, &group.batches, &group.purges).map_err(|e| e.to_string())
+                write_group(&conn, &group.batches, &group.purges, &mut known)
+                    .map_err(|e| e.to_string())
             },
         ))
     }
@@ -226,10 +228,25 @@ impl Store for SqliteStore {
 
 /// Commits `batches` (their newest record of each task, and their token
 /// writes) and `purges` in one transaction; the number of rows written.
+/// `known` (the rows of live tasks written so far) keeps what the group
+/// taught it only if the group committed.
 pub(crate) fn write_group(
     conn: &Connection,
     batches: &[Batch],
     purges: &[u64],
+    known: &mut db::KnownRows,
+) -> Result<usize, rusqlite::Error> {
+    let written = commit_group(conn, batches, purges, known);
+    known.settle(written.is_ok());
+    written
+}
+
+/// The transaction of [`write_group`].
+fn commit_group(
+    conn: &Connection,
+    batches: &[Batch],
+    purges: &[u64],
+    known: &mut db::KnownRows,
 ) -> Result<usize, rusqlite::Error> {
     // Immediate: the write lock is taken (waiting out another writer, such as
     // `coordinator token`, within the busy timeout) before the first read of
@@ -238,7 +255,7 @@ pub(crate) fn write_group(
     // committed since that read.
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
     let newest = newest_per_task(batches);
-    db::write_tasks(&tx, &newest)?;
+    db::write_tasks(&tx, &newest, known)?;
     let mut rows = newest.len();
     for write in batches.iter().flat_map(|batch| &batch.tokens) {
         match write {

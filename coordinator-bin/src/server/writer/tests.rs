@@ -7,6 +7,7 @@ use coordinator_queue::{AgentId, Completion, NewTask, Queue, QueueConfig, Status
 use proptest::prelude::*;
 
 use super::*;
+use crate::server::db::KnownRows;
 use crate::server::store::sqlite::write_group;
 use rusqlite::Connection;
 
@@ -154,6 +155,7 @@ fn a_written_group_reads_back_as_the_newest_state() {
         &conn,
         &[batch(1, first), batch(2, second), batch(3, third)],
         &[],
+        &mut KnownRows::default(),
     )
     .unwrap();
 
@@ -220,7 +222,14 @@ fn a_record_that_leaves_its_texts_out_keeps_the_stored_ones() {
         .assign(2, &TaskId::from("a"), &AgentId::from("agent-1"))
         .unwrap();
     let assigned = queue.drain_changes();
-    write_group(&conn, &[batch(1, submitted), batch(2, assigned)], &[]).unwrap();
+    let mut known = KnownRows::default();
+    write_group(
+        &conn,
+        &[batch(1, submitted), batch(2, assigned)],
+        &[],
+        &mut known,
+    )
+    .unwrap();
     let stored = db::get_task(&conn, "a").unwrap().unwrap();
     assert_eq!(stored.status(), Status::Assigned);
     assert_eq!(stored.description(), submitted_record.description());
@@ -235,7 +244,7 @@ fn a_record_that_leaves_its_texts_out_keeps_the_stored_ones() {
         .unwrap();
     let reclaimed = queue.drain_changes();
     assert!(reclaimed[0].task().description().is_stored());
-    write_group(&conn, &[batch(3, reclaimed)], &[]).unwrap();
+    write_group(&conn, &[batch(3, reclaimed)], &[], &mut known).unwrap();
     let stored = db::get_task(&conn, "a").unwrap().unwrap();
     assert_eq!((stored.status(), stored.generation()), (Status::Queued, 2));
     assert_eq!(stored.metadata(), submitted_record.metadata());
@@ -252,7 +261,8 @@ fn a_record_without_texts_and_without_a_stored_row_fails_the_commit() {
         .assign(2, &TaskId::from("a"), &AgentId::from("agent-1"))
         .unwrap();
     let assigned = queue.drain_changes();
-    let err = write_group(&conn, &[batch(1, assigned)], &[]).unwrap_err();
+    let err =
+        write_group(&conn, &[batch(1, assigned)], &[], &mut KnownRows::default()).unwrap_err();
     assert!(err.to_string().contains("no stored row"), "{err}");
     assert_eq!(db::get_task(&conn, "a").unwrap(), None, "nothing written");
 }
@@ -263,7 +273,8 @@ fn a_purge_in_the_group_deletes_old_final_tasks() {
     db::migrate(&conn, Path::new(":memory:")).unwrap();
     let done = edited(record("old", 10), |p| p.status = Status::Completed);
     let batches = vec![batch(1, vec![Change::Finalized(done)])];
-    assert_eq!(write_group(&conn, &batches, &[]).unwrap(), 1);
-    assert_eq!(write_group(&conn, &[], &[11]).unwrap(), 0);
+    let mut known = KnownRows::default();
+    assert_eq!(write_group(&conn, &batches, &[], &mut known).unwrap(), 1);
+    assert_eq!(write_group(&conn, &[], &[11], &mut known).unwrap(), 0);
     assert_eq!(db::get_task(&conn, "old").unwrap(), None);
 }

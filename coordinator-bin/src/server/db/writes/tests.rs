@@ -7,7 +7,7 @@ use std::path::Path;
 use coordinator_queue::{AgentId, Change, Completion, NewTask, Priority, Queue, QueueConfig, Task};
 use rusqlite::Connection;
 
-use super::write_tasks;
+use super::{write_tasks, KnownRows};
 use crate::server::db::{count_by_status_priority, delete_expired, migrate, Texts};
 
 fn memory_db() -> Connection {
@@ -17,8 +17,9 @@ fn memory_db() -> Connection {
 }
 
 /// Commits `changes` as one group: every record in order, or only the newest
-/// of each task (as the writer does), with the texts of its oldest record.
-fn commit(conn: &Connection, changes: &[Change], newest_only: bool) {
+/// of each task (as the writer does), with the texts of its oldest record;
+/// `known` learns the group's rows.
+fn commit(conn: &Connection, changes: &[Change], newest_only: bool, known: &mut KnownRows) {
     let tasks: Vec<&Task> = changes.iter().map(Change::task).collect();
     let records: Vec<(&Task, Texts<'_>)> = if newest_only {
         let mut first_texts: HashMap<&str, Texts<'_>> = HashMap::new();
@@ -39,8 +40,9 @@ fn commit(conn: &Connection, changes: &[Change], newest_only: bool) {
         tasks.iter().map(|task| (*task, Texts::of(task))).collect()
     };
     let tx = conn.unchecked_transaction().unwrap();
-    write_tasks(&tx, &records).unwrap();
+    write_tasks(&tx, &records, known).unwrap();
     tx.commit().unwrap();
+    known.settle(true);
 }
 
 /// Counts by status and lane, sorted.
@@ -85,16 +87,28 @@ fn done() -> Completion {
 
 /// Every kind of change (submitted, scheduled, waiting, assigned, accepted,
 /// completed, cancelled, dead-lettered, requeued, released, purged) committed
-/// in a group per step or all in one group: the counts follow each commit.
+/// in a group per step or all in one group: the counts follow each commit,
+/// whether the writer remembers the rows it wrote or starts each group
+/// without (as after a restart).
 fn run_lifecycle(cut_after_each_step: bool, newest_only: bool) {
+    for remember in [true, false] {
+        run_lifecycle_remembering(cut_after_each_step, newest_only, remember);
+    }
+}
+
+fn run_lifecycle_remembering(cut_after_each_step: bool, newest_only: bool, remember: bool) {
     let conn = memory_db();
+    let mut known = KnownRows::default();
     let mut queue = Queue::new(QueueConfig::default());
     let agent = AgentId::from("agent");
     let mut pending: Vec<Change> = Vec::new();
-    let step = |queue: &mut Queue, pending: &mut Vec<Change>, last: bool| {
+    let mut step = |queue: &mut Queue, pending: &mut Vec<Change>, last: bool| {
         pending.extend(queue.drain_changes());
         if cut_after_each_step || last {
-            commit(&conn, pending, newest_only);
+            if !remember {
+                known = KnownRows::default();
+            }
+            commit(&conn, pending, newest_only, &mut known);
             pending.clear();
             assert_exact(&conn);
         }
@@ -206,7 +220,12 @@ fn a_stored_row_of_unknown_status_or_lane_is_not_counted_and_changes_nothing_els
     let mut queue = Queue::new(QueueConfig::default());
     queue.submit(1, NewTask::new("s", "x")).unwrap();
     queue.submit(1, NewTask::new("l", "x")).unwrap();
-    commit(&conn, &queue.drain_changes(), false);
+    commit(
+        &conn,
+        &queue.drain_changes(),
+        false,
+        &mut KnownRows::default(),
+    );
     conn.execute_batch(
         "UPDATE tasks SET status = 'queud' WHERE id = 's'; \
          UPDATE tasks SET priority = 'soon' WHERE id = 'l'; \
@@ -214,11 +233,17 @@ fn a_stored_row_of_unknown_status_or_lane_is_not_counted_and_changes_nothing_els
     )
     .unwrap();
     let agent = AgentId::from("agent");
-    // A new record of each: the unknown status is not taken off any count;
-    // the unknown lane is counted nowhere.
+    // A new record of each, read back from storage (the writer has no
+    // memory of them, as after a restart): the unknown status is not taken
+    // off any count; the unknown lane is counted nowhere.
     queue.assign(2, &"s".into(), &agent).unwrap();
     queue.assign(2, &"l".into(), &agent).unwrap();
-    commit(&conn, &queue.drain_changes(), false);
+    commit(
+        &conn,
+        &queue.drain_changes(),
+        false,
+        &mut KnownRows::default(),
+    );
     let (counts, _) = count_by_status_priority(&conn).unwrap();
     assert_eq!(counts, [count("assigned", "normal", 1)]);
 }
@@ -235,7 +260,7 @@ fn a_record_without_texts_and_no_stored_row_fails_and_writes_nothing() {
         metadata: Some("{}"),
     };
     let tx = conn.unchecked_transaction().unwrap();
-    let err = write_tasks(&tx, &[(task, texts)]).unwrap_err();
+    let err = write_tasks(&tx, &[(task, texts)], &mut KnownRows::default()).unwrap_err();
     drop(tx);
     assert!(
         err.to_string()
@@ -247,4 +272,137 @@ fn a_record_without_texts_and_no_stored_row_fails_and_writes_nothing() {
         .unwrap();
     assert_eq!(rows, 0);
     assert_eq!(counts_and_truth(&conn).0, []);
+}
+
+/// The stored row of `id`: its rowid and status.
+fn row_of(conn: &Connection, id: &str) -> (i64, String) {
+    conn.query_row("SELECT rowid, status FROM tasks WHERE id = ?1", [id], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .unwrap()
+}
+
+#[test]
+fn the_writer_remembers_the_rows_of_live_tasks_only() {
+    let conn = memory_db();
+    let mut known = KnownRows::default();
+    let mut queue = Queue::new(QueueConfig::default());
+    let agent = AgentId::from("agent");
+    queue.submit(1, NewTask::new("a", "x")).unwrap();
+    queue.submit(1, NewTask::new("b", "x")).unwrap();
+    commit(&conn, &queue.drain_changes(), true, &mut known);
+    assert_eq!(known.len(), 2);
+    let generation = queue.assign(2, &"a".into(), &agent).unwrap();
+    queue
+        .complete(3, &"a".into(), &agent, generation, done())
+        .unwrap();
+    queue.cancel(3, &"b".into()).unwrap();
+    commit(&conn, &queue.drain_changes(), true, &mut known);
+    assert_eq!(known.len(), 0, "final tasks are forgotten");
+    assert_eq!(row_of(&conn, "a").1, "completed");
+    assert_eq!(row_of(&conn, "b").1, "cancelled");
+    assert_exact(&conn);
+}
+
+#[test]
+fn a_remembered_rowid_that_no_longer_holds_the_task_is_not_written() {
+    let conn = memory_db();
+    let mut known = KnownRows::default();
+    let mut queue = Queue::new(QueueConfig::default());
+    queue.submit(1, NewTask::new("a", "x")).unwrap();
+    queue.submit(1, NewTask::new("b", "x")).unwrap();
+    commit(&conn, &queue.drain_changes(), true, &mut known);
+    // Behind the writer's back, the two rows trade places.
+    let (a, b) = (row_of(&conn, "a").0, row_of(&conn, "b").0);
+    conn.execute_batch(&format!(
+        "UPDATE tasks SET rowid = -1 WHERE rowid = {a}; \
+         UPDATE tasks SET rowid = {a} WHERE rowid = {b}; \
+         UPDATE tasks SET rowid = {b} WHERE rowid = -1;"
+    ))
+    .unwrap();
+    queue
+        .assign(2, &"a".into(), &AgentId::from("agent"))
+        .unwrap();
+    commit(&conn, &queue.drain_changes(), true, &mut known);
+    assert_eq!(row_of(&conn, "a"), (b, "assigned".to_owned()));
+    assert_eq!(row_of(&conn, "b"), (a, "queued".to_owned()));
+    assert_exact(&conn);
+    // And it is remembered where it is now.
+    queue
+        .accept(3, &"a".into(), &AgentId::from("agent"))
+        .unwrap();
+    commit(&conn, &queue.drain_changes(), true, &mut known);
+    assert_eq!(row_of(&conn, "a"), (b, "working".to_owned()));
+    assert_exact(&conn);
+}
+
+#[test]
+fn a_submission_record_of_a_stored_row_updates_that_row() {
+    let conn = memory_db();
+    let mut queue = Queue::new(QueueConfig::default());
+    queue.submit(1, NewTask::new("a", "x")).unwrap();
+    let submitted = queue.drain_changes();
+    commit(&conn, &submitted, true, &mut KnownRows::default());
+    // The same record again, to a writer that does not remember the row
+    // (as after a restart): no second row, no second count.
+    let mut cold = KnownRows::default();
+    commit(&conn, &submitted, true, &mut cold);
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 1);
+    assert_eq!(assert_exact(&conn), [count("queued", "normal", 1)]);
+    assert_eq!(cold.len(), 1, "the row it found is remembered");
+}
+
+#[test]
+fn a_group_that_does_not_commit_teaches_the_writer_nothing() {
+    let conn = memory_db();
+    let mut known = KnownRows::default();
+    let mut queue = Queue::new(QueueConfig::default());
+    queue.submit(1, NewTask::new("a", "x")).unwrap();
+    let a_submitted = queue.drain_changes();
+    let tx = conn.unchecked_transaction().unwrap();
+    let records: Vec<(&Task, Texts<'_>)> = a_submitted
+        .iter()
+        .map(|c| (c.task(), Texts::of(c.task())))
+        .collect();
+    write_tasks(&tx, &records, &mut known).unwrap();
+    drop(tx);
+    known.settle(false);
+    assert_eq!(known.len(), 0);
+    // Another task takes the rowid the rolled-back insert had; the first is
+    // then written for real, and both rows are updated where they are.
+    queue.submit(2, NewTask::new("b", "x")).unwrap();
+    commit(&conn, &queue.drain_changes(), true, &mut known);
+    commit(&conn, &a_submitted, true, &mut known);
+    let agent = AgentId::from("agent");
+    queue.assign(3, &"a".into(), &agent).unwrap();
+    commit(&conn, &queue.drain_changes(), true, &mut known);
+    assert_eq!(row_of(&conn, "a").1, "assigned");
+    assert_eq!(row_of(&conn, "b").1, "queued");
+    assert_exact(&conn);
+}
+
+#[test]
+fn rows_beyond_what_the_writer_remembers_are_looked_up() {
+    let conn = memory_db();
+    let mut known = KnownRows::with_max(2);
+    let mut queue = Queue::new(QueueConfig::default());
+    for id in ["a", "b", "c", "d"] {
+        queue.submit(1, NewTask::new(id, "x")).unwrap();
+    }
+    commit(&conn, &queue.drain_changes(), true, &mut known);
+    assert_eq!(known.len(), 2);
+    let agent = AgentId::from("agent");
+    for (i, id) in ["a", "b", "c", "d"].into_iter().enumerate() {
+        let generation = queue.assign(2 + i as u64, &id.into(), &agent).unwrap();
+        queue
+            .complete(3 + i as u64, &id.into(), &agent, generation, done())
+            .unwrap();
+        commit(&conn, &queue.drain_changes(), true, &mut known);
+        assert_eq!(row_of(&conn, id).1, "completed");
+        assert!(known.len() <= 2);
+    }
+    assert_eq!(assert_exact(&conn), [count("completed", "normal", 4)]);
 }

@@ -34,7 +34,8 @@ fn a_group_waits_for_another_writer_instead_of_failing() {
         changes,
         tokens: Vec::new(),
     };
-    write_group(&writer, &[batch(1, queue.drain_changes())], &[]).unwrap();
+    let mut known = db::KnownRows::default();
+    write_group(&writer, &[batch(1, queue.drain_changes())], &[], &mut known).unwrap();
     // The next group reads the stored row before it updates it, while another
     // connection (say `coordinator token`) holds the write lock.
     queue
@@ -50,7 +51,7 @@ fn a_group_waits_for_another_writer_instead_of_failing() {
         }
         other.execute_batch("COMMIT").unwrap();
     });
-    let written = write_group(&writer, &[batch(2, queue.drain_changes())], &[]);
+    let written = write_group(&writer, &[batch(2, queue.drain_changes())], &[], &mut known);
     holder.join().unwrap();
     assert_eq!(written.unwrap(), 1);
     assert!(BUSY_SEEN.load(Ordering::SeqCst));
