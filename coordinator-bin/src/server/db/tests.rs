@@ -1213,3 +1213,32 @@ fn a_new_file_has_small_pages_and_an_old_one_keeps_its_own() {
     );
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
+
+proptest! {
+    /// The history's numbers are written as `format!` writes them.
+    #[test]
+    fn decimals_are_written_as_format_writes_them(n: i128) {
+        let mut out = b"[".to_vec();
+        rows::push_decimal(&mut out, n);
+        prop_assert_eq!(String::from_utf8(out).unwrap(), format!("[{n}"));
+    }
+}
+
+#[test]
+fn the_extreme_decimals_are_written_as_format_writes_them() {
+    for n in [
+        0,
+        -1,
+        9,
+        10,
+        i128::from(i64::MAX),
+        i128::from(u64::MAX),
+        i128::from(u64::MAX) + 1,
+        i128::MAX,
+        i128::MIN,
+    ] {
+        let mut out = Vec::new();
+        rows::push_decimal(&mut out, n);
+        assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+    }
+}
