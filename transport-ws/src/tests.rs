@@ -355,6 +355,293 @@ fn the_frames_of_every_task_are_read_in_one_pass() {
     );
 }
 
+/// Decodes `bytes` from the coordinator both ways and checks that they agree
+/// on the message or on the error, and that a message read in one pass is the
+/// enum's.
+fn coordinator_decodes_like_the_enum(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let by_enum = decode_coordinator_by_enum(bytes);
+    let text = String::from_utf8_lossy(bytes);
+    if let Some(message) = decode_coordinator_frame(bytes) {
+        prop_assert_eq!(Ok(message), by_enum.clone(), "{}", text);
+    }
+    prop_assert_eq!(decode_coordinator_message(bytes), by_enum, "{}", text);
+    Ok(())
+}
+
+#[test]
+fn coordinator_frames_read_in_one_pass_decode_like_the_enum() {
+    let frames: [&[u8]; 36] = [
+        br#"{"type":"task_ack","task_id":"t","status":"accepted"}"#,
+        br#"  {"status":"s","task_id":"t","type":"task_ack","generation":"not a number"}"#,
+        br#"{"type":"task_ack","task_id":"t","task_id":"u","status":"s"}"#,
+        br#"{"type":"task_ack","task_id":"t","status":"s","other":1,"other":2}"#,
+        br#"{"type":"task_ack","type":"task_cancel","task_id":"t","status":"s"}"#,
+        br#"{"type":"task_ack","task_id":null,"status":"s"}"#,
+        br#"{"type":"task_ack","task_id":"t"}"#,
+        br#"{"type":"task\u005fack","task\u005fid":"t\n\u00e9","status":"s"}"#,
+        br#"{"type":{"task_ack":null},"task_id":"t","status":"s"}"#,
+        br#"["task_ack","t","s"]"#,
+        br#"["task_cancel","t"]"#,
+        br#"["pong",null,5,null,null,null,null,null,null,null,null]"#,
+        br#"{"type":"task_assign","task_id":"t","description":"d","metadata":{"k":[1,-0,1.5e300,18446744073709551615,-9223372036854775808],"k":"again"},"generation":1,"assigned_at":2}"#,
+        br#"{"type":"task_assign","task_id":"t","description":"d","metadata":null,"generation":1,"assigned_at":2}"#,
+        br#"{"type":"task_assign","task_id":"t","description":"d","generation":1,"assigned_at":2}"#,
+        br#"{"type":"task_assign","task_id":"t","description":"d","metadata":7,"generation":1.0,"assigned_at":2}"#,
+        br#"{"type":"task_assign","task_id":"t","description":"d","metadata":[],"generation":1,"assigned_at":-2}"#,
+        br#"{"type":"task_assign","task_id":"t","description":"d","metadata":"m","generation":18446744073709551615,"assigned_at":18446744073709551616}"#,
+        br#"{"type":"task_continue","task_id":"t","generation":3,"status":null}"#,
+        br#"{"type":"task_continue","task_id":"t","generation":null}"#,
+        br#"{"type":"task_reassign","task_id":"t","error":"not a code"}"#,
+        br#"{"type":"pong","timestamp":5,"extra":{"deep":[[[]]]}}"#,
+        br#"{"type":"pong","timestamp":"5"}"#,
+        br#"{"typ\u0065":"pong","timestamp":5}"#,
+        br#"{"type":"identified","agent_id":"a","timestamp":-1}"#,
+        br#"{"type":"error","error":"not_assigned","task_id":null,"detail":"d"}"#,
+        br#"{"type":"error","error":"no_such_code"}"#,
+        br#"{"type":"error","error":{"stale_generation":null}}"#,
+        br#"{"type":"error","error":{"stale_generation":{}}}"#,
+        br#"{"type":"error","error":{"stale_generation":1}}"#,
+        br#"{"type":"error","error":null,"detail":"d"}"#,
+        br#"{"type":"error","error":"invalid_state","detail":5}"#,
+        br#"{"type":"ping"}"#,
+        br#"{"task_id":"t","status":"s"}"#,
+        br#"{"type":"task_ack","task_id":"t","status":"s"} trailing"#,
+        br#""task_ack""#,
+    ];
+    for frame in frames {
+        coordinator_decodes_like_the_enum(frame).unwrap();
+    }
+}
+
+#[test]
+fn a_metadata_nested_to_the_depth_limit_decodes_like_the_enum() {
+    for depth in [120, 126, 127, 128, 200] {
+        let frame = format!(
+            r#"{{"type":"task_assign","task_id":"t","description":"d","metadata":{}{}{},"generation":1,"assigned_at":2}}"#,
+            "[".repeat(depth),
+            "1",
+            "]".repeat(depth)
+        );
+        coordinator_decodes_like_the_enum(frame.as_bytes()).unwrap();
+    }
+}
+
+#[test]
+fn the_coordinator_frames_of_every_task_are_read_in_one_pass() {
+    let frames = [
+        encode_task_assign("t", "d", r#"{"k":1}"#, 1, 2),
+        CoordinatorMessage::TaskAck {
+            task_id: "t".into(),
+            status: "complete".into(),
+        }
+        .encode(),
+        CoordinatorMessage::TaskCancel {
+            task_id: "t".into(),
+        }
+        .encode(),
+        CoordinatorMessage::Pong { timestamp: 1 }.encode(),
+        CoordinatorMessage::error(ErrorCode::StaleGeneration, Some("t"), "old").encode(),
+    ];
+    for frame in frames {
+        let by_enum = decode_coordinator_by_enum(&frame).unwrap();
+        assert_eq!(decode_coordinator_frame(&frame), Some(by_enum));
+    }
+}
+
+/// An error code's wire name, a name that is none, or the enum's map form.
+fn error_code_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(json!("not_assigned")),
+        Just(json!("stale_generation")),
+        Just(json!("invalid_json")),
+        Just(json!("no_such_code")),
+        Just(json!({"not_assigned": null})),
+        Just(json!({"not_assigned": {}})),
+        Just(json!({"not_assigned": 1})),
+        Just(json!({})),
+    ]
+}
+
+/// A value of any kind for a coordinator message's field.
+fn coordinator_field_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        text().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        (-3i64..0).prop_map(Value::from),
+        Just(json!(1.0)),
+        Just(json!(18446744073709551615u64)),
+        Just(Value::Null),
+        error_code_value(),
+        json_value(),
+    ]
+}
+
+const COORDINATOR_TYPES: [&str; 8] = [
+    "identified",
+    "pong",
+    "task_ack",
+    "task_assign",
+    "task_cancel",
+    "task_continue",
+    "task_reassign",
+    "error",
+];
+
+const COORDINATOR_FIELDS: [&str; 11] = [
+    "agent_id",
+    "timestamp",
+    "task_id",
+    "status",
+    "description",
+    "metadata",
+    "generation",
+    "assigned_at",
+    "error",
+    "detail",
+    "other",
+];
+
+/// The text of a JSON object with these entries in this order, duplicates
+/// included (which a `Value` cannot hold).
+fn object_text(entries: &[(String, Value)]) -> Vec<u8> {
+    let mut out = b"{".to_vec();
+    for (i, (key, value)) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, key).unwrap();
+        out.push(b':');
+        serde_json::to_writer(&mut out, value).unwrap();
+    }
+    out.push(b'}');
+    out
+}
+
+/// Coordinator messages as the coordinator writes them, then broken or not:
+/// a field dropped, a field's value replaced by one of any kind, fields
+/// added anywhere (other types' fields, unknown ones, duplicates of present
+/// ones, a second `type`), the fields shuffled.
+fn mutated_coordinator_frame() -> impl Strategy<Value = Vec<u8>> {
+    let added = (
+        any::<usize>(),
+        prop_oneof![
+            10 => proptest::sample::select(COORDINATOR_FIELDS.to_vec()),
+            1 => Just("type"),
+        ],
+        prop_oneof![
+            4 => coordinator_field_value(),
+            1 => proptest::sample::select(COORDINATOR_TYPES.to_vec()).prop_map(Value::from),
+        ],
+    );
+    (
+        coordinator_message(),
+        json_value(),
+        proptest::option::of(any::<usize>()),
+        proptest::option::of((any::<usize>(), coordinator_field_value())),
+        proptest::collection::vec(added, 0..3),
+        any::<bool>(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(message, metadata, dropped, replaced, added, shuffle, seed)| {
+                let mut message = message;
+                if let CoordinatorMessage::TaskAssign { metadata: m, .. } = &mut message {
+                    *m = metadata;
+                }
+                let Value::Object(object) = serde_json::to_value(&message).unwrap() else {
+                    unreachable!("a coordinator message is an object")
+                };
+                let mut entries: Vec<(String, Value)> = object.into_iter().collect();
+                if shuffle {
+                    // Rotate and swap by the seed: any field may come first.
+                    let n = entries.len();
+                    entries.rotate_left(seed as usize % n);
+                    entries.swap(0, (seed >> 32) as usize % n);
+                }
+                if let Some((at, value)) = replaced {
+                    let at = at % entries.len();
+                    entries[at].1 = value;
+                }
+                if let Some(at) = dropped {
+                    entries.remove(at % entries.len());
+                }
+                for (at, key, value) in added {
+                    let at = at % (entries.len() + 1);
+                    entries.insert(at, (key.to_owned(), value));
+                }
+                object_text(&entries)
+            },
+        )
+}
+
+/// A value for a coordinator message's field: mostly of the field's kind,
+/// sometimes of any.
+fn plausible_value(field: &'static str) -> BoxedStrategy<Value> {
+    let right = match field {
+        "timestamp" | "generation" | "assigned_at" => any::<u64>().prop_map(Value::from).boxed(),
+        "metadata" => json_value().boxed(),
+        "error" => error_code_value().boxed(),
+        _ => text().prop_map(Value::from).boxed(),
+    };
+    prop_oneof![5 => right, 1 => coordinator_field_value()].boxed()
+}
+
+/// Objects of the coordinator fields, each there or not, in any order, some
+/// twice, with or without a `type` of any kind; arrays in the enum's sequence
+/// form; and other JSON.
+fn coordinator_frame_text() -> impl Strategy<Value = Vec<u8>> {
+    let kind = prop_oneof![
+        8 => proptest::sample::select(COORDINATOR_TYPES.to_vec()).prop_map(Value::from),
+        1 => Just(json!("ping")),
+        1 => Just(json!("task_other")),
+        1 => json_value(),
+    ];
+    let fields = COORDINATOR_FIELDS.map(|field| {
+        proptest::option::weighted(0.4, plausible_value(field))
+            .prop_map(move |value| value.map(|value| (field.to_owned(), value)))
+    });
+    let twice = proptest::collection::vec(
+        (
+            prop_oneof![
+                10 => proptest::sample::select(COORDINATOR_FIELDS.to_vec()),
+                1 => Just("type"),
+            ],
+            coordinator_field_value(),
+        ),
+        0..2,
+    );
+    let entries = (fields, twice)
+        .prop_map(|(fields, twice)| {
+            let mut entries: Vec<(String, Value)> = fields.into_iter().flatten().collect();
+            entries.extend(twice.into_iter().map(|(k, v)| (k.to_owned(), v)));
+            entries
+        })
+        .prop_shuffle();
+    let object = (
+        entries,
+        proptest::option::weighted(0.9, (any::<usize>(), kind.clone())),
+    )
+        .prop_map(|(mut entries, kind)| {
+            if let Some((at, kind)) = kind {
+                entries.insert(at % (entries.len() + 1), ("type".to_owned(), kind));
+            }
+            object_text(&entries)
+        });
+    let sequence = (
+        kind,
+        proptest::collection::vec(coordinator_field_value(), 0..6),
+    )
+        .prop_map(|(kind, mut items)| {
+            items.insert(0, kind);
+            serde_json::to_vec(&items).unwrap()
+        });
+    prop_oneof![
+        6 => object,
+        2 => sequence,
+        1 => json_value().prop_map(|v| serde_json::to_vec(&v).unwrap()),
+    ]
+}
+
 /// Objects of the message types and fields, with values of every kind.
 fn frame_object() -> impl Strategy<Value = Value> {
     let kind = prop_oneof![
@@ -485,6 +772,21 @@ proptest! {
     #[test]
     fn frame_objects_decode_like_the_enum(v in frame_object()) {
         decodes_like_the_enum(&serde_json::to_vec(&v).unwrap())?;
+    }
+
+    #[test]
+    fn coordinator_messages_are_read_in_one_pass(m in coordinator_message()) {
+        prop_assert_eq!(decode_coordinator_frame(&m.encode()), Some(m));
+    }
+
+    #[test]
+    fn mutated_coordinator_frames_decode_like_the_enum(bytes in mutated_coordinator_frame()) {
+        coordinator_decodes_like_the_enum(&bytes)?;
+    }
+
+    #[test]
+    fn coordinator_frames_of_any_fields_decode_like_the_enum(bytes in coordinator_frame_text()) {
+        coordinator_decodes_like_the_enum(&bytes)?;
     }
 
     #[test]
