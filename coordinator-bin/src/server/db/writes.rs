@@ -243,7 +243,8 @@ impl Statements<'_> {
     }
 
     /// Updates `row` (remembered or read) to `task`; if a remembered rowid
-    /// no longer holds the task, its row is read by id and written as found.
+    /// no longer holds the task, its row is read by id and updated there, or
+    /// inserted if it has none.
     fn update_or_look_up(
         &mut self,
         task: &Task,

@@ -278,3 +278,30 @@ fn a_purge_in_the_group_deletes_old_final_tasks() {
     assert_eq!(write_group(&conn, &[], &[11], &mut known).unwrap(), 0);
     assert_eq!(db::get_task(&conn, "old").unwrap(), None);
 }
+
+#[test]
+fn a_group_that_fails_leaves_the_writers_memory_as_it_was() {
+    let conn = Connection::open_in_memory().unwrap();
+    db::migrate(&conn, Path::new(":memory:")).unwrap();
+    let mut known = KnownRows::default();
+    // "z" has no stored row and its record no texts: the group fails, after
+    // "a" (newest first, so written first) was inserted and learned.
+    let mut queue = forgetful_queue();
+    let _ = queue.submit(1, long_task("z")).unwrap();
+    let _ = queue.drain_changes();
+    let _ = queue
+        .assign(2, &TaskId::from("z"), &AgentId::from("agent-1"))
+        .unwrap();
+    let z_assigned = queue.drain_changes();
+    let a_submitted = vec![Change::Updated(record("a", 1))];
+    let err = write_group(
+        &conn,
+        &[batch(1, z_assigned), batch(2, a_submitted)],
+        &[],
+        &mut known,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("no stored row"), "{err}");
+    assert_eq!(db::get_task(&conn, "a").unwrap(), None, "rolled back");
+    assert_eq!(known.len(), 0, "the rolled-back insert of a is forgotten");
+}

@@ -36,8 +36,9 @@ fn a_group_waits_for_another_writer_instead_of_failing() {
     };
     let mut known = db::KnownRows::default();
     write_group(&writer, &[batch(1, queue.drain_changes())], &[], &mut known).unwrap();
-    // The next group reads the stored row before it updates it, while another
-    // connection (say `coordinator token`) holds the write lock.
+    // The next group reads the stored row before it updates it (a writer that
+    // does not remember it, as after a restart), while another connection
+    // (say `coordinator token`) holds the write lock.
     queue
         .assign(2, &"t".into(), &AgentId::from("agent"))
         .unwrap();
@@ -51,7 +52,8 @@ fn a_group_waits_for_another_writer_instead_of_failing() {
         }
         other.execute_batch("COMMIT").unwrap();
     });
-    let written = write_group(&writer, &[batch(2, queue.drain_changes())], &[], &mut known);
+    let mut cold = db::KnownRows::default();
+    let written = write_group(&writer, &[batch(2, queue.drain_changes())], &[], &mut cold);
     holder.join().unwrap();
     assert_eq!(written.unwrap(), 1);
     assert!(BUSY_SEEN.load(Ordering::SeqCst));
