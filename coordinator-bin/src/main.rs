@@ -8,12 +8,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use coordinator_bin::cli::Cli;
 
-/// mimalloc: its thread-local free lists take a small allocation in a few
-/// instructions, where glibc's malloc and free were about a tenth of the
-/// coordinator's instructions per task (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     match coordinator_bin::run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,

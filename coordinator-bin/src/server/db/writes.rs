@@ -52,8 +52,9 @@ pub fn upsert_task(conn: &Connection, task: &Task) -> Result<(), rusqlite::Error
     write_task(conn, task, Texts::of(task))
 }
 
-/// Live tasks' rows remembered at most (about 40 bytes each); beyond, a
-/// task's row is looked up by id when it changes, as on a cold start.
+/// Held tasks' rows remembered at most (about 40 bytes each; there is one
+/// held task per busy agent); beyond, a task's row is looked up by id when it
+/// changes, as on a cold start.
 const KNOWN_ROWS_MAX: usize = 1 << 16;
 
 /// A stored row as the writer last wrote it: where it is, and what it counts
@@ -65,12 +66,16 @@ struct StoredRow {
     lane: Option<Priority>,
 }
 
-/// What the writer remembers of the rows of live tasks it wrote, so that a
-/// state change goes straight to its row by rowid instead of first looking
-/// it up by id (an index descent on a text key per record). A task leaves
-/// when its record is final (the retention sweep deletes only final rows).
-/// A group's lessons are undone unless it commits ([`KnownRows::settle`]):
-/// a rolled-back insert gives its rowid back.
+/// What the writer remembers of the rows of the tasks agents hold (assigned
+/// or working), so that the holder's reports go straight to their row by
+/// rowid instead of first looking it up by id (an index descent on a text key
+/// per record). Only held tasks are kept, so this memory follows the agents
+/// at work, not the backlog: a queued, scheduled or waiting task is
+/// forgotten, and so is a final one (the retention sweep deletes only final
+/// rows). A submission's record needs no look-up either
+/// ([`Task::is_submission_record`]), so of a task's usual three writes only
+/// its assignment reads its row first. A group's lessons are undone unless it
+/// commits ([`KnownRows::settle`]): a rolled-back insert gives its rowid back.
 #[derive(Debug)]
 pub struct KnownRows {
     rows: IdMap<TaskId, StoredRow>,
@@ -109,7 +114,7 @@ impl KnownRows {
         }
     }
 
-    /// Live tasks whose rows are remembered.
+    /// Held tasks whose rows are remembered.
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.rows.len()
@@ -120,11 +125,12 @@ impl KnownRows {
         self.rows.get(task.id()).copied()
     }
 
-    /// Notes that `task`'s row is now `row`; a final task is forgotten, and
-    /// a new one is not remembered once `max` rows are.
+    /// Notes that `task`'s row is now `row`: remembered while the task is
+    /// held (a new one not once `max` rows are), forgotten otherwise.
     fn learn(&mut self, task: &Task, row: StoredRow) {
         let id = task.id();
-        let before = if task.status().is_final() {
+        let held = matches!(task.status(), Status::Assigned | Status::Working);
+        let before = if !held {
             self.rows.remove(id)
         } else if self.rows.len() < self.max || self.rows.contains_key(id) {
             self.rows.insert(id.clone(), row)

@@ -228,7 +228,7 @@ impl Store for SqliteStore {
 
 /// Commits `batches` (their newest record of each task, and their token
 /// writes) and `purges` in one transaction; the number of rows written.
-/// `known` (the rows of live tasks written so far) keeps what the group
+/// `known` (the rows of the tasks agents hold) keeps what the group
 /// taught it only if the group committed.
 pub(crate) fn write_group(
     conn: &Connection,

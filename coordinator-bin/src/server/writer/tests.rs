@@ -285,7 +285,7 @@ fn a_group_that_fails_leaves_the_writers_memory_as_it_was() {
     db::migrate(&conn, Path::new(":memory:")).unwrap();
     let mut known = KnownRows::default();
     // "z" has no stored row and its record no texts: the group fails, after
-    // "a" (newest first, so written first) was inserted and learned.
+    // "a" (newest first, so written first) was inserted, held, and learned.
     let mut queue = forgetful_queue();
     let _ = queue.submit(1, long_task("z")).unwrap();
     let _ = queue.drain_changes();
@@ -293,10 +293,14 @@ fn a_group_that_fails_leaves_the_writers_memory_as_it_was() {
         .assign(2, &TaskId::from("z"), &AgentId::from("agent-1"))
         .unwrap();
     let z_assigned = queue.drain_changes();
-    let a_submitted = vec![Change::Updated(record("a", 1))];
+    let _ = queue.submit(3, NewTask::new("a", "x")).unwrap();
+    let _ = queue
+        .assign(3, &TaskId::from("a"), &AgentId::from("agent-2"))
+        .unwrap();
+    let a_held = queue.drain_changes();
     let err = write_group(
         &conn,
-        &[batch(1, z_assigned), batch(2, a_submitted)],
+        &[batch(1, z_assigned), batch(2, a_held)],
         &[],
         &mut known,
     )

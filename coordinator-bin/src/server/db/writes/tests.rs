@@ -283,7 +283,7 @@ fn row_of(conn: &Connection, id: &str) -> (i64, String) {
 }
 
 #[test]
-fn the_writer_remembers_the_rows_of_live_tasks_only() {
+fn the_writer_remembers_the_rows_of_held_tasks_only() {
     let conn = memory_db();
     let mut known = KnownRows::default();
     let mut queue = Queue::new(QueueConfig::default());
@@ -291,12 +291,17 @@ fn the_writer_remembers_the_rows_of_live_tasks_only() {
     queue.submit(1, NewTask::new("a", "x")).unwrap();
     queue.submit(1, NewTask::new("b", "x")).unwrap();
     commit(&conn, &queue.drain_changes(), true, &mut known);
-    assert_eq!(known.len(), 2);
+    assert_eq!(known.len(), 0, "queued tasks are not remembered");
     let generation = queue.assign(2, &"a".into(), &agent).unwrap();
+    commit(&conn, &queue.drain_changes(), true, &mut known);
+    assert_eq!(known.len(), 1, "the held one is");
+    queue.accept(3, &"a".into(), &agent).unwrap();
+    commit(&conn, &queue.drain_changes(), true, &mut known);
+    assert_eq!(known.len(), 1);
     queue
-        .complete(3, &"a".into(), &agent, generation, done())
+        .complete(4, &"a".into(), &agent, generation, done())
         .unwrap();
-    queue.cancel(3, &"b".into()).unwrap();
+    queue.cancel(4, &"b".into()).unwrap();
     commit(&conn, &queue.drain_changes(), true, &mut known);
     assert_eq!(known.len(), 0, "final tasks are forgotten");
     assert_eq!(row_of(&conn, "a").1, "completed");
@@ -309,9 +314,13 @@ fn a_remembered_rowid_that_no_longer_holds_the_task_is_not_written() {
     let conn = memory_db();
     let mut known = KnownRows::default();
     let mut queue = Queue::new(QueueConfig::default());
+    let agent = AgentId::from("agent");
     queue.submit(1, NewTask::new("a", "x")).unwrap();
     queue.submit(1, NewTask::new("b", "x")).unwrap();
     commit(&conn, &queue.drain_changes(), true, &mut known);
+    queue.assign(2, &"a".into(), &agent).unwrap();
+    commit(&conn, &queue.drain_changes(), true, &mut known);
+    assert_eq!(known.len(), 1);
     // Behind the writer's back, the two rows trade places.
     let (a, b) = (row_of(&conn, "a").0, row_of(&conn, "b").0);
     conn.execute_batch(&format!(
@@ -320,19 +329,29 @@ fn a_remembered_rowid_that_no_longer_holds_the_task_is_not_written() {
          UPDATE tasks SET rowid = {b} WHERE rowid = -1;"
     ))
     .unwrap();
-    queue
-        .assign(2, &"a".into(), &AgentId::from("agent"))
-        .unwrap();
+    queue.accept(3, &"a".into(), &agent).unwrap();
     commit(&conn, &queue.drain_changes(), true, &mut known);
-    assert_eq!(row_of(&conn, "a"), (b, "assigned".to_owned()));
+    assert_eq!(row_of(&conn, "a"), (b, "working".to_owned()));
     assert_eq!(row_of(&conn, "b"), (a, "queued".to_owned()));
     assert_exact(&conn);
     // And it is remembered where it is now.
-    queue
-        .accept(3, &"a".into(), &AgentId::from("agent"))
-        .unwrap();
+    queue.progress(4, &"a".into(), &agent).unwrap();
     commit(&conn, &queue.drain_changes(), true, &mut known);
-    assert_eq!(row_of(&conn, "a"), (b, "working".to_owned()));
+    conn.execute(
+        &format!("UPDATE tasks SET rowid = {} WHERE rowid = {b}", b + 100),
+        [],
+    )
+    .unwrap();
+    let moved = b + 100;
+    queue.progress(5, &"a".into(), &agent).unwrap();
+    commit(&conn, &queue.drain_changes(), true, &mut known);
+    assert_eq!(row_of(&conn, "a"), (moved, "working".to_owned()));
+    let alive: i64 = conn
+        .query_row("SELECT last_alive_at FROM tasks WHERE id = 'a'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(alive, 5);
     assert_exact(&conn);
 }
 
@@ -352,7 +371,7 @@ fn a_submission_record_of_a_stored_row_updates_that_row() {
         .unwrap();
     assert_eq!(rows, 1);
     assert_eq!(assert_exact(&conn), [count("queued", "normal", 1)]);
-    assert_eq!(cold.len(), 1, "the row it found is remembered");
+    assert_eq!(cold.len(), 0, "a queued task is not remembered");
 }
 
 #[test]
@@ -360,27 +379,30 @@ fn a_group_that_does_not_commit_teaches_the_writer_nothing() {
     let conn = memory_db();
     let mut known = KnownRows::default();
     let mut queue = Queue::new(QueueConfig::default());
+    let agent = AgentId::from("agent");
+    // Submitted and assigned in one group, which is rolled back.
     queue.submit(1, NewTask::new("a", "x")).unwrap();
-    let a_submitted = queue.drain_changes();
+    queue.assign(1, &"a".into(), &agent).unwrap();
+    let a_changes = queue.drain_changes();
     let tx = conn.unchecked_transaction().unwrap();
-    let records: Vec<(&Task, Texts<'_>)> = a_submitted
-        .iter()
-        .map(|c| (c.task(), Texts::of(c.task())))
-        .collect();
-    write_tasks(&tx, &records, &mut known).unwrap();
+    let newest = a_changes.last().unwrap().task();
+    let texts = Texts::of(a_changes[0].task());
+    write_tasks(&tx, &[(newest, texts)], &mut known).unwrap();
+    assert_eq!(known.len(), 1, "learned within the group");
     drop(tx);
     known.settle(false);
-    assert_eq!(known.len(), 0);
+    assert_eq!(known.len(), 0, "and forgotten with it");
     // Another task takes the rowid the rolled-back insert had; the first is
     // then written for real, and both rows are updated where they are.
     queue.submit(2, NewTask::new("b", "x")).unwrap();
+    queue.assign(2, &"b".into(), &agent).unwrap();
     commit(&conn, &queue.drain_changes(), true, &mut known);
-    commit(&conn, &a_submitted, true, &mut known);
-    let agent = AgentId::from("agent");
-    queue.assign(3, &"a".into(), &agent).unwrap();
+    commit(&conn, &a_changes, true, &mut known);
+    queue.accept(3, &"a".into(), &agent).unwrap();
+    queue.accept(3, &"b".into(), &agent).unwrap();
     commit(&conn, &queue.drain_changes(), true, &mut known);
-    assert_eq!(row_of(&conn, "a").1, "assigned");
-    assert_eq!(row_of(&conn, "b").1, "queued");
+    assert_eq!(row_of(&conn, "a").1, "working");
+    assert_eq!(row_of(&conn, "b").1, "working");
     assert_exact(&conn);
 }
 
@@ -389,14 +411,20 @@ fn rows_beyond_what_the_writer_remembers_are_looked_up() {
     let conn = memory_db();
     let mut known = KnownRows::with_max(2);
     let mut queue = Queue::new(QueueConfig::default());
-    for id in ["a", "b", "c", "d"] {
+    let ids = ["a", "b", "c", "d"];
+    for id in ids {
         queue.submit(1, NewTask::new(id, "x")).unwrap();
     }
     commit(&conn, &queue.drain_changes(), true, &mut known);
-    assert_eq!(known.len(), 2);
-    let agent = AgentId::from("agent");
-    for (i, id) in ["a", "b", "c", "d"].into_iter().enumerate() {
-        let generation = queue.assign(2 + i as u64, &id.into(), &agent).unwrap();
+    let mut generations = Vec::new();
+    for id in ids {
+        let agent = AgentId::from(format!("agent-{id}"));
+        generations.push(queue.assign(2, &id.into(), &agent).unwrap());
+    }
+    commit(&conn, &queue.drain_changes(), true, &mut known);
+    assert_eq!(known.len(), 2, "four held, two remembered");
+    for (i, (id, generation)) in ids.into_iter().zip(generations).enumerate() {
+        let agent = AgentId::from(format!("agent-{id}"));
         queue
             .complete(3 + i as u64, &id.into(), &agent, generation, done())
             .unwrap();
@@ -404,5 +432,6 @@ fn rows_beyond_what_the_writer_remembers_are_looked_up() {
         assert_eq!(row_of(&conn, id).1, "completed");
         assert!(known.len() <= 2);
     }
+    assert_eq!(known.len(), 0);
     assert_eq!(assert_exact(&conn), [count("completed", "normal", 4)]);
 }
