@@ -1163,9 +1163,7 @@ impl Scheduler {
             && !slot.drained
             && !waiting;
         if !available {
-            if let Some(key) = slot.idle_key.take() {
-                self.idle.remove(slot.fsm.capabilities(), &key);
-            }
+            leave_idle(&mut self.idle, slot);
             return;
         }
         if slot.idle_key.is_some() {
@@ -1193,12 +1191,8 @@ impl Scheduler {
     }
 
     fn make_unavailable(&mut self, agent_id: &AgentId) {
-        let Some(slot) = self.agents.get_mut(agent_id) else {
-            return;
-        };
-        if let Some(key) = slot.idle_key.take() {
-            let caps = slot.fsm.capabilities().clone();
-            self.idle.remove(&caps, &key);
+        if let Some(slot) = self.agents.get_mut(agent_id) {
+            leave_idle(&mut self.idle, slot);
         }
     }
 
@@ -1264,4 +1258,11 @@ fn take_due(deadlines: &mut BTreeSet<(u64, AgentId)>, now_ms: u64) -> Vec<AgentI
         }
     }
     due
+}
+
+/// Takes the agent of `slot` out of the idle index, if it is there.
+fn leave_idle(idle: &mut IdleAgents, slot: &mut AgentSlot) {
+    if let Some(key) = slot.idle_key.take() {
+        idle.remove(slot.fsm.capabilities(), &key);
+    }
 }

@@ -412,6 +412,13 @@ pub(crate) fn decode_by_enum(bytes: &[u8]) -> Result<AgentMessage, DecodeError> 
     }
 }
 
+/// True if the text starts as a JSON object. The one-pass decoders read
+/// objects only: a tagged enum also reads a JSON array (the type, then the
+/// fields in order), which they leave to the enum.
+fn is_object_text(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
 /// The fields of every message but `identify`, read in one pass: serde's
 /// internally tagged enum first copies the whole object into a buffer of its
 /// own and then reads the variant from that, which took half of a socket's
@@ -437,8 +444,7 @@ struct TaskFrame<'a> {
 /// not have is ignored, `null` is an absent optional field and an absent
 /// `result` is `null`, and a duplicate field is an error in both.
 pub(crate) fn decode_task_frame(bytes: &[u8]) -> Option<AgentMessage> {
-    // The enum also reads a JSON array (the type, then the fields in order).
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+    if !is_object_text(bytes) {
         return None;
     }
     let frame: TaskFrame<'_> = serde_json::from_slice(bytes).ok()?;
@@ -522,8 +528,7 @@ struct CoordinatorFrame<'a> {
 /// `Value::Null`, is left to the enum too, since `Option` cannot tell it from
 /// an absent one.
 pub(crate) fn decode_coordinator_frame(bytes: &[u8]) -> Option<CoordinatorMessage> {
-    // The enum also reads a JSON array (the type, then the fields in order).
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+    if !is_object_text(bytes) {
         return None;
     }
     let frame: CoordinatorFrame<'_> = serde_json::from_slice(bytes).ok()?;

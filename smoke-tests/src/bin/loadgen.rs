@@ -23,8 +23,8 @@ use serde_json::{json, Value};
 use smoke_tests::harness::Coordinator;
 use smoke_tests::http::Client;
 
-/// The coordinator's allocator: the load generator shares the machine with
-/// the coordinator it measures, so the less it spends the better.
+/// mimalloc: the load generator shares the machine with the coordinator it
+/// measures, so the less it spends the better.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

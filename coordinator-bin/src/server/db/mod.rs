@@ -3,6 +3,7 @@
 //! live in the submodules; their public items are re-exported here.
 
 pub mod check;
+mod counts;
 mod damaged;
 mod reads;
 mod rows;
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
+pub use counts::CountChanges;
 pub use damaged::{DamagedRow, Table};
 /// Every live task as one read (the start reads [`load_restore_set`]
 /// instead); kept for the row decoder's tests and fuzz target.

@@ -76,9 +76,12 @@ pub(crate) fn history_text(history: &[HistoryEntry]) -> String {
         let Some(code) = event_code(entry.event) else {
             return history_json(history);
         };
-        push_decimal(&mut out, i128::from(code));
+        // serde_json writes numbers without the formatting machinery (a
+        // third of this function's work per entry with `write!`); writing
+        // into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, &code);
         out.push(b',');
-        push_decimal(&mut out, ms);
+        let _ = serde_json::to_writer(&mut out, &ms);
         let before = previous.map_or("", |p| &*p.details);
         if *entry.details != *before {
             out.push(b',');
@@ -90,33 +93,6 @@ pub(crate) fn history_text(history: &[HistoryEntry]) -> String {
     }
     out.push(b']');
     String::from_utf8(out).unwrap_or_else(|_| history_json(history))
-}
-
-/// Appends the decimal digits of `n`, as `write!` would (without the
-/// formatting machinery, a third of [`history_text`]'s work per entry).
-pub(crate) fn push_decimal(out: &mut Vec<u8>, n: i128) {
-    if n < 0 {
-        out.push(b'-');
-    }
-    let mut digits = [0u8; 39];
-    let mut at = digits.len();
-    let mut rest = n.unsigned_abs();
-    // Wide division is a library call; most numbers fit 64 bits.
-    while u64::try_from(rest).is_err() {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-    }
-    let mut rest = rest as u64;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 /// The number that stands for `event` in [`history_text`]; stored, so fixed

@@ -90,17 +90,24 @@ fn a_version_1_database_is_migrated_with_its_counts() {
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
+/// A database at `path` as a binary of schema `version` made it.
+fn database_at_version(path: &Path, version: usize) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    for sql in &MIGRATIONS[..version] {
+        conn.execute_batch(sql).unwrap();
+    }
+    conn.pragma_update(None, "user_version", version as i64)
+        .unwrap();
+    conn.pragma_update(None, "application_id", APPLICATION_ID)
+        .unwrap();
+    conn
+}
+
 #[test]
 fn a_version_7_database_loses_its_row_triggers_and_keeps_its_counts() {
     let path = temp_db("migrate-8");
     {
-        let conn = Connection::open(&path).unwrap();
-        for sql in &MIGRATIONS[..7] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.pragma_update(None, "user_version", 7).unwrap();
-        conn.pragma_update(None, "application_id", APPLICATION_ID)
-            .unwrap();
+        let conn = database_at_version(&path, 7);
         // Counted by the triggers of version 7.
         insert_old_row(&conn, "done", "completed");
         insert_old_row(&conn, "queued", "queued");
@@ -964,13 +971,7 @@ fn scheduled(id: &str, run_at_ms: u64, queue_seq: u64) -> Task {
 fn a_version_3_database_is_migrated_and_takes_the_task_options() {
     let path = temp_db("migrate-v3");
     {
-        let conn = Connection::open(&path).unwrap();
-        for sql in &MIGRATIONS[..3] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.pragma_update(None, "user_version", 3).unwrap();
-        conn.pragma_update(None, "application_id", APPLICATION_ID)
-            .unwrap();
+        let conn = database_at_version(&path, 3);
         // As version 3 wrote them: reclaim counts, no option columns.
         insert_old_row(&conn, "old-queued", "queued");
         insert_old_row(&conn, "old-done", "completed");
@@ -1215,30 +1216,43 @@ fn a_new_file_has_small_pages_and_an_old_one_keeps_its_own() {
 }
 
 proptest! {
-    /// The history's numbers are written as `format!` writes them.
+    /// A history of any times reads back as it was written: each number,
+    /// however large or negative its difference, is written exactly.
     #[test]
-    fn decimals_are_written_as_format_writes_them(n: i128) {
-        let mut out = b"[".to_vec();
-        rows::push_decimal(&mut out, n);
-        prop_assert_eq!(String::from_utf8(out).unwrap(), format!("[{n}"));
+    fn a_history_of_any_times_reads_back_as_written(times in proptest::collection::vec(any::<u64>(), 1..6)) {
+        let history: Vec<HistoryEntry> = times
+            .iter()
+            .map(|&timestamp_ms| HistoryEntry {
+                event: HistoryEvent::Requeued,
+                timestamp_ms,
+                details: "".into(),
+            })
+            .collect();
+        prop_assert_eq!(rows::parse_history(&rows::history_text(&history)), Some(history));
     }
 }
 
 #[test]
-fn the_extreme_decimals_are_written_as_format_writes_them() {
-    for n in [
-        0,
-        -1,
-        9,
-        10,
-        i128::from(i64::MAX),
-        i128::from(u64::MAX),
-        i128::from(u64::MAX) + 1,
-        i128::MAX,
-        i128::MIN,
+fn a_history_with_the_extreme_times_reads_back_as_written() {
+    for times in [
+        [0, u64::MAX],
+        [u64::MAX, 0],
+        [i64::MAX as u64, 0],
+        [0, i64::MAX as u64 + 1],
+        [10, 9],
     ] {
-        let mut out = Vec::new();
-        rows::push_decimal(&mut out, n);
-        assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+        let history: Vec<HistoryEntry> = times
+            .iter()
+            .map(|&timestamp_ms| HistoryEntry {
+                event: HistoryEvent::Submitted,
+                timestamp_ms,
+                details: "x".into(),
+            })
+            .collect();
+        assert_eq!(
+            rows::parse_history(&rows::history_text(&history)),
+            Some(history),
+            "{times:?}"
+        );
     }
 }

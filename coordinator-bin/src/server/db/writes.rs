@@ -5,10 +5,13 @@
 //! group, rather than by row triggers (which ran two more statements per state
 //! change and made every insert and update keep a statement journal).
 
+use std::str::FromStr;
+
 use coordinator_queue::{HistoryEvent, IdMap, Priority, Status, Task, TaskId, HISTORY_CAP};
 use rusqlite::types::ValueRef;
 use rusqlite::{params, CachedStatement, Connection, ErrorCode, OptionalExtension};
 
+use super::counts::CountChanges;
 use super::rows::{capabilities_json, depends_on_json, history_text, Texts};
 
 /// A stored row's rowid, status and lane (the lane never changes after the
@@ -201,7 +204,7 @@ pub fn write_tasks(
             }
         }
     }
-    counts.write(conn)
+    write_counts(conn, &counts)
 }
 
 impl StoredRow {
@@ -241,8 +244,8 @@ impl Statements<'_> {
             .query_row([task.id().as_str()], |r| {
                 Ok(StoredRow {
                     rowid: r.get(0)?,
-                    status: known_status(r.get_ref(1)?),
-                    lane: known_lane(r.get_ref(2)?),
+                    status: known(r.get_ref(1)?),
+                    lane: known(r.get_ref(2)?),
                 })
             })
             .optional()
@@ -261,9 +264,8 @@ impl Statements<'_> {
         if self.update(task, row.rowid, history)? {
             return Ok(Written::Updated(row));
         }
-        match self.look_up(task)? {
-            Some(found) if self.update(task, found.rowid, history)? => Ok(Written::Updated(found)),
-            Some(_) => Err(rusqlite::Error::StatementChangedRows(0)),
+        match self.update_found(task, history)? {
+            Some(found) => Ok(Written::Updated(found)),
             None => self.insert(task, history, texts).map(Written::Inserted),
         }
     }
@@ -279,14 +281,27 @@ impl Statements<'_> {
         match self.insert(task, history, texts) {
             Ok(rowid) => Ok(Written::Inserted(rowid)),
             Err(err) if err.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
-                match self.look_up(task)? {
-                    Some(found) if self.update(task, found.rowid, history)? => {
-                        Ok(Written::Updated(found))
-                    }
-                    _ => Err(err),
+                match self.update_found(task, history)? {
+                    Some(found) => Ok(Written::Updated(found)),
+                    None => Err(err),
                 }
             }
             Err(err) => Err(err),
+        }
+    }
+
+    /// Reads `task`'s row by id and updates it there; the row as it was, or
+    /// `None` if the task has none.
+    fn update_found(
+        &mut self,
+        task: &Task,
+        history: &str,
+    ) -> Result<Option<StoredRow>, rusqlite::Error> {
+        match self.look_up(task)? {
+            Some(found) if self.update(task, found.rowid, history)? => Ok(Some(found)),
+            // Read by its id a moment ago in this transaction.
+            Some(_) => Err(rusqlite::Error::StatementChangedRows(0)),
+            None => Ok(None),
         }
     }
 
@@ -374,24 +389,12 @@ impl Statements<'_> {
     }
 }
 
-/// The status a stored value names, if it is one (stored as text).
-fn known_status(value: ValueRef<'_>) -> Option<Status> {
+/// The status or lane a stored value names, if it is one (stored as text).
+fn known<T: FromStr>(value: ValueRef<'_>) -> Option<T> {
     let ValueRef::Text(text) = value else {
         return None;
     };
-    Status::ALL
-        .into_iter()
-        .find(|s| s.as_str().as_bytes() == text)
-}
-
-/// The lane a stored value names, if it is one (stored as text).
-fn known_lane(value: ValueRef<'_>) -> Option<Priority> {
-    let ValueRef::Text(text) = value else {
-        return None;
-    };
-    Priority::ALL
-        .into_iter()
-        .find(|p| p.as_str().as_bytes() == text)
+    std::str::from_utf8(text).ok()?.parse().ok()
 }
 
 /// True unless the record shows that its queue position was fixed at
@@ -406,37 +409,17 @@ fn may_have_moved(task: &Task) -> bool {
             .any(|h| matches!(h.event, HistoryEvent::Released | HistoryEvent::Requeued))
 }
 
-/// How one group's rows change the counts, by status and lane.
-#[derive(Default)]
-struct CountChanges([[i64; Priority::ALL.len()]; Status::ALL.len()]);
-
-impl CountChanges {
-    /// Adds `n` to the count of `status` in `lane`.
-    fn add(&mut self, status: Status, lane: Priority, n: i64) {
-        let s = Status::ALL.iter().position(|x| *x == status);
-        let p = Priority::ALL.iter().position(|x| *x == lane);
-        if let (Some(s), Some(p)) = (s, p) {
-            self.0[s][p] += n;
-        }
+/// Adds `counts` to the stored counts: one statement per count that moved.
+fn write_counts(conn: &Connection, counts: &CountChanges) -> Result<(), rusqlite::Error> {
+    let mut add = None;
+    for (status, lane, n) in counts.moved() {
+        let add = match &mut add {
+            Some(add) => add,
+            None => add.insert(conn.prepare_cached(ADD_COUNT)?),
+        };
+        add.execute(params![status.as_str(), lane.as_str(), n])?;
     }
-
-    /// Adds the changes to the stored counts: one statement per count that moved.
-    fn write(&self, conn: &Connection) -> Result<(), rusqlite::Error> {
-        let mut add = None;
-        for (status, lanes) in Status::ALL.iter().zip(&self.0) {
-            for (lane, n) in Priority::ALL.iter().zip(lanes) {
-                if *n == 0 {
-                    continue;
-                }
-                let add = match &mut add {
-                    Some(add) => add,
-                    None => add.insert(conn.prepare_cached(ADD_COUNT)?),
-                };
-                add.execute(params![status.as_str(), lane.as_str(), n])?;
-            }
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -63,11 +63,7 @@ pub fn json_text_response(status: StatusCode, body: Vec<u8>) -> Resp {
 
 /// `value` as an `application/json` answer with `status`.
 pub fn json_response(status: StatusCode, value: &Value) -> Resp {
-    Response::builder()
-        .status(status)
-        .header(CONTENT_TYPE, "application/json")
-        .body(full(value.to_string()))
-        .expect("static response parts are valid")
+    json_text_response(status, value.to_string().into_bytes())
 }
 
 /// The JSON answer of an error, with `Retry-After` when the error says when to

@@ -40,7 +40,8 @@ use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 use super::{KeyedTask, LeaseStore, LiveTokens, PayloadResult, Store};
 use crate::server::auth::TokenList;
 use crate::server::db::{
-    self, Counts, DamagedRow, DbError, LiveTasks, Table, TaskFilter, TaskPage, TextColumns, Texts,
+    self, CountChanges, Counts, DamagedRow, DbError, LiveTasks, Table, TaskFilter, TaskPage,
+    TextColumns, Texts,
 };
 use crate::server::writer::{newest_per_task, Group, GroupCommit, Writer, WriterReport};
 use crate::session::{Identity, LoadedPayload, TokenWrite};
@@ -1134,7 +1135,7 @@ impl PgCommit {
                     ));
                 }
                 new_rows.push(task, *texts);
-                new_counts.add(task.status().as_str(), task.priority().as_str(), 1);
+                new_counts.add(task.status(), task.priority(), 1);
             } else {
                 // An update leaves the texts as stored.
                 let texts = Texts {
@@ -1194,7 +1195,7 @@ impl GroupWrite<'_> {
     ) -> Result<usize, String> {
         let (client, prepared) = (self.client, self.prepared);
         let (new_rows, new_counts) = new;
-        let (statuses, priorities, deltas) = new_counts.into_columns();
+        let (statuses, priorities, deltas) = count_columns(&new_counts);
         // Sent together: the server runs them in this order.
         let ((), (), (), n_updated) = futures_util::future::try_join4(
             client.batch_execute("BEGIN"),
@@ -1272,7 +1273,7 @@ impl GroupWrite<'_> {
                 ));
             }
             missing.push(task, *texts);
-            counts.add(task.status().as_str(), task.priority().as_str(), 1);
+            counts.add(task.status(), task.priority(), 1);
         }
         client
             .execute(&prepared.insert, &missing.params())
@@ -1331,7 +1332,10 @@ impl GroupWrite<'_> {
             deleted += n;
             let status: &str = row.try_get(0).map_err(pg_error)?;
             let priority: &str = row.try_get(1).map_err(pg_error)?;
-            counts.add(status, priority, -n);
+            // A name this binary does not know has no count to take from.
+            if let (Ok(status), Ok(lane)) = (status.parse(), priority.parse()) {
+                counts.add(status, lane, -n);
+            }
         }
         if deleted > 0 {
             tracing::info!(deleted, "retention: deleted old final tasks");
@@ -1341,7 +1345,7 @@ impl GroupWrite<'_> {
 
     /// Adds `counts` to the stored counts.
     async fn add_counts(&self, counts: CountChanges) -> Result<(), String> {
-        let (statuses, priorities, deltas) = counts.into_columns();
+        let (statuses, priorities, deltas) = count_columns(&counts);
         if !deltas.is_empty() {
             self.client
                 .execute(
@@ -1362,30 +1366,15 @@ impl GroupCommit for PgCommit {
     }
 }
 
-/// How the rows of one group change the counts, by status and lane.
-#[derive(Default)]
-struct CountChanges(HashMap<(String, String), i64>);
-
-impl CountChanges {
-    fn add(&mut self, status: &str, priority: &str, delta: i64) {
-        *self
-            .0
-            .entry((status.to_owned(), priority.to_owned()))
-            .or_insert(0) += delta;
+/// The counts that moved, as the three columns of [`ADD_COUNTS`].
+fn count_columns(counts: &CountChanges) -> (Vec<&'static str>, Vec<&'static str>, Vec<i64>) {
+    let mut columns = (Vec::new(), Vec::new(), Vec::new());
+    for (status, lane, n) in counts.moved() {
+        columns.0.push(status.as_str());
+        columns.1.push(lane.as_str());
+        columns.2.push(n);
     }
-
-    /// The changes that are not zero, as three columns.
-    fn into_columns(self) -> (Vec<String>, Vec<String>, Vec<i64>) {
-        let mut columns = (Vec::new(), Vec::new(), Vec::new());
-        for ((status, priority), delta) in self.0 {
-            if delta != 0 {
-                columns.0.push(status);
-                columns.1.push(priority);
-                columns.2.push(delta);
-            }
-        }
-        columns
-    }
+    columns
 }
 
 fn pg_error(e: tokio_postgres::Error) -> String {

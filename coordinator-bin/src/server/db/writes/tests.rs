@@ -282,15 +282,22 @@ fn row_of(conn: &Connection, id: &str) -> (i64, String) {
     .unwrap()
 }
 
-#[test]
-fn the_writer_remembers_the_rows_of_held_tasks_only() {
+/// A database holding tasks `a` and `b`, queued, the writer that wrote them
+/// and the queue they came from.
+fn a_and_b_queued() -> (Connection, KnownRows, Queue) {
     let conn = memory_db();
     let mut known = KnownRows::default();
     let mut queue = Queue::new(QueueConfig::default());
-    let agent = AgentId::from("agent");
     queue.submit(1, NewTask::new("a", "x")).unwrap();
     queue.submit(1, NewTask::new("b", "x")).unwrap();
     commit(&conn, &queue.drain_changes(), true, &mut known);
+    (conn, known, queue)
+}
+
+#[test]
+fn the_writer_remembers_the_rows_of_held_tasks_only() {
+    let (conn, mut known, mut queue) = a_and_b_queued();
+    let agent = AgentId::from("agent");
     assert_eq!(known.len(), 0, "queued tasks are not remembered");
     let generation = queue.assign(2, &"a".into(), &agent).unwrap();
     commit(&conn, &queue.drain_changes(), true, &mut known);
@@ -311,13 +318,8 @@ fn the_writer_remembers_the_rows_of_held_tasks_only() {
 
 #[test]
 fn a_remembered_rowid_that_no_longer_holds_the_task_is_not_written() {
-    let conn = memory_db();
-    let mut known = KnownRows::default();
-    let mut queue = Queue::new(QueueConfig::default());
+    let (conn, mut known, mut queue) = a_and_b_queued();
     let agent = AgentId::from("agent");
-    queue.submit(1, NewTask::new("a", "x")).unwrap();
-    queue.submit(1, NewTask::new("b", "x")).unwrap();
-    commit(&conn, &queue.drain_changes(), true, &mut known);
     queue.assign(2, &"a".into(), &agent).unwrap();
     commit(&conn, &queue.drain_changes(), true, &mut known);
     assert_eq!(known.len(), 1);
